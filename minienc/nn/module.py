@@ -1,0 +1,171 @@
+"""Module and Parameter: the containers every layer and encoder is built from.
+
+A `Module` finds its parameters, buffers and children by looking at its attributes (as PyTorch
+does), so a layer only has to assign them in `__init__`. `state_dict()` returns host NumPy arrays
+keyed by dotted names, which is what checkpoints store.
+"""
+from collections import OrderedDict
+
+from .. import backend
+from ..tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A tensor that a Module owns and an optimizer updates."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad=True, device=None):
+        super().__init__(data, requires_grad=requires_grad, device=device)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}, device={self.device!r})"
+
+
+class Module:
+    training = True
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError
+
+    # ----- what it holds ----------------------------------------------------------------------
+    def register_buffer(self, name, array):
+        """Non-trainable state that belongs in state_dict (BatchNorm's running statistics)."""
+        if "_buffers" not in vars(self):
+            self._buffers = OrderedDict()
+        self._buffers[name] = array
+
+    def named_children(self):
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield f"{name}.{i}", item
+
+    def children(self):
+        return [m for _, m in self.named_children()]
+
+    def modules(self):
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
+    def named_parameters(self, prefix=""):
+        seen = set()
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter) and id(value) not in seen:
+                seen.add(id(value))
+                yield prefix + name, value
+        for name, child in self.named_children():
+            for sub_name, p in child.named_parameters(prefix + name + "."):
+                if id(p) not in seen:  # a tied weight is listed once
+                    seen.add(id(p))
+                    yield sub_name, p
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix=""):
+        for name, array in vars(self).get("_buffers", {}).items():
+            yield prefix + name, array
+        for name, child in self.named_children():
+            yield from child.named_buffers(prefix + name + ".")
+
+    def num_parameters(self):
+        return sum(p.size for p in self.parameters())
+
+    # ----- modes and devices ------------------------------------------------------------------
+    def train(self, mode=True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def to(self, device):
+        """Move every parameter and buffer to `device` in place (parameters keep their identity,
+        so an optimizer built before the move still holds them)."""
+        for m in self.modules():
+            for name, value in vars(m).items():
+                if isinstance(value, Parameter):
+                    value.data = backend.to_device(value.data, device)
+                    if value.grad is not None:
+                        value.grad = backend.to_device(value.grad, device)
+            for name, array in vars(m).get("_buffers", {}).items():
+                m._buffers[name] = backend.to_device(array, device)
+        return self
+
+    @property
+    def device(self):
+        for p in self.parameters():
+            return p.device
+        return backend.get_device()
+
+    # ----- saving and loading -----------------------------------------------------------------
+    def state_dict(self):
+        """Dotted name -> host NumPy array, for parameters and buffers."""
+        state = OrderedDict((name, p.numpy()) for name, p in self.named_parameters())
+        state.update((name, backend.to_host(array)) for name, array in self.named_buffers())
+        return state
+
+    def load_state_dict(self, state, strict=True):
+        own = dict(self.named_parameters())
+        buffers = {}
+        for prefix, m in self._named_modules():
+            for name in vars(m).get("_buffers", {}):
+                buffers[prefix + name] = (m, name)
+        missing = [k for k in list(own) + list(buffers) if k not in state]
+        unexpected = [k for k in state if k not in own and k not in buffers]
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for name, p in own.items():
+            if name in state:
+                value = backend.numpy.asarray(state[name])
+                if value.shape != p.shape:
+                    raise ValueError(f"load_state_dict: {name} has shape {p.shape} in the model but "
+                                     f"{value.shape} in the state")
+                p.data = backend.to_device(value.astype(p.dtype), p.device)
+        for name, (m, key) in buffers.items():
+            if name in state:
+                old = m._buffers[key]
+                value = backend.numpy.asarray(state[name])
+                if value.shape != old.shape:
+                    raise ValueError(f"load_state_dict: buffer {name} has shape {old.shape} in the "
+                                     f"model but {value.shape} in the state")
+                m._buffers[key] = backend.to_device(value.astype(old.dtype), backend.device_of(old))
+        return self
+
+    def _named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child._named_modules(prefix + name + ".")
+
+    def __repr__(self):
+        lines = [f"  ({name}): " + repr(child).replace("\n", "\n  ") for name, child in self.named_children()]
+        return type(self).__name__ + ("(\n" + "\n".join(lines) + "\n)" if lines else "()")
+
+
+class Sequential(Module):
+    def __init__(self, *layers):
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)

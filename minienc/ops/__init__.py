@@ -1,0 +1,9 @@
+"""Differentiable operations, grouped by kind. Each is a `Function` subclass with a small
+functional wrapper; `Tensor` methods and operators call the wrappers."""
+from .elementwise import (abs, add, astype, clip, div, exp, gelu, log, maximum, minimum, mul, neg,
+                          pow, relu, sigmoid, softplus, sqrt, sub, tanh, where)
+from .linalg import matmul
+from .losses import (binary_cross_entropy_with_logits, cross_entropy, log_softmax, logsumexp,
+                     mse_loss, normalize, smooth_l1_loss, softmax)
+from .reduce import max, mean, sum, var
+from .shape import broadcast_to, concatenate, getitem, reshape, stack, transpose

@@ -1,0 +1,93 @@
+"""Reductions: sum, mean, max, var (NumPy's `axis` and `keepdims`)."""
+import builtins
+
+from ..backend import get_xp
+from ..tensor import Function
+
+
+def _normalize_axis(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    for a in axes:
+        if not -ndim <= a < builtins.max(ndim, 1):
+            raise ValueError(f"axis {a} is out of range for a tensor of {ndim} dimensions")
+    return tuple(sorted(a % ndim if ndim else 0 for a in axes))
+
+
+def _unreduce(g, in_shape, axes, keepdims):
+    """Reshape a reduced gradient so it broadcasts against the input again."""
+    if not keepdims:
+        shape = [1 if i in axes else n for i, n in enumerate(in_shape)]
+        g = g.reshape(shape)
+    return g
+
+
+class _Reduction(Function):
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def _setup(self, x):
+        self.in_shape = x.shape
+        self.axes = _normalize_axis(self.axis, x.ndim)
+        self.count = 1
+        for a in self.axes:
+            self.count *= x.shape[a]
+
+
+class Sum(_Reduction):
+    def forward(self, x):
+        self._setup(x)
+        return x.sum(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, g):
+        return get_xp(g).broadcast_to(_unreduce(g, self.in_shape, self.axes, self.keepdims), self.in_shape)
+
+
+class Mean(_Reduction):
+    def forward(self, x):
+        self._setup(x)
+        return x.mean(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, g):
+        g = _unreduce(g, self.in_shape, self.axes, self.keepdims) * (1.0 / self.count)
+        return get_xp(g).broadcast_to(g, self.in_shape)
+
+
+class Max(_Reduction):
+    """Max over axes; tied maxima share the gradient equally."""
+
+    def forward(self, x):
+        self._setup(x)
+        out = x.max(axis=self.axes, keepdims=True)
+        self.mask = x == out
+        return out if self.keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
+
+    def backward(self, g):
+        g = _unreduce(g, self.in_shape, self.axes, self.keepdims)
+        ties = self.mask.sum(axis=self.axes, keepdims=True).astype(g.dtype)
+        return self.mask * (g / ties)
+
+
+class Var(_Reduction):
+    def __init__(self, axis=None, keepdims=False, ddof=0):
+        super().__init__(axis, keepdims)
+        self.ddof = ddof
+
+    def forward(self, x):
+        self._setup(x)
+        if self.count - self.ddof <= 0:
+            raise ValueError(f"var: {self.count} values with ddof={self.ddof} leave no degrees of freedom")
+        self.centered = x - x.mean(axis=self.axes, keepdims=True)
+        return (self.centered * self.centered).sum(axis=self.axes, keepdims=self.keepdims) \
+            * (1.0 / (self.count - self.ddof))
+
+    def backward(self, g):
+        g = _unreduce(g, self.in_shape, self.axes, self.keepdims)
+        return g * self.centered * (2.0 / (self.count - self.ddof))
+
+
+def sum(x, axis=None, keepdims=False): return Sum(axis, keepdims)(x)  # noqa: A001
+def mean(x, axis=None, keepdims=False): return Mean(axis, keepdims)(x)
+def max(x, axis=None, keepdims=False): return Max(axis, keepdims)(x)  # noqa: A001
+def var(x, axis=None, keepdims=False, ddof=0): return Var(axis, keepdims, ddof)(x)

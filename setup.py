@@ -1,0 +1,18 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="minienc",
+    version="0.1.0",
+    description="A minimal NumPy/CuPy library for training encoders, written to be read",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["minienc", "minienc.*"]),
+    install_requires=["numpy>=1.24"],
+    extras_require={
+        "gpu": ["cupy-cuda12x>=13"],
+        "test": ["pytest>=7", "hypothesis>=6.80"],
+        # scikit-learn is used only for the 1,797 real digits it ships inside its package (no download)
+        "demos": ["matplotlib>=3.7", "scikit-learn>=1.3"],
+    },
+)

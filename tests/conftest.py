@@ -1,0 +1,33 @@
+"""Every test that takes `device` runs once per backend: cpu always, cuda where CuPy sees a GPU
+(skipped with the reason otherwise)."""
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import minienc
+from minienc import backend
+
+settings.register_profile("ci", deadline=None, derandomize=True, max_examples=20,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None, max_examples=20,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+_CUDA = backend.cuda_available()
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(
+        not _CUDA, reason="no CUDA device visible to CuPy (pip install 'minienc[gpu]' on a GPU machine)")),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    minienc.manual_seed(0)
+    yield
