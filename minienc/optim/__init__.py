@@ -1,0 +1,7 @@
+"""Optimizers, schedules, EMA targets and gradient clipping.
+
+    opt = AdamW(param_groups_without_decay(model, 0.05), lr=1e-3)
+    loss.backward(); clip_grad_norm(model.parameters(), 1.0); opt.step(); opt.zero_grad()
+"""
+from .adam import Adam, AdamW
+from .optimizer import Optimizer, param_groups_without_decay, set_hyperparameter

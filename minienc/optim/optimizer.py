@@ -1,0 +1,207 @@
+"""The optimizer base class: parameter groups, per-parameter state, saving and moving state.
+
+An optimizer holds `param_groups`, a list of dicts. Each group has "params" (a list of
+Parameters) and its own hyperparameters ("lr", "weight_decay", ...), filled from the
+optimizer's defaults when a group does not set them. Schedules change `group["lr"]` and
+`group["weight_decay"]` between steps; a subclass only writes `_update(p, group, state)`.
+
+State lives per parameter (Adam's moments, SGD's momentum buffer), created on the parameter's
+device at its first step, and follows the parameter when it moves (`opt.to(device)`, or lazily at
+the next step after `module.to(device)`). `state_dict()` turns it into host NumPy arrays and
+Python scalars, which is what a checkpoint stores.
+
+Updates run in place on `p.data` with `out=` arguments, and read no device value back to the host:
+a step is a stream of array operations the GPU can run without waiting for Python.
+"""
+import math
+
+from .. import backend
+from ..tensor import Tensor
+
+
+class Optimizer:
+    """Base class. `params` is a list of Parameters, or a list of dicts (parameter groups):
+    `[{"params": [...], "weight_decay": 0.0}, {"params": [...], "lr": 1e-4}]`."""
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.param_groups = []
+        self.state = {}  # id(parameter) -> {"step": int, name: array}
+        self._scratch = {}  # (device, dtype) -> flat work arrays shared by every parameter
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def add_param_group(self, group):
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"{type(self).__name__}: a parameter group is a dict with a 'params' "
+                            f"list, got {type(group).__name__}")
+        group = dict(group)
+        group["params"] = list(group["params"])
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        for p in group["params"]:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"{type(self).__name__}: parameters must be Tensors, got "
+                                f"{type(p).__name__}")
+            if id(p) in seen:
+                raise ValueError(f"{type(self).__name__}: a parameter of shape {p.shape} is in "
+                                 f"more than one group")
+            seen.add(id(p))
+        # A group built with weight_decay=0 means "never decay these" (biases, norms): schedules
+        # that set weight decay leave it at 0 (see `set_hyperparameter`).
+        if group.get("weight_decay", None) == 0 and self.defaults.get("weight_decay", 0) != 0:
+            group.setdefault("weight_decay_scale", 0.0)
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        self.param_groups.append(group)
+
+    # ----- the step ---------------------------------------------------------------------------
+    def zero_grad(self):
+        """Drop every gradient (the next backward allocates fresh ones)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    def step(self):
+        """Update every parameter that has a gradient, in place."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, group, self._state_for(p))
+
+    def _update(self, p, group, state):
+        raise NotImplementedError
+
+    def _state_for(self, p):
+        state = self.state.get(id(p))
+        if state is None:
+            state = self.state[id(p)] = {"step": 0}
+            self._init_state(p, state)
+        else:
+            for key, value in state.items():  # the parameter moved since: its state follows it
+                if key != "step" and backend.device_of(value) != backend.device_of(p.data):
+                    state[key] = backend.to_device(value, backend.device_of(p.data))
+        return state
+
+    def _init_state(self, p, state):
+        """Create this optimizer's per-parameter arrays (zeros like p.data) in `state`."""
+
+    def _work(self, p, count=1):
+        """`count` work arrays shaped like p, carved from flat buffers shared by all parameters,
+        so an update allocates nothing. Valid only until the next parameter's update."""
+        key = (backend.device_of(p.data), p.data.dtype)
+        flat = self._scratch.get(key)
+        if flat is None or flat.shape[0] < count or flat.shape[1] < p.data.size:
+            rows, size = (2, 0) if flat is None else flat.shape
+            flat = backend.get_xp(p.data).empty((max(count, rows), max(size, p.data.size)),
+                                                 dtype=p.data.dtype)
+            self._scratch[key] = flat
+        n = p.data.size
+        views = tuple(flat[i, :n].reshape(p.data.shape) for i in range(count))
+        return views if count > 1 else views[0]
+
+    # ----- moving and saving ------------------------------------------------------------------
+    def to(self, device):
+        """Move every state array to `device` (parameters are moved by `Module.to`)."""
+        for state in self.state.values():
+            for key, value in state.items():
+                if key != "step":
+                    state[key] = backend.to_device(value, device)
+        self._scratch.clear()
+        return self
+
+    def _indexed_params(self):
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def state_dict(self):
+        """{"param_groups": [hyperparameters, "params": [indices]], "state": {index: {...}}}
+        with host NumPy arrays and Python scalars only, so it fits in an .npz + JSON."""
+        groups, index = [], 0
+        for group in self.param_groups:
+            entry = {k: v for k, v in group.items() if k != "params"}
+            entry["params"] = list(range(index, index + len(group["params"])))
+            index += len(group["params"])
+            groups.append(entry)
+        state = {}
+        for i, p in enumerate(self._indexed_params()):
+            if id(p) in self.state:
+                state[i] = {k: (v if k == "step" else backend.to_host(v))
+                            for k, v in self.state[id(p)].items()}
+        return {"param_groups": groups, "state": state}
+
+    def load_state_dict(self, state_dict):
+        """Restore hyperparameters and state saved by `state_dict`; the groups must hold the same
+        number of parameters with the same shapes (checked before anything is changed)."""
+        name = type(self).__name__
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"{name}.load_state_dict: the state has {len(groups)} parameter groups, "
+                             f"this optimizer has {len(self.param_groups)}")
+        for i, (saved, own) in enumerate(zip(groups, self.param_groups)):
+            if len(saved["params"]) != len(own["params"]):
+                raise ValueError(f"{name}.load_state_dict: group {i} has {len(saved['params'])} "
+                                 f"parameters in the state but {len(own['params'])} here")
+        params = self._indexed_params()
+        new_state = {}
+        for key, saved in state_dict["state"].items():
+            i = int(key)
+            if not 0 <= i < len(params):
+                raise ValueError(f"{name}.load_state_dict: state for parameter {i}, but there are "
+                                 f"only {len(params)}")
+            p, entry = params[i], {"step": int(saved.get("step", 0))}
+            for k, value in saved.items():
+                if k == "step":
+                    continue
+                value = backend.numpy.asarray(value)
+                if value.shape != p.shape:
+                    raise ValueError(f"{name}.load_state_dict: state '{k}' of parameter {i} has "
+                                     f"shape {value.shape}, the parameter has shape {p.shape}")
+                entry[k] = backend.to_device(value.astype(p.dtype), p.device)
+            new_state[id(p)] = entry
+        for saved, own in zip(groups, self.param_groups):
+            own.update({k: v for k, v in saved.items() if k != "params"})
+        self.state = new_state
+        return self
+
+    def __repr__(self):
+        lines = [f"  group {i}: {len(g['params'])} params, " +
+                 ", ".join(f"{k}={v}" for k, v in g.items() if k != "params")
+                 for i, g in enumerate(self.param_groups)]
+        return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+def set_hyperparameter(optimizer, key, value):
+    """Set `key` (e.g. "lr", "weight_decay") in every group to `value * group[key + "_scale"]`
+    (scale 1 unless the group says otherwise; no-decay groups carry weight_decay_scale=0)."""
+    value = float(value)
+    for group in optimizer.param_groups:
+        group[key] = value * group.get(key + "_scale", 1.0)
+
+
+def param_groups_without_decay(module, weight_decay, extra=None):
+    """Two groups: weights with `weight_decay`, and biases and norm parameters (ndim <= 1) with
+    none, as SimCLR, MAE and I-JEPA train. `module` may also be a list of modules."""
+    modules = module if isinstance(module, (list, tuple)) else [module]
+    decay, no_decay = [], []
+    for m in modules:
+        for p in m.parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0, "weight_decay_scale": 0.0}]
+    for g in groups:
+        g.update(extra or {})
+    return [g for g in groups if g["params"]]
+
+
+def check_hyperparameters(name, lr, weight_decay, **others):
+    """Refuse nonsense early with the optimizer's name in the message."""
+    if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
+        raise ValueError(f"{name}: lr must be a finite number >= 0, got {lr!r}")
+    if weight_decay < 0:
+        raise ValueError(f"{name}: weight_decay must be >= 0, got {weight_decay!r}")
+    for key, (value, low, high) in others.items():
+        if not low <= value < high:
+            raise ValueError(f"{name}: {key} must be in [{low}, {high}), got {value!r}")
