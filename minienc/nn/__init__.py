@@ -1,2 +1,4 @@
 """Layers, transformer parts and encoders, built on Module and Parameter."""
-from .module import Module, Parameter, Sequential
+from . import init
+from .layers import Dropout, Embedding, Flatten, GELU, Identity, Linear, ReLU, Sigmoid, Tanh, Unflatten
+from .module import Module, Parameter, Sequential, functional_call

@@ -28,6 +28,13 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    def __getattr__(self, name):
+        # only reached when normal lookup fails: lets a layer read its buffers as attributes
+        buffers = vars(self).get("_buffers")
+        if buffers is not None and name in buffers:
+            return buffers[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
     def forward(self, *args, **kwargs):
         raise NotImplementedError
 
@@ -105,6 +112,18 @@ class Module:
                 m._buffers[name] = backend.to_device(array, device)
         return self
 
+    def astype(self, dtype):
+        """Cast every floating parameter and buffer to `dtype` in place (float64 for gradcheck)."""
+        for m in self.modules():
+            for value in vars(m).values():
+                if isinstance(value, Parameter) and backend.is_floating(value.dtype):
+                    value.data = value.data.astype(dtype)
+                    value.grad = None
+            for name, array in vars(m).get("_buffers", {}).items():
+                if backend.is_floating(array.dtype):
+                    m._buffers[name] = array.astype(dtype)
+        return self
+
     @property
     def device(self):
         for p in self.parameters():
@@ -153,6 +172,29 @@ class Module:
     def __repr__(self):
         lines = [f"  ({name}): " + repr(child).replace("\n", "\n  ") for name, child in self.named_children()]
         return type(self).__name__ + ("(\n" + "\n".join(lines) + "\n)" if lines else "()")
+
+
+def functional_call(module, params, *args, **kwargs):
+    """Run `module(*args, **kwargs)` with some of its parameters replaced by the tensors in
+    `params` (dotted name -> Tensor), then put the originals back. Gradients then flow to the
+    given tensors: this is how the tests gradcheck a layer with respect to its parameters."""
+    owners = {}
+    for prefix, m in module._named_modules():
+        for name, value in vars(m).items():
+            if isinstance(value, Parameter):
+                owners[prefix + name] = (m, name, value)
+    unknown = [k for k in params if k not in owners]
+    if unknown:
+        raise KeyError(f"functional_call: {type(module).__name__} has no parameters {unknown}")
+    try:
+        for key, tensor in params.items():
+            m, name, _ = owners[key]
+            vars(m)[name] = tensor
+        return module(*args, **kwargs)
+    finally:
+        for key in params:
+            m, name, original = owners[key]
+            vars(m)[name] = original
 
 
 class Sequential(Module):

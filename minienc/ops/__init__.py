@@ -7,3 +7,6 @@ from .losses import (binary_cross_entropy_with_logits, cross_entropy, log_softma
                      mse_loss, normalize, smooth_l1_loss, softmax)
 from .reduce import max, mean, sum, var
 from .shape import broadcast_to, concatenate, getitem, reshape, stack, transpose
+from .linear import linear
+from .dropout import dropout
+from .embedding import embedding

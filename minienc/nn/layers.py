@@ -1,0 +1,111 @@
+"""Basic layers: Linear, activations, Flatten, Identity, Dropout, Embedding.
+
+Each layer is a thin Module around an op in minienc.ops; the math and the backward live there.
+Parameters are created on the default device (`minienc.set_device`) and initialised on the host
+(see nn/init.py), so the same seed gives the same layer on CPU and GPU.
+"""
+import math
+
+from .. import ops
+from . import init
+from .module import Module
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias on the last axis, for inputs of any rank (..., in_features).
+
+    weight has PyTorch's layout (out_features, in_features) and PyTorch's default initialisation:
+    kaiming_uniform with a=sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)), and the bias likewise.
+    """
+
+    def __init__(self, in_features, out_features, bias=True):
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = init.kaiming_uniform(init.empty((out_features, in_features)), a=math.sqrt(5.0))
+        self.bias = init.linear_bias(init.empty((out_features,)), in_features) if bias else None
+
+    def forward(self, x):
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear({self.in_features}, {self.out_features}): input has shape "
+                             f"{x.shape}, expected (..., {self.in_features})")
+        return ops.linear(x, self.weight, self.bias)
+
+    def __repr__(self):
+        return f"Linear({self.in_features}, {self.out_features}, bias={self.bias is not None})"
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return ops.relu(x)
+
+
+class GELU(Module):
+    """The tanh approximation of GELU (see minienc/ops/elementwise.py for why)."""
+
+    def forward(self, x):
+        return ops.gelu(x)
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return ops.tanh(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return ops.sigmoid(x)
+
+
+class Identity(Module):
+    def forward(self, x):
+        return x
+
+
+class Flatten(Module):
+    """Flatten every axis from `start_axis` on: (N, C, H, W) -> (N, C*H*W) by default."""
+
+    def __init__(self, start_axis=1):
+        self.start_axis = start_axis
+
+    def forward(self, x):
+        return x.reshape(*x.shape[:self.start_axis], -1)
+
+
+class Unflatten(Module):
+    """The inverse of Flatten: (N, C*H*W) -> (N, *shape)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+
+class Dropout(Module):
+    """Inverted dropout while training; the identity in eval mode."""
+
+    def __init__(self, p=0.5):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return ops.dropout(x, self.p, self.training)
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
+
+
+class Embedding(Module):
+    """A lookup table: integer ids (...) -> vectors (..., dim). Initialised N(0, 1) as PyTorch,
+    or with `std` (e.g. 0.02 as BERT) when given."""
+
+    def __init__(self, num_embeddings, dim, std=None):
+        self.num_embeddings, self.dim = num_embeddings, dim
+        weight = init.empty((num_embeddings, dim))
+        self.weight = init.normal(weight) if std is None else init.trunc_normal(weight, std=std)
+
+    def forward(self, ids):
+        return ops.embedding(ids, self.weight)
+
+    def __repr__(self):
+        return f"Embedding({self.num_embeddings}, {self.dim})"

@@ -1,0 +1,179 @@
+"""Basic layers (Linear, activations, Dropout, Embedding, norms), initialisers and Module plumbing,
+on every backend: gradients of inputs and parameters against finite differences, plus the
+behaviour each layer promises (dropout scaling, batch-norm running statistics, ...)."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minienc
+from minienc import backend, nn
+from nn_check import gradcheck_module, rand
+
+
+def host(t):
+    return t.numpy() if isinstance(t, minienc.Tensor) else backend.to_host(t)
+
+
+# ----- Linear and activations -----------------------------------------------------------------
+
+@given(batch=st.lists(st.integers(1, 3), min_size=1, max_size=2), fan_in=st.integers(1, 4),
+       fan_out=st.integers(1, 4), bias=st.booleans())
+def test_linear_gradcheck_any_rank(batch, fan_in, fan_out, bias):
+    layer = nn.Linear(fan_in, fan_out, bias=bias)
+    assert gradcheck_module(layer, rand("cpu", *batch, fan_in))
+
+
+def test_linear_gradcheck_on_device(device):
+    layer = nn.Linear(3, 2).to(device)
+    assert gradcheck_module(layer, rand(device, 2, 4, 3))
+
+
+def test_linear_matches_numpy_and_stays_float32(device):
+    layer = nn.Linear(5, 3).to(device)
+    x = minienc.tensor(np.random.default_rng(1).standard_normal((4, 5)), device=device)
+    y = layer(x)
+    assert y.dtype == np.float32 and layer.weight.dtype == np.float32
+    expected = host(x) @ host(layer.weight).T + host(layer.bias)
+    np.testing.assert_allclose(host(y), expected, rtol=1e-5, atol=1e-6)
+    y.sum().backward()
+    assert layer.weight.grad.dtype == np.float32 and layer.bias.grad.dtype == np.float32
+
+
+def test_linear_default_init_bounds():
+    layer = nn.Linear(100, 50)
+    bound = 1.0 / np.sqrt(100)
+    w = host(layer.weight)
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    assert np.abs(host(layer.bias)).max() <= bound
+
+
+def test_linear_wrong_input_names_layer_and_shapes():
+    with pytest.raises(ValueError, match=r"Linear\(4, 2\).*\(3, 5\)"):
+        nn.Linear(4, 2)(minienc.tensor(np.zeros((3, 5))))
+
+
+@pytest.mark.parametrize("layer", [nn.ReLU(), nn.GELU(), nn.Tanh(), nn.Sigmoid(), nn.Identity(),
+                                   nn.Flatten(), nn.Unflatten((2, 3))], ids=lambda m: type(m).__name__)
+def test_activation_and_shape_layers_gradcheck(device, layer):
+    x = rand(device, 2, 6) + 0.05  # (relu's kink at 0 is measure-zero; nudged off it anyway)
+    assert gradcheck_module(layer, x)
+
+
+def test_flatten_shapes():
+    x = minienc.tensor(np.zeros((2, 3, 4, 5)))
+    assert nn.Flatten()(x).shape == (2, 60)
+    assert nn.Flatten(2)(x).shape == (2, 3, 20)
+    assert nn.Unflatten((3, 4, 5))(nn.Flatten()(x)).shape == (2, 3, 4, 5)
+
+
+# ----- Dropout --------------------------------------------------------------------------------
+
+def test_dropout_scaling_and_eval_identity(device):
+    layer = nn.Dropout(0.25)
+    x = minienc.tensor(np.ones((200, 100)), device=device)
+    y = host(layer(x))
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], 1.0 / 0.75, rtol=1e-6)
+    assert abs(kept.mean() - 0.75) < 0.01  # 20,000 draws: std of the mean ~0.003
+    assert y.dtype == np.float32
+    layer.eval()
+    assert layer(x) is x
+
+
+def test_dropout_gradcheck(device):
+    assert gradcheck_module(nn.Dropout(0.5), rand(device, 3, 4), reseed=True)
+
+
+def test_dropout_gradient_is_the_mask(device):
+    x = minienc.tensor(np.ones((50, 20)), requires_grad=True, device=device)
+    y = nn.Dropout(0.5)(x)
+    y.sum().backward()
+    np.testing.assert_array_equal(host(x.grad), host(y))
+
+
+def test_dropout_rejects_bad_p():
+    with pytest.raises(ValueError, match="Dropout"):
+        nn.Dropout(1.0)
+
+
+# ----- Embedding ------------------------------------------------------------------------------
+
+def test_embedding_lookup_and_repeated_id_gradients(device):
+    emb = nn.Embedding(5, 3).to(device)
+    ids = minienc.tensor(np.array([[0, 2, 2], [4, 2, 0]]), device=device)
+    out = emb(ids)
+    assert out.shape == (2, 3, 3)
+    np.testing.assert_array_equal(host(out), host(emb.weight)[host(ids)])
+    out.sum().backward()
+    counts = np.array([2, 0, 3, 0, 1], dtype=np.float32)[:, None]
+    np.testing.assert_array_equal(host(emb.weight.grad), np.broadcast_to(counts, (5, 3)))
+
+
+def test_embedding_gradcheck(device):
+    emb = nn.Embedding(4, 3).to(device)
+    ids = minienc.tensor(np.array([[1, 3, 1], [0, 1, 2]]), device=device)
+    assert gradcheck_module(emb, ids)
+
+
+def test_embedding_out_of_range_is_a_clear_error():
+    with pytest.raises(IndexError, match="embedding: id 7"):
+        nn.Embedding(5, 2)(minienc.tensor(np.array([1, 7])))
+
+
+# ----- initialisers ---------------------------------------------------------------------------
+
+def test_initialisers_statistics():
+    t = nn.init.empty((400, 300))
+    w = host(nn.init.xavier_uniform(t))
+    bound = np.sqrt(6.0 / 700)
+    assert np.abs(w).max() <= bound and abs(w.std() - bound / np.sqrt(3)) < 0.01 * bound
+    w = host(nn.init.kaiming_normal(t, nonlinearity="relu"))
+    assert abs(w.std() - np.sqrt(2.0 / 300)) < 0.02 * np.sqrt(2.0 / 300)
+    w = host(nn.init.trunc_normal(t, std=0.02))
+    assert np.abs(w).max() <= 0.04 and abs(w.std() - 0.0176) < 0.001  # std of N(0,1) cut at 2: 0.880
+    assert w.dtype == np.float32
+
+
+def test_same_seed_same_weights_on_every_device(device):
+    minienc.manual_seed(7)
+    a = nn.Sequential(nn.Linear(3, 4), nn.Embedding(6, 2), nn.LayerNorm(4)).to(device)
+    minienc.manual_seed(7)
+    b = nn.Sequential(nn.Linear(3, 4), nn.Embedding(6, 2), nn.LayerNorm(4))
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert p.device == device
+        np.testing.assert_array_equal(host(p), host(q), err_msg=name)
+
+
+# ----- Module plumbing ------------------------------------------------------------------------
+
+def test_state_dict_round_trip_with_buffers(device):
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).to(device)
+    model(minienc.tensor(np.random.default_rng(0).standard_normal((8, 3)), device=device))
+    state = model.state_dict()
+    assert "layers.1.running_mean" in state and "layers.1.running_var" in state
+    minienc.manual_seed(99)
+    other = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).to(device)
+    other.load_state_dict(state)
+    for key, value in other.state_dict().items():
+        np.testing.assert_array_equal(value, state[key], err_msg=key)
+    model.eval(), other.eval()
+    x = minienc.tensor(np.ones((2, 3)), device=device)
+    np.testing.assert_array_equal(host(model(x)), host(other(x)))
+
+
+def test_functional_call_restores_parameters():
+    layer = nn.Linear(2, 2)
+    original = layer.weight
+    replacement = minienc.tensor(np.eye(2), requires_grad=True)
+    out = nn.functional_call(layer, {"weight": replacement}, minienc.tensor(np.ones((1, 2))))
+    assert layer.weight is original
+    np.testing.assert_allclose(host(out), 1.0 + host(layer.bias)[None], rtol=1e-6)
+    with pytest.raises(KeyError, match="nope"):
+        nn.functional_call(layer, {"nope": replacement}, minienc.tensor(np.ones((1, 2))))
+
+
+def test_astype_casts_parameters_and_buffers():
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)).astype("float64")
+    assert all(p.dtype == np.float64 for p in model.parameters())
+    assert all(b.dtype == np.float64 for _, b in model.named_buffers())
