@@ -19,6 +19,26 @@ from .. import backend
 from ..tensor import Tensor
 
 
+class WorkBuffers:
+    """Flat scratch arrays, one set per (device, dtype), sized to the largest array seen and shared
+    by every parameter: an in-place update borrows views of them instead of allocating
+    temporaries. A view is valid only until the next `get`."""
+
+    def __init__(self):
+        self._flat = {}
+
+    def get(self, like, count=1):
+        key = (backend.device_of(like), like.dtype)
+        flat = self._flat.get(key)
+        if flat is None or flat.shape[0] < count or flat.shape[1] < like.size:
+            rows, size = (2, 0) if flat is None else flat.shape
+            flat = backend.get_xp(like).empty((max(count, rows), max(size, like.size)),
+                                              dtype=like.dtype)
+            self._flat[key] = flat
+        views = tuple(flat[i, :like.size].reshape(like.shape) for i in range(count))
+        return views if count > 1 else views[0]
+
+
 class Optimizer:
     """Base class. `params` is a list of Parameters, or a list of dicts (parameter groups):
     `[{"params": [...], "weight_decay": 0.0}, {"params": [...], "lr": 1e-4}]`."""
@@ -27,7 +47,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}  # id(parameter) -> {"step": int, name: array}
-        self._scratch = {}  # (device, dtype) -> flat work arrays shared by every parameter
+        self._scratch = WorkBuffers()
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
@@ -90,18 +110,8 @@ class Optimizer:
         """Create this optimizer's per-parameter arrays (zeros like p.data) in `state`."""
 
     def _work(self, p, count=1):
-        """`count` work arrays shaped like p, carved from flat buffers shared by all parameters,
-        so an update allocates nothing. Valid only until the next parameter's update."""
-        key = (backend.device_of(p.data), p.data.dtype)
-        flat = self._scratch.get(key)
-        if flat is None or flat.shape[0] < count or flat.shape[1] < p.data.size:
-            rows, size = (2, 0) if flat is None else flat.shape
-            flat = backend.get_xp(p.data).empty((max(count, rows), max(size, p.data.size)),
-                                                 dtype=p.data.dtype)
-            self._scratch[key] = flat
-        n = p.data.size
-        views = tuple(flat[i, :n].reshape(p.data.shape) for i in range(count))
-        return views if count > 1 else views[0]
+        """`count` work arrays shaped like p (see `WorkBuffers`), so an update allocates nothing."""
+        return self._scratch.get(p.data, count)
 
     # ----- moving and saving ------------------------------------------------------------------
     def to(self, device):
@@ -110,7 +120,7 @@ class Optimizer:
             for key, value in state.items():
                 if key != "step":
                     state[key] = backend.to_device(value, device)
-        self._scratch.clear()
+        self._scratch = WorkBuffers()
         return self
 
     def _indexed_params(self):
