@@ -177,3 +177,57 @@ def test_astype_casts_parameters_and_buffers():
     model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)).astype("float64")
     assert all(p.dtype == np.float64 for p in model.parameters())
     assert all(b.dtype == np.float64 for _, b in model.named_buffers())
+
+
+# ----- LayerNorm and BatchNorm ----------------------------------------------------------------
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_gradcheck(device, affine):
+    layer = nn.LayerNorm(5, affine=affine).to(device)
+    if affine:  # move weight and bias off 1 and 0 so a backward that ignores them fails
+        nn.init.normal(layer.weight, 1.0, 0.5), nn.init.normal(layer.bias, 0.0, 0.5)
+    assert gradcheck_module(layer, rand(device, 2, 3, 5))
+
+
+def test_layer_norm_normalises_last_axis(device):
+    x = minienc.tensor(np.random.default_rng(0).standard_normal((4, 7)) * 3 + 2, device=device)
+    y = host(nn.LayerNorm(7).to(device)(x))
+    np.testing.assert_allclose(y.mean(-1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y.var(-1), 1.0, rtol=1e-3)
+    assert y.dtype == np.float32
+
+
+@pytest.mark.parametrize("cls,shape", [(nn.BatchNorm1d, (6, 3)), (nn.BatchNorm1d, (4, 3, 2)),
+                                       (nn.BatchNorm2d, (2, 3, 2, 2))])
+def test_batch_norm_gradcheck_train_and_eval(device, cls, shape):
+    layer = cls(3).to(device)
+    nn.init.normal(layer.weight, 1.0, 0.5), nn.init.normal(layer.bias, 0.0, 0.5)
+    assert gradcheck_module(layer, rand(device, *shape))
+    layer.eval()
+    layer._buffers["running_var"] += 0.5  # non-trivial statistics for the eval map
+    assert gradcheck_module(layer, rand(device, *shape, seed=1))
+
+
+def test_batch_norm_running_statistics_and_modes(device):
+    layer = nn.BatchNorm1d(2, momentum=0.1).to(device)
+    data = np.random.default_rng(0).standard_normal((16, 2)) * [1.0, 3.0] + [5.0, -1.0]
+    x = minienc.tensor(data, device=device)
+    y = host(layer(x))
+    np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-5)  # training: batch statistics
+    np.testing.assert_allclose(y.var(0), 1.0, rtol=1e-3)
+    np.testing.assert_allclose(host(layer.running_mean), 0.1 * data.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(host(layer.running_var), 0.9 + 0.1 * data.var(0, ddof=1), rtol=1e-5)
+    assert layer.running_mean.dtype == np.float32
+    layer.eval()
+    before = host(layer.running_mean).copy()
+    y = host(layer(x))
+    expected = (data - host(layer.running_mean)) / np.sqrt(host(layer.running_var) + 1e-5)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)  # eval: running statistics
+    np.testing.assert_array_equal(host(layer.running_mean), before)  # and leaves them alone
+
+
+def test_batch_norm_errors_name_layer_and_shape():
+    with pytest.raises(ValueError, match=r"BatchNorm2d\(3\).*\(2, 4, 5, 5\)"):
+        nn.BatchNorm2d(3)(minienc.tensor(np.zeros((2, 4, 5, 5))))
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        nn.BatchNorm1d(3)(minienc.tensor(np.zeros((1, 3))))

@@ -1,4 +1,5 @@
 """Layers, transformer parts and encoders, built on Module and Parameter."""
 from . import init
 from .layers import Dropout, Embedding, Flatten, GELU, Identity, Linear, ReLU, Sigmoid, Tanh, Unflatten
+from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
 from .module import Module, Parameter, Sequential, functional_call

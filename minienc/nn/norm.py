@@ -1,0 +1,54 @@
+"""Normalisation layers: LayerNorm, BatchNorm1d, BatchNorm2d (math in minienc/ops/norm.py)."""
+from .. import backend, ops
+from . import init
+from .module import Module
+
+
+class LayerNorm(Module):
+    """Normalise the last axis (size `dim`); weight 1 and bias 0 at start. affine=False gives the
+    parameter-free form (I-JEPA normalises its targets this way)."""
+
+    def __init__(self, dim, eps=1e-5, affine=True):
+        self.dim, self.eps = dim, eps
+        self.weight = init.ones(init.empty((dim,))) if affine else None
+        self.bias = init.empty((dim,)) if affine else None
+
+    def forward(self, x):
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"LayerNorm({self.dim}): input has shape {x.shape}, expected (..., {self.dim})")
+        return ops.layer_norm(x, self.weight, self.bias, self.eps)
+
+    def __repr__(self):
+        return f"LayerNorm({self.dim}, eps={self.eps}, affine={self.weight is not None})"
+
+
+class _BatchNorm(Module):
+    ranks, layouts = (), ""  # the input ranks this layer accepts, in words for errors
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = init.ones(init.empty((num_features,))) if affine else None
+        self.bias = init.empty((num_features,)) if affine else None
+        xp = backend.xp_for(backend.get_device())
+        self.register_buffer("running_mean", xp.zeros(num_features, dtype=backend.DEFAULT_DTYPE))
+        self.register_buffer("running_var", xp.ones(num_features, dtype=backend.DEFAULT_DTYPE))
+
+    def forward(self, x):
+        if x.ndim not in self.ranks or x.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}({self.num_features}): input has shape {x.shape}, "
+                             f"expected {self.layouts} with C = {self.num_features}")
+        return ops.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
+                              self.training, self.momentum, self.eps)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.num_features}, eps={self.eps}, momentum={self.momentum})"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over features (N, C) or channels of sequences (N, C, L)."""
+    ranks, layouts = (2, 3), "(N, C) or (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over the channels of images (N, C, H, W)."""
+    ranks, layouts = (4,), "(N, C, H, W)"
