@@ -1,0 +1,11 @@
+"""Data: real images and text that ship offline, on-device augmentations, a batch iterator.
+
+Host-side loading here may use NumPy directly (the one package besides backend.py that does);
+the augmentations work on whatever device the images are on."""
+from .augment import (Augmentation, BrightnessContrast, Compose, GaussianNoise, RandomAffine,
+                      RandomCrop, RandomErasing, RandomResizedCrop, affine_sample, contrastive_augment)
+from .datasets import (DATA_HELP, ImageDataset, load_dataset, load_digits, load_digits_canvas,
+                       load_mnist, read_idx, stratified_split)
+from .loader import BatchIterator
+from .text import (SPECIAL_TOKENS, Tokenizer, builtin_corpus, load_corpus, load_text, split_corpus,
+                   split_sentences, tokenize)

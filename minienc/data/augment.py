@@ -1,0 +1,273 @@
+"""Batched image augmentations that run on the images' own device.
+
+Every augmentation takes a batch of images `(N, C, H, W)` (a NumPy or CuPy array, or a minienc
+Tensor) and returns a batch of the same shape, dtype, device and type. Random parameters are drawn
+per image, on the device, from a generator: pass `rng=` a generator (`backend.rng(device)` or
+`xp.random.default_rng(seed)`) or an int seed; with neither, the seeded generator of the images'
+device is used (`minienc.manual_seed`). Nothing here reads a device value back to the host, so an
+augmentation costs no host sync inside a training step.
+
+Geometric transforms share one sampler, `affine_sample`: each output pixel is mapped back into the
+input through a per-image 2x3 matrix and read with bilinear interpolation (zeros outside), the way
+`F.affine_grid` + `F.grid_sample` work in PyTorch.
+
+    aug = Compose([RandomResizedCrop(), RandomAffine(degrees=10), GaussianNoise(0.05)])
+    view1, view2 = aug(images), aug(images)      # two random views of the same batch
+"""
+import math
+
+from .. import backend
+from ..tensor import Tensor
+
+
+def generator(rng, like):
+    """The random generator to use for the array `like`: `rng` itself, a fresh one seeded with
+    `rng` if it is an int, or the device's seeded generator if it is None."""
+    device = backend.device_of(like)
+    if rng is None:
+        return backend.rng(device)
+    if isinstance(rng, int):
+        return backend.xp_for(device).random.default_rng(rng)
+    if backend.is_cupy(rng) != (device == "cuda"):
+        raise TypeError(f"augmentation: images on {device} need a generator of the same device "
+                        f"(backend.rng({device!r}) or an int seed), got {type(rng).__module__}")
+    return rng
+
+
+def uniform(gen, low, high, n, dtype):
+    """n draws from U[low, high) in `dtype` (low/high may be per-image arrays)."""
+    return low + (high - low) * gen.random(n, dtype=dtype)
+
+
+class Augmentation:
+    """Base class: checks the input, finds the generator, applies `self.apply` to the raw array,
+    keeps each image unchanged with probability 1 - p, and gives back the caller's type."""
+
+    p = 1.0
+
+    def __call__(self, x, rng=None):
+        data = x.data if isinstance(x, Tensor) else x
+        name = type(self).__name__
+        if data.ndim != 4:
+            raise ValueError(f"{name}: expects a batch of images (N, C, H, W), got shape {tuple(data.shape)}")
+        if not backend.is_floating(data.dtype):
+            raise TypeError(f"{name}: expects floating-point images, got dtype {data.dtype}")
+        gen = generator(rng, data)
+        xp = backend.get_xp(data)
+        out = self.apply(data, gen, xp)
+        if self.p < 1.0:
+            # one coin per image; both branches are computed, which is cheaper than gathering
+            skip = gen.random(data.shape[0], dtype=data.dtype) >= self.p
+            out = xp.where(skip[:, None, None, None], data, out)
+        out = out.astype(data.dtype, copy=False)
+        return Tensor._wrap(out, False, None) if isinstance(x, Tensor) else out
+
+    def apply(self, x, gen, xp):
+        raise NotImplementedError
+
+    def __repr__(self):
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+class Compose(Augmentation):
+    """Apply augmentations in order, all drawing from the same generator."""
+
+    def __init__(self, augmentations):
+        self.augmentations = list(augmentations)
+
+    def apply(self, x, gen, xp):
+        for aug in self.augmentations:
+            x = aug(x, gen)
+        return x
+
+
+# ----- the shared geometric sampler ---------------------------------------------------------------
+
+def affine_sample(x, theta, out_hw=None):
+    """Resample images through per-image affine maps with bilinear interpolation.
+
+    x: (N, C, H, W). theta: (N, 2, 3), mapping an OUTPUT pixel position (column, row), measured
+    in pixels from the output's centre, to an INPUT position measured from the input's centre.
+    Measuring from centres makes rotation and scaling act about the image centre, and measuring
+    in pixels keeps angles right for non-square images. Outside the input reads as zero.
+    Returns (N, C, Ho, Wo) with Ho, Wo = out_hw (default: the input size).
+    """
+    xp = backend.get_xp(x)
+    n, c, h, w = x.shape
+    ho, wo = out_hw if out_hw is not None else (h, w)
+    dtype = x.dtype
+    theta = theta.astype(dtype, copy=False)
+    cols = xp.arange(wo, dtype=dtype) - (wo - 1) / 2
+    rows = xp.arange(ho, dtype=dtype) - (ho - 1) / 2
+    # input coordinates of every output pixel: (N, Ho, Wo), back in index units
+    u = (theta[:, 0, 0, None, None] * cols[None, None, :] + theta[:, 0, 1, None, None] * rows[None, :, None]
+         + theta[:, 0, 2, None, None]) + (w - 1) / 2
+    v = (theta[:, 1, 0, None, None] * cols[None, None, :] + theta[:, 1, 1, None, None] * rows[None, :, None]
+         + theta[:, 1, 2, None, None]) + (h - 1) / 2
+    u0, v0 = xp.floor(u), xp.floor(v)
+    fu, fv = u - u0, v - v0
+    u0, v0 = u0.astype(xp.int64), v0.astype(xp.int64)
+    channels_last = x.transpose(0, 2, 3, 1)          # (N, H, W, C): one gather reads all channels
+    batch = xp.arange(n)[:, None, None]
+    out = xp.zeros((n, ho, wo, c), dtype=dtype)
+    for dv, wv in ((0, 1 - fv), (1, fv)):
+        for du, wu in ((0, 1 - fu), (1, fu)):
+            vi, ui = v0 + dv, u0 + du
+            inside = (vi >= 0) & (vi < h) & (ui >= 0) & (ui < w)
+            weight = (wv * wu * inside).astype(dtype, copy=False)
+            picked = channels_last[batch, xp.clip(vi, 0, h - 1), xp.clip(ui, 0, w - 1)]
+            out += picked * weight[..., None]
+    return xp.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def affine_matrices(xp, angle, scale, shear, tx, ty, dtype):
+    """theta (N, 2, 3) for `affine_sample` that INVERTS the forward map
+    q = scale * R(angle) @ Shear(shear) @ p + (tx, ty)   (angles in radians, shifts in pixels),
+    i.e. p = Shear^-1 @ R(-angle) @ (q - t) / scale."""
+    cos, sin = xp.cos(angle), xp.sin(angle)
+    k = xp.tan(shear)                       # Shear = [[1, k], [0, 1]], its inverse [[1, -k], [0, 1]]
+    # R(-angle) = [[cos, sin], [-sin, cos]]; then Shear^-1; then divide by scale
+    a, b = (cos + k * sin) / scale, (sin - k * cos) / scale
+    c, d = -sin / scale, cos / scale
+    theta = xp.stack([xp.stack([a, b, -(a * tx + b * ty)], axis=-1),
+                      xp.stack([c, d, -(c * tx + d * ty)], axis=-1)], axis=1)
+    return theta.astype(dtype, copy=False)
+
+
+# ----- the augmentations --------------------------------------------------------------------------
+
+class RandomCrop(Augmentation):
+    """Pad by `padding` pixels (zeros) and crop back to the original size at a random offset:
+    a random shift of up to `padding` pixels in each direction (the CIFAR-style crop)."""
+
+    def __init__(self, padding=2, p=1.0):
+        self.padding, self.p = int(padding), p
+
+    def apply(self, x, gen, xp):
+        n, c, h, w = x.shape
+        pad = self.padding
+        if pad == 0:
+            return x.copy()
+        padded = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        # offsets in {0, ..., 2*pad}, drawn per image
+        oy = xp.floor(gen.random(n) * (2 * pad + 1)).astype(xp.int64)
+        ox = xp.floor(gen.random(n) * (2 * pad + 1)).astype(xp.int64)
+        rows = oy[:, None] + xp.arange(h)
+        cols = ox[:, None] + xp.arange(w)
+        # the sliced channel axis sits between advanced indices, so NumPy puts it last: (N, H, W, C)
+        out = padded[xp.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+        return xp.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+class RandomAffine(Augmentation):
+    """Random rotation (+-degrees), translation (+-translate of the size), scale (a range) and
+    shear (+-shear degrees) about the image centre, bilinear, zeros outside."""
+
+    def __init__(self, degrees=15.0, translate=0.1, scale=(0.9, 1.1), shear=0.0, p=1.0):
+        self.degrees, self.translate, self.scale, self.shear, self.p = degrees, translate, tuple(scale), shear, p
+
+    def apply(self, x, gen, xp):
+        n, _, h, w = x.shape
+        dt = x.dtype
+        rad = math.pi / 180
+        angle = uniform(gen, -self.degrees * rad, self.degrees * rad, n, dt)
+        shear = uniform(gen, -self.shear * rad, self.shear * rad, n, dt)
+        scale = uniform(gen, self.scale[0], self.scale[1], n, dt)
+        tx = uniform(gen, -self.translate * w, self.translate * w, n, dt)
+        ty = uniform(gen, -self.translate * h, self.translate * h, n, dt)
+        return affine_sample(x, affine_matrices(xp, angle, scale, shear, tx, ty, dt))
+
+
+class RandomResizedCrop(Augmentation):
+    """SimCLR's crop: a random box with `scale` of the area and aspect ratio in `ratio`
+    (log-uniform), resized back to the full image with bilinear interpolation.
+
+    torchvision retries until the box fits; here the box sides are clipped to the image instead,
+    which keeps the draw a fixed number of device operations (no data-dependent loop)."""
+
+    def __init__(self, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), p=1.0):
+        self.scale, self.ratio, self.p = tuple(scale), tuple(ratio), p
+
+    def apply(self, x, gen, xp):
+        n, _, h, w = x.shape
+        dt = x.dtype
+        area = uniform(gen, self.scale[0], self.scale[1], n, dt)
+        aspect = xp.exp(uniform(gen, math.log(self.ratio[0]), math.log(self.ratio[1]), n, dt))
+        fw = xp.minimum(xp.sqrt(area * aspect), 1.0)   # box width and height as fractions
+        fh = xp.minimum(xp.sqrt(area / aspect), 1.0)
+        # box centre, in pixels from the image centre, anywhere that keeps the box inside
+        cx = uniform(gen, -1.0, 1.0, n, dt) * (1 - fw) * (w / 2)
+        cy = uniform(gen, -1.0, 1.0, n, dt) * (1 - fh) * (h / 2)
+        zero = xp.zeros(n, dtype=dt)
+        theta = xp.stack([xp.stack([fw, zero, cx], axis=-1), xp.stack([zero, fh, cy], axis=-1)], axis=1)
+        return affine_sample(x, theta)
+
+
+class GaussianNoise(Augmentation):
+    """Add N(0, std^2) noise to every pixel; `clip=(low, high)` clips the result."""
+
+    def __init__(self, std=0.1, clip=None, p=1.0):
+        self.std, self.clip, self.p = std, clip, p
+
+    def apply(self, x, gen, xp):
+        out = x + self.std * gen.standard_normal(x.shape, dtype=x.dtype)
+        return xp.clip(out, *self.clip) if self.clip is not None else out
+
+
+class RandomErasing(Augmentation):
+    """Zhong et al. 2017 (as torchvision): with probability p, set a random box with `scale` of
+    the area and aspect `ratio` to `value`. Box sides are clipped to the image (no retry loop)."""
+
+    def __init__(self, p=0.5, scale=(0.02, 0.25), ratio=(0.3, 3.3), value=0.0):
+        self.p, self.scale, self.ratio, self.value = p, tuple(scale), tuple(ratio), value
+
+    def apply(self, x, gen, xp):
+        n, _, h, w = x.shape
+        dt = x.dtype
+        area = uniform(gen, self.scale[0], self.scale[1], n, dt) * (h * w)
+        aspect = xp.exp(uniform(gen, math.log(self.ratio[0]), math.log(self.ratio[1]), n, dt))
+        bh = xp.clip(xp.round(xp.sqrt(area * aspect)), 1, h).astype(xp.int64)
+        bw = xp.clip(xp.round(xp.sqrt(area / aspect)), 1, w).astype(xp.int64)
+        top = xp.floor(gen.random(n) * (h - bh + 1)).astype(xp.int64)
+        left = xp.floor(gen.random(n) * (w - bw + 1)).astype(xp.int64)
+        rows = xp.arange(h)[None, :]
+        cols = xp.arange(w)[None, :]
+        in_rows = (rows >= top[:, None]) & (rows < (top + bh)[:, None])     # (N, H)
+        in_cols = (cols >= left[:, None]) & (cols < (left + bw)[:, None])   # (N, W)
+        box = in_rows[:, None, :, None] & in_cols[:, None, None, :]
+        return xp.where(box, xp.asarray(self.value, dtype=dt), x)
+
+
+class BrightnessContrast(Augmentation):
+    """Jitter brightness (multiply by b in [1-brightness, 1+brightness]) then contrast (blend
+    with the image's mean by c in [1-contrast, 1+contrast]), as torchvision's ColorJitter does for
+    one channel; the result is clipped to `clip` (images in [0, 1] by default; None: no clip)."""
+
+    def __init__(self, brightness=0.4, contrast=0.4, clip=(0.0, 1.0), p=1.0):
+        self.brightness, self.contrast, self.clip, self.p = brightness, contrast, clip, p
+
+    def apply(self, x, gen, xp):
+        n = x.shape[0]
+        dt = x.dtype
+        b = uniform(gen, 1 - self.brightness, 1 + self.brightness, n, dt)[:, None, None, None]
+        c = uniform(gen, 1 - self.contrast, 1 + self.contrast, n, dt)[:, None, None, None]
+        out = x * b
+        if self.clip is not None:
+            out = xp.clip(out, *self.clip)
+        mean = out.mean(axis=(1, 2, 3), keepdims=True)
+        out = mean + c * (out - mean)
+        return xp.clip(out, *self.clip) if self.clip is not None else out
+
+
+def contrastive_augment():
+    """A starting recipe for two-view methods on small grey digits: SimCLR's crop and jitter,
+    a small rotation, noise and erasing. No flips (a mirrored 2 is not a 2). Strengths are
+    milder than SimCLR's ImageNet recipe because an 8x8 digit has little to lose."""
+    return Compose([
+        RandomResizedCrop(scale=(0.6, 1.0)),
+        RandomAffine(degrees=10, translate=0.0, scale=(1.0, 1.0)),
+        BrightnessContrast(0.4, 0.4, p=0.8),
+        GaussianNoise(0.05, clip=(0.0, 1.0)),
+        RandomErasing(p=0.25, scale=(0.02, 0.15)),
+    ])

@@ -1,0 +1,224 @@
+"""Image datasets: the real handwritten digits that ship offline, MNIST-style IDX files, and a
+larger-canvas version of the digits.
+
+Every loader returns an `ImageDataset`: host NumPy arrays, images float32 (N, 1, H, W) in [0, 1],
+labels int64 (N,), already split into train and test. Moving them to a device is the batch
+iterator's job (`minienc.data.BatchIterator`) or `evaluate`'s.
+
+    data = load_dataset("digits")          # or "digits-canvas:32", or "mnist:/path/to/idx/files"
+    data.x_train.shape, data.y_train.shape # (1347, 1, 8, 8), (1347,)
+"""
+import dataclasses
+import gzip
+import math
+import os
+
+import numpy
+
+DATA_HELP = ("digits (the 1,797 real 8x8 digits bundled with scikit-learn), digits-canvas[:SIZE] "
+             "(the same digits enlarged and placed at random on a SIZE x SIZE canvas, default 32), "
+             "or mnist:PATH (a folder with the four MNIST or Fashion-MNIST IDX files, raw or .gz)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDataset:
+    """Train and test images (float32, (N, 1, H, W), in [0, 1]) with int64 labels."""
+
+    x_train: numpy.ndarray
+    y_train: numpy.ndarray
+    x_test: numpy.ndarray
+    y_test: numpy.ndarray
+    name: str
+
+    @property
+    def image_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self):
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+    def __repr__(self):
+        return (f"ImageDataset({self.name!r}: {len(self.x_train)} train, {len(self.x_test)} test, "
+                f"images {self.image_shape}, {self.num_classes} classes)")
+
+
+def stratified_split(labels, test_fraction=0.25, seed=0):
+    """Indices (train, test), each sorted: from every class, round(test_fraction * count) samples
+    chosen at random go to test. Same labels and seed, same split, on every machine."""
+    labels = numpy.asarray(labels)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"stratified_split: test_fraction must be in (0, 1), got {test_fraction}")
+    rng = numpy.random.default_rng(seed)
+    test = []
+    for label in numpy.unique(labels):
+        members = numpy.flatnonzero(labels == label)
+        take = int(round(test_fraction * len(members)))
+        test.append(rng.permutation(members)[:take])
+    test = numpy.sort(numpy.concatenate(test))
+    train = numpy.setdiff1d(numpy.arange(len(labels)), test)
+    return train, test
+
+
+# ----- the bundled digits -------------------------------------------------------------------------
+
+def _sklearn_digits():
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError:
+        raise ImportError("load_digits needs scikit-learn, which ships the 1,797 digits inside its "
+                          "package (no download): pip install -e '.[demos]' or pip install "
+                          "scikit-learn") from None
+    images, labels = sk_load_digits(return_X_y=True)
+    # pixel values are counts 0..16 (each 8x8 cell summed a 4x4 block of a 32x32 bitmap)
+    return (images.reshape(-1, 1, 8, 8) / 16.0).astype(numpy.float32), labels.astype(numpy.int64)
+
+
+def load_digits(test_fraction=0.25, seed=0):
+    """The 1,797 real 8x8 handwritten digits (UCI optdigits test set, shipped with scikit-learn),
+    split train/test with a fixed, seeded, stratified split (default 1,347 / 450)."""
+    images, labels = _sklearn_digits()
+    train, test = stratified_split(labels, test_fraction, seed)
+    return ImageDataset(images[train], labels[train], images[test], labels[test], "digits")
+
+
+def load_digits_canvas(size=32, copies=1, extent=(0.45, 0.75), degrees=15.0, test_fraction=0.25,
+                       seed=0):
+    """The real digits, enlarged with bilinear interpolation and placed with a random affine map
+    (scale so the digit spans `extent` of the canvas, rotation +-`degrees`, position anywhere it
+    fits) on a black `size` x `size` canvas. A richer image for patch-based methods (MAE, JEPA),
+    where an 8x8 digit is only a handful of patches.
+
+    The train/test split is `load_digits`'s (same seed), so no digit is in both. Every train digit
+    is placed `copies` times (different placements, same label); each test digit once."""
+    from .augment import affine_matrices, affine_sample   # the same sampler the augmentations use
+
+    images, labels = _sklearn_digits()
+    train, test = stratified_split(labels, test_fraction, seed)
+    rng = numpy.random.default_rng([seed, size])
+
+    def place(x):
+        n = len(x)
+        scale = rng.uniform(extent[0], extent[1], n) * size / 8     # canvas pixels per digit pixel
+        angle = rng.uniform(-degrees, degrees, n) * math.pi / 180
+        room = (size - 8 * scale) / 2                                # how far the centre may move
+        tx, ty = rng.uniform(-1, 1, n) * room, rng.uniform(-1, 1, n) * room
+        theta = affine_matrices(numpy, angle, scale, numpy.zeros(n), tx, ty, numpy.float32)
+        return numpy.clip(affine_sample(x, theta, out_hw=(size, size)), 0.0, 1.0)
+
+    x_train = numpy.concatenate([place(images[train]) for _ in range(copies)])
+    y_train = numpy.tile(labels[train], copies)
+    return ImageDataset(x_train, y_train, place(images[test]), labels[test], f"digits-canvas{size}")
+
+
+# ----- IDX files (MNIST, Fashion-MNIST) -----------------------------------------------------------
+
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path):
+    """Read one IDX file (raw or gzip-compressed, told apart by its first bytes) into a NumPy array.
+
+    Format (LeCun's MNIST page): two zero bytes, a type byte, a byte with the number of
+    dimensions d, then d big-endian uint32 sizes, then the values, big-endian, row-major."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{path}: a gzip file that does not decompress ({exc})") from None
+    if len(raw) < 4:
+        raise ValueError(f"{path}: not an IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
+    if raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path}: not an IDX file: the magic number must start with two zero bytes, "
+                         f"got {raw[:4].hex()}")
+    type_code, ndim = raw[2], raw[3]
+    if type_code not in _IDX_TYPES:
+        raise ValueError(f"{path}: unknown IDX type byte 0x{type_code:02x} (expected one of "
+                         f"{', '.join(f'0x{k:02x}' for k in _IDX_TYPES)})")
+    if ndim == 0:
+        raise ValueError(f"{path}: IDX header says 0 dimensions")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header: {ndim} dimensions need {header} bytes, "
+                         f"the file has {len(raw)}")
+    shape = tuple(int(s) for s in numpy.frombuffer(raw, ">u4", count=ndim, offset=4))
+    dtype = numpy.dtype(_IDX_TYPES[type_code])
+    expected = math.prod(shape) * dtype.itemsize
+    found = len(raw) - header
+    if found != expected:
+        raise ValueError(f"{path}: IDX header says shape {shape} of {dtype.name} ({expected} bytes of "
+                         f"data) but the file holds {found} bytes after the header"
+                         + (" (truncated?)" if found < expected else ""))
+    return numpy.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find_idx(folder, split, kind):
+    """The path of e.g. train-images-idx3-ubyte[.gz] (also the train-images.idx3-ubyte spelling)."""
+    idx = "idx3" if kind == "images" else "idx1"
+    names = [f"{split}-{kind}-{idx}-ubyte", f"{split}-{kind}.{idx}-ubyte"]
+    for name in names:
+        for suffix in ("", ".gz"):
+            path = os.path.join(folder, name + suffix)
+            if os.path.isfile(path):
+                return path
+    raise FileNotFoundError(f"load_mnist: no {split} {kind} in {folder!r}: looked for "
+                            f"{' or '.join(n + '[.gz]' for n in names)}")
+
+
+def _load_idx_pair(folder, split):
+    images_path, labels_path = _find_idx(folder, split, "images"), _find_idx(folder, split, "labels")
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.dtype != numpy.uint8:
+        raise ValueError(f"{images_path}: expected uint8 images of shape (N, H, W), got "
+                         f"{images.dtype} {images.shape}")
+    if labels.ndim != 1 or labels.dtype != numpy.uint8:
+        raise ValueError(f"{labels_path}: expected uint8 labels of shape (N,), got {labels.dtype} {labels.shape}")
+    if len(images) != len(labels):
+        raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} holds "
+                         f"{len(labels)} labels")
+    return (images[:, None].astype(numpy.float32) / 255.0), labels.astype(numpy.int64)
+
+
+def _subsample(x, y, limit, rng):
+    if limit is None or limit >= len(y):
+        return x, y
+    keep = numpy.sort(rng.permutation(len(y))[:limit])
+    return x[keep], y[keep]
+
+
+def load_mnist(path, max_train=None, max_test=None, seed=0):
+    """MNIST or Fashion-MNIST from the four standard IDX files in the folder `path`
+    (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+    t10k-labels-idx1-ubyte, each raw or .gz), as an `ImageDataset` with the official split.
+    `max_train` / `max_test` keep a seeded random subset (for CPU-sized runs)."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"load_mnist: {path!r} is not a folder; pass the folder that holds "
+                                f"train-images-idx3-ubyte[.gz] and the other three IDX files")
+    x_train, y_train = _load_idx_pair(path, "train")
+    x_test, y_test = _load_idx_pair(path, "t10k")
+    rng = numpy.random.default_rng(seed)
+    x_train, y_train = _subsample(x_train, y_train, max_train, rng)
+    x_test, y_test = _subsample(x_test, y_test, max_test, rng)
+    return ImageDataset(x_train, y_train, x_test, y_test, f"mnist:{os.path.basename(os.path.normpath(path))}")
+
+
+# ----- one entry point for demos ------------------------------------------------------------------
+
+def load_dataset(spec="digits", seed=0, **options):
+    """Parse a demo's `--data` value and load it (see `DATA_HELP`):
+    "digits", "digits-canvas" / "digits-canvas:SIZE", "mnist:PATH".
+    `options` go to the loader (e.g. max_train=10000 for MNIST, copies=4 for the canvas)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "digits" and not arg:
+        return load_digits(seed=seed, **options)
+    if kind == "digits-canvas":
+        try:
+            size = int(arg) if arg else 32
+        except ValueError:
+            raise ValueError(f"--data {spec}: the canvas size must be an integer, got {arg!r}") from None
+        return load_digits_canvas(size=size, seed=seed, **options)
+    if kind in ("mnist", "fashion-mnist") and arg:
+        return load_mnist(os.path.expanduser(arg), seed=seed, **options)
+    raise ValueError(f"--data {spec!r} not understood; expected {DATA_HELP}")
