@@ -10,6 +10,8 @@ import numpy
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_DTYPE = numpy.float32
+# Python and NumPy scalars: ops cast them to their tensor's dtype instead of promoting the tensor
+SCALAR_TYPES = (int, float, numpy.generic)
 _cupy = None
 _default_device = None
 _generators = {}
@@ -55,7 +57,7 @@ def is_cupy(array):
 
 def get_xp(array):
     """numpy or cupy, whichever owns `array`: the DeZero-style switch in one helper."""
-    return _cupy if is_cupy(array) else numpy
+    return cupy() if is_cupy(array) else numpy
 
 
 def device_of(array):

@@ -27,21 +27,26 @@ def _to_float64(x):
     return x
 
 
-def _analytic(fn, inputs, wrt, upstream, twice=False):
+def _analytic(fn, inputs, wrt, upstream, retain_graph=False):
+    """Run fn and backward once; returns the output and each input's gradient (zeros if none)."""
     for x in wrt:
         x.grad = None
     out = fn(*inputs)
     if not isinstance(out, Tensor) or not out.requires_grad:
         raise GradcheckError("gradcheck: fn must return a tensor that depends on an input requiring grad")
-    out.backward(upstream(out), retain_graph=twice)
-    grads = [x.grad if x.grad is not None else x.xp.zeros_like(x.data) for x in wrt]
-    if twice:
-        for x in wrt:
-            x.grad = None
-        out.backward(upstream(out))
-        second = [x.grad if x.grad is not None else x.xp.zeros_like(x.data) for x in wrt]
-        return grads, second
-    return grads
+    try:
+        out.backward(upstream(out), retain_graph=retain_graph)
+    except ValueError as exc:  # the engine's shape check: a backward returned a wrong shape
+        raise GradcheckError(f"gradcheck: {exc}") from None
+    return out, [x.grad if x.grad is not None else x.xp.zeros_like(x.data) for x in wrt]
+
+
+def _again(out, wrt, upstream):
+    """A second backward through the retained graph of `out`."""
+    for x in wrt:
+        x.grad = None
+    out.backward(upstream(out))
+    return [x.grad if x.grad is not None else x.xp.zeros_like(x.data) for x in wrt]
 
 
 def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, max_full_size=128,
@@ -68,7 +73,8 @@ def _gradcheck(fn, inputs, eps, atol, rtol, seed, max_full_size, directions):
     xp = wrt[0].xp
     names = {id(x): f"input {i}" for i, x in enumerate(inputs)}
     rng = backend.numpy.random.default_rng(seed)
-    originals = [x.data.copy() for x in wrt]
+    tensors = [x for x in inputs if isinstance(x, Tensor)]
+    originals = [x.data.copy() for x in tensors]
     cache = {}
 
     def upstream(out):
@@ -77,23 +83,18 @@ def _gradcheck(fn, inputs, eps, atol, rtol, seed, max_full_size, directions):
             cache["u"] = xp.asarray(host, dtype=out.dtype)
         return cache["u"]
 
-    grads, second = _analytic(fn, inputs, wrt, upstream, twice=True)
-    for x, original in zip(wrt, originals):
-        if not bool(xp.array_equal(x.data, original)):
+    # Structure first (a wrong shape or an input changed in place makes every later number moot),
+    # then values, which name the entry, then the consistency checks.
+    out, grads = _analytic(fn, inputs, wrt, upstream, retain_graph=True)
+    for x, original in zip(tensors, originals):
+        if not bool(xp.array_equal(x.data, original, equal_nan=True)):
             raise GradcheckError(f"gradcheck: forward modified {names[id(x)]} in place")
-    for x, g, g2 in zip(wrt, grads, second):
+    for x, g in zip(wrt, grads):
         if tuple(g.shape) != x.shape:
             raise GradcheckError(f"gradcheck: {names[id(x)]} has shape {x.shape} but its gradient "
                                  f"has shape {tuple(g.shape)}")
         if g.dtype != x.dtype:
             raise GradcheckError(f"gradcheck: {names[id(x)]} is {x.dtype} but its gradient is {g.dtype}")
-        if not bool(xp.allclose(g, g2, rtol=1e-10, atol=1e-12)):
-            raise GradcheckError(f"gradcheck: two backward passes disagree for {names[id(x)]}")
-    zero = _analytic(fn, inputs, wrt, lambda out: xp.zeros(out.shape, dtype=out.dtype))
-    for x, g in zip(wrt, zero):
-        if bool(xp.any(g != 0)):
-            raise GradcheckError(f"gradcheck: a zero upstream gradient gave a non-zero gradient "
-                                 f"for {names[id(x)]}")
 
     def objective():
         with no_grad():
@@ -101,36 +102,56 @@ def _gradcheck(fn, inputs, eps, atol, rtol, seed, max_full_size, directions):
         return float((out.data * upstream(out)).sum())
 
     for x, g in zip(wrt, grads):
-        name = names[id(x)]
-        flat = x.data.reshape(-1) if x.data.flags.c_contiguous else None
         if x.size <= max_full_size:
-            for i in range(x.size):
-                index = tuple(int(k) for k in backend.numpy.unravel_index(i, x.shape))
-                value = x.data[index].copy()
-                x.data[index] = value + eps
-                plus = objective()
-                x.data[index] = value - eps
-                minus = objective()
-                x.data[index] = value
-                numeric = (plus - minus) / (2 * eps)
-                analytic = float(g[index])
-                if abs(numeric - analytic) > atol + rtol * abs(numeric):
-                    raise GradcheckError(
-                        f"gradcheck: {name} (shape {x.shape}) entry {index}: numeric {numeric:.8g} "
-                        f"vs analytic {analytic:.8g}")
+            _check_entries(x, g, names[id(x)], objective, eps, atol, rtol)
         else:
-            for d in range(directions):
-                direction = xp.asarray(rng.standard_normal(x.shape), dtype=x.dtype)
-                original = x.data.copy()
-                x.data[...] = original + eps * direction
-                plus = objective()
-                x.data[...] = original - eps * direction
-                minus = objective()
-                x.data[...] = original
-                numeric = (plus - minus) / (2 * eps)
-                analytic = float((g * direction).sum())
-                if abs(numeric - analytic) > atol * x.size ** 0.5 + rtol * abs(numeric):
-                    raise GradcheckError(
-                        f"gradcheck: {name} (shape {x.shape}) random direction {d}: numeric "
-                        f"{numeric:.8g} vs analytic {analytic:.8g}")
-        del flat
+            _check_directions(x, g, names[id(x)], objective, rng, directions, eps, atol, rtol)
+
+    for x, g, g2 in zip(wrt, grads, _again(out, wrt, upstream)):
+        if not bool(xp.allclose(g, g2, rtol=1e-10, atol=1e-12)):
+            raise GradcheckError(f"gradcheck: two backward passes disagree for {names[id(x)]}")
+    _, zero = _analytic(fn, inputs, wrt, lambda out: xp.zeros(out.shape, dtype=out.dtype))
+    for x, g in zip(wrt, zero):
+        nonzero = backend.numpy.flatnonzero(backend.to_host(g))
+        if nonzero.size:
+            index = _index(nonzero[0], x.shape)
+            raise GradcheckError(f"gradcheck: a zero upstream gradient gave a non-zero gradient for "
+                                 f"{names[id(x)]} (shape {x.shape}) entry {index}: {float(g[index]):.8g}")
+
+
+def _index(flat, shape):
+    return tuple(int(k) for k in backend.numpy.unravel_index(int(flat), shape))
+
+
+def _check_entries(x, g, name, objective, eps, atol, rtol):
+    """The full Jacobian-vector product, one central difference per entry."""
+    for i in range(x.size):
+        index = _index(i, x.shape)
+        value = x.data[index].copy()
+        x.data[index] = value + eps
+        plus = objective()
+        x.data[index] = value - eps
+        minus = objective()
+        x.data[index] = value
+        numeric = (plus - minus) / (2 * eps)
+        analytic = float(g[index])
+        if not abs(numeric - analytic) <= atol + rtol * abs(numeric):  # `not <=` also catches NaN
+            raise GradcheckError(f"gradcheck: {name} (shape {x.shape}) entry {index}: numeric "
+                                 f"{numeric:.8g} vs analytic {analytic:.8g}")
+
+
+def _check_directions(x, g, name, objective, rng, directions, eps, atol, rtol):
+    """For large inputs: v . grad against the central difference along random directions v."""
+    original = x.data.copy()
+    for d in range(directions):
+        direction = x.xp.asarray(rng.standard_normal(x.shape), dtype=x.dtype)
+        x.data[...] = original + eps * direction
+        plus = objective()
+        x.data[...] = original - eps * direction
+        minus = objective()
+        x.data[...] = original
+        numeric = (plus - minus) / (2 * eps)
+        analytic = float((g * direction).sum())
+        if not abs(numeric - analytic) <= atol * x.size ** 0.5 + rtol * abs(numeric):
+            raise GradcheckError(f"gradcheck: {name} (shape {x.shape}) random direction {d}: numeric "
+                                 f"{numeric:.8g} vs analytic {analytic:.8g}")

@@ -85,11 +85,13 @@ class Function:
         arrays = [t.data for t in tensors]
         try:
             out = self.forward(*arrays)
-        except (ValueError, TypeError, IndexError) as exc:
+        except (IndexError, TypeError, ValueError) as exc:
             if str(exc).startswith(self.name + ":"):
                 raise
+            # re-raise as the plain built-in type: NumPy's subclasses take other constructor arguments
+            kind = next(k for k in (IndexError, TypeError, ValueError) if isinstance(exc, k))
             shapes = " and ".join(str(tuple(a.shape)) for a in arrays)
-            raise type(exc)(f"{self.name}: cannot apply to shapes {shapes}: {exc}") from None
+            raise kind(f"{self.name}: cannot apply to shapes {shapes}: {exc}") from None
         if _anomaly_mode:
             _check_finite(self, out, "output")
         if _grad_enabled:
@@ -112,37 +114,61 @@ class Function:
         self.inputs = None
 
 
+class ToDevice(Function):
+    """A differentiable copy across devices (what `Tensor.to` uses for a result of ops)."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def forward(self, x):
+        self.source = backend.device_of(x)
+        return backend.to_device(x, self.device)
+
+    def backward(self, g):
+        return backend.to_device(g, self.source)
+
+
 def _as_tensors(fn, inputs):
-    """Turn the inputs of `fn` into tensors on one device; Python numbers become 0-d arrays of
-    the first tensor's dtype, so `x * 2.0` stays float32."""
+    """Turn the inputs of `fn` into tensors on one device. Python and NumPy scalars are weak: they
+    take the dtype of the first floating tensor, so `x * 2.0` stays float32 and `where(mask, x, 1.5)`
+    is not cast to the mask's bool. Arrays and tensors are strong: two floating dtypes that differ
+    are an error, never a silent upcast."""
     like = None
     for x in inputs:
-        if isinstance(x, Tensor):
-            if like is None:
-                like = x
-            elif x.device != like.device:
-                raise RuntimeError(
-                    f"{fn.name}: tensors on different devices: {like.device} (shape {like.shape}) "
-                    f"and {x.device} (shape {x.shape}); move one with .to(device)")
-            elif (x.dtype != like.dtype and backend.is_floating(x.dtype)
-                  and backend.is_floating(like.dtype)):
-                raise TypeError(
-                    f"{fn.name}: dtypes {like.dtype} and {x.dtype} differ; minienc never upcasts "
-                    f"silently, cast one with .astype()")
+        if isinstance(x, Tensor) and (like is None or (like.data.dtype.kind != "f"
+                                                       and x.data.dtype.kind == "f")):
+            like = x
     if like is None:
-        like = Tensor(inputs[0])
+        first = inputs[0]
+        like = Tensor._wrap(first, False, None) if hasattr(first, "shape") else tensor(first)
     out = []
     for x in inputs:
         if isinstance(x, Tensor):
-            out.append(x)
-        elif isinstance(x, (int, float, bool)):
-            out.append(Tensor._wrap(like.xp.asarray(x, dtype=like.dtype), False, None))
+            t = x
+        elif isinstance(x, backend.SCALAR_TYPES):
+            dtype = like.data.dtype
+            if dtype.kind != "f" and (isinstance(x, float) or getattr(x, "dtype", dtype).kind == "f"):
+                dtype = backend.DEFAULT_DTYPE  # a float scalar must not be truncated to an int or bool
+            out.append(Tensor._wrap(like.xp.asarray(x, dtype=dtype), False, None))
+            continue
         else:
-            if backend.device_of(x) != like.device:
-                raise RuntimeError(
-                    f"{fn.name}: an array on {backend.device_of(x)} met a tensor on {like.device}")
-            out.append(Tensor._wrap(x, False, None))
+            t = Tensor._wrap(x, False, None)
+        if t is not like:
+            _check_compatible(fn, like, t)
+        out.append(t)
     return out
+
+
+def _check_compatible(fn, like, x):
+    # same array type means same device: the device lookup runs only when the types differ
+    if type(x.data) is not type(like.data) and x.device != like.device:
+        raise RuntimeError(
+            f"{fn.name}: tensors on different devices: {like.device} (shape {like.shape}) and "
+            f"{x.device} (shape {x.shape}); move one with .to(device)")
+    if x.data.dtype != like.data.dtype and x.data.dtype.kind == "f" and like.data.dtype.kind == "f":
+        raise TypeError(
+            f"{fn.name}: dtypes {like.dtype} and {x.dtype} differ (shapes {like.shape} and {x.shape}); "
+            f"minienc never upcasts silently, cast one with .astype()")
 
 
 class Tensor:
@@ -171,7 +197,13 @@ class Tensor:
     is_leaf = property(lambda self: self._creator is None)
 
     def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
         return self.data.shape[0]
+
+    def __bool__(self):
+        # NumPy's rule: one element converts (a host sync on the GPU), more is ambiguous and raises
+        return bool(self.data)
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
@@ -199,10 +231,14 @@ class Tensor:
         return backend.to_host(self.data)
 
     def to(self, device):
+        """This tensor on `device`. A leaf moves as a leaf (a weight made with requires_grad=True
+        and then sent to the GPU still collects its own .grad); a result of ops moves through a
+        differentiable copy, so gradients flow back to the device it came from."""
         if device == self.device:
             return self
-        out = Tensor._wrap(backend.to_device(self.data, device), self.requires_grad, None)
-        return out
+        if self._creator is None:
+            return Tensor._wrap(backend.to_device(self.data, device), self.requires_grad, None)
+        return ToDevice(device)(self)
 
     def astype(self, dtype):
         return _ops().astype(self, dtype)
@@ -226,6 +262,11 @@ class Tensor:
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward: grad has shape {tuple(grad.shape)} but the output has "
                                  f"shape {self.shape}")
+            if backend.device_of(grad) != self.device:
+                raise RuntimeError(f"backward: grad is on {backend.device_of(grad)} but the output "
+                                   f"is on {self.device}")
+            if grad.dtype != self.data.dtype:
+                grad = grad.astype(self.data.dtype)  # a float64 seed must not upcast the whole pass
         grads = {id(self): grad}
         for node in self._reverse_topological_order():
             g = grads.pop(id(node), None)
@@ -251,8 +292,9 @@ class Tensor:
                 if ig.shape != inp.data.shape:
                     ig = sum_to(ig, inp.data.shape)
                     if ig.shape != inp.data.shape:
+                        position = next(i for i, t in enumerate(fn.inputs) if t is inp)
                         raise ValueError(f"{fn.name}: backward returned a gradient of shape "
-                                         f"{ig.shape} for an input of shape {inp.shape}")
+                                         f"{tuple(ig.shape)} for input {position} of shape {inp.shape}")
                 previous = grads.get(id(inp))
                 grads[id(inp)] = ig if previous is None else previous + ig
             if not retain_graph:
@@ -317,11 +359,14 @@ class Tensor:
     def permute(self, *axes): return _ops().transpose(self, *axes)
     def reshape(self, *shape): return _ops().reshape(self, *shape)
     def flatten(self, start_axis=0): return _ops().reshape(self, *self.shape[:start_axis], -1)
+    def unsqueeze(self, axis): return _ops().unsqueeze(self, axis)
+    def squeeze(self, axis=None): return _ops().squeeze(self, axis)
     def expand(self, *shape): return _ops().broadcast_to(self, *shape)
     def broadcast_to(self, *shape): return _ops().broadcast_to(self, *shape)
     def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
     def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
     def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return _ops().min(self, axis, keepdims)
     def var(self, axis=None, keepdims=False, ddof=0): return _ops().var(self, axis, keepdims, ddof)
     def exp(self): return _ops().exp(self)
     def log(self): return _ops().log(self)
@@ -348,14 +393,20 @@ def _ops():
     return _ops_module
 
 
+def _made(array, requires_grad):
+    return Tensor._wrap(array, False, None).requires_grad_(requires_grad) if requires_grad \
+        else Tensor._wrap(array, False, None)
+
+
 def tensor(data, requires_grad=False, dtype=None, device=None):
-    """Make a tensor. Floating data becomes float32 unless `dtype` says otherwise (so NumPy's
-    float64 default never leaks into training); integers and booleans keep their type."""
+    """Make a tensor (always a copy of `data`). Floating data becomes float32 unless `dtype` says
+    otherwise (so NumPy's float64 default never leaks into training); integers and booleans keep
+    their type. Without `device`, a CuPy array stays on the GPU and anything else goes to the
+    default device (`set_device`, MINIENC_DEVICE)."""
     if isinstance(data, Tensor):
         data = data.data
     if device is None:
-        device = backend.device_of(data) if hasattr(data, "dtype") else backend.get_device()
-    backend.check_device(device)
+        device = "cuda" if backend.is_cupy(data) else backend.get_device()
     xp = backend.xp_for(device)
     if hasattr(data, "dtype") and backend.device_of(data) != device:
         data = backend.to_device(data, device)
@@ -363,9 +414,8 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
         array = xp.asarray(data, dtype=dtype)
     else:
         array = xp.asarray(data)
-        if backend.is_floating(array.dtype) and array.dtype != backend.DEFAULT_DTYPE:
+        if array.dtype.kind == "f" and array.dtype != backend.DEFAULT_DTYPE:
             array = array.astype(backend.DEFAULT_DTYPE)
-    if array is data and hasattr(data, "dtype"):
+    if array is data:
         array = array.copy()  # a tensor owns its data: later in-place updates never touch the caller's array
-    return Tensor._wrap(array, False, None).requires_grad_(requires_grad) if requires_grad \
-        else Tensor._wrap(array, False, None)
+    return _made(array, requires_grad)

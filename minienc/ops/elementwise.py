@@ -191,26 +191,24 @@ class Where(Function):
 
 class Maximum(Function):
     """Elementwise max; at ties each side gets half the gradient."""
+    pick = "maximum"
 
     def forward(self, x, y):
         xp = get_xp(x)
-        self.x_share = (x > y) + 0.5 * (x == y)
-        return xp.maximum(x, y)
+        # built in the inputs' dtype: a Python 0.5 times a bool array would make float64
+        self.x_share = (x > y) + (x == y) * x.dtype.type(0.5) if self.pick == "maximum" else \
+            (x < y) + (x == y) * x.dtype.type(0.5)
+        return getattr(xp, self.pick)(x, y)
 
     def backward(self, g):
-        share = self.x_share.astype(g.dtype)
-        return g * share, g * (1.0 - share)
+        share = self.x_share
+        return (g * share if self.needs_grad[0] else None,
+                g * (1 - share) if self.needs_grad[1] else None)
 
 
-class Minimum(Function):
-    def forward(self, x, y):
-        xp = get_xp(x)
-        self.x_share = (x < y) + 0.5 * (x == y)
-        return xp.minimum(x, y)
-
-    def backward(self, g):
-        share = self.x_share.astype(g.dtype)
-        return g * share, g * (1.0 - share)
+class Minimum(Maximum):
+    """Elementwise min; at ties each side gets half the gradient."""
+    pick = "minimum"
 
 
 class Clip(Function):

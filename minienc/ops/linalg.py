@@ -25,8 +25,11 @@ class MatMul(Function):
 def matmul(x, y):
     """x @ y; 1-D operands are treated as a row (left) or a column (right), as NumPy does."""
     from .shape import reshape
-    squeeze_left = getattr(x, "ndim", 2) == 1
-    squeeze_right = getattr(y, "ndim", 2) == 1
+    x_shape, y_shape = tuple(getattr(x, "shape", ())), tuple(getattr(y, "shape", ()))
+    if not x_shape or not y_shape or x_shape[-1] != y_shape[-2 if len(y_shape) > 1 else 0]:
+        # checked on the caller's shapes, before 1-D operands are reshaped
+        raise ValueError(f"matmul: shapes {x_shape} and {y_shape} do not align")
+    squeeze_left, squeeze_right = len(x_shape) == 1, len(y_shape) == 1
     if squeeze_left:
         x = reshape(x, 1, -1)
     if squeeze_right:

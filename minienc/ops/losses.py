@@ -66,12 +66,12 @@ class LogSumExp(Function):
         total = e.sum(axis=self.axis, keepdims=True)
         self.softmax = e / total
         out = xp.log(total) + top
+        self.kept_shape = out.shape
         return out if self.keepdims else out.squeeze(axis=self.axis)
 
     def backward(self, g):
-        if not self.keepdims:
-            g = get_xp(g).expand_dims(g, self.axis)
-        return g * self.softmax
+        # back to the kept-dims shape, which works for axis None, an int or a tuple alike
+        return g.reshape(self.kept_shape) * self.softmax
 
 
 class CrossEntropy(Function):

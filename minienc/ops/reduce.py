@@ -56,10 +56,11 @@ class Mean(_Reduction):
 
 class Max(_Reduction):
     """Max over axes; tied maxima share the gradient equally."""
+    pick = "max"
 
     def forward(self, x):
         self._setup(x)
-        out = x.max(axis=self.axes, keepdims=True)
+        out = getattr(x, self.pick)(axis=self.axes, keepdims=True)
         self.mask = x == out
         return out if self.keepdims else out.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
 
@@ -67,6 +68,11 @@ class Max(_Reduction):
         g = _unreduce(g, self.in_shape, self.axes, self.keepdims)
         ties = self.mask.sum(axis=self.axes, keepdims=True).astype(g.dtype)
         return self.mask * (g / ties)
+
+
+class Min(Max):
+    """Min over axes; tied minima share the gradient equally."""
+    pick = "min"
 
 
 class Var(_Reduction):
@@ -90,4 +96,5 @@ class Var(_Reduction):
 def sum(x, axis=None, keepdims=False): return Sum(axis, keepdims)(x)  # noqa: A001
 def mean(x, axis=None, keepdims=False): return Mean(axis, keepdims)(x)
 def max(x, axis=None, keepdims=False): return Max(axis, keepdims)(x)  # noqa: A001
+def min(x, axis=None, keepdims=False): return Min(axis, keepdims)(x)  # noqa: A001
 def var(x, axis=None, keepdims=False, ddof=0): return Var(axis, keepdims, ddof)(x)

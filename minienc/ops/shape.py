@@ -110,6 +110,24 @@ class Stack(Function):
 
 
 def reshape(x, *shape): return Reshape(_shape_arg(shape))(x)
+
+
+def unsqueeze(x, axis):
+    """A new size-1 axis at `axis` (negative counts from the end of the result, as in NumPy)."""
+    shape = list(x.shape)
+    shape.insert(axis if axis >= 0 else len(shape) + 1 + axis, 1)
+    return Reshape(tuple(shape))(x)
+
+
+def squeeze(x, axis=None):
+    """Drop size-1 axes: all of them, or only `axis` (an int or a tuple), which must have size 1."""
+    ndim = len(x.shape)
+    axes = [a for a, n in enumerate(x.shape) if n == 1] if axis is None else \
+        [a % ndim for a in ((axis,) if isinstance(axis, int) else axis)]
+    for a in axes:
+        if x.shape[a] != 1:
+            raise ValueError(f"squeeze: axis {a} of shape {x.shape} has size {x.shape[a]}, not 1")
+    return Reshape(tuple(n for a, n in enumerate(x.shape) if a not in axes))(x)
 def broadcast_to(x, *shape): return BroadcastTo(_shape_arg(shape))(x)
 
 
