@@ -12,3 +12,5 @@ from .linear import linear
 from .dropout import dropout
 from .embedding import embedding
 from .norm import batch_norm, layer_norm
+from .conv import conv2d, conv_transpose2d
+from .pool import avg_pool2d, max_pool2d

@@ -1,0 +1,77 @@
+"""Convolution and pooling layers (the im2col math lives in minienc/ops/conv.py and pool.py).
+
+Initialisation is PyTorch's: kaiming_uniform(a=sqrt(5)) for the weight, U(+-1/sqrt(fan_in)) for
+the bias, where fan_in is computed from the weight's shape as PyTorch does (for ConvTranspose2d,
+whose weight is (C_in, C_out, kh, kw), that is C_out * kh * kw).
+"""
+import math
+
+from .. import ops
+from ..ops.conv import _pair
+from . import init
+from .module import Module
+
+
+class _ConvNd(Module):
+    def _init_parameters(self, shape, bias):
+        self.weight = init.kaiming_uniform(init.empty(shape), a=math.sqrt(5.0))
+        fan_in = init._fans(shape)[0]
+        self.bias = init.linear_bias(init.empty((self.out_channels,)), fan_in) if bias else None
+
+    def _check(self, x):
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{self!r}: input has shape {x.shape}, expected "
+                             f"(N, {self.in_channels}, H, W)")
+
+    def __repr__(self):
+        extra = f", output_padding={self.output_padding}" if getattr(self, "output_padding", (0, 0)) != (0, 0) else ""
+        return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}{extra})")
+
+
+class Conv2d(_ConvNd):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self._init_parameters((out_channels, in_channels) + self.kernel_size, bias)
+
+    def forward(self, x):
+        self._check(x)
+        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+
+class ConvTranspose2d(_ConvNd):
+    """Learnable upsampling: output size (H - 1) * stride - 2 * padding + kernel + output_padding
+    (kernel 3, stride 2, padding 1, output_padding 1 doubles H)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
+                 bias=True):
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self.output_padding = _pair(output_padding)
+        self._init_parameters((in_channels, out_channels) + self.kernel_size, bias)
+
+    def forward(self, x):
+        self._check(x)
+        return ops.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
+                                    self.output_padding)
+
+
+class _Pool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        """stride defaults to the kernel size (non-overlapping windows)."""
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding})")
+
+
+class MaxPool2d(_Pool2d):
+    def forward(self, x):
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class AvgPool2d(_Pool2d):
+    def forward(self, x):
+        return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
