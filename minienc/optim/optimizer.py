@@ -142,9 +142,9 @@ class Optimizer:
                             for k, v in self.state[id(p)].items()}
         return {"param_groups": groups, "state": state}
 
-    def load_state_dict(self, state_dict):
-        """Restore hyperparameters and state saved by `state_dict`; the groups must hold the same
-        number of parameters with the same shapes (checked before anything is changed)."""
+    def check_state_dict(self, state_dict):
+        """Raise if `state_dict` does not fit these parameter groups (counts and shapes); changes
+        nothing, so a checkpoint can check every part before it loads any."""
         name = type(self).__name__
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
@@ -155,24 +155,33 @@ class Optimizer:
                 raise ValueError(f"{name}.load_state_dict: group {i} has {len(saved['params'])} "
                                  f"parameters in the state but {len(own['params'])} here")
         params = self._indexed_params()
-        new_state = {}
         for key, saved in state_dict["state"].items():
             i = int(key)
             if not 0 <= i < len(params):
                 raise ValueError(f"{name}.load_state_dict: state for parameter {i}, but there are "
                                  f"only {len(params)}")
-            p, entry = params[i], {"step": int(saved.get("step", 0))}
             for k, value in saved.items():
-                if k == "step":
-                    continue
-                value = backend.numpy.asarray(value)
-                if value.shape != p.shape:
+                if k != "step" and tuple(value.shape) != params[i].shape:
                     raise ValueError(f"{name}.load_state_dict: state '{k}' of parameter {i} has "
-                                     f"shape {value.shape}, the parameter has shape {p.shape}")
-                entry[k] = backend.to_device(value.astype(p.dtype), p.device)
+                                     f"shape {tuple(value.shape)}, the parameter has shape "
+                                     f"{params[i].shape}")
+
+    def load_state_dict(self, state_dict):
+        """Restore hyperparameters and state saved by `state_dict`; the groups must hold the same
+        number of parameters with the same shapes (checked before anything is changed)."""
+        self.check_state_dict(state_dict)
+        params, new_state = self._indexed_params(), {}
+        for key, saved in state_dict["state"].items():
+            p = params[int(key)]
+            entry = {"step": int(saved.get("step", 0))}
+            for k, value in saved.items():
+                if k != "step":
+                    value = backend.numpy.asarray(value).astype(p.dtype)
+                    entry[k] = backend.to_device(value, p.device)
             new_state[id(p)] = entry
-        for saved, own in zip(groups, self.param_groups):
-            own.update({k: v for k, v in saved.items() if k != "params"})
+        for saved, own in zip(state_dict["param_groups"], self.param_groups):
+            own.update({k: (tuple(v) if isinstance(v, list) else v)
+                        for k, v in saved.items() if k != "params"})
         self.state = new_state
         return self
 
