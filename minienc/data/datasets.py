@@ -82,11 +82,12 @@ def load_digits(test_fraction=0.25, seed=0):
     return ImageDataset(images[train], labels[train], images[test], labels[test], "digits")
 
 
-def load_digits_canvas(size=32, copies=1, extent=(0.45, 0.75), degrees=15.0, test_fraction=0.25,
-                       seed=0):
+def load_digits_canvas(size=32, copies=1, extent=(0.45, 0.75), degrees=15.0, translate=1.0,
+                       test_fraction=0.25, seed=0):
     """The real digits, enlarged with bilinear interpolation and placed with a random affine map
-    (scale so the digit spans `extent` of the canvas, rotation +-`degrees`, position anywhere it
-    fits) on a black `size` x `size` canvas. A richer image for patch-based methods (MAE, JEPA),
+    (scale so the digit spans `extent` of the canvas, rotation +-`degrees`, centre moved by up to
+    `translate` times the room left on each side: 1 = anywhere it fits, 0 = centred) on a black
+    `size` x `size` canvas. A richer image for patch-based methods (MAE, JEPA),
     where an 8x8 digit is only a handful of patches.
 
     The train/test split is `load_digits`'s (same seed), so no digit is in both. Every train digit
@@ -101,7 +102,7 @@ def load_digits_canvas(size=32, copies=1, extent=(0.45, 0.75), degrees=15.0, tes
         n = len(x)
         scale = rng.uniform(extent[0], extent[1], n) * size / 8     # canvas pixels per digit pixel
         angle = rng.uniform(-degrees, degrees, n) * math.pi / 180
-        room = (size - 8 * scale) / 2                                # how far the centre may move
+        room = translate * (size - 8 * scale) / 2                    # how far the centre may move
         tx, ty = rng.uniform(-1, 1, n) * room, rng.uniform(-1, 1, n) * room
         theta = affine_matrices(numpy, angle, scale, numpy.zeros(n), tx, ty, numpy.float32)
         return numpy.clip(affine_sample(x, theta, out_hw=(size, size)), 0.0, 1.0)

@@ -1,0 +1,115 @@
+"""One evaluation that every demo reports: the same columns, computed the same way.
+
+    record = evaluate(encoder, data, name="SimCLR")          # prints one row
+    rows = baseline_records(data, dim=record["dim"], random_encoder=fresh_encoder)
+    print_table(rows + [record])
+
+Columns: embedding dimension, linear probe (all train labels), few-shot probe (5 labels per class,
+mean over seeded draws), weighted k-NN (k=20, T=0.07), RankMe. Accuracies are on the test split,
+probes and k-NN see only the train split. Embedding std (collapse) is kept in the record too.
+"""
+from .. import backend
+from ..tensor import Tensor, no_grad
+from .features import as_features
+from .health import embedding_std, rankme
+from .knn import knn_accuracy
+from .probe import few_shot_probe, linear_probe
+
+
+def encode(encoder, images, batch_size=256, device=None):
+    """Run `encoder` (a Module or any callable taking a Tensor batch) over `images` in batches
+    without a graph; returns float32 features (N, D) on the device (outputs are flattened after
+    the batch axis: pool first, in `encoder`, if a flat map is not what you want).
+
+    A Module runs on its own device (`device` is ignored) in eval mode, and gets its previous
+    mode back afterwards; a plain callable gets batches on `device` (default: minienc's default)."""
+    is_module = hasattr(encoder, "parameters") and hasattr(encoder, "train")
+    if is_module:
+        device = encoder.device      # a module's inputs go where its parameters are
+    elif device is None:
+        device = backend.get_device()
+    data = images.data if isinstance(images, Tensor) else images
+    xp = backend.xp_for(device)
+    was_training = getattr(encoder, "training", False)
+    if is_module:
+        encoder.eval()
+    chunks = []
+    try:
+        with no_grad():
+            for start in range(0, len(data), batch_size):
+                batch = backend.to_device(data[start:start + batch_size], device)
+                if backend.is_floating(batch.dtype):
+                    batch = batch.astype(backend.DEFAULT_DTYPE, copy=False)
+                out = encoder(Tensor._wrap(batch, False, None))
+                chunks.append(as_features(out, "encoder output"))
+    finally:
+        if is_module:
+            encoder.train(was_training)
+    return xp.concatenate(chunks)
+
+
+def evaluate_features(name, features_train, y_train, features_test, y_test, shots=5, draws=100,
+                      k=20, temperature=0.07, seed=0, verbose=True):
+    """The record of frozen features: a dict with method, dim, linear, fewshot, fewshot_std,
+    shots, knn, rankme, std (accuracies as fractions in [0, 1])."""
+    f_train, f_test = as_features(features_train, "features_train"), as_features(features_test, "features_test")
+    fewshot, fewshot_std = few_shot_probe(f_train, y_train, f_test, y_test, shots=shots, draws=draws,
+                                          seed=seed, return_std=True)
+    record = {
+        "method": name,
+        "dim": int(f_train.shape[1]),
+        "linear": linear_probe(f_train, y_train, f_test, y_test),
+        "fewshot": fewshot,
+        "fewshot_std": fewshot_std,
+        "shots": shots,
+        "knn": knn_accuracy(f_train, y_train, f_test, y_test, k=k, temperature=temperature),
+        "rankme": rankme(f_train),
+        "std": embedding_std(f_train),
+    }
+    if verbose:
+        print_row(record)
+    return record
+
+
+def evaluate(encoder, data, name=None, batch_size=256, device=None, **options):
+    """Encode `data`'s train and test images with `encoder` (a Module or a callable, see
+    `encode`) and evaluate the features (`evaluate_features`; options: shots, draws, k,
+    temperature, seed, verbose). Returns the record and prints its row."""
+    name = name or type(encoder).__name__
+    f_train = encode(encoder, data.x_train, batch_size, device)
+    f_test = encode(encoder, data.x_test, batch_size, device)
+    return evaluate_features(name, f_train, data.y_train, f_test, data.y_test, **options)
+
+
+# ----- the table ----------------------------------------------------------------------------------
+
+_COLUMNS = "{:<24} {:>5} {:>7} {:>13} {:>7} {:>7}"
+_header_printed = False
+
+
+def format_header(shots=5):
+    return _COLUMNS.format("method", "dim", "linear", f"{shots}-shot", "k-NN", "RankMe")
+
+
+def format_row(record):
+    fewshot = f"{record['fewshot']:.1%} ±{record['fewshot_std']:.1%}"
+    return _COLUMNS.format(record["method"][:24], record["dim"], f"{record['linear']:.1%}", fewshot,
+                           f"{record['knn']:.1%}", f"{record['rankme']:.1f}")
+
+
+def print_row(record):
+    """Print a record's row, with the header before the first row a process prints."""
+    global _header_printed
+    if not _header_printed:
+        print(format_header(record.get("shots", 5)))
+        _header_printed = True
+    print(format_row(record))
+
+
+def print_table(records, title=None):
+    """Print a small table of records (a title line, the header, one row per record)."""
+    if title:
+        print(title)
+    print(format_header(records[0].get("shots", 5) if records else 5))
+    for record in records:
+        print(format_row(record))

@@ -1,0 +1,28 @@
+"""Turning what a user hands to the evaluation kit into arrays: features become a float32 (N, D)
+array on their own device, labels an int64 array on the same device."""
+from .. import backend
+from ..tensor import Tensor
+
+
+def as_features(features, name="features"):
+    """(N, ...) Tensor / NumPy / CuPy array -> float32 (N, D) array on the same device."""
+    data = features.data if isinstance(features, Tensor) else features
+    if not hasattr(data, "dtype"):
+        data = backend.numpy.asarray(data)
+    if data.ndim < 2:
+        raise ValueError(f"{name}: expected features of shape (N, D), got shape {tuple(data.shape)}")
+    data = data.reshape(data.shape[0], -1)
+    return data.astype(backend.DEFAULT_DTYPE, copy=False)
+
+
+def as_labels(labels, like, name="labels"):
+    """Integer labels (N,) as an int64 array on the device of the array `like`."""
+    data = labels.data if isinstance(labels, Tensor) else labels
+    if not hasattr(data, "dtype"):
+        data = backend.numpy.asarray(data)
+    if data.ndim != 1 or backend.is_floating(data.dtype):
+        raise ValueError(f"{name}: expected integer labels of shape (N,), got {data.dtype} "
+                         f"{tuple(data.shape)}")
+    if len(data) != len(like):
+        raise ValueError(f"{name}: {len(data)} labels for {len(like)} feature rows")
+    return backend.to_device(data, backend.device_of(like)).astype("int64", copy=False)

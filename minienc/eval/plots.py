@@ -1,0 +1,104 @@
+"""Figures every demo saves as PNG: a 2-D PCA scatter of embeddings coloured by label, grids of
+images (inputs, reconstructions, samples, augmented views), and curves of metrics over training.
+
+matplotlib is imported on first use with the Agg backend (no display needed), so importing
+minienc.eval never requires it. Every function takes arrays or Tensors on any device, writes
+`path` (creating its folder) and returns the path.
+"""
+import os
+
+from .. import backend
+from ..tensor import Tensor
+from .baselines import fit_pca
+from .features import as_features
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install -e '.[demos]' or pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _host(x):
+    return backend.to_host(x.data if isinstance(x, Tensor) else x)
+
+
+def _save(fig, path):
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_embeddings(embeddings, labels, path, title="embeddings (PCA)", max_points=3000):
+    """Scatter of the first two principal components of `embeddings` (N, D), coloured by label."""
+    plt = _pyplot()
+    z = as_features(embeddings, "embeddings")
+    if z.shape[1] < 2:
+        raise ValueError(f"plot_embeddings: need at least 2 dimensions, got {z.shape[1]}")
+    mean, components = fit_pca(z, 2)
+    xy = _host((z - mean) @ components)
+    labels = _host(labels)
+    step = max(1, len(xy) // max_points)     # a regular subsample keeps big sets readable
+    xy, labels = xy[::step], labels[::step]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
+    ax.legend(*points.legend_elements(), title="label", fontsize=7, loc="best", markerscale=0.8)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_image_grid(rows, path, row_titles=None, title=None, cell=0.9):
+    """One row of images per entry of `rows` (each (n, C, H, W) or (n, H, W), grey or RGB),
+    with an optional title at the left of each row. Each image is shown on its own [min, max]
+    unless the row lies in [0, 1] (then 0 is black and 1 white, so rows compare)."""
+    plt = _pyplot()
+    rows = [_host(r) for r in rows]
+    rows = [r[:, 0] if r.ndim == 4 and r.shape[1] == 1 else
+            (r.transpose(0, 2, 3, 1) if r.ndim == 4 else r) for r in rows]
+    cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cell * cols + (1.2 if row_titles else 0), cell * len(rows)),
+                             squeeze=False)
+    for i, row in enumerate(rows):
+        in_unit = row.min() >= 0 and row.max() <= 1
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if j < len(row):
+                limits = dict(vmin=0.0, vmax=1.0) if in_unit else {}
+                ax.imshow(row[j].clip(0, 1) if row[j].ndim == 3 else row[j], cmap="gray", **limits)
+        if row_titles:
+            axes[i, 0].set_ylabel(row_titles[i], rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_curves(curves, path, title=None, xlabel="step", log_scale=()):
+    """One panel per metric. `curves` maps a name to a list of values (x = 0, 1, ...) or to a pair
+    (xs, ys); names listed in `log_scale` get a log y axis."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3), squeeze=False)
+    for ax, (name, curve) in zip(axes[0], curves.items()):
+        xs, ys = curve if isinstance(curve, tuple) else (range(len(curve)), curve)
+        ax.plot(list(xs), [float(y) for y in ys])
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        if name in log_scale:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
