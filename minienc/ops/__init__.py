@@ -14,3 +14,4 @@ from .embedding import embedding
 from .norm import batch_norm, layer_norm
 from .conv import conv2d, conv_transpose2d
 from .pool import avg_pool2d, max_pool2d
+from .attention import multi_head_attention, scaled_dot_product_attention

@@ -1,0 +1,181 @@
+"""Vision Transformer pieces: patchify/unpatchify, fixed 2-D sin-cos position embeddings,
+PatchEmbed, and the VisionTransformer encoder that MAE and I-JEPA share (Dosovitskiy et al. 2021).
+
+Patch order is raster order over the grid (token t = row * grid_w + col), and a patch vector is
+laid out (p, p, C), channels last, as MAE's patchify: `unpatchify(patchify(x)) == x` exactly.
+
+The encoder can run on a per-sample SUBSET of patches: `forward(x, patch_indices)` with integer
+patch_indices (B, K) gathers those patches and their position embeddings first, so the blocks
+only ever see K tokens. MAE's encoder sees the visible patches; I-JEPA's context encoder sees the
+context block.
+"""
+from .. import backend, ops
+from ..tensor import Tensor
+from . import init
+from .layers import Linear
+from .module import Module
+from .norm import LayerNorm
+from .transformer import TransformerBlock, init_transformer_weights
+
+
+def _grid(image_hw, patch_size):
+    h, w = image_hw
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"patchify: image size {tuple(image_hw)} is not divisible by patch size {patch_size}")
+    return h // patch_size, w // patch_size
+
+
+def patchify(images, patch_size):
+    """(B, C, H, W) -> (B, (H/p)*(W/p), p*p*C). Works on Tensors (differentiable) and arrays."""
+    if images.ndim != 4:
+        raise ValueError(f"patchify: expected images (B, C, H, W), got shape {tuple(images.shape)}")
+    b, c, hgt, wid = images.shape
+    gh, gw = _grid((hgt, wid), patch_size)
+    p = patch_size
+    x = images.reshape(b, c, gh, p, gw, p).transpose(0, 2, 4, 3, 5, 1)  # (B, gh, gw, p, p, C)
+    return x.reshape(b, gh * gw, p * p * c)
+
+
+def unpatchify(patches, patch_size, channels=1, grid=None):
+    """The inverse of patchify: (B, N, p*p*C) -> (B, C, gh*p, gw*p); grid (gh, gw) defaults to a
+    square grid."""
+    b, n, size = patches.shape
+    p = patch_size
+    if size != p * p * channels:
+        raise ValueError(f"unpatchify: patches {tuple(patches.shape)} do not hold {p}x{p} patches "
+                         f"of {channels} channels")
+    if grid is None:
+        side = int(round(n ** 0.5))
+        if side * side != n:
+            raise ValueError(f"unpatchify: {n} patches are not a square grid; pass grid=(gh, gw)")
+        grid = (side, side)
+    gh, gw = grid
+    x = patches.reshape(b, gh, gw, p, p, channels).transpose(0, 5, 1, 3, 2, 4)
+    return x.reshape(b, channels, gh * p, gw * p)
+
+
+def get_1d_sincos_pos_embed(dim, positions):
+    """(len(positions), dim): [sin(pos * w_i) for i < dim/2, cos(pos * w_i) for i < dim/2] with
+    w_i = 1 / 10000^(i / (dim/2)) (the Transformer's frequencies), computed on the host."""
+    np = backend.numpy
+    if dim % 2:
+        raise ValueError(f"sin-cos position embedding: dim {dim} must be even")
+    omega = 1.0 / 10000.0 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    angles = np.asarray(positions, dtype=np.float64).reshape(-1, 1) * omega
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def get_2d_sincos_pos_embed(dim, grid_size, cls_token=False):
+    """Fixed 2-D position embeddings (grid_h * grid_w [+1], dim) as MAE and I-JEPA build them:
+    the first half of each vector encodes the patch's COLUMN, the second half its ROW (each with
+    get_1d_sincos_pos_embed of dim/2), tokens in raster order; cls_token prepends a zero row.
+    A host float32 array."""
+    np = backend.numpy
+    gh, gw = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
+    if dim % 4:
+        raise ValueError(f"get_2d_sincos_pos_embed: dim {dim} must be divisible by 4")
+    rows, cols = np.divmod(np.arange(gh * gw), gw)
+    emb = np.concatenate([get_1d_sincos_pos_embed(dim // 2, cols),
+                          get_1d_sincos_pos_embed(dim // 2, rows)], axis=1)
+    if cls_token:
+        emb = np.concatenate([np.zeros((1, dim)), emb], axis=0)
+    return emb.astype(np.float32)
+
+
+def _index_array(indices, xp, batch, count):
+    """patch_indices as an integer device array (B, K); a 1-D (K,) is shared by every sample."""
+    data = indices.data if isinstance(indices, Tensor) else xp.asarray(indices)
+    if data.dtype.kind not in "iu":
+        raise TypeError(f"patch_indices must be integers, got {data.dtype}")
+    if data.ndim == 1:
+        data = xp.broadcast_to(data, (batch,) + data.shape)
+    if data.ndim != 2 or data.shape[0] != batch:
+        raise ValueError(f"patch_indices must be (B, K) = ({batch}, K) or (K,), got {tuple(data.shape)}")
+    if not backend.is_cupy(data) and data.size and (data.min() < 0 or data.max() >= count):
+        raise IndexError(f"patch_indices must lie in [0, {count}), got values in "
+                         f"[{int(data.min())}, {int(data.max())}]")
+    return data
+
+
+def gather_tokens(tokens, indices):
+    """tokens (B, N, D), indices (B, K) -> (B, K, D): out[b, j] = tokens[b, indices[b, j]]."""
+    xp = tokens.xp
+    rows = xp.arange(tokens.shape[0]).reshape(-1, 1)
+    return tokens[rows, _index_array(indices, xp, tokens.shape[0], tokens.shape[1])]
+
+
+class PatchEmbed(Module):
+    """Cut images into p x p patches and project each to `dim`: a Linear on patchify(x), which
+    is exactly a Conv2d with kernel = stride = p, without the im2col copy."""
+
+    def __init__(self, image_size, patch_size, in_channels, dim):
+        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.patch_size, self.in_channels, self.dim = patch_size, in_channels, dim
+        self.grid_size = _grid(self.image_size, patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = Linear(patch_size * patch_size * in_channels, dim)
+
+    def forward(self, images, patch_indices=None):
+        """(B, C, H, W) -> (B, N, dim), or (B, K, dim) for the patches in patch_indices (B, K)."""
+        if images.ndim == 3 and self.in_channels == 1:
+            images = images.reshape(images.shape[0], 1, *images.shape[1:])
+        if images.ndim != 4 or tuple(images.shape[1:]) != (self.in_channels,) + self.image_size:
+            raise ValueError(f"PatchEmbed: images have shape {images.shape}, expected "
+                             f"(B, {self.in_channels}, {self.image_size[0]}, {self.image_size[1]})")
+        patches = patchify(images, self.patch_size)
+        if patch_indices is not None:
+            patches = gather_tokens(patches, patch_indices)
+        return self.proj(patches)
+
+
+class VisionTransformer(Module):
+    """ViT encoder returning token embeddings.
+
+    forward(images (B, C, H, W), patch_indices=None (B, K) ints) -> (B, K [+1], dim): the final
+    LayerNorm's output for the selected patches (all N when patch_indices is None), with the CLS
+    token first when cls_token=True. pos_embed is "sincos" (fixed, MAE and I-JEPA), "learned",
+    or None. Weights: trunc_normal(0.02) as I-JEPA (init="xavier" for MAE's choice).
+    """
+
+    def __init__(self, image_size=28, patch_size=4, in_channels=1, dim=128, depth=4, num_heads=4,
+                 mlp_ratio=4.0, cls_token=False, pos_embed="sincos", qkv_bias=True, dropout=0.0,
+                 init="trunc_normal"):
+        self.dim, self.depth, self.num_heads = dim, depth, num_heads
+        self.patch_embed = PatchEmbed(image_size, patch_size, in_channels, dim)
+        self.grid_size, self.num_patches = self.patch_embed.grid_size, self.patch_embed.num_patches
+        self.blocks = [TransformerBlock(dim, num_heads, mlp_ratio, qkv_bias, dropout) for _ in range(depth)]
+        self.norm = LayerNorm(dim, eps=1e-6)
+        init_transformer_weights(self, style=init)
+        self.cls_token = _trunc_normal_param((1, 1, dim)) if cls_token else None
+        self.pos_embed_kind = pos_embed
+        if pos_embed == "sincos":
+            table = get_2d_sincos_pos_embed(dim, self.grid_size)[None]
+            self.register_buffer("pos_embed", backend.to_device(table, backend.get_device()))
+        elif pos_embed == "learned":
+            self.pos_embed = _trunc_normal_param((1, self.num_patches, dim))
+        elif pos_embed is not None:
+            raise ValueError(f"VisionTransformer: pos_embed must be 'sincos', 'learned' or None, got {pos_embed!r}")
+
+    def position_embeddings(self, patch_indices=None, batch=1):
+        """(1, N, dim), or (B, K, dim) for patch_indices; a Tensor (learned) or an array (fixed)."""
+        pos = self.pos_embed
+        if patch_indices is None:
+            return pos
+        xp = backend.get_xp(pos.data if isinstance(pos, Tensor) else pos)
+        return pos[0][_index_array(patch_indices, xp, batch, self.num_patches)]  # (B, K, dim)
+
+    def forward(self, images, patch_indices=None):
+        tokens = self.patch_embed(images, patch_indices)
+        b = tokens.shape[0]
+        if self.pos_embed_kind is not None:
+            tokens = tokens + self.position_embeddings(patch_indices, b)
+        if self.cls_token is not None:
+            tokens = ops.concatenate([self.cls_token.broadcast_to(b, 1, self.dim), tokens], axis=1)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.norm(tokens)
+
+
+def _trunc_normal_param(shape):
+    return init.trunc_normal(init.empty(shape), std=0.02)
+
