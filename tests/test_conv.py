@@ -171,3 +171,28 @@ def test_max_pool_gradient_goes_to_the_maximum_once_per_window():
     x = minienc.tensor(data, requires_grad=True)
     nn.MaxPool2d(3, stride=1)(x).sum().backward()
     assert host(x.grad)[0, 0, 1, 2] == 4.0 and host(x.grad).sum() == 4.0
+
+
+# ----- conv encoder and decoder ---------------------------------------------------------------
+
+def test_conv_encoder_decoder_benchmark_shapes(device):
+    enc = nn.ConvEncoder(1, (16, 32), image_size=28).to(device)
+    dec = nn.ConvDecoder(1, (32, 16)).to(device)
+    x = minienc.tensor(np.random.default_rng(0).random((2, 1, 28, 28)), device=device)
+    h = enc(x)
+    assert h.shape == (2, 32, 7, 7) and enc.feature_shape == (32, 7, 7)
+    y = dec(h)
+    assert y.shape == (2, 1, 28, 28) and y.dtype == np.float32
+    minienc.binary_cross_entropy_with_logits(y, x).backward()
+    assert all(p.grad is not None and p.grad.dtype == np.float32 for p in enc.parameters() + dec.parameters())
+
+
+def test_conv_encoder_decoder_with_embedding_gradcheck(device):
+    enc = nn.ConvEncoder(1, (2, 3), image_size=6, out_features=4).to(device)
+    dec = nn.ConvDecoder(1, (3, 2), in_features=4, feature_shape=enc.feature_shape).to(device)
+    x = rand(device, 2, 1, 6, 6)
+    x32 = x.astype("float32")
+    assert enc(x32).shape == (2, 4) and dec(enc(x32)).shape == (2, 1, 8, 8)  # 6 -> 3 -> 2 -> 4 -> 8
+    assert gradcheck_module(nn.Sequential(enc, dec), x)
+    with pytest.raises(ValueError, match="image_size"):
+        nn.ConvEncoder(1, (2,), out_features=4)

@@ -231,3 +231,13 @@ def test_batch_norm_errors_name_layer_and_shape():
         nn.BatchNorm2d(3)(minienc.tensor(np.zeros((2, 4, 5, 5))))
     with pytest.raises(ValueError, match="more than one value per channel"):
         nn.BatchNorm1d(3)(minienc.tensor(np.zeros((1, 3))))
+
+
+def test_mlp_encoder_structure_and_gradcheck(device):
+    enc = nn.MLPEncoder(6, (5, 4), 3)
+    assert [type(m).__name__ for m in enc.layers] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    with_bn = nn.MLPEncoder(6, (5,), 3, activation=nn.GELU, batch_norm=True)
+    assert [type(m).__name__ for m in with_bn.layers] == ["Linear", "BatchNorm1d", "GELU", "Linear"]
+    assert with_bn.layers[0].bias is None
+    assert gradcheck_module(enc.to(device), rand(device, 4, 6))
+    assert gradcheck_module(with_bn.to(device), rand(device, 4, 6))
