@@ -1,0 +1,335 @@
+"""minienc.data: the real digits and their split, IDX files (good and malformed), the text corpus
+and tokenizer, the on-device augmentations, and the batch iterator."""
+import gzip
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import minienc
+from minienc import backend
+from minienc import data as D
+from minienc.data import augment as A
+
+
+# ----- digits ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits():
+    pytest.importorskip("sklearn", reason="load_digits reads the digits bundled with scikit-learn")
+    return D.load_digits()
+
+
+def test_digits_are_the_real_1797_as_float_images(digits):
+    assert digits.x_train.shape[1:] == (1, 8, 8) and digits.x_train.dtype == np.float32
+    assert digits.y_train.dtype == np.int64
+    assert len(digits.x_train) + len(digits.x_test) == 1797
+    everything = np.concatenate([digits.x_train, digits.x_test])
+    assert everything.min() == 0.0 and everything.max() == 1.0
+    assert digits.num_classes == 10 and digits.image_shape == (1, 8, 8)
+
+
+def test_digits_split_is_stratified_fixed_and_disjoint(digits):
+    labels = np.concatenate([digits.y_train, digits.y_test])
+    counts, test_counts = np.bincount(labels), np.bincount(digits.y_test)
+    assert np.all(np.abs(test_counts - 0.25 * counts) <= 0.5 + 1e-9)   # round(0.25 * count) per class
+    again = D.load_digits()
+    assert np.array_equal(again.x_test, digits.x_test) and np.array_equal(again.y_train, digits.y_train)
+    other = D.load_digits(seed=1)
+    assert not np.array_equal(other.x_test, digits.x_test)
+    train, test = D.stratified_split(labels, 0.25, seed=0)
+    assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == len(labels)
+
+
+def test_digits_canvas_places_the_same_split_on_a_larger_canvas(digits):
+    canvas = D.load_digits_canvas(size=24, copies=2, seed=0)
+    assert canvas.x_train.shape == (2 * len(digits.x_train), 1, 24, 24)
+    assert canvas.x_train.dtype == np.float32 and 0.0 <= canvas.x_train.min() and canvas.x_train.max() <= 1.0
+    assert np.array_equal(canvas.y_test, digits.y_test)
+    assert np.array_equal(canvas.y_train, np.tile(digits.y_train, 2))
+    assert np.array_equal(canvas.x_test, D.load_digits_canvas(size=24, copies=2, seed=0).x_test)
+    # ink is conserved up to the enlargement: every placed digit has some
+    assert np.all(canvas.x_test.reshape(len(canvas.x_test), -1).max(axis=1) > 0.3)
+
+
+def test_load_dataset_parses_demo_flags(tmp_path, digits):
+    assert D.load_dataset("digits").x_train.shape == digits.x_train.shape
+    assert D.load_dataset("digits-canvas:16").image_shape == (1, 16, 16)
+    _write_mnist(tmp_path, n_train=6, n_test=4)
+    assert len(D.load_dataset(f"mnist:{tmp_path}").x_train) == 6
+    for bad in ("cifar", "digits-canvas:big", "mnist:"):
+        with pytest.raises(ValueError, match="not understood|integer"):
+            D.load_dataset(bad)
+
+
+# ----- IDX files ------------------------------------------------------------------------------------
+
+def _idx_bytes(array, type_code=0x08):
+    dtype = {0x08: ">u1", 0x0C: ">i4", 0x0D: ">f4"}[type_code]
+    header = bytes([0, 0, type_code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    return header + np.asarray(array, dtype).tobytes()
+
+
+def _write(path, payload, compress=False):
+    with open(path, "wb") as f:
+        f.write(gzip.compress(payload) if compress else payload)
+    return path
+
+
+def _write_mnist(folder, n_train, n_test, compress=False, spelling="-"):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 5, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        suffix = ".gz" if compress else ""
+        _write(os.path.join(folder, f"{split}-images{spelling}idx3-ubyte{suffix}"), _idx_bytes(images), compress)
+        _write(os.path.join(folder, f"{split}-labels{spelling}idx1-ubyte{suffix}"), _idx_bytes(labels), compress)
+        arrays[split] = images, labels
+    return arrays
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("spelling", ["-", "."])
+def test_load_mnist_reads_idx_files_raw_and_gzipped(tmp_path, compress, spelling):
+    arrays = _write_mnist(tmp_path, n_train=7, n_test=3, compress=compress, spelling=spelling)
+    data = D.load_mnist(str(tmp_path))
+    images, labels = arrays["train"]
+    assert data.x_train.shape == (7, 1, 5, 3) and data.x_train.dtype == np.float32
+    np.testing.assert_allclose(data.x_train[:, 0], images / 255.0, rtol=1e-6)
+    assert data.y_train.dtype == np.int64 and np.array_equal(data.y_train, labels)
+    assert np.array_equal(data.y_test, arrays["t10k"][1])
+    small = D.load_mnist(str(tmp_path), max_train=4, seed=3)
+    assert len(small.x_train) == 4 and set(small.y_train) <= set(labels)
+
+
+def test_read_idx_other_types(tmp_path):
+    ints = np.arange(-3, 9, dtype=np.int32).reshape(3, 4)
+    floats = np.linspace(-1, 1, 6, dtype=np.float32)
+    assert np.array_equal(D.read_idx(_write(tmp_path / "i", _idx_bytes(ints, 0x0C))), ints)
+    assert np.array_equal(D.read_idx(_write(tmp_path / "f", _idx_bytes(floats, 0x0D), compress=True)), floats)
+
+
+good = _idx_bytes(np.zeros((2, 3, 3), np.uint8))
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"", "shorter than the 4-byte magic"),
+    (b"\x01\x02\x08\x03" + good[4:], "two zero bytes"),
+    (b"\x00\x00\x07\x03" + good[4:], "unknown IDX type byte 0x07"),
+    (b"\x00\x00\x08\x00", "0 dimensions"),
+    (good[:9], "truncated IDX header"),
+    (good[:-1], r"holds 17 bytes after the header \(truncated\?\)"),
+    (good + b"\x00", "holds 19 bytes"),
+    (b"\x1f\x8b" + b"not really gzip", "does not decompress"),
+])
+def test_read_idx_rejects_malformed_files_naming_file_and_problem(tmp_path, payload, message):
+    path = _write(tmp_path / "bad-images-idx3-ubyte", payload)
+    with pytest.raises(ValueError, match=message) as info:
+        D.read_idx(str(path))
+    assert "bad-images-idx3-ubyte" in str(info.value)
+
+
+def test_load_mnist_rejects_inconsistent_or_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        D.load_mnist(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"train-images-idx3-ubyte\[\.gz\]"):
+        D.load_mnist(str(tmp_path))
+    _write_mnist(tmp_path, n_train=4, n_test=2)
+    _write(tmp_path / "train-labels-idx1-ubyte", _idx_bytes(np.zeros(5, np.uint8)))
+    with pytest.raises(ValueError, match="holds 4 images but .* holds 5 labels"):
+        D.load_mnist(str(tmp_path))
+    _write(tmp_path / "train-labels-idx1-ubyte", _idx_bytes(np.zeros((4, 2), np.uint8)))
+    with pytest.raises(ValueError, match=r"labels of shape \(N,\)"):
+        D.load_mnist(str(tmp_path))
+
+
+# ----- text -----------------------------------------------------------------------------------------
+
+def test_builtin_corpus_is_real_prose():
+    sentences = D.builtin_corpus()
+    assert len(sentences) > 1000 and len(set(sentences)) == len(sentences)
+    for s in sentences[:500]:
+        assert s[0].isupper() and s[-1] in ".!?" and ">>>" not in s and "=" not in s
+    words = [w for s in sentences for w in D.tokenize(s)]
+    assert {"the", "a", "is", "of"} <= set(words)
+
+
+def test_split_sentences_and_load_text(tmp_path):
+    text = "It was late, e.g. past ten. The `rain` fell!\nIt did\nnot stop.\n\nA new paragraph here. Then x = 3"
+    path = tmp_path / "story.txt"
+    path.write_text(text, encoding="utf-8")
+    assert D.load_text(str(path)) == ["It was late, e.g. past ten.", "The rain fell!",
+                                      "It did not stop.", "A new paragraph here.", "Then x = 3"]
+    assert D.load_text(str(path), prose_only=True)[-1] == "A new paragraph here."
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8"):
+        D.load_text(str(tmp_path / "latin1.txt"))
+    train, test = D.split_corpus([str(i) for i in range(100)], test_fraction=0.1, seed=0)
+    assert len(test) == 10 and sorted(train + test, key=int) == [str(i) for i in range(100)]
+
+
+SENTENCES = ["The cat sat on the mat.", "The dog sat on the cat!", "A bird can't sit, can it?",
+             "The mat is red."]
+TOKENIZER = D.Tokenizer.fit(SENTENCES, min_freq=2)
+
+
+def test_tokenizer_vocabulary_and_specials():
+    tok = TOKENIZER
+    assert tok.itos[:5] == list(D.SPECIAL_TOKENS) and tok.pad_id == 0
+    assert tok.itos[5:8] == ["the", ".", "cat"] or tok.itos[5] == "the"   # most frequent first
+    assert "bird" not in tok.stoi and "sat" in tok.stoi                   # frequency cut at 2
+    assert tok.encode("The bird") == [tok.stoi["the"], tok.unk_id]
+    assert tok.encode("[MASK] sat") == [tok.mask_id, tok.stoi["sat"]]
+    batch = tok.encode_batch(["the cat sat on the mat", "cat"], max_len=5, add_sep=True)
+    assert batch.dtype == np.int64 and batch.shape == (2, 5)
+    assert batch[0, 0] == tok.cls_id and batch[0, -1] == tok.sep_id           # cut to fit, [SEP] kept
+    assert list(batch[1]) == [tok.cls_id, tok.stoi["cat"], tok.sep_id, tok.pad_id, tok.pad_id]
+    assert tok.decode(batch[1]) == "[CLS] cat [SEP]"
+    with pytest.raises(IndexError, match="outside the vocabulary"):
+        tok.decode([len(tok)])
+
+
+words = st.sampled_from(sorted(TOKENIZER.stoi) + ["bird", "Cat", "MAT", "don't", "[mask]", "é"])
+texts = st.one_of(st.text(max_size=40), st.lists(words, max_size=12).map(" ".join))
+
+
+@given(texts)
+def test_tokenizer_encode_decode_round_trip(text):
+    tok = TOKENIZER
+    ids = tok.encode(text)
+    decoded = tok.decode(ids, skip_pad=False)
+    assert decoded == " ".join(t if t in tok.stoi else "[UNK]" for t in D.tokenize(text))
+    assert tok.encode(decoded) == ids        # decoding loses nothing the vocabulary keeps
+
+
+# ----- augmentations --------------------------------------------------------------------------------
+
+AUGMENTATIONS = [A.RandomCrop(2), A.RandomResizedCrop(), A.RandomAffine(shear=10), A.GaussianNoise(0.1),
+                 A.RandomErasing(p=0.5), A.BrightnessContrast(), A.contrastive_augment(),
+                 A.GaussianNoise(0.1, p=0.5)]
+
+
+def _images(device, shape, seed=0, dtype="float32"):
+    host = np.random.default_rng(seed).random(shape).astype(dtype)
+    return backend.to_device(host, device)
+
+
+@pytest.mark.parametrize("aug", AUGMENTATIONS, ids=lambda a: type(a).__name__)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])   # `device` holds no state
+@given(shape=st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(3, 11), st.integers(3, 11)),
+       seed=st.integers(0, 2**31 - 1), dtype=st.sampled_from(["float32", "float64"]))
+def test_augmentations_keep_shape_dtype_device_and_are_seeded(device, aug, shape, seed, dtype):
+    x = _images(device, shape, dtype=dtype)
+    out = aug(x, rng=seed)
+    assert out.shape == x.shape and out.dtype == x.dtype and backend.device_of(out) == device
+    assert bool(backend.get_xp(out).isfinite(out).all())
+    assert np.array_equal(backend.to_host(aug(x, rng=seed)), backend.to_host(out))
+    t = minienc.tensor(x, dtype=dtype)
+    out_t = aug(t, rng=seed)
+    assert isinstance(out_t, minienc.Tensor) and not out_t.requires_grad
+    assert np.array_equal(out_t.numpy(), backend.to_host(out))
+
+
+@pytest.mark.parametrize("aug", AUGMENTATIONS, ids=lambda a: type(a).__name__)
+def test_augmentations_change_images_and_default_to_the_device_generator(device, aug):
+    x = _images(device, (16, 1, 8, 8))
+    minienc.manual_seed(5)
+    first = backend.to_host(aug(x))
+    minienc.manual_seed(5)
+    assert np.array_equal(backend.to_host(aug(x)), first)
+    changed = np.abs(first - backend.to_host(x)).reshape(16, -1).max(axis=1) > 1e-6
+    assert changed.mean() >= (0.2 if aug.p < 1 else 0.9)   # p < 1 leaves some images untouched
+    assert not np.array_equal(backend.to_host(aug(x, rng=1)), backend.to_host(aug(x, rng=2)))
+
+
+def test_affine_sample_identity_rotation_and_shift(device):
+    xp = backend.xp_for(device)
+    x = _images(device, (3, 2, 5, 5))
+    zero, one = xp.zeros(3, dtype=xp.float32), xp.ones(3, dtype=xp.float32)
+    identity = A.affine_matrices(xp, zero, one, zero, zero, zero, xp.float32)
+    np.testing.assert_array_equal(backend.to_host(A.affine_sample(x, identity)), backend.to_host(x))
+    quarter = A.affine_matrices(xp, one * (np.pi / 2), one, zero, zero, zero, xp.float32)
+    np.testing.assert_allclose(backend.to_host(A.affine_sample(x, quarter)),
+                               np.rot90(backend.to_host(x), -1, axes=(2, 3)), atol=1e-5)
+    shift = A.affine_matrices(xp, zero, one, zero, one, zero, xp.float32)   # one pixel right
+    out = backend.to_host(A.affine_sample(x, shift))
+    np.testing.assert_allclose(out[..., 1:], backend.to_host(x)[..., :-1], atol=1e-6)
+    assert np.all(out[..., 0] == 0)                                         # zeros come in
+    half = A.affine_matrices(xp, zero, one, zero, one * 0.5, zero, xp.float32)  # bilinear halfway
+    np.testing.assert_allclose(backend.to_host(A.affine_sample(x, half))[..., 1:],
+                               (backend.to_host(x)[..., 1:] + backend.to_host(x)[..., :-1]) / 2, atol=1e-6)
+
+
+def test_random_crop_is_a_shift_within_the_padding(device):
+    x = _images(device, (8, 2, 6, 6))
+    out, host = backend.to_host(A.RandomCrop(2)(x, rng=0)), backend.to_host(x)
+    padded = np.pad(host, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    for i in range(8):
+        windows = [padded[i, :, dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)]
+        assert any(np.array_equal(out[i], w) for w in windows)
+
+
+def test_erasing_noise_and_jitter_do_what_they_say(device):
+    x = _images(device, (64, 1, 10, 10)) + 0.1
+    host = backend.to_host(x)
+    erased = backend.to_host(A.RandomErasing(p=1.0, value=0.0)(x, rng=0))
+    for img, orig in zip(erased, host):
+        rows, cols = np.nonzero(img[0] != orig[0])
+        assert len(rows) > 0 and np.all(img[0][rows, cols] == 0)
+        box = img[0][rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert np.all(box == 0)                                   # one solid rectangle
+    noise = backend.to_host(A.GaussianNoise(0.2)(x, rng=0)) - host
+    assert abs(noise.std() - 0.2) < 0.01 and abs(noise.mean()) < 0.01
+    np.testing.assert_allclose(backend.to_host(A.BrightnessContrast(0.0, 0.0, clip=None)(x, rng=0)), host, rtol=1e-5)
+    np.testing.assert_array_equal(backend.to_host(A.GaussianNoise(0.2, p=0.0)(x, rng=0)), host)
+
+
+def test_augmentations_reject_wrong_input(device):
+    with pytest.raises(ValueError, match=r"RandomCrop: expects a batch of images \(N, C, H, W\)"):
+        A.RandomCrop()(_images(device, (4, 8, 8)))
+    with pytest.raises(TypeError, match="floating-point"):
+        A.GaussianNoise()(backend.xp_for(device).zeros((1, 1, 4, 4), dtype="int64"))
+    if device == "cuda":
+        with pytest.raises(TypeError, match="same device"):
+            A.GaussianNoise()(_images(device, (1, 1, 4, 4)), rng=np.random.default_rng(0))
+
+
+# ----- batch iterator -------------------------------------------------------------------------------
+
+@given(n=st.integers(1, 40), batch_size=st.integers(1, 16), shuffle=st.booleans(), drop_last=st.booleans())
+def test_batches_cover_every_sample_once_per_epoch(n, batch_size, shuffle, drop_last):
+    x = np.arange(n, dtype=np.float64)[:, None] * np.ones((1, 3))
+    y = np.arange(n)
+    loader = D.BatchIterator(x, y, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, device="cpu")
+    for _ in range(2):
+        seen = []
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        for xb, yb in batches:
+            assert xb.dtype == np.float32 and yb.dtype == np.int64 and len(xb) == len(yb)
+            assert np.array_equal(xb.numpy()[:, 0], yb.numpy())      # rows stay paired
+            assert len(yb) == batch_size or not drop_last
+            seen += list(yb.numpy())
+        assert len(seen) == len(set(seen))
+        if drop_last:
+            assert len(seen) == n - n % batch_size
+        else:
+            assert sorted(seen) == list(range(n))
+
+
+def test_batch_iterator_is_seeded_per_epoch_and_places_on_device(device):
+    tokens = np.arange(60).reshape(30, 2)
+    a = D.BatchIterator(tokens, batch_size=8, seed=3, device=device)
+    b = D.BatchIterator(tokens, batch_size=8, seed=3, device=device)
+    first = [t.numpy() for t in a]
+    assert all(t.device == device and t.dtype == np.int64 for t in b)
+    assert all(np.array_equal(p, q.numpy()) for p, q in zip(first, D.BatchIterator(tokens, batch_size=8, seed=3, device=device)))
+    second = [t.numpy() for t in a]   # next epoch: a new order
+    assert not all(np.array_equal(p, q) for p, q in zip(first, second))
+    a.set_epoch(0)
+    assert all(np.array_equal(p, q.numpy()) for p, q in zip(first, a))
+    with pytest.raises(ValueError, match="differ in length"):
+        D.BatchIterator(tokens, np.arange(5))
