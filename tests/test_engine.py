@@ -1,0 +1,306 @@
+"""The engine: graph walking, accumulation, freeing, no_grad, anomaly mode, user-defined ops, the
+Tensor surface, and the error messages a user sees when something is wrong."""
+import gc
+import sys
+import weakref
+
+import numpy as np
+import pytest
+
+import minienc
+from minienc import backend
+from minienc.backend import to_host
+
+
+class Square(minienc.Function):
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, grad):
+        return 2 * self.x * grad
+
+
+def t(values, device, **kwargs):
+    return minienc.tensor(values, device=device, **kwargs)
+
+
+# ----- backward ------------------------------------------------------------------------------
+def test_deep_chain_has_no_recursion_limit(device):
+    assert sys.getrecursionlimit() < 10_000  # so a recursive walk would have failed here
+    x = t([1.0, 2.0], device, requires_grad=True)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    y.sum().backward()
+    np.testing.assert_allclose(to_host(x.grad), [1.0001 ** 10_000] * 2, rtol=1e-3)
+
+
+def test_a_tensor_used_twice_accumulates(device):
+    x = t([1.0, -2.0, 3.0], device, requires_grad=True)
+    (x * x + x).sum().backward()
+    np.testing.assert_allclose(to_host(x.grad), 2 * np.array([1.0, -2.0, 3.0]) + 1)
+    (x * 3.0).sum().backward()  # a second loss adds into the same .grad
+    np.testing.assert_allclose(to_host(x.grad), 2 * np.array([1.0, -2.0, 3.0]) + 4)
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_diamond_graph(device):
+    x = t([0.5, 1.5], device, requires_grad=True)
+    a = x.exp()
+    b, c = a * 2.0, a.log()  # two paths that meet again
+    (b + c).sum().backward()
+    np.testing.assert_allclose(to_host(x.grad), 2 * np.exp([0.5, 1.5]) + 1, rtol=1e-6)
+
+
+def test_retain_graph_allows_a_second_pass(device):
+    x = t([1.0, 2.0], device, requires_grad=True)
+    loss = (x * x).sum()
+    loss.backward(retain_graph=True)
+    loss.backward()
+    np.testing.assert_allclose(to_host(x.grad), [4.0, 8.0])
+
+
+def test_backward_twice_on_a_freed_graph_raises(device):
+    x = t([1.0, 2.0], device, requires_grad=True)
+    loss = (x * x).sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match=r"backward: the graph through sum was already freed by an "
+                                           r"earlier backward\(\); pass retain_graph=True"):
+        loss.backward()
+
+
+def test_backward_on_a_non_scalar_needs_grad(device):
+    x = t(np.ones((2, 3)), device, requires_grad=True)
+    y = x * 2.0
+    with pytest.raises(RuntimeError, match=r"a gradient can be created implicitly only for a scalar "
+                                           r"output, got shape \(2, 3\); pass grad="):
+        y.backward()
+    y.backward(t(np.full((2, 3), 0.5), device))
+    np.testing.assert_allclose(to_host(x.grad), np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"backward: grad has shape \(3,\) but the output has shape \(2, 3\)"):
+        (x * 2.0).backward(t(np.ones(3), device))
+
+
+def test_a_float64_seed_does_not_upcast_the_pass(device):
+    x = t([1.0, 2.0], device, requires_grad=True)
+    (x * x).backward(x.xp.ones(2, dtype="float64"))
+    assert x.grad.dtype == np.float32
+
+
+def test_backward_without_a_graph_says_why(device):
+    with pytest.raises(RuntimeError, match=r"backward: this tensor \(shape \(\)\) does not require grad and has no graph"):
+        t([1.0, 2.0], device).sum().backward()
+
+
+def test_only_leaves_that_require_grad_get_grad(device):
+    x = t([1.0, 2.0], device, requires_grad=True)
+    w = t([3.0, 4.0], device)
+    h = x * w
+    (h * h).sum().backward()
+    assert w.grad is None and h.grad is None and not w.requires_grad
+    np.testing.assert_allclose(to_host(x.grad), 2 * np.array([3.0, 8.0]) * [3.0, 4.0])
+
+
+# ----- graph lifetime ------------------------------------------------------------------------
+def test_backward_frees_the_graph_without_the_cycle_collector(device):
+    gc.disable()  # everything below must go by reference counting alone: no cycles
+    try:
+        x = t([1.0, 2.0], device, requires_grad=True)
+        hidden = x * 2.0
+        node = weakref.ref(hidden._creator)
+        loss = hidden.exp().sum()
+        del hidden
+        assert node() is not None
+        loss.backward()
+        assert node() is None, "backward kept an intermediate Function alive"
+
+        hidden = x * 2.0
+        node = weakref.ref(hidden._creator)
+        loss = hidden.tanh().sum()
+        del hidden
+        assert node() is not None
+        del loss  # dropping the loss without backward frees the graph too
+        assert node() is None, "a dropped graph survived: a reference cycle"
+    finally:
+        gc.enable()
+
+
+def test_backward_drops_saved_arrays(device):
+    x = t(np.ones(3), device, requires_grad=True)
+    y = x.exp()
+    fn = y._creator
+    y.sum().backward()
+    assert fn.inputs is None and not hasattr(fn, "out")
+
+
+# ----- no_grad and anomaly mode --------------------------------------------------------------
+def test_no_grad_builds_no_graph(device):
+    x = t([1.0, 2.0], device, requires_grad=True)
+    with minienc.no_grad():
+        assert not minienc.is_grad_enabled()
+        y = (x * 2.0).exp().sum()
+    assert minienc.is_grad_enabled()
+    assert not y.requires_grad and y._creator is None
+    with pytest.raises(ZeroDivisionError):
+        with minienc.no_grad():
+            1 / 0
+    assert minienc.is_grad_enabled()  # restored after an exception too
+
+
+def test_detect_anomaly_names_the_first_op_with_nan_or_inf(device):
+    x = t([1.0, 0.0, 2.0], device, requires_grad=True)
+    y = x.log()  # -inf, but outside anomaly mode nothing is checked
+    with minienc.detect_anomaly():
+        z = x * 2.0  # fine
+        with pytest.raises(FloatingPointError, match=r"detect_anomaly: log produced NaN or inf in its "
+                                                     r"output \(shape \(3,\)\)"):
+            (z - 2.0).log().exp().sum()  # log is the first to go wrong, not exp or sum
+        root = x.sqrt()  # finite forward, infinite gradient at 0
+        with pytest.raises(FloatingPointError, match=r"sqrt produced NaN or inf in its gradient \(backward\)"):
+            root.sum().backward()
+    assert np.isneginf(y.numpy()[1])
+
+
+# ----- user-defined ops ----------------------------------------------------------------------
+def test_user_defined_function(device):
+    x = t([1.0, -2.0, 3.0], device, requires_grad=True)
+    y = Square()(x)
+    assert y.requires_grad and isinstance(y._creator, Square)
+    y.sum().backward()
+    np.testing.assert_allclose(to_host(x.grad), [2.0, -4.0, 6.0])
+    assert minienc.gradcheck(lambda x: Square()(x), x)
+
+
+class ScaledSum(minienc.Function):
+    """Two inputs, one of which may not need a gradient: `needs_grad` says which."""
+
+    def forward(self, x, scale):
+        self.x, self.scale = x, scale
+        return (x * scale).sum(axis=-1)
+
+    def backward(self, g):
+        gx = g[..., None] * self.scale if self.needs_grad[0] else None
+        gs = (g[..., None] * self.x) if self.needs_grad[1] else None  # broadcast shape: the engine sums
+        return gx, gs
+
+
+def test_user_function_with_broadcast_gradient_and_needs_grad(device):
+    x = t(np.arange(6.0).reshape(2, 3), device, requires_grad=True)
+    scale = t([1.0, 2.0, 3.0], device)
+    ScaledSum()(x, scale).sum().backward()
+    np.testing.assert_allclose(to_host(x.grad), [[1, 2, 3], [1, 2, 3]])
+    scale.requires_grad_()
+    assert minienc.gradcheck(lambda x, s: ScaledSum()(x, s), x, scale)
+
+
+# ----- the Tensor surface --------------------------------------------------------------------
+def test_tensor_construction(device):
+    host = np.array([[1.0, 2.0]])  # float64
+    x = t(host, device)
+    assert x.dtype == np.float32 and x.shape == (1, 2) and x.device == device
+    x.data[0, 0] = 5.0
+    assert host[0, 0] == 1.0  # a copy, never a view of the caller's array
+    assert t([1, 2], device).dtype == np.int64 and t([True], device).dtype == np.bool_
+    assert t(host, device, dtype="float64").dtype == np.float64
+    assert isinstance(x.numpy(), np.ndarray) and x.numpy().dtype == np.float32
+    assert t([[2.5]], device).item() == 2.5 and isinstance(t([[2.5]], device).item(), float)
+    with pytest.raises(ValueError, match=r"item: only a one-element tensor converts to a number, got shape \(1, 2\)"):
+        x.item()
+    assert x.to(device) is x
+    assert len(x) == 1 and x.ndim == 2 and x.size == 2
+
+
+def test_integer_tensor_cannot_require_grad(device):
+    with pytest.raises(TypeError, match=r"tensor: only floating-point tensors can require gradients, "
+                                        r"got dtype int64 \(shape \(2,\)\)"):
+        t([1, 2], device, requires_grad=True)
+
+
+def test_detach_shares_data_outside_the_graph(device):
+    x = t([1.0, 2.0], device, requires_grad=True)
+    y = (x * 2.0).detach()
+    assert not y.requires_grad and y._creator is None
+    z = x.detach()
+    assert z.data is x.data
+
+
+def test_bool_follows_numpy(device):
+    assert bool(t([3.0], device) > 2.0) and not bool(t(0.0, device))
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(t([1.0, 2.0], device) > 5.0)
+
+
+def test_weak_scalars_keep_the_tensor_dtype(device):
+    x = t([1.0, -2.0], device)
+    mask = x > 0
+    np.testing.assert_array_equal(minienc.where(mask, x, 1.5).numpy(), [1.0, 1.5])  # not cast to bool
+    assert minienc.where(mask, x, 1.5).dtype == np.float32
+    assert (x * np.float64(2.0)).dtype == np.float32
+    np.testing.assert_array_equal((t([1, 2], device) * 2.5).numpy(), [2.5, 5.0])  # no int truncation
+    assert (2 ** t([1, 2], device)).dtype == np.int64
+
+
+def test_creation_helpers(device):
+    z = minienc.zeros(2, 3, device=device)
+    assert z.dtype == np.float32 and z.shape == (2, 3) and z.device == device and not z.numpy().any()
+    assert minienc.ones((4,), device=device, dtype="float64").dtype == np.float64
+    assert minienc.ones_like(z).numpy().sum() == 6 and minienc.zeros_like(z).device == device
+    assert minienc.zeros(3, device=device, requires_grad=True).requires_grad
+    minienc.manual_seed(7)
+    a = minienc.randn(3, 4, device=device)
+    minienc.manual_seed(7)
+    b = minienc.randn(3, 4, device=device)
+    assert a.dtype == np.float32 and np.array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(a.numpy(), minienc.randn(3, 4, device=device).numpy())
+    u = minienc.rand(1000, device=device).numpy()
+    assert u.dtype == np.float32 and u.min() >= 0 and u.max() < 1 and 0.4 < u.mean() < 0.6
+
+
+def test_squeeze_unsqueeze(device):
+    x = t(np.ones((2, 1, 3)), device)
+    assert x.squeeze().shape == (2, 3) and x.squeeze(1).shape == (2, 3) and x.squeeze(-2).shape == (2, 3)
+    assert x.unsqueeze(0).shape == (1, 2, 1, 3) and x.unsqueeze(-1).shape == (2, 1, 3, 1)
+    with pytest.raises(ValueError, match=r"squeeze: axis 0 of shape \(2, 1, 3\) has size 2, not 1"):
+        x.squeeze(0)
+
+
+# ----- error messages ------------------------------------------------------------------------
+def test_misaligned_matmul_names_both_shapes(device):
+    with pytest.raises(ValueError, match=r"^matmul: shapes \(3, 4\) and \(5, 6\) do not align$"):
+        t(np.ones((3, 4)), device) @ t(np.ones((5, 6)), device)
+    with pytest.raises(ValueError, match=r"^matmul: shapes \(3,\) and \(4,\) do not align$"):
+        t(np.ones(3), device) @ t(np.ones(4), device)
+
+
+def test_non_broadcastable_add_names_op_and_shapes(device):
+    with pytest.raises(ValueError, match=r"^add: cannot apply to shapes \(2, 3\) and \(4,\)"):
+        t(np.ones((2, 3)), device) + t(np.ones(4), device)
+    with pytest.raises(ValueError, match=r"^reshape: cannot apply to shapes \(2, 3\)"):
+        t(np.ones((2, 3)), device).reshape(4)
+
+
+def test_mixed_float_dtypes_are_an_error_not_an_upcast(device):
+    x32 = t([1.0, 2.0], device)
+    with pytest.raises(TypeError, match=r"mul: dtypes float32 and float64 differ .* never upcasts silently"):
+        x32 * t([1.0, 2.0], device, dtype="float64")
+    with pytest.raises(TypeError, match=r"add: dtypes float32 and float64 differ"):
+        x32 + x32.xp.ones(2)  # a raw float64 array is strong too
+
+
+class FakeGPUArray(np.ndarray):
+    """A host array that a patched backend reports as living on 'cuda'."""
+
+
+def test_mixed_devices_name_both(device, monkeypatch):
+    real = backend.device_of
+    monkeypatch.setattr(backend, "device_of", lambda a: "cuda" if isinstance(a, FakeGPUArray) else real(a))
+    cpu = minienc.tensor(np.ones((2, 3)), device="cpu")
+    gpu = minienc.Tensor._wrap(np.ones(3, dtype=np.float32).view(FakeGPUArray), False, None)
+    assert gpu.device == "cuda"
+    with pytest.raises(RuntimeError, match=r"^add: tensors on different devices: cpu \(shape \(2, 3\)\) "
+                                           r"and cuda \(shape \(3,\)\); move one with \.to\(device\)"):
+        cpu + gpu
+    with pytest.raises(RuntimeError, match=r"^matmul: tensors on different devices: cuda .* and cpu"):
+        minienc.ops.linalg.MatMul()(gpu.reshape(1, 3), cpu.T)
