@@ -179,7 +179,7 @@ def small_vit(device, **kwargs):
     return nn.VisionTransformer(**kwargs).to(device)
 
 
-@pytest.mark.parametrize("pos_embed", ["sincos", "learned"])
+@pytest.mark.parametrize("pos_embed", ["sincos", "learned", None])
 @pytest.mark.parametrize("cls_token", [False, True])
 def test_vit_without_blocks_subset_equals_full_gathered(device, pos_embed, cls_token):
     """With depth 0 no op mixes tokens, so the subset path is the full path, gathered."""

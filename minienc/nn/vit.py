@@ -134,26 +134,27 @@ class VisionTransformer(Module):
     forward(images (B, C, H, W), patch_indices=None (B, K) ints) -> (B, K [+1], dim): the final
     LayerNorm's output for the selected patches (all N when patch_indices is None), with the CLS
     token first when cls_token=True. pos_embed is "sincos" (fixed, MAE and I-JEPA), "learned",
-    or None. Weights: trunc_normal(0.02) as I-JEPA (init="xavier" for MAE's choice).
+    or None. Weights: trunc_normal(0.02) as I-JEPA (weight_init="xavier" for MAE's choice).
     """
 
     def __init__(self, image_size=28, patch_size=4, in_channels=1, dim=128, depth=4, num_heads=4,
                  mlp_ratio=4.0, cls_token=False, pos_embed="sincos", qkv_bias=True, dropout=0.0,
-                 init="trunc_normal"):
+                 weight_init="trunc_normal"):
         self.dim, self.depth, self.num_heads = dim, depth, num_heads
         self.patch_embed = PatchEmbed(image_size, patch_size, in_channels, dim)
         self.grid_size, self.num_patches = self.patch_embed.grid_size, self.patch_embed.num_patches
         self.blocks = [TransformerBlock(dim, num_heads, mlp_ratio, qkv_bias, dropout) for _ in range(depth)]
         self.norm = LayerNorm(dim, eps=1e-6)
-        init_transformer_weights(self, style=init)
+        init_transformer_weights(self, style=weight_init)
         self.cls_token = _trunc_normal_param((1, 1, dim)) if cls_token else None
-        self.pos_embed_kind = pos_embed
         if pos_embed == "sincos":
             table = get_2d_sincos_pos_embed(dim, self.grid_size)[None]
             self.register_buffer("pos_embed", backend.to_device(table, backend.get_device()))
         elif pos_embed == "learned":
             self.pos_embed = _trunc_normal_param((1, self.num_patches, dim))
-        elif pos_embed is not None:
+        elif pos_embed is None:
+            self.pos_embed = None
+        else:
             raise ValueError(f"VisionTransformer: pos_embed must be 'sincos', 'learned' or None, got {pos_embed!r}")
 
     def position_embeddings(self, patch_indices=None, batch=1):
@@ -167,7 +168,7 @@ class VisionTransformer(Module):
     def forward(self, images, patch_indices=None):
         tokens = self.patch_embed(images, patch_indices)
         b = tokens.shape[0]
-        if self.pos_embed_kind is not None:
+        if self.pos_embed is not None:
             tokens = tokens + self.position_embeddings(patch_indices, b)
         if self.cls_token is not None:
             tokens = ops.concatenate([self.cls_token.broadcast_to(b, 1, self.dim), tokens], axis=1)

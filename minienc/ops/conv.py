@@ -1,16 +1,20 @@
 """2-D convolution and transposed convolution as ONE matrix product each, through im2col.
 
 im2col: every kh x kw window of the (padded) input becomes one row of a matrix, so a convolution
-with weight (O, C, kh, kw) is cols (N*Ho*Wo, C*kh*kw) @ weight (C*kh*kw, O). The windows are a
+with weight (O, C, kh, kw) is cols (N*Ho*Wo, kh*kw*C) @ weight (kh*kw*C, O). The windows are a
 strided VIEW of the input (`as_strided`, on NumPy and CuPy alike: no copy, no Python loop); the
 single copy happens when that view is laid out as the matrix. col2im is the adjoint: it adds every
 window back to where it came from, with kh*kw vectorised slice-adds (overlapping windows add up).
 
 The transposed convolution (the gradient of a convolution with respect to its input, used as a
 learnable upsampler) is the same two steps the other way round: x @ weight -> columns -> col2im.
-Layouts are PyTorch's: input (N, C, H, W); Conv2d weight (O, C, kh, kw); ConvTranspose2d weight
-(C_in, C_out, kh, kw). Outputs are computed channels-last (one matmul) and returned as an NCHW
-view, which every later op accepts; nothing is copied just to reorder axes.
+
+Layouts. The API is PyTorch's: input (N, C, H, W); Conv2d weight (O, C, kh, kw); ConvTranspose2d
+weight (C_in, C_out, kh, kw). Internally the work is done CHANNELS-LAST (N, H, W, C): a window's
+(kw, C) entries are then contiguous, so the im2col copy and the col2im adds move long contiguous
+runs instead of 3-element ones, and the matmul's (N*Ho*Wo, O) result already is the output. It is
+returned as an (N, C, H, W) view of that channels-last memory; every op accepts views, and the
+next convolution reads it channels-last again without a copy.
 """
 from ..backend import get_xp
 from ..tensor import Function
@@ -20,14 +24,24 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def pad2d(x, padding, value=0.0):
-    """x (N, C, H, W) with `padding` = (ph, pw) rows/columns of `value` added on every side."""
+def channels_last(x):
+    """The (N, H, W, C) view of an (N, C, H, W) array (free: only the strides change)."""
+    return x.transpose(0, 2, 3, 1)
+
+
+def channels_first(x):
+    return x.transpose(0, 3, 1, 2)
+
+
+def pad_hw(x, padding, value=0.0):
+    """x (N, H, W, C) with `padding` = (ph, pw) rows/columns of `value` on every side,
+    as a new channels-last array."""
     ph, pw = padding
     if ph == 0 and pw == 0:
         return x
-    n, c, h, w = x.shape
-    out = get_xp(x).full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
-    out[:, :, ph:ph + h, pw:pw + w] = x
+    n, h, w, c = x.shape
+    out = get_xp(x).full((n, h + 2 * ph, w + 2 * pw, c), value, dtype=x.dtype)
+    out[:, ph:ph + h, pw:pw + w] = x
     return out
 
 
@@ -36,35 +50,36 @@ def out_size(size, kernel, stride, padding):
 
 
 def windows(x, kernel, stride):
-    """The strided view (N, C, Ho, Wo, kh, kw) of every kernel window of x (already padded)."""
+    """The strided view (N, Ho, Wo, kh, kw, C) of every kernel window of x (N, H, W, C), already
+    padded. No copy: window (i, j) starts at row i*stride, column j*stride."""
     xp = get_xp(x)
     (kh, kw), (sh, sw) = kernel, stride
-    n, c, h, w = x.shape
+    n, h, w, c = x.shape
     ho, wo = out_size(h, kh, sh, 0), out_size(w, kw, sw, 0)
     s0, s1, s2, s3 = x.strides
     return xp.lib.stride_tricks.as_strided(
-        x, shape=(n, c, ho, wo, kh, kw), strides=(s0, s1, s2 * sh, s3 * sw, s2, s3))
+        x, shape=(n, ho, wo, kh, kw, c), strides=(s0, s1 * sh, s2 * sw, s1, s2, s3))
 
 
-def im2col(x, kernel, stride, padding):
-    """The column matrix (N*Ho*Wo, C*kh*kw) of x (N, C, H, W): one row per output pixel."""
-    win = windows(pad2d(x, padding), kernel, stride)
-    n, c, ho, wo, kh, kw = win.shape
-    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
+def im2col(x, kernel, stride, padding, value=0.0):
+    """The column matrix (N*Ho*Wo, kh*kw*C) of x (N, H, W, C): one row per output pixel."""
+    win = windows(pad_hw(x, padding, value), kernel, stride)
+    n, ho, wo, kh, kw, c = win.shape
+    return win.reshape(n * ho * wo, kh * kw * c)
 
 
-def col2im(cols, padded_shape, stride, padding):
-    """Adjoint of `windows` + crop: cols (N, C, Ho, Wo, kh, kw), in any memory layout, summed
-    back into an array of `padded_shape` (N, C, Hp, Wp), then the padding cut away."""
+def col2im(cols, padded_hw, stride, padding):
+    """Adjoint of `windows` + crop: cols (N, Ho, Wo, kh, kw, C) summed back into an
+    (N, Hp, Wp, C) canvas with Hp, Wp = padded_hw, then the padding cut away."""
     xp = get_xp(cols)
-    n, c, ho, wo, kh, kw = cols.shape
+    n, ho, wo, kh, kw, c = cols.shape
     (sh, sw), (ph, pw) = stride, padding
-    out = xp.zeros(padded_shape, dtype=cols.dtype)
+    hp, wp = padded_hw
+    out = xp.zeros((n, hp, wp, c), dtype=cols.dtype)
     for i in range(kh):  # kh*kw vectorised adds; within one (i, j) no position repeats
         for j in range(kw):
-            out[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += cols[:, :, :, :, i, j]
-    hp, wp = padded_shape[2:]
-    return out[:, :, ph:hp - ph, pw:wp - pw] if ph or pw else out
+            out[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += cols[:, :, :, i, j]
+    return out[:, ph:hp - ph, pw:wp - pw] if ph or pw else out
 
 
 def _check_rank(name, x, weight):
@@ -89,26 +104,25 @@ class Conv2d(Function):
         if ho < 1 or wo < 1:
             raise ValueError(f"conv2d: input {tuple(x.shape)} is smaller than kernel ({kh}, {kw}) "
                              f"with padding {self.padding}")
-        self.x_shape, self.weight, self.has_bias = x.shape, weight, bias is not None
-        self.cols = im2col(x, (kh, kw), self.stride, self.padding)
-        out = self.cols @ weight.reshape(o, -1).T  # the one matmul: (N*Ho*Wo, C*kh*kw) @ (C*kh*kw, O)
+        self.x_hw, self.kernel_c, self.has_bias = (h, w), (kh, kw, c), bias is not None
+        self.w2 = weight.transpose(0, 2, 3, 1).reshape(o, -1)  # (O, kh*kw*C): the rows' order
+        self.cols = im2col(channels_last(x), (kh, kw), self.stride, self.padding)
+        out = self.cols @ self.w2.T  # the one matmul: (N*Ho*Wo, kh*kw*C) @ (kh*kw*C, O)
         if bias is not None:
             out += bias
-        return out.reshape(n, ho, wo, o).transpose(0, 3, 1, 2)
+        return channels_first(out.reshape(n, ho, wo, o))
 
     def backward(self, g):
         n, o, ho, wo = g.shape
-        w = self.weight
-        g2 = g.transpose(0, 2, 3, 1).reshape(-1, o)  # (N*Ho*Wo, O), free if g is channels-last
+        g2 = channels_last(g).reshape(-1, o)  # (N*Ho*Wo, O); free when g is channels-last
         gx = gw = None
         if self.needs_grad[0]:
-            c, kh, kw = w.shape[1:]
-            gcols = (g2 @ w.reshape(o, -1)).reshape(n, ho, wo, c, kh, kw).transpose(0, 3, 1, 2, 4, 5)
-            ph, pw = self.padding
-            padded = self.x_shape[:2] + (self.x_shape[2] + 2 * ph, self.x_shape[3] + 2 * pw)
-            gx = col2im(gcols, padded, self.stride, self.padding)
+            gcols = (g2 @ self.w2).reshape(n, ho, wo, *self.kernel_c)
+            (ph, pw), (h, w) = self.padding, self.x_hw
+            gx = channels_first(col2im(gcols, (h + 2 * ph, w + 2 * pw), self.stride, self.padding))
         if self.needs_grad[1]:
-            gw = (g2.T @ self.cols).reshape(w.shape)
+            kh, kw, c = self.kernel_c
+            gw = (g2.T @ self.cols).reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
         if not self.has_bias:
             return gx, gw
         return gx, gw, (g2.sum(axis=0) if self.needs_grad[2] else None)
@@ -135,32 +149,32 @@ class ConvTranspose2d(Function):
                              f"{tuple(weight.shape)} (C_in, C_out, kh, kw) expects {c_w}")
         (sh, sw), (ph, pw), (oh, ow) = self.stride, self.padding, self.output_padding
         # the uncropped canvas: every window of the equivalent convolution, plus output padding
-        self.canvas = (n, o, (h - 1) * sh + kh + oh, (w - 1) * sw + kw + ow)
-        ho, wo = self.canvas[2] - 2 * ph, self.canvas[3] - 2 * pw
+        self.canvas = ((h - 1) * sh + kh + oh, (w - 1) * sw + kw + ow)
+        ho, wo = self.canvas[0] - 2 * ph, self.canvas[1] - 2 * pw
         if ho < 1 or wo < 1:
             raise ValueError(f"conv_transpose2d: input {tuple(x.shape)} with padding {self.padding} "
                              f"gives an empty output")
-        self.x2 = x.transpose(0, 2, 3, 1).reshape(-1, c)
-        self.weight, self.has_bias, self.out_hw = weight, bias is not None, (ho, wo)
-        cols = (self.x2 @ weight.reshape(c, -1)).reshape(n, h, w, o, kh, kw)
-        out = col2im(cols.transpose(0, 3, 1, 2, 4, 5), self.canvas, self.stride, (0, 0))
-        out = out[:, :, ph:ph + ho, pw:pw + wo]
+        self.x2 = channels_last(x).reshape(-1, c)  # (N*H*W, C_in), free when x is channels-last
+        self.w2 = weight.transpose(0, 2, 3, 1).reshape(c, -1)  # (C_in, kh*kw*C_out)
+        self.has_bias, self.out_hw, self.kernel = bias is not None, (ho, wo), (kh, kw)
+        cols = (self.x2 @ self.w2).reshape(n, h, w, kh, kw, o)
+        out = col2im(cols, self.canvas, self.stride, (0, 0))[:, ph:ph + ho, pw:pw + wo]
         if bias is not None:
-            out = out + bias.reshape(1, o, 1, 1)
-        return out
+            out = out + bias
+        return channels_first(out)
 
     def backward(self, g):
-        w = self.weight
-        c, o, kh, kw = w.shape
-        (ph, pw), (ho, wo) = self.padding, self.out_hw
-        canvas = get_xp(g).zeros(self.canvas, dtype=g.dtype)
-        canvas[:, :, ph:ph + ho, pw:pw + wo] = g
-        win = windows(canvas, (kh, kw), self.stride)  # (N, O, H, W, kh, kw): one window per input pixel
-        n, _, h, wd = win.shape[:4]
-        gcols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * h * wd, o * kh * kw)
-        gx = (gcols @ w.reshape(c, -1).T).reshape(n, h, wd, c).transpose(0, 3, 1, 2) \
-            if self.needs_grad[0] else None
-        gw = (self.x2.T @ gcols).reshape(w.shape) if self.needs_grad[1] else None
+        n, o, ho, wo = g.shape
+        c = self.x2.shape[1]
+        (ph, pw), (kh, kw) = self.padding, self.kernel
+        canvas = get_xp(g).zeros((n,) + self.canvas + (o,), dtype=g.dtype)
+        canvas[:, ph:ph + ho, pw:pw + wo] = channels_last(g)
+        win = windows(canvas, self.kernel, self.stride)  # (N, H, W, kh, kw, O): one per input pixel
+        h, w = win.shape[1:3]
+        gcols = win.reshape(n * h * w, kh * kw * o)
+        gx = channels_first((gcols @ self.w2.T).reshape(n, h, w, c)) if self.needs_grad[0] else None
+        gw = (self.x2.T @ gcols).reshape(c, kh, kw, o).transpose(0, 3, 1, 2) \
+            if self.needs_grad[1] else None
         if not self.has_bias:
             return gx, gw
         return gx, gw, (g.sum(axis=(0, 2, 3)) if self.needs_grad[2] else None)
