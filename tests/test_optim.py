@@ -288,3 +288,17 @@ def test_clip_grad_norm_matches_formula(device, max_norm):
     scale = min(1.0, max_norm / (total + 1e-6))
     close(minienc.backend.to_host(m.weight.grad), GRADS[0] * scale)
     close(minienc.backend.to_host(m.bias.grad), GRADS[1][0] * scale)
+
+
+def test_state_follows_a_parameter_moved_after_the_first_step(device):
+    m = Tiny()
+    opt = SGD(m.parameters(), lr=0.1, momentum=0.9)
+    for p in m.parameters():
+        p.grad = p.xp.ones_like(p.data)
+    opt.step()
+    m.to(device)            # Module.to keeps the Parameter objects; the optimizer is not told
+    for p in m.parameters():
+        p.grad = p.xp.ones_like(p.data)
+    opt.step()
+    assert all(minienc.backend.device_of(s["momentum_buffer"]) == device for s in opt.state.values())
+    close(m.bias.numpy(), B0 - 0.1 - 0.1 * 1.9)   # second step: buffer 0.9 * 1 + 1

@@ -26,8 +26,16 @@ class WorkBuffers:
 
     def __init__(self):
         self._flat = {}
+        self._views = {}  # (array type, dtype, shape, count) -> views, so a step makes none
 
     def get(self, like, count=1):
+        key = (type(like), like.dtype, like.shape, count)
+        views = self._views.get(key)
+        if views is None:
+            views = self._views[key] = self._carve(like, count)
+        return views
+
+    def _carve(self, like, count):
         key = (backend.device_of(like), like.dtype)
         flat = self._flat.get(key)
         if flat is None or flat.shape[0] < count or flat.shape[1] < like.size:
@@ -35,6 +43,7 @@ class WorkBuffers:
             flat = backend.get_xp(like).empty((max(count, rows), max(size, like.size)),
                                               dtype=like.dtype)
             self._flat[key] = flat
+            self._views.clear()  # views of the old buffer would keep it alive
         views = tuple(flat[i, :like.size].reshape(like.shape) for i in range(count))
         return views if count > 1 else views[0]
 
@@ -100,11 +109,19 @@ class Optimizer:
         if state is None:
             state = self.state[id(p)] = {"step": 0}
             self._init_state(p, state)
-        else:
-            for key, value in state.items():  # the parameter moved since: its state follows it
-                if key != "step" and backend.device_of(value) != backend.device_of(p.data):
-                    state[key] = backend.to_device(value, backend.device_of(p.data))
+            return state
+        for key, value in state.items():
+            if key != "step":
+                if type(value) is not type(p.data):  # the parameter moved: its state follows it
+                    self._move_state(state, backend.device_of(p.data))
+                break
         return state
+
+    @staticmethod
+    def _move_state(state, device):
+        for key, value in state.items():
+            if key != "step":
+                state[key] = backend.to_device(value, device)
 
     def _init_state(self, p, state):
         """Create this optimizer's per-parameter arrays (zeros like p.data) in `state`."""
@@ -117,9 +134,7 @@ class Optimizer:
     def to(self, device):
         """Move every state array to `device` (parameters are moved by `Module.to`)."""
         for state in self.state.values():
-            for key, value in state.items():
-                if key != "step":
-                    state[key] = backend.to_device(value, device)
+            self._move_state(state, device)
         self._scratch = WorkBuffers()
         return self
 

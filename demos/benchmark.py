@@ -1,0 +1,345 @@
+"""Speed record: one float32 training step of each workload, side by side in one run.
+
+    python demos/benchmark.py                            # mlp_ae on CPU: minienc, NumPy, PyTorch
+    python demos/benchmark.py --workloads mlp_ae --device cuda --repeats 50
+    python demos/benchmark.py --profile                  # where minienc's step spends its time
+
+For every workload it builds the same model, from the same initial weights and on the same batch,
+three ways: minienc; the same model written by hand in NumPy (CuPy on --device cuda) with no
+autograd at all -- forward, a hand-derived backward and Adam in place, the floor minienc is
+measured against; and PyTorch when it is installed (never a minienc dependency). It first checks
+that the three give the same losses for a few steps (so they do the same work), then times them
+interleaved: each repeat runs `--inner` steps of every implementation in turn, and the table
+reports the median ms per step over `--repeats` repeats after `--warmup` steps, with the
+interquartile range, steps/s, peak memory of a step, and the ratios to the floor and to PyTorch.
+
+A workload is a class in WORKLOADS with `minienc(device)`, and optionally `numpy(xp)` and
+`torch(device)`, each returning (step, loss) callables; later workloads (simclr_mlp, conv_ae,
+vit_mae, vit_jepa) plug in by name.
+"""
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import minienc  # noqa: E402
+from minienc import backend, nn  # noqa: E402
+from minienc.optim import Adam  # noqa: E402
+
+
+# ----- workloads -------------------------------------------------------------------------------
+class MlpAE:
+    """Linear 64-256-256-32, ReLU between layers, mirrored decoder 32-256-256-64, MSE, Adam,
+    batch 256 (the code layer and the output have no activation)."""
+
+    name = "mlp_ae"
+    sizes = [64, 256, 256, 32, 256, 256, 64]
+    batch, lr = 256, 1e-3
+
+    def __init__(self, seed=0):
+        minienc.manual_seed(seed)
+        layers, self.relu_after = [], []
+        code = len(self.sizes) // 2 - 1          # the Linear that outputs the 32-d code
+        for i, (a, b) in enumerate(zip(self.sizes, self.sizes[1:])):
+            relu = i not in (code, len(self.sizes) - 2)
+            layers += [nn.Linear(a, b), nn.ReLU()] if relu else [nn.Linear(a, b)]
+            self.relu_after.append(relu)
+        self.layers = layers
+        # the same initial weights for every implementation: (W (out, in), b) as host arrays
+        self.init = [(m.weight.numpy().copy(), m.bias.numpy().copy())
+                     for m in layers if isinstance(m, nn.Linear)]
+        self.x = np.random.default_rng(seed).normal(size=(self.batch, self.sizes[0])).astype(np.float32)
+
+    def minienc(self, device):
+        model = nn.Sequential(*self.layers).to(device)
+        opt = Adam(model.parameters(), lr=self.lr)
+        x = minienc.tensor(self.x, device=device)
+        last = {}
+
+        def step():
+            opt.zero_grad()
+            loss = minienc.mse_loss(model(x), x)
+            loss.backward()
+            opt.step()
+            last["loss"] = loss
+        return step, lambda: last["loss"].item()
+
+    def numpy(self, xp):
+        return _numpy_mlp_ae(xp, self.init, self.relu_after, xp.asarray(self.x), self.lr)
+
+    def torch(self, device):
+        import torch
+        mods = []
+        for (w, b), relu in zip(self.init, self.relu_after):
+            lin = torch.nn.Linear(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(w))
+                lin.bias.copy_(torch.from_numpy(b))
+            mods += [lin, torch.nn.ReLU()] if relu else [lin]
+        model = torch.nn.Sequential(*mods).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        x = torch.from_numpy(self.x).to(device)
+        last = {}
+
+        def step():
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), x)
+            loss.backward()
+            opt.step()
+            last["loss"] = loss
+        return step, lambda: last["loss"].item()
+
+
+def _numpy_mlp_ae(xp, init, relu_after, x, lr, b1=0.9, b2=0.999, eps=1e-8):
+    """The floor: the MLP autoencoder by hand -- forward keeping activations, backward derived
+    by hand, Adam in place with out= arguments. No graph, no Python objects per op."""
+    params = [(xp.asarray(w).copy(), xp.asarray(b).copy()) for w, b in init]
+    flat = [a for pair in params for a in pair]
+    m = [xp.zeros_like(a) for a in flat]
+    v = [xp.zeros_like(a) for a in flat]
+    work = [xp.empty_like(a) for a in flat]
+    state = {"t": 0, "loss": None}
+    scale = 2.0 / x.size
+
+    def step():
+        acts = [x]
+        h = x
+        for (w, b), relu in zip(params, relu_after):
+            h = h @ w.T
+            h += b
+            if relu:
+                xp.maximum(h, 0.0, out=h)
+            acts.append(h)
+        diff = h - x
+        state["loss"] = (diff * diff).mean()
+        g = diff
+        g *= scale                                    # d mean((y - x)^2) / dy
+        grads = [None] * len(flat)
+        for i in range(len(params) - 1, -1, -1):
+            w, _ = params[i]
+            h_in = acts[i]
+            grads[2 * i] = g.T @ h_in
+            grads[2 * i + 1] = g.sum(axis=0)
+            if i:
+                g = g @ w
+                if relu_after[i - 1]:
+                    g *= h_in > 0                      # ReLU: the input to layer i is its output
+        state["t"] += 1
+        t = state["t"]
+        root_bc2 = (1.0 - b2 ** t) ** 0.5
+        step_size = lr * root_bc2 / (1.0 - b1 ** t)
+        for p, gr, mi, vi, tmp in zip(flat, grads, m, v, work):
+            mi *= b1
+            xp.multiply(gr, 1.0 - b1, out=tmp)
+            mi += tmp
+            vi *= b2
+            xp.multiply(gr, gr, out=tmp)
+            tmp *= 1.0 - b2
+            vi += tmp
+            xp.sqrt(vi, out=tmp)
+            tmp += eps * root_bc2
+            xp.divide(mi, tmp, out=tmp)
+            tmp *= step_size
+            p -= tmp
+    return step, lambda: float(state["loss"])
+
+
+WORKLOADS = {cls.name: cls for cls in (MlpAE,)}
+
+
+# ----- running ---------------------------------------------------------------------------------
+def _sync_for(impl, device):
+    if device != "cuda":
+        return lambda: None
+    if impl == "torch":
+        import torch
+        return torch.cuda.synchronize
+    return lambda: backend.cupy().cuda.Device().synchronize()
+
+
+def build(workload, impl, device):
+    """(step, loss) for one implementation, or (None, reason) when it cannot run here."""
+    if impl == "minienc":
+        return workload.minienc(device)
+    if impl == "numpy":
+        if not hasattr(workload, "numpy"):
+            return None, "no hand-written version of this workload"
+        return workload.numpy(backend.xp_for(device))
+    if impl == "torch":
+        try:
+            import torch
+        except ImportError:
+            return None, "PyTorch not installed (pip install torch; never a minienc dependency)"
+        if device == "cuda" and not torch.cuda.is_available():
+            return None, "PyTorch has no CUDA here"
+        return workload.torch(device)
+    raise ValueError(f"unknown implementation {impl!r}")
+
+
+def peak_step_memory(step, sync, device):
+    """Peak bytes a step allocates above what it starts with: tracemalloc sees NumPy's buffers
+    (not PyTorch's); CuPy's pool and torch.cuda report their own."""
+    if device == "cpu":
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        step()
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        return peak
+    return None
+
+
+def run_workload(name, impls, device, warmup, repeats, inner, check_steps=3):
+    workload = WORKLOADS[name]()
+    built, notes = {}, []
+    for impl in impls:
+        step, loss = build(workload, impl, device)
+        if step is None:
+            notes.append(f"{name}: {impl} skipped: {loss}")
+        else:
+            built[impl] = (step, loss, _sync_for(impl, device))
+    # same work: the first few losses agree across implementations (same weights, same batch)
+    losses = {}
+    for impl, (step, loss, sync) in built.items():
+        losses[impl] = []
+        for _ in range(check_steps):
+            step()
+            losses[impl].append(loss())
+    ref = losses.get("numpy") or next(iter(losses.values()))
+    for impl, ls in losses.items():
+        if not np.allclose(ls, ref, rtol=1e-4, atol=1e-6):
+            notes.append(f"{name}: WARNING {impl} losses {ls} differ from {ref}")
+    for impl, (step, _, sync) in built.items():
+        for _ in range(warmup):
+            step()
+        sync()
+    times = {impl: [] for impl in built}
+    for _ in range(repeats):
+        for impl, (step, _, sync) in built.items():
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                step()
+            sync()
+            times[impl].append((time.perf_counter() - t0) / inner * 1e3)
+    memory = {impl: peak_step_memory(step, sync, device) if impl != "torch" else None
+              for impl, (step, _, sync) in built.items()}
+    return times, memory, notes
+
+
+def machine_line(device):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    parts = [cpu, f"{os.cpu_count()} cores", f"Python {platform.python_version()}",
+             f"NumPy {np.__version__}"]
+    try:
+        import torch
+        parts.append(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)")
+    except ImportError:
+        pass
+    if device == "cuda":
+        cp = backend.cupy()
+        parts.append(f"CuPy {cp.__version__}, "
+                     f"{cp.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
+    return ", ".join(parts)
+
+
+def table(results, device):
+    rows = ["| workload | implementation | ms/step (median) | IQR | steps/s | peak step MB "
+            "| vs NumPy floor | vs PyTorch |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, (times, memory, _) in results.items():
+        med = {impl: statistics.median(t) for impl, t in times.items()}
+        for impl, t in times.items():
+            q = statistics.quantiles(t, n=4)
+            mem = f"{memory[impl] / 2**20:.1f}" if memory.get(impl) is not None else "n/a"
+            vs_np = f"{med[impl] / med['numpy']:.2f}x" if "numpy" in med else "-"
+            vs_t = f"{med[impl] / med['torch']:.2f}x" if "torch" in med else "-"
+            label = {"numpy": "NumPy by hand (floor)" if device == "cpu" else "CuPy by hand (floor)",
+                     "torch": f"PyTorch {device}", "minienc": "minienc"}[impl]
+            rows.append(f"| {name} | {label} | {med[impl]:.3f} | {q[2] - q[0]:.3f} | "
+                        f"{1e3 / med[impl]:.0f} | {mem} | {vs_np} | {vs_t} |")
+    return "\n".join(rows)
+
+
+def profile(name, device, steps=200):
+    """cProfile of minienc's step: the top functions by own time."""
+    import cProfile
+    import pstats
+    step, _ = WORKLOADS[name]().minienc(device)
+    for _ in range(10):
+        step()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    prof.disable()
+    print(f"\ncProfile of {steps} minienc {name} steps (top 25 by own time):")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+def tune_malloc():
+    """Keep freed memory in glibc's heap instead of returning each large block to the OS: without
+    this, every array over the (adaptive) mmap threshold is a fresh mmap, page-faulted in on first
+    touch and unmapped on free -- a per-step cost for any NumPy program with many temporaries.
+    Process-wide, so it helps every implementation in the table alike. Linux/glibc only."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 32 * 2**20) and libc.mallopt(m_trim_threshold, 2**30)
+    except (OSError, AttributeError):
+        ok = False
+    return bool(ok)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workloads", default="mlp_ae",
+                    help=f"comma-separated, from {sorted(WORKLOADS)}")
+    ap.add_argument("--impls", default="minienc,numpy,torch")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=30, help="timed repeats (median of these)")
+    ap.add_argument("--inner", type=int, default=5, help="steps per timed repeat")
+    ap.add_argument("--profile", action="store_true", help="also cProfile minienc's step")
+    ap.add_argument("--tune-malloc", action="store_true",
+                    help="glibc: keep freed blocks for reuse (mallopt), for every implementation")
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workloads {unknown}; available: {sorted(WORKLOADS)}")
+    impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+    malloc = "glibc malloc tuned (mallopt)" if args.tune_malloc and tune_malloc() else "default malloc"
+    print(f"# minienc benchmark, {datetime.date.today()}, device {args.device}")
+    print(f"# {machine_line(args.device)}")
+    print(f"# median of {args.repeats} interleaved repeats of {args.inner} steps after "
+          f"{args.warmup} warm-up steps, float32, {malloc}\n")
+    results = {}
+    for name in names:
+        results[name] = run_workload(name, impls, args.device, args.warmup, args.repeats, args.inner)
+    print(table(results, args.device))
+    for _, _, notes in results.values():
+        for note in notes:
+            print("note:", note)
+    if args.profile:
+        for name in names:
+            profile(name, args.device)
+    return results
+
+
+if __name__ == "__main__":
+    main()
