@@ -223,3 +223,13 @@ def test_batched_probes_are_independent_problems(device):
         w_i, b_i = E.fit_softmax_regression(x[i], y[i], 3, steps=50)
         np.testing.assert_allclose(backend.to_host(w[i]), backend.to_host(w_i), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(backend.to_host(b[i]), backend.to_host(b_i), rtol=1e-4, atol=1e-5)
+
+
+def test_rankme_equals_the_entropy_of_numpys_singular_values(device):
+    rng = np.random.default_rng(3)
+    for shape in [(300, 20), (15, 40)]:
+        z = rng.standard_normal(shape) * np.geomspace(1, 1e-3, shape[1])    # a decaying spectrum
+        s = np.linalg.svd(z.astype(np.float32).astype(np.float64), compute_uv=False)
+        p = s / s.sum() + 1e-7
+        expected = np.exp(-(p * np.log(p)).sum())
+        assert abs(E.rankme(backend.to_device(z.astype(np.float32), device)) - expected) < 1e-4 * expected
