@@ -22,7 +22,7 @@ from .. import backend
 from ..nn import Parameter
 from ..ops import cross_entropy
 from ..optim import Adam
-from ..tensor import Tensor, no_grad
+from ..tensor import Tensor
 from .features import as_features, as_labels
 
 PROBE_STEPS = 300
@@ -75,7 +75,7 @@ def fit_softmax_regression(x, y, num_classes, steps=PROBE_STEPS, lr=PROBE_LR,
 
 
 def _accuracy(x, y, w, b):
-    """Mean accuracy of argmax(x W + b) over the last two axes' samples (per leading problem)."""
+    """Accuracy of argmax(x W + b) against y: one number per problem (leading axes of w, b)."""
     predictions = (x @ w + b).argmax(axis=-1)
     return (predictions == y).astype(backend.DEFAULT_DTYPE).mean(axis=-1)
 
