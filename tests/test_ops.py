@@ -300,12 +300,14 @@ def test_elementwise_losses(device, shape, reduction, layout, seed):
 def test_normalize_zero_row(device):
     host = np.random.default_rng(0).standard_normal((3, 4))
     host[1] = 0.0
+    host[2] *= 1e-4 / np.linalg.norm(host[2])  # nonzero, but under the eps=1e-3 used below
     x = leaf(host, device)
     out = minienc.normalize(x)
     assert np.all(out.numpy()[1] == 0.0) and np.all(np.isfinite(out.numpy()))
     out.sum().backward()
     assert np.all(np.isfinite(minienc.backend.to_host(x.grad)))
     # below eps the map is x / eps: with eps above the difference step the check sees that branch
+    # (the zero row alone would not: there x / eps is 0 whatever the backward does with it)
     assert minienc.gradcheck(lambda x: minienc.normalize(x, eps=1e-3), x)
 
 
