@@ -24,7 +24,6 @@ def cupy():
     if _cupy is None:
         try:
             import cupy as cp
-            import cupyx  # noqa: F401  (scatter_add lives there)
         except ImportError as exc:
             raise RuntimeError(
                 "device 'cuda' needs CuPy: pip install 'minienc[gpu]' (cupy-cuda12x) on a machine "
@@ -129,10 +128,14 @@ def set_rng_state(state):
 
 
 def scatter_add(target, indices, values):
-    """target[indices] += values, with repeated indices accumulated (np.add.at / cupyx.scatter_add)."""
+    """target[indices] += values, with repeated indices accumulated (np.add.at / cupy.add.at)."""
     if is_cupy(target):
-        import cupyx
-        cupyx.scatter_add(target, indices, values)
+        cp = cupy()
+        if hasattr(cp.add, "at"):
+            cp.add.at(target, indices, values)
+        else:  # CuPy before 13 has only the older name
+            import cupyx
+            cupyx.scatter_add(target, indices, values)
     else:
         numpy.add.at(target, indices, values)
     return target

@@ -212,6 +212,19 @@ def test_tensor_construction(device):
     assert len(x) == 1 and x.ndim == 2 and x.size == 2
 
 
+def test_to_moves_leaves_as_leaves_and_results_differentiably(device):
+    x = t([1.0, 2.0], device, requires_grad=True)
+    moved = x.to("cpu")
+    assert moved.device == "cpu" and moved.is_leaf and moved.requires_grad
+    h = (x * 3.0).to("cpu")  # a result of ops crosses through a differentiable copy
+    assert h.device == "cpu" and h.requires_grad
+    (h * h).sum().backward()
+    assert x.grad is not None and backend.device_of(x.grad) == device
+    np.testing.assert_allclose(to_host(x.grad), [18.0, 36.0])
+    back = h.detach().to(device)
+    assert back.device == device and np.array_equal(back.numpy(), [3.0, 6.0])
+
+
 def test_integer_tensor_cannot_require_grad(device):
     with pytest.raises(TypeError, match=r"tensor: only floating-point tensors can require gradients, "
                                         r"got dtype int64 \(shape \(2,\)\)"):
