@@ -21,11 +21,13 @@ def ones(*shape, dtype=None, device=None, requires_grad=False):
 
 
 def zeros_like(x, dtype=None, requires_grad=False):
-    return zeros(x.shape, dtype=x.dtype if dtype is None else dtype, device=x.device, requires_grad=requires_grad)
+    dtype = x.dtype if dtype is None else dtype
+    return zeros(x.shape, dtype=dtype, device=x.device, requires_grad=requires_grad)
 
 
 def ones_like(x, dtype=None, requires_grad=False):
-    return ones(x.shape, dtype=x.dtype if dtype is None else dtype, device=x.device, requires_grad=requires_grad)
+    dtype = x.dtype if dtype is None else dtype
+    return ones(x.shape, dtype=dtype, device=x.device, requires_grad=requires_grad)
 
 
 def randn(*shape, dtype=None, device=None, requires_grad=False):

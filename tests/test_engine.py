@@ -90,7 +90,8 @@ def test_a_float64_seed_does_not_upcast_the_pass(device):
 
 
 def test_backward_without_a_graph_says_why(device):
-    with pytest.raises(RuntimeError, match=r"backward: this tensor \(shape \(\)\) does not require grad and has no graph"):
+    with pytest.raises(RuntimeError, match=r"backward: this tensor \(shape \(\)\) does not require grad "
+                                           r"and has no graph"):
         t([1.0, 2.0], device).sum().backward()
 
 
@@ -206,7 +207,8 @@ def test_tensor_construction(device):
     assert t(host, device, dtype="float64").dtype == np.float64
     assert isinstance(x.numpy(), np.ndarray) and x.numpy().dtype == np.float32
     assert t([[2.5]], device).item() == 2.5 and isinstance(t([[2.5]], device).item(), float)
-    with pytest.raises(ValueError, match=r"item: only a one-element tensor converts to a number, got shape \(1, 2\)"):
+    with pytest.raises(ValueError, match=r"item: only a one-element tensor converts to a number, "
+                                         r"got shape \(1, 2\)"):
         x.item()
     assert x.to(device) is x
     assert len(x) == 1 and x.ndim == 2 and x.size == 2

@@ -215,7 +215,8 @@ def grad_of(fn, host, device):
 
 def test_subgradients_at_kinks_and_ties(device):
     assert grad_of(lambda x: x.max(), [1.0, 3.0, 3.0], device).tolist() == [0.0, 0.5, 0.5]
-    assert grad_of(lambda x: x.min(axis=1), [[2.0, 2.0], [0.0, 1.0]], device).tolist() == [[0.5, 0.5], [1.0, 0.0]]
+    assert grad_of(lambda x: x.min(axis=1), [[2.0, 2.0], [0.0, 1.0]], device).tolist() == \
+        [[0.5, 0.5], [1.0, 0.0]]
     assert grad_of(lambda x: minienc.maximum(x, 1.0), [1.0, 2.0, 0.0], device).tolist() == [0.5, 1.0, 0.0]
     assert grad_of(lambda x: x.relu(), [-1.0, 0.0, 2.0], device).tolist() == [0.0, 0.0, 1.0]
     assert grad_of(lambda x: x.abs(), [-1.0, 0.0, 2.0], device).tolist() == [-1.0, 0.0, 1.0]
