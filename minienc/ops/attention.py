@@ -29,7 +29,8 @@ def _scores_to_weights(s, masked):
         top = xp.where(top == float("-inf"), s.dtype.type(0), top)
     s -= top
     xp.exp(s, out=s)
-    total = s.sum(axis=-1, keepdims=True)
+    # row sums as one matrix-vector product: much faster than a reduction over a short axis
+    total = (s.reshape(-1, s.shape[-1]) @ xp.ones(s.shape[-1], dtype=s.dtype)).reshape(top.shape)
     if masked:
         total = xp.maximum(total, 1.0)  # only all-masked rows (total 0) are changed: weights 0
     s /= total
@@ -63,7 +64,7 @@ def attention_backward(g, q, k, v, p, scale, need_mask_grad=False):
     """(dq, dk, dv, d_attn_mask or None) for the upstream gradient g of the output."""
     dv = p.swapaxes(-1, -2) @ g
     ds = g @ v.swapaxes(-1, -2)                      # dP
-    ds -= (ds * p).sum(axis=-1, keepdims=True)
+    ds -= get_xp(p).einsum("...ij,...ij->...i", ds, p)[..., None]  # rowsum(dP * P), no temporary
     ds *= p                                          # dS, the gradient of the (masked) scores
     dmask = ds if need_mask_grad else None           # (not modified below)
     dq = ds @ k

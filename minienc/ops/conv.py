@@ -1,20 +1,21 @@
 """2-D convolution and transposed convolution as ONE matrix product each, through im2col.
 
-im2col: every kh x kw window of the (padded) input becomes one row of a matrix, so a convolution
-with weight (O, C, kh, kw) is cols (N*Ho*Wo, kh*kw*C) @ weight (kh*kw*C, O). The windows are a
-strided VIEW of the input (`as_strided`, on NumPy and CuPy alike: no copy, no Python loop); the
-single copy happens when that view is laid out as the matrix. col2im is the adjoint: it adds every
-window back to where it came from, with kh*kw vectorised slice-adds (overlapping windows add up).
+im2col: every kh x kw window of the (padded) input becomes one column of a matrix, so a
+convolution with weight (O, C, kh, kw) is weight (O, kh*kw*C) @ cols (kh*kw*C, Ho*Wo*N). The
+windows are a strided VIEW of the input (`as_strided`, on NumPy and CuPy alike: no copy, no
+Python loop); the single copy happens when that view is laid out as the matrix. col2im is the
+adjoint: it adds every window back to where it came from, with kh*kw vectorised slice-adds
+(overlapping windows add up).
 
 The transposed convolution (the gradient of a convolution with respect to its input, used as a
-learnable upsampler) is the same two steps the other way round: x @ weight -> columns -> col2im.
+learnable upsampler) is the same two steps the other way round: weight^T @ x -> columns -> col2im.
 
 Layouts. The API is PyTorch's: input (N, C, H, W); Conv2d weight (O, C, kh, kw); ConvTranspose2d
-weight (C_in, C_out, kh, kw). Internally the work is done CHANNELS-LAST (N, H, W, C): a window's
-(kw, C) entries are then contiguous, so the im2col copy and the col2im adds move long contiguous
-runs instead of 3-element ones, and the matmul's (N*Ho*Wo, O) result already is the output. It is
-returned as an (N, C, H, W) view of that channels-last memory; every op accepts views, and the
-next convolution reads it channels-last again without a copy.
+weight (C_in, C_out, kh, kw). Internally the work is done in (C, H, W, N) order, batch innermost
+(as cuda-convnet did): every copy and slice-add of im2col/col2im then moves contiguous runs of N
+values, not runs of 3 (kw) or C, and the matmul's (O, Ho*Wo*N) result already is the output. It
+is returned as an (N, C, H, W) view of that memory; every op accepts views, and the next
+convolution reads it in (C, H, W, N) order again without a copy.
 """
 from ..backend import get_xp
 from ..tensor import Function
@@ -24,23 +25,23 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def channels_last(x):
-    """The (N, H, W, C) view of an (N, C, H, W) array (free: only the strides change)."""
-    return x.transpose(0, 2, 3, 1)
+def to_chwn(x):
+    """The (C, H, W, N) view of an (N, C, H, W) array (free: only the strides change)."""
+    return x.transpose(1, 2, 3, 0)
 
 
-def channels_first(x):
-    return x.transpose(0, 3, 1, 2)
+def from_chwn(x):
+    return x.transpose(3, 0, 1, 2)
 
 
 def pad_hw(x, padding, value=0.0):
-    """x (N, H, W, C) with `padding` = (ph, pw) rows/columns of `value` on every side,
-    as a new channels-last array."""
+    """x (C, H, W, N) with `padding` = (ph, pw) rows/columns of `value` on every side, as a new
+    contiguous (C, H, W, N) array."""
     ph, pw = padding
     if ph == 0 and pw == 0:
         return x
-    n, h, w, c = x.shape
-    out = get_xp(x).full((n, h + 2 * ph, w + 2 * pw, c), value, dtype=x.dtype)
+    c, h, w, n = x.shape
+    out = get_xp(x).full((c, h + 2 * ph, w + 2 * pw, n), value, dtype=x.dtype)
     out[:, ph:ph + h, pw:pw + w] = x
     return out
 
@@ -50,35 +51,35 @@ def out_size(size, kernel, stride, padding):
 
 
 def windows(x, kernel, stride):
-    """The strided view (N, Ho, Wo, kh, kw, C) of every kernel window of x (N, H, W, C), already
-    padded. No copy: window (i, j) starts at row i*stride, column j*stride."""
+    """The strided view (kh, kw, C, Ho, Wo, N) of the kernel windows of x (C, H, W, N), already
+    padded: entry [i, j, c, y, x, n] = x[c, y*stride + i, x*stride + j, n]. No copy."""
     xp = get_xp(x)
     (kh, kw), (sh, sw) = kernel, stride
-    n, h, w, c = x.shape
+    c, h, w, n = x.shape
     ho, wo = out_size(h, kh, sh, 0), out_size(w, kw, sw, 0)
-    s0, s1, s2, s3 = x.strides
+    sc, s_h, s_w, sn = x.strides
     return xp.lib.stride_tricks.as_strided(
-        x, shape=(n, ho, wo, kh, kw, c), strides=(s0, s1 * sh, s2 * sw, s1, s2, s3))
+        x, shape=(kh, kw, c, ho, wo, n), strides=(s_h, s_w, sc, s_h * sh, s_w * sw, sn))
 
 
 def im2col(x, kernel, stride, padding, value=0.0):
-    """The column matrix (N*Ho*Wo, kh*kw*C) of x (N, H, W, C): one row per output pixel."""
+    """The column matrix (kh*kw*C, Ho*Wo*N) of x (C, H, W, N): one column per output pixel."""
     win = windows(pad_hw(x, padding, value), kernel, stride)
-    n, ho, wo, kh, kw, c = win.shape
-    return win.reshape(n * ho * wo, kh * kw * c)
+    kh, kw, c, ho, wo, n = win.shape
+    return win.reshape(kh * kw * c, ho * wo * n)
 
 
 def col2im(cols, padded_hw, stride, padding):
-    """Adjoint of `windows` + crop: cols (N, Ho, Wo, kh, kw, C) summed back into an
-    (N, Hp, Wp, C) canvas with Hp, Wp = padded_hw, then the padding cut away."""
+    """Adjoint of `windows` + crop: cols (kh, kw, C, Ho, Wo, N) summed back into a
+    (C, Hp, Wp, N) canvas with (Hp, Wp) = padded_hw, then the padding cut away."""
     xp = get_xp(cols)
-    n, ho, wo, kh, kw, c = cols.shape
+    kh, kw, c, ho, wo, n = cols.shape
     (sh, sw), (ph, pw) = stride, padding
     hp, wp = padded_hw
-    out = xp.zeros((n, hp, wp, c), dtype=cols.dtype)
+    out = xp.zeros((c, hp, wp, n), dtype=cols.dtype)
     for i in range(kh):  # kh*kw vectorised adds; within one (i, j) no position repeats
         for j in range(kw):
-            out[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += cols[:, :, :, i, j]
+            out[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += cols[i, j]
     return out[:, ph:hp - ph, pw:wp - pw] if ph or pw else out
 
 
@@ -105,31 +106,31 @@ class Conv2d(Function):
             raise ValueError(f"conv2d: input {tuple(x.shape)} is smaller than kernel ({kh}, {kw}) "
                              f"with padding {self.padding}")
         self.x_hw, self.kernel_c, self.has_bias = (h, w), (kh, kw, c), bias is not None
-        self.w2 = weight.transpose(0, 2, 3, 1).reshape(o, -1)  # (O, kh*kw*C): the rows' order
-        self.cols = im2col(channels_last(x), (kh, kw), self.stride, self.padding)
-        out = self.cols @ self.w2.T  # the one matmul: (N*Ho*Wo, kh*kw*C) @ (kh*kw*C, O)
+        self.w2 = weight.transpose(0, 2, 3, 1).reshape(o, -1)  # (O, kh*kw*C), the columns' order
+        self.cols = im2col(to_chwn(x), (kh, kw), self.stride, self.padding)
+        out = self.w2 @ self.cols  # the one matmul: (O, kh*kw*C) @ (kh*kw*C, Ho*Wo*N)
         if bias is not None:
-            out += bias
-        return channels_first(out.reshape(n, ho, wo, o))
+            out += bias[:, None]
+        return from_chwn(out.reshape(o, ho, wo, n))
 
     def backward(self, g):
         n, o, ho, wo = g.shape
-        g2 = channels_last(g).reshape(-1, o)  # (N*Ho*Wo, O); free when g is channels-last
+        g2 = to_chwn(g).reshape(o, -1)  # (O, Ho*Wo*N); free when g is laid out like our output
         gx = gw = None
         if self.needs_grad[0]:
-            gcols = (g2 @ self.w2).reshape(n, ho, wo, *self.kernel_c)
+            gcols = (self.w2.T @ g2).reshape(*self.kernel_c[:2], self.kernel_c[2], ho, wo, n)
             (ph, pw), (h, w) = self.padding, self.x_hw
-            gx = channels_first(col2im(gcols, (h + 2 * ph, w + 2 * pw), self.stride, self.padding))
+            gx = from_chwn(col2im(gcols, (h + 2 * ph, w + 2 * pw), self.stride, self.padding))
         if self.needs_grad[1]:
             kh, kw, c = self.kernel_c
-            gw = (g2.T @ self.cols).reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
+            gw = (g2 @ self.cols.T).reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
         if not self.has_bias:
             return gx, gw
-        return gx, gw, (g2.sum(axis=0) if self.needs_grad[2] else None)
+        return gx, gw, (g2.sum(axis=1) if self.needs_grad[2] else None)
 
 
 class ConvTranspose2d(Function):
-    """The adjoint of Conv2d in x: out = col2im(x @ weight), of size
+    """The adjoint of Conv2d in x: out = col2im(weight^T @ x), of size
     (H - 1) * stride - 2 * padding + kh + output_padding (output_padding < stride picks one of
     the input sizes a strided convolution maps to the same output size)."""
 
@@ -154,26 +155,26 @@ class ConvTranspose2d(Function):
         if ho < 1 or wo < 1:
             raise ValueError(f"conv_transpose2d: input {tuple(x.shape)} with padding {self.padding} "
                              f"gives an empty output")
-        self.x2 = channels_last(x).reshape(-1, c)  # (N*H*W, C_in), free when x is channels-last
+        self.x2 = to_chwn(x).reshape(c, -1)  # (C_in, H*W*N), free when x is laid out (C, H, W, N)
         self.w2 = weight.transpose(0, 2, 3, 1).reshape(c, -1)  # (C_in, kh*kw*C_out)
         self.has_bias, self.out_hw, self.kernel = bias is not None, (ho, wo), (kh, kw)
-        cols = (self.x2 @ self.w2).reshape(n, h, w, kh, kw, o)
-        out = col2im(cols, self.canvas, self.stride, (0, 0))[:, ph:ph + ho, pw:pw + wo]
+        cols = (self.w2.T @ self.x2).reshape(kh, kw, o, h, w, n)  # the one matmul
+        out = col2im(cols, self.canvas, self.stride, (0, 0))
         if bias is not None:
-            out = out + bias
-        return channels_first(out)
+            out += bias[:, None, None, None]  # in place on our own canvas, before the crop
+        return from_chwn(out[:, ph:ph + ho, pw:pw + wo])
 
     def backward(self, g):
         n, o, ho, wo = g.shape
-        c = self.x2.shape[1]
+        c = self.x2.shape[0]
         (ph, pw), (kh, kw) = self.padding, self.kernel
-        canvas = get_xp(g).zeros((n,) + self.canvas + (o,), dtype=g.dtype)
-        canvas[:, ph:ph + ho, pw:pw + wo] = channels_last(g)
-        win = windows(canvas, self.kernel, self.stride)  # (N, H, W, kh, kw, O): one per input pixel
-        h, w = win.shape[1:3]
-        gcols = win.reshape(n * h * w, kh * kw * o)
-        gx = channels_first((gcols @ self.w2.T).reshape(n, h, w, c)) if self.needs_grad[0] else None
-        gw = (self.x2.T @ gcols).reshape(c, kh, kw, o).transpose(0, 3, 1, 2) \
+        canvas = get_xp(g).zeros((o,) + self.canvas + (n,), dtype=g.dtype)
+        canvas[:, ph:ph + ho, pw:pw + wo] = to_chwn(g)
+        win = windows(canvas, self.kernel, self.stride)  # (kh, kw, O, H, W, N): one per input pixel
+        h, w = win.shape[3:5]
+        gcols = win.reshape(kh * kw * o, h * w * n)
+        gx = from_chwn((self.w2 @ gcols).reshape(c, h, w, n)) if self.needs_grad[0] else None
+        gw = (self.x2 @ gcols.T).reshape(c, kh, kw, o).transpose(0, 3, 1, 2) \
             if self.needs_grad[1] else None
         if not self.has_bias:
             return gx, gw

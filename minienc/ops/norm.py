@@ -10,24 +10,53 @@ which is one short expression instead of the ten graph nodes that mean/var/sqrt/
 Layer norm (Ba et al. 2016) groups the last axis of each sample; batch norm (Ioffe & Szegedy
 2015) groups every axis but the channel axis 1, and keeps running statistics for evaluation.
 """
+from ..backend import get_xp
 from ..tensor import Function
 
 
-def _standardize(x, axes, eps):
-    """xhat = (x - mean) * rstd over `axes`; returns (xhat, rstd, mean, var), the statistics with
-    the reduced axes kept as size 1."""
-    mean = x.mean(axis=axes, keepdims=True)
+class _LastAxis:
+    """Averages over the last axis of size d, as matrix-vector products (a @ ones): BLAS does
+    them several times faster than a reduction over a short contiguous axis, without temporaries."""
+
+    def __init__(self, x):
+        self.d = x.shape[-1]
+        self.ones = get_xp(x).ones(self.d, dtype=x.dtype)
+
+    def mean(self, a):
+        return (a @ self.ones)[..., None] * (1.0 / self.d)
+
+    def dot_mean(self, a, b):
+        """mean(a * b) over the group, without materialising a * b."""
+        return get_xp(a).einsum("...d,...d->...", a, b)[..., None] * (1.0 / self.d)
+
+
+class _Axes:
+    """Averages over the given axes (batch norm: every axis but the channel axis)."""
+
+    def __init__(self, axes):
+        self.axes = axes
+
+    def mean(self, a):
+        return a.mean(axis=self.axes, keepdims=True)
+
+    def dot_mean(self, a, b):
+        return (a * b).mean(axis=self.axes, keepdims=True)
+
+
+def _standardize(x, groups, eps):
+    """xhat = (x - mean) * rstd within each group; returns (xhat, rstd, mean, var) with the
+    statistics shaped to broadcast against x."""
+    mean = groups.mean(x)
     xhat = x - mean
-    var = (xhat * xhat).mean(axis=axes, keepdims=True)
+    var = groups.dot_mean(xhat, xhat)
     rstd = 1.0 / (var + eps) ** 0.5
     xhat *= rstd  # in place: xhat is our own temporary
     return xhat, rstd, mean, var
 
 
-def _standardize_backward(gxhat, xhat, rstd, axes):
-    proj = (gxhat * xhat).mean(axis=axes, keepdims=True)
-    gx = gxhat - gxhat.mean(axis=axes, keepdims=True)
-    gx -= xhat * proj
+def _standardize_backward(gxhat, xhat, rstd, groups):
+    gx = gxhat - groups.mean(gxhat)
+    gx -= xhat * groups.dot_mean(gxhat, xhat)
     gx *= rstd
     return gx
 
@@ -48,18 +77,19 @@ class LayerNorm(Function):
         if weight is not None and (weight.shape != x.shape[-1:] or bias.shape != weight.shape):
             raise ValueError(f"layer_norm: input {tuple(x.shape)} needs weight and bias of shape "
                              f"({x.shape[-1]},), got {tuple(weight.shape)} and {tuple(bias.shape)}")
-        self.xhat, self.rstd, _, _ = _standardize(x, -1, self.eps)
+        self.groups = _LastAxis(x)
+        self.xhat, self.rstd, _, _ = _standardize(x, self.groups, self.eps)
         self.weight = weight
         return self.xhat if weight is None else _affine(self.xhat, weight, bias)
 
     def backward(self, g):
         xhat, w = self.xhat, self.weight
         gxhat = g if w is None else g * w
-        gx = _standardize_backward(gxhat, xhat, self.rstd, -1) if self.needs_grad[0] else None
+        gx = _standardize_backward(gxhat, xhat, self.rstd, self.groups) if self.needs_grad[0] else None
         if w is None:
             return gx
-        g2 = g.reshape(-1, g.shape[-1])
-        gw = (g * xhat).reshape(-1, g.shape[-1]).sum(axis=0) if self.needs_grad[1] else None
+        g2, d = g.reshape(-1, g.shape[-1]), g.shape[-1]
+        gw = get_xp(g).einsum("md,md->d", g2, xhat.reshape(-1, d)) if self.needs_grad[1] else None
         return gx, gw, (g2.sum(axis=0) if self.needs_grad[2] else None)
 
 
@@ -82,13 +112,14 @@ class BatchNorm(Function):
             raise ValueError(f"batch_norm: input {tuple(x.shape)} needs shape (N, C, ...) with "
                              f"C = {expected} channels")
         self.axes = (0,) + tuple(range(2, x.ndim))
+        self.groups = _Axes(self.axes)
         view = (1, channels) + (1,) * (x.ndim - 2)
         count = x.size // channels
         if self.training:
             if count < 2:
                 raise ValueError(f"batch_norm: training needs more than one value per channel, "
                                  f"got input of shape {tuple(x.shape)}")
-            self.xhat, self.rstd, mean, var = _standardize(x, self.axes, self.eps)
+            self.xhat, self.rstd, mean, var = _standardize(x, self.groups, self.eps)
             if self.running_mean is not None:
                 m = self.momentum
                 self.running_mean *= 1.0 - m
@@ -106,7 +137,7 @@ class BatchNorm(Function):
         gxhat = g if self.weight is None else g * self.weight
         gx = None
         if self.needs_grad[0]:
-            gx = _standardize_backward(gxhat, self.xhat, self.rstd, self.axes) if self.training \
+            gx = _standardize_backward(gxhat, self.xhat, self.rstd, self.groups) if self.training \
                 else gxhat * self.rstd
         if self.weight is None:
             return gx

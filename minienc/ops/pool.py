@@ -1,14 +1,14 @@
 """Max and average pooling over 2-D windows, on the same strided window view as convolution.
 
-Forward reduces each (kh, kw) window of `windows(x)` (channels-last, as convolution; no copy for
-average pooling); backward spreads the gradient back over the windows with `col2im`, so
+Forward reduces each (kh, kw) window of `windows(x)` (in (C, H, W, N) order, as convolution; no copy
+for average pooling); backward spreads the gradient back over the windows with `col2im`, so
 overlapping windows (stride smaller than the kernel) add up correctly. Max pooling routes each gradient to the first maximum of its
 window (PyTorch's choice); padding counts as -inf for max and as 0 for average (PyTorch's default
 count_include_pad=True).
 """
 from ..backend import get_xp
 from ..tensor import Function
-from .conv import _pair, channels_first, channels_last, col2im, pad_hw, windows
+from .conv import _pair, col2im, from_chwn, pad_hw, to_chwn, windows
 
 
 class _Pool2d(Function):
@@ -23,15 +23,15 @@ class _Pool2d(Function):
     def _windows(self, x, pad_value):
         if x.ndim != 4:
             raise ValueError(f"{self.name}: expected input (N, C, H, W), got {tuple(x.shape)}")
-        padded = pad_hw(channels_last(x), self.padding, pad_value)
+        padded = pad_hw(to_chwn(x), self.padding, pad_value)
         if padded.shape[1] < self.kernel[0] or padded.shape[2] < self.kernel[1]:
             raise ValueError(f"{self.name}: input {tuple(x.shape)} is smaller than the kernel {self.kernel}")
         self.padded_hw = padded.shape[1:3]
-        return windows(padded, self.kernel, self.stride)  # (N, Ho, Wo, kh, kw, C)
+        return windows(padded, self.kernel, self.stride)  # (kh, kw, C, Ho, Wo, N)
 
     def _spread(self, gcols):
-        """(N, Ho, Wo, kh, kw, C) window gradients -> the input's gradient (N, C, H, W)."""
-        return channels_first(col2im(gcols, self.padded_hw, self.stride, self.padding))
+        """(kh, kw, C, Ho, Wo, N) window gradients -> the input's gradient (N, C, H, W)."""
+        return from_chwn(col2im(gcols, self.padded_hw, self.stride, self.padding))
 
 
 class MaxPool2d(_Pool2d):
@@ -39,32 +39,28 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x):
         win = self._windows(x, float("-inf"))
-        n, ho, wo, kh, kw, c = win.shape
-        flat = win.transpose(0, 1, 2, 5, 3, 4).reshape(n, ho, wo, c, kh * kw)
-        self.argmax = flat.argmax(axis=-1)  # (N, Ho, Wo, C): the first maximum of each window
-        out = get_xp(x).take_along_axis(flat, self.argmax[..., None], axis=-1)[..., 0]
-        return channels_first(out)
+        flat = win.reshape((-1,) + win.shape[2:])  # (kh*kw, C, Ho, Wo, N)
+        self.argmax = flat.argmax(axis=0)  # (C, Ho, Wo, N): the first maximum of each window
+        return from_chwn(get_xp(x).take_along_axis(flat, self.argmax[None], axis=0)[0])
 
     def backward(self, g):
         xp = get_xp(g)
         kh, kw = self.kernel
-        hit = self.argmax[..., None] == xp.arange(kh * kw)  # one-hot of the winner in each window
-        gcols = hit * channels_last(g)[..., None]  # (N, Ho, Wo, C, kh*kw)
-        n, ho, wo, c = g.shape[0], g.shape[2], g.shape[3], g.shape[1]
-        return self._spread(gcols.reshape(n, ho, wo, c, kh, kw).transpose(0, 1, 2, 4, 5, 3))
+        taps = xp.arange(kh * kw).reshape(-1, 1, 1, 1, 1)
+        gcols = (taps == self.argmax) * to_chwn(g)  # the gradient goes to each window's winner
+        return self._spread(gcols.reshape((kh, kw) + gcols.shape[1:]))
 
 
 class AvgPool2d(_Pool2d):
     name = "avg_pool2d"
 
     def forward(self, x):
-        return channels_first(self._windows(x, 0.0).mean(axis=(3, 4)))
+        return from_chwn(self._windows(x, 0.0).mean(axis=(0, 1)))
 
     def backward(self, g):
         kh, kw = self.kernel
-        share = channels_last(g) * (1.0 / (kh * kw))  # (N, Ho, Wo, C)
-        n, ho, wo, c = share.shape
-        return self._spread(get_xp(g).broadcast_to(share[:, :, :, None, None], (n, ho, wo, kh, kw, c)))
+        share = to_chwn(g) * (1.0 / (kh * kw))  # (C, Ho, Wo, N), the same for every tap
+        return self._spread(get_xp(g).broadcast_to(share, (kh, kw) + share.shape))
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
