@@ -17,6 +17,7 @@ never reads a device value. All arithmetic runs in place on the parameter's dtyp
 import math
 
 from ..backend import get_xp
+from . import fused
 from .optimizer import Optimizer, check_hyperparameters
 
 
@@ -42,6 +43,15 @@ class Adam(Optimizer):
         b1, b2 = group["betas"]
         state["step"] = t = state["step"] + 1
         m, v, g, w = state["exp_avg"], state["exp_avg_sq"], p.grad, p.data
+        # lr * m_hat / (sqrt(v_hat) + eps), with the corrections folded into two host scalars:
+        # = (lr * sqrt(bc2) / bc1) * m / (sqrt(v) + eps * sqrt(bc2))
+        root_bc2 = math.sqrt(1.0 - b2 ** t)
+        step_size = lr * root_bc2 / (1.0 - b1 ** t)
+        if fused.on_gpu(w):  # the same arithmetic in one kernel (see fused.py)
+            decay = 1.0 - lr * wd if self.decoupled else 1.0
+            l2 = 0.0 if self.decoupled else wd
+            fused.kernel("adam")(g, l2, decay, b1, b2, step_size, eps * root_bc2, w, m, v)
+            return
         work, decayed = self._work(p, 2)
         if wd != 0:
             if self.decoupled:
@@ -57,13 +67,10 @@ class Adam(Optimizer):
         xp.multiply(g, g, out=work)
         work *= 1.0 - b2
         v += work
-        # lr * m_hat / (sqrt(v_hat) + eps), with the corrections folded into two host scalars:
-        # = (lr * sqrt(bc2) / bc1) * m / (sqrt(v) + eps * sqrt(bc2))
-        root_bc2 = math.sqrt(1.0 - b2 ** t)
         xp.sqrt(v, out=work)
         work += eps * root_bc2
         xp.divide(m, work, out=work)
-        work *= lr * root_bc2 / (1.0 - b1 ** t)
+        work *= step_size
         w -= work
 
 

@@ -9,6 +9,7 @@ import copy
 
 from ..backend import get_xp
 from ..tensor import no_grad
+from . import fused
 from .optimizer import WorkBuffers
 
 
@@ -59,6 +60,9 @@ class EMA:
             for (_, t, _, o) in _pairs(self.target, self.online, self.include_buffers):
                 if t.dtype.kind != "f":
                     continue  # integer buffers (counters) are not averaged
+                if fused.on_gpu(t):
+                    fused.kernel("ema")(o, m, t)
+                    continue
                 work = self._work.get(o)
                 t *= m
                 get_xp(o).multiply(o, 1.0 - m, out=work)

@@ -10,6 +10,7 @@ With gradient g and momentum buffer b (zero at the start), as `torch.optim.SGD` 
 Starting b at zero gives b = g at the first step, the same as PyTorch's "copy g into b".
 """
 from ..backend import get_xp
+from . import fused
 from .optimizer import Optimizer, check_hyperparameters
 
 
@@ -30,6 +31,10 @@ class SGD(Optimizer):
         lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
         state["step"] += 1
         g, w = p.grad, p.data
+        if momentum != 0 and fused.on_gpu(w):  # the same arithmetic in one kernel (fused.py)
+            fused.kernel("sgd_momentum")(g, lr, wd, momentum, float(group["nesterov"]), w,
+                                         state["momentum_buffer"])
+            return
         work, decayed = self._work(p, 2)
         if wd != 0:
             xp.multiply(w, wd, out=decayed)
