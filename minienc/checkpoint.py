@@ -4,6 +4,7 @@ Layout of the archive (every entry a plain array, so `np.load(..., allow_pickle=
 
     model/<name>/<key>      one array per parameter and buffer of each model's state_dict
     optim/<index>/<key>     the optimizer's per-parameter arrays (Adam's moments, momentum buffers)
+    extra/<name>            any other host arrays the caller keeps (the trainer's loss history)
     __meta__                a uint8 array holding UTF-8 JSON: format and version, the trainer's
                             position (step, epoch, ...), the optimizer's hyperparameters and step
                             counts, the host RNG state, the list of array keys, and `extra`
@@ -55,12 +56,16 @@ def _jsonable(value, where):
                     f"cannot store (use numbers, strings, lists and dicts)")
 
 
-def save_checkpoint(path, models=None, optimizer=None, trainer=None, extra=None):
+def save_checkpoint(path, models=None, optimizer=None, trainer=None, extra=None,
+                    extra_arrays=None):
     """Write one .npz at `path` atomically. `models` is a Module or a dict name -> Module;
     `trainer` a dict of JSON-able training position (step, epoch, ...); `extra` any JSON-able
-    dict (config, metrics). Returns `path`."""
+    dict (config, metrics); `extra_arrays` a dict name -> host array. Returns `path`."""
     arrays, meta = {}, {"format": FORMAT, "version": VERSION, "trainer": trainer or {},
-                        "extra": extra or {}, "models": {}}
+                        "extra": extra or {}, "models": {}, "extra_arrays": []}
+    for name, value in (extra_arrays or {}).items():
+        meta["extra_arrays"].append(name)
+        arrays[f"extra/{name}"] = backend.to_host(value)
     for name, model in _as_models(models).items():
         state = model.state_dict()
         meta["models"][name] = list(state)
@@ -127,6 +132,7 @@ def read_checkpoint(path):
     listed = {f"model/{n}/{k}" for n, keys in meta["models"].items() for k in keys}
     listed |= {f"optim/{i}/{k}" for i, e in meta.get("optimizer", {}).get("state", {}).items()
                for k in e["arrays"]}
+    listed |= {f"extra/{name}" for name in meta.get("extra_arrays", [])}
     missing = sorted(listed - set(arrays))
     if missing:
         raise CheckpointError(f"checkpoint {path}: arrays listed in its metadata are missing: "
@@ -155,7 +161,8 @@ def _model_state(path, name, model, meta, arrays):
 def load_checkpoint(path, models=None, optimizer=None, restore_rng=True):
     """Load what `save_checkpoint` wrote into `models` (Module or dict) and `optimizer`, in place,
     and restore the host RNG. Every part is checked before any is changed. Returns the metadata
-    dict: `meta["trainer"]` is the saved training position, `meta["extra"]` the extra dict."""
+    dict: `meta["trainer"]` is the saved training position, `meta["extra"]` the extra dict and
+    `meta["arrays"]` the extra arrays."""
     meta, arrays = read_checkpoint(path)
     models = _as_models(models)
     states = {name: _model_state(path, name, m, meta, arrays) for name, m in models.items()}
@@ -180,4 +187,5 @@ def load_checkpoint(path, models=None, optimizer=None, restore_rng=True):
         optimizer.load_state_dict(opt_state)
     if restore_rng:
         backend.set_rng_state(meta["rng"]["cpu"])
+    meta["arrays"] = {name: arrays[f"extra/{name}"] for name in meta.get("extra_arrays", [])}
     return meta

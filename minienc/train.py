@@ -131,8 +131,7 @@ class Trainer:
                 self.load(path)
         if self.out_dir is not None:
             os.makedirs(self.out_dir, exist_ok=True)
-            if self.step == 0:
-                open(self._path("metrics.jsonl"), "w").close()
+            self._trim_metrics()
         total = steps if steps is not None else (
             epochs * len(data) if hasattr(data, "__len__") else None)
         self._bar = ProgressBar(total, enabled=self.progress)
@@ -253,6 +252,17 @@ class Trainer:
                 f"lower the learning rate, clip gradients (clip_grad=), or find the op with "
                 f"minienc.detect_anomaly()")
 
+    def _trim_metrics(self):
+        """Start metrics.jsonl afresh, or on resume keep only the lines up to the resumed step
+        (an interrupted run may have logged past its last checkpoint)."""
+        path = self._path("metrics.jsonl")
+        kept = []
+        if self.step and os.path.exists(path):
+            with open(path) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= self.step]
+        with open(path, "w") as f:
+            f.writelines(kept)
+
     def plot(self, path=None):
         """The loss curve (raw and smoothed) as a PNG; matplotlib is imported only here."""
         path = path or self._path("loss.png")
@@ -289,8 +299,9 @@ class Trainer:
         if path is None:
             raise ValueError("Trainer.save: give a path or set out_dir")
         self._log()  # the losses so far belong in the file
+        losses = backend.numpy.asarray(self.losses, dtype=backend.numpy.float64)
         return save_checkpoint(path, self.models, self.optimizer, trainer=self.state(),
-                               extra=dict(self.extra, losses=self.losses))
+                               extra=self.extra, extra_arrays={"losses": losses})
 
     def load(self, path):
         meta = load_checkpoint(path, self.models, self.optimizer)
@@ -298,7 +309,7 @@ class Trainer:
         self.step, self.epoch = state["step"], state["epoch"]
         self.batch_in_epoch, self._epoch_rng = state["batch_in_epoch"], state["epoch_rng"]
         self.values = dict(state.get("values", {}))
-        self.losses = list(meta["extra"].get("losses", []))
+        self.losses = [float(v) for v in meta["arrays"].get("losses", [])]
         self._pending = []
         return meta
 

@@ -54,6 +54,8 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
 
     first, data, _ = make_run(tmp_path / "split")
     first.fit(data, steps=11)            # stops in the middle of the third epoch
+    with open(tmp_path / "split" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 14, "loss": 0.5}\n')   # logged after the checkpoint, before a crash
     second, data, model = make_run(tmp_path / "split", seed=123)   # a fresh process, another seed
     second.fit(data, steps=22, resume=True)
 
