@@ -136,10 +136,15 @@ def test_initialisers_statistics():
 
 
 def test_same_seed_same_weights_on_every_device(device):
+    previous = minienc.get_device()
+    try:
+        minienc.set_device(device)  # built directly on the device, not moved there
+        minienc.manual_seed(7)
+        a = nn.Sequential(nn.Linear(3, 4), nn.Embedding(6, 2), nn.LayerNorm(4), nn.Conv2d(1, 2, 3))
+    finally:
+        minienc.set_device(previous)
     minienc.manual_seed(7)
-    a = nn.Sequential(nn.Linear(3, 4), nn.Embedding(6, 2), nn.LayerNorm(4)).to(device)
-    minienc.manual_seed(7)
-    b = nn.Sequential(nn.Linear(3, 4), nn.Embedding(6, 2), nn.LayerNorm(4))
+    b = nn.Sequential(nn.Linear(3, 4), nn.Embedding(6, 2), nn.LayerNorm(4), nn.Conv2d(1, 2, 3))
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert p.device == device
         np.testing.assert_array_equal(host(p), host(q), err_msg=name)

@@ -238,10 +238,16 @@ def test_vit_float32_end_to_end_and_state_dict(device):
 
 
 def test_vit_same_seed_same_weights_on_every_device(device):
+    previous = minienc.get_device()
+    try:
+        minienc.set_device(device)  # built directly on the device, not moved there
+        minienc.manual_seed(3)
+        a = nn.VisionTransformer(4, 2, 1, 8, depth=1, num_heads=2, pos_embed="learned", cls_token=True)
+    finally:
+        minienc.set_device(previous)
     minienc.manual_seed(3)
-    a = small_vit(device)
-    minienc.manual_seed(3)
-    b = small_vit("cpu")
+    b = nn.VisionTransformer(4, 2, 1, 8, depth=1, num_heads=2, pos_embed="learned", cls_token=True)
+    assert a.device == device and a.pos_embed.device == device
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         np.testing.assert_array_equal(host(p), host(q), err_msg=name)
 
