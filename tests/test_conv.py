@@ -131,7 +131,7 @@ def test_conv_accepts_non_contiguous_input_and_output_of_another_conv(device):
 def test_conv_wrong_channels_is_a_clear_error():
     with pytest.raises(ValueError, match=r"Conv2d\(3, 8.*\(2, 4, 9, 9\).*\(N, 3, H, W\)"):
         nn.Conv2d(3, 8, 3)(minienc.tensor(np.zeros((2, 4, 9, 9))))
-    with pytest.raises(ValueError, match=r"conv2d: input \(2, 4, 9, 9\) has 4 channels.*expects 3"):
+    with pytest.raises(ValueError, match=r"conv2d: input \(2, 4, 9, 9\).*weight \(8, 3, 3, 3\) \(C_out, C_in"):
         minienc.conv2d(minienc.tensor(np.zeros((2, 4, 9, 9))), minienc.tensor(np.zeros((8, 3, 3, 3))))
     with pytest.raises(ValueError, match="smaller than kernel"):
         nn.Conv2d(1, 1, 5)(minienc.tensor(np.zeros((1, 1, 3, 3))))

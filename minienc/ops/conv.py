@@ -83,10 +83,12 @@ def col2im(cols, padded_hw, stride, padding):
     return out[:, ph:hp - ph, pw:wp - pw] if ph or pw else out
 
 
-def _check_rank(name, x, weight):
-    if x.ndim != 4 or weight.ndim != 4:
-        raise ValueError(f"{name}: expected input (N, C, H, W) and a 4-D weight, got input "
-                         f"{tuple(x.shape)} and weight {tuple(weight.shape)}")
+def _check_input(name, x, weight, layout):
+    """Both 4-D, and the input's channels equal the weight's input-channel axis (0 or 1)."""
+    in_axis = layout.split(", ").index("C_in")
+    if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[in_axis]:
+        raise ValueError(f"{name}: input {tuple(x.shape)} (N, C, H, W) does not match weight "
+                         f"{tuple(weight.shape)} ({layout}): the channel counts must agree")
 
 
 class Conv2d(Function):
@@ -94,12 +96,9 @@ class Conv2d(Function):
         self.stride, self.padding = _pair(stride), _pair(padding)
 
     def forward(self, x, weight, bias=None):
-        _check_rank("conv2d", x, weight)
+        _check_input("conv2d", x, weight, "C_out, C_in, kh, kw")
         n, c, h, w = x.shape
-        o, c_w, kh, kw = weight.shape
-        if c != c_w:
-            raise ValueError(f"conv2d: input {tuple(x.shape)} has {c} channels but weight "
-                             f"{tuple(weight.shape)} expects {c_w}")
+        o, _, kh, kw = weight.shape
         ho, wo = (out_size(h, kh, self.stride[0], self.padding[0]),
                   out_size(w, kw, self.stride[1], self.padding[1]))
         if ho < 1 or wo < 1:
@@ -142,12 +141,9 @@ class ConvTranspose2d(Function):
                              f"smaller than stride {self.stride}")
 
     def forward(self, x, weight, bias=None):
-        _check_rank("conv_transpose2d", x, weight)
+        _check_input("conv_transpose2d", x, weight, "C_in, C_out, kh, kw")
         n, c, h, w = x.shape
-        c_w, o, kh, kw = weight.shape
-        if c != c_w:
-            raise ValueError(f"conv_transpose2d: input {tuple(x.shape)} has {c} channels but weight "
-                             f"{tuple(weight.shape)} (C_in, C_out, kh, kw) expects {c_w}")
+        _, o, kh, kw = weight.shape
         (sh, sw), (ph, pw), (oh, ow) = self.stride, self.padding, self.output_padding
         # the uncropped canvas: every window of the equivalent convolution, plus output padding
         self.canvas = ((h - 1) * sh + kh + oh, (w - 1) * sw + kw + ow)
