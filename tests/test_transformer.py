@@ -258,3 +258,11 @@ def test_vit_errors_name_the_shapes():
         vit(minienc.tensor(np.zeros((2, 1, 5, 5))))
     with pytest.raises(ValueError, match="not divisible"):
         nn.VisionTransformer(5, 2, 1, 8, depth=0, num_heads=2)
+
+
+def test_vit_accepts_raw_arrays_and_3d_grayscale():
+    vit = small_vit("cpu")
+    x = np.random.default_rng(0).standard_normal((2, 4, 4))  # float64, no channel axis
+    out = vit(x, np.array([[0, 3], [2, 1]]))
+    assert out.shape == (2, 2, 8) and out.dtype == np.float32
+    np.testing.assert_array_equal(host(out), host(vit(minienc.tensor(x[:, None]), np.array([[0, 3], [2, 1]]))))

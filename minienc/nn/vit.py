@@ -10,7 +10,7 @@ only ever see K tokens. MAE's encoder sees the visible patches; I-JEPA's context
 context block.
 """
 from .. import backend, ops
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor
 from . import init
 from .layers import Linear
 from .module import Module
@@ -117,6 +117,8 @@ class PatchEmbed(Module):
 
     def forward(self, images, patch_indices=None):
         """(B, C, H, W) -> (B, N, dim), or (B, K, dim) for the patches in patch_indices (B, K)."""
+        if not isinstance(images, Tensor):  # a raw (NumPy/CuPy) batch: float32 on our device
+            images = tensor(images, device=self.proj.weight.device)
         if images.ndim == 3 and self.in_channels == 1:
             images = images.reshape(images.shape[0], 1, *images.shape[1:])
         if images.ndim != 4 or tuple(images.shape[1:]) != (self.in_channels,) + self.image_size:
