@@ -55,7 +55,8 @@ class MlpAE:
         # the same initial weights for every implementation: (W (out, in), b) as host arrays
         self.init = [(m.weight.numpy().copy(), m.bias.numpy().copy())
                      for m in layers if isinstance(m, nn.Linear)]
-        self.x = np.random.default_rng(seed).normal(size=(self.batch, self.sizes[0])).astype(np.float32)
+        rs = np.random.default_rng(seed)
+        self.x = rs.normal(size=(self.batch, self.sizes[0])).astype(np.float32)
 
     def minienc(self, device):
         model = nn.Sequential(*self.layers).to(device)
@@ -266,7 +267,8 @@ def table(results, device):
             mem = f"{memory[impl] / 2**20:.1f}" if memory.get(impl) is not None else "n/a"
             vs_np = f"{med[impl] / med['numpy']:.2f}x" if "numpy" in med else "-"
             vs_t = f"{med[impl] / med['torch']:.2f}x" if "torch" in med else "-"
-            label = {"numpy": "NumPy by hand (floor)" if device == "cpu" else "CuPy by hand (floor)",
+            floor = "NumPy by hand (floor)" if device == "cpu" else "CuPy by hand (floor)"
+            label = {"numpy": floor,
                      "torch": f"PyTorch {device}", "minienc": "minienc"}[impl]
             rows.append(f"| {name} | {label} | {med[impl]:.3f} | {q[2] - q[0]:.3f} | "
                         f"{1e3 / med[impl]:.0f} | {mem} | {vs_np} | {vs_t} |")
@@ -323,14 +325,16 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown workloads {unknown}; available: {sorted(WORKLOADS)}")
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
-    malloc = "glibc malloc tuned (mallopt)" if args.tune_malloc and tune_malloc() else "default malloc"
+    tuned = args.tune_malloc and tune_malloc()
+    malloc = "glibc malloc tuned (mallopt)" if tuned else "default malloc"
     print(f"# minienc benchmark, {datetime.date.today()}, device {args.device}")
     print(f"# {machine_line(args.device)}")
     print(f"# median of {args.repeats} interleaved repeats of {args.inner} steps after "
           f"{args.warmup} warm-up steps, float32, {malloc}\n")
     results = {}
     for name in names:
-        results[name] = run_workload(name, impls, args.device, args.warmup, args.repeats, args.inner)
+        results[name] = run_workload(name, impls, args.device, args.warmup, args.repeats,
+                                     args.inner)
     print(table(results, args.device))
     for _, _, notes in results.values():
         for note in notes:

@@ -125,7 +125,8 @@ def read_checkpoint(path):
     try:
         meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
     except ValueError as exc:
-        raise CheckpointError(f"checkpoint {path}: its {_META} entry is not valid JSON ({exc})") from None
+        raise CheckpointError(
+            f"checkpoint {path}: its {_META} entry is not valid JSON ({exc})") from None
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise CheckpointError(f"checkpoint {path}: format {meta.get('format')!r} version "
                               f"{meta.get('version')!r}, expected {FORMAT!r} version {VERSION}")

@@ -38,7 +38,8 @@ class ProgressBar:
     Redrawn in place on a terminal; elsewhere (CI logs, files) a line at most every 10%."""
 
     def __init__(self, total, stream=None, enabled=True, width=24):
-        self.total, self.stream, self.enabled, self.width = total, stream or sys.stderr, enabled, width
+        self.total, self.stream = total, stream or sys.stderr
+        self.enabled, self.width = enabled, width
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self._last_decile = -1
         self._shown = False
@@ -49,7 +50,8 @@ class ProgressBar:
         if self.total:
             frac = min(step / self.total, 1.0)
             filled = int(frac * self.width)
-            head = f"step {step}/{self.total} [{'#' * filled}{'.' * (self.width - filled)}] {frac:4.0%}"
+            bar = "#" * filled + "." * (self.width - filled)
+            head = f"step {step}/{self.total} [{bar}] {frac:4.0%}"
             decile = int(frac * 10)
         else:
             head, decile = f"step {step}", step
@@ -70,8 +72,9 @@ class ProgressBar:
 
 def _format_seconds(s):
     s = int(s)
-    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 \
-        else f"{s}s"
+    if s >= 3600:
+        return f"{s // 3600}h{s // 60 % 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 class Trainer:
@@ -99,7 +102,8 @@ class Trainer:
         self.schedules = dict(schedules or {})
         self.callbacks = list(callbacks)
         self.clip_grad, self.log_every, self.out_dir = clip_grad, log_every, out_dir
-        self.checkpoint_every, self.batch_size, self.progress = checkpoint_every, batch_size, progress
+        self.checkpoint_every, self.batch_size = checkpoint_every, batch_size
+        self.progress = progress
         self.extra = extra or {}
         self.step = self.epoch = self.batch_in_epoch = 0
         self.values = {}            # this step's scheduled values
@@ -152,8 +156,9 @@ class Trainer:
                     if batch is _END:
                         if self.batch_in_epoch == 0:
                             raise ValueError(
-                                f"Trainer: epoch {self.epoch} gave no batches (is `data` a one-pass "
-                                f"iterator? pass a list, a BatchIterator or a function epoch -> batches)")
+                                f"Trainer: epoch {self.epoch} gave no batches (is `data` a "
+                                f"one-pass iterator? pass a list, a BatchIterator or a function "
+                                f"epoch -> batches)")
                         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                         break
                     self._one_step(batch)
@@ -177,7 +182,8 @@ class Trainer:
             backend.set_rng_state(self._epoch_rng)
         if hasattr(data, "set_epoch"):
             data.set_epoch(self.epoch)
-        batches = iter(data(self.epoch) if callable(data) and not hasattr(data, "__iter__") else data)
+        per_epoch = callable(data) and not hasattr(data, "__iter__")
+        batches = iter(data(self.epoch) if per_epoch else data)
         for i in range(self.batch_in_epoch):
             if next(batches, None) is None:
                 raise ValueError(f"Trainer: cannot resume at batch {self.batch_in_epoch} of epoch "
@@ -259,7 +265,8 @@ class Trainer:
         kept = []
         if self.step and os.path.exists(path):
             with open(path) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= self.step]
+                kept = [line for line in f
+                        if line.strip() and json.loads(line)["step"] <= self.step]
         with open(path, "w") as f:
             f.writelines(kept)
 
@@ -330,4 +337,5 @@ def _guess_batch_size(batch):
 
 def train(step_fn, optimizer, data, steps=None, epochs=None, resume=False, **options):
     """`Trainer(step_fn, optimizer, **options).fit(data, steps, epochs, resume)`."""
-    return Trainer(step_fn, optimizer, **options).fit(data, steps=steps, epochs=epochs, resume=resume)
+    trainer = Trainer(step_fn, optimizer, **options)
+    return trainer.fit(data, steps=steps, epochs=epochs, resume=resume)

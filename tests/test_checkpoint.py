@@ -63,7 +63,8 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path):
     for a, b in zip(model.parameters(), full_model.parameters()):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert second.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]
-    steps = [json.loads(x)["step"] for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(x)["step"] for x in lines]
     assert steps == [3, 6, 9, 11, 12, 15, 18, 21, 22]
 
 
@@ -74,7 +75,8 @@ def small(hidden=4):
 def trained(path, model=None):
     model = model or small()
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
-    loss = minienc.mse_loss(model(minienc.tensor(np.ones((5, 3)))), minienc.tensor(np.zeros((5, 2))))
+    x, y = minienc.tensor(np.ones((5, 3))), minienc.tensor(np.zeros((5, 2)))
+    loss = minienc.mse_loss(model(x), y)
     loss.backward()
     opt.step()
     save_checkpoint(path, model, opt, trainer={"step": 1}, extra={"note": "hi"})
@@ -142,12 +144,14 @@ def test_mismatched_model_is_refused_and_left_untouched(tmp_path):
     trained(path)
     wide = small(hidden=7)
     before = [p.numpy().copy() for p in wide.parameters()]
-    with pytest.raises(CheckpointError, match=r"layers.0\.weight has shape \(4, 3\) in the file but \(7, 3\)"):
+    shapes = r"layers.0\.weight has shape \(4, 3\) in the file but \(7, 3\)"
+    with pytest.raises(CheckpointError, match=shapes):
         load_checkpoint(path, wide)
     for p, b in zip(wide.parameters(), before):
         np.testing.assert_array_equal(p.numpy(), b)
     deeper = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.Linear(2, 2))
-    with pytest.raises(CheckpointError, match=r"missing keys \[.layers.3.bias., .layers.3.weight.\]"):
+    missing = r"missing keys \[.layers.3.bias., .layers.3.weight.\]"
+    with pytest.raises(CheckpointError, match=missing):
         load_checkpoint(path, deeper)
     with pytest.raises(CheckpointError, match="no model named 'encoder'"):
         load_checkpoint(path, {"encoder": small()})

@@ -300,5 +300,6 @@ def test_state_follows_a_parameter_moved_after_the_first_step(device):
     for p in m.parameters():
         p.grad = p.xp.ones_like(p.data)
     opt.step()
-    assert all(minienc.backend.device_of(s["momentum_buffer"]) == device for s in opt.state.values())
+    assert all(minienc.backend.device_of(s["momentum_buffer"]) == device
+               for s in opt.state.values())
     close(m.bias.numpy(), B0 - 0.1 - 0.1 * 1.9)   # second step: buffer 0.9 * 1 + 1

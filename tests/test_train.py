@@ -21,7 +21,8 @@ def regression(device, n_batches=8, batch=16, seed=0):
     rs = np.random.default_rng(seed)
     teacher = rs.normal(size=(6, 2))
     xs = [rs.normal(size=(batch, 6)) for _ in range(n_batches)]
-    data = [(minienc.tensor(x, device=device), minienc.tensor(x @ teacher, device=device)) for x in xs]
+    data = [(minienc.tensor(x, device=device), minienc.tensor(x @ teacher, device=device))
+            for x in xs]
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2)).to(device)
 
     def step(b):

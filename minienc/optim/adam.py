@@ -30,7 +30,8 @@ class Adam(Optimizer):
                               beta2=(betas[1], 0.0, 1.0))
         if not eps > 0:
             raise ValueError(f"{name}: eps must be > 0, got {eps!r}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay))
 
     def _init_state(self, p, state):
         xp = get_xp(p.data)

@@ -22,7 +22,8 @@ def _pairs(target, online, include_buffers):
     if include_buffers:
         t_buf, o_buf = list(target.named_buffers()), list(online.named_buffers())
         if len(t_buf) != len(o_buf):
-            raise ValueError(f"EMA: the target has {len(t_buf)} buffers, the online module {len(o_buf)}")
+            raise ValueError(f"EMA: the target has {len(t_buf)} buffers, the online module "
+                             f"{len(o_buf)}")
         pairs += [(tn, t, on, o) for (tn, t), (on, o) in zip(t_buf, o_buf)]
     for tn, t, on, o in pairs:
         if tn != on or t.shape != o.shape:

@@ -163,8 +163,8 @@ class Optimizer:
         name = type(self).__name__
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
-            raise ValueError(f"{name}.load_state_dict: the state has {len(groups)} parameter groups, "
-                             f"this optimizer has {len(self.param_groups)}")
+            raise ValueError(f"{name}.load_state_dict: the state has {len(groups)} parameter "
+                             f"groups, this optimizer has {len(self.param_groups)}")
         for i, (saved, own) in enumerate(zip(groups, self.param_groups)):
             if len(saved["params"]) != len(own["params"]):
                 raise ValueError(f"{name}.load_state_dict: group {i} has {len(saved['params'])} "
