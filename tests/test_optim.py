@@ -126,6 +126,11 @@ def test_param_groups_without_decay_split_and_scheduled_decay_skips_them():
     set_hyperparameter(opt, "lr", 2e-3)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.4, 0.0]
     assert [g["lr"] for g in opt.param_groups] == [2e-3, 2e-3]
+    # a group built by hand with weight_decay=0 is a no-decay group too, whatever the default
+    hand = Adam([{"params": [m.weight], "weight_decay": 0.1},
+                 {"params": [m.bias], "weight_decay": 0}])
+    set_hyperparameter(hand, "weight_decay", 0.3)
+    assert [g["weight_decay"] for g in hand.param_groups] == [0.3, 0.0]
 
 
 def test_groups_use_their_own_hyperparameters(device):

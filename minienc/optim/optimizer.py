@@ -81,7 +81,7 @@ class Optimizer:
             seen.add(id(p))
         # A group built with weight_decay=0 means "never decay these" (biases, norms): schedules
         # that set weight decay leave it at 0 (see `set_hyperparameter`).
-        if group.get("weight_decay", None) == 0 and self.defaults.get("weight_decay", 0) != 0:
+        if "weight_decay" in group and group["weight_decay"] == 0:
             group.setdefault("weight_decay_scale", 0.0)
         for key, value in self.defaults.items():
             group.setdefault(key, value)
