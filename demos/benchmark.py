@@ -9,7 +9,8 @@ three ways: minienc; the same model written by hand in NumPy (CuPy on --device c
 autograd at all -- forward, a hand-derived backward and Adam in place, the floor minienc is
 measured against; and PyTorch when it is installed (never a minienc dependency). It first checks
 that the three give the same losses for a few steps (so they do the same work), then times them
-interleaved: each repeat runs `--inner` steps of every implementation in turn, and the table
+interleaved: each repeat runs `--inner` steps of every implementation in turn (the order rotates
+from repeat to repeat, so none always follows the same neighbour), and the table
 reports the median ms per step over `--repeats` repeats after `--warmup` steps, with the
 interquartile range, steps/s, peak memory of a step, and the ratios to the floor and to PyTorch.
 
@@ -26,7 +27,11 @@ import sys
 import time
 import tracemalloc
 
-import numpy as np
+# PyTorch's OpenMP workers spin for a while after each op by default, stealing the 2 cores from
+# whichever implementation runs next in the interleaved loop; passive waiting keeps them fair.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import minienc  # noqa: E402
@@ -222,8 +227,10 @@ def run_workload(name, impls, device, warmup, repeats, inner, check_steps=3):
             step()
         sync()
     times = {impl: [] for impl in built}
-    for _ in range(repeats):
-        for impl, (step, _, sync) in built.items():
+    order = list(built)
+    for r in range(repeats):
+        for impl in order[r % len(order):] + order[:r % len(order)]:  # rotate who goes first
+            step, _, sync = built[impl]
             sync()
             t0 = time.perf_counter()
             for _ in range(inner):
@@ -329,8 +336,9 @@ def main(argv=None):
     malloc = "glibc malloc tuned (mallopt)" if tuned else "default malloc"
     print(f"# minienc benchmark, {datetime.date.today()}, device {args.device}")
     print(f"# {machine_line(args.device)}")
-    print(f"# median of {args.repeats} interleaved repeats of {args.inner} steps after "
-          f"{args.warmup} warm-up steps, float32, {malloc}\n")
+    print(f"# median of {args.repeats} interleaved repeats (rotating order) of {args.inner} steps "
+          f"after {args.warmup} warm-up steps, float32, {malloc}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}\n")
     results = {}
     for name in names:
         results[name] = run_workload(name, impls, args.device, args.warmup, args.repeats,
