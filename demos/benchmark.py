@@ -302,7 +302,10 @@ def tune_malloc():
     """Keep freed memory in glibc's heap instead of returning each large block to the OS: without
     this, every array over the (adaptive) mmap threshold is a fresh mmap, page-faulted in on first
     touch and unmapped on free -- a per-step cost for any NumPy program with many temporaries.
-    Process-wide, so it helps every implementation in the table alike. Linux/glibc only."""
+    Process-wide, so it helps every implementation in the table alike. Linux/glibc only.
+    Note: glibc raises its threshold by itself after any large block is freed, and PyTorch's
+    step frees large blocks, so a run that includes PyTorch behaves much like --tune-malloc for
+    everyone; compare `--impls minienc,numpy` with and without the flag to see malloc's share."""
     import ctypes
     import ctypes.util
     try:
