@@ -298,25 +298,6 @@ def profile(name, device, steps=200):
     pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
-def tune_malloc():
-    """Keep freed memory in glibc's heap instead of returning each large block to the OS: without
-    this, every array over the (adaptive) mmap threshold is a fresh mmap, page-faulted in on first
-    touch and unmapped on free -- a per-step cost for any NumPy program with many temporaries.
-    Process-wide, so it helps every implementation in the table alike. Linux/glibc only.
-    Note: glibc raises its threshold by itself after any large block is freed, and PyTorch's
-    step frees large blocks, so a run that includes PyTorch behaves much like --tune-malloc for
-    everyone; compare `--impls minienc,numpy` with and without the flag to see malloc's share."""
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 32 * 2**20) and libc.mallopt(m_trim_threshold, 2**30)
-    except (OSError, AttributeError):
-        ok = False
-    return bool(ok)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workloads", default="mlp_ae",
@@ -327,15 +308,16 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=30, help="timed repeats (median of these)")
     ap.add_argument("--inner", type=int, default=5, help="steps per timed repeat")
     ap.add_argument("--profile", action="store_true", help="also cProfile minienc's step")
-    ap.add_argument("--tune-malloc", action="store_true",
-                    help="glibc: keep freed blocks for reuse (mallopt), for every implementation")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's allocator untuned (minienc's Trainer tunes it; see "
+                         "backend.tune_host_allocator) to see malloc's share of a step")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         ap.error(f"unknown workloads {unknown}; available: {sorted(WORKLOADS)}")
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
-    tuned = args.tune_malloc and tune_malloc()
+    tuned = not args.default_malloc and backend.tune_host_allocator()
     malloc = "glibc malloc tuned (mallopt)" if tuned else "default malloc"
     print(f"# minienc benchmark, {datetime.date.today()}, device {args.device}")
     print(f"# {machine_line(args.device)}")
