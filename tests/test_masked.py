@@ -1,0 +1,202 @@
+"""Masked modeling (minienc/objectives/masked_*.py): MAE's per-sample masking keeps exactly the
+requested number of patches and ids_restore undoes its shuffle, the loss sees only removed
+patches, the encoder sees only visible ones; BERT's token masking chooses exactly round(15%) of
+the real tokens, never a special or padding token, and splits them 80/10/10; both losses and the
+models they train pass gradcheck on every backend."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minienc
+import minienc.data
+import minienc.optim
+from minienc import backend, nn
+from minienc.objectives import MAE, mae_loss, patch_targets, random_masking
+from nn_check import gradcheck_module, rand
+
+
+def host(t):
+    return t.numpy() if isinstance(t, minienc.Tensor) else backend.to_host(t)
+
+
+def small_mae(device, **kw):
+    options = dict(image_size=4, patch_size=2, in_channels=1, dim=8, depth=1, num_heads=2,
+                   decoder_dim=8, decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.0)
+    options.update(kw)
+    minienc.set_device(device)
+    try:
+        return MAE(**options)
+    finally:
+        minienc.set_device("cpu")
+
+
+# ----- MAE: masking ---------------------------------------------------------------------------
+
+@given(batch=st.integers(1, 6), num_patches=st.integers(2, 50), ratio=st.floats(0.0, 0.95))
+def test_random_masking_keeps_exactly_k_and_restore_inverts_the_shuffle(batch, num_patches, ratio):
+    keep = int(num_patches * (1.0 - ratio))
+    if keep < 1:
+        with pytest.raises(ValueError, match="random_masking"):
+            random_masking(batch, num_patches, ratio, "cpu")
+        return
+    ids_keep, ids_restore, mask = random_masking(batch, num_patches, ratio, "cpu")
+    assert ids_keep.shape == (batch, keep) and ids_restore.shape == mask.shape == (batch, num_patches)
+    assert mask.dtype == np.float32
+    np.testing.assert_array_equal(mask.sum(axis=1), num_patches - keep)   # exactly N - K removed
+    for b in range(batch):
+        assert len(set(ids_keep[b].tolist())) == keep
+        assert (mask[b, ids_keep[b]] == 0).all()                           # kept = not masked
+    shuffle = np.argsort(ids_restore, axis=1)
+    np.testing.assert_array_equal(shuffle[:, :keep], ids_keep)
+    x = np.random.default_rng(0).standard_normal((batch, num_patches))
+    shuffled = np.take_along_axis(x, shuffle, axis=1)
+    np.testing.assert_array_equal(np.take_along_axis(shuffled, ids_restore, axis=1), x)
+
+
+def test_random_masking_differs_per_sample_and_follows_the_seed(device):
+    minienc.manual_seed(3)
+    a = [host(m) for m in random_masking(64, 16, 0.75, device)]
+    minienc.manual_seed(3)
+    b = [host(m) for m in random_masking(64, 16, 0.75, device)]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert len({tuple(row) for row in a[2]}) > 50   # 1820 possible masks: rows differ
+    freq = a[2].mean(axis=0)                         # every patch removed ~75% of the time
+    assert np.all(np.abs(freq - 0.75) < 0.25)
+
+
+def test_random_masking_errors_name_the_function():
+    with pytest.raises(ValueError, match="random_masking: mask_ratio"):
+        random_masking(2, 16, 1.0, "cpu")
+    with pytest.raises(ValueError, match="random_masking: batch 2 and 2 patches"):
+        random_masking(2, 2, 0.75, "cpu")
+
+
+@given(b=st.integers(1, 3), c=st.integers(1, 3), p=st.integers(1, 3), g=st.integers(1, 4))
+def test_unpatchify_inverts_patchify(b, c, p, g):
+    x = np.random.default_rng(b * 7 + g).standard_normal((b, c, g * p, g * p))
+    np.testing.assert_array_equal(nn.unpatchify(nn.patchify(x, p), p, c), x)
+
+
+# ----- MAE: targets and loss ------------------------------------------------------------------
+
+@given(seed=st.integers(0, 1000), p=st.integers(2, 3))
+def test_norm_pix_targets_are_standardised_and_map_back(seed, p):
+    images = np.random.default_rng(seed).random((2, 2, 2 * p, 2 * p)).astype(np.float32)
+    target, mean, std = patch_targets(images, p, norm_pix_loss=True)
+    np.testing.assert_allclose(target.mean(axis=-1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(target.var(axis=-1, ddof=1), 1.0, rtol=1e-3)
+    np.testing.assert_allclose(target * std + mean, nn.patchify(images, p), atol=1e-6)
+    plain, mean0, std0 = patch_targets(images, p)
+    np.testing.assert_array_equal(plain * std0 + mean0, nn.patchify(images, p))
+
+
+def test_norm_pix_targets_need_more_than_one_value():
+    with pytest.raises(ValueError, match="patch_targets: norm_pix_loss"):
+        patch_targets(np.zeros((1, 1, 4, 4), np.float32), 1, norm_pix_loss=True)
+
+
+@given(seed=st.integers(0, 1000), batch=st.integers(1, 4), n=st.integers(2, 9))
+def test_mae_loss_is_the_mean_over_removed_patches_and_ignores_visible_ones(seed, batch, n):
+    rng = np.random.default_rng(seed)
+    pred, target = rng.standard_normal((2, batch, n, 3))
+    mask = np.zeros((batch, n), np.float32)
+    mask[:, rng.permutation(n)[: max(1, n // 2)]] = 1.0
+    loss = mae_loss(minienc.tensor(pred, dtype="float64"), target, mask).numpy()
+    expected = (((pred - target) ** 2).mean(-1) * mask).sum() / mask.sum()
+    np.testing.assert_allclose(loss, expected, rtol=1e-12)
+    visible = mask[..., None] == 0            # change every visible patch, prediction and target
+    pred2 = np.where(visible, pred + rng.standard_normal(pred.shape) * 10, pred)
+    target2 = np.where(visible, rng.standard_normal(pred.shape), target)
+    p2 = minienc.tensor(pred2, dtype="float64", requires_grad=True)
+    loss2 = mae_loss(p2, target2, mask)
+    np.testing.assert_allclose(loss2.numpy(), loss, rtol=1e-12)
+    loss2.backward()
+    assert (p2.grad[np.broadcast_to(visible, pred.shape)] == 0).all()
+    assert (p2.grad[np.broadcast_to(~visible, pred.shape)] != 0).any()
+
+
+def test_mae_loss_gradcheck(device):
+    mask = backend.to_device(np.array([[1, 0, 1, 1], [0, 1, 0, 0]], np.float64), device)
+    target = rand(device, 2, 4, 3, seed=1, requires_grad=False)
+    assert minienc.gradcheck(lambda p: mae_loss(p, target, mask), rand(device, 2, 4, 3))
+
+
+def test_mae_loss_errors_name_the_shapes():
+    with pytest.raises(ValueError, match=r"mae_loss: pred \(2, 4, 3\), target \(2, 4, 2\)"):
+        mae_loss(minienc.zeros(2, 4, 3), np.zeros((2, 4, 2), np.float32), np.ones((2, 4), np.float32))
+
+
+# ----- MAE: the model -------------------------------------------------------------------------
+
+def test_mae_encoder_sees_only_visible_patches(device):
+    mae = small_mae(device, image_size=8)
+    images = backend.to_device(np.random.default_rng(0).random((3, 1, 8, 8)).astype(np.float32), device)
+    masking = random_masking(3, mae.num_patches, 0.75, device)
+    loss, pred, mask = mae(images, masking)
+    assert pred.shape == (3, 16, 4) and loss.shape == () and host(mask).sum() == 3 * 12
+    removed = unpatch(host(mask)[..., None] * np.ones((1, 1, 4), np.float32), mae)
+    noisy = images + backend.to_device(removed * 5.0, device)   # change only the removed pixels
+    loss2, pred2, _ = mae(noisy, masking)
+    np.testing.assert_allclose(host(pred2), host(pred), atol=1e-6)   # the encoder never saw them
+    assert abs(float(host(loss2)) - float(host(loss))) > 1e-2        # but they are the targets
+
+
+def unpatch(patches, mae):
+    return nn.unpatchify(patches, mae.patch_size, mae.in_channels, mae.grid_size)
+
+
+@pytest.mark.parametrize("norm_pix_loss", [False, True])
+def test_mae_gradcheck(device, norm_pix_loss):
+    mae = small_mae(device, norm_pix_loss=norm_pix_loss)
+    images = rand(device, 2, 1, 4, 4, requires_grad=False)
+    assert gradcheck_module(lambda_module(mae), images, reseed=True)
+
+
+def test_mae_gradcheck_with_a_cls_token_encoder(device):
+    minienc.set_device(device)
+    try:
+        vit = nn.VisionTransformer(4, 2, 1, dim=8, depth=1, num_heads=2, mlp_ratio=2.0, cls_token=True)
+    finally:
+        minienc.set_device("cpu")
+    mae = small_mae(device, encoder=vit)
+    images = rand(device, 2, 1, 4, 4, requires_grad=False)
+    assert gradcheck_module(lambda_module(mae), images, reseed=True)
+    assert mae.embed(images).shape == (2, 8)
+
+
+class lambda_module(nn.Module):
+    """The MAE loss alone as a module output (gradcheck needs one tensor)."""
+
+    def __init__(self, mae):
+        self.mae = mae
+
+    def forward(self, images):
+        return self.mae(images)[0]
+
+
+def test_mae_reconstruct_and_embed_shapes_and_perfect_prediction_pastes_the_image():
+    mae = small_mae("cpu", image_size=8, norm_pix_loss=True)
+    images = np.random.default_rng(1).random((2, 1, 8, 8)).astype(np.float32)
+    out = mae.reconstruct(images)
+    assert {k: v.shape for k, v in out.items()} == {"masked": (2, 1, 8, 8), "reconstruction": (2, 1, 8, 8),
+                                                    "pasted": (2, 1, 8, 8), "mask": (2, 16)}
+    np.testing.assert_array_equal(out["masked"] * unpatch(np.repeat(out["mask"][..., None], 4, -1), mae), 0)
+    assert mae.embed(images).shape == (2, 8)
+
+
+def test_mae_short_training_lowers_the_loss():
+    minienc.manual_seed(0)
+    mae = small_mae("cpu", image_size=8, dim=16, decoder_dim=16)
+    images = minienc.data.load_digits().x_train[:64]
+    opt = minienc.optim.AdamW(mae.parameters(), lr=3e-3, weight_decay=0.05)
+    masking = random_masking(64, 16, 0.75, "cpu")
+    first = None
+    for _ in range(40):
+        opt.zero_grad()
+        loss = mae(images, masking)[0]
+        loss.backward()
+        opt.step()
+        first = first if first is not None else float(loss.numpy())
+    assert float(loss.numpy()) < 0.5 * first
