@@ -1,0 +1,185 @@
+"""I-JEPA: predicting the embeddings of hidden image blocks from a visible one (Assran et al.
+2023, "Self-Supervised Learning from Images with a Joint-Embedding Predictive Architecture";
+official code: facebookresearch/ijepa, src/train.py and src/models/vision_transformer.py).
+
+The idea. A masked autoencoder predicts the PIXELS of hidden patches, so its encoder must keep
+every detail a pixel loss rewards (stroke thickness, noise, exact position). I-JEPA predicts the
+hidden patches' EMBEDDINGS, as computed by a slowly moving copy of the encoder: the target is
+whatever the encoder itself finds worth representing, so unpredictable detail can be dropped
+and the representation is pushed towards what can be inferred from context (shape, layout).
+
+Per image, a multi-block sampler (minienc/objectives/multiblock.py) picks T target blocks
+B_1..B_T of patches and a context block C with every target patch removed. Then
+
+    s_y = LN(f_target(x))                the target encoder on the WHOLE image, layer-normed over
+                                         features (no affine), patches of B_i gathered: s_y(i)
+    s_x = f_context(x_C)                 the context encoder on the context patches only
+    s_hat(i) = g(s_x, pos(B_i))          the predictor: context tokens projected down (+ their
+                                         positions) and one mask token per target patch carrying
+                                         that patch's position; its outputs at the mask tokens,
+                                         projected back up, are the predictions
+    L = mean over images b, blocks i, patches j in B_i, features d of
+            smooth_l1(s_hat(i)_jd - s_y(i)_jd)     (released code; beta = 1)
+        or  (s_hat(i)_jd - s_y(i)_jd)^2             (the paper's L2)
+
+Only f_context and g are trained (AdamW, biases and norm weights without weight decay). The
+target encoder gets no gradient (stop-gradient); after each step it follows the context
+encoder by an exponential moving average, theta_target <- m theta_target + (1 - m) theta_context,
+with m rising linearly from 0.996 to 1.0 over training.
+
+What stops collapse (every image mapped to one constant, which a predictor could match for
+free): the target is produced by a DIFFERENT network that does not descend the loss, the EMA
+moves it only slowly, and the predictor (asymmetric: the target branch has none) absorbs what
+the context cannot know, as in BYOL. Nothing in the loss forbids collapse; the dynamics avoid it.
+Watch RankMe and the embedding std (minienc.eval) during training to see it does not happen.
+
+The predictor runs all T blocks in ONE pass, as the released code does: the context tokens are
+repeated once per block and each copy is followed by that block's mask tokens, so the blocks of
+an image never attend to each other. Evaluation uses the TARGET encoder, average-pooled over
+patches (`IJEPA.embed`).
+"""
+from .. import backend, ops
+from ..nn import init
+from ..nn.layers import Linear
+from ..nn.module import Module
+from ..nn.norm import LayerNorm
+from ..nn.transformer import TransformerBlock, init_transformer_weights
+from ..nn.vit import VisionTransformer, gather_tokens, get_2d_sincos_pos_embed
+from ..optim.ema import EMA
+from ..optim.optimizer import param_groups_without_decay
+from ..tensor import Tensor, no_grad
+
+LOSSES = ("smooth_l1", "l2")
+
+
+def _indices(name, idx, batch, ndim, num_patches, device):
+    """Mask indices as an integer array on `device`, checked: (B, K) or (B, T, K), in range."""
+    data = idx.data if isinstance(idx, Tensor) else idx
+    data = backend.to_device(data, device)
+    if data.dtype.kind not in "iu" or data.ndim != ndim or data.shape[0] != batch:
+        want = "(B, K)" if ndim == 2 else "(B, T, K)"
+        raise ValueError(f"{name}: expected integer indices {want} with B = {batch}, got "
+                         f"{data.dtype} array of shape {tuple(data.shape)}")
+    if not backend.is_cupy(data) and data.size and (data.min() < 0 or data.max() >= num_patches):
+        raise IndexError(f"{name}: patch indices must lie in [0, {num_patches}), got "
+                         f"[{int(data.min())}, {int(data.max())}]")
+    return data
+
+
+def jepa_loss(predictions, targets, loss="smooth_l1"):
+    """Mean over every target patch and feature of smooth L1 (beta 1) or squared error."""
+    if tuple(predictions.shape) != tuple(targets.shape):
+        raise ValueError(f"jepa_loss: predictions {tuple(predictions.shape)} and targets "
+                         f"{tuple(targets.shape)} differ in shape")
+    if loss == "smooth_l1":
+        return ops.smooth_l1_loss(predictions, targets, beta=1.0)
+    if loss == "l2":
+        return ops.mse_loss(predictions, targets)
+    raise ValueError(f"jepa_loss: loss must be one of {LOSSES}, got {loss!r}")
+
+
+class JEPAPredictor(Module):
+    """The narrow transformer g of I-JEPA (VisionTransformerPredictor in the released code).
+
+    forward(context (B, Kc, D), context_idx (B, Kc), target_idx (B, T, Kt)) -> (B, T, Kt, D):
+    the prediction of the target encoder's embedding of patch target_idx[b, i, j].
+    dim: the predictor's width (narrower than D); fixed 2-D sin-cos positions of that width.
+    """
+
+    def __init__(self, grid_size, embed_dim, dim=None, depth=6, num_heads=4, mlp_ratio=4.0):
+        dim = dim or embed_dim // 2
+        self.grid_size = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.embed_dim, self.dim = embed_dim, dim
+        self.embed = Linear(embed_dim, dim)
+        self.blocks = [TransformerBlock(dim, num_heads, mlp_ratio) for _ in range(depth)]
+        self.norm = LayerNorm(dim, eps=1e-6)
+        self.proj = Linear(dim, embed_dim)
+        init_transformer_weights(self)
+        self.mask_token = init.trunc_normal(init.empty((1, 1, dim)), std=0.02)
+        table = get_2d_sincos_pos_embed(dim, self.grid_size)
+        self.register_buffer("pos_embed", backend.to_device(table, backend.get_device()))
+
+    def forward(self, context, context_idx, target_idx):
+        if context.ndim != 3 or context.shape[-1] != self.embed_dim:
+            raise ValueError(f"JEPAPredictor: context has shape {tuple(context.shape)}, expected "
+                             f"(B, Kc, {self.embed_dim})")
+        b, kc, _ = context.shape
+        cidx = _indices("JEPAPredictor context_idx", context_idx, b, 2, self.num_patches, context.device)
+        tidx = _indices("JEPAPredictor target_idx", target_idx, b, 3, self.num_patches, context.device)
+        if cidx.shape[1] != kc:
+            raise ValueError(f"JEPAPredictor: context_idx {tuple(cidx.shape)} does not match "
+                             f"context {tuple(context.shape)}")
+        _, t, kt = tidx.shape
+        x = self.embed(context) + self.pos_embed[cidx]                        # (B, Kc, P)
+        # one copy of each image's context per target block, sample-major: row b * T + i
+        x = x.reshape(b, 1, kc, self.dim).broadcast_to(b, t, kc, self.dim).reshape(b * t, kc, self.dim)
+        queries = self.mask_token + self.pos_embed[tidx.reshape(b * t, kt)]    # (B*T, Kt, P)
+        x = ops.concatenate([x, queries], axis=1)
+        for block in self.blocks:
+            x = block(x)
+        x = self.proj(self.norm(x)[:, kc:])
+        return x.reshape(b, t, kt, self.embed_dim)
+
+
+class IJEPA(Module):
+    """Context encoder + EMA target encoder + predictor, and the loss between them.
+
+    jepa = IJEPA(VisionTransformer(...), predictor_dim=32, predictor_depth=2)
+    opt = AdamW(jepa.param_groups(weight_decay=0.04), lr=1e-3)   # never the target encoder
+    loss = jepa(images, context_idx, target_idx)                  # indices from the sampler
+    loss.backward(); opt.step(); jepa.update_target(momentum)
+
+    normalize_targets: layer-norm the target encoder's output over features (no affine) before
+    gathering, as the released code does. loss: "smooth_l1" (code) or "l2" (paper).
+    """
+
+    def __init__(self, encoder, predictor_dim=None, predictor_depth=6, predictor_heads=None,
+                 loss="smooth_l1", normalize_targets=True):
+        if not isinstance(encoder, VisionTransformer) or encoder.cls_token is not None:
+            raise ValueError("IJEPA: the encoder must be a VisionTransformer without a CLS token")
+        if loss not in LOSSES:
+            raise ValueError(f"IJEPA: loss must be one of {LOSSES}, got {loss!r}")
+        self.context_encoder = encoder
+        self._ema = EMA(encoder)   # a deep copy, frozen: no gradient, never in the optimizer
+        self.target_encoder = self._ema.target
+        self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim,
+                                       predictor_depth, predictor_heads or encoder.num_heads)
+        self.loss_name, self.normalize_targets = loss, normalize_targets
+
+    def param_groups(self, weight_decay):
+        """AdamW groups of the TRAINED parts (context encoder, predictor): weights with
+        `weight_decay`, biases and norm parameters without, as I-JEPA's init_opt."""
+        return param_groups_without_decay([self.context_encoder, self.predictor], weight_decay)
+
+    def targets(self, images, target_idx):
+        """(B, T, Kt, D): the target encoder's (layer-normed) embeddings of the target patches;
+        no graph, so no gradient can reach the target encoder."""
+        with no_grad():
+            h = self.target_encoder(images)
+            if self.normalize_targets:
+                h = ops.layer_norm(h, eps=1e-5)  # F.layer_norm(h, (D,)) in the released code
+            b, t, kt = target_idx.shape
+            return gather_tokens(h, target_idx.reshape(b, t * kt)).reshape(b, t, kt, h.shape[-1])
+
+    def predict(self, images, context_idx, target_idx):
+        """(B, T, Kt, D): the predictor's guesses from the context encoder's view of the context."""
+        return self.predictor(self.context_encoder(images, context_idx), context_idx, target_idx)
+
+    def forward(self, images, context_idx, target_idx):
+        """The scalar loss for one batch and its masks (host or device index arrays)."""
+        device = self.context_encoder.device
+        b = images.shape[0]
+        n = self.context_encoder.num_patches
+        context_idx = _indices("IJEPA context_idx", context_idx, b, 2, n, device)
+        target_idx = _indices("IJEPA target_idx", target_idx, b, 3, n, device)
+        targets = self.targets(images, target_idx)
+        return jepa_loss(self.predict(images, context_idx, target_idx), targets, self.loss_name)
+
+    def update_target(self, momentum):
+        """theta_target <- m * theta_target + (1 - m) * theta_context, in place (after a step)."""
+        self._ema.update(momentum)
+
+    def embed(self, images):
+        """(B, D): the target encoder on whole images, average-pooled over patches."""
+        return self.target_encoder(images).mean(axis=1)

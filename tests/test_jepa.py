@@ -1,0 +1,243 @@
+"""I-JEPA: the multi-block sampler's invariants over drawn grids and seeds, the target encoder's
+stop-gradient and exact EMA step, the predictor following target positions, gradchecks of the
+predictor and the loss on every backend, and a short run whose loss falls."""
+import math
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minienc
+from minienc import nn
+from minienc.objectives.jepa import IJEPA, JEPAPredictor, jepa_loss
+from minienc.objectives.multiblock import MultiBlockMaskSampler, block_size
+from minienc.optim import AdamW
+from nn_check import gradcheck_module, rand
+
+
+# ----- the sampler ----------------------------------------------------------------------------
+
+def _rect_of(indices, grid_w):
+    rows, cols = np.divmod(np.asarray(indices), grid_w)
+    return rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+
+
+@settings(max_examples=40)
+@given(gh=st.integers(4, 12), gw=st.integers(4, 12), num_targets=st.integers(1, 4),
+       full_context=st.booleans(), cut=st.sampled_from(["raster", "random"]),
+       seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 9))
+def test_sampler_invariants(gh, gw, num_targets, full_context, cut, seed, batch):
+    target_scale, target_aspect = (0.15, 0.2), (0.75, 1.5)
+    context_scale = (1.0, 1.0) if full_context else (0.85, 1.0)
+    sampler = MultiBlockMaskSampler((gh, gw), num_targets, target_scale, target_aspect,
+                                    context_scale, min_context=2, cut=cut)
+    context, targets = sampler(batch, np.random.default_rng(seed))
+    n = gh * gw
+    assert context.dtype == np.int64 and targets.dtype == np.int64
+    assert context.ndim == 2 and context.shape[0] == batch and context.shape[1] >= 2
+    assert targets.shape[:2] == (batch, num_targets)
+    kt = targets.shape[2]
+    # one (h, w) for the whole batch, inside the rounding bounds of the scale/aspect ranges
+    k_lo, k_hi = int(n * target_scale[0]), int(n * target_scale[1])
+    for b in range(batch):
+        assert np.all(np.diff(context[b]) > 0), "context indices are sorted and distinct"
+        assert context[b].min() >= 0 and context[b].max() < n
+        assert not set(context[b]) & set(targets[b].ravel()), "a context patch is a target"
+        for block in targets[b]:
+            top, bottom, left, right = _rect_of(block, gw)
+            h, w = bottom - top, right - left
+            assert h * w == kt == len(set(block)), "a target is a full h x w rectangle"
+            assert math.floor(math.sqrt(k_lo * target_aspect[0]) - 0.5) <= h <= min(
+                gh, math.ceil(math.sqrt(k_hi * target_aspect[1]) + 0.5))
+            assert math.floor(math.sqrt(k_lo / target_aspect[1]) - 0.5) <= w <= min(
+                gw, math.ceil(math.sqrt(k_hi / target_aspect[0]) + 0.5))
+
+
+def test_block_size_matches_the_released_formula():
+    assert block_size((14, 14), 0.15, 1.0) == (5, 5)          # k = int(29.4) = 29
+    assert block_size((14, 14), 0.2, 1.5) == (8, 5)           # k = 39: sqrt(58.5), sqrt(26)
+    assert block_size((7, 7), 1.0, 1.0) == (7, 7)             # the whole grid is allowed
+
+
+def test_sampler_uses_the_last_row_and_column_and_cuts_as_asked():
+    sampler = MultiBlockMaskSampler(7, min_context=4)
+    rng = np.random.default_rng(0)
+    seen = np.zeros(49, bool)
+    for _ in range(20):
+        _, targets = sampler(16, rng)
+        seen[targets.ravel()] = True
+    assert seen[6::7].any() and seen[42:].any(), "blocks reach the last column and row"
+    # raster cut: each image keeps the FIRST patches of its (uncut) context in raster order
+    raster = MultiBlockMaskSampler(7, context_scale=(1.0, 1.0), min_context=4, cut="raster")
+    context, targets = raster(8, np.random.default_rng(1))
+    for b in range(8):
+        full = np.setdiff1d(np.arange(49), targets[b].ravel())
+        np.testing.assert_array_equal(context[b], full[:context.shape[1]])
+    random = MultiBlockMaskSampler(7, context_scale=(1.0, 1.0), min_context=4, cut="random")
+    context, targets = random(64, np.random.default_rng(1))
+    assert context.max(axis=1).mean() > 40, "a random cut keeps patches from the bottom rows"
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(min_context=50), "min_context"),                         # more than any context block
+    (dict(min_context=0), "min_context"),
+    (dict(target_scale=(0.001, 0.002)), "empty target"),
+    (dict(cut="prefix"), "cut"),
+    (dict(target_scale=(0.3, 0.2)), "target_scale"),
+])
+def test_sampler_refuses_impossible_settings_at_once(options, match):
+    with pytest.raises(ValueError, match=match):
+        MultiBlockMaskSampler(7, **options)
+
+
+def test_sampler_gives_up_with_an_error_instead_of_looping():
+    # 4 targets of half a 4x4 grid leave almost nothing: 15 kept patches can never happen
+    sampler = MultiBlockMaskSampler(4, num_targets=4, target_scale=(0.5, 0.5),
+                                    context_scale=(1.0, 1.0), min_context=15, max_tries=50)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="min_context=15"):
+        sampler(8, np.random.default_rng(0))
+    assert time.perf_counter() - start < 5.0
+
+
+# ----- the model --------------------------------------------------------------------------------
+
+def _tiny_jepa(device, **options):
+    with_device = minienc.get_device()
+    minienc.set_device(device)
+    try:
+        vit = nn.VisionTransformer(image_size=8, patch_size=2, dim=16, depth=1, num_heads=2)
+        return IJEPA(vit, predictor_dim=8, predictor_depth=1, **options)
+    finally:
+        minienc.set_device(with_device)
+
+
+def _batch(device, b=4, seed=0):
+    images = np.random.default_rng(seed).random((b, 1, 8, 8), dtype=np.float32)
+    sampler = MultiBlockMaskSampler(4, num_targets=2, target_scale=(0.15, 0.2),
+                                    context_scale=(1.0, 1.0), min_context=4, cut="random")
+    context, targets = sampler(b, np.random.default_rng(seed))
+    return minienc.tensor(images, device=device), context, targets
+
+
+def test_target_encoder_gets_no_gradient_and_is_not_optimized(device):
+    jepa = _tiny_jepa(device)
+    images, context, targets = _batch(device)
+    jepa(images, context, targets).backward()
+    assert all(p.grad is None and not p.requires_grad for p in jepa.target_encoder.parameters())
+    assert all(p.grad is not None for p in jepa.predictor.parameters())
+    assert all(p.grad is not None for p in jepa.context_encoder.parameters())
+    in_optimizer = {id(p) for g in jepa.param_groups(0.04) for p in g["params"]}
+    assert not in_optimizer & {id(p) for p in jepa.target_encoder.parameters()}
+    trained = list(jepa.context_encoder.parameters()) + list(jepa.predictor.parameters())
+    assert in_optimizer == {id(p) for p in trained}
+    no_decay = [g for g in jepa.param_groups(0.04) if g["weight_decay"] == 0.0][0]["params"]
+    assert no_decay and all(p.ndim == 1 for p in no_decay), "biases and norms are not decayed"
+
+
+def test_target_follows_the_ema_exactly_after_a_step(device):
+    jepa = _tiny_jepa(device)
+    opt = AdamW(jepa.param_groups(0.04), lr=1e-2)
+    images, context, targets = _batch(device)
+    for _ in range(2):  # after the first step the context and target encoders differ
+        old = [minienc.backend.to_host(p.data).copy() for p in jepa.target_encoder.parameters()]
+        opt.zero_grad()
+        jepa(images, context, targets).backward()
+        opt.step()
+        m = 0.9
+        jepa.update_target(m)
+        for p_old, t, o in zip(old, jepa.target_encoder.parameters(), jepa.context_encoder.parameters()):
+            online = minienc.backend.to_host(o.data)
+            expected = p_old * np.float32(m) + online * np.float32(1.0 - m)
+            np.testing.assert_allclose(minienc.backend.to_host(t.data), expected, rtol=0, atol=1e-7)
+    changed = [not np.array_equal(a, minienc.backend.to_host(t.data))
+               for a, t in zip(old, jepa.target_encoder.parameters())]
+    assert any(changed)
+
+
+def test_predictions_follow_the_target_positions(device):
+    jepa = _tiny_jepa(device)
+    images, context, targets = _batch(device)
+    tokens = jepa.context_encoder(images, context)
+    with minienc.no_grad():
+        base = jepa.predictor(tokens, context, targets).data
+        perm = np.random.default_rng(3).permutation(targets.shape[2])
+        permuted = jepa.predictor(tokens, context, targets[:, :, perm]).data
+        swapped = jepa.predictor(tokens, context, targets[:, ::-1]).data
+        other = targets.copy()
+        other[:, 1] = (other[:, 1] + 1) % 16   # move block 1 only
+        moved = jepa.predictor(tokens, context, other).data
+    host = minienc.backend.to_host
+    np.testing.assert_allclose(host(permuted), host(base)[:, :, perm], atol=1e-5)
+    np.testing.assert_allclose(host(swapped), host(base)[:, ::-1], atol=1e-5)
+    np.testing.assert_allclose(host(moved)[:, 0], host(base)[:, 0], atol=1e-5,
+                               err_msg="blocks of one image must not see each other")
+    assert not np.allclose(host(moved)[:, 1], host(base)[:, 1]), "position changes the prediction"
+
+
+def test_predictor_gradcheck(device):
+    minienc.set_device(device)
+    try:
+        predictor = JEPAPredictor((3, 3), embed_dim=8, dim=4, depth=1, num_heads=2)
+    finally:
+        minienc.set_device("cpu")
+    context_idx = np.array([[0, 2, 4], [1, 5, 8]])
+    target_idx = np.array([[[6, 7], [3, 7]], [[0, 3], [4, 7]]])
+    assert gradcheck_module(predictor, rand(device, 2, 3, 8), context_idx, target_idx)
+
+
+@pytest.mark.parametrize("loss", ["smooth_l1", "l2"])
+def test_loss_gradcheck_and_values(device, loss):
+    pred, target = rand(device, 2, 2, 3, 4, seed=1, scale=1.5), rand(device, 2, 2, 3, 4, seed=2,
+                                                                      requires_grad=False)
+    assert minienc.gradcheck(lambda p: jepa_loss(p, target, loss), pred)
+    d = minienc.backend.to_host(pred.data - target.data)
+    expected = np.where(np.abs(d) < 1, 0.5 * d * d, np.abs(d) - 0.5) if loss == "smooth_l1" else d * d
+    assert jepa_loss(pred, target, loss).item() == pytest.approx(expected.mean(), rel=1e-9)
+
+
+def test_whole_objective_gradcheck(device):
+    jepa = _tiny_jepa(device)
+    images, context, targets = _batch(device, b=2)
+    jepa.astype("float64")
+    trained = dict(list(jepa.context_encoder.named_parameters("context_encoder."))
+                   + list(jepa.predictor.named_parameters("predictor.")))
+    names, params = list(trained), list(trained.values())
+    images = images.astype("float64") if hasattr(images, "astype") else images
+
+    def fn(*args):
+        return nn.functional_call(jepa, dict(zip(names, args)), images, context, targets)
+
+    assert minienc.gradcheck(fn, *params, directions=2)
+
+
+def test_bad_masks_are_named():
+    jepa = _tiny_jepa("cpu")
+    images, context, targets = _batch("cpu")
+    with pytest.raises(ValueError, match="IJEPA target_idx.*\\(B, T, K\\)"):
+        jepa(images, context, targets[:, 0])
+    with pytest.raises(IndexError, match="IJEPA context_idx"):
+        jepa(images, context + 100, targets)
+    with pytest.raises(ValueError, match="jepa_loss"):
+        jepa_loss(rand("cpu", 2, 3), rand("cpu", 3, 2))
+    with pytest.raises(ValueError, match="CLS"):
+        IJEPA(nn.VisionTransformer(8, 2, dim=16, depth=1, num_heads=2, cls_token=True))
+
+
+def test_a_short_run_lowers_the_loss():
+    minienc.manual_seed(0)
+    jepa = _tiny_jepa("cpu")
+    opt = AdamW(jepa.param_groups(0.04), lr=3e-3)
+    images, context, targets = _batch("cpu", b=16)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = jepa(images, context, targets)
+        loss.backward()
+        opt.step()
+        jepa.update_target(0.996)
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    assert jepa.embed(images).shape == (16, 16)
