@@ -1,8 +1,8 @@
 """Speed record: one float32 training step of each workload, side by side in one run.
 
-    python demos/benchmark.py                            # mlp_ae on CPU: minienc, NumPy, PyTorch
-    python demos/benchmark.py --workloads mlp_ae --device cuda --repeats 50
-    python demos/benchmark.py --profile                  # where minienc's step spends its time
+    python demos/benchmark.py --workloads all            # every workload on CPU: the whole table
+    python demos/benchmark.py --workloads mlp_ae,vit_mae --profile   # and where minienc's time goes
+    python demos/benchmark.py --workloads all --device cuda --batch 256   # GPU, larger batches
 
 For every workload it builds the same model, from the same initial weights and on the same batch,
 three ways: minienc; the same model written by hand in NumPy (CuPy on --device cuda) with no
@@ -14,9 +14,10 @@ from repeat to repeat, so none always follows the same neighbour), and the table
 reports the median ms per step over `--repeats` repeats after `--warmup` steps, with the
 interquartile range, steps/s, peak memory of a step, and the ratios to the floor and to PyTorch.
 
-A workload is a class in WORKLOADS with `minienc(device)`, and optionally `numpy(xp)` and
-`torch(device)`, each returning (step, loss) callables; later workloads (simclr_mlp, conv_ae,
-vit_mae, vit_jepa) plug in by name.
+Workloads (issue 9): mlp_ae and simclr_mlp (demos/bench_mlp.py, with NumPy floors), conv_ae,
+vit_mae and vit_jepa (demos/bench_vision.py; PyTorch twins of the ViT parts in
+demos/bench_torch_vit.py). A workload is a class with `__init__(seed, batch)`, `minienc(device)`,
+and optionally `numpy(xp)` and `torch(device)`, each returning (step, loss) callables.
 """
 import argparse
 import datetime
@@ -33,131 +34,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import minienc  # noqa: E402
-from minienc import backend, nn  # noqa: E402
-from minienc.optim import Adam  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, ".."), HERE]
+from minienc import backend  # noqa: E402
+import bench_mlp  # noqa: E402
+import bench_vision  # noqa: E402
 
 
-# ----- workloads -------------------------------------------------------------------------------
-class MlpAE:
-    """Linear 64-256-256-32, ReLU between layers, mirrored decoder 32-256-256-64, MSE, Adam,
-    batch 256 (the code layer and the output have no activation)."""
-
-    name = "mlp_ae"
-    sizes = [64, 256, 256, 32, 256, 256, 64]
-    batch, lr = 256, 1e-3
-
-    def __init__(self, seed=0):
-        minienc.manual_seed(seed)
-        layers, self.relu_after = [], []
-        code = len(self.sizes) // 2 - 1          # the Linear that outputs the 32-d code
-        for i, (a, b) in enumerate(zip(self.sizes, self.sizes[1:])):
-            relu = i not in (code, len(self.sizes) - 2)
-            layers += [nn.Linear(a, b), nn.ReLU()] if relu else [nn.Linear(a, b)]
-            self.relu_after.append(relu)
-        self.layers = layers
-        # the same initial weights for every implementation: (W (out, in), b) as host arrays
-        self.init = [(m.weight.numpy().copy(), m.bias.numpy().copy())
-                     for m in layers if isinstance(m, nn.Linear)]
-        rs = np.random.default_rng(seed)
-        self.x = rs.normal(size=(self.batch, self.sizes[0])).astype(np.float32)
-
-    def minienc(self, device):
-        model = nn.Sequential(*self.layers).to(device)
-        opt = Adam(model.parameters(), lr=self.lr)
-        x = minienc.tensor(self.x, device=device)
-        last = {}
-
-        def step():
-            opt.zero_grad()
-            loss = minienc.mse_loss(model(x), x)
-            loss.backward()
-            opt.step()
-            last["loss"] = loss
-        return step, lambda: last["loss"].item()
-
-    def numpy(self, xp):
-        return _numpy_mlp_ae(xp, self.init, self.relu_after, xp.asarray(self.x), self.lr)
-
-    def torch(self, device):
-        import torch
-        mods = []
-        for (w, b), relu in zip(self.init, self.relu_after):
-            lin = torch.nn.Linear(w.shape[1], w.shape[0])
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(w))
-                lin.bias.copy_(torch.from_numpy(b))
-            mods += [lin, torch.nn.ReLU()] if relu else [lin]
-        model = torch.nn.Sequential(*mods).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        x = torch.from_numpy(self.x).to(device)
-        last = {}
-
-        def step():
-            opt.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(x), x)
-            loss.backward()
-            opt.step()
-            last["loss"] = loss
-        return step, lambda: last["loss"].item()
-
-
-def _numpy_mlp_ae(xp, init, relu_after, x, lr, b1=0.9, b2=0.999, eps=1e-8):
-    """The floor: the MLP autoencoder by hand -- forward keeping activations, backward derived
-    by hand, Adam in place with out= arguments. No graph, no Python objects per op."""
-    params = [(xp.asarray(w).copy(), xp.asarray(b).copy()) for w, b in init]
-    flat = [a for pair in params for a in pair]
-    m = [xp.zeros_like(a) for a in flat]
-    v = [xp.zeros_like(a) for a in flat]
-    work = [xp.empty_like(a) for a in flat]
-    state = {"t": 0, "loss": None}
-    scale = 2.0 / x.size
-
-    def step():
-        acts = [x]
-        h = x
-        for (w, b), relu in zip(params, relu_after):
-            h = h @ w.T
-            h += b
-            if relu:
-                xp.maximum(h, 0.0, out=h)
-            acts.append(h)
-        diff = h - x
-        state["loss"] = (diff * diff).mean()
-        g = diff
-        g *= scale                                    # d mean((y - x)^2) / dy
-        grads = [None] * len(flat)
-        for i in range(len(params) - 1, -1, -1):
-            w, _ = params[i]
-            h_in = acts[i]
-            grads[2 * i] = g.T @ h_in
-            grads[2 * i + 1] = g.sum(axis=0)
-            if i:
-                g = g @ w
-                if relu_after[i - 1]:
-                    g *= h_in > 0                      # ReLU: the input to layer i is its output
-        state["t"] += 1
-        t = state["t"]
-        root_bc2 = (1.0 - b2 ** t) ** 0.5
-        step_size = lr * root_bc2 / (1.0 - b1 ** t)
-        for p, gr, mi, vi, tmp in zip(flat, grads, m, v, work):
-            mi *= b1
-            xp.multiply(gr, 1.0 - b1, out=tmp)
-            mi += tmp
-            vi *= b2
-            xp.multiply(gr, gr, out=tmp)
-            tmp *= 1.0 - b2
-            vi += tmp
-            xp.sqrt(vi, out=tmp)
-            tmp += eps * root_bc2
-            xp.divide(mi, tmp, out=tmp)
-            tmp *= step_size
-            p -= tmp
-    return step, lambda: float(state["loss"])
-
-
-WORKLOADS = {cls.name: cls for cls in (MlpAE,)}
+# ----- workloads (demos/bench_mlp.py, demos/bench_vision.py) -------------------------------------
+WORKLOADS = {cls.name: cls for cls in bench_mlp.WORKLOADS + bench_vision.WORKLOADS}
 
 
 # ----- running ---------------------------------------------------------------------------------
@@ -202,8 +87,8 @@ def peak_step_memory(step, sync, device):
     return None
 
 
-def run_workload(name, impls, device, warmup, repeats, inner, check_steps=3):
-    workload = WORKLOADS[name]()
+def run_workload(name, impls, device, warmup, repeats, inner, check_steps=3, batch=None):
+    workload = WORKLOADS[name](batch=batch)
     built, notes = {}, []
     for impl in impls:
         step, loss = build(workload, impl, device)
@@ -282,11 +167,11 @@ def table(results, device):
     return "\n".join(rows)
 
 
-def profile(name, device, steps=200):
+def profile(name, device, steps=200, batch=None):
     """cProfile of minienc's step: the top functions by own time."""
     import cProfile
     import pstats
-    step, _ = WORKLOADS[name]().minienc(device)
+    step, _ = WORKLOADS[name](batch=batch).minienc(device)
     for _ in range(10):
         step()
     prof = cProfile.Profile()
@@ -301,7 +186,9 @@ def profile(name, device, steps=200):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workloads", default="mlp_ae",
-                    help=f"comma-separated, from {sorted(WORKLOADS)}")
+                    help=f"'all' or comma-separated, from {list(WORKLOADS)}")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="batch size for every workload (default: each workload's own)")
     ap.add_argument("--impls", default="minienc,numpy,torch")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--warmup", type=int, default=10)
@@ -312,7 +199,8 @@ def main(argv=None):
                     help="leave glibc's allocator untuned (minienc's Trainer tunes it; see "
                          "backend.tune_host_allocator) to see malloc's share of a step")
     args = ap.parse_args(argv)
-    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+    names = list(WORKLOADS) if args.workloads == "all" else \
+        [n.strip() for n in args.workloads.split(",") if n.strip()]
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         ap.error(f"unknown workloads {unknown}; available: {sorted(WORKLOADS)}")
@@ -327,14 +215,14 @@ def main(argv=None):
     results = {}
     for name in names:
         results[name] = run_workload(name, impls, args.device, args.warmup, args.repeats,
-                                     args.inner)
+                                     args.inner, batch=args.batch)
     print(table(results, args.device))
     for _, _, notes in results.values():
         for note in notes:
             print("note:", note)
     if args.profile:
         for name in names:
-            profile(name, args.device)
+            profile(name, args.device, batch=args.batch)
     return results
 
 
