@@ -1,0 +1,396 @@
+"""Contrastive objectives: triplet loss with its miners, InfoNCE, SimCLR's NT-Xent, MoCo v2.
+
+Triplet loss (Schroff et al. 2015, FaceNet). For an anchor a, a positive p (same identity) and a
+negative n (another identity), with d Euclidean or squared Euclidean, on L2-normalised embeddings
+or on the raw ones:
+
+    l(a, p, n) = max(0, d(a, p) - d(a, n) + margin)
+
+averaged over all triplets, or over the non-zero ones only (Hermans et al. 2017's "BA!=0": easy
+triplets then do not dilute the mean). Miners pick triplets inside a labelled batch from the
+pairwise distance matrix D:
+  batch-all   every valid (a, p, n): label(p) = label(a), p != a, label(n) != label(a);
+  batch-hard  per anchor, the farthest positive and the closest negative (Hermans et al. 2017);
+  semi-hard   per positive pair (a, p), the closest negative that is still farther than p:
+              min {D[a,n] : D[a,n] > D[a,p]}; where none is, the farthest negative (as the
+              TensorFlow `triplet_semihard_loss` that implements FaceNet's rule).
+Without labels, the positive is an augmented view of the anchor: the 2N views of N images are
+labelled by image index and the same miners apply (`view_triplet_loss`).
+
+InfoNCE (van den Oord et al. 2018; the form MoCo and SimCLR use). For a query q, its positive key
+k+ and negative keys k-_1..k-_M, all L2-normalised, and a temperature tau:
+
+    l(q) = -log  exp(q.k+ / tau) / (exp(q.k+ / tau) + sum_j exp(q.k-_j / tau))
+         = cross_entropy([q.k+, q.k-_1, ..., q.k-_M] / tau, target 0)
+
+averaged over the N queries, so dl/dlogits = (softmax(logits) - onehot(0)) / N. Negatives that
+must not count (a view against itself) get the logit -1e9: a large FINITE number, so softmax gives
+them exactly 0 and backward stays finite, where -inf would make 0 * inf = NaN.
+
+NT-Xent (Chen et al. 2020, SimCLR) is InfoNCE over 2N views: view i's positive is its pair, its
+negatives the other 2N - 2 views (both augmentations of every other image), with cosine
+similarity and temperature tau. Normalisation: the mean over all 2N views, the paper's
+L = 1/(2N) sum_k [l(2k-1, 2k) + l(2k, 2k-1)] (also lightly's NTXentLoss). The TensorFlow code
+adds the mean of each direction, loss_a + loss_b, which is exactly twice this value.
+
+MoCo v2 (He et al. 2020, Chen et al. 2020): InfoNCE with q from the query encoder and k+ from a
+momentum key encoder, theta_k <- m theta_k + (1 - m) theta_q after each step (no gradient ever
+reaches theta_k); the negatives are a FIFO queue of the K most recent keys, tau = 0.2, an MLP head.
+"""
+from collections import namedtuple
+
+from .. import backend, ops
+from ..nn import BatchNorm1d, Linear, Module, ReLU, Sequential
+from ..optim import EMA
+from ..tensor import Tensor, no_grad
+
+LARGE_NUM = 1e9  # the logit of an excluded entry (finite on purpose: see the module docstring)
+REDUCTIONS = ("mean", "mean_nonzero", "sum", "none")
+
+
+def _raw(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _check_embeddings(name, *arrays):
+    shapes = [tuple(a.shape) for a in arrays]
+    if any(len(s) != 2 for s in shapes) or len({s for s in shapes}) != 1:
+        raise ValueError(f"{name}: expected embeddings of one shape (N, D), got shapes {shapes}")
+
+
+# ----- triplet loss -------------------------------------------------------------------------------
+
+def _distance(squared_distance, squared):
+    """d from d^2. The square root is taken of max(d^2, 1e-12): coincident points (the diagonal
+    of a distance matrix) then get a zero gradient instead of 0 * inf = NaN."""
+    return squared_distance if squared else ops.sqrt(ops.maximum(squared_distance, 1e-12))
+
+
+def pairwise_distances(embeddings, squared=False, normalize=True):
+    """D (N, N): Euclidean (or squared) distances between the rows of `embeddings` (N, D), on
+    the L2-normalised rows if `normalize`. Uses ||x||^2 + ||y||^2 - 2 x.y (one matmul); its
+    rounding error can make d^2 slightly negative, so it is clipped at 0."""
+    if embeddings.ndim != 2:
+        raise ValueError(f"pairwise_distances: expected embeddings (N, D), got shape {embeddings.shape}")
+    x = ops.normalize(embeddings) if normalize else embeddings
+    sq = (x * x).sum(axis=1, keepdims=True)
+    d2 = ops.maximum(sq + sq.T - 2.0 * (x @ x.T), 0.0)
+    return _distance(d2, squared)
+
+
+def _hinge_mean(d_ap, d_an, margin, valid, reduction):
+    """max(0, d(a,p) - d(a,n) + margin) over the triplets where `valid`, reduced."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"triplet loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    losses = ops.relu(d_ap - d_an + margin)
+    if valid is not None:
+        losses = losses * valid.astype(losses.dtype)
+    if reduction == "none":
+        return losses
+    total = losses.sum()
+    if reduction == "sum":
+        return total
+    xp = losses.xp
+    # the count stays a device array: dividing by it needs no host read
+    counted = losses.data > 0 if reduction == "mean_nonzero" else (
+        valid if valid is not None else xp.ones(losses.shape, dtype=bool))
+    return total / xp.maximum(counted.sum(), 1).astype(losses.dtype)
+
+
+def triplet_loss(anchor, positive, negative, margin=0.2, squared=False, normalize=True,
+                 reduction="mean"):
+    """The triplet loss of explicit triplets: row i of each (N, D) input is one (a, p, n).
+    reduction: "mean" (over all N), "mean_nonzero" (over the triplets with a positive loss),
+    "sum" or "none" (the N losses)."""
+    _check_embeddings("triplet_loss", anchor, positive, negative)
+    if normalize:
+        anchor, positive, negative = (ops.normalize(t) for t in (anchor, positive, negative))
+    d_ap = _distance(((anchor - positive) ** 2).sum(axis=1), squared)
+    d_an = _distance(((anchor - negative) ** 2).sum(axis=1), squared)
+    return _hinge_mean(d_ap, d_an, margin, None, reduction)
+
+
+# Index arrays that broadcast together, plus a mask of the triplets that exist.
+Triplets = namedtuple("Triplets", "anchor positive negative valid")
+
+
+def _label_masks(labels):
+    xp = backend.get_xp(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"triplet miner: expected labels of shape (N,), got {tuple(labels.shape)}")
+    same = labels[:, None] == labels[None, :]
+    positive = same & ~xp.eye(len(labels), dtype=bool)
+    return positive, ~same
+
+
+def mine_batch_all(labels):
+    """Every valid triplet: anchor (N,1,1), positive (1,N,1), negative (1,1,N), valid (N,N,N)."""
+    labels = _raw(labels)
+    xp = backend.get_xp(labels)
+    positive, negative = _label_masks(labels)
+    i = xp.arange(len(labels))
+    return Triplets(i[:, None, None], i[None, :, None], i[None, None, :],
+                    positive[:, :, None] & negative[:, None, :])
+
+
+def mine_batch_hard(distances, labels):
+    """Per anchor: the farthest positive and the closest negative; all (N,). An anchor without a
+    positive or without a negative in the batch is not valid."""
+    d, labels = _raw(distances), _raw(labels)
+    xp = backend.get_xp(d)
+    positive, negative = _label_masks(labels)
+    hardest_positive = xp.argmax(xp.where(positive, d, -xp.inf), axis=1)
+    hardest_negative = xp.argmin(xp.where(negative, d, xp.inf), axis=1)
+    valid = positive.any(axis=1) & negative.any(axis=1)
+    return Triplets(xp.arange(len(labels)), hardest_positive, hardest_negative, valid)
+
+
+def mine_semi_hard(distances, labels):
+    """Per positive pair (a, p): the closest negative farther than p, or else the farthest
+    negative. anchor (N,1), positive (1,N), negative (N,N), valid (N,N)."""
+    d, labels = _raw(distances), _raw(labels)
+    xp = backend.get_xp(d)
+    positive, negative = _label_masks(labels)
+    # beyond[a, p, n]: n is a negative of a that lies farther from a than p does
+    beyond = negative[:, None, :] & (d[:, None, :] > d[:, :, None])
+    closest_beyond = xp.argmin(xp.where(beyond, d[:, None, :], xp.inf), axis=2)
+    farthest = xp.argmax(xp.where(negative, d, -xp.inf), axis=1)
+    chosen = xp.where(beyond.any(axis=2), closest_beyond, farthest[:, None])
+    i = xp.arange(len(labels))
+    return Triplets(i[:, None], i[None, :], chosen, positive & negative.any(axis=1)[:, None])
+
+
+MINERS = {"batch_all": mine_batch_all, "batch_hard": mine_batch_hard, "semi_hard": mine_semi_hard}
+
+
+def batch_triplet_loss(embeddings, labels, miner="batch_hard", margin=0.2, squared=False,
+                       normalize=True, reduction="mean"):
+    """Triplet loss over the triplets `miner` ("batch_all", "batch_hard", "semi_hard") finds in a
+    labelled batch. The miner sees the distances without a graph; the loss then reads the chosen
+    entries of the differentiable distance matrix, so gradients reach every embedding used."""
+    if miner not in MINERS:
+        raise ValueError(f"batch_triplet_loss: miner must be one of {sorted(MINERS)}, got {miner!r}")
+    labels = _raw(labels)
+    if labels.shape != (embeddings.shape[0],):
+        raise ValueError(f"batch_triplet_loss: embeddings {embeddings.shape} need labels of shape "
+                         f"({embeddings.shape[0]},), got {tuple(labels.shape)}")
+    distances = pairwise_distances(embeddings, squared, normalize)
+    t = mine_batch_all(labels) if miner == "batch_all" else MINERS[miner](distances.data, labels)
+    return _hinge_mean(distances[t.anchor, t.positive], distances[t.anchor, t.negative], margin,
+                       t.valid, reduction)
+
+
+def view_labels(n, xp):
+    """The instance labels of 2N views stacked as [view 1 of images 0..N-1; view 2 of the same]."""
+    i = xp.arange(n)
+    return xp.concatenate([i, i])
+
+
+def view_triplet_loss(view1, view2, miner="batch_hard", **options):
+    """The unsupervised triplet loss: the positive of a view is the other view of the same image,
+    the negatives are the views of the other images (labels = image index)."""
+    _check_embeddings("view_triplet_loss", view1, view2)
+    labels = view_labels(view1.shape[0], backend.get_xp(_raw(view1)))
+    return batch_triplet_loss(ops.concatenate([view1, view2]), labels, miner, **options)
+
+
+# ----- InfoNCE and NT-Xent ------------------------------------------------------------------------
+
+def info_nce_logits(queries, positive_keys, negative_keys=None, temperature=0.1,
+                    negative_mask=None, normalize=True):
+    """The logits (N, 1 + M) of InfoNCE, the positive in column 0.
+
+    queries, positive_keys: (N, D). negative_keys: (M, D) shared by every query (MoCo's queue),
+    (N, M, D) one set per query, or None: the other queries' positive keys (in-batch negatives).
+    negative_mask: (N, M) booleans, True where a negative must not count (its logit is -1e9)."""
+    _check_embeddings("info_nce", queries, positive_keys)
+    n, dim = queries.shape
+    if normalize:
+        queries, positive_keys = ops.normalize(queries), ops.normalize(positive_keys)
+    positive = (queries * positive_keys).sum(axis=1, keepdims=True)
+    xp = backend.get_xp(_raw(queries))
+    if negative_keys is None:
+        negative_keys = positive_keys           # already normalised
+        own = xp.eye(n, dtype=bool)              # a query's own key is its positive, not a negative
+        negative_mask = own if negative_mask is None else (_raw(negative_mask) | own)
+    elif normalize:
+        negative_keys = ops.normalize(negative_keys)
+    if negative_keys.ndim == 2 and negative_keys.shape[1] == dim:
+        negative = queries @ negative_keys.T
+    elif negative_keys.ndim == 3 and negative_keys.shape[0] == n and negative_keys.shape[2] == dim:
+        negative = (queries.reshape(n, 1, dim) * negative_keys).sum(axis=2)
+    else:
+        raise ValueError(f"info_nce: queries {queries.shape} need negative keys (M, {dim}) or "
+                         f"({n}, M, {dim}), got {tuple(negative_keys.shape)}")
+    logits = ops.concatenate([positive, negative], axis=1) * (1.0 / temperature)
+    if negative_mask is None:
+        return logits
+    mask = _raw(negative_mask)
+    if mask.shape != negative.shape:
+        raise ValueError(f"info_nce: negative_mask has shape {tuple(mask.shape)}, the negative "
+                         f"logits {negative.shape}")
+    keep_positive = xp.zeros((n, 1), dtype=bool)
+    return ops.where(xp.concatenate([keep_positive, mask], axis=1), -LARGE_NUM, logits)
+
+
+def info_nce(queries, positive_keys, negative_keys=None, temperature=0.1, negative_mask=None,
+             normalize=True):
+    """InfoNCE: cross_entropy(info_nce_logits(...), 0), the mean over the N queries."""
+    logits = info_nce_logits(queries, positive_keys, negative_keys, temperature, negative_mask,
+                             normalize)
+    xp = backend.get_xp(logits.data)
+    return ops.cross_entropy(logits, xp.zeros(logits.shape[0], dtype=xp.int64))
+
+
+def nt_xent(view1, view2, temperature=0.5):
+    """SimCLR's NT-Xent on the embeddings of two views (N, D) of the same N images: InfoNCE
+    over the 2N views with every view as a candidate negative, minus itself and its positive
+    (already in column 0). The mean over the 2N views (half the TensorFlow code's sum)."""
+    _check_embeddings("nt_xent", view1, view2)
+    n = view1.shape[0]
+    views = ops.concatenate([view1, view2])
+    pairs = ops.concatenate([view2, view1])
+    xp = backend.get_xp(views.data)
+    i = xp.arange(2 * n)
+    excluded = xp.zeros((2 * n, 2 * n), dtype=bool)
+    excluded[i, i] = True                    # a view against itself
+    excluded[i, (i + n) % (2 * n)] = True    # its positive, counted once in column 0
+    return info_nce(views, pairs, views, temperature, negative_mask=excluded)
+
+
+# ----- models -------------------------------------------------------------------------------------
+
+def projection_head(in_features, hidden_features=256, out_features=64, num_layers=2,
+                    batch_norm=True):
+    """The MLP between representation and loss. SimCLR: Linear-BN-ReLU for every hidden layer
+    (no bias before BN) and a last Linear without ReLU. batch_norm=False gives MoCo v2's head,
+    Linear-ReLU-Linear."""
+    layers, width = [], in_features
+    for _ in range(num_layers - 1):
+        layers.append(Linear(width, hidden_features, bias=not batch_norm))
+        if batch_norm:
+            layers.append(BatchNorm1d(hidden_features))
+        layers.append(ReLU())
+        width = hidden_features
+    layers.append(Linear(width, out_features))
+    return Sequential(*layers)
+
+
+class SimCLR(Module):
+    """An encoder f and a projection head g: the loss sees z = g(f(x)), the probe h = f(x).
+
+    model = SimCLR(encoder, projection_head(64, 256, 64))
+    loss = model.loss(augment(x), augment(x))        # NT-Xent of the two views
+    features = model(x)                              # the representation (before the head)
+    """
+
+    def __init__(self, encoder, head, temperature=0.5):
+        self.encoder, self.head, self.temperature = encoder, head, temperature
+
+    def forward(self, images):
+        return self.encoder(images)
+
+    def loss(self, view1, view2):
+        n = view1.shape[0]
+        # both views in one batch, so batch norm sees all 2N views (SimCLR's global BN)
+        z = self.head(self.encoder(ops.concatenate([view1, view2])))
+        return nt_xent(z[:n], z[n:], self.temperature)
+
+
+def _in_groups(module, images, groups, order=None):
+    """module(images) run on `groups` equal sub-batches, as `groups` devices would each run on
+    their share, so batch norm sees only a sub-batch. `order`: a permutation of the batch that
+    decides which images share a sub-batch; outputs come back in the original order."""
+    if groups == 1:
+        return module(images)
+    if images.shape[0] % groups:
+        raise ValueError(f"MoCo: a batch of {images.shape[0]} does not split into {groups} "
+                         f"batch-norm groups")
+    if order is not None:
+        images = images[order]
+    size = images.shape[0] // groups
+    out = ops.concatenate([module(images[g * size:(g + 1) * size]) for g in range(groups)])
+    if order is None:
+        return out
+    xp = backend.get_xp(order)
+    return out[xp.argsort(order)]
+
+
+class MoCo(Module):
+    """MoCo v2: a query encoder (encoder + head) trained by the optimizer, a key encoder that is
+    its momentum average, and a queue of the last `queue_size` keys as negatives.
+
+    moco = MoCo(encoder, projection_head(64, 256, 64, batch_norm=False), queue_size=1024)
+    opt = SGD(moco.parameters(), ...)                # the query encoder's parameters only
+    loss = moco.loss(augment(x), augment(x))         # keys under no_grad, then enqueued
+    moco.update_key_encoder()                        # after every optimizer step
+
+    Batch-norm leakage (MoCo's shuffle-BN), single process. With batch norm, the positive key and
+    its query could share batch statistics, a signature that finds the pair without learning
+    anything. MoCo runs 8 GPUs, each normalising over its own sub-batch, and shuffles the keys'
+    images across GPUs. Here `bn_groups` emulates that: the query encoder runs on `bn_groups`
+    sub-batches in order, the key encoder on `bn_groups` sub-batches of a random permutation of
+    the batch (drawn on the device), unshuffled afterwards; a query and its key then share a
+    batch-norm group only by chance (1 / bn_groups of them). bn_groups=1 turns this off.
+
+    The key encoder is an `optim.EMA` target: a deep copy whose parameters have
+    requires_grad=False; it lives inside `self.momentum_encoder`, not as a child module, so
+    `parameters()` never lists it. It stays in training mode (batch statistics) as in MoCo.
+    """
+
+    def __init__(self, encoder, head, queue_size=1024, momentum=0.99, temperature=0.2,
+                 bn_groups=4, seed=None):
+        self.encoder, self.head = encoder, head
+        self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
+        self.query_encoder = Sequential(encoder, head)
+        self.momentum_encoder = EMA(self.query_encoder, momentum=momentum)
+        device = encoder.device
+        xp = backend.xp_for(device)
+        out_features = head.layers[-1].out_features
+        gen = backend.rng(device) if seed is None else xp.random.default_rng(seed)
+        queue = gen.standard_normal((queue_size, out_features), dtype=backend.DEFAULT_DTYPE)
+        queue /= xp.linalg.norm(queue, axis=1, keepdims=True)
+        self.register_buffer("queue", queue)   # (K, D) normalised keys, oldest overwritten first
+        self.queue_ptr = 0                     # a host int: no device read to know where to write
+
+    @property
+    def key_encoder(self):
+        return self.momentum_encoder.target
+
+    def forward(self, images):
+        return self.encoder(images)
+
+    def named_children(self):
+        # the encoder and head are reached through query_encoder; list them once
+        yield "query_encoder", self.query_encoder
+
+    def loss(self, view_q, view_k):
+        """InfoNCE of the queries of view_q against the keys of view_k and the queue; then the
+        keys join the queue."""
+        q = _in_groups(self.query_encoder, view_q, self.bn_groups)
+        with no_grad():
+            xp = backend.get_xp(_raw(view_k))
+            order = None
+            if self.bn_groups > 1:
+                order = xp.argsort(backend.rng(backend.device_of(_raw(view_k))).random(
+                    view_k.shape[0], dtype=backend.DEFAULT_DTYPE))
+            k = ops.normalize(_in_groups(self.key_encoder, view_k, self.bn_groups, order))
+        # a copy: enqueue() overwrites the queue in place, and backward still needs these keys
+        negatives = self.queue.copy()
+        loss = info_nce(q, k, negatives, self.temperature)
+        self.enqueue(k.data)
+        return loss
+
+    def enqueue(self, keys):
+        """Overwrite the oldest len(keys) entries (FIFO); K must be a multiple of the batch."""
+        size = self.queue.shape[0]
+        batch = keys.shape[0]
+        if size % batch:
+            raise ValueError(f"MoCo.enqueue: the queue size {size} must be a multiple of the batch "
+                             f"size {batch} (use drop_last=True batches)")
+        self.queue[self.queue_ptr:self.queue_ptr + batch] = keys
+        self.queue_ptr = (self.queue_ptr + batch) % size
+
+    def update_key_encoder(self, momentum=None):
+        """theta_k <- m theta_k + (1 - m) theta_q, in place, no graph."""
+        self.momentum_encoder.update(self.momentum if momentum is None else momentum)
