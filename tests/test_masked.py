@@ -12,7 +12,9 @@ import minienc
 import minienc.data
 import minienc.optim
 from minienc import backend, nn
-from minienc.objectives import MAE, mae_loss, patch_targets, random_masking
+from minienc.objectives import (MAE, MaskedLanguageModel, mae_loss, mask_tokens, mlm_loss, patch_targets,
+                                random_masking)
+from minienc.objectives.masked import IGNORE_INDEX, max_predictions_for
 from nn_check import gradcheck_module, rand
 
 
@@ -182,7 +184,9 @@ def test_mae_reconstruct_and_embed_shapes_and_perfect_prediction_pastes_the_imag
     out = mae.reconstruct(images)
     assert {k: v.shape for k, v in out.items()} == {"masked": (2, 1, 8, 8), "reconstruction": (2, 1, 8, 8),
                                                     "pasted": (2, 1, 8, 8), "mask": (2, 16)}
-    np.testing.assert_array_equal(out["masked"] * unpatch(np.repeat(out["mask"][..., None], 4, -1), mae), 0)
+    removed = unpatch(np.repeat(out["mask"][..., None], 4, -1), mae) == 1
+    assert (out["masked"][removed] == 0.5).all() and (out["masked"][~removed] == images[~removed]).all()
+    assert (out["pasted"][~removed] == images[~removed]).all()
     assert mae.embed(images).shape == (2, 8)
 
 
@@ -200,3 +204,157 @@ def test_mae_short_training_lowers_the_loss():
         opt.step()
         first = first if first is not None else float(loss.numpy())
     assert float(loss.numpy()) < 0.5 * first
+
+
+# ----- MLM: BERT's masking --------------------------------------------------------------------
+
+SPECIALS = (0, 1, 2, 3, 4)          # the Tokenizer's [PAD] [UNK] [CLS] [SEP] [MASK]
+MASK_ID, VOCAB = 4, 40
+
+
+def token_batch(seed, batch, length, pad_fraction=0.3):
+    """[CLS] + words and some [UNK]s, then padding of random length per row."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, VOCAB, size=(batch, length))
+    ids[rng.random((batch, length)) < 0.05] = 1
+    ids[:, 0] = 2
+    for row in range(batch):
+        ids[row, rng.integers(1, length + 1) if rng.random() < pad_fraction else length:] = 0
+    return ids
+
+
+@given(seed=st.integers(0, 10_000), batch=st.integers(1, 8), length=st.integers(1, 40))
+def test_mask_tokens_chooses_exactly_round_15_percent_of_real_tokens(seed, batch, length):
+    ids = token_batch(seed, batch, length)
+    m = mask_tokens(ids, SPECIALS, MASK_ID, VOCAB)
+    chosen = m.labels != IGNORE_INDEX
+    most = max_predictions_for(length)
+    assert m.positions.shape == m.targets.shape == (batch, most)
+    for row in range(batch):
+        n = int((ids[row] > 4).sum())
+        expected = 0 if n == 0 else min(most, max(1, round(0.15 * n)))
+        assert chosen[row].sum() == expected                          # exactly k per sequence
+        assert (ids[row][chosen[row]] > 4).all()                       # never a special or [PAD]
+        np.testing.assert_array_equal(m.labels[row][chosen[row]], ids[row][chosen[row]])
+        used = m.targets[row] != IGNORE_INDEX                          # the packed copy agrees
+        assert used.sum() == expected
+        assert sorted(m.positions[row][used].tolist()) == np.flatnonzero(chosen[row]).tolist()
+        np.testing.assert_array_equal(m.targets[row][used], ids[row][m.positions[row][used]])
+    np.testing.assert_array_equal(m.inputs[~chosen], ids[~chosen])     # only chosen tokens change
+    assert (m.inputs[chosen] > 3).all()                                # [MASK] or a word, never padding
+
+
+def test_mask_tokens_splits_80_10_10_and_random_tokens_are_words(device):
+    ids = backend.to_device(token_batch(0, 400, 40, pad_fraction=0.0), device)
+    m = mask_tokens(ids, SPECIALS, MASK_ID, VOCAB)
+    ids, inputs, labels = host(ids), host(m.inputs), host(m.labels)
+    chosen = labels != IGNORE_INDEX
+    n = chosen.sum()
+    masked = (inputs[chosen] == MASK_ID).mean()
+    same = (inputs[chosen] == ids[chosen]).mean()
+    replaced = inputs[chosen][(inputs[chosen] != MASK_ID) & (inputs[chosen] != ids[chosen])]
+    tol = 4.0 * np.sqrt(0.1 * 0.9 / n)        # 4 standard errors of a 10% proportion
+    assert abs(masked - 0.8) < 4.0 * np.sqrt(0.8 * 0.2 / n)
+    # a random token equals the original 1 time in 35 (35 words): "same" is 10% + that share
+    assert abs(same - (0.1 + 0.1 / 35)) < tol
+    assert abs(len(replaced) / n - 0.1 * 34 / 35) < tol
+    assert (replaced >= 5).all() and (replaced < VOCAB).all()
+    counts = np.bincount(replaced, minlength=VOCAB)[5:]
+    assert (counts > 0).sum() > 30                                      # spread over the words
+
+
+def test_mask_tokens_fill_in_the_blank_and_errors():
+    ids = token_batch(1, 4, 20, pad_fraction=0.0)
+    m = mask_tokens(ids, SPECIALS, MASK_ID, VOCAB, mask_fraction=1.0, random_fraction=0.0)
+    assert (m.inputs[m.labels != IGNORE_INDEX] == MASK_ID).all()
+    with pytest.raises(ValueError, match=r"mask_tokens: ids must be integers \(B, L\)"):
+        mask_tokens(ids.astype(np.float32), SPECIALS, MASK_ID, VOCAB)
+    with pytest.raises(ValueError, match="mask_tokens: need"):
+        mask_tokens(ids, SPECIALS, MASK_ID, VOCAB, mask_fraction=0.8, random_fraction=0.3)
+    only_pad = np.zeros((2, 5), np.int64)
+    assert (mask_tokens(only_pad, SPECIALS, MASK_ID, VOCAB).labels == IGNORE_INDEX).all()
+
+
+# ----- MLM: loss, head and model --------------------------------------------------------------
+
+def test_mlm_loss_counts_only_chosen_positions_and_gradcheck(device):
+    logits = rand(device, 2, 3, 6)
+    targets = backend.to_device(np.array([[2, IGNORE_INDEX, 5], [IGNORE_INDEX, IGNORE_INDEX, 0]]), device)
+    x = host(logits)
+    logp = x - np.log(np.exp(x).sum(-1, keepdims=True))
+    expected = -(logp[0, 0, 2] + logp[0, 2, 5] + logp[1, 2, 0]) / 3
+    np.testing.assert_allclose(host(mlm_loss(logits, targets)), expected, rtol=1e-10)
+    assert minienc.gradcheck(lambda z: mlm_loss(z, targets), logits)
+
+
+def small_mlm(device, **kw):
+    minienc.set_device(device)
+    try:
+        return MaskedLanguageModel(VOCAB, max_len=12, dim=8, depth=1, num_heads=2, mlp_ratio=2.0, **kw)
+    finally:
+        minienc.set_device("cpu")
+
+
+def test_mlm_head_is_tied_to_the_token_embedding():
+    mlm = small_mlm("cpu")
+    names = [name for name, _ in mlm.named_parameters()]
+    assert "encoder.token_embedding.weight" in names and not any("head" in n and "embedding" in n for n in names)
+    ids = token_batch(2, 3, 12)
+    m = mask_tokens(ids, SPECIALS, MASK_ID, VOCAB)
+    mlm.loss(m).backward()
+    grad_tokens = mlm.encoder.token_embedding.weight.grad
+    assert grad_tokens is not None and np.abs(grad_tokens).sum() > 0
+    logits = mlm(ids)
+    assert logits.shape == (3, 12, VOCAB) and mlm(ids, m.positions).shape == (3, m.positions.shape[1], VOCAB)
+    with pytest.raises(ValueError, match=r"MLMHead: embedding \(5, 8\)"):
+        mlm.head(logits[..., :8], minienc.zeros(5, 8))
+
+
+def test_mlm_gradcheck(device):
+    mlm = small_mlm(device)
+    ids = backend.to_device(token_batch(3, 2, 8), device)
+    m = mask_tokens(ids, SPECIALS, MASK_ID, VOCAB, mask_prob=0.4)
+
+    class Loss(nn.Module):
+        def __init__(self, mlm):
+            self.mlm = mlm
+
+        def forward(self):
+            return self.mlm.loss(m)
+    assert gradcheck_module(Loss(mlm))
+
+
+def test_mlm_head_gradcheck(device):
+    mlm = small_mlm(device)
+    weight = rand(device, VOCAB, 8, seed=4, scale=0.1)
+    assert gradcheck_module(mlm.head, rand(device, 2, 3, 8), weight)
+
+
+def test_mlm_embed_ignores_padding():
+    mlm = small_mlm("cpu")
+    ids = np.array([[2, 7, 9, 0, 0, 0]])
+    longer = np.array([[2, 7, 9, 0, 0, 0, 0, 0]])
+    a, b = mlm.embed(ids).numpy(), mlm.embed(longer).numpy()
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    hidden = mlm.encoder(ids).numpy()
+    np.testing.assert_allclose(a, hidden[:, :3].mean(1), atol=1e-6)
+
+
+def test_mlm_short_training_learns_a_copy_rule():
+    """Sequences "a b a b ...": every hidden token is its neighbours' copy, learnable in seconds."""
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(5, VOCAB, size=(256, 2))
+    ids = np.concatenate([np.full((256, 1), 2), np.tile(pairs, 5)], axis=1)
+    minienc.manual_seed(0)
+    mlm = MaskedLanguageModel(VOCAB, max_len=12, dim=16, depth=1, num_heads=2, mlp_ratio=2.0)
+    opt = minienc.optim.AdamW(mlm.parameters(), lr=3e-2, weight_decay=0.0)
+    for _ in range(60):
+        opt.zero_grad()
+        loss = mlm.loss(mask_tokens(ids, SPECIALS, MASK_ID, VOCAB))
+        loss.backward()
+        opt.step()
+    m = mask_tokens(ids, SPECIALS, MASK_ID, VOCAB, mask_fraction=1.0, random_fraction=0.0)
+    with minienc.no_grad():
+        guess = mlm(m.inputs, m.positions).numpy().argmax(-1)
+    used = m.targets != IGNORE_INDEX
+    assert (guess[used] == m.targets[used]).mean() > 0.9     # chance: 1 in 35

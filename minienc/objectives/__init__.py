@@ -1,7 +1,10 @@
 """Encoder objectives, one file per family, each opening with the math it implements:
 reconstruction (AE, denoising AE, VAE), contrastive (triplet, InfoNCE/SimCLR, MoCo),
 masked (MLM, MAE) and jepa (I-JEPA)."""
-from .masked import MAE, mae_loss, patch_targets, random_masking  # noqa: F401
+from .masked import (MAE, MaskedLanguageModel, MLMHead, mae_loss, mask_tokens, mlm_loss,  # noqa: F401
+                     patch_targets, random_masking)
+from .reconstruction import (VAE, Autoencoder, DenoisingAutoencoder, build_model,  # noqa: F401
+                             corruption, kl_to_standard_normal, reconstruction_loss, reparameterize)
 from .contrastive import (MoCo, SimCLR, batch_triplet_loss, info_nce, info_nce_logits,  # noqa: F401
                           mine_batch_all, mine_batch_hard, mine_semi_hard, nt_xent,
                           pairwise_distances, projection_head, triplet_loss, view_triplet_loss)

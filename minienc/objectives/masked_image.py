@@ -169,10 +169,10 @@ class MAE(Module):
             tokens = tokens[:, 1:]
         return tokens.mean(axis=1)
 
-    def reconstruct(self, images, masking=None):
-        """For pictures: a dict of host-ready device arrays (B, C, H, W) -- "masked" (removed
-        patches zeroed), "reconstruction" (the decoder's prediction of every patch, mapped back
-        to pixels when norm_pix_loss), "pasted" (visible patches from the input, removed ones
+    def reconstruct(self, images, masking=None, fill=0.5):
+        """For pictures: a dict of device arrays (B, C, H, W) -- "masked" (removed patches set to
+        `fill`), "reconstruction" (the decoder's prediction of every patch, mapped back to
+        pixels when norm_pix_loss), "pasted" (visible patches from the input, removed ones
         predicted) -- and "mask" (B, N)."""
         images = self._images(images)
         with no_grad():
@@ -184,7 +184,7 @@ class MAE(Module):
 
         def image(patches):
             return unpatchify(patches, self.patch_size, self.in_channels, self.grid_size)
-        return {"masked": image(original * (1.0 - removed)), "reconstruction": image(pixels),
+        return {"masked": image(original * (1.0 - removed) + fill * removed), "reconstruction": image(pixels),
                 "pasted": image(original * (1.0 - removed) + pixels * removed), "mask": mask}
 
     def _images(self, images):
