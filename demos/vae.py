@@ -1,0 +1,62 @@
+"""Train a variational autoencoder (Kingma & Welling 2014) on the built-in digits: evaluate its
+posterior means as embeddings, draw new digits from the prior and walk between digits.
+
+loss = reconstruction (Bernoulli: BCE on logits, summed over pixels) + beta * KL(q(z|x) || N(0, I))
+(summed over latent dimensions), both averaged over the batch; beta ramps up from 0 over the
+first --warmup-epochs (KL warm-up). Saves under --out: loss.png, terms.png (-ELBO, reconstruction,
+KL and beta per epoch), reconstructions.png, samples.png (decoded z ~ N(0, I)), interpolation.png
+(decoded points between two test digits' means), embeddings.png (PCA of mu), results.json.
+
+    python demos/vae.py
+    python demos/vae.py --beta 4 --latent-dim 8 --arch conv
+"""
+import minienc
+from autoencoder import (build_pair, evaluate_and_plot, fit, make_trainer, parser, save_grid,
+                         test_images)
+from common import setup
+from minienc.eval import plot_curves
+from minienc.objectives.reconstruction import kl_weight_schedule
+
+
+def main():
+    p = parser(__doc__)
+    p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (1: the ELBO)")
+    p.add_argument("--warmup-epochs", type=int, default=100, help="epochs over which beta ramps from 0")
+    args = p.parse_args()
+    data = setup(args)
+    model, initial = build_pair(args, data, "vae")
+
+    def step(x):
+        return model.loss(x, beta=trainer.values["beta"])
+
+    steps_per_epoch = -(-len(data.x_train) // args.batch_size)
+    schedule = {"beta": kl_weight_schedule(args.beta, args.warmup_epochs * steps_per_epoch)}
+    trainer, loader = make_trainer(args, data, model, step, schedule)
+    fit(args, trainer, loader)
+    epochs = [r["epoch"] for r in trainer.records]
+    terms = {"-ELBO (recon + KL)": [r["recon"] + r["kl"] for r in trainer.records],
+             "reconstruction": [r["recon"] for r in trainer.records],
+             "KL": [r["kl"] for r in trainer.records], "beta": [r["beta"] for r in trainer.records]}
+    path = plot_curves({k: (epochs, v) for k, v in terms.items()}, f"{args.out}/terms.png",
+                       title="VAE terms, nats per image (mean over each epoch)", xlabel="epoch")
+    last = trainer.records[-1]
+    print(f"last epoch: reconstruction {last['recon']:.2f} + KL {last['kl']:.2f} = -ELBO "
+          f"{last['recon'] + last['kl']:.2f} nats per image; saved {path}")
+
+    x = test_images(args, data, 12)
+    rows = 6
+    with minienc.no_grad():
+        save_grid(args, [x, model.reconstruct(x)], ["input", "reconstruction (mu)"], "reconstructions.png",
+                  f"VAE ({args.arch}): test images and the decoding of their posterior means")
+        samples = model.sample(rows * 12)
+        save_grid(args, [samples[i * 12:(i + 1) * 12] for i in range(rows)], None, "samples.png",
+                  "VAE: decoder means at z ~ N(0, I)")
+        # pairs of different digits: 0->1, 2->3, ... (test_images starts with one of each class)
+        walk = model.interpolate(x[0:10:2], x[1:10:2], steps=10)
+        save_grid(args, list(walk), [f"{2 * i} -> {2 * i + 1}" for i in range(len(walk))],
+                  "interpolation.png", "VAE: decoding the line between two test digits' posterior means")
+    evaluate_and_plot(args, data, f"VAE-{args.arch} beta {args.beta:g}", model, initial)
+
+
+if __name__ == "__main__":
+    main()

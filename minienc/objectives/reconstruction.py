@@ -1,0 +1,316 @@
+"""Reconstruction objectives: the autoencoder, the denoising autoencoder and the variational
+autoencoder. Each learns an encoder f by asking a decoder g to rebuild the input from f's output.
+
+Notation: a batch of B examples x, each with D = C*H*W values in [0, 1]; J latent dimensions.
+Every loss below is PER EXAMPLE: summed over the D values (and the J latent dimensions) of one
+example, then averaged over the B examples of the batch. The numbers are nats per image: they do
+not change with the batch size, and they grow with the image size.
+
+Reconstruction term, -log p(x | decoder output), for two decoders:
+    bernoulli  each value a coin with probability sigmoid(l), l the decoder's output (logits):
+               R = (1/B) sum_b sum_d [max(l,0) - l x + log(1 + e^-|l|)]   (BCE with logits; grey
+               levels act as soft targets, as Kingma & Welling did on MNIST)
+    gaussian   each value N(x_hat, sigma^2) with a fixed sigma, x_hat the decoder's output:
+               R = (1/B) sum_b sum_d (x_hat - x)^2 / (2 sigma^2)   (the squared error: the constant
+               D log(sigma sqrt(2 pi)) is dropped; sigma = 1 gives half the summed squared error)
+
+1. Autoencoder (Rumelhart et al. 1986; Hinton & Salakhutdinov 2006)
+       z = f(x),  loss = R(g(z), x).                              The embedding is z.
+
+2. Denoising autoencoder (Vincent et al. 2008; 2010, section 4.2)
+       x~ ~ q(x~ | x),  loss = R(g(f(x~)), x)   -- the target is the CLEAN x.
+   Corruptions q, at a chosen level:
+       gaussian         x~ = x + sigma eps,  eps ~ N(0, I)                       (level = sigma)
+       mask             exactly round(nu D) of each example's values, chosen at random, set to 0
+       salt_and_pepper  the same chosen values set to 0 or 1 by a fair coin     (level = nu)
+   The embedding is f(x) of the clean input.
+
+3. Variational autoencoder (Kingma & Welling 2014, "Auto-Encoding Variational Bayes")
+       (mu, log sigma^2) = f(x):  q(z | x) = N(mu, diag sigma^2)
+       z = mu + exp(0.5 log sigma^2) * eps,  eps ~ N(0, I)    (reparameterisation; one z per x)
+       KL(q(z|x) || N(0, I)) = 0.5 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)   (appendix B),
+           summed over the J latent dimensions, averaged over the batch
+       loss = R(g(z), x) + beta KL.  With beta = 1 this is the negative ELBO per example (an upper
+       bound on -log p(x)); beta != 1 is the beta-VAE of Higgins et al. 2017. KL warm-up (Bowman et
+       al. 2016, Sonderby et al. 2016) ramps beta from 0, as a schedule of the Trainer.
+   The embedding is mu. New images: decode z ~ N(0, I); interpolation: decode points on the line
+   between two inputs' mu.
+"""
+from .. import backend
+from ..data.augment import Augmentation, GaussianNoise
+from ..nn import ConvDecoder, ConvEncoder, Flatten, MLPEncoder, Module, Sequential, Unflatten
+from ..ops import binary_cross_entropy_with_logits, mse_loss, sigmoid
+from ..optim import Constant, LinearSchedule
+from ..tensor import Tensor, no_grad
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+# ----- the reconstruction term ---------------------------------------------------------------------
+
+def _check_likelihood(name, likelihood):
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"{name}: likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+
+
+def reconstruction_loss(output, target, likelihood="bernoulli", sigma=1.0):
+    """-log p(target | output), summed over each example's values, averaged over the batch.
+    output: the decoder's raw output (logits for "bernoulli", means for "gaussian"), (B, ...)."""
+    _check_likelihood("reconstruction_loss", likelihood)
+    if output.shape != target.shape or len(output.shape) < 2:
+        raise ValueError(f"reconstruction_loss: output {tuple(output.shape)} and target "
+                         f"{tuple(target.shape)} must have the same shape (B, ...)")
+    per_example = 1.0 / output.shape[0]
+    if likelihood == "bernoulli":
+        return binary_cross_entropy_with_logits(output, target, reduction="sum") * per_example
+    if not sigma > 0:
+        raise ValueError(f"reconstruction_loss: sigma must be positive, got {sigma}")
+    return mse_loss(output, target, reduction="sum") * (per_example / (2.0 * sigma * sigma))
+
+
+def decoder_mean(output, likelihood="bernoulli"):
+    """The mean of p(x | output): sigmoid of the logits for "bernoulli", the output itself for
+    "gaussian". This is the image to look at (a reconstruction, a sample)."""
+    _check_likelihood("decoder_mean", likelihood)
+    return sigmoid(output) if likelihood == "bernoulli" else output
+
+
+# ----- corruptions for the denoising autoencoder -----------------------------------------------------
+
+def exact_fraction_mask(gen, xp, shape, fraction):
+    """Boolean (N, ...) with exactly round(fraction * D) True entries in each example's D entries,
+    chosen uniformly at random on the device: rank random keys within each row and keep the
+    lowest ranks (Vincent et al. corrupt a fixed number of components per example)."""
+    n = shape[0]
+    d = 1
+    for size in shape[1:]:
+        d *= size
+    count = int(round(fraction * d))
+    keys = gen.random((n, d), dtype=backend.DEFAULT_DTYPE)
+    # argsort gives a strict order even on tied keys, so the count is exact
+    ranks = xp.argsort(xp.argsort(keys, axis=1), axis=1)
+    return (ranks < count).reshape(shape)
+
+
+class MaskingNoise(Augmentation):
+    """Masking noise: exactly round(fraction * D) values of each image (all channels and pixels
+    together), chosen at random, are set to 0."""
+
+    def __init__(self, fraction=0.25):
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"{type(self).__name__}: fraction must be in [0, 1], got {fraction}")
+        self.fraction = fraction
+
+    def apply(self, x, gen, xp):
+        mask = exact_fraction_mask(gen, xp, x.shape, self.fraction)
+        return xp.where(mask, self.fill(gen, xp, x), x)
+
+    def fill(self, gen, xp, x):
+        return xp.zeros((), dtype=x.dtype)
+
+
+class SaltAndPepperNoise(MaskingNoise):
+    """Salt-and-pepper noise: the chosen values become `low` or `high` by a fair coin each."""
+
+    def __init__(self, fraction=0.25, low=0.0, high=1.0):
+        super().__init__(fraction)
+        self.low, self.high = low, high
+
+    def fill(self, gen, xp, x):
+        coin = gen.random(x.shape, dtype=x.dtype) < 0.5
+        return xp.where(coin, xp.asarray(self.high, dtype=x.dtype), xp.asarray(self.low, dtype=x.dtype))
+
+
+CORRUPTIONS = ("gaussian", "mask", "salt_and_pepper")
+
+
+def corruption(kind="mask", level=0.25):
+    """The corruption q(x~ | x) named `kind` at `level` (the noise std for "gaussian", the fraction
+    of values for "mask" and "salt_and_pepper"): an augmentation, called on a batch (N, C, H, W)
+    as `corrupt(x, rng=None)`; it draws on the batch's device and keeps shape, dtype and type."""
+    if kind == "gaussian":
+        if not level >= 0:
+            raise ValueError(f"corruption: the gaussian noise std must be >= 0, got {level}")
+        return GaussianNoise(std=level)   # unclipped, as in Vincent et al.
+    if kind == "mask":
+        return MaskingNoise(level)
+    if kind == "salt_and_pepper":
+        return SaltAndPepperNoise(level)
+    raise ValueError(f"corruption: kind must be one of {CORRUPTIONS}, got {kind!r}")
+
+
+# ----- the VAE's pieces ------------------------------------------------------------------------------
+
+def _check_gaussian_params(name, mu, logvar):
+    if mu.shape != logvar.shape or len(mu.shape) != 2:
+        raise ValueError(f"{name}: mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must both "
+                         f"have shape (B, J)")
+
+
+def reparameterize(mu, logvar, eps=None):
+    """z = mu + exp(0.5 logvar) * eps with eps ~ N(0, I) drawn on mu's device (or the `eps`
+    given, to hold the noise fixed): a sample of N(mu, exp(logvar)) differentiable in both."""
+    _check_gaussian_params("reparameterize", mu, logvar)
+    if eps is None:
+        noise = backend.rng(mu.device).standard_normal(mu.shape, dtype=mu.dtype)
+        eps = Tensor._wrap(noise, False, None)
+    elif eps.shape != mu.shape:
+        raise ValueError(f"reparameterize: eps {tuple(eps.shape)} must have mu's shape {tuple(mu.shape)}")
+    return mu + (logvar * 0.5).exp() * eps
+
+
+def kl_to_standard_normal(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) = 0.5 sum_j (mu^2 + exp(logvar) - 1 - logvar), summed over
+    the latent dimensions and averaged over the batch; mu, logvar (B, J)."""
+    _check_gaussian_params("kl_to_standard_normal", mu, logvar)
+    return (mu * mu + logvar.exp() - 1.0 - logvar).sum() * (0.5 / mu.shape[0])
+
+
+def kl_weight_schedule(beta=1.0, warmup_steps=0):
+    """beta as a function of the step: a linear warm-up from 0 to `beta` over `warmup_steps`
+    (0: constant beta). Give it to the Trainer: schedules={"beta": kl_weight_schedule(1.0, 500)}
+    and read trainer.values["beta"] in the step."""
+    return LinearSchedule(0.0, beta, warmup_steps) if warmup_steps else Constant(beta)
+
+
+# ----- encoders and decoders ---------------------------------------------------------------------------
+
+def _transposed_size(size, layers, kernel=3, stride=2, padding=1, output_padding=1):
+    for _ in range(layers):
+        size = (size - 1) * stride - 2 * padding + kernel + output_padding
+    return size
+
+
+def build_encoder_decoder(image_shape, latent_dim, code_dim=None, arch="mlp", hidden=(256, 128),
+                          channels=(16, 32)):
+    """An encoder from images (N, C, H, W) to (N, code_dim) (default latent_dim; a VAE asks for
+    2 * latent_dim: mean and log-variance) and a decoder from (N, latent_dim) back to images
+    (logits or means, no final activation).
+        mlp:  Flatten -> MLPEncoder(D, hidden, code_dim);  MLPEncoder(latent, hidden reversed, D) -> Unflatten
+        conv: ConvEncoder(C, channels, stride 2) -> Linear;  Linear -> ConvDecoder(channels reversed)
+    """
+    if len(image_shape) != 3:
+        raise ValueError(f"build_encoder_decoder: image_shape must be (C, H, W), got {tuple(image_shape)}")
+    c, h, w = image_shape
+    code_dim = latent_dim if code_dim is None else code_dim
+    if arch == "mlp":
+        encoder = Sequential(Flatten(), MLPEncoder(c * h * w, tuple(hidden), code_dim))
+        decoder = Sequential(MLPEncoder(latent_dim, tuple(reversed(hidden)), c * h * w), Unflatten(image_shape))
+        return encoder, decoder
+    if arch == "conv":
+        encoder = ConvEncoder(c, tuple(channels), out_features=code_dim, image_size=(h, w))
+        out_hw = tuple(_transposed_size(s, len(channels)) for s in encoder.feature_shape[1:])
+        if out_hw != (h, w):
+            raise ValueError(f"build_encoder_decoder: the conv decoder would rebuild {out_hw} images "
+                             f"from {(h, w)} (each stride-2 layer halves the size: use sides "
+                             f"divisible by {2 ** len(channels)} or fewer channels entries)")
+        decoder = ConvDecoder(c, tuple(reversed(channels)), in_features=latent_dim,
+                              feature_shape=encoder.feature_shape)
+        return encoder, decoder
+    raise ValueError(f"build_encoder_decoder: arch must be 'mlp' or 'conv', got {arch!r}")
+
+
+# ----- the three models -------------------------------------------------------------------------------
+
+class Autoencoder(Module):
+    """z = encoder(x), output = decoder(z); loss(x) = reconstruction_loss(output, x).
+
+    forward(x) gives the decoder's raw output (logits for "bernoulli"); reconstruct(x) its mean
+    (the image); encode(x) the embedding."""
+
+    def __init__(self, encoder, decoder, likelihood="bernoulli", sigma=1.0):
+        _check_likelihood(type(self).__name__, likelihood)
+        self.encoder, self.decoder = encoder, decoder
+        self.likelihood, self.sigma = likelihood, sigma
+
+    def encode(self, x):
+        return self.encoder(x)
+
+    def forward(self, x):
+        return self.decoder(self.encode(x))
+
+    def reconstruct(self, x):
+        return decoder_mean(self(x), self.likelihood)
+
+    def loss(self, x):
+        return reconstruction_loss(self(x), x, self.likelihood, self.sigma)
+
+    def decode(self, z):
+        """The images (decoder means) for codes z (N, J)."""
+        return decoder_mean(self.decoder(z), self.likelihood)
+
+    def interpolate(self, x_start, x_end, steps=8):
+        """Decode `steps` evenly spaced points on the line from encode(x_start) to encode(x_end)
+        (P pairs of images) -> (P, steps, C, H, W), without a graph."""
+        with no_grad():
+            z_start, z_end = self.encode(x_start).data, self.encode(x_end).data
+            xp = backend.get_xp(z_start)
+            t = xp.linspace(0.0, 1.0, steps, dtype=z_start.dtype)[None, :, None]
+            z = z_start[:, None, :] * (1.0 - t) + z_end[:, None, :] * t       # (P, steps, J)
+            images = self.decode(Tensor._wrap(z.reshape(-1, z.shape[-1]), False, None))
+        return images.reshape(z.shape[0], steps, *images.shape[1:])
+
+
+class DenoisingAutoencoder(Autoencoder):
+    """An autoencoder trained to undo a corruption: loss(x) = R(decoder(encoder(x~)), x)."""
+
+    def __init__(self, encoder, decoder, noise="mask", level=0.25, likelihood="bernoulli", sigma=1.0):
+        super().__init__(encoder, decoder, likelihood, sigma)
+        self.noise, self.level = noise, level
+        self.corrupt = corruption(noise, level)
+
+    def loss(self, x, rng=None):
+        corrupted = self.corrupt(x, rng)
+        return reconstruction_loss(self(corrupted), x, self.likelihood, self.sigma)  # the CLEAN x
+
+
+class VAE(Autoencoder):
+    """encoder(x) -> (B, 2J): the first J columns are mu, the last J log sigma^2; decoder(z) ->
+    logits (bernoulli) or means (gaussian). loss(x, beta) -> {"loss", "recon", "kl"}.
+
+    encode(x) is mu (the embedding), forward(x) decodes mu (a deterministic reconstruction)."""
+
+    def __init__(self, encoder, decoder, latent_dim, likelihood="bernoulli", sigma=1.0):
+        super().__init__(encoder, decoder, likelihood, sigma)
+        self.latent_dim = latent_dim
+
+    def posterior(self, x):
+        """(mu, logvar) of q(z | x), each (B, J)."""
+        h = self.encoder(x)
+        if len(h.shape) != 2 or h.shape[1] != 2 * self.latent_dim:
+            raise ValueError(f"VAE.posterior: the encoder gave {tuple(h.shape)}, expected "
+                             f"(B, 2 * latent_dim) = (B, {2 * self.latent_dim})")
+        return h[:, :self.latent_dim], h[:, self.latent_dim:]
+
+    def encode(self, x):
+        return self.posterior(x)[0]
+
+    def loss(self, x, beta=1.0, eps=None):
+        """Reconstruction of one reparameterised z per example plus beta times the KL; `eps`
+        (B, J) holds the noise fixed (tests), otherwise it is drawn on the device."""
+        mu, logvar = self.posterior(x)
+        z = reparameterize(mu, logvar, eps)
+        recon = reconstruction_loss(self.decoder(z), x, self.likelihood, self.sigma)
+        kl = kl_to_standard_normal(mu, logvar)
+        return {"loss": recon + kl * beta, "recon": recon, "kl": kl}
+
+    def sample(self, n, rng=None):
+        """n new images: decoder means at z ~ N(0, I), drawn on the model's device."""
+        gen = rng if rng is not None else backend.rng(self.device)
+        z = gen.standard_normal((n, self.latent_dim), dtype=self.decoder.parameters()[0].dtype)
+        with no_grad():
+            return self.decode(Tensor._wrap(z, False, None))
+
+
+def build_model(kind, image_shape, latent_dim=16, arch="mlp", likelihood="bernoulli", sigma=1.0,
+                hidden=(256, 128), channels=(16, 32), **options):
+    """An "autoencoder", "denoising" (options: noise, level) or "vae" model with encoder and
+    decoder from `build_encoder_decoder`."""
+    models = {"autoencoder": Autoencoder, "denoising": DenoisingAutoencoder, "vae": VAE}
+    if kind not in models:
+        raise ValueError(f"build_model: kind must be one of {tuple(models)}, got {kind!r}")
+    code_dim = 2 * latent_dim if kind == "vae" else latent_dim
+    encoder, decoder = build_encoder_decoder(image_shape, latent_dim, code_dim, arch, hidden, channels)
+    if kind == "vae":
+        return VAE(encoder, decoder, latent_dim, likelihood, sigma)
+    return models[kind](encoder, decoder, likelihood=likelihood, sigma=sigma, **options)
