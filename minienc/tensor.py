@@ -10,6 +10,7 @@ Ownership: an output holds its creator, the creator holds its inputs; nothing po
 output, so a finished graph is collected as soon as the user drops the loss.
 """
 import contextlib
+import sys
 
 from . import backend
 
@@ -48,6 +49,28 @@ def _check_finite(fn, array, what):
     if backend.is_floating(array.dtype) and not bool(backend.get_xp(array).isfinite(array).all()):
         raise FloatingPointError(
             f"detect_anomaly: {fn.name} produced NaN or inf in its {what} (shape {tuple(array.shape)})")
+
+
+def _owned(array):
+    """Whether nothing but the caller's variable can see `array`'s memory: it owns its buffer (it
+    is no view) and no other reference to it exists -- not another input's gradient (Add hands
+    one array to both inputs), not an op's saved state (retain_graph), not the caller's seed.
+    Such an array can become a leaf's .grad as it is; anything else is copied first, because a
+    .grad is later updated in place (accumulation, clipping). The count is CPython's, compared
+    with that of an array held by one local variable (measured once, below)."""
+    return array.base is None and sys.getrefcount(array) <= _SOLE_OWNER
+
+
+def _sole_owner_count():
+    probe = backend.numpy.empty(0)  # held by this one variable, as `g` is in Tensor.backward
+    return _refcount(probe)
+
+
+def _refcount(array):
+    return sys.getrefcount(array)
+
+
+_SOLE_OWNER = _sole_owner_count()
 
 
 def sum_to(grad, shape):
@@ -275,7 +298,7 @@ class Tensor:
             fn = node._creator
             if fn is None:
                 if node.grad is None:
-                    node.grad = g.copy()  # a copy: ops may hand one array to several inputs
+                    node.grad = g if _owned(g) else g.copy()
                 else:
                     node.grad += g
                 continue
@@ -297,6 +320,7 @@ class Tensor:
                                          f"{tuple(ig.shape)} for input {position} of shape {inp.shape}")
                 previous = grads.get(id(inp))
                 grads[id(inp)] = ig if previous is None else previous + ig
+            g = ig = previous = input_grads = None  # only `grads` holds them now (see _owned)
             if not retain_graph:
                 fn._free()
 

@@ -4,6 +4,7 @@ GELU here is the tanh approximation (Hendrycks & Gimpel 2016, as in GPT-2 and BE
 PyTorch's `gelu(approximate="tanh")`): NumPy has no erf, and the tanh form has an exact
 elementwise derivative that is cheap on both backends.
 """
+from .. import kernels
 from ..backend import get_xp
 from ..tensor import Function, Tensor
 
@@ -138,7 +139,9 @@ class Sigmoid(Function):
 
 class ReLU(Function):
     def forward(self, x):
-        self.positive = x > 0
+        # the mask in x's dtype: float * float is NumPy's fast loop, float * bool a casting one
+        # (and np.maximum is slower than both)
+        self.positive = (x > 0).astype(x.dtype)
         return x * self.positive
 
     def backward(self, g):
@@ -150,18 +153,51 @@ _GELU_K = 0.044715
 
 
 class GELU(Function):
-    """0.5 x (1 + tanh(c (x + k x^3))), the tanh approximation (see the module docstring)."""
+    """0.5 x (1 + tanh(c (x + k x^3))), the tanh approximation (see the module docstring).
+
+    With t = tanh(c (x + k x^3)) the derivative is 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2).
+    On NumPy both directions are written with in-place steps on two buffers (the naive
+    expressions make a temporary per operator: ~11% of a ViT step); on CuPy each direction is
+    one fused kernel (minienc/kernels.py) doing the same arithmetic."""
 
     def forward(self, x):
         xp = get_xp(x)
         self.x = x
-        self.t = xp.tanh(_GELU_C * (x + _GELU_K * x * x * x))
-        return 0.5 * x * (1.0 + self.t)
+        if kernels.fused(x):
+            self.t, out = kernels.gelu_forward(x)
+            return out
+        inner = _square(x)                  # c (x + k x^3) = x (c + c k x^2)
+        inner *= _GELU_C * _GELU_K
+        inner += _GELU_C
+        inner *= x
+        self.t = xp.tanh(inner, out=inner)
+        out = self.t + 1.0
+        out *= x
+        out *= 0.5
+        return out
 
     def backward(self, g):
         x, t = self.x, self.t
-        dinner = _GELU_C * (1.0 + 3.0 * _GELU_K * x * x)
-        return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
+        if kernels.fused(g):
+            return kernels.gelu_backward(g, x, t)
+        xp = get_xp(g)
+        slope = _square(x)                  # c (1 + 3 k x^2)
+        slope *= 3.0 * _GELU_C * _GELU_K
+        slope += _GELU_C
+        d = _square(t)                      # x (1 - t^2) * slope
+        xp.subtract(1.0, d, out=d)
+        d *= x
+        d *= slope
+        d += t                              # 0.5 (1 + t + ...)
+        d += 1.0
+        d *= 0.5
+        d *= g
+        return d
+
+
+def _square(x):
+    # out=: an array even for a 0-d input (x * x would be a NumPy scalar), so in-place steps work
+    return get_xp(x).multiply(x, x, out=get_xp(x).empty_like(x))
 
 
 class Softplus(Function):

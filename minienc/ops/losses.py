@@ -4,6 +4,7 @@ Every form here is the numerically stable one: softmax and logsumexp subtract th
 binary cross-entropy works on logits (max(x,0) - x*t + log1p(e^-|x|)), and `normalize` divides by
 max(||x||, eps) so a zero vector gives zero, not NaN.
 """
+from .. import kernels
 from ..backend import get_xp, is_cupy
 from ..tensor import Function, Tensor
 
@@ -95,12 +96,17 @@ class CrossEntropy(Function):
             if bad.any():
                 raise IndexError(f"cross_entropy: target {int(safe_targets[bad][0])} is out of range "
                                  f"for {classes} classes")
-        shifted = logits - logits.max(axis=-1, keepdims=True)
-        e = xp.exp(shifted)
-        total = e.sum(axis=-1, keepdims=True)
-        picked = xp.take_along_axis(shifted, safe_targets[..., None], axis=-1)[..., 0]
-        loss = xp.log(total[..., 0]) - picked
-        self.softmax, self.targets, self.valid = e / total, safe_targets, valid
+        self.fused, self.valid = kernels.fused(logits), valid
+        if self.fused:  # softmax and per-row loss in one kernel (ignored rows give 0)
+            self.softmax, loss = kernels.softmax_cross_entropy(logits, targets, self.ignore_index)
+            self.targets = targets
+        else:
+            shifted = logits - logits.max(axis=-1, keepdims=True)
+            e = xp.exp(shifted)
+            total = e.sum(axis=-1, keepdims=True)
+            picked = xp.take_along_axis(shifted, safe_targets[..., None], axis=-1)[..., 0]
+            loss = xp.log(total[..., 0]) - picked
+            self.softmax, self.targets = e / total, safe_targets
         if valid is not None:
             loss = loss * valid
             self.count = xp.maximum(valid.sum(), 1).astype(logits.dtype)  # stays on the device
@@ -112,6 +118,13 @@ class CrossEntropy(Function):
 
     def backward(self, g):
         xp = get_xp(g)
+        if self.fused:  # (softmax - onehot) * (upstream / count, 0 where ignored) in one kernel
+            scale = g / self.count if self.reduction == "mean" else g
+            row_scale = xp.broadcast_to(scale, self.targets.shape)
+            if self.valid is not None:
+                row_scale = row_scale * self.valid
+            row_scale = xp.ascontiguousarray(row_scale, dtype=g.dtype)
+            return kernels.cross_entropy_backward(self.softmax, self.targets, row_scale), None
         grad = self.softmax.copy()
         flat = grad.reshape(-1, grad.shape[-1])
         flat[xp.arange(flat.shape[0]), self.targets.reshape(-1)] -= 1.0
@@ -162,7 +175,11 @@ class MSELoss(Function):
         return _reduce(self.diff * self.diff, self.reduction)
 
     def backward(self, g):
-        g = _reduced_grad(g, self.diff.shape, self.reduction, self.diff.size) * (2.0 * self.diff)
+        if self.reduction == "none":
+            g = g * self.diff
+            g *= 2.0
+        else:  # one pass: diff times the 0-d factor 2 g / count
+            g = self.diff * (g * (2.0 / self.diff.size if self.reduction == "mean" else 2.0))
         return g, (-g if self.needs_grad[1] else None)
 
 

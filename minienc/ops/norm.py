@@ -10,6 +10,7 @@ which is one short expression instead of the ten graph nodes that mean/var/sqrt/
 Layer norm (Ba et al. 2016) groups the last axis of each sample; batch norm (Ioffe & Szegedy
 2015) groups every axis but the channel axis 1, and keeps running statistics for evaluation.
 """
+from .. import kernels
 from ..backend import get_xp
 from ..tensor import Function
 
@@ -77,15 +78,22 @@ class LayerNorm(Function):
         if weight is not None and (weight.shape != x.shape[-1:] or bias.shape != weight.shape):
             raise ValueError(f"layer_norm: input {tuple(x.shape)} needs weight and bias of shape "
                              f"({x.shape[-1]},), got {tuple(weight.shape)} and {tuple(bias.shape)}")
+        self.weight, self.fused = weight, kernels.fused(x)
+        if self.fused:  # one kernel for statistics, xhat and the affine map
+            y, self.xhat, self.rstd = kernels.layer_norm_forward(x, weight, bias, self.eps)
+            return y
         self.groups = _LastAxis(x)
         self.xhat, self.rstd, _, _ = _standardize(x, self.groups, self.eps)
-        self.weight = weight
         return self.xhat if weight is None else _affine(self.xhat, weight, bias)
 
     def backward(self, g):
         xhat, w = self.xhat, self.weight
-        gxhat = g if w is None else g * w
-        gx = _standardize_backward(gxhat, xhat, self.rstd, self.groups) if self.needs_grad[0] else None
+        gx = None
+        if self.needs_grad[0] and self.fused:
+            gx = kernels.layer_norm_backward(g, w, xhat, self.rstd)
+        elif self.needs_grad[0]:
+            gxhat = g if w is None else g * w
+            gx = _standardize_backward(gxhat, xhat, self.rstd, self.groups)
         if w is None:
             return gx
         g2, d = g.reshape(-1, g.shape[-1]), g.shape[-1]
