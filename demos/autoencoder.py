@@ -59,11 +59,15 @@ def fit(args, trainer, loader):
     return trainer
 
 
-def test_images(args, data, n):
-    """The first n test images, one of each class first, as a tensor on the device."""
-    order = [list(data.y_test).index(c) for c in range(data.num_classes)]
-    order += [i for i in range(len(data.y_test)) if i not in order]
-    return minienc.tensor(data.x_test[order[:n]], device=args.device)
+def display_batch(args, data, n):
+    """n test images, the first of each class in label order first, as a tensor on the device,
+    and their labels."""
+    first = {}
+    for i, label in enumerate(data.y_test.tolist()):
+        first.setdefault(label, i)
+    picked = [first[label] for label in sorted(first)][:n]
+    picked += [i for i in range(len(data.y_test)) if i not in first.values()][:n - len(picked)]
+    return minienc.tensor(data.x_test[picked], device=args.device), data.y_test[picked].tolist()
 
 
 def save_grid(args, rows, titles, name, title):
@@ -84,7 +88,7 @@ def main():
     data = setup(args)
     model, initial = build_pair(args, data, "autoencoder")
     fit(args, *make_trainer(args, data, model, model.loss))
-    x = test_images(args, data, 12)
+    x, _ = display_batch(args, data, 12)
     with minienc.no_grad():
         save_grid(args, [x, model.reconstruct(x)], ["input", "reconstruction"], "reconstructions.png",
                   f"autoencoder ({args.arch}): test images and their reconstructions")

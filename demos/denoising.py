@@ -12,7 +12,7 @@ corrupted / reconstructed), embeddings.png (PCA of the clean test images' codes)
 import minienc
 from common import setup
 from autoencoder import (build_pair, evaluate_and_plot, fit, make_trainer, parser, save_grid,
-                         test_images)
+                         display_batch)
 from minienc.objectives.reconstruction import CORRUPTIONS
 
 
@@ -25,7 +25,7 @@ def main():
     data = setup(args)
     model, initial = build_pair(args, data, "denoising", noise=args.noise, level=args.level)
     fit(args, *make_trainer(args, data, model, model.loss))
-    x = test_images(args, data, 12)
+    x, _ = display_batch(args, data, 12)
     with minienc.no_grad():
         corrupted = model.corrupt(x)
         # Gaussian noise leaves [0, 1]: clip for display only, so every row shares one grey scale

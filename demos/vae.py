@@ -12,7 +12,7 @@ KL and beta per epoch), reconstructions.png, samples.png (decoded z ~ N(0, I)), 
 """
 import minienc
 from autoencoder import (build_pair, evaluate_and_plot, fit, make_trainer, parser, save_grid,
-                         test_images)
+                         display_batch)
 from common import setup
 from minienc.eval import plot_curves
 from minienc.objectives.reconstruction import kl_weight_schedule
@@ -43,7 +43,7 @@ def main():
     print(f"last epoch: reconstruction {last['recon']:.2f} + KL {last['kl']:.2f} = -ELBO "
           f"{last['recon'] + last['kl']:.2f} nats per image; saved {path}")
 
-    x = test_images(args, data, 12)
+    x, labels = display_batch(args, data, 12)
     rows = 6
     with minienc.no_grad():
         save_grid(args, [x, model.reconstruct(x)], ["input", "reconstruction (mu)"], "reconstructions.png",
@@ -53,7 +53,7 @@ def main():
                   "VAE: decoder means at z ~ N(0, I)")
         # pairs of different digits: 0->1, 2->3, ... (test_images starts with one of each class)
         walk = model.interpolate(x[0:10:2], x[1:10:2], steps=10)
-        save_grid(args, list(walk), [f"{2 * i} -> {2 * i + 1}" for i in range(len(walk))],
+        save_grid(args, list(walk), [f"{a} -> {b}" for a, b in zip(labels[0:10:2], labels[1:10:2])],
                   "interpolation.png", "VAE: decoding the line between two test digits' posterior means")
     evaluate_and_plot(args, data, f"VAE-{args.arch} beta {args.beta:g}", model, initial)
 
