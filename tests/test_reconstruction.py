@@ -51,6 +51,15 @@ def test_reconstruction_loss_gradcheck(device, likelihood):
     assert minienc.gradcheck(lambda o, t: reconstruction_loss(o, t, likelihood, sigma=0.7), output, target)
 
 
+@given(shape=st.lists(st.integers(1, 3), min_size=2, max_size=4), seed=st.integers(0, 999),
+       likelihood=st.sampled_from(["bernoulli", "gaussian"]))
+def test_reconstruction_loss_and_kl_gradcheck_any_shape(shape, seed, likelihood):
+    output, target = rand("cpu", *shape, seed=seed), rand("cpu", *shape, seed=seed + 1)
+    assert minienc.gradcheck(lambda o, t: reconstruction_loss(o, t, likelihood, sigma=1.3), output, target)
+    mu, logvar = rand("cpu", *shape[:2], seed=seed + 2), rand("cpu", *shape[:2], seed=seed + 3, scale=0.5)
+    assert minienc.gradcheck(kl_to_standard_normal, mu, logvar)
+
+
 @given(n=st.integers(1, 5), d=st.integers(1, 6), sigma=st.floats(0.1, 3.0), seed=st.integers(0, 999))
 def test_reconstruction_loss_sums_values_and_averages_examples(n, d, sigma, seed):
     rng = np.random.default_rng(seed)
