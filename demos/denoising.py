@@ -8,6 +8,7 @@ corrupted / reconstructed), embeddings.png (PCA of the clean test images' codes)
 
     python demos/denoising.py                         # Gaussian noise, std 0.3
     python demos/denoising.py --noise mask --level 0.25 --arch conv
+    python demos/denoising.py --data mnist:~/mnist --epochs 20 --device cuda
 """
 import minienc
 from common import setup

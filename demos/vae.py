@@ -3,12 +3,14 @@ posterior means as embeddings, draw new digits from the prior and walk between d
 
 loss = reconstruction (Bernoulli: BCE on logits, summed over pixels) + beta * KL(q(z|x) || N(0, I))
 (summed over latent dimensions), both averaged over the batch; beta ramps up from 0 over the
-first --warmup-epochs (KL warm-up). Saves under --out: loss.png, terms.png (-ELBO, reconstruction,
-KL and beta per epoch), reconstructions.png, samples.png (decoded z ~ N(0, I)), interpolation.png
-(decoded points between two test digits' means), embeddings.png (PCA of mu), results.json.
+first --kl-warmup fraction of the steps (KL warm-up). Saves under --out: loss.png, terms.png
+(-ELBO, reconstruction, KL and beta per epoch), reconstructions.png, samples.png (decoded
+z ~ N(0, I)), interpolation.png (decoded points between two test digits' means), embeddings.png
+(PCA of mu), results.json.
 
     python demos/vae.py
-    python demos/vae.py --beta 4 --latent-dim 8 --arch conv
+    python demos/vae.py --beta 4 --latent-dim 8 --arch conv   # beta-VAE: less informative codes
+    python demos/vae.py --data mnist:~/mnist --epochs 20 --device cuda   # 45x the images: fewer epochs
 """
 import minienc
 from autoencoder import (build_pair, evaluate_and_plot, fit, make_trainer, parser, save_grid,
@@ -21,7 +23,8 @@ from minienc.objectives.reconstruction import kl_weight_schedule
 def main():
     p = parser(__doc__)
     p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (1: the ELBO)")
-    p.add_argument("--warmup-epochs", type=int, default=100, help="epochs over which beta ramps from 0")
+    p.add_argument("--kl-warmup", type=float, default=0.25,
+                   help="fraction of the training steps over which beta ramps up from 0 (0: none)")
     args = p.parse_args()
     data = setup(args)
     model, initial = build_pair(args, data, "vae")
@@ -29,8 +32,8 @@ def main():
     def step(x):
         return model.loss(x, beta=trainer.values["beta"])
 
-    steps_per_epoch = -(-len(data.x_train) // args.batch_size)
-    schedule = {"beta": kl_weight_schedule(args.beta, args.warmup_epochs * steps_per_epoch)}
+    total_steps = args.epochs * -(-len(data.x_train) // args.batch_size)
+    schedule = {"beta": kl_weight_schedule(args.beta, int(args.kl_warmup * total_steps))}
     trainer, loader = make_trainer(args, data, model, step, schedule)
     fit(args, trainer, loader)
     epochs = [r["epoch"] for r in trainer.records]
