@@ -10,7 +10,12 @@ import numpy as np
 
 import minienc
 from minienc import nn
+from minienc.objectives.contrastive import nt_xent
 from minienc.optim import Adam
+
+
+def _nt_xent(h, batch, tau):
+    return nt_xent(h[:batch], h[batch:], temperature=tau)   # minienc.objectives.contrastive
 
 
 class _Mlp:
@@ -103,7 +108,9 @@ class MlpAE(_Mlp):
 class SimclrMlp(_Mlp):
     """SimCLR on vectors: encoder 64-512-512-128 (ReLU), projection head 128-128-64, NT-Xent at
     temperature 0.5 over 2 x 256 views (the two views go through the network as one batch of
-    512; each row's positive is its other view, the other 510 rows are negatives), Adam."""
+    512; each row's positive is its other view, the other 510 rows are negatives), Adam.
+    minienc uses minienc.objectives.contrastive.nt_xent; the floor and PyTorch the direct form
+    (cross-entropy over the similarity logits with -inf on the diagonal)."""
 
     name = "simclr_mlp"
     sizes = [64, 512, 512, 128, 128, 64]
@@ -123,15 +130,8 @@ class SimclrMlp(_Mlp):
         self.self_mask = np.where(np.eye(n, dtype=bool), -np.inf, 0.0).astype(np.float32)
 
     def minienc(self, device):
-        x = minienc.tensor(self.x, device=device)
-        mask = minienc.tensor(self.self_mask, device=device)
-        targets = minienc.tensor(self.positive, device=device)
-
-        def nt_xent(model):
-            z = minienc.normalize(model(x), axis=-1)
-            logits = (z @ z.T) * (1.0 / self.tau) + mask
-            return minienc.cross_entropy(logits, targets)
-        return self._minienc_step(device, nt_xent)
+        x, b = minienc.tensor(self.x, device=device), self.batch
+        return self._minienc_step(device, lambda model: _nt_xent(model(x), b, self.tau))
 
     def numpy(self, xp):
         x, positive = xp.asarray(self.x), xp.asarray(self.positive)

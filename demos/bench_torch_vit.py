@@ -1,8 +1,8 @@
-"""PyTorch twins of minienc's ViT pieces for demos/benchmark.py (PyTorch is never a minienc
+"""PyTorch twins of minienc's ViT, MAE and I-JEPA for demos/benchmark.py (PyTorch is never a minienc
 dependency; this module is imported only when the benchmark runs its PyTorch side).
 
-Module and parameter names match minienc's (blocks.0.attn.qkv.weight, patch_embed.proj.bias,
-mask_token, pos_embed, ...), so each twin loads minienc's state_dict as it is. The math matches
+Module and parameter names match minienc's (encoder.blocks.0.attn.qkv.weight, decoder_embed.bias,
+predictor.mask_token, ...), so each twin loads minienc's state_dict as it is. The math matches
 too: pre-norm blocks, LayerNorm eps 1e-6, one packed qkv projection, GELU's tanh form, patches
 laid out (p, p, C) in raster order.
 """
@@ -79,45 +79,77 @@ def parts():
                 x = block(x)
             return self.norm(x)
 
-    class Head(nn.Module):
-        """What MAE's decoder and I-JEPA's predictor share: embed, mask token, blocks, norm."""
+    def blocks(dim, depth, heads):
+        return nn.ModuleList([Block(dim, heads) for _ in range(depth)])
+
+    class MAE(nn.Module):
+        """minienc.objectives.MAE: encoder on the visible patches, light decoder, loss on the
+        removed patches (per-patch pixel mean, then the mean over removed patches)."""
+
+        def __init__(self, dim, depth, heads, decoder_dim, decoder_depth, decoder_heads, p=4):
+            super().__init__()
+            self.encoder = ViT(dim, depth, heads)
+            self.decoder_embed = nn.Linear(dim, decoder_dim)
+            self.decoder_blocks = blocks(decoder_dim, decoder_depth, decoder_heads)
+            self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
+            self.decoder_pred = nn.Linear(decoder_dim, p * p)
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+            self.register_buffer("decoder_pos_embed", sincos(decoder_dim))
+
+        def forward(self, images, ids_keep, ids_restore, mask):
+            x = self.decoder_embed(self.encoder(images, ids_keep))
+            b, k, d = x.shape
+            hidden = self.mask_token.expand(b, ids_restore.shape[1] - k, d)
+            x = gather(torch.cat([x, hidden], dim=1), ids_restore) + self.decoder_pos_embed
+            for block in self.decoder_blocks:
+                x = block(x)
+            pred = self.decoder_pred(self.decoder_norm(x))
+            per_patch = ((pred - patchify(images)) ** 2).mean(dim=-1)
+            return (per_patch * mask).sum() / mask.sum()
+
+    class Predictor(nn.Module):
+        """minienc.objectives.jepa.JEPAPredictor: every target block in one pass."""
 
         def __init__(self, enc_dim, dim, depth, heads):
             super().__init__()
-            self.embed = nn.Linear(enc_dim, dim)
+            self.embed, self.proj = nn.Linear(enc_dim, dim), nn.Linear(dim, enc_dim)
+            self.blocks, self.norm = blocks(dim, depth, heads), nn.LayerNorm(dim, eps=1e-6)
             self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-            self.register_buffer("pos_embed", sincos(dim))
-            self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
-            self.norm = nn.LayerNorm(dim, eps=1e-6)
+            self.register_buffer("pos_embed", sincos(dim)[0])
 
-        def run(self, x):
+        def forward(self, context, cidx, tidx):
+            b, kc, _ = context.shape
+            _, t, kt = tidx.shape
+            x = self.embed(context) + self.pos_embed[cidx]
+            x = x[:, None].expand(b, t, kc, x.shape[-1]).reshape(b * t, kc, x.shape[-1])
+            queries = self.mask_token + self.pos_embed[tidx.reshape(b * t, kt)]
+            x = torch.cat([x, queries], dim=1)
             for block in self.blocks:
                 x = block(x)
-            return self.norm(x)
+            return self.proj(self.norm(x)[:, kc:]).reshape(b, t, kt, -1)
 
-    class MaeDecoder(Head):
-        def __init__(self, enc_dim, dim, depth, heads, patch_pixels=16):
-            super().__init__(enc_dim, dim, depth, heads)
-            self.pred = nn.Linear(dim, patch_pixels)
+    class IJEPA(nn.Module):
+        """minienc.objectives.IJEPA: context encoder, frozen EMA target encoder, predictor."""
 
-        def forward(self, latent, restore):
-            b, k, _ = latent.shape
-            hidden = self.mask_token.expand(b, restore.shape[1] - k, -1)
-            x = gather(torch.cat([self.embed(latent), hidden], dim=1), restore)
-            return self.pred(self.run(x + self.pos_embed))
+        def __init__(self, dim, depth, heads, predictor_dim, predictor_depth, predictor_heads):
+            super().__init__()
+            self.context_encoder = ViT(dim, depth, heads)
+            self.target_encoder = ViT(dim, depth, heads).requires_grad_(False)
+            self.predictor = Predictor(dim, predictor_dim, predictor_depth, predictor_heads)
 
-    class JepaPredictor(Head):
-        def __init__(self, enc_dim, dim, depth, heads):
-            super().__init__(enc_dim, dim, depth, heads)
-            self.proj = nn.Linear(dim, enc_dim)
+        def forward(self, images, cidx, tidx):
+            with torch.no_grad():
+                h = self.target_encoder(images)
+                h = f.layer_norm(h, h.shape[-1:])
+                b, t, kt = tidx.shape
+                targets = gather(h, tidx.reshape(b, t * kt)).reshape(b, t, kt, h.shape[-1])
+            pred = self.predictor(self.context_encoder(images, cidx), cidx, tidx)
+            return f.smooth_l1_loss(pred, targets)
 
-        def forward(self, context, context_idx, target_idx):
-            pos = self.pos_embed[0]
-            t, b, kt = target_idx.shape
-            ctx = (self.embed(context) + pos[context_idx]).repeat(t, 1, 1)
-            queries = self.mask_token + pos[target_idx.reshape(t * b, kt)]
-            x = self.run(torch.cat([ctx, queries], dim=1))
-            return self.proj(x[:, -kt:])
+        @torch.no_grad()
+        def update_target(self, m):
+            target = list(self.target_encoder.parameters())
+            torch._foreach_mul_(target, m)
+            torch._foreach_add_(target, list(self.context_encoder.parameters()), alpha=1 - m)
 
-    return types.SimpleNamespace(ViT=ViT, MaeDecoder=MaeDecoder, JepaPredictor=JepaPredictor,
-                                 patchify=patchify, gather=gather)
+    return types.SimpleNamespace(MAE=MAE, IJEPA=IJEPA)
