@@ -29,14 +29,14 @@ class _Mlp:
         layers = []
         for (a, b), relu in zip(zip(sizes, sizes[1:]), relu_after):
             layers += [nn.Linear(a, b), nn.ReLU()] if relu else [nn.Linear(a, b)]
-        self.layers, self.relu_after = layers, list(relu_after)
+        self.model, self.relu_after = nn.Sequential(*layers), list(relu_after)
         # the same initial weights for every implementation: (W (out, in), b) as host arrays
         self.init = [(m.weight.numpy().copy(), m.bias.numpy().copy())
                      for m in layers if isinstance(m, nn.Linear)]
 
-    def _minienc_step(self, device, loss_of):
-        model = nn.Sequential(*self.layers).to(device)
-        return train_step(Adam(model.parameters(), lr=self.lr), lambda: loss_of(model))
+    def _parts(self, device, loss_of):
+        model = self.model.to(device)
+        return Adam(model.parameters(), lr=self.lr), lambda: loss_of(model), None
 
     def _torch_step(self, device, loss_of):
         import torch
@@ -84,9 +84,9 @@ class MlpAE(_Mlp):
         rs = np.random.default_rng(seed)
         self.x = rs.normal(size=(self.batch, self.sizes[0])).astype(np.float32)
 
-    def minienc(self, device):
+    def parts(self, device):
         x = minienc.tensor(self.x, device=device)
-        return self._minienc_step(device, lambda model: minienc.mse_loss(model(x), x))
+        return self._parts(device, lambda model: minienc.mse_loss(model(x), x))
 
     def numpy(self, xp):
         x = xp.asarray(self.x)
@@ -129,9 +129,9 @@ class SimclrMlp(_Mlp):
         # a row is never its own negative: -inf on the diagonal of the similarity logits
         self.self_mask = np.where(np.eye(n, dtype=bool), -np.inf, 0.0).astype(np.float32)
 
-    def minienc(self, device):
+    def parts(self, device):
         x, b = minienc.tensor(self.x, device=device), self.batch
-        return self._minienc_step(device, lambda model: _nt_xent(model(x), b, self.tau))
+        return self._parts(device, lambda model: _nt_xent(model(x), b, self.tau))
 
     def numpy(self, xp):
         x, positive = xp.asarray(self.x), xp.asarray(self.positive)

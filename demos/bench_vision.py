@@ -40,11 +40,11 @@ class ConvAE:
         self.state = {k.removeprefix("layers."): v for k, v in self.model.state_dict().items()}
         self.x = np.random.default_rng(seed).random((self.batch, 1, IMAGE, IMAGE), np.float32)
 
-    def minienc(self, device):
+    def parts(self, device):
         model = self.model.to(device)
         x = minienc.tensor(self.x, device=device)
-        return train_step(Adam(model.parameters(), lr=self.lr),
-                             lambda: minienc.binary_cross_entropy_with_logits(model(x), x))
+        return (Adam(model.parameters(), lr=self.lr),
+                lambda: minienc.binary_cross_entropy_with_logits(model(x), x), None)
 
     def torch(self, device):
         import torch
@@ -79,12 +79,12 @@ class VitMAE:
         self.images = np.random.default_rng(seed).random((self.batch, 1, IMAGE, IMAGE), np.float32)
         self.masking = random_masking(self.batch, GRID * GRID, 0.75, device="cpu")  # host arrays
 
-    def minienc(self, device):
+    def parts(self, device):
         model = self.model.to(device)
         images = minienc.tensor(self.images, device=device)
         masking = [backend.to_device(a, device) for a in self.masking]
         opt = AdamW(param_groups_without_decay(model, self.weight_decay), lr=self.lr)
-        return train_step(opt, lambda: model(images, masking)[0])
+        return opt, lambda: model(images, masking)[0], None
 
     def torch(self, device):
         import torch
@@ -117,13 +117,12 @@ class VitJEPA:
         self.images = rs.random((self.batch, 1, IMAGE, IMAGE), np.float32)
         self.context_idx, self.target_idx = MultiBlockMaskSampler(GRID, num_targets=4)(self.batch, rs)
 
-    def minienc(self, device):
+    def parts(self, device):
         model = self.model.to(device)
         images = minienc.tensor(self.images, device=device)
         ctx, tgt = (backend.to_device(a, device) for a in (self.context_idx, self.target_idx))
         opt = AdamW(model.param_groups(self.weight_decay), lr=self.lr)
-        return train_step(opt, lambda: model(images, ctx, tgt),
-                          after=lambda: model.update_target(self.momentum))
+        return opt, lambda: model(images, ctx, tgt), lambda: model.update_target(self.momentum)
 
     def torch(self, device):
         import torch

@@ -16,8 +16,10 @@ interquartile range, steps/s, peak memory of a step, and the ratios to the floor
 
 Workloads (issue 9): mlp_ae and simclr_mlp (demos/bench_mlp.py, with NumPy floors), conv_ae,
 vit_mae and vit_jepa (demos/bench_vision.py; PyTorch twins of the ViT parts in
-demos/bench_torch_vit.py). A workload is a class with `__init__(seed, batch)`, `minienc(device)`,
-and optionally `numpy(xp)` and `torch(device)`, each returning (step, loss) callables.
+demos/bench_torch_vit.py). A workload is a class with `__init__(seed, batch)`, its minienc model as `.model`,
+`parts(device)` -> (optimizer, loss_fn, after) for minienc (tests/test_gpu_path.py reuses these
+as its registry of representative models), and optionally `numpy(xp)` and `torch(device)`, each
+returning (step, loss) callables.
 """
 import argparse
 import datetime
@@ -58,7 +60,7 @@ def _sync_for(impl, device):
 def build(workload, impl, device):
     """(step, loss) for one implementation, or (None, reason) when it cannot run here."""
     if impl == "minienc":
-        return workload.minienc(device)
+        return bench_mlp.train_step(*workload.parts(device))
     if impl == "numpy":
         if not hasattr(workload, "numpy"):
             return None, "no hand-written version of this workload"
@@ -171,7 +173,7 @@ def profile(name, device, steps=200, batch=None):
     """cProfile of minienc's step: the top functions by own time."""
     import cProfile
     import pstats
-    step, _ = WORKLOADS[name](batch=batch).minienc(device)
+    step, _ = bench_mlp.train_step(*WORKLOADS[name](batch=batch).parts(device))
     for _ in range(10):
         step()
     prof = cProfile.Profile()
