@@ -289,6 +289,15 @@ def test_semi_hard_miner_equals_brute_force(case):
             assert d[a, chosen] == (min(beyond) if beyond else max(d[a, k] for k in negatives[a]))
 
 
+def test_semi_hard_negative_at_the_positive_distance_is_not_beyond_it():
+    labels = np.array([0, 0, 1, 2, 3])
+    d = distance_matrix([1.0, 1.0, 2.0, 0.5,   3, 3, 3,   3, 3,   3], 5)  # anchor 0: p=1 at 1.0
+    t = mine_semi_hard(d, labels)
+    assert t.negative[0, 1] == 3          # 2 ties with the positive, 4 is closer: 3 (at 2.0)
+    d[0, 3] = d[3, 0] = 0.9
+    assert mine_semi_hard(d, labels).negative[0, 1] == 2   # none beyond now: the farthest (the tie)
+
+
 @given(labelled_distances(), st.sampled_from(["batch_all", "batch_hard", "semi_hard"]))
 def test_batch_triplet_loss_is_the_mean_hinge_of_the_mined_triplets(case, miner):
     d, labels = case

@@ -9,7 +9,8 @@ or on the raw ones:
 averaged over all triplets, or over the non-zero ones only (Hermans et al. 2017's "BA!=0": easy
 triplets then do not dilute the mean). Miners pick triplets inside a labelled batch from the
 pairwise distance matrix D:
-  batch-all   every valid (a, p, n): label(p) = label(a), p != a, label(n) != label(a);
+  batch-all   every valid (a, p, n): label(p) = label(a), p != a, label(n) != label(a)
+              (an (N, N, N) tensor: fine for small batches, heavy past a few hundred);
   batch-hard  per anchor, the farthest positive and the closest negative (Hermans et al. 2017);
   semi-hard   per positive pair (a, p), the closest negative that is still farther than p:
               min {D[a,n] : D[a,n] > D[a,p]}; where none is, the farthest negative (as the
@@ -145,19 +146,33 @@ def mine_batch_hard(distances, labels):
     return Triplets(xp.arange(len(labels)), hardest_positive, hardest_negative, valid)
 
 
+def _count_at_most(values, queries):
+    """counts[i, j] = #{k : values[i, k] <= queries[i, j]}, row by row, with one stable sort of
+    each row's values and queries merged (values first, so a tie counts as <=) and a running
+    count of the values seen: O(N^2 log N), where comparing all pairs would be O(N^3)."""
+    xp = backend.get_xp(values)
+    n = values.shape[1]
+    order = xp.argsort(xp.concatenate([values, queries], axis=1), axis=1, kind="stable")
+    seen = xp.cumsum(order < n, axis=1)          # values at or before each sorted position
+    landed = xp.argsort(order, axis=1)           # where each merged entry ended up
+    return xp.take_along_axis(seen, landed[:, n:], axis=1)
+
+
 def mine_semi_hard(distances, labels):
     """Per positive pair (a, p): the closest negative farther than p, or else the farthest
     negative. anchor (N,1), positive (1,N), negative (N,N), valid (N,N)."""
     d, labels = _raw(distances), _raw(labels)
     xp = backend.get_xp(d)
     positive, negative = _label_masks(labels)
-    # beyond[a, p, n]: n is a negative of a that lies farther from a than p does
-    beyond = negative[:, None, :] & (d[:, None, :] > d[:, :, None])
-    closest_beyond = xp.argmin(xp.where(beyond, d[:, None, :], xp.inf), axis=2)
-    farthest = xp.argmax(xp.where(negative, d, -xp.inf), axis=1)
-    chosen = xp.where(beyond.any(axis=2), closest_beyond, farthest[:, None])
+    negative_d = xp.where(negative, d, xp.inf)   # non-negatives sort last
+    closest_first = xp.argsort(negative_d, axis=1)
+    within = _count_at_most(negative_d, d)       # negatives no farther than p: (N, N)
+    count = negative.sum(axis=1, keepdims=True)
+    # the (within + 1)-th closest negative is the closest one beyond p; if none is, the farthest
+    rank = xp.maximum(xp.where(within < count, within, count - 1), 0)
+    chosen = xp.take_along_axis(closest_first, rank, axis=1)
     i = xp.arange(len(labels))
-    return Triplets(i[:, None], i[None, :], chosen, positive & negative.any(axis=1)[:, None])
+    return Triplets(i[:, None], i[None, :], chosen, positive & (count > 0))
 
 
 MINERS = {"batch_all": mine_batch_all, "batch_hard": mine_batch_hard, "semi_hard": mine_semi_hard}

@@ -1,0 +1,39 @@
+"""MoCo v2 on digits: a query encoder trained on InfoNCE against a momentum key encoder's keys and
+a FIFO queue of older keys (temperature 0.2, MLP head), with SimCLR's encoder, augmentations and
+optimizer (demos/simclr.py) so the two compare on equal terms.
+
+    python demos/moco.py                        # ~2 min on one CPU core
+    python demos/moco.py --queue 512 --momentum 0.999 --bn-groups 1
+"""
+import copy
+
+from common import image_parser, setup
+from simclr import add_recipe_flags, digits_encoder, finish, train_contrastive
+
+from minienc.objectives.contrastive import MoCo, projection_head
+
+
+def main():
+    parser = add_recipe_flags(image_parser(__doc__, epochs=200, latent_dim=64, batch_size=256,
+                                           lr=1.0), temperature=0.2)
+    parser.add_argument("--queue", type=int, default=1024,
+                        help="negatives kept (a multiple of the batch, below the train set size)")
+    parser.add_argument("--momentum", type=float, default=0.99, help="key encoder EMA momentum")
+    parser.add_argument("--bn-groups", type=int, default=4,
+                        help="batch-norm sub-batches (shuffled for the keys): MoCo's shuffle-BN")
+    args = parser.parse_args()
+    data = setup(args)
+    encoder = digits_encoder(args.latent_dim)
+    random_encoder = copy.deepcopy(encoder)
+    head = projection_head(args.latent_dim, args.hidden, 64, batch_norm=False)
+    moco = MoCo(encoder, head, queue_size=args.queue, momentum=args.momentum,
+                temperature=args.temperature, bn_groups=args.bn_groups)
+    # the key encoder follows the query encoder after every optimizer step
+    train_contrastive(args, data, "MoCo v2", moco.loss,
+                      models={"moco": moco, "key_encoder": moco.key_encoder}, params=moco,
+                      callbacks=[lambda trainer: moco.update_key_encoder()])
+    finish(args, data, "MoCo v2", encoder, random_encoder)
+
+
+if __name__ == "__main__":
+    main()
