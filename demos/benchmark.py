@@ -76,17 +76,57 @@ def build(workload, impl, device):
     raise ValueError(f"unknown implementation {impl!r}")
 
 
-def peak_step_memory(step, sync, device):
-    """Peak bytes a step allocates above what it starts with: tracemalloc sees NumPy's buffers
-    (not PyTorch's); CuPy's pool and torch.cuda report their own."""
+def peak_step_memory(step, sync, device, impl):
+    """Peak bytes a step allocates above what it starts with, or None where it cannot be seen:
+    on the CPU tracemalloc sees NumPy's buffers (not PyTorch's); on the GPU a CuPy memory hook
+    counts the pool's allocations, and torch.cuda keeps its own peak."""
     if device == "cpu":
+        if impl == "torch":
+            return None
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         step()
         peak = tracemalloc.get_traced_memory()[1] - base
         tracemalloc.stop()
         return peak
-    return None
+    sync()
+    if impl == "torch":
+        import torch
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        sync()
+        return torch.cuda.max_memory_allocated() - base
+    with _CupyPeak() as hook:
+        step()
+        sync()
+    return hook.peak
+
+
+class _CupyPeak:
+    """Tracks the bytes CuPy's pool hands out between enter and exit, and their peak."""
+
+    def __enter__(self):
+        cp = backend.cupy()
+        outer = self
+
+        class Hook(cp.cuda.MemoryHook):
+            name = "minienc_peak"
+
+            def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
+                outer.now += mem_size
+                outer.peak = max(outer.peak, outer.now)
+
+            def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
+                outer.now -= mem_size
+
+        self.now = self.peak = 0
+        self.hook = Hook()
+        self.hook.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.hook.__exit__(*exc)
 
 
 def run_workload(name, impls, device, warmup, repeats, inner, check_steps=3, batch=None):
@@ -124,7 +164,7 @@ def run_workload(name, impls, device, warmup, repeats, inner, check_steps=3, bat
                 step()
             sync()
             times[impl].append((time.perf_counter() - t0) / inner * 1e3)
-    memory = {impl: peak_step_memory(step, sync, device) if impl != "torch" else None
+    memory = {impl: peak_step_memory(step, sync, device, impl)
               for impl, (step, _, sync) in built.items()}
     return times, memory, notes
 
@@ -150,23 +190,40 @@ def machine_line(device):
     return ", ".join(parts)
 
 
-def table(results, device):
-    rows = ["| workload | implementation | ms/step (median) | IQR | steps/s | peak step MB "
-            "| vs NumPy floor | vs PyTorch |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+HEADER = ["workload", "implementation", "ms/step (median)", "IQR", "steps/s", "peak step MB",
+          "vs NumPy floor", "vs PyTorch"]
+
+
+def table_rows(results, device):
+    """One row of strings per (workload, implementation), in HEADER's order."""
+    floor = "NumPy by hand (floor)" if device == "cpu" else "CuPy by hand (floor)"
+    labels = {"numpy": floor, "torch": f"PyTorch {device}", "minienc": "minienc"}
+    rows = []
     for name, (times, memory, _) in results.items():
         med = {impl: statistics.median(t) for impl, t in times.items()}
         for impl, t in times.items():
-            q = statistics.quantiles(t, n=4)
+            q = statistics.quantiles(t, n=4) if len(t) > 1 else [t[0]] * 3
             mem = f"{memory[impl] / 2**20:.1f}" if memory.get(impl) is not None else "n/a"
             vs_np = f"{med[impl] / med['numpy']:.2f}x" if "numpy" in med else "-"
             vs_t = f"{med[impl] / med['torch']:.2f}x" if "torch" in med else "-"
-            floor = "NumPy by hand (floor)" if device == "cpu" else "CuPy by hand (floor)"
-            label = {"numpy": floor,
-                     "torch": f"PyTorch {device}", "minienc": "minienc"}[impl]
-            rows.append(f"| {name} | {label} | {med[impl]:.3f} | {q[2] - q[0]:.3f} | "
-                        f"{1e3 / med[impl]:.0f} | {mem} | {vs_np} | {vs_t} |")
-    return "\n".join(rows)
+            rows.append([name, labels[impl], f"{med[impl]:.3f}", f"{q[2] - q[0]:.3f}",
+                         f"{1e3 / med[impl]:.0f}", mem, vs_np, vs_t])
+    return rows
+
+
+def table(results, device):
+    """The markdown table (what README shows)."""
+    lines = ["| " + " | ".join(HEADER) + " |", "| --- | --- |" + " ---: |" * (len(HEADER) - 2)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results, device)]
+    return "\n".join(lines)
+
+
+def text_table(results, device):
+    """The same rows aligned for a terminal."""
+    rows = [HEADER] + table_rows(results, device)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
 
 
 def profile(name, device, steps=200, batch=None):
@@ -218,6 +275,8 @@ def main(argv=None):
     for name in names:
         results[name] = run_workload(name, impls, args.device, args.warmup, args.repeats,
                                      args.inner, batch=args.batch)
+    print(text_table(results, args.device))
+    print("\nmarkdown:\n")
     print(table(results, args.device))
     for _, _, notes in results.values():
         for note in notes:

@@ -7,17 +7,20 @@ eight, layer norm's backward a dozen); each function here does the same arithmet
 
 The ops in minienc/ops/ stay the readable reference: they call these only when `fused(array)`
 says so (a CuPy array, kernels enabled), and tests/test_kernels.py checks that both paths agree
-on the GPU. `disabled()` turns the fused paths off, for those tests and for debugging. CuPy is
+on the GPU. `disabled()` turns the fused paths off, for those tests and for debugging, and the
+environment variable MINIENC_FUSED_KERNELS=0 turns them off for a whole run (benchmarks). CuPy is
 reached through the backend; kernels compile on first use and are cached by CuPy.
 
 UNVERIFIED ON HARDWARE as written: no GPU was available when this file was written; run
 .ci/gpu_check.sh on a GPU machine (it runs tests/test_kernels.py) before trusting it.
 """
 import contextlib
+import os
 
 from . import backend
 
-_enabled = True
+# MINIENC_FUSED_KERNELS=0 starts with the fused paths off (to measure what they buy)
+_enabled = os.environ.get("MINIENC_FUSED_KERNELS", "1") != "0"
 _compiled = {}
 
 

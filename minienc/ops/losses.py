@@ -172,7 +172,11 @@ class MSELoss(Function):
             raise ValueError(f"mse_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} "
                              f"must have the same shape")
         self.diff = pred - target
-        return _reduce(self.diff * self.diff, self.reduction)
+        flat = self.diff.reshape(-1)
+        if self.reduction == "none" or not flat.size:
+            return _reduce(self.diff * self.diff, self.reduction)
+        total = get_xp(flat).dot(flat, flat)  # the sum of squares without a squares temporary
+        return total * (1.0 / flat.size) if self.reduction == "mean" else total
 
     def backward(self, g):
         if self.reduction == "none":

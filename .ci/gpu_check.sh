@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The GPU check of issue 10, as ONE command for a machine with an NVIDIA GPU (the device tool):
+#
+#     bash .ci/gpu_check.sh            # logs and a summary go to $OUT (default: ./gpu_check_out)
+#
+# Budget: about 9 minutes of commands (each step has its own timeout, most important first), so
+# it fits one device call with time left to rerun. It installs nothing that is already
+# importable: CuPy, pytest and hypothesis are installed only when missing (the device may have no
+# network; a failed install is logged and the steps that need it report why they were skipped).
+# Steps, in order:
+#   1. the machine: nvidia-smi, Python, NumPy, CuPy, PyTorch (+ CUDA?) versions
+#   2. tests/test_kernels.py: every fused CuPy kernel against the reference path, on the GPU
+#   3. tests/test_gpu_path.py: same seed -> same weights, first 20 losses CPU vs GPU, no hidden
+#      host sync in a Trainer step
+#   4. the benchmark on the GPU at batch 256 (ViT workloads too), fused kernels on, then off
+#      (MINIENC_FUSED_KERNELS=0: what the kernels in minienc/kernels.py buy)
+#   5. the whole test suite's CUDA cases (-k cuda), then everything else that is left
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_check_out}
+mkdir -p "$OUT"
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+export HYPOTHESIS_PROFILE=ci MPLBACKEND=Agg PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+# run NAME SECONDS CMD...: CMD under a timeout, its output in $OUT/NAME.log, one summary line
+run() {
+    local name=$1 limit=$2; shift 2
+    local start=$SECONDS
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    local tail_line
+    tail_line=$(grep -E "passed|failed|error|skipped" "$OUT/$name.log" | tail -1)
+    note "$name: rc=$rc ($((SECONDS - start))s, limit ${limit}s) ${tail_line}"
+    [ $rc -eq 124 ] && note "  $name TIMED OUT: see $OUT/$name.log"
+    [ $rc -ne 0 ] && tail -3 "$OUT/$name.log" | sed 's/^/  | /' >> "$SUMMARY"
+    return 0
+}
+
+importable() { $PY -c "import $1" > /dev/null 2>&1; }
+
+# ----- 1. the machine --------------------------------------------------------------------------
+note "# minienc GPU check, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || note "nvidia-smi failed (no GPU or no driver?)"
+head -15 "$OUT/nvidia-smi.txt" >> "$SUMMARY"
+for pkg in "numpy" "pytest" "hypothesis"; do
+    importable "$pkg" || timeout 120 $PY -m pip install -q "$pkg" >> "$OUT/install.log" 2>&1 \
+        || note "could not install $pkg (see install.log)"
+done
+if ! importable cupy && nvidia-smi > /dev/null 2>&1; then
+    # the CUDA major version of the driver picks the wheel (cupy-cuda12x or cupy-cuda11x)
+    cuda_major=$(nvidia-smi 2>/dev/null | grep -o "CUDA Version: [0-9]*" | grep -o "[0-9]*$")
+    wheel="cupy-cuda${cuda_major:-12}x"
+    note "CuPy missing: pip install $wheel"
+    timeout 240 $PY -m pip install -q "$wheel" >> "$OUT/install.log" 2>&1 \
+        || note "could not install $wheel (see install.log): GPU steps will be skipped"
+fi
+$PY - >> "$SUMMARY" 2>&1 <<'EOF'
+import platform, numpy
+print("python", platform.python_version(), "numpy", numpy.__version__)
+try:
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    print("cupy", cupy.__version__, "device", props["name"].decode(),
+          "CUDA runtime", cupy.cuda.runtime.runtimeGetVersion())
+except Exception as exc:  # reported, not fatal: the summary says what could not run
+    print("cupy unusable:", exc)
+try:
+    import torch
+    print("torch", torch.__version__, "cuda available", torch.cuda.is_available())
+except ImportError:
+    print("torch not installed: the benchmark runs without its PyTorch rows")
+EOF
+$PY -c "import minienc; assert minienc.cuda_available()" > /dev/null 2>&1 \
+    || note "WARNING: minienc sees no CUDA device; the GPU tests below will all be skipped"
+
+# ----- 2-3. the kernels and the GPU path -------------------------------------------------------
+run kernels 150 $PY -m pytest -q -rs tests/test_kernels.py
+run gpu_path 240 $PY -m pytest -q -rs tests/test_gpu_path.py
+
+# ----- 4. the benchmark ------------------------------------------------------------------------
+run benchmark_cuda 200 $PY demos/benchmark.py --workloads all --device cuda --batch 256 \
+    --warmup 5 --repeats 20 --inner 5
+run benchmark_cuda_unfused 120 env MINIENC_FUSED_KERNELS=0 $PY demos/benchmark.py \
+    --workloads vit_mae,vit_jepa --device cuda --batch 256 --impls minienc --warmup 5 --repeats 20 --inner 5
+for log in benchmark_cuda benchmark_cuda_unfused; do
+    { echo "## $log"; grep -E "^\| |^note|^# " "$OUT/$log.log"; } >> "$SUMMARY" 2>/dev/null
+done
+
+# ----- 5. the whole suite on the GPU -----------------------------------------------------------
+run suite_cuda 240 $PY -m pytest -q -x -k cuda tests
+note "done: logs in $OUT"
