@@ -84,9 +84,7 @@ def gelu_backward(g, x, t):
 # row of any length is one block; the two-pass mean/variance matches the NumPy reference.
 THREADS = 256
 
-_ROW_SOURCE = r"""
-#define THREADS 256
-
+_ROW_SOURCE = f"#define THREADS {THREADS}\n" + r"""
 template <typename T>
 __device__ T block_sum(T value, T* shared) {
     shared[threadIdx.x] = value;
@@ -105,7 +103,8 @@ __device__ T block_max(T value, T* shared) {
     shared[threadIdx.x] = value;
     __syncthreads();
     for (int half = THREADS / 2; half > 0; half /= 2) {
-        if (threadIdx.x < half) shared[threadIdx.x] = max(shared[threadIdx.x], shared[threadIdx.x + half]);
+        if (threadIdx.x < half && shared[threadIdx.x + half] > shared[threadIdx.x])
+            shared[threadIdx.x] = shared[threadIdx.x + half];
         __syncthreads();
     }
     T top = shared[0];
@@ -162,7 +161,8 @@ __global__ void softmax_cross_entropy(const T* logits, const I* target, T* p, T*
     __shared__ T shared[THREADS];
     const long long row = blockIdx.x, base = row * classes;
     T top = logits[base];
-    for (long long j = threadIdx.x; j < classes; j += THREADS) top = max(top, logits[base + j]);
+    for (long long j = threadIdx.x; j < classes; j += THREADS)
+        if (logits[base + j] > top) top = logits[base + j];
     top = block_max(top, shared);
     T acc = 0;
     for (long long j = threadIdx.x; j < classes; j += THREADS) {
@@ -175,7 +175,8 @@ __global__ void softmax_cross_entropy(const T* logits, const I* target, T* p, T*
     if (threadIdx.x == 0) {               // an out-of-range target gives NaN, not a host sync
         long long t = (long long)target[row];
         bool skip = has_ignore && t == ignore, bad = !skip && (t < 0 || t >= classes);
-        loss[row] = skip ? (T)0 : bad ? (T)NAN : log(total) - (logits[base + t] - top);
+        T nan = (T)__int_as_float(0x7fc00000);   // no NAN macro without headers (NVRTC)
+        loss[row] = skip ? (T)0 : bad ? nan : log(total) - (logits[base + t] - top);
     }
 }
 """
