@@ -241,3 +241,21 @@ def test_a_short_run_lowers_the_loss():
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
     assert jepa.embed(images).shape == (16, 16)
+
+
+def test_target_norms():
+    images, context, targets = _batch("cpu", b=8)
+    layer = _tiny_jepa("cpu").targets(images, targets).data                       # (B, T, Kt, D)
+    np.testing.assert_allclose(layer.mean(-1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(layer.var(-1), 1.0, rtol=1e-3)
+    jepa = _tiny_jepa("cpu", target_norm="layer+batch")
+    all_patches = np.arange(16).reshape(1, 1, 16).repeat(8, 0)
+    every = jepa.targets(images, all_patches).data
+    jepa.target_norm = "layer"
+    layer = jepa.targets(images, all_patches).data
+    # each (position, feature) standardised over the images of the batch
+    expected = (layer - layer.mean(0)) / np.sqrt(layer.var(0) + 1e-5)
+    np.testing.assert_allclose(every, expected, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(every.mean(0), 0.0, atol=1e-4)
+    with pytest.raises(ValueError, match="target_norm"):
+        _tiny_jepa("cpu", target_norm="batch")

@@ -50,6 +50,7 @@ from ..optim.optimizer import param_groups_without_decay
 from ..tensor import Tensor, no_grad
 
 LOSSES = ("smooth_l1", "l2")
+TARGET_NORMS = ("layer", "layer+batch", None)
 
 
 def _indices(name, idx, batch, ndim, num_patches, device):
@@ -130,14 +131,18 @@ class IJEPA(Module):
     loss = jepa(images, context_idx, target_idx)                  # indices from the sampler
     loss.backward(); opt.step(); jepa.update_target(momentum)
 
-    normalize_targets: layer-norm the target encoder's output over features (no affine) before
-    gathering, as the released code does. loss: "smooth_l1" (code) or "l2" (paper).
+    target_norm: "layer" (the released code): layer-norm the target encoder's output over
+    features, no affine, before gathering; "layer+batch": then also standardise every
+    (patch position, feature) over the batch's images (NOT in I-JEPA; see `targets`); None:
+    the raw outputs. loss: "smooth_l1" (code) or "l2" (paper).
     """
 
     def __init__(self, encoder, predictor_dim=None, predictor_depth=6, predictor_heads=None,
-                 loss="smooth_l1", normalize_targets=True):
+                 loss="smooth_l1", target_norm="layer"):
         if not isinstance(encoder, VisionTransformer) or encoder.cls_token is not None:
             raise ValueError("IJEPA: the encoder must be a VisionTransformer without a CLS token")
+        if target_norm not in TARGET_NORMS:
+            raise ValueError(f"IJEPA: target_norm must be one of {TARGET_NORMS}, got {target_norm!r}")
         if loss not in LOSSES:
             raise ValueError(f"IJEPA: loss must be one of {LOSSES}, got {loss!r}")
         self.context_encoder = encoder
@@ -145,7 +150,7 @@ class IJEPA(Module):
         self.target_encoder = self._ema.target
         self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim,
                                        predictor_depth, predictor_heads or encoder.num_heads)
-        self.loss_name, self.normalize_targets = loss, normalize_targets
+        self.loss_name, self.target_norm = loss, target_norm
 
     def param_groups(self, weight_decay):
         """AdamW groups of the TRAINED parts (context encoder, predictor): weights with
@@ -157,8 +162,14 @@ class IJEPA(Module):
         no graph, so no gradient can reach the target encoder."""
         with no_grad():
             h = self.target_encoder(images)
-            if self.normalize_targets:
+            if self.target_norm is not None:
                 h = ops.layer_norm(h, eps=1e-5)  # F.layer_norm(h, (D,)) in the released code
+            if self.target_norm == "layer+batch":
+                # On small images the fixed position embeddings dominate every token, so most of
+                # a target is predictable from its position alone and the encoder lowers the
+                # loss by shrinking what varies between images. Standardising each position's
+                # feature over the batch leaves only that variation, at unit scale.
+                h = (h - h.mean(axis=0, keepdims=True)) / (h.var(axis=0, keepdims=True) + 1e-5).sqrt()
             b, t, kt = target_idx.shape
             return gather_tokens(h, target_idx.reshape(b, t * kt)).reshape(b, t, kt, h.shape[-1])
 
