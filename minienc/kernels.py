@@ -61,10 +61,12 @@ _ELEMENTWISE = {
 }
 
 
-def _elementwise(name):
+def elementwise(name, sources=None):
+    """The ElementwiseKernel `name` from `sources` (name -> (inputs, outputs, body); default
+    this module's), compiled once per process. optim/fused.py compiles its updates here too."""
     k = _compiled.get(name)
     if k is None:
-        inputs, outputs, body = _ELEMENTWISE[name]
+        inputs, outputs, body = (sources or _ELEMENTWISE)[name]
         k = _compiled[name] = backend.cupy().ElementwiseKernel(inputs, outputs, body,
                                                                f"minienc_{name}")
     return k
@@ -72,11 +74,11 @@ def _elementwise(name):
 
 def gelu_forward(x):
     """(t, y): t = tanh(c (x + k x^3)) (kept for backward) and y = gelu(x), in one kernel."""
-    return _elementwise("gelu_forward")(x)
+    return elementwise("gelu_forward")(x)
 
 
 def gelu_backward(g, x, t):
-    return _elementwise("gelu_backward")(g, x, t)
+    return elementwise("gelu_backward")(g, x, t)
 
 
 # ----- row kernels: one thread block per row of the last axis ---------------------------------
@@ -254,5 +256,5 @@ def softmax_cross_entropy(logits, targets, ignore_index=None):
 
 def cross_entropy_backward(p, targets, row_scale):
     """(p - onehot(targets)) * row_scale[..., None]: the logits' gradient in one pass."""
-    return _elementwise("cross_entropy_backward")(p, targets, row_scale, p.shape[-1],
+    return elementwise("cross_entropy_backward")(p, targets, row_scale, p.shape[-1],
                                                    size=p.size).reshape(p.shape)

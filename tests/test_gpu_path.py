@@ -136,18 +136,12 @@ def build_on(name, device, seed=0):
 
 
 def first_losses(name, device, steps=STEPS):
-    case = build_on(name, device)
-    opt, loss_fn, after = case.parts(device)
+    step, last_loss = bench_mlp.train_step(*build_on(name, device).parts(device))
     losses = []
     for _ in range(steps):
-        opt.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        opt.step()
-        if after is not None:
-            after()
-        losses.append(loss)
-    return [float(loss.item()) for loss in losses]   # read back once, after the steps
+        step()
+        losses.append(last_loss())
+    return losses
 
 
 # ----- on every machine: the registry itself works ---------------------------------------------

@@ -6,9 +6,7 @@ arithmetic -- the formulas at the top of adam.py, sgd.py and ema.py, in that ord
 over each parameter. The NumPy code paths stay the readable reference; the tests check both
 against the same closed-form updates. Kernels are compiled on first use.
 """
-from .. import backend
-
-_kernels = {}
+from .. import backend, kernels
 
 _SOURCES = {
     # in: g and host scalars; in-out: p, m, v (each element read, then written, independently)
@@ -31,13 +29,8 @@ _SOURCES = {
 
 
 def kernel(name):
-    """The compiled ElementwiseKernel `name` (CuPy imported through the backend)."""
-    k = _kernels.get(name)
-    if k is None:
-        inputs, outputs, body = _SOURCES[name]
-        k = _kernels[name] = backend.cupy().ElementwiseKernel(inputs, outputs, body,
-                                                              f"minienc_{name}")
-    return k
+    """The compiled ElementwiseKernel `name` (compiled and cached by minienc/kernels.py)."""
+    return kernels.elementwise(name, _SOURCES)
 
 
 def on_gpu(array):
