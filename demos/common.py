@@ -55,6 +55,8 @@ def report(args, data, name, encoder, random_encoder=None, extra_records=(), bas
     the table and write it to <out>/results.json. Returns the records."""
     options = dict(draws=args.draws, seed=args.seed, verbose=False)
     record = evaluate(encoder, data, name=name, **options)
+    record["params"] = _parameter_count(encoder)
+    record["train_s"] = _training_seconds(args.out)
     records = [record, *extra_records]
     if baselines:
         records += baseline_records(data, dim=record["dim"], random_encoder=random_encoder, **options)
@@ -62,3 +64,20 @@ def report(args, data, name, encoder, random_encoder=None, extra_records=(), bas
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(records, f, indent=1)
     return records
+
+
+def _parameter_count(encoder):
+    """Parameters of the trained model behind `encoder` (a Module, or a bound method of one)."""
+    owner = getattr(encoder, "__self__", encoder)
+    count = getattr(owner, "num_parameters", None)
+    return int(count()) if callable(count) else None
+
+
+def _training_seconds(out):
+    """Wall-clock seconds of the run's training loop, as the Trainer logged them."""
+    try:
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            last = [line for line in f if line.strip()][-1]
+        return round(json.loads(last)["elapsed_s"], 1)
+    except (OSError, IndexError, KeyError, ValueError):
+        return None
