@@ -1,0 +1,156 @@
+"""Train every objective on the same data and compare their embeddings in one table.
+
+Each objective runs as its own demo script with that demo's defaults (its best setting found,
+a few minutes of CPU at most) and is evaluated the same way, by demos/common.report: a linear
+probe, a 5-shot probe, weighted k-NN and RankMe on frozen test-split embeddings, with the
+training seconds and parameter count. Beside them: raw pixels, PCA to each encoder's dimension,
+and each encoder at its random initialisation. Writes <out>/compare.md, compare.json and
+compare.png (a bar chart), and each demo's own figures under <out>/<demo>/.
+
+    python demos/compare.py                           # every objective on digits, CPU
+    python demos/compare.py --only ae,simclr,jepa     # a subset
+    python demos/compare.py --device cuda             # the same on the GPU
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# name -> (label, script, extra flags, flags for --quick)
+OBJECTIVES = {
+    "ae": ("autoencoder", "autoencoder.py", [], ["--epochs", "2"]),
+    "dae": ("denoising AE", "denoising.py", [], ["--epochs", "2"]),
+    "vae": ("VAE", "vae.py", [], ["--epochs", "2"]),
+    "triplet": ("triplet", "triplet.py", [], ["--epochs", "2"]),
+    "simclr": ("SimCLR", "simclr.py", [], ["--epochs", "2"]),
+    "moco": ("MoCo v2", "moco.py", [], ["--epochs", "2"]),
+    "mae": ("MAE", "mae.py", [], ["--epochs", "2"]),
+    "jepa": ("I-JEPA", "jepa.py", ["--no-mae"], ["--steps", "10", "--monitor-every", "5"]),
+}
+COLUMNS = ("linear", "fewshot", "knn")
+
+
+def run_objective(name, args, index, total):
+    """Run one demo in a subprocess (its own process: no state leaks between objectives); its
+    output goes to <out>/<name>/log.txt, a progress line to the terminal."""
+    label, script, extra, quick = OBJECTIVES[name]
+    out = os.path.join(args.out, name)
+    os.makedirs(out, exist_ok=True)
+    command = [sys.executable, os.path.join(HERE, script), "--data", args.data, "--seed", str(args.seed),
+               "--out", out, "--draws", str(args.draws), *extra, *(quick if args.quick else [])]
+    if args.device:
+        command += ["--device", args.device]
+    print(f"[{index}/{total}] {label:<14} python demos/{script} ...", end="", flush=True)
+    start = time.perf_counter()
+    with open(os.path.join(out, "log.txt"), "w") as log:
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if code != 0:
+        print(f" FAILED (exit {code}; see {out}/log.txt)")
+        return None
+    with open(os.path.join(out, "results.json")) as f:
+        records = json.load(f)
+    print(f" done in {seconds:.0f} s: 5-shot {records[0]['fewshot']:.1%}")
+    return label, records
+
+
+def collect(results):
+    """One row per objective, then the baselines (raw pixels and each PCA size once, each
+    objective's random-init encoder under its own name)."""
+    rows, seen = [], set()
+    for label, records in results:
+        trained = dict(records[0], method=label)
+        rows.append(trained)
+    for label, records in results:
+        for record in records[1:]:
+            method = record["method"]
+            if method == "random init":
+                method = f"random {label}"
+            if method not in seen:
+                seen.add(method)
+                rows.append(dict(record, method=method, baseline=True))
+    return rows
+
+
+def markdown(rows, header):
+    lines = [header, "", "| method | dim | linear | 5-shot | k-NN | RankMe | train s | params |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        seconds = f"{r['train_s']:.0f}" if r.get("train_s") is not None else ""
+        params = f"{r['params']:,}" if r.get("params") else ""
+        name = f"*{r['method']}*" if r.get("baseline") else f"**{r['method']}**"
+        lines.append(f"| {name} | {r['dim']} | {r['linear']:.1%} | {r['fewshot']:.1%} ± "
+                     f"{r['fewshot_std']:.1%} | {r['knn']:.1%} | {r['rankme']:.1f} | {seconds} | {params} |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(rows, path, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    width = 0.27
+    fig, ax = plt.subplots(figsize=(max(8, 0.75 * len(rows)), 4.2))
+    names = {"linear": "linear probe", "fewshot": "5-shot probe", "knn": "k-NN"}
+    for i, column in enumerate(COLUMNS):
+        xs = [j + (i - 1) * width for j in range(len(rows))]
+        bars = ax.bar(xs, [r[column] * 100 for r in rows], width, label=names[column])
+        for bar, r in zip(bars, rows):
+            if r.get("baseline"):
+                bar.set_hatch("//")
+                bar.set_alpha(0.55)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r["method"] for r in rows], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    low = min(r[c] for r in rows for c in COLUMNS) * 100
+    ax.set_ylim(max(0, low - 5), 100)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=",".join(OBJECTIVES), help=f"from {','.join(OBJECTIVES)}")
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draws", type=int, default=100)
+    parser.add_argument("--out", default=os.path.join("runs", "compare"))
+    parser.add_argument("--quick", action="store_true", help="a few steps each (a smoke run, not a result)")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown:
+        parser.error(f"unknown objectives {unknown}; choose from {list(OBJECTIVES)}")
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    results = [r for i, name in enumerate(names, 1) if (r := run_objective(name, args, i, len(names)))]
+    if not results:
+        sys.exit("compare: every objective failed")
+    rows = collect(results)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    header = (f"Embeddings on {args.data} (test split), {datetime.date.today()}, device "
+              f"{args.device or 'default'}, {machine}, total {time.perf_counter() - start:.0f} s"
+              f"{' (QUICK smoke run)' if args.quick else ''}")
+    table = markdown(rows, header)
+    with open(os.path.join(args.out, "compare.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(args.out, "compare.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    bar_chart(rows, os.path.join(args.out, "compare.png"), f"every objective on {args.data}")
+    print("\n" + table)
+    print(f"wrote {args.out}/compare.md, compare.json, compare.png")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
