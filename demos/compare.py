@@ -109,8 +109,8 @@ def bar_chart(rows, path, title):
     ax.set_ylabel("test accuracy (%)")
     low = min(r[c] for r in rows for c in COLUMNS) * 100
     ax.set_ylim(max(0, low - 5), 100)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title, fontsize=10, pad=22)
+    ax.legend(fontsize=8, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
