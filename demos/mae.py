@@ -4,11 +4,12 @@ tokens are then evaluated frozen beside raw pixels, PCA and the same ViT at rand
 
     python demos/mae.py                           # 8x8 digits, 2x2 patches (a 4x4 grid)
     python demos/mae.py --patch-size 1            # one pixel per patch (an 8x8 grid)
-    python demos/mae.py --norm-pix-loss           # per-patch normalised targets
+    python demos/mae.py --no-norm-pix-loss        # raw pixel targets (norm-pix is the default)
 
 Writes <out>/reconstructions.png (original / masked / reconstruction / visible + predicted),
 <out>/embeddings.png, loss.png, metrics.jsonl and results.json.
 """
+import argparse
 import os
 
 from common import image_parser, report, setup
@@ -29,13 +30,17 @@ def main():
     parser.add_argument("--decoder-dim", type=int, default=32)
     parser.add_argument("--decoder-depth", type=int, default=2)
     parser.add_argument("--mask-ratio", type=float, default=0.75)
-    parser.add_argument("--norm-pix-loss", action="store_true")
+    parser.add_argument("--norm-pix-loss", action=argparse.BooleanOptionalAction, default=True,
+                        help="targets: each patch standardised by its own mean and std (MAE's best)")
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--augment", action="store_true",
                         help="small random affine jitter of each batch (MAE uses random crops)")
     args = parser.parse_args()
     data = setup(args)
     c, h, _ = data.image_shape
+    if args.norm_pix_loss and args.patch_size ** 2 * c < 2:
+        print("a 1-value patch has no spread to normalise by: using raw pixel targets")
+        args.norm_pix_loss = False
     config = dict(image_size=h, patch_size=args.patch_size, in_channels=c, dim=args.dim,
                   depth=args.depth, num_heads=4, decoder_dim=args.decoder_dim,
                   decoder_depth=args.decoder_depth, decoder_num_heads=4,
@@ -65,17 +70,21 @@ def main():
     images = minienc.tensor(data.x_test[show], device=mae.device)
     out = mae.reconstruct(images)
     ratio = f"{args.mask_ratio:.0%}"
-    path = plot_image_grid([images, out["masked"], out["reconstruction"], out["pasted"]],
+    # norm-pix predictions are per-patch shapes: they are drawn with each patch's TRUE mean and std
+    note = "\nnorm-pix: predicted patches drawn with their true mean/std" if args.norm_pix_loss else ""
+    # predictions of pixels in [0, 1] can overshoot a little: clip so every row shares one scale
+    path = plot_image_grid([images, out["masked"], out["reconstruction"].clip(0, 1), out["pasted"].clip(0, 1)],
                            os.path.join(args.out, "reconstructions.png"),
                            row_titles=["original", f"masked {ratio}", "reconstruction", "visible+pred."],
                            title=f"MAE on {data.name} ({args.patch_size}x{args.patch_size} patches, "
-                                 f"held-out digits; grey = removed)")
+                                 f"held-out digits; grey = removed)" + note)
     print("saved", path)
     path = plot_embeddings(encode(mae.embed, data.x_test, device=mae.device), data.y_test,
                            os.path.join(args.out, "embeddings.png"),
                            title=f"MAE encoder, mean-pooled patch tokens ({data.name} test)")
     print("saved", path)
-    report(args, data, f"MAE (p={args.patch_size})", mae.embed, random_mae.embed)
+    name = f"MAE (p={args.patch_size}{', norm-pix' if args.norm_pix_loss else ''})"
+    report(args, data, name, mae.embed, random_mae.embed)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,8 @@ def test_norm_pix_targets_are_standardised_and_map_back(seed, p):
 def test_norm_pix_targets_need_more_than_one_value():
     with pytest.raises(ValueError, match="patch_targets: norm_pix_loss"):
         patch_targets(np.zeros((1, 1, 4, 4), np.float32), 1, norm_pix_loss=True)
+    with pytest.raises(ValueError, match="MAE: norm_pix_loss needs patches of at least 2 values, got 1x1x1"):
+        MAE(image_size=4, patch_size=1, dim=8, depth=1, num_heads=2, norm_pix_loss=True)
 
 
 @given(seed=st.integers(0, 1000), batch=st.integers(1, 4), n=st.integers(2, 9))

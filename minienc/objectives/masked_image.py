@@ -120,6 +120,9 @@ class MAE(Module):
         self.patch_size, self.in_channels = enc.patch_embed.patch_size, enc.patch_embed.in_channels
         self.num_patches, self.grid_size = enc.num_patches, enc.grid_size
         self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
+        if norm_pix_loss and self.patch_size ** 2 * self.in_channels < 2:
+            raise ValueError(f"MAE: norm_pix_loss needs patches of at least 2 values, got "
+                             f"{self.patch_size}x{self.patch_size}x{self.in_channels}")
         self.decoder_embed = Linear(enc.dim, decoder_dim)
         self.decoder_blocks = [TransformerBlock(decoder_dim, decoder_num_heads, mlp_ratio)
                                for _ in range(decoder_depth)]

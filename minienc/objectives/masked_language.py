@@ -91,7 +91,7 @@ def mask_tokens(ids, special_ids, mask_id, vocab_size, mask_prob=0.15, mask_frac
     used = xp.arange(order.shape[1]) < count[:, None]                        # (B, M)
     positions = xp.where(used, order, 0)
     chosen = xp.zeros((batch, length), dtype=bool)
-    xp.put_along_axis(chosen, order, used, axis=1)                            # order has no repeats
+    chosen[xp.arange(batch)[:, None], order] = used                           # order has no repeats
 
     u = rng.random((batch, length), dtype=xp.float32)
     to_mask = chosen & (u < mask_fraction)
