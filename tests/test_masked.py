@@ -265,6 +265,16 @@ def test_mask_tokens_splits_80_10_10_and_random_tokens_are_words(device):
     assert (counts > 0).sum() > 30                                      # spread over the words
 
 
+def test_mask_tokens_random_words_skip_scattered_special_ids():
+    specials, vocab = (0, 3, 7), 10                    # words: 1 2 4 5 6 8 9 ([MASK] = 7)
+    ids = np.random.default_rng(0).choice([1, 2, 4, 5, 6, 8, 9], size=(3000, 20))
+    m = mask_tokens(ids, specials, 7, vocab, mask_fraction=0.0, random_fraction=1.0)
+    chosen = m.labels != IGNORE_INDEX
+    assert set(np.unique(m.inputs[chosen]).tolist()) == {1, 2, 4, 5, 6, 8, 9}
+    counts = np.bincount(m.inputs[chosen], minlength=vocab)[[1, 2, 4, 5, 6, 8, 9]]
+    assert counts.min() > 0.8 * counts.mean()          # uniform over the words
+
+
 def test_mask_tokens_fill_in_the_blank_and_errors():
     ids = token_batch(1, 4, 20, pad_fraction=0.0)
     m = mask_tokens(ids, SPECIALS, MASK_ID, VOCAB, mask_fraction=1.0, random_fraction=0.0)

@@ -75,13 +75,15 @@ def mask_tokens(ids, special_ids, mask_id, vocab_size, mask_prob=0.15, mask_frac
     xp = backend.get_xp(data)
     rng = rng if rng is not None else backend.rng(backend.device_of(data))
     batch, length = data.shape
-    special = sorted({int(i) for i in special_ids} | {int(mask_id)})
-    words = xp.asarray([i for i in range(vocab_size) if i not in special])
-    if len(words) == 0:
+    special = sorted(({int(i) for i in special_ids} | {int(mask_id)}) & set(range(vocab_size)))
+    num_words = vocab_size - len(special)
+    if num_words < 1:
         raise ValueError(f"mask_tokens: a vocabulary of {vocab_size} ids has no non-special token")
     most = max_predictions if max_predictions is not None else max_predictions_for(length, mask_prob)
 
-    candidate = ~xp.isin(data, xp.asarray(special))
+    candidate = xp.ones(data.shape, dtype=bool)
+    for sid in special:
+        candidate &= data != sid
     n = candidate.sum(axis=1)
     count = xp.minimum(xp.maximum(xp.rint(n * mask_prob), 1), min(most, length)).astype(n.dtype)
     count = xp.where(n > 0, xp.minimum(count, n), 0)
@@ -96,8 +98,11 @@ def mask_tokens(ids, special_ids, mask_id, vocab_size, mask_prob=0.15, mask_frac
     u = rng.random((batch, length), dtype=xp.float32)
     to_mask = chosen & (u < mask_fraction)
     to_random = chosen & (u >= mask_fraction) & (u < mask_fraction + random_fraction)
-    pick = (rng.random((batch, length), dtype=xp.float32) * len(words)).astype(xp.int64)
-    random_ids = words[xp.minimum(pick, len(words) - 1)].astype(data.dtype)
+    # a uniform word: draw an index among the num_words words, then step over each special id
+    random_ids = xp.minimum(rng.random((batch, length), dtype=xp.float32) * num_words,
+                            num_words - 1).astype(data.dtype)
+    for sid in special:                                         # ascending
+        random_ids += random_ids >= sid
     inputs = xp.where(to_mask, data.dtype.type(mask_id), xp.where(to_random, random_ids, data))
     labels = xp.where(chosen, data, data.dtype.type(ignore_index))
     targets = xp.where(used, xp.take_along_axis(data, order, axis=1), data.dtype.type(ignore_index))
