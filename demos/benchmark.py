@@ -242,6 +242,29 @@ def profile(name, device, steps=200, batch=None):
     pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
+def set_threads(n):
+    """Give NumPy's BLAS (through threadpoolctl, which scikit-learn brings) and PyTorch `n`
+    threads each; returns what the header should say about threads."""
+    blas = "BLAS threads: default"
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+        if n is not None:
+            threadpool_limits(n, user_api="blas")
+        counts = sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        blas = f"BLAS threads {','.join(map(str, counts))}"
+    except ImportError:
+        if n is not None:
+            blas = f"BLAS threads NOT set (no threadpoolctl; export OPENBLAS_NUM_THREADS={n})"
+    try:
+        import torch
+        if n is not None:
+            torch.set_num_threads(n)
+        blas += f", PyTorch threads {torch.get_num_threads()}"
+    except ImportError:
+        pass
+    return blas
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workloads", default="mlp_ae",
@@ -254,6 +277,11 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=30, help="timed repeats (median of these)")
     ap.add_argument("--inner", type=int, default=5, help="steps per timed repeat")
     ap.add_argument("--profile", action="store_true", help="also cProfile minienc's step")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS and PyTorch threads, the same for every implementation (default: "
+                         "their own defaults, one per core). On a LOADED machine use 1: a "
+                         "multi-threaded BLAS then waits on the scheduler at every small matmul "
+                         "(an mlp_ae step went from 8 ms to 450 ms on a busy 2-core box)")
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's allocator untuned (minienc's Trainer tunes it; see "
                          "backend.tune_host_allocator) to see malloc's share of a step")
@@ -266,10 +294,11 @@ def main(argv=None):
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
     tuned = not args.default_malloc and backend.tune_host_allocator()
     malloc = "glibc malloc tuned (mallopt)" if tuned else "default malloc"
+    threads = set_threads(args.threads)
     print(f"# minienc benchmark, {datetime.date.today()}, device {args.device}")
     print(f"# {machine_line(args.device)}")
     print(f"# median of {args.repeats} interleaved repeats (rotating order) of {args.inner} steps "
-          f"after {args.warmup} warm-up steps, float32, {malloc}, "
+          f"after {args.warmup} warm-up steps, float32, {malloc}, {threads}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}\n")
     results = {}
     for name in names:
