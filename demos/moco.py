@@ -2,7 +2,7 @@
 a FIFO queue of older keys (temperature 0.2, MLP head), with SimCLR's encoder, augmentations and
 optimizer (demos/simclr.py) so the two compare on equal terms.
 
-    python demos/moco.py                        # ~2 min on one CPU core
+    python demos/moco.py                        # ~45 s of one CPU core
     python demos/moco.py --queue 512 --momentum 0.999 --bn-groups 1
 """
 import copy
@@ -14,7 +14,7 @@ from minienc.objectives.contrastive import MoCo, projection_head
 
 
 def main():
-    parser = add_recipe_flags(image_parser(__doc__, epochs=200, latent_dim=64, batch_size=256,
+    parser = add_recipe_flags(image_parser(__doc__, epochs=300, latent_dim=64, batch_size=256,
                                            lr=1.0), temperature=0.2)
     parser.add_argument("--queue", type=int, default=1024,
                         help="negatives kept (a multiple of the batch, below the train set size)")
@@ -23,6 +23,9 @@ def main():
                         help="batch-norm sub-batches (shuffled for the keys): MoCo's shuffle-BN")
     args = parser.parse_args()
     data = setup(args)
+    if args.queue % args.batch_size or args.queue >= len(data.x_train):
+        parser.error(f"--queue {args.queue} must be a multiple of --batch-size {args.batch_size} "
+                     f"and smaller than the {len(data.x_train)} train images")
     encoder = digits_encoder(args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
     head = projection_head(args.latent_dim, args.hidden, 64, batch_norm=False)

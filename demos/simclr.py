@@ -1,7 +1,7 @@
 """SimCLR on digits: two augmented views of every image, NT-Xent on the projection head's output,
 LARS with warmup + cosine; the probe reads the encoder's output (before the head).
 
-    python demos/simclr.py                      # ~2 min on one CPU core
+    python demos/simclr.py                      # ~45 s of one CPU core
     python demos/simclr.py --device cuda --epochs 400
 
 The recipe also serves demos/moco.py and demos/triplet.py (encoder, augmentations, optimizer,
@@ -13,7 +13,7 @@ import os
 from common import image_parser, report, setup
 
 from minienc import data as D
-from minienc.eval import plot_embeddings, plot_image_grid
+from minienc.eval import encode, plot_embeddings, plot_image_grid
 from minienc.nn import Flatten, MLPEncoder, Sequential
 from minienc.objectives.contrastive import SimCLR, projection_head
 from minienc.optim import LARS, WarmupCosine, param_groups_without_decay
@@ -25,7 +25,7 @@ def digits_encoder(latent_dim, hidden=(512, 512)):
     return Sequential(Flatten(), MLPEncoder(64, hidden, latent_dim, batch_norm=True))
 
 
-def digits_augment(crop=0.5, degrees=15.0, noise=0.1):
+def digits_augment(crop=0.5, degrees=15.0, noise=0.05):
     """Two-view augmentations for 8x8 digits: a resized crop, a small rotation and shear,
     brightness/contrast jitter, noise and an erased patch. No flips (a mirrored 2 is not a 2)."""
     return D.Compose([
@@ -46,6 +46,7 @@ def save_view_pairs(images, augment, path, title):
 def add_recipe_flags(parser, temperature=None):
     parser.add_argument("--hidden", type=int, default=256, help="projection head width")
     parser.add_argument("--crop", type=float, default=0.5, help="smallest crop area")
+    parser.add_argument("--noise", type=float, default=0.05, help="Gaussian noise std")
     parser.add_argument("--weight-decay", type=float, default=1e-6)
     parser.add_argument("--warmup-epochs", type=int, default=10)
     if temperature is not None:
@@ -57,7 +58,7 @@ def train_contrastive(args, data, name, loss_fn, models, params, callbacks=(), l
     """LARS (lr scaled as SimCLR: base * batch / 256) with warmup + cosine over the run, on
     batches of the train images; each step is loss_fn(view1, view2), or loss_fn(view1, view2,
     labels) with `labels`. Saves the view pairs first. Returns the Trainer."""
-    augment = digits_augment(crop=args.crop)
+    augment = digits_augment(crop=args.crop, noise=args.noise)
     images = data.x_test[:12]
     print("saved", save_view_pairs(images, augment, os.path.join(args.out, "views.png"),
                                    f"{name}: positive pairs (two random views of each digit)"))
@@ -84,7 +85,6 @@ def train_contrastive(args, data, name, loss_fn, models, params, callbacks=(), l
 def finish(args, data, name, encoder, random_encoder):
     """The shared evaluation row and a PCA plot of the test embeddings."""
     records = report(args, data, name, encoder, random_encoder)
-    from minienc.eval import encode
     path = plot_embeddings(encode(encoder, data.x_test), data.y_test,
                            os.path.join(args.out, "embeddings.png"), title=f"{name}: test embeddings (PCA)")
     print("saved", path)
@@ -92,7 +92,7 @@ def finish(args, data, name, encoder, random_encoder):
 
 
 def main():
-    parser = add_recipe_flags(image_parser(__doc__, epochs=100, latent_dim=64, batch_size=256,
+    parser = add_recipe_flags(image_parser(__doc__, epochs=300, latent_dim=64, batch_size=256,
                                            lr=1.0), temperature=0.5)
     args = parser.parse_args()
     data = setup(args)

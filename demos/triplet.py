@@ -3,7 +3,7 @@ of the same digit and the miner picks negatives among the other digits' views; w
 positives are other digits of the same class (FaceNet's supervised form, so its row is NOT a
 self-supervised result). Encoder, augmentations and optimizer are SimCLR's (demos/simclr.py).
 
-    python demos/triplet.py                     # ~2 min on one CPU core
+    python demos/triplet.py                     # ~80 s of one CPU core
     python demos/triplet.py --miner semi_hard --margin 0.5
     python demos/triplet.py --labels --miner batch_all
 """

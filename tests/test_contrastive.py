@@ -422,6 +422,13 @@ def test_key_encoder_never_receives_gradients_nor_reaches_the_optimizer(device):
         np.testing.assert_array_equal(host(p), b)   # only update_key_encoder moves it
 
 
+def test_moco_to_moves_the_key_encoder_and_the_queue_too(device):
+    moco = small_moco("cpu").to(device)
+    assert moco.queue.__class__ is minienc.tensor([1.0], device=device).data.__class__
+    assert {p.device for p in moco.key_encoder.parameters()} == {device}
+    assert {p.device for p in moco.parameters()} == {device}
+
+
 def test_grouped_forward_is_per_sub_batch_and_returns_the_original_order(device):
     minienc.set_device(device)
     try:

@@ -379,6 +379,12 @@ class MoCo(Module):
         # the encoder and head are reached through query_encoder; list them once
         yield "query_encoder", self.query_encoder
 
+    def to(self, device):
+        """Move the query encoder, the queue and the key encoder (not a child) to `device`."""
+        super().to(device)
+        self.key_encoder.to(device)
+        return self
+
     def loss(self, view_q, view_k):
         """InfoNCE of the queries of view_q against the keys of view_k and the queue; then the
         keys join the queue."""
