@@ -173,9 +173,10 @@ class MSELoss(Function):
                              f"must have the same shape")
         self.diff = pred - target
         flat = self.diff.reshape(-1)
-        if self.reduction == "none" or not flat.size:
+        if self.reduction == "none" or not flat.size or is_cupy(flat):
             return _reduce(self.diff * self.diff, self.reduction)
-        total = get_xp(flat).dot(flat, flat)  # the sum of squares without a squares temporary
+        # on the host, the sum of squares as one BLAS dot: no squares temporary
+        total = get_xp(flat).dot(flat, flat)
         return total * (1.0 / flat.size) if self.reduction == "mean" else total
 
     def backward(self, g):
