@@ -5,6 +5,7 @@ of every model. Inputs with more than two dimensions (tokens: (B, L, D)) are fol
 forward and both weight gradients are single matrix products, never a stack of small ones.
 The weight has PyTorch's layout (out_features, in_features).
 """
+from ..backend import get_xp
 from ..tensor import Function
 
 
@@ -26,7 +27,13 @@ class Linear(Function):
         gw = g2.T @ self.x2 if self.needs_grad[1] else None
         if not self.has_bias:
             return gx, gw
-        return gx, gw, (g2.sum(axis=0) if self.needs_grad[2] else None)
+        return gx, gw, (sum_rows(g2) if self.needs_grad[2] else None)
+
+
+def sum_rows(a2):
+    """a2 (M, N) summed over its M rows, as the product ones(M) @ a2: BLAS does it 3-7x faster
+    than a2.sum(axis=0) for the (tokens, features) shapes of a bias gradient."""
+    return get_xp(a2).ones(a2.shape[0], dtype=a2.dtype) @ a2
 
 
 def linear(x, weight, bias=None):

@@ -13,6 +13,7 @@ Layer norm (Ba et al. 2016) groups the last axis of each sample; batch norm (Iof
 from .. import kernels
 from ..backend import get_xp
 from ..tensor import Function
+from .linear import sum_rows
 
 
 class _LastAxis:
@@ -98,7 +99,7 @@ class LayerNorm(Function):
             return gx
         g2, d = g.reshape(-1, g.shape[-1]), g.shape[-1]
         gw = get_xp(g).einsum("md,md->d", g2, xhat.reshape(-1, d)) if self.needs_grad[1] else None
-        return gx, gw, (g2.sum(axis=0) if self.needs_grad[2] else None)
+        return gx, gw, (sum_rows(g2) if self.needs_grad[2] else None)
 
 
 class BatchNorm(Function):
