@@ -3,8 +3,8 @@
 #
 #     bash .ci/gpu_check.sh            # logs and a summary go to $OUT (default: ./gpu_check_out)
 #
-# Budget: about 9 minutes of commands (each step has its own timeout, most important first), so
-# it fits one device call with time left to rerun. It installs nothing that is already
+# Budget: BUDGET seconds in all (default 540: one device call allows 600); each step has its own
+# timeout, cut to what is left, most important first. It installs nothing that is already
 # importable: CuPy, pytest and hypothesis are installed only when missing (the device may have no
 # network; a failed install is logged and the steps that need it report why they were skipped).
 # Steps, in order:
@@ -22,13 +22,20 @@ mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 export HYPOTHESIS_PROFILE=ci MPLBACKEND=Agg PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # minienc from this checkout, not installed
 PY=${PYTHON:-python3}
 
 note() { echo "$*" | tee -a "$SUMMARY"; }
 
+# the whole script stays inside one device call: steps get what is left of BUDGET seconds
+BUDGET=${BUDGET:-540}
+
 # run NAME SECONDS CMD...: CMD under a timeout, its output in $OUT/NAME.log, one summary line
 run() {
     local name=$1 limit=$2; shift 2
+    local left=$((BUDGET - SECONDS))
+    if [ $left -lt 20 ]; then note "$name: SKIPPED, the ${BUDGET}s budget is spent"; return 0; fi
+    [ $limit -gt $left ] && limit=$left
     local start=$SECONDS
     timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
     local rc=$?
@@ -47,7 +54,7 @@ note "# minienc GPU check, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse -
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || note "nvidia-smi failed (no GPU or no driver?)"
 head -15 "$OUT/nvidia-smi.txt" >> "$SUMMARY"
 for pkg in "numpy" "pytest" "hypothesis"; do
-    importable "$pkg" || timeout 120 $PY -m pip install -q "$pkg" >> "$OUT/install.log" 2>&1 \
+    importable "$pkg" || timeout 60 $PY -m pip install -q "$pkg" >> "$OUT/install.log" 2>&1 \
         || note "could not install $pkg (see install.log)"
 done
 if ! importable cupy && nvidia-smi > /dev/null 2>&1; then
@@ -55,7 +62,7 @@ if ! importable cupy && nvidia-smi > /dev/null 2>&1; then
     cuda_major=$(nvidia-smi 2>/dev/null | grep -o "CUDA Version: [0-9]*" | grep -o "[0-9]*$")
     wheel="cupy-cuda${cuda_major:-12}x"
     note "CuPy missing: pip install $wheel"
-    timeout 240 $PY -m pip install -q "$wheel" >> "$OUT/install.log" 2>&1 \
+    timeout 150 $PY -m pip install -q "$wheel" >> "$OUT/install.log" 2>&1 \
         || note "could not install $wheel (see install.log): GPU steps will be skipped"
 fi
 $PY - >> "$SUMMARY" 2>&1 <<'EOF'
@@ -78,18 +85,18 @@ $PY -c "import minienc; assert minienc.cuda_available()" > /dev/null 2>&1 \
     || note "WARNING: minienc sees no CUDA device; the GPU tests below will all be skipped"
 
 # ----- 2-3. the kernels and the GPU path -------------------------------------------------------
-run kernels 150 $PY -m pytest -q -rs tests/test_kernels.py
-run gpu_path 240 $PY -m pytest -q -rs tests/test_gpu_path.py
+run kernels 90 $PY -m pytest -q -rs tests/test_kernels.py
+run gpu_path 150 $PY -m pytest -q -rs tests/test_gpu_path.py
 
 # ----- 4. the benchmark ------------------------------------------------------------------------
-run benchmark_cuda 200 $PY demos/benchmark.py --workloads all --device cuda --batch 256 \
+run benchmark_cuda 150 $PY demos/benchmark.py --workloads all --device cuda --batch 256 \
     --warmup 5 --repeats 20 --inner 5
-run benchmark_cuda_unfused 120 env MINIENC_FUSED_KERNELS=0 $PY demos/benchmark.py \
+run benchmark_cuda_unfused 60 env MINIENC_FUSED_KERNELS=0 $PY demos/benchmark.py \
     --workloads vit_mae,vit_jepa --device cuda --batch 256 --impls minienc --warmup 5 --repeats 20 --inner 5
 for log in benchmark_cuda benchmark_cuda_unfused; do
     { echo "## $log"; grep -E "^\| |^note|^# " "$OUT/$log.log"; } >> "$SUMMARY" 2>/dev/null
 done
 
 # ----- 5. the whole suite on the GPU -----------------------------------------------------------
-run suite_cuda 240 $PY -m pytest -q -x -k cuda tests
+run suite_cuda 120 $PY -m pytest -q -x -k cuda tests
 note "done: logs in $OUT"
