@@ -15,7 +15,7 @@ import os
 from common import image_parser, report, setup
 
 import minienc
-from minienc.data import BatchIterator, RandomAffine
+from minienc.data import BatchIterator
 from minienc.eval import encode, plot_embeddings, plot_image_grid
 from minienc.objectives import MAE
 from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay
@@ -23,7 +23,7 @@ from minienc.train import Trainer
 
 
 def main():
-    parser = image_parser(__doc__, epochs=150, batch_size=128, lr=2e-3)
+    parser = image_parser(__doc__, epochs=300, batch_size=128, lr=2e-3)
     parser.add_argument("--patch-size", type=int, default=2)
     parser.add_argument("--dim", type=int, default=64, help="encoder width")
     parser.add_argument("--depth", type=int, default=4, help="encoder blocks")
@@ -33,8 +33,6 @@ def main():
     parser.add_argument("--norm-pix-loss", action=argparse.BooleanOptionalAction, default=True,
                         help="targets: each patch standardised by its own mean and std (MAE's best)")
     parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--augment", action="store_true",
-                        help="small random affine jitter of each batch (MAE uses random crops)")
     args = parser.parse_args()
     data = setup(args)
     c, h, _ = data.image_shape
@@ -55,10 +53,8 @@ def main():
 
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, shuffle=True, drop_last=True,
                            seed=args.seed)
-    jitter = RandomAffine(degrees=10, translate=0.1, scale=(0.9, 1.1)) if args.augment else None
-
     def step(images):
-        loss, _, _ = mae(jitter(images) if jitter else images)
+        loss, _, _ = mae(images)
         return loss
 
     steps = args.epochs * len(loader)
