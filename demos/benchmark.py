@@ -302,6 +302,7 @@ def main(argv=None):
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}\n")
     results = {}
     for name in names:
+        print(f"# timing {name} ...", file=sys.stderr, flush=True)   # progress; the table is stdout
         results[name] = run_workload(name, impls, args.device, args.warmup, args.repeats,
                                      args.inner, batch=args.batch)
     print(text_table(results, args.device))
