@@ -8,3 +8,5 @@ from .reconstruction import (VAE, Autoencoder, DenoisingAutoencoder, build_model
 from .contrastive import (MoCo, SimCLR, batch_triplet_loss, info_nce, info_nce_logits,  # noqa: F401
                           mine_batch_all, mine_batch_hard, mine_semi_hard, nt_xent,
                           pairwise_distances, projection_head, triplet_loss, view_triplet_loss)
+from .jepa import IJEPA, JEPAPredictor, jepa_loss  # noqa: F401
+from .multiblock import MultiBlockMaskSampler, block_size  # noqa: F401
