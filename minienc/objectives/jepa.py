@@ -37,6 +37,11 @@ The predictor runs all T blocks in ONE pass, as the released code does: the cont
 repeated once per block and each copy is followed by that block's mask tokens, so the blocks of
 an image never attend to each other. Evaluation uses the TARGET encoder, average-pooled over
 patches (`IJEPA.embed`).
+
+Small differences from the released code: its init_model re-initialises every Linear with
+trunc_normal(0.02) AFTER the 1/sqrt(2 * layer) rescale of the blocks' output projections, which
+undoes the rescale; minienc keeps it (init_transformer_weights). target_norm="layer+batch" is
+not in I-JEPA: it is an option for the small-scale study (README).
 """
 from .. import backend, ops
 from ..nn import init
