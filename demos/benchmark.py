@@ -277,11 +277,12 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=30, help="timed repeats (median of these)")
     ap.add_argument("--inner", type=int, default=5, help="steps per timed repeat")
     ap.add_argument("--profile", action="store_true", help="also cProfile minienc's step")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="BLAS and PyTorch threads, the same for every implementation (default: "
-                         "their own defaults, one per core). On a LOADED machine use 1: a "
-                         "multi-threaded BLAS then waits on the scheduler at every small matmul "
-                         "(an mlp_ae step went from 8 ms to 450 ms on a busy 2-core box)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS and PyTorch threads, the same for every implementation; 0 leaves "
+                         "each library its own default. One by default: these are small "
+                         "matrices, and a multi-threaded OpenBLAS pays a thread wake-up per "
+                         "product (a ViT step ran 10x slower with 2 threads on an idle 2-core VM; "
+                         "see minienc.backend.set_blas_threads)")
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's allocator untuned (minienc's Trainer tunes it; see "
                          "backend.tune_host_allocator) to see malloc's share of a step")
@@ -294,7 +295,7 @@ def main(argv=None):
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
     tuned = not args.default_malloc and backend.tune_host_allocator()
     malloc = "glibc malloc tuned (mallopt)" if tuned else "default malloc"
-    threads = set_threads(args.threads)
+    threads = set_threads(args.threads or None)
     print(f"# minienc benchmark, {datetime.date.today()}, device {args.device}")
     print(f"# {machine_line(args.device)}")
     print(f"# median of {args.repeats} interleaved repeats (rotating order) of {args.inner} steps "

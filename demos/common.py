@@ -13,6 +13,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import minienc  # noqa: E402
+from minienc import backend  # noqa: E402
 from minienc.data import DATA_HELP, load_dataset  # noqa: E402
 from minienc.eval import baseline_records, evaluate, print_table  # noqa: E402
 
@@ -32,12 +33,20 @@ def image_parser(description, epochs=20, latent_dim=None, batch_size=128, lr=1e-
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="output folder (default: runs/<demo name>)")
     parser.add_argument("--draws", type=int, default=100, help="few-shot probe draws")
+    add_blas_threads_flag(parser)
     return parser
+
+
+def add_blas_threads_flag(parser):
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="host BLAS threads (see minienc.backend.set_blas_threads: the demos' "
+                             "small matrices run fastest on one)")
 
 
 def setup(args):
     """Seed, default device and output folder from the flags; returns the dataset."""
     minienc.manual_seed(args.seed)
+    backend.set_blas_threads(args.blas_threads)
     if args.device:
         minienc.set_device(args.device)
     args.device = minienc.get_device()

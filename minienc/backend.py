@@ -166,3 +166,24 @@ def tune_host_allocator():
         return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20) and libc.mallopt(m_trim_threshold, 2**30))
     except (OSError, AttributeError, TypeError):
         return False
+
+
+_blas_limits = None
+
+
+def set_blas_threads(n):
+    """Cap the host BLAS library at `n` threads (through threadpoolctl, when it is installed).
+
+    minienc's demos multiply small matrices (a batch of 8x8 digits, a ViT of width 128): a second
+    BLAS thread has little to split, and on some machines waking it costs more than the product
+    itself -- on the 2-core VM these demos were developed on, OpenBLAS 0.3.31 with 2 threads ran a
+    ViT training step 10x slower than with 1 (a (3136, 128)^T (3136, 512) product: 60 ms vs 4 ms).
+    The demos call this with their --blas-threads flag (default 1); the library never does by
+    itself. Returns whether the cap took effect."""
+    global _blas_limits
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    _blas_limits = threadpool_limits(limits=int(n), user_api="blas")
+    return True
