@@ -42,3 +42,12 @@ def test_mlm_demo_runs(tmp_path):
 def test_augmentations_demo_runs(tmp_path):
     run_demo(ROOT / "demos" / "augmentations.py", "--out", tmp_path)
     assert list(tmp_path.glob("*.png"))
+
+
+def test_jepa_demo_runs_with_its_mae_row(tmp_path):
+    """README's main demo, with the side-by-side MAE run that compare.py skips."""
+    run_demo(ROOT / "demos" / "jepa.py", "--steps", "6", "--monitor-every", "3", "--draws", "3",
+             "--out", tmp_path)
+    methods = [r["method"] for r in json.loads((tmp_path / "results.json").read_text())]
+    assert any("JEPA" in m for m in methods) and any("MAE" in m for m in methods), methods
+    assert (tmp_path / "masks.png").stat().st_size > 0
