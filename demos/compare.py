@@ -61,21 +61,21 @@ def run_objective(name, args, index, total):
 
 
 def collect(results):
-    """One row per objective, then the baselines (raw pixels and each PCA size once, each
-    objective's random-init encoder under its own name)."""
-    rows, seen = [], set()
-    for label, records in results:
-        trained = dict(records[0], method=label)
-        rows.append(trained)
+    """One row per objective, then the baselines: raw pixels and each PCA size once, and each
+    objective's random-init encoder -- one row for encoders whose random init scores the same
+    (the autoencoders share an architecture, and so do the contrastive encoders)."""
+    rows = [dict(records[0], method=label) for label, records in results]
+    baselines = {}
     for label, records in results:
         for record in records[1:]:
-            method = record["method"]
-            if method == "random init":
-                method = f"random {label}"
-            if method not in seen:
-                seen.add(method)
-                rows.append(dict(record, method=method, baseline=True))
-    return rows
+            scores = tuple(round(record[k], 6) for k in ("linear", "fewshot", "knn", "rankme"))
+            key = ("random", scores) if record["method"] == "random init" else (record["method"],)
+            if key not in baselines:
+                name = f"random {label}" if key[0] == "random" else record["method"]
+                baselines[key] = dict(record, method=name, baseline=True)
+            elif key[0] == "random":
+                baselines[key]["method"] += f", {label}"
+    return rows + list(baselines.values())
 
 
 def markdown(rows, header):
