@@ -58,13 +58,15 @@ def setup(args):
     return data
 
 
-def report(args, data, name, encoder, random_encoder=None, extra_records=(), baselines=True):
+def report(args, data, name, encoder, random_encoder=None, extra_records=(), baselines=True,
+           params=None):
     """Evaluate `encoder` (a Module or a callable from image batches to embeddings) beside the
     baselines (raw pixels, PCA to the same dimension, the same encoder at random init), print
-    the table and write it to <out>/results.json. Returns the records."""
+    the table and write it to <out>/results.json. `params` overrides the parameter count (for an
+    encoder given as a plain function). Returns the records."""
     options = dict(draws=args.draws, seed=args.seed, verbose=False)
     record = evaluate(encoder, data, name=name, **options)
-    record["params"] = _parameter_count(encoder)
+    record["params"] = params if params is not None else _parameter_count(encoder)
     record["train_s"] = _training_seconds(args.out)
     records = [record, *extra_records]
     if baselines:

@@ -235,7 +235,9 @@ def main():
         extra.append(evaluate(mae_embed, data, name="MAE (same ViT, steps)", draws=args.draws,
                               seed=args.seed, verbose=False))
     report(args, data, "I-JEPA (target, pooled)", jepa_embed,
-           random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1), extra_records=extra)
+           random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1), extra_records=extra,
+           params=sum(p.size for group in trainer.models["jepa"].param_groups(0.0)
+                      for p in group["params"]))  # trained: context encoder + predictor
 
 
 if __name__ == "__main__":
