@@ -19,14 +19,23 @@ _anomaly_mode = False
 
 
 @contextlib.contextmanager
-def no_grad():
-    """Inside this block ops build no graph (inference, EMA updates, evaluation)."""
+def _grad_mode(enabled):
     global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    previous, _grad_enabled = _grad_enabled, enabled
     try:
         yield
     finally:
         _grad_enabled = previous
+
+
+def no_grad():
+    """Inside this block ops build no graph (inference, EMA updates, evaluation)."""
+    return _grad_mode(False)
+
+
+def enable_grad():
+    """Build graphs again inside a `no_grad()` block (a probe trained during evaluation)."""
+    return _grad_mode(True)
 
 
 def is_grad_enabled():

@@ -319,3 +319,14 @@ def test_mixed_devices_name_both(device, monkeypatch):
         cpu + gpu
     with pytest.raises(RuntimeError, match=r"^matmul: tensors on different devices: cuda .* and cpu"):
         minienc.ops.linalg.MatMul()(gpu.reshape(1, 3), cpu.T)
+
+
+def test_enable_grad_builds_a_graph_inside_no_grad(device):
+    x = minienc.tensor([1.0, 2.0], requires_grad=True, device=device)
+    with minienc.no_grad():
+        assert not (x * 2.0).requires_grad
+        with minienc.enable_grad():
+            y = (x * x).sum()
+        assert not minienc.is_grad_enabled()
+    y.backward()
+    assert x.grad.tolist() == [2.0, 4.0]

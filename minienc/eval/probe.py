@@ -15,14 +15,12 @@ each draw's gradient is exactly its own (draws do not share parameters). Feature
 standardised with the statistics of the whole (unlabelled) train set: mean and std need no
 labels, and 50 samples estimate them badly.
 """
-import contextlib
-import importlib
 
 from .. import backend
 from ..nn import Parameter
 from ..ops import cross_entropy
 from ..optim import Adam
-from ..tensor import Tensor
+from ..tensor import Tensor, enable_grad
 from .features import as_features, as_labels
 
 PROBE_STEPS = 300
@@ -84,19 +82,6 @@ def _num_classes(*labels):
     return int(max(int(y.max()) for y in labels)) + 1
 
 
-@contextlib.contextmanager
-def _grad_on():
-    """Probes build a graph even when the caller evaluates inside `no_grad()` (evaluation code
-    often does): the probe's own parameters need gradients."""
-    # (the module, not the `minienc.tensor` function that shadows it as a package attribute)
-    tensor_module = importlib.import_module("..tensor", __package__)
-    previous, tensor_module._grad_enabled = tensor_module._grad_enabled, True
-    try:
-        yield
-    finally:
-        tensor_module._grad_enabled = previous
-
-
 def linear_probe(features_train, y_train, features_test, y_test, steps=PROBE_STEPS, lr=PROBE_LR,
                  weight_decay=PROBE_WEIGHT_DECAY, num_classes=None, standardize_mode="dim"):
     """Test accuracy (a float in [0, 1]) of logistic regression on standardised frozen features
@@ -105,7 +90,7 @@ def linear_probe(features_train, y_train, features_test, y_test, steps=PROBE_STE
     y_train, y_test = as_labels(y_train, f_train, "y_train"), as_labels(y_test, f_test, "y_test")
     num_classes = num_classes or _num_classes(y_train, y_test)
     f_train, f_test = standardize(f_train, f_test, mode=standardize_mode)
-    with _grad_on():
+    with enable_grad():  # the probe trains even when the caller is inside no_grad()
         w, b = fit_softmax_regression(f_train, y_train, num_classes, steps, lr, weight_decay)
     return float(_accuracy(f_test, y_test, w, b))
 
@@ -138,7 +123,7 @@ def few_shot_probe(features_train, y_train, features_test, y_test, shots=5, draw
     num_classes = _num_classes(y_train, y_test)
     f_train, f_test = standardize(f_train, f_test, mode=standardize_mode)
     index = backend.to_device(few_shot_indices(y_train, shots, draws, seed), backend.device_of(f_train))
-    with _grad_on():
+    with enable_grad():  # the probe trains even when the caller is inside no_grad()
         w, b = fit_softmax_regression(f_train[index], y_train[index], num_classes, steps, lr, weight_decay)
     accuracy = backend.to_host(_accuracy(f_test, y_test, w, b))   # (draws,)
     mean = float(accuracy.mean())
