@@ -85,7 +85,7 @@ class CrossEntropy(Function):
 
     def forward(self, logits, targets):
         xp = get_xp(logits)
-        if logits.shape[:-1] != targets.shape or backend_is_float(targets):
+        if logits.shape[:-1] != targets.shape or targets.dtype.kind == "f":
             raise ValueError(f"cross_entropy: logits {tuple(logits.shape)} need integer targets of "
                              f"shape {tuple(logits.shape[:-1])}, got {targets.dtype} {tuple(targets.shape)}")
         classes = logits.shape[-1]
@@ -134,10 +134,6 @@ class CrossEntropy(Function):
         if self.valid is not None:
             grad *= self.valid[..., None]
         return grad, None
-
-
-def backend_is_float(array):
-    return array.dtype.kind == "f"
 
 
 class BinaryCrossEntropyWithLogits(Function):
