@@ -35,7 +35,7 @@ PAPER = dict(targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
              context_scale=(0.85, 1.0), min_context=10, cut="raster", loss="smooth_l1",
              target_norm="layer", ema=(0.996, 1.0), weight_decay=(0.04, 0.4), lr=1e-3,
              warmup=40 / 300, crop=(0.3, 1.0), pred_dim=None, pred_depth=None,
-             init="trunc_normal", standardize=1,
+             init="trunc_normal", standardize=1, var_weight=0.0, cov_weight=0.0,
              # the scaled-down run: a 64-d, 4-block ViT on 4x4-pixel patches of the 32x32 canvas
              data="digits-canvas:32", patch_size=4, batch_size=64, steps=400)
 # The best setting of the small-scale study (README, "I-JEPA at small scale"). Departures from
@@ -89,6 +89,9 @@ def parse_args():
     study.add_argument("--init", choices=["trunc_normal", "xavier"], help="ViT weight init")
     study.add_argument("--standardize", type=int, choices=[0, 1],
                        help="standardise pixels with the train mean/std (I-JEPA's Normalize)")
+    study.add_argument("--var-weight", type=float, help="VICReg variance term on the pooled context "
+                       "embeddings (not in I-JEPA; 0 = off)")
+    study.add_argument("--cov-weight", type=float, help="VICReg covariance term (0 = off)")
     parser.add_argument("--monitor-every", type=int, default=100,
                         help="steps between RankMe / std / 5-shot checks of the target encoder")
     parser.add_argument("--no-mae", action="store_true", help="skip the side-by-side MAE run")
@@ -150,7 +153,8 @@ def train_jepa(args, data, vit, standardize):
                                     args.context_scale, min_context=args.min_context, cut=args.cut)
     print(sampler)
     jepa = IJEPA(vit, predictor_dim=args.pred_dim, predictor_depth=args.pred_depth,
-                 loss=args.loss, target_norm=None if args.target_norm == "none" else args.target_norm)
+                 loss=args.loss, target_norm=None if args.target_norm == "none" else args.target_norm,
+                 variance_weight=args.var_weight, covariance_weight=args.cov_weight)
     opt = AdamW(jepa.param_groups(args.weight_decay[0]), lr=args.lr)
     steps = args.steps
     schedules = {

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import minienc
 from minienc import nn
-from minienc.objectives.jepa import IJEPA, JEPAPredictor, jepa_loss
+from minienc.objectives.jepa import IJEPA, JEPAPredictor, jepa_loss, variance_covariance
 from minienc.objectives.multiblock import MultiBlockMaskSampler, block_size
 from minienc.optim import AdamW
 from nn_check import gradcheck_module, rand
@@ -198,8 +198,49 @@ def test_loss_gradcheck_and_values(device, loss):
     assert jepa_loss(pred, target, loss).item() == pytest.approx(expected.mean(), rel=1e-9)
 
 
+@settings(max_examples=25, deadline=None)
+@given(b=st.integers(2, 9), d=st.integers(1, 7), scale=st.floats(0.01, 3.0), seed=st.integers(0, 2**16))
+def test_variance_covariance_matches_its_formula_and_gradcheck(b, d, scale, seed):
+    z = rand("cpu", b, d, seed=seed, scale=scale)
+    variance, covariance = variance_covariance(z)
+    x = z.data - z.data.mean(0)
+    cov = x.T @ x / (b - 1)
+    expected_var = np.maximum(0.0, 1.0 - np.sqrt(np.diag(cov) + 1e-4)).mean()
+    expected_cov = ((cov ** 2).sum() - (np.diag(cov) ** 2).sum()) / d
+    assert variance.item() == pytest.approx(expected_var, rel=1e-9, abs=1e-12)
+    assert covariance.item() == pytest.approx(expected_cov, rel=1e-9, abs=1e-12)
+    # away from the hinge's kink (std = 1) the finite differences are exact enough
+    if np.all(np.abs(np.sqrt(np.diag(cov) + 1e-4) - 1.0) > 1e-3):
+        assert minienc.gradcheck(lambda t: sum(variance_covariance(t)), z)
+
+
+def test_variance_covariance_gradcheck_on_every_backend(device):
+    z = rand(device, 6, 4, seed=5, scale=0.3)   # every std below 1: the variance hinge is active
+    assert minienc.gradcheck(lambda t: variance_covariance(t)[0] + 0.5 * variance_covariance(t)[1], z)
+    # whitened embeddings with unit std cost nothing
+    centred = np.random.default_rng(0).standard_normal((8, 3))
+    centred -= centred.mean(0)
+    white = np.linalg.qr(centred)[0] * np.sqrt(7.0)   # orthonormal, centred columns: Var = 1, Cov = 0
+    variance, covariance = variance_covariance(minienc.tensor(white, dtype="float64", device=device))
+    assert variance.item() == 0.0 and abs(covariance.item()) < 1e-12
+    with pytest.raises(ValueError, match=r"variance_covariance.*\(1, 4\)"):
+        variance_covariance(rand(device, 1, 4))
+
+
+def test_variance_covariance_terms_join_the_loss():
+    images, context, targets = _batch("cpu", b=6)
+    minienc.manual_seed(0)
+    plain = _tiny_jepa("cpu")
+    minienc.manual_seed(0)
+    regularised = _tiny_jepa("cpu", variance_weight=0.3, covariance_weight=0.2)
+    pooled = plain.context_encoder(images, context).mean(axis=1)
+    variance, covariance = variance_covariance(pooled)
+    expected = plain(images, context, targets).item() + 0.3 * variance.item() + 0.2 * covariance.item()
+    assert regularised(images, context, targets).item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_whole_objective_gradcheck(device):
-    jepa = _tiny_jepa(device)
+    jepa = _tiny_jepa(device, variance_weight=0.5, covariance_weight=0.5)
     images, context, targets = _batch(device, b=2)
     jepa.astype("float64")
     trained = dict(list(jepa.context_encoder.named_parameters("context_encoder."))

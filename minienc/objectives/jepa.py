@@ -72,6 +72,22 @@ def _indices(name, idx, batch, ndim, num_patches, device):
     return data
 
 
+def variance_covariance(embeddings, eps=1e-4):
+    """VICReg's two anti-collapse terms (Bardes et al. 2022) of embeddings (B, D) over the batch:
+    variance = mean_d relu(1 - sqrt(Var_b z_d + eps)),
+    covariance = sum_{d != e} Cov(z)_de^2 / D.   Returns (variance, covariance)."""
+    if embeddings.ndim != 2 or embeddings.shape[0] < 2:
+        raise ValueError(f"variance_covariance: expected embeddings (B >= 2, D), got "
+                         f"{tuple(embeddings.shape)}")
+    b, d = embeddings.shape
+    centred = embeddings - embeddings.mean(axis=0, keepdims=True)
+    var = centred.var(axis=0, ddof=1)
+    variance = (1.0 - (var + eps).sqrt()).relu().mean()
+    cov = (centred.T @ centred) / (b - 1)
+    covariance = ((cov * cov).sum() - (var * var).sum()) / d
+    return variance, covariance
+
+
 def jepa_loss(predictions, targets, loss="smooth_l1"):
     """Mean over every target patch and feature of smooth L1 (beta 1) or squared error."""
     if tuple(predictions.shape) != tuple(targets.shape):
@@ -143,7 +159,7 @@ class IJEPA(Module):
     """
 
     def __init__(self, encoder, predictor_dim=None, predictor_depth=6, predictor_heads=None,
-                 loss="smooth_l1", target_norm="layer"):
+                 loss="smooth_l1", target_norm="layer", variance_weight=0.0, covariance_weight=0.0):
         if not isinstance(encoder, VisionTransformer) or encoder.cls_token is not None:
             raise ValueError("IJEPA: the encoder must be a VisionTransformer without a CLS token")
         if target_norm not in TARGET_NORMS:
@@ -156,6 +172,7 @@ class IJEPA(Module):
         self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim,
                                        predictor_depth, predictor_heads or encoder.num_heads)
         self.loss_name, self.target_norm = loss, target_norm
+        self.variance_weight, self.covariance_weight = float(variance_weight), float(covariance_weight)
 
     def param_groups(self, weight_decay):
         """AdamW groups of the TRAINED parts (context encoder, predictor): weights with
@@ -190,7 +207,12 @@ class IJEPA(Module):
         context_idx = _indices("IJEPA context_idx", context_idx, b, 2, n, device)
         target_idx = _indices("IJEPA target_idx", target_idx, b, 3, n, device)
         targets = self.targets(images, target_idx)
-        return jepa_loss(self.predict(images, context_idx, target_idx), targets, self.loss_name)
+        context = self.context_encoder(images, context_idx)
+        loss = jepa_loss(self.predictor(context, context_idx, target_idx), targets, self.loss_name)
+        if self.variance_weight or self.covariance_weight:
+            variance, covariance = variance_covariance(context.mean(axis=1))
+            loss = loss + self.variance_weight * variance + self.covariance_weight * covariance
+        return loss
 
     def update_target(self, momentum):
         """theta_target <- m * theta_target + (1 - m) * theta_context, in place (after a step)."""
