@@ -1,7 +1,8 @@
 """I-JEPA: a ViT learns by predicting the EMBEDDINGS of hidden blocks from a visible context.
 
     python demos/jepa.py                      # the best small-scale setting found (see README):
-                                              # 8x8 digits, 2x2 patches, 600 steps (~2 CPU min)
+                                              # 8x8 digits, 2x2 patches, 1,200 steps (~2.5 CPU min,
+                                              # then as long again for the MAE row)
     python demos/jepa.py --preset paper       # the released I-JEPA settings, scaled down, on the
                                               # 32x32 digit canvas (4x4 patches)
     python demos/jepa.py --data digits-canvas:32 --patch-size 4 --batch-size 64 --lr 1e-3 --steps 400
@@ -45,7 +46,8 @@ SMALL = dict(
     data="digits", patch_size=2,  # the 8x8 digits on a 4x4 grid: the only data where JEPA beat
                                   # random init in the study (the canvas did not move the probe)
     batch_size=128, lr=2e-3,      # as demos/mae.py
-    steps=600,                    # the probe peaks near here, then falls (3,000 steps: 38%)
+    steps=1200,                   # with the variance/covariance terms the probe still rises
+                                  # at 1,200 steps (without them it peaks near 600, then falls)
     min_context=4,                # a 4x4 grid cannot keep 10 context patches besides the targets
     context_scale=(1.0, 1.0),     # the context block is the whole grid (minus the targets): on a
     cut="random",                 # small grid the paper's 85-100% block, cut to the batch minimum
@@ -54,6 +56,12 @@ SMALL = dict(
                                   # the content is ~1/10 of the position embedding at init
     crop=(1.0, 1.0),              # no random-resized crop (an 8x8 digit has nothing to spare)
     targets=2,                    # two target blocks leave more context on a small grid
+    var_weight=0.01,              # VICReg's variance and covariance terms on the pooled context
+    cov_weight=0.01,              # embeddings (C-JEPA's idea; not in I-JEPA): without them the
+                                  # embeddings collapse onto position (RankMe 2.8 -> 1.2)
+    ema=(0.99, 1.0),              # 0.996 suits 100,000s of steps; in 1,200 the target encoder
+                                  # would keep 1/11 of its random init (prod m = exp(-2.4); at
+                                  # 0.99: exp(-6)) and lag the context encoder by ~250 steps
 )
 PRESETS = {"paper": PAPER, "small": SMALL}
 

@@ -33,6 +33,17 @@ moves it only slowly, and the predictor (asymmetric: the target branch has none)
 the context cannot know, as in BYOL. Nothing in the loss forbids collapse; the dynamics avoid it.
 Watch RankMe and the embedding std (minienc.eval) during training to see it does not happen.
 
+At small scale the dynamics do not suffice: on 4x4 patch grids the targets are mostly
+predictable from their position, and the encoder lowers the loss by shrinking whatever varies
+between images (README, "I-JEPA at small scale": RankMe 2.8 -> 1.2). The optional remedy, NOT
+in I-JEPA (it is C-JEPA's idea, Mo & Tong 2024, taken from VICReg, Bardes et al. 2022), adds
+two terms on the context encoder's embeddings average-pooled per image, z (B, D):
+
+    L += w_var * mean_d relu(1 - sqrt(Var_b z_d + eps))      every feature varies over images
+       + w_cov * sum_{d != e} Cov_b(z)_de^2 / D              and features do not repeat each other
+
+(variance_weight, covariance_weight; both 0 by default, which is exactly I-JEPA.)
+
 The predictor runs all T blocks in ONE pass, as the released code does: the context tokens are
 repeated once per block and each copy is followed by that block's mask tokens, so the blocks of
 an image never attend to each other. Evaluation uses the TARGET encoder, average-pooled over
@@ -155,7 +166,9 @@ class IJEPA(Module):
     target_norm: "layer" (the released code): layer-norm the target encoder's output over
     features, no affine, before gathering; "layer+batch": then also standardise every
     (patch position, feature) over the batch's images (NOT in I-JEPA; see `targets`); None:
-    the raw outputs. loss: "smooth_l1" (code) or "l2" (paper).
+    the raw outputs. loss: "smooth_l1" (code) or "l2" (paper). variance_weight,
+    covariance_weight: the VICReg terms on the pooled context embeddings (module docstring;
+    0 = I-JEPA as released).
     """
 
     def __init__(self, encoder, predictor_dim=None, predictor_depth=6, predictor_heads=None,
