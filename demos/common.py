@@ -62,7 +62,7 @@ def report(args, data, name, encoder, random_encoder=None, extra_records=(), bas
            params=None):
     """Evaluate `encoder` (a Module or a callable from image batches to embeddings) beside the
     baselines (raw pixels, PCA to the same dimension, the same encoder at random init), print
-    the table and write it to <out>/results.json. `params` overrides the parameter count (for an
+    the table and write it to <out>/results.json (baseline records marked "baseline": true). `params` overrides the parameter count (for an
     encoder given as a plain function). Returns the records."""
     options = dict(draws=args.draws, seed=args.seed, verbose=False)
     record = evaluate(encoder, data, name=name, **options)
@@ -70,7 +70,8 @@ def report(args, data, name, encoder, random_encoder=None, extra_records=(), bas
     record["train_s"] = _training_seconds(args.out)
     records = [record, *extra_records]
     if baselines:
-        records += baseline_records(data, dim=record["dim"], random_encoder=random_encoder, **options)
+        records += [dict(r, baseline=True) for r in baseline_records(
+            data, dim=record["dim"], random_encoder=random_encoder, **options)]
     print_table(records, title=f"\nevaluation on {data.name} (test split, frozen embeddings)")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(records, f, indent=1)

@@ -68,6 +68,8 @@ def collect(results):
     baselines = {}
     for label, records in results:
         for record in records[1:]:
+            if not record.get("baseline"):   # a demo's extra rows (JEPA's context encoder)
+                continue
             scores = tuple(round(record[k], 6) for k in ("linear", "fewshot", "knn", "rankme"))
             key = ("random", scores) if record["method"] == "random init" else (record["method"],)
             if key not in baselines:

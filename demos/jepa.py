@@ -239,7 +239,10 @@ def main():
                  **{k: (monitor["step"], v) for k, v in monitor.items() if k != "step"}},
                 f"{args.out}/curves.png", title="I-JEPA training (target encoder, pooled)",
                 log_scale=("loss",))
-    extra = []
+    # the context encoder (the ViT the optimizer trained), on whole images: how far the EMA
+    # target encoder, which the row above evaluates, trails it
+    extra = [evaluate(lambda images: vit(standardize(images)).mean(axis=1), data,
+                      name="I-JEPA context encoder", draws=args.draws, seed=args.seed, verbose=False)]
     if not args.no_mae:
         start = time.process_time()
         mae_embed = train_mae(args, data, copy.deepcopy(random_vit), standardize)

@@ -30,6 +30,7 @@ def test_compare_runs_every_image_objective(tmp_path):
     for label in trained:  # every encoder's random init is shown (merged where they score the same)
         assert any(label in name for name in random_rows), (label, random_rows)
     assert "raw pixels" in {r["method"] for r in rows}
+    assert not any("context encoder" in r["method"] for r in rows), "a demo's extra row is no baseline"
     assert (tmp_path / "compare.png").stat().st_size > 0
     assert "| **SimCLR** |" in (tmp_path / "compare.md").read_text()
     for name in ("ae", "dae", "vae", "triplet", "simclr", "moco", "mae", "jepa"):
@@ -53,4 +54,5 @@ def test_jepa_demo_runs_with_its_mae_row(tmp_path):
              "--out", tmp_path)
     methods = [r["method"] for r in json.loads((tmp_path / "results.json").read_text())]
     assert any("JEPA" in m for m in methods) and any("MAE" in m for m in methods), methods
+    assert "I-JEPA context encoder" in methods, methods
     assert (tmp_path / "masks.png").stat().st_size > 0

@@ -208,10 +208,6 @@ class IJEPA(Module):
             b, t, kt = target_idx.shape
             return gather_tokens(h, target_idx.reshape(b, t * kt)).reshape(b, t, kt, h.shape[-1])
 
-    def predict(self, images, context_idx, target_idx):
-        """(B, T, Kt, D): the predictor's guesses from the context encoder's view of the context."""
-        return self.predictor(self.context_encoder(images, context_idx), context_idx, target_idx)
-
     def forward(self, images, context_idx, target_idx):
         """The scalar loss for one batch and its masks (host or device index arrays)."""
         device = self.context_encoder.device
@@ -220,8 +216,9 @@ class IJEPA(Module):
         context_idx = _indices("IJEPA context_idx", context_idx, b, 2, n, device)
         target_idx = _indices("IJEPA target_idx", target_idx, b, 3, n, device)
         targets = self.targets(images, target_idx)
-        context = self.context_encoder(images, context_idx)
-        loss = jepa_loss(self.predictor(context, context_idx, target_idx), targets, self.loss_name)
+        context = self.context_encoder(images, context_idx)                 # (B, Kc, D)
+        predictions = self.predictor(context, context_idx, target_idx)      # (B, T, Kt, D)
+        loss = jepa_loss(predictions, targets, self.loss_name)
         if self.variance_weight or self.covariance_weight:
             variance, covariance = variance_covariance(context.mean(axis=1))
             loss = loss + self.variance_weight * variance + self.covariance_weight * covariance
