@@ -39,8 +39,8 @@ PAPER = dict(targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
              init="trunc_normal", standardize=1, var_weight=0.0, cov_weight=0.0,
              # the scaled-down run: a 64-d, 4-block ViT on 4x4-pixel patches of the 32x32 canvas
              data="digits-canvas:32", patch_size=4, batch_size=64, steps=400)
-# The best setting of the small-scale study (README, "I-JEPA at small scale"). Departures from
-# PAPER, each measured there:
+# The best setting of the small-scale study (README's I-JEPA section). Departures from PAPER,
+# each measured there:
 SMALL = dict(
     PAPER,
     data="digits", patch_size=2,  # the 8x8 digits on a 4x4 grid: the only data where JEPA beat
@@ -191,7 +191,7 @@ def train_jepa(args, data, vit, standardize):
         if crop is not None:
             images = crop(images)
         context, targets = sampler(images.shape[0])
-        return jepa(standardize(images), context, targets)
+        return jepa.terms(standardize(images), context, targets)   # each term goes to metrics.jsonl
 
     def after_step(trainer):
         jepa.update_target(trainer.values["ema_momentum"])
@@ -205,6 +205,17 @@ def train_jepa(args, data, vit, standardize):
                       callbacks=[after_step], log_every=10, out_dir=args.out)
     trainer.fit(loader, steps=steps)
     return embed, trainer, monitor
+
+
+def logged_terms(metrics_path):
+    """The prediction loss and (when on) the variance term, as the Trainer logged them."""
+    with open(metrics_path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    steps = [row["step"] for row in rows]
+    curves = {"prediction loss": (steps, [row["prediction"] for row in rows])}
+    if "variance" in rows[-1]:
+        curves["variance term"] = (steps, [row["variance"] for row in rows])
+    return curves
 
 
 def train_mae(args, data, vit, standardize):
@@ -235,10 +246,10 @@ def main():
     print(f"I-JEPA: {args.steps} steps in {time.process_time() - start:.0f} s CPU")
     with open(f"{args.out}/monitor.json", "w") as f:
         json.dump(monitor, f)
-    plot_curves({"loss": trainer.losses,
+    plot_curves({**logged_terms(f"{args.out}/metrics.jsonl"),
                  **{k: (monitor["step"], v) for k, v in monitor.items() if k != "step"}},
                 f"{args.out}/curves.png", title="I-JEPA training (target encoder, pooled)",
-                log_scale=("loss",))
+                log_scale=("prediction loss",))
     # the context encoder (the ViT the optimizer trained), on whole images: how far the EMA
     # target encoder, which the row above evaluates, trails it
     extra = [evaluate(lambda images: vit(standardize(images)).mean(axis=1), data,

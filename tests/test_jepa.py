@@ -237,6 +237,11 @@ def test_variance_covariance_terms_join_the_loss():
     variance, covariance = variance_covariance(pooled)
     expected = plain(images, context, targets).item() + 0.3 * variance.item() + 0.2 * covariance.item()
     assert regularised(images, context, targets).item() == pytest.approx(expected, rel=1e-5)
+    terms = regularised.terms(images, context, targets)
+    assert terms["variance"].item() == pytest.approx(variance.item(), rel=1e-5)
+    assert terms["covariance"].item() == pytest.approx(covariance.item(), rel=1e-5)
+    assert terms["prediction"].item() == pytest.approx(plain(images, context, targets).item(), rel=1e-5)
+    assert set(plain.terms(images, context, targets)) == {"loss", "prediction"}
 
 
 def test_whole_objective_gradcheck(device):

@@ -35,9 +35,9 @@ Watch RankMe and the embedding std (minienc.eval) during training to see it does
 
 At small scale the dynamics do not suffice: on 4x4 patch grids the targets are mostly
 predictable from their position, and the encoder lowers the loss by shrinking whatever varies
-between images (README, "I-JEPA at small scale": RankMe 2.8 -> 1.2). The optional remedy, NOT
-in I-JEPA (it is C-JEPA's idea, Mo & Tong 2024, taken from VICReg, Bardes et al. 2022), adds
-two terms on the context encoder's embeddings average-pooled per image, z (B, D):
+between images (RankMe 2.8 -> 1.2; the study is in README's I-JEPA section). The optional
+remedy, NOT in I-JEPA (it is C-JEPA's idea, Mo & Tong 2024, taken from VICReg, Bardes et al.
+2022), adds two terms on the context encoder's embeddings average-pooled per image, z (B, D):
 
     L += w_var * mean_d relu(1 - sqrt(Var_b z_d + eps))      every feature varies over images
        + w_cov * sum_{d != e} Cov_b(z)_de^2 / D              and features do not repeat each other
@@ -210,6 +210,11 @@ class IJEPA(Module):
 
     def forward(self, images, context_idx, target_idx):
         """The scalar loss for one batch and its masks (host or device index arrays)."""
+        return self.terms(images, context_idx, target_idx)["loss"]
+
+    def terms(self, images, context_idx, target_idx):
+        """{"loss": the total, "prediction": the JEPA loss, and with nonzero weights "variance"
+        and "covariance" (unweighted)}: a Trainer step_fn may return this dict to log each."""
         device = self.context_encoder.device
         b = images.shape[0]
         n = self.context_encoder.num_patches
@@ -218,11 +223,12 @@ class IJEPA(Module):
         targets = self.targets(images, target_idx)
         context = self.context_encoder(images, context_idx)                 # (B, Kc, D)
         predictions = self.predictor(context, context_idx, target_idx)      # (B, T, Kt, D)
-        loss = jepa_loss(predictions, targets, self.loss_name)
-        if self.variance_weight or self.covariance_weight:
-            variance, covariance = variance_covariance(context.mean(axis=1))
-            loss = loss + self.variance_weight * variance + self.covariance_weight * covariance
-        return loss
+        prediction = jepa_loss(predictions, targets, self.loss_name)
+        if not (self.variance_weight or self.covariance_weight):
+            return {"loss": prediction, "prediction": prediction}
+        variance, covariance = variance_covariance(context.mean(axis=1))
+        loss = prediction + self.variance_weight * variance + self.covariance_weight * covariance
+        return {"loss": loss, "prediction": prediction, "variance": variance, "covariance": covariance}
 
     def update_target(self, momentum):
         """theta_target <- m * theta_target + (1 - m) * theta_context, in place (after a step)."""
