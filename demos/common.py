@@ -62,8 +62,9 @@ def report(args, data, name, encoder, random_encoder=None, extra_records=(), bas
            params=None):
     """Evaluate `encoder` (a Module or a callable from image batches to embeddings) beside the
     baselines (raw pixels, PCA to the same dimension, the same encoder at random init), print
-    the table and write it to <out>/results.json (baseline records marked "baseline": true). `params` overrides the parameter count (for an
-    encoder given as a plain function). Returns the records."""
+    the table and write it to <out>/results.json (baseline records marked "baseline": true).
+    `params` overrides the parameter count (for an encoder given as a plain function). Returns
+    the records."""
     options = dict(draws=args.draws, seed=args.seed, verbose=False)
     record = evaluate(encoder, data, name=name, **options)
     record["params"] = params if params is not None else _parameter_count(encoder)
