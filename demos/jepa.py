@@ -57,7 +57,7 @@ SMALL = dict(
     crop=(1.0, 1.0),              # no random-resized crop (an 8x8 digit has nothing to spare)
     targets=2,                    # two target blocks leave more context on a small grid
     var_weight=0.01,              # VICReg's variance and covariance terms on the pooled context
-    cov_weight=0.01,              # embeddings (C-JEPA's idea; not in I-JEPA): without them the
+    cov_weight=0.01,              # embeddings (from C-JEPA; not in I-JEPA): without them the
                                   # embeddings collapse onto position (RankMe 2.8 -> 1.2)
     ema=(0.99, 1.0),              # 0.996 suits 100,000s of steps; in 1,200 the target encoder
                                   # would keep 1/11 of its random init (prod m = exp(-2.4); at

@@ -36,8 +36,9 @@ Watch RankMe and the embedding std (minienc.eval) during training to see it does
 At small scale the dynamics do not suffice: on 4x4 patch grids the targets are mostly
 predictable from their position, and the encoder lowers the loss by shrinking whatever varies
 between images (RankMe 2.8 -> 1.2; the study is in README's I-JEPA section). The optional
-remedy, NOT in I-JEPA (it is C-JEPA's idea, Mo & Tong 2024, taken from VICReg, Bardes et al.
-2022), adds two terms on the context encoder's embeddings average-pooled per image, z (B, D):
+remedy is NOT in I-JEPA. C-JEPA (Mo & Tong 2024) adds VICReg (Bardes et al. 2022) to I-JEPA,
+invariance between two augmented views included; minienc takes only VICReg's variance and
+covariance terms, on one view: the context encoder's embeddings average-pooled per image, z (B, D):
 
     L += w_var * mean_d relu(1 - sqrt(Var_b z_d + eps))      every feature varies over images
        + w_cov * sum_{d != e} Cov_b(z)_de^2 / D              and features do not repeat each other
