@@ -89,9 +89,9 @@ run kernels 90 $PY -m pytest -q -rs tests/test_kernels.py
 run gpu_path 150 $PY -m pytest -q -rs tests/test_gpu_path.py
 
 # ----- 4. the benchmark ------------------------------------------------------------------------
-run benchmark_cuda 150 $PY demos/benchmark.py --workloads all --device cuda --batch 256 \
+run benchmark_cuda 150 $PY benchmarks/benchmark.py --workloads all --device cuda --batch 256 \
     --warmup 5 --repeats 20 --inner 5
-run benchmark_cuda_unfused 60 env MINIENC_FUSED_KERNELS=0 $PY demos/benchmark.py \
+run benchmark_cuda_unfused 60 env MINIENC_FUSED_KERNELS=0 $PY benchmarks/benchmark.py \
     --workloads vit_mae,vit_jepa --device cuda --batch 256 --impls minienc --warmup 5 --repeats 20 --inner 5
 for log in benchmark_cuda benchmark_cuda_unfused; do
     { echo "## $log"; grep -E "^\| |^note|^# " "$OUT/$log.log"; } >> "$SUMMARY" 2>/dev/null

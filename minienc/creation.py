@@ -2,7 +2,7 @@
 is asked for, on the default device (`set_device`, MINIENC_DEVICE) unless `device` says otherwise."""
 from . import backend
 from .ops.shape import _shape_arg
-from .tensor import _made
+from .engine import _made
 
 
 def _creation_args(dtype, device):

@@ -13,7 +13,7 @@ zero upstream gradient gives zero gradients, that two backward passes agree, and
 leaves its inputs unmodified.
 """
 from . import backend
-from .tensor import Tensor, no_grad
+from .engine import as_tensor, no_grad, Tensor
 
 
 class GradcheckError(AssertionError):
@@ -23,7 +23,7 @@ class GradcheckError(AssertionError):
 def _to_float64(x):
     if isinstance(x, Tensor) and backend.is_floating(x.dtype):
         data = x.data if x.dtype == backend.dtype("float64") else x.data.astype("float64")
-        return Tensor._wrap(data, False, None).requires_grad_(x.requires_grad)
+        return as_tensor(data).requires_grad_(x.requires_grad)
     return x
 
 

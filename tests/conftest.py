@@ -1,12 +1,16 @@
 """Every test that takes `device` runs once per backend: cpu always, cuda where CuPy sees a GPU
 (skipped with the reason otherwise)."""
 import os
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 import minienc
 from minienc import backend
+
+# the benchmark workloads (benchmarks/) are imported by the GPU-path tests from the checkout
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 settings.register_profile("ci", deadline=None, derandomize=True, max_examples=20,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -1,4 +1,4 @@
-"""demos/benchmark.py runs (a smoke test, never a timing): every workload builds in every
+"""benchmarks/benchmark.py runs (a smoke test, never a timing): every workload builds in every
 implementation, the implementations agree on the first losses (so the same work is timed, and
 minienc's models match their PyTorch twins), and an unknown workload is refused by name."""
 import importlib.util
@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-PATH = pathlib.Path(__file__).resolve().parents[1] / "demos" / "benchmark.py"
+PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "benchmark.py"
 
 
 def load():

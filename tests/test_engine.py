@@ -312,7 +312,7 @@ def test_mixed_devices_name_both(device, monkeypatch):
     real = backend.device_of
     monkeypatch.setattr(backend, "device_of", lambda a: "cuda" if isinstance(a, FakeGPUArray) else real(a))
     cpu = minienc.tensor(np.ones((2, 3)), device="cpu")
-    gpu = minienc.Tensor._wrap(np.ones(3, dtype=np.float32).view(FakeGPUArray), False, None)
+    gpu = minienc.as_tensor(np.ones(3, dtype=np.float32).view(FakeGPUArray))
     assert gpu.device == "cuda"
     with pytest.raises(RuntimeError, match=r"^add: tensors on different devices: cpu \(shape \(2, 3\)\) "
                                            r"and cuda \(shape \(3,\)\); move one with \.to\(device\)"):

@@ -10,13 +10,10 @@ the reason, elsewhere).
 
 The registry, CASES: name -> a class built from a seed, with `.model` (the Module whose weights
 are compared) and `parts(device)` -> (optimizer, loss_fn, after). It holds the benchmark's
-workloads (MLP AE, SimCLR/NT-Xent MLP, conv AE, MAE, I-JEPA: demos/bench_*.py) and one small
+workloads (MLP AE, SimCLR/NT-Xent MLP, conv AE, MAE, I-JEPA: benchmarks/bench_*.py) and one small
 case per remaining objective (VAE, triplet, MoCo, BERT MLM). Random draws inside a step (VAE
 noise, masks) are made on the host once, so both devices see the same ones.
 """
-import importlib
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -28,9 +25,7 @@ from minienc.objectives.masked_language import MaskedLanguageModel, TokenMasking
 from minienc.optim import Adam, AdamW
 from minienc.train import Trainer
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "demos"))
-bench_mlp = importlib.import_module("bench_mlp")
-bench_vision = importlib.import_module("bench_vision")
+from benchmarks import bench_mlp, bench_vision
 
 STEPS = 20
 needs_gpu = pytest.mark.skipif(not backend.cuda_available(),

@@ -12,7 +12,7 @@ import pytest
 import minienc
 from minienc import backend, nn
 from minienc.optim import SGD, Adam, WarmupCosine
-from minienc.tensor import Function, Tensor
+from minienc.engine import Function, Tensor
 from minienc.train import ProgressBar, Trainer, train
 
 

@@ -17,7 +17,7 @@ input through a per-image 2x3 matrix and read with bilinear interpolation (zeros
 import math
 
 from .. import backend
-from ..tensor import Tensor
+from ..engine import as_array, as_tensor, Tensor
 
 
 def generator(rng, like):
@@ -46,7 +46,7 @@ class Augmentation:
     p = 1.0
 
     def __call__(self, x, rng=None):
-        data = x.data if isinstance(x, Tensor) else x
+        data = as_array(x)
         name = type(self).__name__
         if data.ndim != 4:
             raise ValueError(f"{name}: expects a batch of images (N, C, H, W), got shape {tuple(data.shape)}")
@@ -60,7 +60,7 @@ class Augmentation:
             skip = gen.random(data.shape[0], dtype=data.dtype) >= self.p
             out = xp.where(skip[:, None, None, None], data, out)
         out = out.astype(data.dtype, copy=False)
-        return Tensor._wrap(out, False, None) if isinstance(x, Tensor) else out
+        return as_tensor(out) if isinstance(x, Tensor) else out
 
     def apply(self, x, gen, xp):
         raise NotImplementedError

@@ -12,7 +12,7 @@ every epoch still sees a new order.
 import numpy
 
 from .. import backend
-from ..tensor import Tensor
+from ..engine import as_array, as_tensor
 
 
 class BatchIterator:
@@ -29,7 +29,7 @@ class BatchIterator:
         if batch_size < 1:
             raise ValueError(f"BatchIterator: batch_size must be positive, got {batch_size}")
         device = backend.check_device(device or backend.get_device())
-        data = [a.data if isinstance(a, Tensor) else a for a in arrays]
+        data = [as_array(a) for a in arrays]
         data = [a if hasattr(a, "dtype") else numpy.asarray(a) for a in data]
         lengths = {len(a) for a in data}
         if len(lengths) != 1:
@@ -68,5 +68,5 @@ class BatchIterator:
         stop = self.n - self.n % self.batch_size if self.drop_last else self.n
         for start in range(0, stop, self.batch_size):
             rows = index[start:start + self.batch_size]
-            batch = tuple(Tensor._wrap(a[rows], False, None) for a in self.arrays)
+            batch = tuple(as_tensor(a[rows]) for a in self.arrays)
             yield batch[0] if len(batch) == 1 else batch

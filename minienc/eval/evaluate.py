@@ -9,7 +9,7 @@ mean over seeded draws), weighted k-NN (k=20, T=0.07), RankMe. Accuracies are on
 probes and k-NN see only the train split. Embedding std (collapse) is kept in the record too.
 """
 from .. import backend
-from ..tensor import Tensor, no_grad
+from ..engine import as_array, as_tensor, no_grad
 from .features import as_features
 from .health import embedding_std, rankme
 from .knn import knn_accuracy
@@ -28,7 +28,7 @@ def encode(encoder, images, batch_size=256, device=None):
         device = encoder.device      # a module's inputs go where its parameters are
     elif device is None:
         device = backend.get_device()
-    data = images.data if isinstance(images, Tensor) else images
+    data = as_array(images)
     xp = backend.xp_for(device)
     was_training = getattr(encoder, "training", False)
     if is_module:
@@ -40,7 +40,7 @@ def encode(encoder, images, batch_size=256, device=None):
                 batch = backend.to_device(data[start:start + batch_size], device)
                 if backend.is_floating(batch.dtype):
                     batch = batch.astype(backend.DEFAULT_DTYPE, copy=False)
-                out = encoder(Tensor._wrap(batch, False, None))
+                out = encoder(as_tensor(batch))
                 chunks.append(as_features(out, "encoder output"))
     finally:
         if is_module:

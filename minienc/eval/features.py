@@ -1,12 +1,12 @@
 """Turning what a user hands to the evaluation kit into arrays: features become a float32 (N, D)
 array on their own device, labels an int64 array on the same device."""
 from .. import backend
-from ..tensor import Tensor
+from ..engine import as_array
 
 
 def as_features(features, name="features"):
     """(N, ...) Tensor / NumPy / CuPy array -> float32 (N, D) array on the same device."""
-    data = features.data if isinstance(features, Tensor) else features
+    data = as_array(features)
     if not hasattr(data, "dtype"):
         data = backend.numpy.asarray(data)
     if data.ndim < 2:
@@ -17,7 +17,7 @@ def as_features(features, name="features"):
 
 def as_labels(labels, like, name="labels"):
     """Integer labels (N,) as an int64 array on the device of the array `like`."""
-    data = labels.data if isinstance(labels, Tensor) else labels
+    data = as_array(labels)
     if not hasattr(data, "dtype"):
         data = backend.numpy.asarray(data)
     if data.ndim != 1 or backend.is_floating(data.dtype):

@@ -8,7 +8,7 @@ minienc.eval never requires it. Every function takes arrays or Tensors on any de
 import os
 
 from .. import backend
-from ..tensor import Tensor
+from ..engine import as_array
 from .baselines import fit_pca
 from .features import as_features
 
@@ -24,7 +24,7 @@ def _pyplot():
 
 
 def _host(x):
-    return backend.to_host(x.data if isinstance(x, Tensor) else x)
+    return backend.to_host(as_array(x))
 
 
 def _save(fig, path):

@@ -20,7 +20,7 @@ from .. import backend
 from ..nn import Parameter
 from ..ops import cross_entropy
 from ..optim import Adam
-from ..tensor import Tensor, enable_grad
+from ..engine import as_tensor, enable_grad
 from .features import as_features, as_labels
 
 PROBE_STEPS = 300
@@ -62,7 +62,7 @@ def fit_softmax_regression(x, y, num_classes, steps=PROBE_STEPS, lr=PROBE_LR,
     b = Parameter(xp.zeros(lead + (1, num_classes), dtype=x.dtype))
     # weight decay on W only (a penalty on the bias would pull class priors towards uniform)
     opt = Adam([{"params": [w], "weight_decay": weight_decay}, {"params": [b], "weight_decay": 0.0}], lr=lr)
-    inputs = Tensor._wrap(x, False, None)
+    inputs = as_tensor(x)
     for _ in range(steps):
         # sum over problems of each problem's mean: independent gradients per problem
         loss = cross_entropy(inputs @ w + b, y, reduction="sum") * (1.0 / n)

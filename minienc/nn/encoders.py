@@ -4,7 +4,7 @@
 The MLP and conv models are Sequentials, so they print, index and save like any stack of layers;
 an MLPEncoder with the sizes reversed is the matching decoder.
 """
-from ..tensor import Tensor
+from ..engine import as_array
 from .conv import Conv2d, ConvTranspose2d
 from .layers import Embedding, Flatten, Linear, ReLU, Unflatten
 from .module import Module, Sequential
@@ -106,7 +106,7 @@ class TextTransformer(Module):
             raise ValueError(f"TextTransformer: ids have shape {ids.shape}, expected (B, L) with "
                              f"L <= max_len = {self.max_len}")
         if key_padding_mask is None and self.pad_id is not None:
-            key_padding_mask = (ids.data if isinstance(ids, Tensor) else ids) == self.pad_id
+            key_padding_mask = as_array(ids) == self.pad_id
         length = ids.shape[1]
         x = self.token_embedding(ids)
         x = x + (self.pos_embed if length == self.max_len else self.pos_embed[:length])

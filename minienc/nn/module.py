@@ -7,7 +7,7 @@ keyed by dotted names, which is what checkpoints store.
 from collections import OrderedDict
 
 from .. import backend
-from ..tensor import Tensor
+from ..engine import Tensor
 
 
 class Parameter(Tensor):

@@ -10,7 +10,7 @@ only ever see K tokens. MAE's encoder sees the visible patches; I-JEPA's context
 context block.
 """
 from .. import backend, ops
-from ..tensor import Tensor, tensor
+from ..engine import as_array, tensor, Tensor
 from . import init
 from .layers import Linear
 from .module import Module
@@ -84,7 +84,7 @@ def get_2d_sincos_pos_embed(dim, grid_size, cls_token=False):
 
 def _index_array(indices, xp, batch, count):
     """patch_indices as an integer device array (B, K); a 1-D (K,) is shared by every sample."""
-    data = indices.data if isinstance(indices, Tensor) else xp.asarray(indices)
+    data = xp.asarray(as_array(indices))
     if data.dtype.kind not in "iu":
         raise TypeError(f"patch_indices must be integers, got {data.dtype}")
     if data.ndim == 1:
@@ -164,7 +164,7 @@ class VisionTransformer(Module):
         pos = self.pos_embed
         if patch_indices is None:
             return pos
-        xp = backend.get_xp(pos.data if isinstance(pos, Tensor) else pos)
+        xp = backend.get_xp(as_array(pos))
         return pos[0][_index_array(patch_indices, xp, batch, self.num_patches)]  # (B, K, dim)
 
     def forward(self, images, patch_indices=None):

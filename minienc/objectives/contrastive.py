@@ -43,14 +43,10 @@ from collections import namedtuple
 from .. import backend, ops
 from ..nn import BatchNorm1d, Linear, Module, ReLU, Sequential
 from ..optim import EMA
-from ..tensor import Tensor, no_grad
+from ..engine import as_array, no_grad
 
 LARGE_NUM = 1e9  # the logit of an excluded entry (finite on purpose: see the module docstring)
 REDUCTIONS = ("mean", "mean_nonzero", "sum", "none")
-
-
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
 
 
 def _check_embeddings(name, *arrays):
@@ -126,7 +122,7 @@ def _label_masks(labels):
 
 def mine_batch_all(labels):
     """Every valid triplet: anchor (N,1,1), positive (1,N,1), negative (1,1,N), valid (N,N,N)."""
-    labels = _raw(labels)
+    labels = as_array(labels)
     xp = backend.get_xp(labels)
     positive, negative = _label_masks(labels)
     i = xp.arange(len(labels))
@@ -137,7 +133,7 @@ def mine_batch_all(labels):
 def mine_batch_hard(distances, labels):
     """Per anchor: the farthest positive and the closest negative; all (N,). An anchor without a
     positive or without a negative in the batch is not valid."""
-    d, labels = _raw(distances), _raw(labels)
+    d, labels = as_array(distances), as_array(labels)
     xp = backend.get_xp(d)
     positive, negative = _label_masks(labels)
     hardest_positive = xp.argmax(xp.where(positive, d, -xp.inf), axis=1)
@@ -161,7 +157,7 @@ def _count_at_most(values, queries):
 def mine_semi_hard(distances, labels):
     """Per positive pair (a, p): the closest negative farther than p, or else the farthest
     negative. anchor (N,1), positive (1,N), negative (N,N), valid (N,N)."""
-    d, labels = _raw(distances), _raw(labels)
+    d, labels = as_array(distances), as_array(labels)
     xp = backend.get_xp(d)
     positive, negative = _label_masks(labels)
     negative_d = xp.where(negative, d, xp.inf)   # non-negatives sort last
@@ -185,7 +181,7 @@ def batch_triplet_loss(embeddings, labels, miner="batch_hard", margin=0.2, squar
     entries of the differentiable distance matrix, so gradients reach every embedding used."""
     if miner not in MINERS:
         raise ValueError(f"batch_triplet_loss: miner must be one of {sorted(MINERS)}, got {miner!r}")
-    labels = _raw(labels)
+    labels = as_array(labels)
     if labels.shape != (embeddings.shape[0],):
         raise ValueError(f"batch_triplet_loss: embeddings {embeddings.shape} need labels of shape "
                          f"({embeddings.shape[0]},), got {tuple(labels.shape)}")
@@ -205,7 +201,7 @@ def view_triplet_loss(view1, view2, miner="batch_hard", **options):
     """The unsupervised triplet loss: the positive of a view is the other view of the same image,
     the negatives are the views of the other images (labels = image index)."""
     _check_embeddings("view_triplet_loss", view1, view2)
-    labels = view_labels(view1.shape[0], backend.get_xp(_raw(view1)))
+    labels = view_labels(view1.shape[0], backend.get_xp(as_array(view1)))
     return batch_triplet_loss(ops.concatenate([view1, view2]), labels, miner, **options)
 
 
@@ -223,11 +219,11 @@ def info_nce_logits(queries, positive_keys, negative_keys=None, temperature=0.1,
     if normalize:
         queries, positive_keys = ops.normalize(queries), ops.normalize(positive_keys)
     positive = (queries * positive_keys).sum(axis=1, keepdims=True)
-    xp = backend.get_xp(_raw(queries))
+    xp = backend.get_xp(as_array(queries))
     if negative_keys is None:
         negative_keys = positive_keys           # already normalised
         own = xp.eye(n, dtype=bool)              # a query's own key is its positive, not a negative
-        negative_mask = own if negative_mask is None else (_raw(negative_mask) | own)
+        negative_mask = own if negative_mask is None else (as_array(negative_mask) | own)
     elif normalize:
         negative_keys = ops.normalize(negative_keys)
     if negative_keys.ndim == 2 and negative_keys.shape[1] == dim:
@@ -240,7 +236,7 @@ def info_nce_logits(queries, positive_keys, negative_keys=None, temperature=0.1,
     logits = ops.concatenate([positive, negative], axis=1) * (1.0 / temperature)
     if negative_mask is None:
         return logits
-    mask = _raw(negative_mask)
+    mask = as_array(negative_mask)
     if mask.shape != negative.shape:
         raise ValueError(f"info_nce: negative_mask has shape {tuple(mask.shape)}, the negative "
                          f"logits {negative.shape}")
@@ -390,10 +386,10 @@ class MoCo(Module):
         keys join the queue."""
         q = _in_groups(self.query_encoder, view_q, self.bn_groups)
         with no_grad():
-            xp = backend.get_xp(_raw(view_k))
+            xp = backend.get_xp(as_array(view_k))
             order = None
             if self.bn_groups > 1:
-                order = xp.argsort(backend.rng(backend.device_of(_raw(view_k))).random(
+                order = xp.argsort(backend.rng(backend.device_of(as_array(view_k))).random(
                     view_k.shape[0], dtype=backend.DEFAULT_DTYPE))
             k = ops.normalize(_in_groups(self.key_encoder, view_k, self.bn_groups, order))
         # a copy: enqueue() overwrites the queue in place, and backward still needs these keys

@@ -64,7 +64,7 @@ from ..nn.transformer import TransformerBlock, init_transformer_weights
 from ..nn.vit import VisionTransformer, gather_tokens, get_2d_sincos_pos_embed
 from ..optim.ema import EMA
 from ..optim.optimizer import param_groups_without_decay
-from ..tensor import Tensor, no_grad
+from ..engine import as_array, no_grad
 
 LOSSES = ("smooth_l1", "l2")
 TARGET_NORMS = ("layer", "layer+batch", None)
@@ -72,7 +72,7 @@ TARGET_NORMS = ("layer", "layer+batch", None)
 
 def _indices(name, idx, batch, ndim, num_patches, device):
     """Mask indices as an integer array on `device`, checked: (B, K) or (B, T, K), in range."""
-    data = idx.data if isinstance(idx, Tensor) else idx
+    data = as_array(idx)
     data = backend.to_device(data, device)
     if data.dtype.kind not in "iu" or data.ndim != ndim or data.shape[0] != batch:
         want = "(B, K)" if ndim == 2 else "(B, T, K)"

@@ -31,7 +31,7 @@ from ..nn.module import Module
 from ..nn.norm import LayerNorm
 from ..nn.transformer import TransformerBlock, init_transformer_weights
 from ..nn.vit import VisionTransformer, gather_tokens, get_2d_sincos_pos_embed, patchify, unpatchify
-from ..tensor import Tensor, no_grad, tensor
+from ..engine import as_array, no_grad, tensor, Tensor
 
 NORM_PIX_EPS = 1e-6
 
@@ -70,7 +70,7 @@ def patch_targets(images, patch_size, norm_pix_loss=False):
     With norm_pix_loss every patch is standardised by its own mean and unbiased variance; the
     returned (targets, mean, std) then lets a reconstruction be mapped back to pixels as
     pred * std + mean. Without it mean = 0 and std = 1."""
-    data = images.data if isinstance(images, Tensor) else images
+    data = as_array(images)
     target = patchify(data, patch_size)
     xp = backend.get_xp(target)
     if not norm_pix_loss:
@@ -89,7 +89,7 @@ def mae_loss(pred, target, mask):
     if pred.ndim != 3 or tuple(target.shape) != tuple(pred.shape) or tuple(mask.shape) != tuple(pred.shape[:2]):
         raise ValueError(f"mae_loss: pred {tuple(pred.shape)}, target {tuple(target.shape)} and mask "
                          f"{tuple(mask.shape)} must be (B, N, P), (B, N, P) and (B, N)")
-    mask = mask.data if isinstance(mask, Tensor) else mask
+    mask = as_array(mask)
     mask = mask.astype(pred.dtype, copy=False)   # a 0/1 indicator: exact in any float dtype
     diff = pred - target
     per_patch = (diff * diff).mean(axis=-1)

@@ -39,7 +39,7 @@ from ..nn.norm import LayerNorm
 from ..nn.transformer import init_transformer_weights
 from ..nn.vit import gather_tokens
 from ..nn import init
-from ..tensor import Tensor
+from ..engine import as_array
 
 IGNORE_INDEX = -100
 
@@ -65,7 +65,7 @@ def mask_tokens(ids, special_ids, mask_id, vocab_size, mask_prob=0.15, mask_frac
     tokens are corrupted (0.8 / 0.1, the rest unchanged; 1.0 / 0.0 hides every chosen token, as
     a fill-in-the-blank test wants). All on the ids' device from `rng` (default: minienc's seeded
     generator of that device), with no host sync."""
-    data = ids.data if isinstance(ids, Tensor) else ids
+    data = as_array(ids)
     if data.ndim != 2 or data.dtype.kind not in "iu":
         raise ValueError(f"mask_tokens: ids must be integers (B, L), got {data.dtype} {tuple(data.shape)}")
     if not (0.0 < mask_prob <= 1.0 and mask_fraction >= 0.0 and random_fraction >= 0.0
@@ -162,7 +162,7 @@ class MaskedLanguageModel(Module):
 
     def embed(self, ids):
         """Sentence embeddings (B, dim): the encoder's outputs averaged over non-padding tokens."""
-        data = ids.data if isinstance(ids, Tensor) else ids
+        data = as_array(ids)
         hidden = self.encoder(ids)
         real = (data != self.pad_id).astype(hidden.dtype)[..., None]
         return (hidden * real).sum(axis=1) / backend.get_xp(real).maximum(real.sum(axis=1), 1.0)

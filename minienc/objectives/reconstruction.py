@@ -41,7 +41,7 @@ from ..data.augment import Augmentation, GaussianNoise
 from ..nn import ConvDecoder, ConvEncoder, Flatten, MLPEncoder, Module, Sequential, Unflatten
 from ..ops import binary_cross_entropy_with_logits, mse_loss, sigmoid
 from ..optim import Constant, LinearSchedule
-from ..tensor import Tensor, no_grad
+from ..engine import as_tensor, no_grad
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -153,7 +153,7 @@ def reparameterize(mu, logvar, eps=None):
     _check_gaussian_params("reparameterize", mu, logvar)
     if eps is None:
         noise = backend.rng(mu.device).standard_normal(mu.shape, dtype=mu.dtype)
-        eps = Tensor._wrap(noise, False, None)
+        eps = as_tensor(noise)
     elif eps.shape != mu.shape:
         raise ValueError(f"reparameterize: eps {tuple(eps.shape)} must have mu's shape {tuple(mu.shape)}")
     return mu + (logvar * 0.5).exp() * eps
@@ -247,7 +247,7 @@ class Autoencoder(Module):
             xp = backend.get_xp(z_start)
             t = xp.linspace(0.0, 1.0, steps, dtype=z_start.dtype)[None, :, None]
             z = z_start[:, None, :] * (1.0 - t) + z_end[:, None, :] * t       # (P, steps, J)
-            images = self.decode(Tensor._wrap(z.reshape(-1, z.shape[-1]), False, None))
+            images = self.decode(as_tensor(z.reshape(-1, z.shape[-1])))
         return images.reshape(z.shape[0], steps, *images.shape[1:])
 
 
@@ -299,7 +299,7 @@ class VAE(Autoencoder):
         gen = rng if rng is not None else backend.rng(self.device)
         z = gen.standard_normal((n, self.latent_dim), dtype=self.decoder.parameters()[0].dtype)
         with no_grad():
-            return self.decode(Tensor._wrap(z, False, None))
+            return self.decode(as_tensor(z))
 
 
 def build_model(kind, image_shape, latent_dim=16, arch="mlp", likelihood="bernoulli", sigma=1.0,

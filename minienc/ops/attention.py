@@ -18,7 +18,7 @@ heads with views, and writes the gradients of q, k and v straight into one packe
 split/merge ops and no concatenation in the graph.
 """
 from ..backend import get_xp
-from ..tensor import Function, Tensor
+from ..engine import as_array, Function
 
 
 def _scores_to_weights(s, masked):
@@ -141,7 +141,7 @@ class MultiHeadAttention(Function):
 def _mask_array(mask, like):
     if mask is None:
         return None
-    mask = mask.data if isinstance(mask, Tensor) else like.xp.asarray(mask)
+    mask = like.xp.asarray(as_array(mask))
     if mask.dtype != bool:
         raise TypeError(f"attention: key_padding_mask must be boolean (True = ignore), got {mask.dtype}")
     return mask

@@ -18,7 +18,7 @@ is returned as an (N, C, H, W) view of that memory; every op accepts views, and 
 convolution reads it in (C, H, W, N) order again without a copy.
 """
 from ..backend import get_xp
-from ..tensor import Function
+from ..engine import Function
 
 
 def _pair(v):

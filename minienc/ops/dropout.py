@@ -5,7 +5,7 @@ The mask is drawn on the input's own device from `backend.rng(device)`, in the i
 so nothing crosses between host and GPU and nothing is upcast.
 """
 from .. import backend
-from ..tensor import Function
+from ..engine import Function
 
 
 class Dropout(Function):

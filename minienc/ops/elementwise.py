@@ -6,7 +6,7 @@ elementwise derivative that is cheap on both backends.
 """
 from .. import kernels
 from ..backend import get_xp
-from ..tensor import Function, Tensor
+from ..engine import as_array, as_tensor, Function, Tensor
 
 
 class Add(Function):
@@ -303,6 +303,6 @@ def pow(x, y):  # noqa: A001
 
 
 def where(condition, x, y):
-    condition = condition.data if isinstance(condition, Tensor) else condition
-    return Where()(Tensor._wrap(condition, False, None) if hasattr(condition, "dtype") else condition,
+    condition = as_array(condition)
+    return Where()(as_tensor(condition) if hasattr(condition, "dtype") else condition,
                    x, y)

@@ -1,7 +1,7 @@
 """embedding(ids, weight) = weight[ids]: a table lookup whose backward scatters the gradient rows
 back into the table, adding them up where an id repeats (backend.scatter_add)."""
 from ..backend import get_xp, is_cupy, scatter_add
-from ..tensor import Function, Tensor
+from ..engine import as_tensor, Function, Tensor
 
 
 class Embedding(Function):
@@ -25,5 +25,5 @@ class Embedding(Function):
 
 def embedding(ids, weight):
     if not isinstance(ids, Tensor):
-        ids = Tensor._wrap(weight.xp.asarray(ids), False, None)
+        ids = as_tensor(weight.xp.asarray(ids))
     return Embedding()(ids, weight)

@@ -1,5 +1,5 @@
 """Matrix multiplication, batched over leading axes with broadcasting."""
-from ..tensor import Function
+from ..engine import Function
 
 
 class MatMul(Function):

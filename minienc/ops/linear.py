@@ -5,8 +5,7 @@ of every model. Inputs with more than two dimensions (tokens: (B, L, D)) are fol
 forward and both weight gradients are single matrix products, never a stack of small ones.
 The weight has PyTorch's layout (out_features, in_features).
 """
-from ..backend import get_xp
-from ..tensor import Function
+from ..engine import Function
 
 
 class Linear(Function):

@@ -6,7 +6,7 @@ max(||x||, eps) so a zero vector gives zero, not NaN.
 """
 from .. import kernels
 from ..backend import get_xp, is_cupy
-from ..tensor import Function, Tensor
+from ..engine import as_tensor, Function, Tensor
 
 
 def _check_reduction(name, reduction):
@@ -237,7 +237,7 @@ def normalize(x, axis=-1, eps=1e-12): return Normalize(axis, eps)(x)
 
 def cross_entropy(logits, targets, ignore_index=None, reduction="mean"):
     if not isinstance(targets, Tensor):
-        targets = Tensor._wrap(logits.xp.asarray(targets), False, None)
+        targets = as_tensor(logits.xp.asarray(targets))
     return CrossEntropy(ignore_index, reduction)(logits, targets)
 
 

@@ -12,7 +12,7 @@ Layer norm (Ba et al. 2016) groups the last axis of each sample; batch norm (Iof
 """
 from .. import kernels
 from ..backend import get_xp
-from ..tensor import Function
+from ..engine import Function
 from .linear import sum_rows
 
 

@@ -7,7 +7,7 @@ window (PyTorch's choice); padding counts as -inf for max and as 0 for average (
 count_include_pad=True).
 """
 from ..backend import get_xp
-from ..tensor import Function
+from ..engine import Function
 from .conv import _pair, col2im, from_chwn, pad_hw, to_chwn, windows
 
 

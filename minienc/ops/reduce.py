@@ -2,7 +2,7 @@
 import builtins
 
 from ..backend import get_xp
-from ..tensor import Function
+from ..engine import Function
 
 
 def _normalize_axis(axis, ndim):

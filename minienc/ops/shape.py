@@ -1,6 +1,6 @@
 """Shape and indexing ops: reshape, transpose, broadcast_to, getitem, concatenate, stack."""
 from ..backend import get_xp, scatter_add
-from ..tensor import Function, Tensor
+from ..engine import as_array, Function, Tensor
 
 
 def _shape_arg(shape):
@@ -138,7 +138,7 @@ def transpose(x, *axes):
 
 def getitem(x, key):
     if isinstance(key, tuple):
-        key = tuple(k.data if isinstance(k, Tensor) else k for k in key)
+        key = tuple(as_array(k) for k in key)
     elif isinstance(key, Tensor):
         key = key.data
     elif isinstance(key, list):

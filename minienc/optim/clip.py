@@ -7,7 +7,7 @@ The usual `if total > max_norm:` would force a GPU->CPU sync every step; multipl
 clamped factor (1 when the norm is small) gives the same result and stays on the device.
 """
 from ..backend import get_xp
-from ..tensor import Tensor
+from ..engine import as_tensor
 
 
 def grad_norm(params):
@@ -36,4 +36,4 @@ def clip_grad_norm(params, max_norm, eps=1e-6):
     for p in params:
         if p.grad is not None:
             p.grad *= scale
-    return Tensor._wrap(total, False, None)
+    return as_tensor(total)

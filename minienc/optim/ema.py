@@ -8,7 +8,7 @@ schedule from 0.996 towards 1.0 (`schedules.Cosine(0.996, 1.0, total_steps)`).
 import copy
 
 from ..backend import get_xp
-from ..tensor import no_grad
+from ..engine import no_grad
 from . import fused
 from .optimizer import WorkBuffers
 

@@ -16,7 +16,7 @@ a step is a stream of array operations the GPU can run without waiting for Pytho
 import math
 
 from .. import backend
-from ..tensor import Tensor
+from ..engine import Tensor
 
 
 class WorkBuffers:

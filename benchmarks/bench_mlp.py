@@ -1,4 +1,4 @@
-"""The MLP workloads of demos/benchmark.py: mlp_ae and simclr_mlp, each three ways.
+"""The MLP workloads of benchmarks/benchmark.py: mlp_ae and simclr_mlp, each three ways.
 
 minienc builds the model from nn parts; the floor is the same network written by hand in NumPy
 (CuPy on --device cuda) with no autograd at all -- forward keeping activations, a hand-derived

@@ -1,4 +1,4 @@
-"""The image workloads of demos/benchmark.py: conv_ae, vit_mae and vit_jepa, minienc and PyTorch.
+"""The image workloads of benchmarks/benchmark.py: conv_ae, vit_mae and vit_jepa, minienc and PyTorch.
 
 Each minienc model is built with a seed (conv_ae from nn parts, the ViT workloads with
 minienc.objectives' MAE and IJEPA, exactly as their demos train); its PyTorch twin has the same module and
@@ -15,7 +15,7 @@ from minienc.objectives.masked_image import MAE, random_masking
 from minienc.objectives.multiblock import MultiBlockMaskSampler
 from minienc.optim import Adam, AdamW, param_groups_without_decay
 
-from bench_mlp import train_step
+from benchmarks.bench_mlp import train_step
 
 IMAGE, PATCH, GRID = 28, 4, 7          # 28x28 images cut into a 7x7 grid of 4x4 patches
 
@@ -158,7 +158,7 @@ def _torch_parts():
     """The PyTorch twins of the ViT pieces (defined on first use: PyTorch stays optional)."""
     global _parts
     if _parts is None:
-        from bench_torch_vit import parts
+        from benchmarks.bench_torch_vit import parts
         _parts = parts()
     return _parts
 

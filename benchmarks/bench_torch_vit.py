@@ -1,4 +1,4 @@
-"""PyTorch twins of minienc's ViT, MAE and I-JEPA for demos/benchmark.py (PyTorch is never a minienc
+"""PyTorch twins of minienc's ViT, MAE and I-JEPA for benchmarks/benchmark.py (PyTorch is never a minienc
 dependency; this module is imported only when the benchmark runs its PyTorch side).
 
 Module and parameter names match minienc's (encoder.blocks.0.attn.qkv.weight, decoder_embed.bias,

@@ -132,7 +132,7 @@ class Function:
                 self.inputs = tensors
                 self.needs_grad = needs
                 return Tensor._wrap(out, True, self)
-        return Tensor._wrap(out, False, None)
+        return as_tensor(out)
 
     def forward(self, *arrays):
         raise NotImplementedError
@@ -172,7 +172,7 @@ def _as_tensors(fn, inputs):
             like = x
     if like is None:
         first = inputs[0]
-        like = Tensor._wrap(first, False, None) if hasattr(first, "shape") else tensor(first)
+        like = as_tensor(first) if hasattr(first, "shape") else tensor(first)
     out = []
     for x in inputs:
         if isinstance(x, Tensor):
@@ -181,10 +181,10 @@ def _as_tensors(fn, inputs):
             dtype = like.data.dtype
             if dtype.kind != "f" and (isinstance(x, float) or getattr(x, "dtype", dtype).kind == "f"):
                 dtype = backend.DEFAULT_DTYPE  # a float scalar must not be truncated to an int or bool
-            out.append(Tensor._wrap(like.xp.asarray(x, dtype=dtype), False, None))
+            out.append(as_tensor(like.xp.asarray(x, dtype=dtype)))
             continue
         else:
-            t = Tensor._wrap(x, False, None)
+            t = as_tensor(x)
         if t is not like:
             _check_compatible(fn, like, t)
         out.append(t)
@@ -250,7 +250,7 @@ class Tensor:
 
     # ----- leaving the graph, leaving the device ----------------------------------------------
     def detach(self):
-        return Tensor._wrap(self.data, False, None)
+        return as_tensor(self.data)
 
     def item(self):
         """The single value as a Python number (a host sync on the GPU: use it for logging)."""
@@ -273,7 +273,7 @@ class Tensor:
         return ToDevice(device)(self)
 
     def astype(self, dtype):
-        return _ops().astype(self, dtype)
+        return ops.astype(self, dtype)
 
     def zero_grad(self):
         self.grad = None
@@ -290,7 +290,7 @@ class Tensor:
                                    f"output, got shape {self.shape}; pass grad= of that shape")
             grad = self.xp.ones_like(self.data)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else grad
+            grad = as_array(grad)
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward: grad has shape {tuple(grad.shape)} but the output has "
                                  f"shape {self.shape}")
@@ -358,25 +358,24 @@ class Tensor:
         return order
 
     # ----- operators: defined in minienc.ops, bound here --------------------------------------
-    def __add__(self, other): return _ops().add(self, other)
-    def __radd__(self, other): return _ops().add(other, self)
-    def __sub__(self, other): return _ops().sub(self, other)
-    def __rsub__(self, other): return _ops().sub(other, self)
-    def __mul__(self, other): return _ops().mul(self, other)
-    def __rmul__(self, other): return _ops().mul(other, self)
-    def __truediv__(self, other): return _ops().div(self, other)
-    def __rtruediv__(self, other): return _ops().div(other, self)
-    def __pow__(self, other): return _ops().pow(self, other)
-    def __rpow__(self, other): return _ops().pow(other, self)
-    def __neg__(self): return _ops().neg(self)
-    def __matmul__(self, other): return _ops().matmul(self, other)
-    def __rmatmul__(self, other): return _ops().matmul(other, self)
-    def __getitem__(self, key): return _ops().getitem(self, key)
+    def __add__(self, other): return ops.add(self, other)
+    def __radd__(self, other): return ops.add(other, self)
+    def __sub__(self, other): return ops.sub(self, other)
+    def __rsub__(self, other): return ops.sub(other, self)
+    def __mul__(self, other): return ops.mul(self, other)
+    def __rmul__(self, other): return ops.mul(other, self)
+    def __truediv__(self, other): return ops.div(self, other)
+    def __rtruediv__(self, other): return ops.div(other, self)
+    def __pow__(self, other): return ops.pow(self, other)
+    def __rpow__(self, other): return ops.pow(other, self)
+    def __neg__(self): return ops.neg(self)
+    def __matmul__(self, other): return ops.matmul(self, other)
+    def __rmatmul__(self, other): return ops.matmul(other, self)
+    def __getitem__(self, key): return ops.getitem(self, key)
 
     # comparisons give boolean tensors outside the graph (masks, metrics)
     def _compare(self, other, op):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor._wrap(getattr(self.data, op)(other), False, None)
+        return as_tensor(getattr(self.data, op)(as_array(other)))
 
     def __lt__(self, other): return self._compare(other, "__lt__")
     def __le__(self, other): return self._compare(other, "__le__")
@@ -387,48 +386,47 @@ class Tensor:
     __hash__ = object.__hash__
 
     @property
-    def T(self): return _ops().transpose(self)
-    def transpose(self, *axes): return _ops().transpose(self, *axes)
-    def permute(self, *axes): return _ops().transpose(self, *axes)
-    def reshape(self, *shape): return _ops().reshape(self, *shape)
-    def flatten(self, start_axis=0): return _ops().reshape(self, *self.shape[:start_axis], -1)
-    def unsqueeze(self, axis): return _ops().unsqueeze(self, axis)
-    def squeeze(self, axis=None): return _ops().squeeze(self, axis)
-    def expand(self, *shape): return _ops().broadcast_to(self, *shape)
-    def broadcast_to(self, *shape): return _ops().broadcast_to(self, *shape)
-    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
-    def min(self, axis=None, keepdims=False): return _ops().min(self, axis, keepdims)
-    def var(self, axis=None, keepdims=False, ddof=0): return _ops().var(self, axis, keepdims, ddof)
-    def exp(self): return _ops().exp(self)
-    def log(self): return _ops().log(self)
-    def sqrt(self): return _ops().sqrt(self)
-    def abs(self): return _ops().abs(self)
-    def tanh(self): return _ops().tanh(self)
-    def sigmoid(self): return _ops().sigmoid(self)
-    def relu(self): return _ops().relu(self)
-    def gelu(self): return _ops().gelu(self)
-    def softplus(self): return _ops().softplus(self)
-    def clip(self, low=None, high=None): return _ops().clip(self, low, high)
-    def softmax(self, axis=-1): return _ops().softmax(self, axis)
-    def log_softmax(self, axis=-1): return _ops().log_softmax(self, axis)
+    def T(self): return ops.transpose(self)
+    def transpose(self, *axes): return ops.transpose(self, *axes)
+    def permute(self, *axes): return ops.transpose(self, *axes)
+    def reshape(self, *shape): return ops.reshape(self, *shape)
+    def flatten(self, start_axis=0): return ops.reshape(self, *self.shape[:start_axis], -1)
+    def unsqueeze(self, axis): return ops.unsqueeze(self, axis)
+    def squeeze(self, axis=None): return ops.squeeze(self, axis)
+    def expand(self, *shape): return ops.broadcast_to(self, *shape)
+    def broadcast_to(self, *shape): return ops.broadcast_to(self, *shape)
+    def sum(self, axis=None, keepdims=False): return ops.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return ops.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return ops.max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return ops.min(self, axis, keepdims)
+    def var(self, axis=None, keepdims=False, ddof=0): return ops.var(self, axis, keepdims, ddof)
+    def exp(self): return ops.exp(self)
+    def log(self): return ops.log(self)
+    def sqrt(self): return ops.sqrt(self)
+    def abs(self): return ops.abs(self)
+    def tanh(self): return ops.tanh(self)
+    def sigmoid(self): return ops.sigmoid(self)
+    def relu(self): return ops.relu(self)
+    def gelu(self): return ops.gelu(self)
+    def softplus(self): return ops.softplus(self)
+    def clip(self, low=None, high=None): return ops.clip(self, low, high)
+    def softmax(self, axis=-1): return ops.softmax(self, axis)
+    def log_softmax(self, axis=-1): return ops.log_softmax(self, axis)
 
 
-_ops_module = None
+def as_tensor(array):
+    """A tensor over `array` itself (no copy), outside any graph: how library code hands a raw
+    array (a batch, a mask, a buffer) to the ops. `tensor()` is the copying constructor users call."""
+    return Tensor._wrap(array, False, None)
 
 
-def _ops():
-    global _ops_module
-    if _ops_module is None:
-        from . import ops
-        _ops_module = ops
-    return _ops_module
+def as_array(x):
+    """The raw array under `x` if it is a tensor, else `x` as it is."""
+    return x.data if isinstance(x, Tensor) else x
 
 
 def _made(array, requires_grad):
-    return Tensor._wrap(array, False, None).requires_grad_(requires_grad) if requires_grad \
-        else Tensor._wrap(array, False, None)
+    return as_tensor(array).requires_grad_(requires_grad) if requires_grad else as_tensor(array)
 
 
 def tensor(data, requires_grad=False, dtype=None, device=None):
@@ -452,3 +450,7 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
     if array is data:
         array = array.copy()  # a tensor owns its data: later in-place updates never touch the caller's array
     return _made(array, requires_grad)
+
+
+# ops imports this module (Function, Tensor); the circle closes here, after both are defined
+from . import ops  # noqa: E402

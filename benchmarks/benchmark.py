@@ -1,8 +1,8 @@
 """Speed record: one float32 training step of each workload, side by side in one run.
 
-    python demos/benchmark.py --workloads all            # every workload on CPU: the whole table
-    python demos/benchmark.py --workloads mlp_ae,vit_mae --profile   # and where minienc's time goes
-    python demos/benchmark.py --workloads all --device cuda --batch 256   # GPU, larger batches
+    python benchmarks/benchmark.py --workloads all            # every workload on CPU: the whole table
+    python benchmarks/benchmark.py --workloads mlp_ae,vit_mae --profile   # and where minienc's time goes
+    python benchmarks/benchmark.py --workloads all --device cuda --batch 256   # GPU, larger batches
 
 For every workload it builds the same model, from the same initial weights and on the same batch,
 three ways: minienc; the same model written by hand in NumPy (CuPy on --device cuda) with no
@@ -14,9 +14,9 @@ from repeat to repeat, so none always follows the same neighbour), and the table
 reports the median ms per step over `--repeats` repeats after `--warmup` steps, with the
 interquartile range, steps/s, peak memory of a step, and the ratios to the floor and to PyTorch.
 
-Workloads (issue 9): mlp_ae and simclr_mlp (demos/bench_mlp.py, with NumPy floors), conv_ae,
-vit_mae and vit_jepa (demos/bench_vision.py; PyTorch twins of the ViT parts in
-demos/bench_torch_vit.py). A workload is a class with `__init__(seed, batch)`, its minienc model as `.model`,
+Workloads (issue 9): mlp_ae and simclr_mlp (benchmarks/bench_mlp.py, with NumPy floors), conv_ae,
+vit_mae and vit_jepa (benchmarks/bench_vision.py; PyTorch twins of the ViT parts in
+benchmarks/bench_torch_vit.py). A workload is a class with `__init__(seed, batch)`, its minienc model as `.model`,
 `parts(device)` -> (optimizer, loss_fn, after) for minienc (tests/test_gpu_path.py reuses these
 as its registry of representative models), and optionally `numpy(xp)` and `torch(device)`, each
 returning (step, loss) callables.
@@ -37,13 +37,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.join(HERE, ".."), HERE]
+sys.path.insert(0, os.path.join(HERE, ".."))  # run as a script from a checkout
 from minienc import backend  # noqa: E402
-import bench_mlp  # noqa: E402
-import bench_vision  # noqa: E402
+from benchmarks import bench_mlp, bench_vision  # noqa: E402
 
 
-# ----- workloads (demos/bench_mlp.py, demos/bench_vision.py) -------------------------------------
+# ----- workloads (benchmarks/bench_mlp.py, benchmarks/bench_vision.py) -------------------------------------
 WORKLOADS = {cls.name: cls for cls in bench_mlp.WORKLOADS + bench_vision.WORKLOADS}
 
 
