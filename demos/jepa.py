@@ -26,7 +26,7 @@ from minienc import backend, nn
 from minienc.data import BatchIterator, RandomResizedCrop
 from minienc.eval import embedding_std, encode, evaluate, few_shot_probe, plot_curves, plot_image_grid, rankme
 from minienc.objectives.jepa import IJEPA
-from minienc.objectives.masked import MAE
+from minienc.objectives.masked_image import MAE
 from minienc.objectives.multiblock import MultiBlockMaskSampler
 from minienc.optim import AdamW, Cosine, LinearSchedule, WarmupCosine, param_groups_without_decay
 from minienc.train import Trainer

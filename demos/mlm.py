@@ -22,7 +22,7 @@ from minienc import backend  # noqa: E402
 from common import add_blas_threads_flag  # noqa: E402
 from minienc.data import BatchIterator, Tokenizer, load_corpus, split_corpus  # noqa: E402
 from minienc.objectives import MaskedLanguageModel, mask_tokens  # noqa: E402
-from minienc.objectives.masked import IGNORE_INDEX  # noqa: E402
+from minienc.objectives.masked_language import IGNORE_INDEX  # noqa: E402
 from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay  # noqa: E402
 from minienc.train import Trainer  # noqa: E402
 

@@ -14,7 +14,7 @@ import minienc.optim
 from minienc import backend, nn
 from minienc.objectives import (MAE, MaskedLanguageModel, mae_loss, mask_tokens, mlm_loss, patch_targets,
                                 random_masking)
-from minienc.objectives.masked import IGNORE_INDEX, max_predictions_for
+from minienc.objectives.masked_language import IGNORE_INDEX, max_predictions_for
 from nn_check import gradcheck_module, rand
 
 

@@ -1,8 +1,8 @@
 """Encoder objectives, one file per family, each opening with the math it implements:
 reconstruction (AE, denoising AE, VAE), contrastive (triplet, InfoNCE/SimCLR, MoCo),
-masked (MLM, MAE) and jepa (I-JEPA)."""
-from .masked import (MAE, MaskedLanguageModel, MLMHead, mae_loss, mask_tokens, mlm_loss,  # noqa: F401
-                     patch_targets, random_masking)
+masked_image (MAE), masked_language (BERT's MLM) and jepa (I-JEPA)."""
+from .masked_image import MAE, mae_loss, patch_targets, random_masking  # noqa: F401
+from .masked_language import MaskedLanguageModel, MLMHead, mask_tokens, mlm_loss  # noqa: F401
 from .reconstruction import (VAE, Autoencoder, DenoisingAutoencoder, build_model,  # noqa: F401
                              corruption, kl_to_standard_normal, reconstruction_loss, reparameterize)
 from .contrastive import (MoCo, SimCLR, batch_triplet_loss, info_nce, info_nce_logits,  # noqa: F401
