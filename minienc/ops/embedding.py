@@ -5,6 +5,8 @@ from ..engine import as_tensor, Function, Tensor
 
 
 class Embedding(Function):
+    index_inputs = (0,)  # the ids: integers, used as they are
+
     def forward(self, ids, weight):
         if ids.dtype.kind not in "iu" or weight.ndim != 2:
             raise TypeError(f"embedding: needs integer ids and a 2-D table, got ids {ids.dtype} "

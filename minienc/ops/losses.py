@@ -7,6 +7,7 @@ max(||x||, eps) so a zero vector gives zero, not NaN.
 from .. import kernels
 from ..backend import get_xp, is_cupy
 from ..engine import as_tensor, Function, Tensor
+from .reduce import reciprocal
 
 
 def _check_reduction(name, reduction):
@@ -24,7 +25,7 @@ def _reduced_grad(g, shape, reduction, count):
     """The upstream gradient of a reduced loss spread back over the elementwise losses."""
     if reduction == "none":
         return g
-    return get_xp(g).broadcast_to(g * (1.0 / count) if reduction == "mean" else g, shape)
+    return get_xp(g).broadcast_to(g * reciprocal(count) if reduction == "mean" else g, shape)
 
 
 class Softmax(Function):
@@ -78,6 +79,8 @@ class LogSumExp(Function):
 class CrossEntropy(Function):
     """Softmax cross-entropy over the last axis with integer targets: logits (..., C), targets (...).
     Positions whose target is `ignore_index` add nothing and are not counted in the mean."""
+
+    index_inputs = (1,)  # the targets are class ids: never cast to the logits' dtype
 
     def __init__(self, ignore_index=None, reduction="mean"):
         _check_reduction("cross_entropy", reduction)
@@ -180,7 +183,7 @@ class MSELoss(Function):
             g = g * self.diff
             g *= 2.0
         else:  # one pass: diff times the 0-d factor 2 g / count
-            g = self.diff * (g * (2.0 / self.diff.size if self.reduction == "mean" else 2.0))
+            g = self.diff * (g * (2.0 * reciprocal(self.diff.size) if self.reduction == "mean" else 2.0))
         return g, (-g if self.needs_grad[1] else None)
 
 

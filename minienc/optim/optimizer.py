@@ -100,6 +100,7 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is not None:
                     self._update(p, group, self._state_for(p))
+                    p.bump_version()  # a graph that saved p can no longer run its backward
 
     def _update(self, p, group, state):
         raise NotImplementedError
