@@ -40,7 +40,7 @@ reaches theta_k); the negatives are a FIFO queue of the K most recent keys, tau 
 """
 from collections import namedtuple
 
-from .. import backend, ops
+from .. import backend, checks, ops
 from ..nn import BatchNorm1d, Linear, Module, ReLU, Sequential
 from ..optim import EMA
 from ..engine import as_array, no_grad
@@ -332,7 +332,7 @@ class MoCo(Module):
     its momentum average, and a queue of the last `queue_size` keys as negatives.
 
     moco = MoCo(encoder, projection_head(64, 256, 64, batch_norm=False), queue_size=1024)
-    opt = SGD(moco.parameters(), ...)                # the query encoder's parameters only
+    opt = SGD(moco.query_encoder.parameters(), ...)  # the trained part
     loss = moco.loss(augment(x), augment(x))         # keys under no_grad, then enqueued
     moco.update_key_encoder()                        # after every optimizer step
 
@@ -344,29 +344,32 @@ class MoCo(Module):
     the batch (drawn on the device), unshuffled afterwards; a query and its key then share a
     batch-norm group only by chance (1 / bn_groups of them). bn_groups=1 turns this off.
 
-    The key encoder is an `optim.EMA` target: a deep copy whose parameters have
-    requires_grad=False; it lives inside `self.momentum_encoder`, not as a child module, so
-    `parameters()` never lists it. It stays in training mode (batch statistics) as in MoCo.
+    State. The key encoder is an `optim.EMA` target: a deep copy of the query encoder whose
+    parameters have requires_grad=False (no gradient ever reaches them; an optimizer given all
+    of `moco.parameters()` skips them). It is a child module, as in MoCo's code, so
+    `state_dict()`, `to()` and `astype()` include it; it stays in training mode (batch
+    statistics) as in MoCo. The queue is a buffer with the newest keys last: enqueueing drops the
+    oldest rows and appends, which is what MoCo's write pointer does, with no pointer to save.
     """
 
     def __init__(self, encoder, head, queue_size=1024, momentum=0.99, temperature=0.2,
                  bn_groups=4, seed=None):
+        checks.positive_int("MoCo", "queue_size", queue_size)
+        checks.in_range("MoCo", "momentum", momentum, 0.0, 1.0)
+        checks.positive("MoCo", "temperature", temperature)
+        checks.positive_int("MoCo", "bn_groups", bn_groups)
         self.encoder, self.head = encoder, head
         self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
         self.query_encoder = Sequential(encoder, head)
         self.momentum_encoder = EMA(self.query_encoder, momentum=momentum)
+        self.key_encoder = self.momentum_encoder.target
         device = encoder.device
         xp = backend.xp_for(device)
         out_features = head.layers[-1].out_features
         gen = backend.rng(device) if seed is None else xp.random.default_rng(seed)
         queue = gen.standard_normal((queue_size, out_features), dtype=backend.DEFAULT_DTYPE)
         queue /= xp.linalg.norm(queue, axis=1, keepdims=True)
-        self.register_buffer("queue", queue)   # (K, D) normalised keys, oldest overwritten first
-        self.queue_ptr = 0                     # a host int: no device read to know where to write
-
-    @property
-    def key_encoder(self):
-        return self.momentum_encoder.target
+        self.register_buffer("queue", queue)   # (K, D) normalised keys, the newest last
 
     def forward(self, images):
         return self.encoder(images)
@@ -374,12 +377,7 @@ class MoCo(Module):
     def named_children(self):
         # the encoder and head are reached through query_encoder; list them once
         yield "query_encoder", self.query_encoder
-
-    def to(self, device):
-        """Move the query encoder, the queue and the key encoder (not a child) to `device`."""
-        super().to(device)
-        self.key_encoder.to(device)
-        return self
+        yield "key_encoder", self.key_encoder
 
     def loss(self, view_q, view_k):
         """InfoNCE of the queries of view_q against the keys of view_k and the queue; then the
@@ -392,21 +390,21 @@ class MoCo(Module):
                 order = xp.argsort(backend.rng(backend.device_of(as_array(view_k))).random(
                     view_k.shape[0], dtype=backend.DEFAULT_DTYPE))
             k = ops.normalize(_in_groups(self.key_encoder, view_k, self.bn_groups, order))
-        # a copy: enqueue() overwrites the queue in place, and backward still needs these keys
-        negatives = self.queue.copy()
-        loss = info_nce(q, k, negatives, self.temperature)
-        self.enqueue(k.data)
+        loss = info_nce(q, k, self.queue, self.temperature)
+        self.enqueue(k.data)   # a new queue array: the loss's graph keeps the one it used
         return loss
 
     def enqueue(self, keys):
-        """Overwrite the oldest len(keys) entries (FIFO); K must be a multiple of the batch."""
+        """Drop the oldest len(keys) rows of the queue and append `keys` (FIFO)."""
         size = self.queue.shape[0]
-        batch = keys.shape[0]
-        if size % batch:
-            raise ValueError(f"MoCo.enqueue: the queue size {size} must be a multiple of the batch "
-                             f"size {batch} (use drop_last=True batches)")
-        self.queue[self.queue_ptr:self.queue_ptr + batch] = keys
-        self.queue_ptr = (self.queue_ptr + batch) % size
+        if not 1 <= keys.shape[0] <= size:
+            raise ValueError(f"MoCo.enqueue: {keys.shape[0]} keys for a queue of {size}: a batch "
+                             f"must be between 1 and the queue size")
+        if tuple(keys.shape[1:]) != tuple(self.queue.shape[1:]):
+            raise ValueError(f"MoCo.enqueue: keys of shape {tuple(keys.shape)} for a queue of "
+                             f"shape {tuple(self.queue.shape)}")
+        queue = self.queue
+        self._buffers["queue"] = backend.get_xp(queue).concatenate([queue[keys.shape[0]:], keys])
 
     def update_key_encoder(self, momentum=None):
         """theta_k <- m theta_k + (1 - m) theta_q, in place, no graph."""
