@@ -30,6 +30,13 @@ def non_negative_int(owner, name, value):
     return int(value)
 
 
+def finite(owner, name, value):
+    """Any finite number (a margin may be negative)."""
+    if not (_is_real(value) and math.isfinite(value)):
+        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+    return value
+
+
 def positive(owner, name, value):
     """A finite number > 0 (a temperature, a learning rate's scale, an eps)."""
     if not (_is_real(value) and math.isfinite(value) and value > 0):

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minienc
-from minienc import backend
+from minienc import backend, nn
 from minienc.nn import BatchNorm1d, Flatten, Linear, MLPEncoder, ReLU, Sequential
 from minienc.objectives.contrastive import (LARGE_NUM, MoCo, SimCLR, _in_groups,
                                             batch_triplet_loss, info_nce, info_nce_logits,
@@ -166,7 +166,7 @@ def nt_xent_tensorflow(z1, z2, tau):
     return loss_a + loss_b
 
 
-@given(n=st.integers(1, 6), dim=st.integers(2, 5), temperature=st.floats(0.1, 1.0),
+@given(n=st.integers(2, 6), dim=st.integers(2, 5), temperature=st.floats(0.1, 1.0),
        seed=st.integers(0, 2**16))
 def test_nt_xent_is_the_paper_mean_and_half_the_tensorflow_sum(n, dim, temperature, seed):
     rng = np.random.default_rng(seed)
@@ -174,6 +174,23 @@ def test_nt_xent_is_the_paper_mean_and_half_the_tensorflow_sum(n, dim, temperatu
     got = nt_xent(t64(z1, "cpu"), t64(z2, "cpu"), temperature).item()
     assert got == pytest.approx(nt_xent_paper(z1, z2, temperature), rel=1e-9)
     assert got == pytest.approx(nt_xent_tensorflow(z1, z2, temperature) / 2, rel=1e-9)
+
+
+def test_contrastive_losses_refuse_degenerate_batches_and_temperatures():
+    one = t64(np.ones((1, 3)), "cpu")
+    with pytest.raises(ValueError, match=r"nt_xent: a batch of 1 image has no negatives"):
+        nt_xent(one, one)        # the paper's formula is 0 here: nothing would be learned
+    with pytest.raises(ValueError, match=r"info_nce: in-batch negatives need at least 2 queries"):
+        info_nce(one, one)
+    two = t64(np.eye(2, 3), "cpu")
+    with pytest.raises(ValueError, match=r"info_nce: temperature must be a finite number > 0, got 0"):
+        nt_xent(two, two, temperature=0)
+    with pytest.raises(ValueError, match=r"triplet loss: margin must be a finite number, got nan"):
+        triplet_loss(two, two, two, margin=float("nan"))
+    with pytest.raises(ValueError, match=r"SimCLR: temperature must be a finite number > 0"):
+        SimCLR(nn.Identity(), nn.Identity(), temperature=0.0)
+    with pytest.raises(ValueError, match=r"MoCo: queue_size must be a positive integer, got 0"):
+        small_moco("cpu", queue_size=0)
 
 
 @given(n=st.integers(2, 7), seed=st.integers(0, 2**16))

@@ -79,6 +79,7 @@ def _hinge_mean(d_ap, d_an, margin, valid, reduction):
     """max(0, d(a,p) - d(a,n) + margin) over the triplets where `valid`, reduced."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"triplet loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    checks.finite("triplet loss", "margin", margin)
     losses = ops.relu(d_ap - d_an + margin)
     if valid is not None:
         losses = losses * valid.astype(losses.dtype)
@@ -215,7 +216,10 @@ def info_nce_logits(queries, positive_keys, negative_keys=None, temperature=0.1,
     (N, M, D) one set per query, or None: the other queries' positive keys (in-batch negatives).
     negative_mask: (N, M) booleans, True where a negative must not count (its logit is -1e9)."""
     _check_embeddings("info_nce", queries, positive_keys)
+    checks.positive("info_nce", "temperature", temperature)
     n, dim = queries.shape
+    if negative_keys is None and n < 2:
+        raise ValueError(f"info_nce: in-batch negatives need at least 2 queries, got {n}")
     if normalize:
         queries, positive_keys = ops.normalize(queries), ops.normalize(positive_keys)
     positive = (queries * positive_keys).sum(axis=1, keepdims=True)
@@ -259,6 +263,8 @@ def nt_xent(view1, view2, temperature=0.5):
     (already in column 0). The mean over the 2N views (half the TensorFlow code's sum)."""
     _check_embeddings("nt_xent", view1, view2)
     n = view1.shape[0]
+    if n < 2:
+        raise ValueError(f"nt_xent: a batch of {n} image has no negatives; NT-Xent needs at least 2")
     views = ops.concatenate([view1, view2])
     pairs = ops.concatenate([view2, view1])
     xp = backend.get_xp(views.data)
@@ -276,6 +282,7 @@ def projection_head(in_features, hidden_features=256, out_features=64, num_layer
     """The MLP between representation and loss. SimCLR: Linear-BN-ReLU for every hidden layer
     (no bias before BN) and a last Linear without ReLU. batch_norm=False gives MoCo v2's head,
     Linear-ReLU-Linear."""
+    checks.positive_int("projection_head", "num_layers", num_layers)
     layers, width = [], in_features
     for _ in range(num_layers - 1):
         layers.append(Linear(width, hidden_features, bias=not batch_norm))
@@ -296,6 +303,7 @@ class SimCLR(Module):
     """
 
     def __init__(self, encoder, head, temperature=0.5):
+        checks.positive("SimCLR", "temperature", temperature)
         self.encoder, self.head, self.temperature = encoder, head, temperature
 
     def forward(self, images):

@@ -125,6 +125,8 @@ class MAE(Module):
     def __init__(self, image_size=8, patch_size=2, in_channels=1, dim=64, depth=4, num_heads=4,
                  decoder_dim=32, decoder_depth=2, decoder_num_heads=4, mlp_ratio=4.0, mask_ratio=0.75,
                  norm_pix_loss=False, encoder=None):
+        checks.positive_int("MAE", "decoder_dim", decoder_dim)
+        checks.non_negative_int("MAE", "decoder_depth", decoder_depth)
         self.encoder = encoder if encoder is not None else VisionTransformer(
             image_size, patch_size, in_channels, dim, depth, num_heads, mlp_ratio,
             pos_embed="sincos", weight_init="xavier")

@@ -17,16 +17,16 @@ any finite score is at least exp(0) = 1, so clamping it at 1 only ever touches a
 heads with views, and writes the gradients of q, k and v straight into one packed array: no
 split/merge ops and no concatenation in the graph.
 """
+from .. import checks
 from ..backend import get_xp
 from ..engine import as_array, Function
+from .reduce import shift_for_exp
 
 
 def _scores_to_weights(s, masked):
     """Softmax over the last axis in place (s is our own array); see the module docstring."""
     xp = get_xp(s)
-    top = s.max(axis=-1, keepdims=True)
-    if masked:
-        top = xp.where(top == float("-inf"), s.dtype.type(0), top)
+    top = shift_for_exp(s, axis=-1) if masked else s.max(axis=-1, keepdims=True)
     s -= top
     xp.exp(s, out=s)
     # row sums as one matrix-vector product: much faster than a reduction over a short axis
@@ -83,6 +83,8 @@ def _check_qkv(q, k, v):
 
 class ScaledDotProductAttention(Function):
     def __init__(self, key_padding_mask=None, scale=None):
+        if scale is not None:
+            checks.positive("scaled_dot_product_attention", "scale", scale)
         self.key_padding_mask, self.scale = key_padding_mask, scale
 
     def forward(self, q, k, v, attn_mask=None):
@@ -99,11 +101,14 @@ class ScaledDotProductAttention(Function):
         return (dq, dk, dv, dmask) if self.has_mask else (dq, dk, dv)
 
 
-class MultiHeadAttention(Function):
+class MultiHeadAttentionFunction(Function):
     """Self-attention over packed projections: qkv (B, L, 3*D) -> (B, L, D), heads of D/H."""
 
+    name = "multi_head_attention"
+
     def __init__(self, num_heads, key_padding_mask=None):
-        self.heads, self.key_padding_mask = num_heads, key_padding_mask
+        self.heads = checks.positive_int(self.name, "num_heads", num_heads)
+        self.key_padding_mask = key_padding_mask
 
     def _split(self, qkv):
         b, length, three_d = qkv.shape
@@ -155,6 +160,6 @@ def scaled_dot_product_attention(q, k, v, key_padding_mask=None, attn_mask=None,
 
 
 def multi_head_attention(qkv, num_heads, key_padding_mask=None, attn_mask=None):
-    """Self-attention on packed qkv (B, L, 3*D) -> (B, L, D); see MultiHeadAttention."""
-    fn = MultiHeadAttention(num_heads, _mask_array(key_padding_mask, qkv))
+    """Self-attention on packed qkv (B, L, 3*D) -> (B, L, D); see MultiHeadAttentionFunction."""
+    fn = MultiHeadAttentionFunction(num_heads, _mask_array(key_padding_mask, qkv))
     return fn(qkv) if attn_mask is None else fn(qkv, attn_mask)

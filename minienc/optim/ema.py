@@ -7,6 +7,7 @@ schedule from 0.996 towards 1.0 (`schedules.Cosine(0.996, 1.0, total_steps)`).
 """
 import copy
 
+from .. import checks
 from ..backend import get_xp
 from ..engine import Tensor, as_array, no_grad
 from . import fused
@@ -48,6 +49,7 @@ class EMA:
             for p in target.parameters():
                 p.requires_grad = False  # the target learns only through the average
                 p.grad = None
+        checks.in_range("EMA", "momentum", momentum, 0.0, 1.0)
         self.online, self.target, self.momentum = online, target, momentum
         self.include_buffers = include_buffers
         _pairs(target, online, include_buffers)  # refuse mismatched modules now, not mid-run
@@ -55,9 +57,8 @@ class EMA:
 
     def update(self, momentum=None):
         """target <- m * target + (1 - m) * online, for every parameter (and float buffer)."""
-        m = float(self.momentum if momentum is None else momentum)
-        if not 0.0 <= m <= 1.0:
-            raise ValueError(f"EMA: momentum must be in [0, 1], got {m}")
+        m = float(checks.in_range("EMA", "momentum", self.momentum if momentum is None else momentum,
+                                  0.0, 1.0))
         with no_grad():
             # re-read the arrays each time: Module.to() or load_state_dict() may have replaced them
             for (_, target, _, o) in _pairs(self.target, self.online, self.include_buffers):

@@ -15,7 +15,7 @@ a step is a stream of array operations the GPU can run without waiting for Pytho
 """
 import math
 
-from .. import backend
+from .. import backend, checks
 from ..engine import Tensor
 
 
@@ -261,11 +261,9 @@ def param_groups_without_decay(module, weight_decay, extra=None):
 
 
 def check_hyperparameters(name, lr, weight_decay, **others):
-    """Refuse nonsense early with the optimizer's name in the message."""
-    if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
-        raise ValueError(f"{name}: lr must be a finite number >= 0, got {lr!r}")
-    if weight_decay < 0:
-        raise ValueError(f"{name}: weight_decay must be >= 0, got {weight_decay!r}")
+    """Refuse nonsense early with the optimizer's name in the message: lr and weight_decay finite
+    numbers >= 0, each of `others` (value, low, high) in [low, high)."""
+    checks.non_negative(name, "lr", lr)
+    checks.non_negative(name, "weight_decay", weight_decay)
     for key, (value, low, high) in others.items():
-        if not low <= value < high:
-            raise ValueError(f"{name}: {key} must be in [{low}, {high}), got {value!r}")
+        checks.in_range(name, key, value, low, high, include_high=False)
