@@ -5,7 +5,7 @@ the augmentations work on whatever device the images are on."""
 from .augment import (Augmentation, BrightnessContrast, Compose, GaussianNoise, RandomAffine,
                       RandomCrop, RandomErasing, RandomResizedCrop, affine_sample, contrastive_augment)
 from .datasets import (DATA_HELP, ImageDataset, load_dataset, load_digits, load_digits_canvas,
-                       load_mnist, read_idx, stratified_split)
+                       load_mnist, read_idx, stratified_split, stratified_subset, subsample)
 from .loader import BatchIterator
 from .text import (SPECIAL_TOKENS, Tokenizer, builtin_corpus, load_corpus, load_text, split_corpus,
                    split_sentences, tokenize)
