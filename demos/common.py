@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import minienc  # noqa: E402
-from minienc import backend  # noqa: E402
+from minienc import tuning  # noqa: E402
 from minienc.data import DATA_HELP, load_dataset  # noqa: E402
 from minienc.eval import baseline_records, evaluate, print_table  # noqa: E402
 
@@ -39,14 +39,21 @@ def image_parser(description, epochs=20, latent_dim=None, batch_size=128, lr=1e-
 
 def add_blas_threads_flag(parser):
     parser.add_argument("--blas-threads", type=int, default=1,
-                        help="host BLAS threads (see minienc.backend.set_blas_threads: the demos' "
+                        help="host BLAS threads (see minienc.tuning.set_blas_threads: the demos' "
                              "small matrices run fastest on one)")
+
+
+def tune_process(blas_threads):
+    """The process-wide CPU settings every demo starts with (see minienc.tuning): freed
+    temporaries are reused across steps, and the host BLAS gets `blas_threads` threads."""
+    tuning.tune_host_allocator()
+    tuning.set_blas_threads(blas_threads)
 
 
 def setup(args):
     """Seed, default device and output folder from the flags; returns the dataset."""
     minienc.manual_seed(args.seed)
-    backend.set_blas_threads(args.blas_threads)
+    tune_process(args.blas_threads)
     if args.device:
         minienc.set_device(args.device)
     args.device = minienc.get_device()

@@ -97,7 +97,6 @@ class Trainer:
                  batch_size=None, progress=True, extra=None):
         if log_every < 1:
             raise ValueError(f"Trainer: log_every must be >= 1, got {log_every}")
-        backend.tune_host_allocator()  # reuse freed temporaries across steps (see its docstring)
         self.step_fn, self.optimizer = step_fn, optimizer
         self.models = models if isinstance(models, dict) or models is None else {"model": models}
         self.schedules = dict(schedules or {})
