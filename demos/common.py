@@ -94,3 +94,51 @@ def _training_seconds(out):
         return round(json.loads(last)["elapsed_s"], 1)
     except (OSError, IndexError, KeyError, ValueError):
         return None
+
+
+# ----- collapse gauges over training (the joint-embedding demos: BYOL, SimSiam, VICReg, Barlow
+# Twins, DINO). Without negatives nothing in the loss itself forbids mapping every image to one
+# point; these two numbers show whether the method's own remedy is working.
+
+def add_gauge_flags(parser, every=100):
+    parser.add_argument("--monitor-every", type=int, default=every,
+                        help="steps between RankMe / embedding-std checks (collapse: both fall)")
+    return parser
+
+
+class CollapseGauges:
+    """A Trainer callback: every `every` steps, RankMe and the embedding std of `encoder` (a
+    Module or a function of image batches) on `images`, kept in `curves`. Call `record(0)`
+    before training for the starting point."""
+
+    def __init__(self, encoder, images, every):
+        self.encoder, self.images, self.every = encoder, images, max(1, every)
+        self.curves = {"step": [], "RankMe": [], "embedding std": []}
+
+    def record(self, step):
+        from minienc.eval import embedding_std, encode, rankme
+        features = encode(self.encoder, self.images)
+        self.curves["step"].append(step)
+        self.curves["RankMe"].append(rankme(features))
+        self.curves["embedding std"].append(embedding_std(features))
+
+    def __call__(self, trainer):
+        if trainer.step % self.every == 0:
+            self.record(trainer.step)
+
+
+def save_training_curves(args, name, gauges, terms=(), log_scale=("loss",)):
+    """<out>/curves.png: the loss and each logged term in `terms` (as the Trainer wrote them to
+    metrics.jsonl, one point per log interval) beside the collapse gauges; <out>/gauges.json."""
+    from minienc.eval import plot_curves
+    with open(os.path.join(args.out, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    steps = [row["step"] for row in rows]
+    curves = {key: (steps, [row[key] for row in rows]) for key in ("loss", *terms)}
+    curves.update({k: (gauges.curves["step"], v) for k, v in gauges.curves.items() if k != "step"})
+    with open(os.path.join(args.out, "gauges.json"), "w") as f:
+        json.dump(gauges.curves, f)
+    path = plot_curves(curves, os.path.join(args.out, "curves.png"), title=f"{name} training",
+                       log_scale=log_scale)
+    print("saved", path)
+    return path
