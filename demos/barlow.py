@@ -13,6 +13,7 @@ import copy
 from common import CollapseGauges, add_gauge_flags, image_parser, save_training_curves, setup
 from simclr import add_recipe_flags, digits_encoder, finish, train_contrastive
 
+from minienc.nn import Sequential
 from minienc.objectives.barlow import BarlowTwins, barlow_projector
 
 
@@ -27,7 +28,8 @@ def main():
     random_encoder = copy.deepcopy(encoder)
     model = BarlowTwins(encoder, barlow_projector(args.latent_dim, args.hidden, args.projector),
                         args.lambd)
-    gauges = CollapseGauges(encoder, data.x_train, args.monitor_every)
+    gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
+                            projection=Sequential(encoder, model.projector))
     gauges.record(0)
     train_contrastive(args, data, "Barlow Twins", model.terms, model, model, callbacks=[gauges])
     save_training_curves(args, "Barlow Twins", gauges, terms=("on_diagonal", "off_diagonal"))

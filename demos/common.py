@@ -107,20 +107,25 @@ def add_gauge_flags(parser, every=100):
 
 
 class CollapseGauges:
-    """A Trainer callback: every `every` steps, RankMe and the embedding std of `encoder` (a
-    Module or a function of image batches) on `images`, kept in `curves`. Call `record(0)`
-    before training for the starting point."""
+    """A Trainer callback: every `every` steps, RankMe and the embedding std of each of
+    `encoders` (name -> a Module or a function of image batches: the representation, and the
+    output the loss sees, where collapse shows first) on `images`, kept in `curves`. Call
+    `record(0)` before training for the starting point."""
 
-    def __init__(self, encoder, images, every):
-        self.encoder, self.images, self.every = encoder, images, max(1, every)
-        self.curves = {"step": [], "RankMe": [], "embedding std": []}
+    def __init__(self, images, every, **encoders):
+        self.images, self.every, self.encoders = images, max(1, every), encoders
+        self.curves = {"step": []}
+        for name in encoders:
+            self.curves[f"RankMe ({name})"] = []
+            self.curves[f"embedding std ({name})"] = []
 
     def record(self, step):
         from minienc.eval import embedding_std, encode, rankme
-        features = encode(self.encoder, self.images)
         self.curves["step"].append(step)
-        self.curves["RankMe"].append(rankme(features))
-        self.curves["embedding std"].append(embedding_std(features))
+        for name, encoder in self.encoders.items():
+            features = encode(encoder, self.images)
+            self.curves[f"RankMe ({name})"].append(rankme(features))
+            self.curves[f"embedding std ({name})"].append(embedding_std(features))
 
     def __call__(self, trainer):
         if trainer.step % self.every == 0:
@@ -129,16 +134,20 @@ class CollapseGauges:
 
 def save_training_curves(args, name, gauges, terms=(), log_scale=("loss",)):
     """<out>/curves.png: the loss and each logged term in `terms` (as the Trainer wrote them to
-    metrics.jsonl, one point per log interval) beside the collapse gauges; <out>/gauges.json."""
+    metrics.jsonl, one point per log interval); <out>/gauges.png and gauges.json: the collapse
+    gauges over training."""
     from minienc.eval import plot_curves
     with open(os.path.join(args.out, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     steps = [row["step"] for row in rows]
     curves = {key: (steps, [row[key] for row in rows]) for key in ("loss", *terms)}
-    curves.update({k: (gauges.curves["step"], v) for k, v in gauges.curves.items() if k != "step"})
+    print("saved", plot_curves(curves, os.path.join(args.out, "curves.png"),
+                               title=f"{name}: loss over training", log_scale=log_scale))
     with open(os.path.join(args.out, "gauges.json"), "w") as f:
         json.dump(gauges.curves, f)
-    path = plot_curves(curves, os.path.join(args.out, "curves.png"), title=f"{name} training",
-                       log_scale=log_scale)
+    steps = gauges.curves["step"]
+    path = plot_curves({k: (steps, v) for k, v in gauges.curves.items() if k != "step"},
+                       os.path.join(args.out, "gauges.png"),
+                       title=f"{name}: collapse gauges on the train images (eval mode)")
     print("saved", path)
     return path

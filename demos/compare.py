@@ -35,6 +35,8 @@ OBJECTIVES = {
 }
 # the joint-embedding methods without negatives (SimCLR's encoder, augmentations and budget)
 OBJECTIVES.update({
+    "byol": ("BYOL", "byol.py", [], ["--epochs", "2", "--monitor-every", "5"]),
+    "simsiam": ("SimSiam", "simsiam.py", [], ["--epochs", "2", "--monitor-every", "5"]),
     "vicreg": ("VICReg", "vicreg.py", [], ["--epochs", "2", "--monitor-every", "5"]),
     "barlow": ("Barlow Twins", "barlow.py", [], ["--epochs", "2", "--monitor-every", "5"]),
 })

@@ -13,6 +13,7 @@ import copy
 from common import CollapseGauges, add_gauge_flags, image_parser, save_training_curves, setup
 from simclr import add_recipe_flags, digits_encoder, finish, train_contrastive
 
+from minienc.nn import Sequential
 from minienc.objectives.vicreg import VICReg, vicreg_expander
 
 
@@ -29,7 +30,8 @@ def main():
     random_encoder = copy.deepcopy(encoder)
     model = VICReg(encoder, vicreg_expander(args.latent_dim, args.hidden, args.expander),
                    args.invariance_weight, args.variance_weight, args.covariance_weight)
-    gauges = CollapseGauges(encoder, data.x_train, args.monitor_every)
+    gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
+                            embedding=Sequential(encoder, model.expander))
     gauges.record(0)
     train_contrastive(args, data, "VICReg", model.terms, model, model, callbacks=[gauges])
     save_training_curves(args, "VICReg", gauges, terms=("invariance", "variance", "covariance"))
