@@ -1,6 +1,6 @@
 """Encoder objectives, one file per family, each opening with the math it implements:
 reconstruction (AE, denoising AE, VAE), contrastive (triplet, InfoNCE/SimCLR, MoCo),
-masked_image (MAE), masked_language (BERT's MLM), jepa (I-JEPA) and sigreg (LeJEPA's SIGReg)."""
+masked_image (MAE), masked_language (BERT's MLM), jepa (I-JEPA), sigreg and lejepa (LeJEPA)."""
 from .masked_image import MAE, mae_loss, patch_targets, random_masking  # noqa: F401
 from .masked_language import MaskedLanguageModel, MLMHead, mask_tokens, mlm_loss  # noqa: F401
 from .reconstruction import (VAE, Autoencoder, DenoisingAutoencoder, build_model,  # noqa: F401
@@ -11,3 +11,4 @@ from .contrastive import (MoCo, SimCLR, batch_triplet_loss, info_nce, info_nce_l
 from .jepa import IJEPA, JEPAPredictor, jepa_loss  # noqa: F401
 from .multiblock import MultiBlockMaskSampler, block_size  # noqa: F401
 from .sigreg import epps_pulley, random_directions, sigreg  # noqa: F401
+from .lejepa import LeJEPA, lejepa_terms  # noqa: F401
