@@ -36,6 +36,12 @@ IMAGE_DEMOS = {
             ["loss", "reconstructions", "embeddings"]),
     "jepa": (["--no-mae", "--monitor-every", "1", "--dim", "16", "--depth", "1"],
              ["masks", "curves", "loss"]),
+    "lejepa": (["--num-views", "2", "--monitor-every", "1", "--dim", "16", "--depth", "1"],
+               ["views", "curves", "loss"]),
+    "byol": (["--monitor-every", "1"], ["views", "loss", "curves", "gauges", "embeddings"]),
+    "simsiam": (["--monitor-every", "1"], ["views", "loss", "curves", "gauges", "embeddings"]),
+    "vicreg": (["--monitor-every", "1"], ["views", "loss", "curves", "gauges", "embeddings"]),
+    "barlow": (["--monitor-every", "1"], ["views", "loss", "curves", "gauges", "embeddings"]),
 }
 # the ViTs' patches: 2x2 on the 8x8 digits (their default), 4x4 on the larger images
 PATCHES = {"digits": [], "digits-canvas": ["--patch-size", "4"], "mnist": ["--patch-size", "4"]}
@@ -78,7 +84,7 @@ def run_in_process(demo, argv, monkeypatch):
 def test_every_image_demo_runs_on_every_data_kind(demo, kind, mnist_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     flags, pictures = IMAGE_DEMOS[demo]
-    if demo in ("mae", "jepa"):
+    if demo in ("mae", "jepa", "lejepa"):
         flags = flags + PATCHES[kind]
     run_in_process(demo, ["--data", data_kinds(mnist_folder)[kind], "--out", str(tmp_path),
                           *QUICK, *flags], monkeypatch)
