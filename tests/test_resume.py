@@ -1,5 +1,6 @@
 """Exact resumption of every objective that keeps state outside its trained parameters (EMA
-targets, queues, batch-norm running statistics) and draws random numbers inside its step:
+targets, queues, batch-norm running statistics) or draws random numbers inside its step (key
+shuffles, masks, SIGReg's directions):
 2N steps straight must equal N steps, a checkpoint, a fresh model built from another seed, a
 load and N more steps -- every array of the state bit for bit, and every loss."""
 import numpy as np
@@ -9,6 +10,8 @@ import minienc
 from minienc import nn
 from minienc.checkpoint import load_checkpoint, save_checkpoint
 from minienc.objectives import IJEPA, MAE, MoCo, MultiBlockMaskSampler, SimCLR, projection_head
+from minienc.objectives.byol import BYOL
+from minienc.objectives.lejepa import LeJEPA
 from minienc.optim import SGD, AdamW
 
 STEPS = 3
@@ -63,6 +66,27 @@ def mae():
     return model, AdamW(model.parameters(), lr=1e-2), step, lambda: None
 
 
+def byol():
+    encoder = nn.Sequential(nn.Flatten(), nn.MLPEncoder(16, (8,), 6, batch_norm=True))
+    model = BYOL(encoder, projection_head(6, 8, 5), projection_head(5, 8, 5))   # an EMA target
+    views = batches(2 * 2 * STEPS, (4, 1, 4, 4))
+    opt = SGD([p for m in model.trained_modules() for p in m.parameters()], lr=0.1, momentum=0.9)
+
+    def step(i):
+        return model.loss(views[2 * i], views[2 * i + 1])
+    return model, opt, step, lambda: model.update_target(0.9)
+
+
+def lejepa():
+    vit = nn.VisionTransformer(image_size=4, patch_size=2, dim=8, depth=1, num_heads=2)
+    model = LeJEPA(vit, proj_dim=3, hidden=6, num_directions=4)   # directions drawn every step
+    views = batches(2 * STEPS, (2, 3, 1, 4, 4))
+
+    def step(i):
+        return model(views[i].data)
+    return model, AdamW(model.parameters(), lr=1e-2), step, lambda: None
+
+
 def train(parts, first, last):
     model, opt, step, after = parts
     losses = []
@@ -76,7 +100,7 @@ def train(parts, first, last):
     return losses
 
 
-@pytest.mark.parametrize("make", [moco, ijepa, simclr, mae], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("make", [moco, ijepa, simclr, mae, byol, lejepa], ids=lambda f: f.__name__)
 def test_n_steps_save_load_n_steps_equals_2n_steps(tmp_path, make):
     minienc.manual_seed(0)
     straight = make()
