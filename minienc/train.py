@@ -17,6 +17,13 @@ progress bar, the JSON-lines metrics file and the NaN check see them. Schedules 
 functions of the step, so the checkpoint's step is the schedule's position. Resuming restores
 models, optimizer, RNG and position, and replays the data order of the interrupted epoch: the
 losses are the same as those of an uninterrupted run (on CPU; see minienc/checkpoint.py for GPU).
+
+Under minienc.distributed (several processes, after distributed.init()) the same loop is data
+parallel: rank 0's weights are broadcast at the start of fit, every gradient is averaged over the
+ranks after backward, the logged losses are averaged over the ranks, and rank 0 alone draws the
+progress bar and writes metrics, plots and checkpoints (every rank must still call fit and save
+alike, with out_dir set or not on all of them). A checkpoint keeps each rank's RNG state, and
+on resume every rank reads rank 0's file and takes back its own.
 """
 import json
 import math
@@ -24,7 +31,7 @@ import os
 import sys
 import time
 
-from . import backend
+from . import backend, distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .optim.clip import clip_grad_norm
 from .optim.optimizer import set_hyperparameter
@@ -89,7 +96,8 @@ class Trainer:
     log_every: steps between host reads of the loss (progress, metrics file, NaN check).
     out_dir: where metrics.jsonl, loss.png and checkpoint.npz go (None: write nothing).
     checkpoint_every: steps between checkpoints (also one at the end when out_dir is set).
-    batch_size: samples per step, for the samples/s figure (guessed from the batch if None).
+    batch_size: samples per step, all processes together, for the samples/s figure (guessed
+        from the batch if None).
     """
 
     def __init__(self, step_fn, optimizer, models=None, schedules=None, callbacks=(),
@@ -113,6 +121,7 @@ class Trainer:
         self._pending = []          # device losses (and metrics) not yet read back
         self._epoch_rng = None      # host RNG state when this epoch's iterator was made
         self._clock = None
+        self._parallel = None       # a distributed.DataParallel when several processes train
 
     # ----- paths -------------------------------------------------------------------------------
     def _path(self, name):
@@ -132,14 +141,18 @@ class Trainer:
             epochs = 1
         if resume:
             path = self.checkpoint_path if resume is True else resume
+            path = distributed.engine().bcast_object(path)  # every rank resumes from rank 0's
             if path is not None and os.path.exists(path):
                 self.load(path)
-        if self.out_dir is not None:
+        # after a resume, so rank 0's loaded weights are the ones broadcast
+        self._parallel = distributed.data_parallel(list((self.models or {}).values()),
+                                                   self.optimizer)
+        if self.out_dir is not None and distributed.is_main():
             os.makedirs(self.out_dir, exist_ok=True)
             self._trim_metrics()
         total = steps if steps is not None else (
             epochs * len(data) if hasattr(data, "__len__") else None)
-        self._bar = ProgressBar(total, enabled=self.progress)
+        self._bar = ProgressBar(total, enabled=self.progress and distributed.is_main())
         self._clock = (time.perf_counter(), self.step)
         self._start = time.perf_counter()
 
@@ -171,7 +184,8 @@ class Trainer:
             self._bar.close()
         if self.out_dir is not None:
             self.save()
-            self.plot()
+            if distributed.is_main():
+                self.plot()
         return self
 
     def _epoch_batches(self, data):
@@ -202,6 +216,8 @@ class Trainer:
         metrics = out if isinstance(out, dict) else {"loss": out}
         loss = metrics["loss"]
         loss.backward()
+        if self._parallel is not None:
+            self._parallel.reduce_gradients()
         if self.clip_grad is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             clip_grad_norm(params, self.clip_grad)
@@ -209,7 +225,8 @@ class Trainer:
         self.step += 1
         self.batch_in_epoch += 1
         if self.batch_size is None:
-            self.batch_size = _guess_batch_size(batch)
+            guess = _guess_batch_size(batch)
+            self.batch_size = guess and guess * distributed.world_size()
         # keep the device arrays only (no graph), to be read back together at log time
         self._pending.append({k: (v.data if hasattr(v, "data") else v) for k, v in metrics.items()})
         del out, metrics, loss  # the graph's last handle: callbacks run with nothing left of it
@@ -227,6 +244,8 @@ class Trainer:
             return
         pending, self._pending = self._pending, []
         columns = {k: [m[k] for m in pending] for k in pending[0]}
+        if self._parallel is not None:
+            columns = self._parallel.average(columns)
         host = {k: _to_floats(v) for k, v in columns.items()}
         first_step = self.step - len(pending) + 1
         self.losses.extend(host["loss"])
@@ -241,7 +260,7 @@ class Trainer:
         if self.batch_size:
             record["samples_per_s"] = rate * self.batch_size
         self.records.append(record)
-        if self.out_dir is not None:
+        if self.out_dir is not None and distributed.is_main():
             with open(self._path("metrics.jsonl"), "a") as f:
                 f.write(json.dumps(record) + "\n")
         text = f"loss {record['loss']:.4f}"
@@ -307,8 +326,14 @@ class Trainer:
         if path is None:
             raise ValueError("Trainer.save: give a path or set out_dir")
         self._log()  # the losses so far belong in the file
+        state = self.state()
+        if self._parallel is not None:  # every rank's random state, so resume restores each
+            state["ranks"] = self._parallel.gather_rank_states(
+                {"rng": backend.get_rng_state(), "epoch_rng": self._epoch_rng})
+            if not distributed.is_main():
+                return path
         losses = backend.numpy.asarray(self.losses, dtype=backend.numpy.float64)
-        return save_checkpoint(path, self.models, self.optimizer, trainer=self.state(),
+        return save_checkpoint(path, self.models, self.optimizer, trainer=state,
                                extra=self.extra, extra_arrays={"losses": losses})
 
     def load(self, path):
@@ -317,6 +342,10 @@ class Trainer:
         self.step, self.epoch = state["step"], state["epoch"]
         self.batch_in_epoch, self._epoch_rng = state["batch_in_epoch"], state["epoch_rng"]
         self.values = dict(state.get("values", {}))
+        ranks = state.get("ranks") or []
+        if distributed.rank() < len(ranks):  # this rank's own random state (rank 0's was loaded)
+            backend.set_rng_state(ranks[distributed.rank()]["rng"])
+            self._epoch_rng = ranks[distributed.rank()]["epoch_rng"]
         self.losses = [float(v) for v in meta["arrays"].get("losses", [])]
         self._pending = []
         return meta

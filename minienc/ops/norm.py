@@ -33,10 +33,11 @@ class _LastAxis:
 
 
 class _Axes:
-    """Averages over the given axes (batch norm: every axis but the channel axis)."""
+    """Averages over the given axes (batch norm: every axis but the channel axis) of `count`
+    values each."""
 
-    def __init__(self, axes):
-        self.axes = axes
+    def __init__(self, axes, count):
+        self.axes, self.count = axes, count
 
     def mean(self, a):
         return a.mean(axis=self.axes, keepdims=True)
@@ -121,7 +122,7 @@ class BatchNorm(Function):
             raise ValueError(f"batch_norm: input {tuple(x.shape)} needs shape (N, C, ...) with "
                              f"C = {expected} channels")
         self.axes = (0,) + tuple(range(2, x.ndim))
-        self.groups = _Axes(self.axes)
+        self.groups = self._groups(x)
         view = (1, channels) + (1,) * (x.ndim - 2)
         count = x.size // channels
         if self.training:
@@ -130,17 +131,22 @@ class BatchNorm(Function):
                                  f"got input of shape {tuple(x.shape)}")
             self.xhat, self.rstd, mean, var = _standardize(x, self.groups, self.eps)
             if self.running_mean is not None:
-                m = self.momentum
+                m, n = self.momentum, self.groups.count
                 self.running_mean *= 1.0 - m
                 self.running_mean += m * mean.reshape(-1)
                 self.running_var *= 1.0 - m
-                self.running_var += (m * count / (count - 1)) * var.reshape(-1)
+                self.running_var += (m * n / (n - 1)) * var.reshape(-1)
         else:
             self.rstd = (1.0 / (self.running_var + self.eps) ** 0.5).reshape(view)
             self.xhat = x - self.running_mean.reshape(view)
             self.xhat *= self.rstd
         self.weight = None if weight is None else weight.reshape(view)
         return self.xhat if weight is None else _affine(self.xhat, self.weight, bias.reshape(view))
+
+    def _groups(self, x):
+        """What the batch statistics average over: this batch (minienc.distributed's
+        SyncBatchNorm averages over every process's batch instead)."""
+        return _Axes(self.axes, x.size // x.shape[1])
 
     def backward(self, g):
         gxhat = g if self.weight is None else g * self.weight
