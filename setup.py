@@ -8,7 +8,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["minienc", "minienc.*"]),
-    install_requires=["numpy>=1.24"],
+    # tqdm: the progress bar (a widget in notebooks, plain lines in logs); small, pure Python
+    install_requires=["numpy>=1.24", "tqdm>=4.60"],
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
         "test": ["pytest>=7", "hypothesis>=6.80"],

@@ -114,8 +114,8 @@ class GradientReducer:
 
 class DataParallel:
     """What minienc.train.Trainer does differently when several processes train together:
-    rank 0's weights everywhere at the start, gradients averaged after every backward, the
-    logged losses averaged over the ranks, and each rank's RNG state kept in the checkpoint."""
+    rank 0's weights everywhere at the start, gradients averaged before every optimizer step,
+    the logged numbers averaged over the ranks, and each rank's RNG state in the checkpoint."""
 
     def __init__(self, models, optimizer, engine=None):
         self.engine = engine or _engine()
@@ -127,16 +127,16 @@ class DataParallel:
     def size(self):
         return self.engine.size
 
-    def average(self, columns):
-        """{name: [0-d arrays]} -> the same, each value averaged over the ranks (one all-reduce
-        for all of them, at log time)."""
-        names = list(columns)
-        first = columns[names[0]][0]
-        xp = backend.get_xp(first) if hasattr(first, "dtype") else backend.numpy
-        stacked = xp.stack([xp.stack([xp.asarray(v, dtype=xp.float64).reshape(())
-                                      for v in columns[k]]) for k in names])
-        stacked = self.engine.allreduce_(stacked) / self.size
-        return {k: list(stacked[i]) for i, k in enumerate(names)}
+    def average(self, metrics):
+        """{name: 0-d array or number} -> the same names, each the mean over the ranks: one
+        all-reduce for all of them, on the device (the Trainer calls it once per step)."""
+        names = list(metrics)
+        arrays = [v for v in metrics.values() if hasattr(v, "dtype")]
+        xp = backend.get_xp(arrays[0]) if arrays else backend.numpy
+        stacked = xp.stack([xp.asarray(metrics[k], dtype=xp.float64).reshape(()) for k in names])
+        self.engine.allreduce_(stacked)
+        stacked *= 1.0 / self.size
+        return {k: stacked[i] for i, k in enumerate(names)}
 
     def gather_rank_states(self, state):
         """Every rank's `state` (host values), a list in rank order (for the checkpoint)."""

@@ -86,13 +86,19 @@ def plot_image_grid(rows, path, row_titles=None, title=None, cell=0.9):
 
 
 def plot_curves(curves, path, title=None, xlabel="step", log_scale=()):
-    """One panel per metric. `curves` maps a name to a list of values (x = 0, 1, ...) or to a pair
-    (xs, ys); names listed in `log_scale` get a log y axis."""
+    """One panel per metric. `curves` maps a name to a list of values (x = 0, 1, ...), to a pair
+    (xs, ys), or to a list of triples (xs, ys, label) drawn together with a legend; names listed
+    in `log_scale` get a log y axis."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3), squeeze=False)
     for ax, (name, curve) in zip(axes[0], curves.items()):
-        xs, ys = curve if isinstance(curve, tuple) else (range(len(curve)), curve)
-        ax.plot(list(xs), [float(y) for y in ys])
+        if isinstance(curve, list) and curve and isinstance(curve[0], tuple):
+            for xs, ys, label in curve:
+                ax.plot(list(xs), [float(y) for y in ys], label=label, lw=1.0)
+            ax.legend(fontsize=7)
+        else:
+            xs, ys = curve if isinstance(curve, tuple) else (range(len(curve)), curve)
+            ax.plot(list(xs), [float(y) for y in ys], marker="." if len(ys) < 30 else None)
         ax.set_title(name)
         ax.set_xlabel(xlabel)
         if name in log_scale:
@@ -102,3 +108,28 @@ def plot_curves(curves, path, title=None, xlabel="step", log_scale=()):
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_training(losses, path, evaluations=(), evaluation_path=None, eval_every=None):
+    """The Trainer's figures: `path` gets the loss per step (with a running mean over 1/50 of
+    the run); with `evaluations` ({"step", name: value} per evaluation), `evaluation_path` gets
+    the loss beside each evaluated number over the steps. Returns the paths written."""
+    from .monitor import EVAL_NAMES
+    steps = list(range(1, len(losses) + 1))
+    window = max(1, len(losses) // 50)
+    loss_curve = (steps, losses)
+    if window > 1:
+        smooth = [sum(losses[max(0, i - window + 1):i + 1]) / len(losses[max(0, i - window + 1):i + 1])
+                  for i in range(len(losses))]
+        loss_curve = [(steps, losses, "loss"), (steps, smooth, f"mean of {window}")]
+    written = [plot_curves({"loss": loss_curve}, path)]
+    if evaluations and evaluation_path:
+        at = [e["step"] for e in evaluations]
+        curves = {"loss": loss_curve}
+        for key in evaluations[-1]:
+            if key != "step":
+                curves[EVAL_NAMES.get(key, key)] = (at, [e.get(key, float("nan")) for e in evaluations])
+        every = f"every {eval_every} steps" if eval_every else "at the start and the end"
+        written.append(plot_curves(curves, evaluation_path,
+                                   title=f"training, with the held-out evaluation {every}"))
+    return written
