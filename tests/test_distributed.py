@@ -254,23 +254,39 @@ def _mpi_missing():
     return None
 
 
+def _launcher_env():
+    env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_VARIABLES}
+    env.update(PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", MINIENC_DEVICE="cpu",
+               MPLBACKEND="Agg")
+    return env
+
+
 @pytest.fixture(scope="module")
 def two_ranks():
     missing = _mpi_missing()
     if missing:
         pytest.skip(missing)
-    env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_VARIABLES}
-    env.update(PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", MINIENC_DEVICE="cpu",
-               MPLBACKEND="Agg")
     run = subprocess.run(["mpiexec", "-n", "2", sys.executable,
                           str(ROOT / "tests" / "distributed_checks.py")],
-                         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+                         capture_output=True, text=True, timeout=240, env=_launcher_env(), cwd=ROOT)
     results = {}
     for line in run.stdout.splitlines():
         if line.startswith("CHECK "):
             record = json.loads(line[len("CHECK "):])
             results[record["name"]] = record
     return results, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def test_an_exception_on_one_rank_ends_every_rank():
+    missing = _mpi_missing()
+    if missing:
+        pytest.skip(missing)
+    code = ("import numpy as np; from minienc import distributed; e = distributed.init(); "
+            "assert e.rank != 1, 'rank 1 fails'; e.allreduce_(np.zeros(3)); print('finished')")
+    run = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=120, env=_launcher_env(), cwd=ROOT)
+    assert run.returncode != 0 and "rank 1 fails" in run.stderr, run.stdout + run.stderr
+    assert "finished" not in run.stdout
 
 
 @pytest.mark.parametrize("name", list(CHECKS))

@@ -26,6 +26,7 @@ runs unchanged on one. mpi4py is imported by `init()` only, never by importing m
 """
 import contextlib
 import os
+import sys
 
 from .engines import MPIEngine, NCCLEngine, WorldOfOne, make_nccl_engine  # noqa: F401
 from .ops import all_gather, shuffled_forward, sync_batch_norm  # noqa: F401
@@ -67,7 +68,23 @@ def init(engine=None):
         _engine = MPIEngine()
     else:
         _engine = make_nccl_engine(MPIEngine() if launched() else None)
+    if _engine.size > 1:
+        _abort_every_rank_on_uncaught_exceptions(_engine)
     return _engine
+
+
+def _abort_every_rank_on_uncaught_exceptions(engine):
+    """An exception that ends one rank would leave the others waiting in their next collective
+    forever (the launcher does not stop them): print it, then abort every rank (what
+    `python -m mpi4py` does)."""
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        previous(kind, value, traceback)
+        sys.stderr.flush()
+        engine.abort(1)
+
+    sys.excepthook = hook
 
 
 def shutdown():

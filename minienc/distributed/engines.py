@@ -123,6 +123,10 @@ class MPIEngine:
     def barrier(self):
         self.comm.Barrier()
 
+    def abort(self, code=1):
+        """End every rank's process (MPI_Abort)."""
+        self.comm.Abort(code)
+
     def local_rank(self):
         """This process's index among the processes on its machine (picks its GPU)."""
         return self.comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_rank()
@@ -205,6 +209,10 @@ class NCCLEngine:
     def barrier(self):
         backend.cupy().cuda.get_current_stream().synchronize()
         self.host.barrier()
+
+    def abort(self, code=1):
+        if hasattr(self.host, "abort"):
+            self.host.abort(code)
 
 
 def make_nccl_engine(host=None):
