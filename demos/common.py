@@ -34,6 +34,7 @@ def image_parser(description, epochs=20, latent_dim=None, batch_size=128, lr=1e-
     parser.add_argument("--out", default=None, help="output folder (default: runs/<demo name>)")
     parser.add_argument("--draws", type=int, default=100, help="few-shot probe draws")
     add_blas_threads_flag(parser)
+    add_distributed_flag(parser)
     return parser
 
 
@@ -45,7 +46,8 @@ def add_blas_threads_flag(parser):
 
 def setup(args):
     """Seed, default device and output folder from the flags; returns the dataset."""
-    minienc.manual_seed(args.seed)
+    setup_distributed(args)
+    minienc.manual_seed(args.seed + _rank())
     backend.set_blas_threads(args.blas_threads)
     if args.device:
         minienc.set_device(args.device)
@@ -65,6 +67,8 @@ def report(args, data, name, encoder, random_encoder=None, extra_records=(), bas
     the table and write it to <out>/results.json (baseline records marked "baseline": true).
     `params` overrides the parameter count (for an encoder given as a plain function). Returns
     the records."""
+    if _rank():
+        return []   # rank 0 alone evaluates (every rank holds the same weights)
     options = dict(draws=args.draws, seed=args.seed, verbose=False)
     record = evaluate(encoder, data, name=name, **options)
     record["params"] = params if params is not None else _parameter_count(encoder)
@@ -94,3 +98,42 @@ def _training_seconds(out):
         return round(json.loads(last)["elapsed_s"], 1)
     except (OSError, IndexError, KeyError, ValueError):
         return None
+
+
+# ----- several processes (minienc.distributed) --------------------------------------------------
+
+def add_distributed_flag(parser):
+    parser.add_argument("--distributed", action="store_true",
+                        help="data parallel over the processes of an MPI launcher, e.g. mpiexec "
+                             "-n 2 python demos/simclr.py --distributed (--batch-size stays the "
+                             "global batch, split between the processes)")
+
+
+def _rank():
+    from minienc import distributed  # pure Python: mpi4py comes only with distributed.init()
+    return distributed.rank()
+
+
+def setup_distributed(args):
+    """With --distributed: join the launcher's processes (minienc.distributed.init()). Rank 0
+    keeps --out and prints; the other ranks print nothing and write into a temporary folder
+    removed at exit (the Trainer has them resume from rank 0's checkpoint). setup() then seeds
+    each rank's random stream apart (augmentations, masks); the weights still start as rank
+    0's, which the Trainer broadcasts."""
+    if not getattr(args, "distributed", False):
+        return
+    import atexit
+    import shutil
+    import tempfile
+    from minienc import distributed
+    distributed.init()
+    if distributed.world_size() == 1:
+        print("--distributed: no launcher around this process, so it trains alone "
+              "(start it with mpiexec -n 2 ... to use two)")
+    elif distributed.is_main():
+        print(f"distributed: {distributed.world_size()} processes ({distributed.engine().name}); "
+              f"--batch-size {getattr(args, 'batch_size', '?')} is the global batch")
+    if not distributed.is_main():
+        args.out = tempfile.mkdtemp(prefix=f"minienc-rank{distributed.rank()}-")
+        atexit.register(shutil.rmtree, args.out, True)
+        sys.stdout = open(os.devnull, "w")

@@ -18,8 +18,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import minienc  # noqa: E402
-from minienc import backend  # noqa: E402
-from common import add_blas_threads_flag  # noqa: E402
+from minienc import backend, distributed  # noqa: E402
+from common import add_blas_threads_flag, add_distributed_flag, setup_distributed  # noqa: E402
 from minienc.data import BatchIterator, Tokenizer, load_corpus, split_corpus  # noqa: E402
 from minienc.objectives import MaskedLanguageModel, mask_tokens  # noqa: E402
 from minienc.objectives.masked_language import IGNORE_INDEX  # noqa: E402
@@ -45,6 +45,7 @@ def parse_args():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/mlm")
     add_blas_threads_flag(parser)
+    add_distributed_flag(parser)
     return parser.parse_args()
 
 
@@ -135,7 +136,8 @@ def neighbour_examples(mlm, train_sentences, train_ids, test_sentences, test_ids
 
 def main():
     args = parse_args()
-    minienc.manual_seed(args.seed)
+    setup_distributed(args)
+    minienc.manual_seed(args.seed + distributed.rank())  # each rank masks its own way
     backend.set_blas_threads(args.blas_threads)
     if args.device:
         minienc.set_device(args.device)

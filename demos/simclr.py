@@ -3,6 +3,7 @@ LARS with warmup + cosine; the probe reads the encoder's output (before the head
 
     python demos/simclr.py                      # ~45 s of one CPU core
     python demos/simclr.py --device cuda --epochs 400
+    mpiexec -n 2 python demos/simclr.py --distributed   # the same run on two processes
 
 The recipe also serves demos/moco.py and demos/triplet.py (encoder, augmentations, optimizer,
 the grid of view pairs), so the three objectives are compared on equal terms.
@@ -14,7 +15,7 @@ from common import image_parser, report, setup
 
 from minienc import data as D
 from minienc.eval import encode, plot_embeddings, plot_image_grid
-from minienc.nn import Flatten, MLPEncoder, Sequential
+from minienc.nn import Flatten, MLPEncoder, Sequential, SyncBatchNorm
 from minienc.objectives.contrastive import SimCLR, projection_head
 from minienc.optim import LARS, WarmupCosine, param_groups_without_decay
 from minienc.train import Trainer
@@ -98,7 +99,10 @@ def main():
     data = setup(args)
     encoder = digits_encoder(args.latent_dim)
     random_encoder = copy.deepcopy(encoder)   # the same weights, never trained: the baseline
-    model = SimCLR(encoder, projection_head(args.latent_dim, args.hidden, 64), args.temperature)
+    model = SimCLR(encoder, projection_head(args.latent_dim, args.hidden, 64), args.temperature,
+                   distributed=args.distributed)   # negatives: every process's views
+    if args.distributed:
+        SyncBatchNorm.convert(model)               # SimCLR's global batch norm
     train_contrastive(args, data, "SimCLR", model.loss, model, model)
     finish(args, data, "SimCLR", encoder, random_encoder)
 

@@ -9,6 +9,7 @@ with the whole batch of B, in float64, after every one of 5 optimizer steps.
 """
 import json
 import os
+import shutil
 import sys
 import tempfile
 import traceback
@@ -143,8 +144,7 @@ def mae():
                         lambda m: AdamW(m["mae"].parameters(), lr=1e-2, eps=1e-6), step)
 
 
-@check
-def ijepa():
+def _ijepa(name, **options):
     rng = np.random.default_rng(3)
     sampler = MultiBlockMaskSampler(2, num_targets=2, target_scale=(0.25, 0.25),
                                     context_scale=(1.0, 1.0), min_context=1, cut="random")
@@ -155,7 +155,7 @@ def ijepa():
 
     def build():
         vit = nn.VisionTransformer(image_size=4, patch_size=2, dim=8, depth=1, num_heads=2)
-        return {"jepa": IJEPA(vit, predictor_dim=8, predictor_depth=1)}
+        return {"jepa": IJEPA(vit, predictor_dim=8, predictor_depth=1, **options)}
 
     def data(sharded):
         if not sharded:
@@ -170,9 +170,22 @@ def ijepa():
     def ema(models):
         return lambda trainer: models["jepa"].update_target(0.9)
 
-    return compare_runs("I-JEPA", build, data,
+    return compare_runs(name, build, data,
                         lambda m: AdamW(m["jepa"].param_groups(0.01), lr=1e-2), step,
                         callbacks=[ema])
+
+
+@check
+def ijepa():
+    return _ijepa("I-JEPA")
+
+
+@check
+def ijepa_with_batch_statistics():
+    """The VICReg terms on the pooled embeddings and the batch-standardised targets, computed
+    on the gathered global batch."""
+    return _ijepa("I-JEPA + variance terms + layer+batch targets", variance_weight=0.5,
+                  covariance_weight=0.5, target_norm="layer+batch", distributed=True)
 
 
 @check
@@ -358,7 +371,8 @@ def loader_shards():
 
 @check
 def trainer_resume_restores_every_rank():
-    shared = distributed.engine().bcast_object(tempfile.mkdtemp(prefix="minienc-dist-"))
+    made = tempfile.mkdtemp(prefix="minienc-dist-") if distributed.is_main() else None
+    shared = distributed.engine().bcast_object(made)
     # rank 0 writes in the shared folder; the others are given a folder of their own
     out = shared if distributed.is_main() else tempfile.mkdtemp(prefix="minienc-rank-")
     x = np.random.default_rng(8).standard_normal((24, 3)).astype(np.float32)
@@ -384,7 +398,8 @@ def trainer_resume_restores_every_rank():
     assert straight_losses == resumed_losses, (straight_losses, resumed_losses)
     if not distributed.is_main():
         assert os.listdir(out) == [], f"rank {rank()} wrote {os.listdir(out)}"
-    same_on_every_rank(resumed, "resumed weights")
+    same_on_every_rank(resumed, "resumed weights")   # (also: rank 0 is done reading the files)
+    shutil.rmtree(out)
     return "8 steps straight == 3 steps, checkpoint, resume to 8 (weights and losses)"
 
 

@@ -9,6 +9,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -294,3 +295,33 @@ def test_under_two_processes(two_ranks, name):
     results, output = two_ranks
     assert name in results, f"{name} did not report; mpiexec output:\n{output}"
     assert results[name]["ok"], results[name]["detail"]
+
+
+def test_demos_run_under_two_processes(tmp_path):
+    """README's command: rank 0 alone prints and writes the run; the other rank's output goes
+    to a temporary folder that is gone afterwards."""
+    missing = _mpi_missing()
+    if missing:
+        pytest.skip(missing)
+
+    def launch(*args):
+        run = subprocess.run(["mpiexec", "-n", "2", sys.executable, *map(str, args)],
+                             capture_output=True, text=True, timeout=300, env=_launcher_env(),
+                             cwd=ROOT)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        return run.stdout
+
+    def leftovers():
+        return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("minienc-rank1-")}
+
+    before = leftovers()
+    out = launch(ROOT / "demos" / "quickstart.py", "--steps", "50", "--distributed")
+    assert out.count("step   50") == 1, out
+    out = launch(ROOT / "demos" / "simclr.py", "--distributed", "--epochs", "1", "--draws", "3",
+                 "--out", tmp_path)
+    assert "distributed: 2 processes (mpi)" in out and out.count("evaluation on digits") == 1, out
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == len(BatchIterator(np.zeros(1347), batch_size=256, drop_last=True,
+                                                    rank=0, world_size=1))
+    assert {"results.json", "checkpoint.npz", "loss.png"} <= set(os.listdir(tmp_path))
+    assert leftovers() == before, "rank 1's temporary output folder was left behind"
