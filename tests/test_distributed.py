@@ -203,6 +203,24 @@ def test_nccl_engine_collectives_at_world_size_one(device):
                          ("bcast", 5, FakeNccl.NCCL_INT64, 0)]
 
 
+def test_sync_batch_norm_takes_three_all_reduces_per_training_step(device):
+    """Collectives cost a latency each: the count travels with the first sum, and backward sums
+    both of its averages in one all-reduce."""
+    engine, calls = _nccl_engine(device)
+    if calls is None:
+        pytest.skip("counts the stand-in's calls")
+    distributed.init(engine)
+    x = minienc.randn(6, 4, requires_grad=True)
+    w, b = minienc.ones(4, requires_grad=True), minienc.zeros(4, requires_grad=True)
+    y = distributed.sync_batch_norm(x, w, b)
+    assert [c[:2] for c in calls] == [("allReduce", 5), ("allReduce", 4)]   # (sum x, count), var
+    (y * y.detach()).sum().backward()
+    assert [c[:2] for c in calls[2:]] == [("allReduce", 8)]                 # both averages
+    distributed.shutdown()
+    expected = minienc.batch_norm(x.detach(), w.detach(), b.detach())
+    assert np.allclose(y.numpy(), expected.numpy(), atol=1e-6)
+
+
 def _simclr_run(device, steps=3):
     """Weights after each step of a tiny SimCLR (SyncBatchNorm, gathered negatives), float64."""
     minienc.manual_seed(1)

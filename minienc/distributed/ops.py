@@ -58,22 +58,42 @@ def all_gather(x):
 
 
 class _AxesAcrossRanks:
-    """Averages over the given axes of every rank's batch: a local sum, all-reduced, divided by
-    the global count."""
+    """Averages over the given axes of every rank's batch: local sums, all-reduced, divided by
+    the global count. Collectives are few because each costs a latency: the count travels with
+    the first sum (forward: mean(x), then the variance; backward: both averages at once)."""
 
     def __init__(self, axes, x, engine):
         self.axes, self.engine = axes, engine
-        xp = backend.get_xp(x)
-        self.count = engine.allreduce_(xp.full((1,), x.size // x.shape[1], dtype=x.dtype))[0]
+        self.local_count = x.size // x.shape[1]
+        self.count = None    # the global count: known after the first all-reduce
 
-    def _global_sum(self, local):
-        return self.engine.allreduce_(local)
+    def _global_sums(self, *sums):
+        """The sums (each (1, C, 1, ...)) added up over the ranks, in one all-reduce."""
+        xp = backend.get_xp(sums[0])
+        parts = [s.reshape(-1) for s in sums]
+        if self.count is None:
+            parts.append(xp.full((1,), self.local_count, dtype=sums[0].dtype))
+        total = xp.concatenate(parts)
+        self.engine.allreduce_(total)
+        if self.count is None:
+            self.count = total[-1]
+        width = sums[0].size
+        return [total[i * width:(i + 1) * width].reshape(s.shape) for i, s in enumerate(sums)]
+
+    def _sum(self, a):
+        return a.sum(axis=self.axes, keepdims=True)
 
     def mean(self, a):
-        return self._global_sum(a.sum(axis=self.axes, keepdims=True)) / self.count
+        total, = self._global_sums(self._sum(a))
+        return total / self.count
 
     def dot_mean(self, a, b):
-        return self._global_sum((a * b).sum(axis=self.axes, keepdims=True)) / self.count
+        total, = self._global_sums(self._sum(a * b))
+        return total / self.count
+
+    def mean_and_dot_mean(self, a, b):
+        first, second = self._global_sums(self._sum(a), self._sum(a * b))
+        return first / self.count, second / self.count
 
 
 class SyncBatchNormFunction(BatchNorm):

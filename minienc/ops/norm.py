@@ -16,7 +16,13 @@ from ..engine import Function
 from .linear import sum_rows
 
 
-class _LastAxis:
+class _Groups:
+    def mean_and_dot_mean(self, a, b):
+        """(mean(a), mean(a * b)) together: SyncBatchNorm sums both over the ranks at once."""
+        return self.mean(a), self.dot_mean(a, b)
+
+
+class _LastAxis(_Groups):
     """Averages over the last axis of size d. Plain reductions rather than matrix-vector products
     with a ones vector: those are faster with one BLAS thread but pay a thread wake-up per call in
     a multi-threaded OpenBLAS (see linear.sum_rows)."""
@@ -32,7 +38,7 @@ class _LastAxis:
         return get_xp(a).einsum("...d,...d->...", a, b)[..., None] * (1.0 / self.d)
 
 
-class _Axes:
+class _Axes(_Groups):
     """Averages over the given axes (batch norm: every axis but the channel axis) of `count`
     values each."""
 
@@ -58,8 +64,9 @@ def _standardize(x, groups, eps):
 
 
 def _standardize_backward(gxhat, xhat, rstd, groups):
-    gx = gxhat - groups.mean(gxhat)
-    gx -= xhat * groups.dot_mean(gxhat, xhat)
+    mean_g, mean_g_xhat = groups.mean_and_dot_mean(gxhat, xhat)
+    gx = gxhat - mean_g
+    gx -= xhat * mean_g_xhat
     gx *= rstd
     return gx
 
