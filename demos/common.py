@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import minienc  # noqa: E402
-from minienc import backend  # noqa: E402
+from minienc import tuning  # noqa: E402
 from minienc.data import DATA_HELP, load_dataset  # noqa: E402
 from minienc.eval import baseline_records, evaluate, print_table  # noqa: E402
 
@@ -40,15 +40,22 @@ def image_parser(description, epochs=20, latent_dim=None, batch_size=128, lr=1e-
 
 def add_blas_threads_flag(parser):
     parser.add_argument("--blas-threads", type=int, default=1,
-                        help="host BLAS threads (see minienc.backend.set_blas_threads: the demos' "
+                        help="host BLAS threads (see minienc.tuning.set_blas_threads: the demos' "
                              "small matrices run fastest on one)")
+
+
+def tune_process(blas_threads):
+    """The process-wide CPU settings every demo starts with (see minienc.tuning): freed
+    temporaries are reused across steps, and the host BLAS gets `blas_threads` threads."""
+    tuning.tune_host_allocator()
+    tuning.set_blas_threads(blas_threads)
 
 
 def setup(args):
     """Seed, default device and output folder from the flags; returns the dataset."""
     setup_distributed(args)
     minienc.manual_seed(args.seed + _rank())
-    backend.set_blas_threads(args.blas_threads)
+    tune_process(args.blas_threads)
     if args.device:
         minienc.set_device(args.device)
     args.device = minienc.get_device()
@@ -98,6 +105,63 @@ def _training_seconds(out):
         return round(json.loads(last)["elapsed_s"], 1)
     except (OSError, IndexError, KeyError, ValueError):
         return None
+
+
+# ----- collapse gauges over training (the joint-embedding demos: BYOL, SimSiam, VICReg, Barlow
+# Twins, DINO). Without negatives nothing in the loss itself forbids mapping every image to one
+# point; these two numbers show whether the method's own remedy is working.
+
+def add_gauge_flags(parser, every=100):
+    parser.add_argument("--monitor-every", type=int, default=every,
+                        help="steps between RankMe / embedding-std checks (collapse: both fall)")
+    return parser
+
+
+class CollapseGauges:
+    """A Trainer callback: every `every` steps, RankMe and the embedding std of each of
+    `encoders` (name -> a Module or a function of image batches: the representation, and the
+    output the loss sees, where collapse shows first) on `images`, kept in `curves`. Call
+    `record(0)` before training for the starting point."""
+
+    def __init__(self, images, every, **encoders):
+        self.images, self.every, self.encoders = images, max(1, every), encoders
+        self.curves = {"step": []}
+        for name in encoders:
+            self.curves[f"RankMe ({name})"] = []
+            self.curves[f"embedding std ({name})"] = []
+
+    def record(self, step):
+        from minienc.eval import embedding_std, encode, rankme
+        self.curves["step"].append(step)
+        for name, encoder in self.encoders.items():
+            features = encode(encoder, self.images)
+            self.curves[f"RankMe ({name})"].append(rankme(features))
+            self.curves[f"embedding std ({name})"].append(embedding_std(features))
+
+    def __call__(self, trainer):
+        if trainer.step % self.every == 0:
+            self.record(trainer.step)
+
+
+def save_training_curves(args, name, gauges, terms=(), log_scale=("loss",)):
+    """<out>/curves.png: the loss and each logged term in `terms` (as the Trainer wrote them to
+    metrics.jsonl, one point per log interval); <out>/gauges.png and gauges.json: the collapse
+    gauges over training."""
+    from minienc.eval import plot_curves
+    with open(os.path.join(args.out, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    steps = [row["step"] for row in rows]
+    curves = {key: (steps, [row[key] for row in rows]) for key in ("loss", *terms)}
+    print("saved", plot_curves(curves, os.path.join(args.out, "curves.png"),
+                               title=f"{name}: loss over training", log_scale=log_scale))
+    with open(os.path.join(args.out, "gauges.json"), "w") as f:
+        json.dump(gauges.curves, f)
+    steps = gauges.curves["step"]
+    path = plot_curves({k: (steps, v) for k, v in gauges.curves.items() if k != "step"},
+                       os.path.join(args.out, "gauges.png"),
+                       title=f"{name}: collapse gauges on the train images (eval mode)")
+    print("saved", path)
+    return path
 
 
 # ----- several processes (minienc.distributed) --------------------------------------------------

@@ -32,7 +32,15 @@ OBJECTIVES = {
     "moco": ("MoCo v2", "moco.py", [], ["--epochs", "2"]),
     "mae": ("MAE", "mae.py", [], ["--epochs", "2"]),
     "jepa": ("I-JEPA", "jepa.py", ["--no-mae"], ["--steps", "10", "--monitor-every", "5"]),
+    "lejepa": ("LeJEPA", "lejepa.py", [], ["--steps", "10", "--monitor-every", "5"]),
 }
+# the joint-embedding methods without negatives (SimCLR's encoder, augmentations and budget)
+OBJECTIVES.update({
+    "byol": ("BYOL", "byol.py", [], ["--epochs", "2", "--monitor-every", "5"]),
+    "simsiam": ("SimSiam", "simsiam.py", [], ["--epochs", "2", "--monitor-every", "5"]),
+    "vicreg": ("VICReg", "vicreg.py", [], ["--epochs", "2", "--monitor-every", "5"]),
+    "barlow": ("Barlow Twins", "barlow.py", [], ["--epochs", "2", "--monitor-every", "5"]),
+})
 COLUMNS = ("linear", "fewshot", "knn")
 
 
@@ -81,14 +89,17 @@ def collect(results):
 
 
 def markdown(rows, header):
-    lines = [header, "", "| method | dim | linear | 5-shot | k-NN | RankMe | train s | params |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "",
+             "| method | dim | linear | 5-shot | k-NN | RankMe | align | unif | train s | params |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         seconds = f"{r['train_s']:.0f}" if r.get("train_s") is not None else ""
         params = f"{r['params']:,}" if r.get("params") else ""
         name = f"*{r['method']}*" if r.get("baseline") else f"**{r['method']}**"
+        align_unif = " | ".join("" if r.get(k) is None else f"{r[k]:.2f}" for k in ("align", "unif"))
         lines.append(f"| {name} | {r['dim']} | {r['linear']:.1%} | {r['fewshot']:.1%} ± "
-                     f"{r['fewshot_std']:.1%} | {r['knn']:.1%} | {r['rankme']:.1f} | {seconds} | {params} |")
+                     f"{r['fewshot_std']:.1%} | {r['knn']:.1%} | {r['rankme']:.1f} | {align_unif} | "
+                     f"{seconds} | {params} |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minienc  # noqa: E402
 from minienc import backend, distributed  # noqa: E402
-from common import add_blas_threads_flag, add_distributed_flag, setup_distributed  # noqa: E402
+from common import add_blas_threads_flag, add_distributed_flag, setup_distributed, tune_process  # noqa: E402
 from minienc.data import BatchIterator, Tokenizer, load_corpus, split_corpus  # noqa: E402
 from minienc.objectives import MaskedLanguageModel, mask_tokens  # noqa: E402
 from minienc.objectives.masked_language import IGNORE_INDEX  # noqa: E402
@@ -138,7 +138,7 @@ def main():
     args = parse_args()
     setup_distributed(args)
     minienc.manual_seed(args.seed + distributed.rank())  # each rank masks its own way
-    backend.set_blas_threads(args.blas_threads)
+    tune_process(args.blas_threads)
     if args.device:
         minienc.set_device(args.device)
     device = minienc.get_device()

@@ -55,10 +55,13 @@ def add_recipe_flags(parser, temperature=None):
     return parser
 
 
-def train_contrastive(args, data, name, loss_fn, models, params, callbacks=(), labels=False):
+def train_contrastive(args, data, name, loss_fn, models, params, callbacks=(), labels=False,
+                      views=None, schedules=None):
     """LARS (lr scaled as SimCLR: base * batch / 256) with warmup + cosine over the run, on
     batches of the train images; each step is loss_fn(view1, view2), or loss_fn(view1, view2,
-    labels) with `labels`. Saves the view pairs first. Returns the Trainer."""
+    labels) with `labels`. `views`: a function images -> list of views to use instead of two
+    augmented ones (DINO's multi-crop); `schedules`: more Trainer schedules (an EMA momentum).
+    Saves the view pairs first. Returns the Trainer."""
     augment = digits_augment(crop=args.crop, noise=args.noise)
     images = data.x_test[:12]
     print("saved", save_view_pairs(images, augment, os.path.join(args.out, "views.png"),
@@ -74,11 +77,11 @@ def train_contrastive(args, data, name, loss_fn, models, params, callbacks=(), l
 
     def step(batch):
         x, *y = batch if labels else (batch,)
-        return loss_fn(augment(x), augment(x), *y)
+        return loss_fn(*(views(x) if views else (augment(x), augment(x))), *y)
 
     trainer = Trainer(step, optimizer, models=models,
-                      schedules={"lr": schedule}, callbacks=callbacks, out_dir=args.out,
-                      log_every=len(loader))
+                      schedules={"lr": schedule, **(schedules or {})}, callbacks=callbacks,
+                      out_dir=args.out, log_every=len(loader))
     trainer.fit(loader, steps=steps)
     return trainer
 

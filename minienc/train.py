@@ -97,7 +97,6 @@ class Trainer:
         if eval_every is not None and evaluator is None:
             raise ValueError("Trainer: eval_every needs an evaluator (e.g. "
                              "minienc.eval.Evaluator(encoder, data))")
-        backend.tune_host_allocator()  # reuse freed temporaries across steps (see its docstring)
         self.step_fn, self.optimizer = step_fn, optimizer
         self.models = models if isinstance(models, dict) or models is None else {"model": models}
         self.schedules = dict(schedules or {})

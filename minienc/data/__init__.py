@@ -4,6 +4,7 @@ Host-side loading here may use NumPy directly (the one package besides backend.p
 the augmentations work on whatever device the images are on."""
 from .augment import (Augmentation, BrightnessContrast, Compose, GaussianNoise, RandomAffine,
                       RandomCrop, RandomErasing, RandomResizedCrop, affine_sample, contrastive_augment)
+from .augment import MultiCrop  # noqa: F401  (multi-crop views: DINO, SwAV)
 from .datasets import (DATA_HELP, ImageDataset, load_dataset, load_digits, load_digits_canvas,
                        load_mnist, read_idx, stratified_split)
 from .loader import BatchIterator

@@ -12,7 +12,10 @@ reduce-scatter). Keeping only the local gradient's rows (as some GatherLayer cop
 drop what the other ranks' losses say about x_s.
 
 SyncBatchNorm. Batch norm's only cross-sample quantities are its averages: mean(x) and
-mean((x - mean)^2) forward, mean(dxhat) and mean(dxhat * xhat) backward (minienc/ops/norm.py).
+mean((x - mean)^2) forward, mean(dxhat) and mean(dxhat * xhat) backward (minienc/ops/norm.py):
+
+    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+
 Over a batch split across ranks each is a sum over the local values, all-reduced, divided by
 the global count (itself all-reduced, so shards may differ in size). The formulas are then
 exactly those of one process holding the whole batch.
@@ -26,7 +29,6 @@ keys of its own images.
 """
 from .. import backend
 from ..engine import Function, as_array, as_tensor
-from ..ops.norm import BatchNorm
 from .engines import WorldOfOne
 
 
@@ -57,54 +59,64 @@ def all_gather(x):
     return AllGather(engine)(x)
 
 
-class _AxesAcrossRanks:
-    """Averages over the given axes of every rank's batch: local sums, all-reduced, divided by
-    the global count. Collectives are few because each costs a latency: the count travels with
-    the first sum (forward: mean(x), then the variance; backward: both averages at once)."""
-
-    def __init__(self, axes, x, engine):
-        self.axes, self.engine = axes, engine
-        self.local_count = x.size // x.shape[1]
-        self.count = None    # the global count: known after the first all-reduce
-
-    def _global_sums(self, *sums):
-        """The sums (each (1, C, 1, ...)) added up over the ranks, in one all-reduce."""
-        xp = backend.get_xp(sums[0])
-        parts = [s.reshape(-1) for s in sums]
-        if self.count is None:
-            parts.append(xp.full((1,), self.local_count, dtype=sums[0].dtype))
-        total = xp.concatenate(parts)
-        self.engine.allreduce_(total)
-        if self.count is None:
-            self.count = total[-1]
-        width = sums[0].size
-        return [total[i * width:(i + 1) * width].reshape(s.shape) for i, s in enumerate(sums)]
-
-    def _sum(self, a):
-        return a.sum(axis=self.axes, keepdims=True)
-
-    def mean(self, a):
-        total, = self._global_sums(self._sum(a))
-        return total / self.count
-
-    def dot_mean(self, a, b):
-        total, = self._global_sums(self._sum(a * b))
-        return total / self.count
-
-    def mean_and_dot_mean(self, a, b):
-        first, second = self._global_sums(self._sum(a), self._sum(a * b))
-        return first / self.count, second / self.count
-
-
-class SyncBatchNormFunction(BatchNorm):
-    """ops.batch_norm whose batch statistics are over every rank's batch (training mode only)."""
+class SyncBatchNormFunction(Function):
+    """Training-mode batch norm of (N, C, *spatial) over every axis but C of the GLOBAL batch:
+    ops.norm.BatchNorm's formulas with each average a local sum, all-reduced, over the global
+    count. Three all-reduces per call, as each costs a latency: (sum x, count), then
+    sum (x - mean)^2, and in backward sum dxhat and sum dxhat * xhat together. The running
+    statistics get the global mean and unbiased variance, the same on every rank."""
 
     def __init__(self, engine, running_mean, running_var, momentum=0.1, eps=1e-5):
-        super().__init__(running_mean, running_var, True, momentum, eps)
-        self.engine = engine
+        self.engine, self.running_mean, self.running_var = engine, running_mean, running_var
+        self.momentum, self.eps = momentum, eps
 
-    def _groups(self, x):
-        return _AxesAcrossRanks(self.axes, x, self.engine)
+    def _global_sums(self, *local, count=None):
+        """Each local sum (shape (1, C, 1, ...)) added up over the ranks, in one all-reduce;
+        with `count`, the global count too (last)."""
+        xp = backend.get_xp(local[0])
+        parts = [a.reshape(-1) for a in local]
+        if count is not None:
+            parts.append(xp.full((1,), count, dtype=local[0].dtype))
+        total = self.engine.allreduce_(xp.concatenate(parts))
+        width = local[0].size
+        sums = [total[i * width:(i + 1) * width].reshape(a.shape) for i, a in enumerate(local)]
+        return sums + ([total[-1]] if count is not None else [])
+
+    def forward(self, x, weight=None, bias=None):
+        if x.ndim < 2:
+            raise ValueError(f"sync_batch_norm: input {tuple(x.shape)} needs shape (N, C, ...)")
+        self.axes = axes = (0,) + tuple(range(2, x.ndim))
+        view = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        total, self.count = self._global_sums(x.sum(axis=axes, keepdims=True),
+                                              count=x.size // x.shape[1])
+        mean = total / self.count
+        centered = x - mean
+        squares, = self._global_sums((centered * centered).sum(axis=axes, keepdims=True))
+        var = squares / self.count
+        self.rstd = 1.0 / backend.get_xp(x).sqrt(var + self.eps)
+        self.xhat = centered * self.rstd
+        if self.running_mean is not None:
+            m, n = self.momentum, self.count
+            self.running_mean *= 1.0 - m
+            self.running_mean += m * mean.reshape(-1)
+            self.running_var *= 1.0 - m
+            self.running_var += (m * n / (n - 1)) * var.reshape(-1)
+        self.weight = None if weight is None else weight.reshape(view)
+        return self.xhat if weight is None else self.xhat * self.weight + bias.reshape(view)
+
+    def backward(self, g):
+        gxhat = g if self.weight is None else g * self.weight
+        gx = None
+        if self.needs_grad[0]:
+            sum_g, sum_g_xhat = self._global_sums(gxhat.sum(axis=self.axes, keepdims=True),
+                                                  (gxhat * self.xhat).sum(axis=self.axes,
+                                                                          keepdims=True))
+            gx = self.rstd * (gxhat - sum_g / self.count - self.xhat * (sum_g_xhat / self.count))
+        if self.weight is None:
+            return gx
+        # the parameters' gradients stay local sums: GradientReducer adds the ranks' up
+        gw = (g * self.xhat).sum(axis=self.axes) if self.needs_grad[1] else None
+        return gx, gw, (g.sum(axis=self.axes) if self.needs_grad[2] else None)
 
 
 def sync_batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None,

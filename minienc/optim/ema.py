@@ -7,10 +7,13 @@ schedule from 0.996 towards 1.0 (`schedules.Cosine(0.996, 1.0, total_steps)`).
 """
 import copy
 
-from ..backend import get_xp
+from .. import kernels
 from ..engine import no_grad
-from . import fused
-from .optimizer import WorkBuffers
+
+
+def ema_step(target, online, momentum):
+    """target <- momentum * target + (1 - momentum) * online, on arrays, in place."""
+    target[...] = momentum * target + (1.0 - momentum) * online
 
 
 def _pairs(target, online, include_buffers):
@@ -49,7 +52,6 @@ class EMA:
         self.online, self.target, self.momentum = online, target, momentum
         self.include_buffers = include_buffers
         _pairs(target, online, include_buffers)  # refuse mismatched modules now, not mid-run
-        self._work = WorkBuffers()
 
     def update(self, momentum=None):
         """target <- m * target + (1 - m) * online, for every parameter (and float buffer)."""
@@ -59,15 +61,8 @@ class EMA:
         with no_grad():
             # re-read the arrays each time: Module.to() or load_state_dict() may have replaced them
             for (_, t, _, o) in _pairs(self.target, self.online, self.include_buffers):
-                if t.dtype.kind != "f":
-                    continue  # integer buffers (counters) are not averaged
-                if fused.on_gpu(t):
-                    fused.kernel("ema")(o, m, t)
-                    continue
-                work = self._work.get(o)
-                t *= m
-                get_xp(o).multiply(o, 1.0 - m, out=work)
-                t += work
+                if t.dtype.kind == "f":  # integer buffers (counters) are not averaged
+                    kernels.variant(ema_step, t)(t, o, m)
 
 
 def ema_update(target, online, momentum):

@@ -42,25 +42,14 @@ class LARS(Optimizer):
         lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
         state["step"] += 1
         g, w, v = p.grad, p.data, state["momentum_buffer"]
-        work, decayed = self._work(p, 2)
-        excluded = group["exclude_bias_and_norm"] and p.ndim <= 1
         scaled_lr = lr
-        if not excluded:
+        if not (group["exclude_bias_and_norm"] and p.ndim <= 1):
             if wd != 0:
-                xp.multiply(w, wd, out=decayed)
-                decayed += g
-                g = decayed
+                g = g + wd * w
             w_norm, g_norm = _norm(xp, w), _norm(xp, g)
             usable = (w_norm > 0) & (g_norm > 0)
             # where() picks 1 for zero norms; the safe denominator keeps 0/0 from warning
             ratio = group["trust_coefficient"] * w_norm / xp.where(usable, g_norm, 1.0)
             scaled_lr = xp.where(usable, ratio, 1.0).astype(w.dtype) * lr
-        xp.multiply(g, scaled_lr, out=work)        # work = lr * trust * g
-        v *= momentum
-        v += work
-        if group["nesterov"]:
-            xp.multiply(v, momentum, out=decayed)  # g is no longer needed: reuse its space
-            decayed += work
-            w -= decayed
-        else:
-            w -= v
+        v[...] = momentum * v + scaled_lr * g
+        w -= (momentum * v + scaled_lr * g) if group["nesterov"] else v

@@ -10,42 +10,15 @@ device at its first step, and follows the parameter when it moves (`opt.to(devic
 the next step after `module.to(device)`). `state_dict()` turns it into host NumPy arrays and
 Python scalars, which is what a checkpoint stores.
 
-Updates run in place on `p.data` with `out=` arguments, and read no device value back to the host:
-a step is a stream of array operations the GPU can run without waiting for Python.
+Updates run in place on `p.data` and read no device value back to the host: a step is a stream
+of array operations the GPU can run without waiting for Python. Each optimizer's update is a
+function of arrays written as its formula; `kernels.variant` may run a faster one (one fused kernel
+on the GPU, no temporaries on the host; see minienc/kernels/).
 """
 import math
 
 from .. import backend
 from ..engine import Tensor
-
-
-class WorkBuffers:
-    """Flat scratch arrays, one set per (device, dtype), sized to the largest array seen and shared
-    by every parameter: an in-place update borrows views of them instead of allocating
-    temporaries. A view is valid only until the next `get`."""
-
-    def __init__(self):
-        self._flat = {}
-        self._views = {}  # (array type, dtype, shape, count) -> views, so a step makes none
-
-    def get(self, like, count=1):
-        key = (type(like), like.dtype, like.shape, count)
-        views = self._views.get(key)
-        if views is None:
-            views = self._views[key] = self._carve(like, count)
-        return views
-
-    def _carve(self, like, count):
-        key = (backend.device_of(like), like.dtype)
-        flat = self._flat.get(key)
-        if flat is None or flat.shape[0] < count or flat.shape[1] < like.size:
-            rows, size = (2, 0) if flat is None else flat.shape
-            flat = backend.get_xp(like).empty((max(count, rows), max(size, like.size)),
-                                              dtype=like.dtype)
-            self._flat[key] = flat
-            self._views.clear()  # views of the old buffer would keep it alive
-        views = tuple(flat[i, :like.size].reshape(like.shape) for i in range(count))
-        return views if count > 1 else views[0]
 
 
 class Optimizer:
@@ -56,7 +29,6 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}  # id(parameter) -> {"step": int, name: array}
-        self._scratch = WorkBuffers()
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
@@ -126,16 +98,11 @@ class Optimizer:
     def _init_state(self, p, state):
         """Create this optimizer's per-parameter arrays (zeros like p.data) in `state`."""
 
-    def _work(self, p, count=1):
-        """`count` work arrays shaped like p (see `WorkBuffers`), so an update allocates nothing."""
-        return self._scratch.get(p.data, count)
-
     # ----- moving and saving ------------------------------------------------------------------
     def to(self, device):
         """Move every state array to `device` (parameters are moved by `Module.to`)."""
         for state in self.state.values():
             self._move_state(state, device)
-        self._scratch = WorkBuffers()
         return self
 
     def _indexed_params(self):
