@@ -40,7 +40,8 @@ def main():
     # the key encoder follows the query encoder after every optimizer step
     train_contrastive(args, data, "MoCo v2", moco.loss,
                       models={"moco": moco, "key_encoder": moco.key_encoder}, params=moco,
-                      callbacks=[lambda trainer: moco.update_key_encoder()])
+                      callbacks=[lambda trainer: moco.update_key_encoder()],
+                      sync_batch_norm=False)   # each process's own BN, keys shuffled across them
     finish(args, data, "MoCo v2", encoder, random_encoder)
 
 

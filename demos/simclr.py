@@ -56,12 +56,17 @@ def add_recipe_flags(parser, temperature=None):
 
 
 def train_contrastive(args, data, name, loss_fn, models, params, callbacks=(), labels=False,
-                      views=None, schedules=None):
+                      views=None, schedules=None, sync_batch_norm=True):
     """LARS (lr scaled as SimCLR: base * batch / 256) with warmup + cosine over the run, on
     batches of the train images; each step is loss_fn(view1, view2), or loss_fn(view1, view2,
     labels) with `labels`. `views`: a function images -> list of views to use instead of two
     augmented ones (DINO's multi-crop); `schedules`: more Trainer schedules (an EMA momentum).
-    Saves the view pairs first. Returns the Trainer."""
+    Saves the view pairs first. With --distributed and `sync_batch_norm`, every batch norm in
+    `models` normalises over the global batch (SimCLR's global BN; MoCo keeps its own per
+    process). Returns the Trainer."""
+    if args.distributed and sync_batch_norm:
+        for model in (models.values() if isinstance(models, dict) else [models]):
+            SyncBatchNorm.convert(model)
     augment = digits_augment(crop=args.crop, noise=args.noise)
     images = data.x_test[:12]
     print("saved", save_view_pairs(images, augment, os.path.join(args.out, "views.png"),
@@ -104,8 +109,6 @@ def main():
     random_encoder = copy.deepcopy(encoder)   # the same weights, never trained: the baseline
     model = SimCLR(encoder, projection_head(args.latent_dim, args.hidden, 64), args.temperature,
                    distributed=args.distributed)   # negatives: every process's views
-    if args.distributed:
-        SyncBatchNorm.convert(model)               # SimCLR's global batch norm
     train_contrastive(args, data, "SimCLR", model.loss, model, model)
     finish(args, data, "SimCLR", encoder, random_encoder)
 

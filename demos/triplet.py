@@ -13,7 +13,6 @@ from common import image_parser, setup
 from simclr import add_recipe_flags, digits_encoder, finish, train_contrastive
 
 from minienc import ops
-from minienc.nn import SyncBatchNorm
 from minienc.objectives.contrastive import MINERS, batch_triplet_loss, view_triplet_loss
 
 
@@ -28,8 +27,6 @@ def main():
     args = parser.parse_args()
     data = setup(args)
     encoder = digits_encoder(args.latent_dim)
-    if args.distributed:   # batch norm over the global batch (triplets are mined per process)
-        SyncBatchNorm.convert(encoder)
     random_encoder = copy.deepcopy(encoder)
     options = dict(miner=args.miner, margin=args.margin, squared=args.squared,
                    reduction=args.reduction)
@@ -43,6 +40,7 @@ def main():
         return batch_triplet_loss(z, ops.concatenate([labels, labels]).data, **options)
 
     name = f"triplet {args.miner}" + (" +labels" if args.labels else "")
+    # with --distributed: batch norm over the global batch, but triplets mined per process
     train_contrastive(args, data, name, loss, models=encoder, params=encoder, labels=args.labels)
     finish(args, data, name, encoder, random_encoder)
 

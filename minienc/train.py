@@ -37,7 +37,9 @@ Under minienc.distributed (several processes, after distributed.init()) the same
 parallel: rank 0's weights are broadcast at the start of fit, the gradients are averaged over the
 ranks before each optimizer step, the logged numbers are the ranks' mean, and rank 0 alone
 prints, evaluates and writes metrics, plots and checkpoints (every rank must still call fit and
-save alike, out_dir set on all of them or on none). A checkpoint keeps each rank's RNG state;
+save alike, out_dir set on all of them or on none; a rank given an out_dir of its own, as the
+demos give each other rank a temporary one, keeps the same metrics.jsonl there, so code that
+reads it after training runs on every rank). A checkpoint keeps each rank's RNG state;
 on resume every rank reads rank 0's checkpoint and takes back its own. Ctrl-C then stops at
 once, without the checkpoint (the ranks would not agree on the step to stop after).
 """
@@ -120,6 +122,7 @@ class Trainer:
         self._interrupted = False
         self._bar = None
         self._parallel = None       # a distributed.DataParallel when several processes train
+        self._writes_metrics = True
 
     # ----- paths -------------------------------------------------------------------------------
     def _path(self, name):
@@ -142,6 +145,9 @@ class Trainer:
         self._interrupted = False
         if not distributed.is_main():
             self.progress = False   # rank 0 alone prints
+        # rank 0 writes the run; another rank keeps metrics.jsonl only in an out_dir of its own
+        main_out_dir = distributed.engine().bcast_object(self.out_dir)   # (every rank calls it)
+        self._writes_metrics = distributed.is_main() or self.out_dir != main_out_dir
         self._open_run(resume, overwrite)
         # after a resume, so that the weights broadcast from rank 0 are the ones it loaded
         self._parallel = distributed.data_parallel(list((self.models or {}).values()),
@@ -224,8 +230,8 @@ class Trainer:
                 f"Trainer.fit: {self.out_dir} already holds a run ({', '.join(existing)}); pass "
                 f"resume=True to continue it or overwrite=True to start it again (a demo's "
                 f"--resume / --overwrite), or choose another out_dir")
-        if not distributed.is_main():
-            return   # rank 0 alone writes
+        if not self._writes_metrics:
+            return
         if overwrite and not resume and self.step == 0 and os.path.exists(self.checkpoint_path):
             os.remove(self.checkpoint_path)   # a later resume must not find the old run's state
         os.makedirs(self.out_dir, exist_ok=True)
@@ -449,7 +455,7 @@ class Trainer:
 
     def _write_record(self, record):
         self.records.append(record)
-        if self.out_dir is not None and distributed.is_main():
+        if self.out_dir is not None and self._writes_metrics:
             MetricsFile(self._path("metrics.jsonl")).append(record)
 
     def _trim_metrics(self):

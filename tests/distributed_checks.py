@@ -23,6 +23,9 @@ from minienc import backend, distributed, nn  # noqa: E402
 from minienc.data import BatchIterator  # noqa: E402
 from minienc.engine import no_grad  # noqa: E402
 from minienc.objectives import MAE, IJEPA, MultiBlockMaskSampler, random_masking  # noqa: E402
+from minienc.objectives.barlow import BarlowTwins, barlow_projector  # noqa: E402
+from minienc.objectives.lejepa import LeJEPA  # noqa: E402
+from minienc.objectives.vicreg import VICReg, vicreg_expander  # noqa: E402
 from minienc.objectives.contrastive import MoCo, SimCLR, _in_groups, nt_xent, projection_head  # noqa: E402
 from minienc.optim import LARS, SGD, AdamW  # noqa: E402
 from minienc.train import Trainer  # noqa: E402
@@ -119,6 +122,60 @@ def simclr_global_gather_and_sync_bn():
 
     return compare_runs("SimCLR", build, lambda sharded: loader((x, *noise), 8, sharded),
                         lambda m: LARS(m["simclr"].parameters(), lr=0.5, weight_decay=1e-4), step)
+
+
+def _two_view_data(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((32, 10)).astype(np.float32)
+    return (x, *(0.3 * rng.standard_normal(x.shape).astype(np.float32) for _ in range(2)))
+
+
+def _two_views(batch):
+    images, n1, n2 = (t.astype(F64) for t in batch)
+    return images + n1, images + n2
+
+
+def _joint_embedding(name, make_model, seed):
+    """A two-view objective with SyncBatchNorm and its batch statistics over every process."""
+    arrays = _two_view_data(seed)
+
+    def build():
+        return {"model": nn.SyncBatchNorm.convert(make_model())}
+
+    return compare_runs(name, build, lambda sharded: loader(arrays, 8, sharded),
+                        lambda m: SGD(m["model"].parameters(), lr=0.05, momentum=0.9),
+                        lambda models, batch: models["model"].loss(*_two_views(batch)))
+
+
+@check
+def vicreg():
+    return _joint_embedding("VICReg", lambda: VICReg(
+        nn.MLPEncoder(10, (12,), 8, batch_norm=True), vicreg_expander(8, 8, 8), distributed=True), 6)
+
+
+@check
+def barlow_twins():
+    return _joint_embedding("Barlow Twins", lambda: BarlowTwins(
+        nn.MLPEncoder(10, (12,), 8, batch_norm=True), barlow_projector(8, 8, 8), distributed=True), 7)
+
+
+@check
+def lejepa():
+    """SIGReg's directions are drawn on rank 0 and broadcast: the same as one process draws."""
+    arrays = _two_view_data(8)
+
+    def build():
+        encoder = nn.Sequential(nn.Flatten(), nn.Linear(10, 8))
+        model = LeJEPA(encoder, proj_dim=4, hidden=8, lam=0.3, num_directions=16, embed_dim=8,
+                       distributed=True)
+        return {"model": nn.SyncBatchNorm.convert(model)}
+
+    def step(models, batch):
+        views = [v.reshape(v.shape[0], 1, 2, 5) for v in _two_views(batch)]
+        return models["model"](views)
+
+    return compare_runs("LeJEPA", build, lambda sharded: loader(arrays, 8, sharded),
+                        lambda m: SGD(m["model"].parameters(), lr=0.05, momentum=0.9), step)
 
 
 @check
@@ -396,8 +453,13 @@ def trainer_resume_restores_every_rank():
     resumed, resumed_losses = run(8, True, out)
     assert np.array_equal(straight, resumed), "resumed weights differ from an uninterrupted run"
     assert straight_losses == resumed_losses, (straight_losses, resumed_losses)
+    # the other ranks keep only metrics.jsonl in their own folder, with rank 0's numbers
     if not distributed.is_main():
-        assert os.listdir(out) == [], f"rank {rank()} wrote {os.listdir(out)}"
+        assert os.listdir(out) == ["metrics.jsonl"], f"rank {rank()} wrote {os.listdir(out)}"
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        logged = [json.loads(line)["loss"] for line in f if line.strip()]
+    assert logged == resumed_losses, (logged, resumed_losses)
+    same_on_every_rank(np.array(logged), "metrics.jsonl's losses")
     same_on_every_rank(resumed, "resumed weights")   # (also: rank 0 is done reading the files)
     shutil.rmtree(out)
     return "8 steps straight == 3 steps, checkpoint, resume to 8 (weights and losses)"
@@ -411,6 +473,8 @@ def main(names):
             detail, ok = CHECKS[name](), True
         except Exception:
             detail, ok = traceback.format_exc(limit=4), False
+            print(f"rank {rank()}: {name} failed (a rank that fails mid-check can leave the "
+                  f"others waiting in a collective):\n{detail}", file=sys.stderr, flush=True)
         outcomes = distributed.engine().allgather_object((ok, str(detail)))
         if distributed.is_main():
             failed = [f"rank {r}: {d}" for r, (good, d) in enumerate(outcomes) if not good]
