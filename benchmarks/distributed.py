@@ -37,7 +37,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 import minienc  # noqa: E402
-from minienc import backend, distributed, nn  # noqa: E402
+from minienc import distributed, nn, tuning  # noqa: E402
 
 WORKLOADS = ("simclr", "vit_mae")
 
@@ -84,7 +84,8 @@ def _time_engine_calls(engine):
 
 
 def worker(name, batch, steps, warmup, seed=0):
-    backend.set_blas_threads(1)
+    tuning.tune_host_allocator()   # as the demos and benchmarks/benchmark.py do
+    tuning.set_blas_threads(1)
     engine = distributed.init()
     world = distributed.world_size()
     build, default_batch = BUILDERS[name]
