@@ -63,7 +63,8 @@ def init(engine=None):
         from .. import backend
         engine = "nccl" if backend.get_device() == "cuda" else "mpi"
     if engine not in ENGINES:
-        raise ValueError(f"distributed.init: engine must be one of {ENGINES} or None, got {engine!r}")
+        raise ValueError(f"distributed.init: engine must be one of {ENGINES} or None, "
+                         f"got {engine!r}")
     if engine == "mpi":
         _engine = MPIEngine()
     else:

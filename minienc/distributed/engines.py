@@ -15,7 +15,8 @@
                made on rank 0 and sent to the others over MPI (as ChainerMN and PyTorch's
                launchers do); host values go over that MPI link too.
 
-Only `MPIEngine` imports mpi4py and only `NCCLEngine` imports cupy.cuda.nccl, when one is made.
+Only `MPIEngine` imports mpi4py, and only `make_nccl_engine` asks backend.nccl() for
+cupy.cuda.nccl, when one is made.
 NOTE: NCCLEngine has run only against a fake in the tests (no GPU where it was written); see
 docs/distributed.md for the command that checks it on one GPU.
 """
@@ -85,8 +86,9 @@ class MPIEngine:
 
     def _check(self, a, op, in_place=False):
         if backend.is_cupy(a):
-            raise TypeError(f"distributed.{op}: the MPI engine moves host arrays, got a CuPy array "
-                            f"of shape {tuple(a.shape)} on cuda; init(engine='nccl') trains on GPUs")
+            raise TypeError(f"distributed.{op}: the MPI engine moves host arrays, got a CuPy "
+                            f"array of shape {tuple(a.shape)} on cuda; init(engine='nccl') "
+                            f"trains on GPUs")
         if in_place:
             return _contiguous(a, op)
         return np.ascontiguousarray(a)
@@ -218,18 +220,11 @@ class NCCLEngine:
 def make_nccl_engine(host=None):
     """An NCCLEngine for this process: its GPU chosen by its place on the machine, NCCL's id made
     on rank 0 and broadcast over `host` (an MPIEngine; None: a world of one on the current GPU)."""
-    cupy = backend.cupy()
-    try:
-        from cupy.cuda import nccl
-    except ImportError as exc:
-        raise RuntimeError(f"distributed: the NCCL engine needs CuPy built with NCCL "
-                           f"(cupy-cuda12x ships it): {exc}") from None
-    if not getattr(nccl, "available", True):
-        raise RuntimeError("distributed: this CuPy has no NCCL; install a cupy-cuda wheel with NCCL")
+    gpu, nccl = backend.cupy(), backend.nccl()
     rank, size = (host.rank, host.size) if host is not None else (0, 1)
     if host is not None:
         # one GPU per process: the i-th process on a machine takes its i-th GPU
-        cupy.cuda.Device(host.local_rank() % cupy.cuda.runtime.getDeviceCount()).use()
+        gpu.cuda.Device(host.local_rank() % gpu.cuda.runtime.getDeviceCount()).use()
     unique_id = nccl.get_unique_id() if rank == 0 else None
     if host is not None:
         unique_id = host.bcast_object(unique_id)

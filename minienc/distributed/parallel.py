@@ -142,10 +142,6 @@ class DataParallel:
         """Every rank's `state` (host values), a list in rank order (for the checkpoint)."""
         return self.engine.allgather_object(state)
 
-    def main_value(self, value):
-        """Rank 0's `value` on every rank (a checkpoint path, say)."""
-        return self.engine.bcast_object(value, root=0)
-
 
 def data_parallel(models, optimizer):
     """A DataParallel over `models` (a list of Modules) and `optimizer` once init() has joined
