@@ -201,9 +201,7 @@ class RandomResizedCrop(Augmentation):
         self.scale, self.ratio, self.p = tuple(scale), tuple(ratio), _p("RandomResizedCrop", p)
         checks.span("RandomResizedCrop", "scale", self.scale, high=1.0)
         checks.span("RandomResizedCrop", "ratio", self.ratio)
-        if size is not None:
-            checks.pair("RandomResizedCrop", "size", size, minimum=1)
-        self.size = (size, size) if isinstance(size, int) else (None if size is None else tuple(size))
+        self.size = None if size is None else checks.pair("RandomResizedCrop", "size", size, minimum=1)
         if self.size is not None and p < 1.0:
             raise ValueError(f"RandomResizedCrop: with size={self.size} every image changes size, "
                              f"so p must be 1, got p={p}")
