@@ -249,11 +249,11 @@ def report(args, data, name, encoder, random_encoder=None, extra_records=(), bas
 
 
 def finish(args, data, name, encoder, random_encoder=None, **report_options):
-    """The end of every image demo: the figure of the test embeddings (embeddings.png), then
-    `report`'s table and results.json. Returns the records."""
+    """The end of every image demo: the figure of the test embeddings (embeddings.png: PCA and
+    t-SNE side by side), then `report`'s table and results.json. Returns the records."""
     path = plot_embeddings(encode(encoder, data.x_test), data.y_test,
                            os.path.join(args.out, "embeddings.png"),
-                           title=f"{name}: test embeddings (PCA)")
+                           title=f"{name}: test embeddings", tsne=True, seed=args.seed)
     print("saved", path)
     return report(args, data, name, encoder, random_encoder, **report_options)
 

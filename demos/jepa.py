@@ -19,7 +19,7 @@ import copy
 import json
 import time
 
-from common import fit, image_parser, make_trainer, report, setup
+from common import finish, fit, image_parser, make_trainer, setup
 
 import minienc
 from minienc import backend, nn
@@ -263,7 +263,7 @@ def main():
         print(f"MAE: {args.steps} steps in {time.process_time() - start:.0f} s CPU")
         extra.append(evaluate(mae_embed, data, name="MAE (same ViT, steps)", draws=args.draws,
                               seed=args.seed, verbose=False))
-    report(args, data, "I-JEPA (target, pooled)", jepa_embed,
+    finish(args, data, "I-JEPA (target, pooled)", jepa_embed,
            random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1), extra_records=extra,
            params=sum(p.size for group in trainer.models["jepa"].param_groups(0.0)
                       for p in group["params"]))  # trained: context encoder + predictor
