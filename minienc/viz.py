@@ -7,29 +7,42 @@ teach backpropagation with, here also showing where the gradient stops.
 
 What is drawn is what backward will walk: one ellipse per op (its name and output shape), one box
 per leaf. Leaves that take a gradient (parameters, or tensors made with requires_grad=True) are
-blue; leaves that do not are grey, and the ones not named as data are drawn as cuts (red,
-dashed, "no gradient"): a `detach()`, a value computed under `no_grad()` -- a stop-gradient, or
-an EMA target network's output -- or a constant. Nothing of a target network's own graph appears
+blue; leaves that do not are grey (named data, and single numbers such as the 2 of 2 - 2 cos),
+and the others are drawn as cuts (red, dashed, "no gradient"): a `detach()`, a value computed
+under `no_grad()` -- a stop-gradient, or an EMA target network's output -- or a constant array. Nothing of a target network's own graph appears
 at all: it was never recorded, which is exactly why no gradient reaches it.
 """
 import os
 import shutil
 import subprocess
 
+from .backend import get_xp
+
 MAX_NODES = 2000
 
 
 def _label_of(names):
     """id(tensor) -> name, from names: name -> Tensor, or name -> Module (its parameters, each as
-    name.parameter)."""
-    labels = {}
+    name.parameter); and the named data tensors, to recognise their views."""
+    labels, data = {}, []
     for name, value in (names or {}).items():
         if hasattr(value, "named_parameters"):
             for key, p in value.named_parameters():
                 labels[id(p)] = f"{name}.{key}"
         else:
             labels[id(value)] = name
-    return labels
+            data.append((name, value))
+    return labels, data
+
+
+def _view_of(t, data):
+    """The name of the named data tensor that `t` is a view of (a reshape or a slice of a tensor
+    without a gradient makes a new leaf over the same memory), or None."""
+    for name, value in data:
+        xp = get_xp(t.data)
+        if hasattr(xp, "may_share_memory") and xp.may_share_memory(t.data, value.data):
+            return name
+    return None
 
 
 def _shape(t):
@@ -45,7 +58,7 @@ def _quote(text):
 def to_dot(output, names=None, max_nodes=MAX_NODES):
     """DOT text of the graph that produced the Tensor `output` (see the module docstring).
     `names`: name -> Tensor or Module, to label data inputs and parameters."""
-    labels = _label_of(names)
+    labels, data = _label_of(names)
     creator = output._creator
     lines = ["digraph minienc {", '  rankdir="BT";',
              '  node [fontname="Helvetica", fontsize=10]; edge [fontname="Helvetica", fontsize=8];',
@@ -77,10 +90,12 @@ def to_dot(output, names=None, max_nodes=MAX_NODES):
                 lines.append(f'  f{id(t._creator)} -> f{id(fn)} [label={_quote(_shape(t))}];')
                 continue
             node = f"t{id(t)}"
+            if id(t) not in labels and not t.requires_grad and _view_of(t, data):
+                labels[id(t)] = _view_of(t, data)
             if node not in leaves:
                 leaves.add(node)
                 lines.append(f"  {node} {_leaf_style(t, labels.get(id(t)))};")
-            cut = not t.requires_grad and id(t) not in labels
+            cut = not t.requires_grad and id(t) not in labels and t.size > 1
             lines.append(f'  {node} -> f{id(fn)}' + (' [style=dashed, color="#c0392b", label="gradient '
                          'stops", fontcolor="#c0392b"];' if cut else ";"))
     lines.append("}")
@@ -92,6 +107,8 @@ def _leaf_style(t, name):
         text, colour, extra = f"{name or 'parameter'}\n{_shape(t)}", "#cfe3ff", ""
     elif name is not None:
         text, colour, extra = f"{name}\n{_shape(t)}", "#eeeeee", ""
+    elif t.size == 1:   # a number in a formula (the 2 of 2 - 2 cos): no gradient to stop
+        text, colour, extra = f"constant\n{_shape(t)}", "#eeeeee", ""
     else:   # a tensor the gradient cannot pass: detached, made under no_grad, or a constant
         text, colour, extra = f"no gradient\n{_shape(t)}", "#fbe3e0", ', style="filled,dashed", color="#c0392b"'
     style = "" if extra else ', style="filled"'

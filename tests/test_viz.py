@@ -88,3 +88,10 @@ def test_embeddings_figure_has_a_tsne_panel_beside_the_pca(tmp_path, monkeypatch
     plot_embeddings(z, labels, str(tmp_path / "no_sklearn.png"), tsne=True)
     assert "no t-SNE panel" in capsys.readouterr().out
     assert imread(tmp_path / "no_sklearn.png").shape[1] < 1.2 * imread(pca).shape[1]
+
+
+def test_a_view_of_named_data_is_recognised_as_that_data():
+    layer = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    images = minienc.tensor(np.ones((3, 1, 2, 2)))
+    dot = to_dot(layer(images).sum(), names={"images": images, "layer": layer})
+    assert "images\\n3x4" in dot and "no gradient" not in dot   # the flattened batch
