@@ -19,7 +19,7 @@ import copy
 import json
 import time
 
-from common import fit, image_parser, make_trainer, report, setup
+from common import finish, fit, image_parser, make_trainer, setup
 
 import minienc
 from minienc import backend, nn
@@ -131,7 +131,8 @@ def mask_picture(images, context, targets, patch_size, path):
     """Rows: the images; the context the encoder sees (the rest dimmed); the target blocks, one
     colour per block, over the dimmed image."""
     np = backend.numpy
-    grey = backend.to_host(images)[:, 0]
+    pixels = backend.to_host(images)
+    grey = pixels.mean(axis=1)                 # the targets' tint is drawn over the luminance
     n, size, _ = grey.shape
     grid = size // patch_size
 
@@ -140,7 +141,7 @@ def mask_picture(images, context, targets, patch_size, path):
 
     seen = np.zeros((n, grid * grid), bool)
     seen[np.arange(n)[:, None], context] = True
-    rgb = np.repeat(grey[:, None], 3, axis=1)
+    rgb = pixels if pixels.shape[1] == 3 else np.repeat(grey[:, None], 3, axis=1)
     context_row = rgb * np.where(upscale(seen), 1.0, 0.2)[:, None]
     colours = np.array([[1, 0.2, 0.2], [0.2, 1, 0.2], [0.3, 0.5, 1], [1, 0.9, 0.2], [1, 0.3, 1]])
     target_row = rgb * 0.35
@@ -149,7 +150,7 @@ def mask_picture(images, context, targets, patch_size, path):
         block[np.arange(n)[:, None], targets[:, i]] = True
         tint = 0.35 + 0.65 * grey[:, None] * colours[i % len(colours)][None, :, None, None]
         target_row = np.where(upscale(block)[:, None], tint, target_row)
-    plot_image_grid([grey, context_row.astype(np.float32), target_row.astype(np.float32)], path,
+    plot_image_grid([pixels, context_row.astype(np.float32), target_row.astype(np.float32)], path,
                     row_titles=["image", "context", "targets"],
                     title=f"I-JEPA masks: {context.shape[1]} context patches, "
                           f"{targets.shape[1]} x {targets.shape[2]} target patches")
@@ -263,7 +264,7 @@ def main():
         print(f"MAE: {args.steps} steps in {time.process_time() - start:.0f} s CPU")
         extra.append(evaluate(mae_embed, data, name="MAE (same ViT, steps)", draws=args.draws,
                               seed=args.seed, verbose=False))
-    report(args, data, "I-JEPA (target, pooled)", jepa_embed,
+    finish(args, data, "I-JEPA (target, pooled)", jepa_embed,
            random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1), extra_records=extra,
            params=sum(p.size for group in trainer.models["jepa"].param_groups(0.0)
                       for p in group["params"]))  # trained: context encoder + predictor
