@@ -60,6 +60,16 @@ def in_range(owner, name, value, low, high, include_low=True, include_high=True)
     return value
 
 
+def span(owner, name, value, low=0.0, high=math.inf):
+    """A (min, max) pair of numbers with low < min <= max <= high (a scale or ratio range)."""
+    ok = _is_sequence(value) and len(value) == 2 and all(_is_real(v) for v in value)
+    if not (ok and low < value[0] <= value[1] <= high):
+        top = "" if high == math.inf else f" <= {high}"
+        raise ValueError(f"{owner}: {name} must be (min, max) with {low} < min <= max{top}, "
+                         f"got {value!r}")
+    return float(value[0]), float(value[1])
+
+
 def one_of(owner, name, value, choices):
     if value not in choices:
         raise ValueError(f"{owner}: {name} must be one of {tuple(choices)}, got {value!r}")

@@ -96,10 +96,11 @@ class Function:
     the input's shape or a shape that broadcasts to the output (the engine sums it back).
     `self.needs_grad[i]` tells whether input i wants a gradient, so work can be skipped.
 
-    Integer and boolean inputs are cast to the floating inputs' dtype (so `ids @ W` stays
-    float32), except at the positions listed in `index_inputs`: class ids, lookup ids and
-    conditions, which the op uses as they are. An op whose output is a view of its first input
-    (reshape, transpose, basic indexing) sets `is_view`, so the two share one version counter.
+    Inputs become operands by minienc/operands.py's rules: integer and boolean inputs take the
+    floating inputs' dtype (so `ids @ W` stays float32), except at the positions listed in
+    `index_inputs` (class ids, lookup ids, conditions), which the op uses as they are. An op
+    whose output is a view of its first input (reshape, transpose, basic indexing) sets
+    `is_view`, so the two share one version counter.
     """
 
     index_inputs = ()
@@ -110,7 +111,7 @@ class Function:
         return type(self).__name__.lower()
 
     def __call__(self, *inputs):
-        tensors = _as_tensors(self, inputs)
+        tensors = as_operands(self, inputs)
         arrays = [t.data for t in tensors]
         try:
             out = self.forward(*arrays)
@@ -159,59 +160,6 @@ class ToDevice(Function):
 
     def backward(self, g):
         return backend.to_device(g, self.source)
-
-
-def _as_tensors(fn, inputs):
-    """Turn the inputs of `fn` into tensors on one device, in one floating dtype. Python and NumPy
-    scalars are weak: they take the dtype of the first floating tensor, so `x * 2.0` stays float32
-    and `where(mask, x, 1.5)` is not cast to the mask's bool. Integer and boolean tensors take it
-    too (`int_tensor + w`, a one-hot `ids @ W`), except those at `fn.index_inputs`; with no
-    floating tensor, a float scalar makes the result float32 (`int_tensor * 2.5`). Floating
-    tensors and arrays are strong: two floating dtypes that differ are an error, never a silent
-    upcast."""
-    like = None
-    for x in inputs:
-        if isinstance(x, Tensor) and (like is None or (like.data.dtype.kind != "f"
-                                                       and x.data.dtype.kind == "f")):
-            like = x
-    if like is None:
-        first = inputs[0]
-        like = as_tensor(first) if hasattr(first, "shape") else tensor(first)
-    dtype = like.data.dtype
-    if dtype.kind != "f" and any(_is_float_scalar(x) for x in inputs):
-        dtype = backend.numpy.dtype(backend.DEFAULT_DTYPE)
-    out = []
-    for i, x in enumerate(inputs):
-        if isinstance(x, backend.SCALAR_TYPES):
-            out.append(as_tensor(like.xp.asarray(x, dtype=dtype)))
-            continue
-        t = x if isinstance(x, Tensor) else as_tensor(x)
-        if t is not like:
-            _check_compatible(fn, like, t, i)
-        if t.data.dtype != dtype and dtype.kind == "f" and t.data.dtype.kind in "biu" \
-                and i not in fn.index_inputs:
-            t = as_tensor(t.data.astype(dtype))
-        out.append(t)
-    return out
-
-
-def _is_float_scalar(x):
-    return isinstance(x, float) or (isinstance(x, backend.numpy.generic) and x.dtype.kind == "f")
-
-
-def _check_compatible(fn, like, x, position):
-    # same array type means same device: the device lookup runs only when the types differ
-    if type(x.data) is not type(like.data) and x.device != like.device:
-        raise RuntimeError(
-            f"{fn.name}: tensors on different devices: {like.device} (shape {like.shape}) and "
-            f"{x.device} (shape {x.shape}); move one with .to(device)")
-    if x.data.dtype != like.data.dtype and x.data.dtype.kind == "f" and like.data.dtype.kind == "f" \
-            and position not in fn.index_inputs:  # an index input's dtype is the op's to check
-        raise TypeError(
-            f"{fn.name}: dtypes {like.dtype} and {x.dtype} differ (shapes {like.shape} and {x.shape}); "
-            f"the floating operands of an op share one dtype and minienc never upcasts silently: "
-            f"cast the {x.dtype} one with .astype('{like.dtype}') (or a whole model with "
-            f"model.astype(...))")
 
 
 def _initial_grad(output, grad):
@@ -557,5 +505,7 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
     return _made(array, requires_grad)
 
 
-# ops imports this module (Function, Tensor); the circle closes here, after both are defined
+# ops and operands import this module (Function, Tensor); the circles close here, after both
+# are defined
 from . import ops  # noqa: E402
+from .operands import as_operands  # noqa: E402

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import minienc
+from minienc import data as D
 from minienc import nn, optim
 from minienc.objectives import MAE, build_model, kl_to_standard_normal, reconstruction_loss
 from minienc.objectives.reconstruction import kl_weight_schedule
@@ -87,3 +88,25 @@ def test_warmup_cosine_without_warmup_before_the_first_step():
     assert schedule(-1) == schedule(0) == pytest.approx(1e-3)   # was a ZeroDivisionError
     warm = optim.WarmupCosine(1e-3, total_steps=10, warmup_steps=4, start=1e-4)
     assert warm(-3) == warm(0) == pytest.approx(1e-4)
+
+
+AUGMENTATIONS = {
+    "crop padding": (lambda: D.RandomCrop(padding=-1), r"^RandomCrop: padding"),
+    "p above 1": (lambda: D.RandomCrop(p=1.5), r"^RandomCrop: p must be in \[0.0, 1.0\]"),
+    "affine scale": (lambda: D.RandomAffine(scale=(1.1, 0.9)), r"^RandomAffine: scale must be \(min, max\)"),
+    "affine degrees": (lambda: D.RandomAffine(degrees=-5), r"^RandomAffine: degrees"),
+    "resized crop scale": (lambda: D.RandomResizedCrop(scale=(0.0, 1.0)), r"^RandomResizedCrop: scale"),
+    "resized crop ratio": (lambda: D.RandomResizedCrop(ratio=(2.0, 1.0)), r"^RandomResizedCrop: ratio"),
+    "resized crop size": (lambda: D.RandomResizedCrop(size=0), r"^RandomResizedCrop: size"),
+    "noise std": (lambda: D.GaussianNoise(std=-0.1), r"^GaussianNoise: std"),
+    "erasing scale": (lambda: D.RandomErasing(scale=(0.1, 2.0)), r"^RandomErasing: scale"),
+    "jitter": (lambda: D.BrightnessContrast(brightness=1.5), r"^BrightnessContrast: brightness"),
+    "multi-crop": (lambda: D.MultiCrop(global_crops=0), r"^MultiCrop: needs global_crops >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(AUGMENTATIONS))
+def test_bad_augmentation_arguments_are_refused_naming_owner_and_argument(case):
+    make, message = AUGMENTATIONS[case]
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -506,6 +506,7 @@ def test_integer_operands_never_promote_float32(device):
     assert scaled.dtype == np.float32 and scaled.numpy().tolist() == [2.5, 5.0]
     assert minienc.where(t([True, False, True], device), t([1, 2, 3], device), w).dtype == np.float32
     assert (t([1, 2], device) + t([3, 4], device)).dtype == np.int64  # no floating operand: stays int
+    assert (w + [1, 2, 3]).dtype == np.float32 and (w + [1, 2, 3]).device == device   # a list too
 
 
 def test_index_inputs_are_left_as_they_are_and_named_when_wrong(device):

@@ -148,7 +148,7 @@ def test_fused_cross_entropy(dtype, target_dtype, reduction, ignore_index):
 @needs_gpu
 def test_fused_variants_are_chosen_for_cupy_arrays_only():
     cupy = backend.cupy()
-    gelu = minienc.ops.elementwise.GELU
+    gelu = minienc.ops.elementwise.GELUFunction
     assert kernels.variant(gelu, cupy.zeros(3)) is kernels.cuda.GELU
     assert kernels.variant(gelu, np.zeros(3)) is not kernels.cuda.GELU
     with kernels.disabled():
@@ -213,7 +213,7 @@ def _multi_head_attn_mask(rs, lead):
 
 # reference -> the cases that exercise it (a variant registered without a case fails below)
 HOST_CASES = {
-    elementwise.GELU: [_gelu],
+    elementwise.GELUFunction: [_gelu],
     norm.LayerNormFunction: [_layer_norm, _layer_norm_plain],
     attention.ScaledDotProductAttention: [_attention, _attention_masked],
     attention.MultiHeadAttentionFunction: [_multi_head, _multi_head_attn_mask],
@@ -268,11 +268,11 @@ def test_both_paths_pass_gradcheck(case, fast):
 
 def test_the_switch_picks_the_reference():
     x = np.zeros(3, dtype=np.float32)
-    assert kernels.variant(elementwise.GELU, x) is kernels.host.GELU
+    assert kernels.variant(elementwise.GELUFunction, x) is kernels.host.GELUFunction
     assert kernels.variant(adam.adam_update, minienc.tensor(x)) is kernels.host.adam_update
     with kernels.disabled():
         assert not kernels.enabled()
-        assert kernels.variant(elementwise.GELU, x) is elementwise.GELU
+        assert kernels.variant(elementwise.GELUFunction, x) is elementwise.GELUFunction
         assert kernels.variant(adam.adam_update, x) is adam.adam_update
     assert kernels.enabled()
 

@@ -255,7 +255,7 @@ def cross_entropy_backward(p, targets, row_scale):
 
 
 # ----- the variants: the reference ops with these kernels inside ------------------------------
-class GELU(elementwise.GELU):
+class GELUFunction(elementwise.GELUFunction):
     def forward(self, x):
         self.x = x
         self.t, out = gelu_forward(x)
@@ -312,5 +312,5 @@ def ema_step(target, online, momentum):
     _elementwise("ema")(online, momentum, target)
 
 
-VARIANTS = {elementwise.GELU: GELU, norm.LayerNormFunction: LayerNormFunction,
+VARIANTS = {elementwise.GELUFunction: GELUFunction, norm.LayerNormFunction: LayerNormFunction,
             losses.CrossEntropy: CrossEntropy, adam.adam_update: adam_update, sgd.sgd_update: sgd_update, ema.ema_step: ema_step}

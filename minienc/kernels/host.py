@@ -36,7 +36,7 @@ def _square(x):
     return np.multiply(x, x, out=np.empty_like(x))
 
 
-class GELU(elementwise.GELU):
+class GELUFunction(elementwise.GELUFunction):
     """Both directions as in-place steps on two buffers (the formula makes a temporary per operator)."""
 
     def forward(self, x):
@@ -237,7 +237,7 @@ def ema_step(target, online, momentum):
     target += tmp
 
 
-VARIANTS = {elementwise.GELU: GELU, norm.LayerNormFunction: LayerNormFunction,
+VARIANTS = {elementwise.GELUFunction: GELUFunction, norm.LayerNormFunction: LayerNormFunction,
             attention.ScaledDotProductAttention: ScaledDotProductAttention,
             attention.MultiHeadAttentionFunction: MultiHeadAttentionFunction,
             adam.adam_update: adam_update, sgd.sgd_update: sgd_update, ema.ema_step: ema_step}

@@ -12,6 +12,7 @@ Attention projects q, k and v with ONE Linear(D, 3D) and runs the fused packed a
 import math
 
 from .. import checks, ops
+from ..engine import no_grad
 from . import init
 from .layers import GELU, Dropout, Linear
 from .module import Module
@@ -90,7 +91,8 @@ def init_transformer_weights(module, style="trunc_normal", std=0.02):
             init.ones(m.weight), init.zeros(m.bias)
     if style == "trunc_normal":
         blocks = [m for m in module.modules() if isinstance(m, TransformerBlock)]
-        for layer, block in enumerate(blocks, start=1):
-            for linear in (block.attn.proj, block.mlp.fc2):
-                linear.weight.data *= 1.0 / math.sqrt(2.0 * layer)
+        with no_grad():   # an in-place update of a parameter, counted in its version
+            for layer, block in enumerate(blocks, start=1):
+                for linear in (block.attn.proj, block.mlp.fc2):
+                    linear.weight *= 1.0 / math.sqrt(2.0 * layer)
     return module

@@ -57,7 +57,7 @@ trunc_normal(0.02) AFTER the 1/sqrt(2 * layer) rescale of the blocks' output pro
 undoes the rescale; minienc keeps it (init_transformer_weights). target_norm="layer+batch" is
 not in I-JEPA: it is an option for the small-scale study (README).
 """
-from .. import backend, ops
+from .. import backend, checks, ops
 from .. import distributed as dist
 from ..nn import init
 from ..nn.layers import Linear
@@ -110,7 +110,7 @@ class JEPAPredictor(Module):
 
     def __init__(self, grid_size, embed_dim, dim=None, depth=6, num_heads=4, mlp_ratio=4.0):
         dim = dim or embed_dim // 2
-        self.grid_size = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
+        self.grid_size = checks.pair("JEPAPredictor", "grid_size", grid_size, minimum=1)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.embed_dim, self.dim = embed_dim, dim
         self.embed = Linear(embed_dim, dim)

@@ -12,7 +12,7 @@ from ..engine import Function
 from .conv import col2im, from_chwn, pad_hw, to_chwn, windows
 
 
-class _Pool2d(Function):
+class _Pool2dFunction(Function):
     def __init__(self, kernel_size, stride=None, padding=0):
         self.kernel = checks.pair(self.name, "kernel_size", kernel_size, minimum=1)
         self.stride = self.kernel if stride is None else checks.pair(self.name, "stride", stride, minimum=1)
@@ -35,7 +35,7 @@ class _Pool2d(Function):
         return from_chwn(col2im(gcols, self.padded_hw, self.stride, self.padding))
 
 
-class MaxPool2dFunction(_Pool2d):
+class MaxPool2dFunction(_Pool2dFunction):
     name = "max_pool2d"
 
     def forward(self, x):
@@ -52,7 +52,7 @@ class MaxPool2dFunction(_Pool2d):
         return self._spread(gcols.reshape((kh, kw) + gcols.shape[1:]))
 
 
-class AvgPool2dFunction(_Pool2d):
+class AvgPool2dFunction(_Pool2dFunction):
     name = "avg_pool2d"
 
     def forward(self, x):
