@@ -124,6 +124,9 @@ good = _idx_bytes(np.zeros((2, 3, 3), np.uint8))
     (good[:-1], r"holds 17 bytes after the header \(truncated\?\)"),
     (good + b"\x00", "holds 19 bytes"),
     (b"\x1f\x8b" + b"not really gzip", "does not decompress"),
+    (gzip.compress(good, mtime=0)[:-12], r"does not decompress: it is truncated or corrupt \(EOFError"),
+    (gzip.compress(good, mtime=0)[:10] + bytes(b ^ 0x55 for b in gzip.compress(good, mtime=0)[10:-8])
+     + gzip.compress(good, mtime=0)[-8:], r"does not decompress: it is truncated or corrupt \(error"),  # zlib.error
 ])
 def test_read_idx_rejects_malformed_files_naming_file_and_problem(tmp_path, payload, message):
     path = _write(tmp_path / "bad-images-idx3-ubyte", payload)

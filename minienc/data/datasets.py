@@ -13,6 +13,7 @@ import dataclasses
 import gzip
 import math
 import os
+import zlib
 
 import numpy
 
@@ -161,8 +162,9 @@ def read_idx(path):
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"{path}: a gzip file that does not decompress ({exc})") from None
+        except (OSError, EOFError, zlib.error) as exc:   # bad header, cut short, corrupt data
+            raise ValueError(f"{path}: a gzip file that does not decompress: it is truncated or "
+                             f"corrupt ({type(exc).__name__}: {exc})") from None
     if len(raw) < 4:
         raise ValueError(f"{path}: not an IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
     if raw[0] != 0 or raw[1] != 0:

@@ -68,7 +68,7 @@ class GELU(elementwise.GELU):
 
 
 # ----- layer norm ------------------------------------------------------------------------------
-class LayerNorm(norm.LayerNorm):
+class LayerNormFunction(norm.LayerNormFunction):
     """Statistics by einsum and the standardisation in place on one buffer."""
 
     def forward(self, x, weight=None, bias=None):
@@ -143,7 +143,7 @@ class ScaledDotProductAttention(attention.ScaledDotProductAttention):
     attend, attend_backward = staticmethod(attend), staticmethod(attend_backward)
 
 
-class MultiHeadAttention(attention.MultiHeadAttention):
+class MultiHeadAttentionFunction(attention.MultiHeadAttentionFunction):
     attend, attend_backward = staticmethod(attend), staticmethod(attend_backward)
 
 
@@ -237,7 +237,7 @@ def ema_step(target, online, momentum):
     target += tmp
 
 
-VARIANTS = {elementwise.GELU: GELU, norm.LayerNorm: LayerNorm,
+VARIANTS = {elementwise.GELU: GELU, norm.LayerNormFunction: LayerNormFunction,
             attention.ScaledDotProductAttention: ScaledDotProductAttention,
-            attention.MultiHeadAttention: MultiHeadAttention,
+            attention.MultiHeadAttentionFunction: MultiHeadAttentionFunction,
             adam.adam_update: adam_update, sgd.sgd_update: sgd_update, ema.ema_step: ema_step}

@@ -180,6 +180,8 @@ class Softplus(Function):
 
 
 class Where(Function):
+    index_inputs = (0,)  # the condition stays boolean
+
     def forward(self, condition, x, y):
         self.condition = condition
         return get_xp(x).where(condition, x, y)
