@@ -26,7 +26,7 @@ from minienc import backend, nn
 from minienc.data import BatchIterator, RandomResizedCrop, contrastive_augment
 from minienc.eval import embedding_std, encode, evaluate, few_shot_probe, plot_curves, plot_image_grid, rankme
 from minienc.objectives.jepa import IJEPA
-from minienc.objectives.masked_image import MAE
+from minienc.objectives.masked_image import MAE, random_masking
 from minienc.objectives.multiblock import MultiBlockMaskSampler
 from minienc.optim import AdamW, Cosine, LinearSchedule, WarmupCosine, param_groups_without_decay
 from minienc.train import Trainer
@@ -38,7 +38,8 @@ PAPER = dict(targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
              warmup=40 / 300, crop=(0.3, 1.0), pred_dim=None, pred_depth=None,
              init="trunc_normal", standardize=1, var_weight=0.0, cov_weight=0.0,
              target_encoder="ema", stop_gradient=1, sigreg_weight=0.0, sigreg_on="context",
-             target_sees="image", views="mask", sigreg_proj_dim=0,
+             target_sees="image", views="mask", sigreg_proj_dim=0, prediction_level="tokens",
+             masks="multiblock", mask_keep=0.5,
              # the scaled-down run: a 64-d, 4-block ViT on 4x4-pixel patches of the 32x32 canvas
              data="digits-canvas:32", patch_size=4, batch_size=64, steps=400)
 # The best setting of the small-scale study (README's I-JEPA section). Departures from PAPER,
@@ -108,12 +109,19 @@ def parse_args():
     study.add_argument("--stop-gradient", type=int, choices=[0, 1],
                        help="with a shared encoder: targets as constants (1) or with a gradient (0)")
     study.add_argument("--sigreg-weight", type=float, help="SIGReg's weight (0 = off)")
-    study.add_argument("--sigreg-on", choices=["context", "target", "tokens"],
-                       help="SIGReg on the pooled context, the pooled target pass, or every context token")
+    study.add_argument("--sigreg-on", choices=["context", "target", "tokens", "projection"],
+                       help="SIGReg on the pooled context, the pooled target pass, every context token, or "
+                       "projection: prediction and SIGReg both in the projector's space")
     study.add_argument("--sigreg-proj-dim", type=int,
                        help="a BatchNorm-MLP projector to this width before SIGReg (0 = none)")
+    study.add_argument("--prediction-level", choices=["tokens", "image"],
+                       help="predict each target patch, or each image's target patches pooled")
     study.add_argument("--target-sees", choices=["image", "targets"],
                        help="the target pass sees the whole image or only the target patches")
+    study.add_argument("--masks", choices=["multiblock", "halves"],
+                       help="I-JEPA's blocks, or two independent random subsets of the patches "
+                            "(context and target view, each keeping --mask-keep of them)")
+    study.add_argument("--mask-keep", type=float, help="with --masks halves")
     study.add_argument("--views", choices=["mask", "augment"],
                        help="mask: context and targets from one image; augment: the target pass "
                             "sees a second augmentation of it")
@@ -178,13 +186,21 @@ def train_jepa(args, data, vit, standardize):
     grid = vit.grid_size
     sampler = MultiBlockMaskSampler(grid, args.targets, args.target_scale, args.target_aspect,
                                     args.context_scale, min_context=args.min_context, cut=args.cut)
-    print(sampler)
+    print(sampler if args.masks == "multiblock" else f"two random views of {args.mask_keep:.0%} of the patches")
+
+    def masks(batch):
+        if args.masks == "multiblock":
+            return sampler(batch)
+        n = vit.num_patches
+        context = random_masking(batch, n, 1 - args.mask_keep, device="cpu")[0]
+        return context, random_masking(batch, n, 1 - args.mask_keep, device="cpu")[0][:, None, :]
     jepa = IJEPA(vit, predictor_dim=args.pred_dim, predictor_depth=args.pred_depth,
                  loss=args.loss, target_norm=None if args.target_norm == "none" else args.target_norm,
                  variance_weight=args.var_weight, covariance_weight=args.cov_weight,
                  target_encoder=args.target_encoder, stop_gradient=bool(args.stop_gradient),
                  sigreg_weight=args.sigreg_weight, sigreg_on=args.sigreg_on,
-                 target_sees=args.target_sees, sigreg_proj_dim=args.sigreg_proj_dim)
+                 target_sees=args.target_sees, sigreg_proj_dim=args.sigreg_proj_dim,
+                 prediction_level=args.prediction_level)
     opt = AdamW(jepa.param_groups(args.weight_decay[0]), lr=args.lr)
     steps = args.steps
     schedules = {
@@ -224,7 +240,7 @@ def train_jepa(args, data, vit, standardize):
             images = augment(images)
         elif crop is not None:
             images = crop(images)
-        context, targets = sampler(images.shape[0])
+        context, targets = masks(images.shape[0])
         # each term goes to metrics.jsonl
         return jepa.terms(standardize(images), context, targets, target_images)
 
@@ -233,7 +249,7 @@ def train_jepa(args, data, vit, standardize):
         if trainer.step % args.monitor_every == 0 or trainer.step == steps:
             check(trainer.step)
 
-    context, targets = sampler(8)
+    context, targets = masks(8)
     mask_picture(data.x_train[:8], context, targets, args.patch_size, f"{args.out}/masks.png")
     check(0)
     trainer = Trainer(step_fn, opt, models={"jepa": jepa}, schedules=schedules,

@@ -397,6 +397,8 @@ def test_sigreg_term_is_sigreg_of_the_chosen_embeddings(on):
     dict(predictor_depth=0, sigreg_weight=0.5, sigreg_on="context"),
     dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.5, sigreg_on="projection",
          sigreg_proj_dim=3, sigreg_hidden=5, loss="l2"),
+    dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.5, sigreg_on="projection",
+         sigreg_proj_dim=3, sigreg_hidden=5, prediction_level="image"),
 ])
 def test_switched_objectives_gradcheck(device, options):
     minienc.set_device(device)
@@ -468,6 +470,16 @@ def test_projection_mode_measures_the_prediction_where_sigreg_acts():
     np.testing.assert_allclose(terms["prediction"].item(), ((z[0] - z[1]) ** 2).mean(), rtol=1e-4)
     expected = sigreg(minienc.tensor(z.mean(axis=2)), a).item()
     np.testing.assert_allclose(terms["sigreg"].item(), expected, rtol=1e-4)
+
+
+def test_image_level_prediction_pools_predictions_and_targets_per_image():
+    images, context, targets = _batch("cpu", b=4)
+    jepa = _tiny_jepa("cpu", prediction_level="image", loss="l2")
+    with minienc.no_grad():
+        pred = jepa.predictor(jepa.context_encoder(images, context), context, targets).data
+        want = jepa.targets(images, targets).data
+    expected = ((pred.mean(axis=(1, 2)) - want.mean(axis=(1, 2))) ** 2).mean()
+    assert jepa(images, context, targets).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_switch_errors_are_named():

@@ -73,6 +73,7 @@ TARGET_NORMS = ("layer", "layer+batch", None)
 TARGET_ENCODERS = ("ema", "shared")
 SIGREG_INPUTS = ("context", "target", "tokens", "projection")
 TARGET_VIEWS = ("image", "targets")
+PREDICTION_LEVELS = ("tokens", "image")
 
 
 def _indices(name, idx, batch, ndim, num_patches, device):
@@ -186,20 +187,25 @@ class IJEPA(Module):
         encoder's tokens pooled per image), "target" (the pooled embeddings of the target
         pass, the representation evaluated; needs a shared encoder), or "tokens" (every
         context token, not pooled); sigreg_proj_dim > 0 puts LeJEPA's BatchNorm-MLP projector
-        (width sigreg_hidden) between them and SIGReg. target_sees: "image" (I-JEPA: the target encoder sees
+        (width sigreg_hidden) between them and SIGReg. prediction_level "image": each image's
+        predictions and targets are pooled over its target patches before the loss (and the
+        projector), so the position of a patch is no longer part of what is predicted.
+        target_sees: "image" (I-JEPA: the target encoder sees
         the whole image) or "targets" (only the target patches: a second masked view).
     """
 
     def __init__(self, encoder, predictor_dim=None, predictor_depth=6, predictor_heads=None,
                  loss="smooth_l1", target_norm="layer", variance_weight=0.0, covariance_weight=0.0,
                  target_encoder="ema", stop_gradient=True, sigreg_weight=0.0, sigreg_on="context",
-                 target_sees="image", sigreg_proj_dim=0, sigreg_hidden=256, num_directions=256):
+                 target_sees="image", sigreg_proj_dim=0, sigreg_hidden=256, num_directions=256,
+                 prediction_level="tokens"):
         if not isinstance(encoder, VisionTransformer) or encoder.cls_token is not None:
             raise ValueError("IJEPA: the encoder must be a VisionTransformer without a CLS token")
         for name, value, choices in (("target_norm", target_norm, TARGET_NORMS), ("loss", loss, LOSSES),
                                      ("target_encoder", target_encoder, TARGET_ENCODERS),
                                      ("sigreg_on", sigreg_on, SIGREG_INPUTS),
-                                     ("target_sees", target_sees, TARGET_VIEWS)):
+                                     ("target_sees", target_sees, TARGET_VIEWS),
+                                     ("prediction_level", prediction_level, PREDICTION_LEVELS)):
             if value not in choices:
                 raise ValueError(f"IJEPA: {name} must be one of {choices}, got {value!r}")
         if target_encoder == "ema" and not stop_gradient:
@@ -223,6 +229,7 @@ class IJEPA(Module):
         self.stop_gradient, self.target_sees = bool(stop_gradient), target_sees
         self.sigreg_weight, self.sigreg_on = float(sigreg_weight), sigreg_on
         self.num_directions = int(num_directions)
+        self.prediction_level = prediction_level
         # LeJEPA's BatchNorm-MLP projector between the embeddings and SIGReg (0: none)
         self.projector = projection_head(encoder.dim, sigreg_hidden, sigreg_proj_dim, num_layers=3) \
             if sigreg_weight and sigreg_proj_dim else None
@@ -293,6 +300,8 @@ class IJEPA(Module):
         context = self.context_encoder(images, context_idx)                 # (B, Kc, D)
         if self.predictor is not None:
             predictions = self.predictor(context, context_idx, target_idx)  # (B, T, Kt, D)
+            if self.prediction_level == "image":   # each image's predictions and targets pooled
+                predictions, targets = predictions.mean(axis=(1, 2)), targets.mean(axis=(1, 2))
         else:   # no predictor: the pooled context must match the pooled targets
             predictions, targets = context.mean(axis=1), targets.mean(axis=(1, 2))
         out = {}
@@ -322,7 +331,7 @@ class IJEPA(Module):
         measured (through a projector of its own, the projector alone would be spread)."""
         b, d = predictions.shape[0], predictions.shape[-1]
         flat = ops.concatenate([predictions.reshape(-1, d), targets.reshape(-1, d)], axis=0)
-        z = self.projector(flat).reshape(2, b, -1, self.projector_dim)      # (2, B, tokens, K)
+        z = self.projector(flat).reshape(2, b, -1, self.projector_dim)      # (2, B, tokens or 1, K)
         predicted, target = z[0], z[1]
         if self.stop_gradient:
             target = target.detach()
