@@ -19,7 +19,7 @@ import copy
 import json
 import time
 
-from common import image_parser, report, setup
+from common import finish, fit, image_parser, make_trainer, setup
 
 import minienc
 from minienc import backend, nn
@@ -29,7 +29,6 @@ from minienc.objectives.jepa import IJEPA
 from minienc.objectives.masked_image import MAE, random_masking
 from minienc.objectives.multiblock import MultiBlockMaskSampler
 from minienc.optim import AdamW, Cosine, LinearSchedule, WarmupCosine, param_groups_without_decay
-from minienc.train import Trainer
 
 # The released I-JEPA settings (configs/in1k_vith14_ep300.yaml, src/helper.py), on a small ViT.
 PAPER = dict(targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
@@ -141,7 +140,8 @@ def parse_args():
 
 def make_vit(args, data):
     _, size, _ = data.image_shape
-    return nn.VisionTransformer(image_size=size, patch_size=args.patch_size, dim=args.dim,
+    return nn.VisionTransformer(image_size=size, patch_size=args.patch_size,
+                                in_channels=data.image_shape[0], dim=args.dim,
                                 depth=args.depth, num_heads=args.heads, weight_init=args.init)
 
 
@@ -158,7 +158,8 @@ def mask_picture(images, context, targets, patch_size, path):
     """Rows: the images; the context the encoder sees (the rest dimmed); the target blocks, one
     colour per block, over the dimmed image."""
     np = backend.numpy
-    grey = backend.to_host(images)[:, 0]
+    pixels = backend.to_host(images)
+    grey = pixels.mean(axis=1)                 # the targets' tint is drawn over the luminance
     n, size, _ = grey.shape
     grid = size // patch_size
 
@@ -167,7 +168,7 @@ def mask_picture(images, context, targets, patch_size, path):
 
     seen = np.zeros((n, grid * grid), bool)
     seen[np.arange(n)[:, None], context] = True
-    rgb = np.repeat(grey[:, None], 3, axis=1)
+    rgb = pixels if pixels.shape[1] == 3 else np.repeat(grey[:, None], 3, axis=1)
     context_row = rgb * np.where(upscale(seen), 1.0, 0.2)[:, None]
     colours = np.array([[1, 0.2, 0.2], [0.2, 1, 0.2], [0.3, 0.5, 1], [1, 0.9, 0.2], [1, 0.3, 1]])
     target_row = rgb * 0.35
@@ -176,7 +177,7 @@ def mask_picture(images, context, targets, patch_size, path):
         block[np.arange(n)[:, None], targets[:, i]] = True
         tint = 0.35 + 0.65 * grey[:, None] * colours[i % len(colours)][None, :, None, None]
         target_row = np.where(upscale(block)[:, None], tint, target_row)
-    plot_image_grid([grey, context_row.astype(np.float32), target_row.astype(np.float32)], path,
+    plot_image_grid([pixels, context_row.astype(np.float32), target_row.astype(np.float32)], path,
                     row_titles=["image", "context", "targets"],
                     title=f"I-JEPA masks: {context.shape[1]} context patches, "
                           f"{targets.shape[1]} x {targets.shape[2]} target patches")
@@ -200,7 +201,7 @@ def train_jepa(args, data, vit, standardize):
                  target_encoder=args.target_encoder, stop_gradient=bool(args.stop_gradient),
                  sigreg_weight=args.sigreg_weight, sigreg_on=args.sigreg_on,
                  target_sees=args.target_sees, sigreg_proj_dim=args.sigreg_proj_dim,
-                 prediction_level=args.prediction_level)
+                 prediction_level=args.prediction_level, distributed=args.distributed)
     opt = AdamW(jepa.param_groups(args.weight_decay[0]), lr=args.lr)
     steps = args.steps
     schedules = {
@@ -252,9 +253,9 @@ def train_jepa(args, data, vit, standardize):
     context, targets = masks(8)
     mask_picture(data.x_train[:8], context, targets, args.patch_size, f"{args.out}/masks.png")
     check(0)
-    trainer = Trainer(step_fn, opt, models={"jepa": jepa}, schedules=schedules,
-                      callbacks=[after_step], log_every=10, out_dir=args.out)
-    trainer.fit(loader, steps=steps)
+    trainer = make_trainer(args, data, step_fn, opt, embed, models={"jepa": jepa},
+                           schedules=schedules, callbacks=[after_step], log_every=10)
+    fit(args, trainer, loader, steps)
     return embed, trainer, monitor
 
 
@@ -262,6 +263,7 @@ def logged_terms(metrics_path):
     """The prediction loss and (when on) the variance term, as the Trainer logged them."""
     with open(metrics_path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    rows = [row for row in rows if "prediction" in row]   # (a held-out evaluation's own line has none)
     steps = [row["step"] for row in rows]
     curves = {"prediction loss": (steps, [row["prediction"] for row in rows])}
     if "variance" in rows[-1]:
@@ -278,9 +280,10 @@ def train_mae(args, data, vit, standardize, steps, out):
     schedules = {"lr": WarmupCosine(args.lr, steps, int(args.warmup * steps), final=1e-6,
                                     start=args.lr / 5)}
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
-    trainer = Trainer(lambda images: mae(standardize(images))[0], opt, models={"mae": mae}, schedules=schedules,
-                      log_every=10, out_dir=f"{args.out}/{out}")
-    trainer.fit(loader, steps=steps)
+    trainer = make_trainer(args, data, lambda images: mae(standardize(images))[0], opt,
+                           models={"mae": mae}, schedules=schedules, log_every=10,
+                           out_dir=f"{args.out}/{out}")
+    fit(args, trainer, loader, steps)
     return (lambda images: mae.embed(standardize(images))), time.process_time() - start
 
 
@@ -333,7 +336,7 @@ def main():
         extra += rows
         budgets += lines
     start = time.perf_counter()
-    report(args, data, "I-JEPA (target, pooled)", jepa_embed,
+    finish(args, data, "I-JEPA (target, pooled)", jepa_embed,
            random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1), extra_records=extra,
            params=sum(p.size for group in trainer.models["jepa"].param_groups(0.0)
                       for p in group["params"]))  # trained: context encoder + predictor

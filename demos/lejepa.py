@@ -17,7 +17,7 @@ import copy
 import json
 import time
 
-from common import image_parser, report, setup
+from common import finish, fit, image_parser, make_trainer, setup
 
 import minienc
 from minienc import backend, nn
@@ -27,7 +27,6 @@ from minienc.eval import embedding_std, encode, few_shot_probe, plot_curves, plo
 from minienc.objectives.lejepa import LeJEPA
 from minienc.objectives.masked_image import random_masking
 from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay
-from minienc.train import Trainer
 
 
 def parse_args():
@@ -114,6 +113,7 @@ class Monitor:
 def logged_terms(path, names):
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    rows = [row for row in rows if "loss" in row]   # (a held-out evaluation's own line has none)
     steps = [row["step"] for row in rows]
     return {name: (steps, [row[name] for row in rows]) for name in names}
 
@@ -126,7 +126,10 @@ def main():
                                dim=args.dim, depth=args.depth, num_heads=args.heads,
                                weight_init="xavier")
     random_vit = copy.deepcopy(vit)   # the same ViT at the same random initialisation
-    model = LeJEPA(vit, proj_dim=args.proj_dim, hidden=args.hidden, lam=args.lam)
+    model = LeJEPA(vit, proj_dim=args.proj_dim, hidden=args.hidden, lam=args.lam,
+                   distributed=args.distributed)   # SIGReg over the global batch
+    if args.distributed:
+        nn.SyncBatchNorm.convert(model)              # the projector's batch norm too
     standardize = pixel_standardizer(data)
     global_aug = augmentations((0.4, 1.0))
     local_aug = augmentations((0.1, 0.4))
@@ -178,8 +181,9 @@ def main():
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
     monitor(0)
     start = time.process_time()
-    Trainer(step_fn, opt, models={"lejepa": model}, schedules={"lr": schedule},
-            callbacks=[after_step], log_every=10, out_dir=args.out).fit(loader, steps=args.steps)
+    fit(args, make_trainer(args, data, step_fn, opt, embed, models={"lejepa": model},
+                           schedules={"lr": schedule}, callbacks=[after_step], log_every=10),
+        loader, args.steps)
     print(f"LeJEPA: {args.steps} steps in {time.process_time() - start:.0f} s CPU, of which "
           f"{monitor.seconds:.0f} s wall for {len(monitor.curves['step'])} monitor checks")
     with open(f"{args.out}/monitor.json", "w") as f:
@@ -189,7 +193,7 @@ def main():
                 f"{args.out}/curves.png", title="LeJEPA training (pooled encoder output)",
                 log_scale=("prediction", "sigreg"))
     start = time.perf_counter()
-    report(args, data, "LeJEPA", embed, random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1),
+    finish(args, data, "LeJEPA", embed, random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1),
            params=model.num_parameters())
     print(f"final evaluation: {time.perf_counter() - start:.0f} s")
 

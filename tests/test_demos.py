@@ -23,7 +23,7 @@ def test_compare_runs_every_image_objective(tmp_path):
     rows = json.loads((tmp_path / "compare.json").read_text())
     trained = [r["method"] for r in rows if not r.get("baseline")]
     assert trained == ["autoencoder", "denoising AE", "VAE", "triplet", "SimCLR", "MoCo v2", "MAE",
-                       "I-JEPA", "LeJEPA"], out
+                       "I-JEPA", "LeJEPA", "BYOL", "SimSiam", "VICReg", "Barlow Twins"], out
     for r in rows:
         assert 0.0 <= r["fewshot"] <= 1.0 and 0.0 <= r["linear"] <= 1.0 and r["rankme"] >= 1.0 - 1e-6
     random_rows = [r["method"] for r in rows if r["method"].startswith("random ")]
@@ -35,6 +35,11 @@ def test_compare_runs_every_image_objective(tmp_path):
     assert "| **SimCLR** |" in (tmp_path / "compare.md").read_text()
     for name in ("ae", "dae", "vae", "triplet", "simclr", "moco", "mae", "jepa", "lejepa"):
         assert list((tmp_path / name).glob("*.png")), f"{name} saved no figure"
+    for name in ("byol", "simsiam", "vicreg", "barlow"):   # the loss and collapse gauges over training
+        assert (tmp_path / name / "curves.png").stat().st_size > 0, f"{name} drew no curves"
+        gauges = json.loads((tmp_path / name / "gauges.json").read_text())
+        assert gauges["step"][0] == 0 and len(gauges["RankMe (encoder)"]) == len(gauges["step"]) >= 2
+        assert (tmp_path / name / "gauges.png").stat().st_size > 0
 
 
 def test_mlm_demo_runs(tmp_path):

@@ -11,7 +11,7 @@ Attention projects q, k and v with ONE Linear(D, 3D) and runs the fused packed a
 """
 import math
 
-from .. import ops
+from .. import checks, ops
 from . import init
 from .layers import GELU, Dropout, Linear
 from .module import Module
@@ -25,6 +25,8 @@ class MultiHeadAttention(Module):
     attn_mask=None additive) -> (B, L, D)."""
 
     def __init__(self, dim, num_heads, qkv_bias=True, dropout=0.0):
+        checks.positive_int("MultiHeadAttention", "dim", dim)
+        checks.positive_int("MultiHeadAttention", "num_heads", num_heads)
         if dim % num_heads:
             raise ValueError(f"MultiHeadAttention: dim {dim} is not divisible by {num_heads} heads")
         self.dim, self.num_heads = dim, num_heads
@@ -45,6 +47,7 @@ class MultiHeadAttention(Module):
 
 class MLP(Module):
     def __init__(self, dim, hidden, out=None, dropout=0.0):
+        checks.positive_int("MLP", "hidden", hidden)
         self.fc1, self.act, self.fc2 = Linear(dim, hidden), GELU(), Linear(hidden, out or dim)
         self.drop = Dropout(dropout)
 
@@ -57,6 +60,10 @@ class TransformerBlock(Module):
     LayerNorm eps is 1e-6 as in ViT, MAE and I-JEPA."""
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, dropout=0.0, eps=1e-6):
+        checks.positive("TransformerBlock", "mlp_ratio", mlp_ratio)
+        if int(dim * mlp_ratio) < 1:
+            raise ValueError(f"TransformerBlock: mlp_ratio {mlp_ratio} of dim {dim} leaves an MLP "
+                             f"of width 0")
         self.norm1 = LayerNorm(dim, eps=eps)
         self.attn = MultiHeadAttention(dim, num_heads, qkv_bias, dropout)
         self.norm2 = LayerNorm(dim, eps=eps)

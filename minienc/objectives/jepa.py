@@ -43,7 +43,9 @@ covariance terms, on one view: the context encoder's embeddings average-pooled p
     L += w_var * mean_d relu(1 - sqrt(Var_b z_d + eps))      every feature varies over images
        + w_cov * sum_{d != e} Cov_b(z)_de^2 / D              and features do not repeat each other
 
-(variance_weight, covariance_weight; both 0 by default, which is exactly I-JEPA.)
+(variance_weight, covariance_weight; both 0 by default, which is exactly I-JEPA.) With
+distributed=True (minienc.distributed) these batch statistics, and those of "layer+batch", are
+over the global batch: the pooled embeddings are gathered from every process, with a gradient.
 
 The predictor runs all T blocks in ONE pass, as the released code does: the context tokens are
 repeated once per block and each copy is followed by that block's mask tokens, so the blocks of
@@ -56,6 +58,7 @@ undoes the rescale; minienc keeps it (init_transformer_weights). target_norm="la
 not in I-JEPA: it is an option for the small-scale study (README).
 """
 from .. import backend, ops
+from .. import distributed as dist
 from ..nn import init
 from ..nn.layers import Linear
 from ..nn.module import Module
@@ -67,6 +70,7 @@ from ..optim.optimizer import param_groups_without_decay
 from ..engine import as_array, no_grad
 from .contrastive import projection_head
 from .sigreg import sigreg
+from .vicreg import variance_covariance  # the one implementation, shared with VICReg
 
 LOSSES = ("smooth_l1", "l2")
 TARGET_NORMS = ("layer", "layer+batch", None)
@@ -88,22 +92,6 @@ def _indices(name, idx, batch, ndim, num_patches, device):
         raise IndexError(f"{name}: patch indices must lie in [0, {num_patches}), got "
                          f"[{int(data.min())}, {int(data.max())}]")
     return data
-
-
-def variance_covariance(embeddings, eps=1e-4):
-    """VICReg's two anti-collapse terms (Bardes et al. 2022) of embeddings (B, D) over the batch:
-    variance = mean_d relu(1 - sqrt(Var_b z_d + eps)),
-    covariance = sum_{d != e} Cov(z)_de^2 / D.   Returns (variance, covariance)."""
-    if embeddings.ndim != 2 or embeddings.shape[0] < 2:
-        raise ValueError(f"variance_covariance: expected embeddings (B >= 2, D), got "
-                         f"{tuple(embeddings.shape)}")
-    b, d = embeddings.shape
-    centred = embeddings - embeddings.mean(axis=0, keepdims=True)
-    var = centred.var(axis=0, ddof=1)
-    variance = (1.0 - (var + eps).sqrt()).relu().mean()
-    cov = (centred.T @ centred) / (b - 1)
-    covariance = ((cov * cov).sum() - (var * var).sum()) / d
-    return variance, covariance
 
 
 def jepa_loss(predictions, targets, loss="smooth_l1"):
@@ -175,7 +163,7 @@ class IJEPA(Module):
     (patch position, feature) over the batch's images (NOT in I-JEPA; see `targets`); None:
     the raw outputs. loss: "smooth_l1" (code) or "l2" (paper). variance_weight,
     covariance_weight: the VICReg terms on the pooled context embeddings (module docstring;
-    0 = I-JEPA as released).
+    0 = I-JEPA as released). distributed: the batch statistics over every process's batch.
 
     The guards against collapse, each a switch (the module docstring's last section; 
     demos/collapse.py removes them one at a time):
@@ -198,7 +186,7 @@ class IJEPA(Module):
                  loss="smooth_l1", target_norm="layer", variance_weight=0.0, covariance_weight=0.0,
                  target_encoder="ema", stop_gradient=True, sigreg_weight=0.0, sigreg_on="context",
                  target_sees="image", sigreg_proj_dim=0, sigreg_hidden=256, num_directions=256,
-                 prediction_level="tokens"):
+                 prediction_level="tokens", distributed=False):
         if not isinstance(encoder, VisionTransformer) or encoder.cls_token is not None:
             raise ValueError("IJEPA: the encoder must be a VisionTransformer without a CLS token")
         for name, value, choices in (("target_norm", target_norm, TARGET_NORMS), ("loss", loss, LOSSES),
@@ -230,6 +218,7 @@ class IJEPA(Module):
         self.sigreg_weight, self.sigreg_on = float(sigreg_weight), sigreg_on
         self.num_directions = int(num_directions)
         self.prediction_level = prediction_level
+        self.distributed = distributed
         # LeJEPA's BatchNorm-MLP projector between the embeddings and SIGReg (0: none)
         self.projector = projection_head(encoder.dim, sigreg_hidden, sigreg_proj_dim, num_layers=3) \
             if sigreg_weight and sigreg_proj_dim else None
@@ -259,7 +248,8 @@ class IJEPA(Module):
             # a target is predictable from its position alone and the encoder lowers the
             # loss by shrinking what varies between images. Standardising each position's
             # feature over the batch leaves only that variation, at unit scale.
-            h = (h - h.mean(axis=0, keepdims=True)) / (h.var(axis=0, keepdims=True) + 1e-5).sqrt()
+            batch = dist.all_gather(h) if self.distributed else h
+            h = (h - batch.mean(axis=0, keepdims=True)) / (batch.var(axis=0, keepdims=True) + 1e-5).sqrt()
         return h
 
     def _gather(self, h, target_idx):
@@ -312,13 +302,13 @@ class IJEPA(Module):
             prediction = loss = jepa_loss(predictions, targets, self.loss_name)
         out["prediction"] = prediction
         if self.variance_weight or self.covariance_weight:
-            out["variance"], out["covariance"] = variance_covariance(context.mean(axis=1))
+            out["variance"], out["covariance"] = variance_covariance(self._batch(context.mean(axis=1)))
             loss = loss + self.variance_weight * out["variance"] + self.covariance_weight * out["covariance"]
         if self.sigreg_weight and self.sigreg_on != "projection":
             z = {"context": lambda: context.mean(axis=1), "target": lambda: pooled_target,
                  "tokens": lambda: context.reshape(-1, context.shape[-1])}[self.sigreg_on]()
             z = self.projector(z) if self.projector is not None else z
-            out["sigreg"] = sigreg(z, directions, self.num_directions)
+            out["sigreg"] = sigreg(self._batch(z), directions, self.num_directions)
             loss = loss + self.sigreg_weight * out["sigreg"]
         out["loss"] = loss
         return out
@@ -337,8 +327,14 @@ class IJEPA(Module):
             target = target.detach()
         prediction = jepa_loss(predicted, target, self.loss_name)
         pooled = z.mean(axis=2)                                             # (2, B, K)
-        return prediction, sigreg(pooled if not self.stop_gradient else pooled[:1], directions,
-                                  self.num_directions)
+        pooled = pooled if not self.stop_gradient else pooled[:1]
+        if self.distributed:   # the global batch's samples, view by view
+            pooled = dist.all_gather(pooled.transpose(1, 0, 2)).transpose(1, 0, 2)
+        return prediction, sigreg(pooled, directions, self.num_directions)
+
+    def _batch(self, z):
+        """z, or with distributed=True every process's z gathered (with a gradient)."""
+        return dist.all_gather(z) if self.distributed else z
 
     def update_target(self, momentum):
         """theta_target <- m * theta_target + (1 - m) * theta_context, in place (after a step);
