@@ -241,7 +241,8 @@ class RandomErasing(Augmentation):
     the area and aspect `ratio` to `value`. Box sides are clipped to the image (no retry loop)."""
 
     def __init__(self, p=0.5, scale=(0.02, 0.25), ratio=(0.3, 3.3), value=0.0):
-        self.p, self.scale, self.ratio, self.value = probability("RandomErasing", p), tuple(scale), tuple(ratio), value
+        self.p, self.value = probability("RandomErasing", p), value
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
         checks.span("RandomErasing", "scale", self.scale, high=1.0)
         checks.span("RandomErasing", "ratio", self.ratio)
 
