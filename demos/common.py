@@ -33,27 +33,35 @@ def image_parser(description, epochs=20, latent_dim=None, batch_size=128, lr=1e-
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="output folder (default: runs/<demo name>)")
     parser.add_argument("--draws", type=int, default=100, help="few-shot probe draws")
-    add_blas_threads_flag(parser)
+    add_threads_flag(parser)
     return parser
 
 
-def add_blas_threads_flag(parser):
-    parser.add_argument("--blas-threads", type=int, default=1,
-                        help="host BLAS threads (see minienc.tuning.set_blas_threads: the demos' "
-                             "small matrices run fastest on one)")
+def add_threads_flag(parser):
+    parser.add_argument("--threads", type=int, default=None,
+                        help="host threads for BLAS and minienc's elementwise work (default: "
+                             "chosen at start-up by a quick probe, see minienc.tuning)")
 
 
-def tune_process(blas_threads):
+def tune_process(threads=None):
     """The process-wide CPU settings every demo starts with (see minienc.tuning): freed
-    temporaries are reused across steps, and the host BLAS gets `blas_threads` threads."""
+    temporaries are reused across steps, and `threads` host threads (None: the probe's choice,
+    printed with its timings)."""
     tuning.tune_host_allocator()
-    tuning.set_blas_threads(blas_threads)
+    advice = tuning.openblas_kernel_advice()
+    if advice:
+        print(f"note: {advice}")
+    if threads is None:
+        threads, timings = tuning.choose_threads()
+        probe = ", ".join(f"{n}: {t * 1e3:.1f} ms" for n, t in timings.items())
+        print(f"threads: {threads} (probe step with {probe})")
+    tuning.set_threads(threads)
 
 
 def setup(args):
     """Seed, default device and output folder from the flags; returns the dataset."""
     minienc.manual_seed(args.seed)
-    tune_process(args.blas_threads)
+    tune_process(args.threads)
     if args.device:
         minienc.set_device(args.device)
     args.device = minienc.get_device()

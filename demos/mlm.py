@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minienc  # noqa: E402
 from minienc import backend  # noqa: E402
-from common import add_blas_threads_flag, tune_process  # noqa: E402
+from common import add_threads_flag, tune_process  # noqa: E402
 from minienc.data import BatchIterator, Tokenizer, load_corpus, split_corpus  # noqa: E402
 from minienc.objectives import MaskedLanguageModel, mask_tokens  # noqa: E402
 from minienc.objectives.masked_language import IGNORE_INDEX  # noqa: E402
@@ -44,7 +44,7 @@ def parse_args():
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINIENC_DEVICE or cpu)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/mlm")
-    add_blas_threads_flag(parser)
+    add_threads_flag(parser)
     return parser.parse_args()
 
 
@@ -136,7 +136,7 @@ def neighbour_examples(mlm, train_sentences, train_ids, test_sentences, test_ids
 def main():
     args = parse_args()
     minienc.manual_seed(args.seed)
-    tune_process(args.blas_threads)
+    tune_process(args.threads)
     if args.device:
         minienc.set_device(args.device)
     device = minienc.get_device()
