@@ -19,7 +19,7 @@ import copy
 import json
 import time
 
-from common import image_parser, report, setup
+from common import fit, image_parser, make_trainer, report, setup
 
 import minienc
 from minienc import backend, nn
@@ -29,7 +29,6 @@ from minienc.objectives.jepa import IJEPA
 from minienc.objectives.masked_image import MAE
 from minienc.objectives.multiblock import MultiBlockMaskSampler
 from minienc.optim import AdamW, Cosine, LinearSchedule, WarmupCosine, param_groups_without_decay
-from minienc.train import Trainer
 
 # The released I-JEPA settings (configs/in1k_vith14_ep300.yaml, src/helper.py), on a small ViT.
 PAPER = dict(targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
@@ -114,7 +113,8 @@ def parse_args():
 
 def make_vit(args, data):
     _, size, _ = data.image_shape
-    return nn.VisionTransformer(image_size=size, patch_size=args.patch_size, dim=args.dim,
+    return nn.VisionTransformer(image_size=size, patch_size=args.patch_size,
+                                in_channels=data.image_shape[0], dim=args.dim,
                                 depth=args.depth, num_heads=args.heads, weight_init=args.init)
 
 
@@ -201,9 +201,9 @@ def train_jepa(args, data, vit, standardize):
     context, targets = sampler(8)
     mask_picture(data.x_train[:8], context, targets, args.patch_size, f"{args.out}/masks.png")
     check(0)
-    trainer = Trainer(step_fn, opt, models={"jepa": jepa}, schedules=schedules,
-                      callbacks=[after_step], log_every=10, out_dir=args.out)
-    trainer.fit(loader, steps=steps)
+    trainer = make_trainer(args, data, step_fn, opt, embed, models={"jepa": jepa},
+                           schedules=schedules, callbacks=[after_step], log_every=10)
+    fit(args, trainer, loader, steps)
     return embed, trainer, monitor
 
 
@@ -211,6 +211,7 @@ def logged_terms(metrics_path):
     """The prediction loss and (when on) the variance term, as the Trainer logged them."""
     with open(metrics_path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    rows = [row for row in rows if "prediction" in row]   # (a held-out evaluation's own line has none)
     steps = [row["step"] for row in rows]
     curves = {"prediction loss": (steps, [row["prediction"] for row in rows])}
     if "variance" in rows[-1]:
@@ -225,9 +226,10 @@ def train_mae(args, data, vit, standardize):
     schedules = {"lr": WarmupCosine(args.lr, args.steps, int(args.warmup * args.steps), final=1e-6,
                                     start=args.lr / 5)}
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
-    trainer = Trainer(lambda images: mae(standardize(images))[0], opt, models={"mae": mae}, schedules=schedules,
-                      log_every=10, out_dir=f"{args.out}/mae")
-    trainer.fit(loader, steps=args.steps)
+    trainer = make_trainer(args, data, lambda images: mae(standardize(images))[0], opt,
+                           models={"mae": mae}, schedules=schedules, log_every=10,
+                           out_dir=f"{args.out}/mae")
+    fit(args, trainer, loader, args.steps)
     return lambda images: mae.embed(standardize(images))
 
 

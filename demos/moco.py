@@ -1,20 +1,20 @@
 """MoCo v2 on digits: a query encoder trained on InfoNCE against a momentum key encoder's keys and
 a FIFO queue of older keys (temperature 0.2, MLP head), with SimCLR's encoder, augmentations and
-optimizer (demos/simclr.py) so the two compare on equal terms.
+optimizer (demos/common.py's two-view recipe) so the two compare on equal terms.
 
-    python demos/moco.py                        # ~45 s of one CPU core
+    python demos/moco.py                        # 1,500 steps, ~45 s of one CPU core
     python demos/moco.py --queue 512 --momentum 0.999 --bn-groups 1
 """
 import copy
 
-from common import image_parser, setup
-from simclr import add_recipe_flags, digits_encoder, finish, train_contrastive
+from common import (add_recipe_flags, finish, image_parser, mlp_encoder, setup,
+                    train_contrastive)
 
 from minienc.objectives.contrastive import MoCo, projection_head
 
 
 def main():
-    parser = add_recipe_flags(image_parser(__doc__, epochs=300, latent_dim=64, batch_size=256,
+    parser = add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64, batch_size=256,
                                            lr=1.0), temperature=0.2)
     parser.add_argument("--queue", type=int, default=1024,
                         help="negatives kept (a multiple of the batch, below the train set size)")
@@ -26,7 +26,7 @@ def main():
     if args.queue % args.batch_size or args.queue >= len(data.x_train):
         parser.error(f"--queue {args.queue} must be a multiple of --batch-size {args.batch_size} "
                      f"and smaller than the {len(data.x_train)} train images")
-    encoder = digits_encoder(args.latent_dim)
+    encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
     head = projection_head(args.latent_dim, args.hidden, 64, batch_norm=False)
     moco = MoCo(encoder, head, queue_size=args.queue, momentum=args.momentum,
@@ -34,7 +34,7 @@ def main():
     # the key encoder follows the query encoder after every optimizer step
     train_contrastive(args, data, "MoCo v2", moco.loss,
                       models={"moco": moco, "key_encoder": moco.key_encoder}, params=moco,
-                      callbacks=[lambda trainer: moco.update_key_encoder()])
+                      encoder=encoder, callbacks=[lambda trainer: moco.update_key_encoder()])
     finish(args, data, "MoCo v2", encoder, random_encoder)
 
 

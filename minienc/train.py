@@ -42,13 +42,13 @@ import time
 
 from . import backend
 from .checkpoint import load_checkpoint, save_checkpoint
-from .progress import MetricsFile, format_seconds, progress_bar
+from .progress import MetricsFile, estimate_line, evaluation_summary, plan_line, progress_bar
 from .optim.clip import clip_grad_norm
 from .optim.optimizer import set_hyperparameter
 
 OPTIMIZER_KEYS = ("lr", "weight_decay")
 RUN_FILES = ("checkpoint.npz", "metrics.jsonl")   # a folder holding either holds a run
-EVAL_BUDGET = 0.15   # evaluation's share of the run's time above which the Trainer says so
+EVAL_BUDGET = 0.15   # the largest share of the run's time evaluations may take, by default
 PLAN_AFTER = 10      # steps timed before the plan's estimate is printed
 _END = object()
 
@@ -67,6 +67,8 @@ class Trainer:
         std on a fixed subset), run with the models in eval mode before the first step, every
         `eval_every` steps and after the last; its numbers go to metrics.jsonl ("eval_<name>"),
         to `self.evaluations` and to evaluation.png, its time to "eval_s".
+    eval_budget: the largest share of the run's time the evaluations may take: one that would
+        push the share past it is skipped (and counted in the summary); None: never skip.
     clip_grad: a max global gradient norm (clip_grad_norm, no host sync), or None.
     log_every: steps between host reads of the loss (progress, metrics file, NaN check).
     out_dir: where metrics.jsonl, loss.png and checkpoint.npz go (None: write nothing).
@@ -78,7 +80,7 @@ class Trainer:
     def __init__(self, step_fn, optimizer, models=None, schedules=None, callbacks=(),
                  clip_grad=None, log_every=10, out_dir=None, checkpoint_every=None,
                  batch_size=None, progress=True, extra=None, accumulate=1, evaluator=None,
-                 eval_every=None):
+                 eval_every=None, eval_budget=EVAL_BUDGET):
         if log_every < 1:
             raise ValueError(f"Trainer: log_every must be >= 1, got {log_every}")
         if not isinstance(accumulate, int) or accumulate < 1:
@@ -95,7 +97,8 @@ class Trainer:
         self.clip_grad, self.log_every, self.out_dir = clip_grad, log_every, out_dir
         self.checkpoint_every, self.batch_size = checkpoint_every, batch_size
         self.progress, self.accumulate = progress, accumulate
-        self.evaluator, self.eval_every = evaluator, eval_every
+        self.evaluator, self.eval_every, self.eval_budget = evaluator, eval_every, eval_budget
+        self.eval_skipped = 0       # scheduled evaluations skipped to stay within eval_budget
         self.extra = extra or {}
         self.step = self.epoch = self.batch_in_epoch = 0
         self.values = {}            # this step's scheduled values
@@ -110,6 +113,9 @@ class Trainer:
         self._owns_out_dir = False  # this Trainer wrote out_dir's run (a second fit continues it)
         self._interrupted = False
         self._bar = None
+        self._last_eval_s = 0.0     # the latest evaluation's seconds (what the next will cost)
+        self._eval_said = None      # the step of the latest evaluation line printed
+        self._eval_postfix = ""     # the latest evaluation, shown on the bar
 
     # ----- paths -------------------------------------------------------------------------------
     def _path(self, name):
@@ -169,7 +175,7 @@ class Trainer:
                             break
                 if (self.evaluator is not None and self._last_eval != self.step
                         and not self._interrupted):
-                    self._evaluate()                 # the end point of every curve
+                    self._evaluate_if_affordable()   # the end point of every curve
                 self._log()
                 self._elapsed()
         finally:
@@ -295,11 +301,21 @@ class Trainer:
         if self.step == self._start_step + PLAN_AFTER:
             self._say_estimate(total)
         if self.evaluator is not None and self.eval_every and self.step % self.eval_every == 0:
-            self._evaluate()
+            self._evaluate_if_affordable()
         if self.checkpoint_every and self.step % self.checkpoint_every == 0 and self.out_dir:
             self.save()
 
     # ----- evaluation --------------------------------------------------------------------------
+    def _evaluate_if_affordable(self):
+        """Evaluate unless the pass (timed as the last one) would take the evaluations' share
+        of the run past eval_budget."""
+        if self.eval_budget is not None and self.evaluations:
+            expected = self._last_eval_s
+            if self.eval_s + expected > self.eval_budget * (self._elapsed() + expected):
+                self.eval_skipped += 1
+                return
+        self._evaluate()
+
     def _evaluate(self):
         """Run the evaluator with every model in eval mode and the host RNG left where it was
         (so evaluating never changes what training does), log its numbers and its time."""
@@ -315,7 +331,7 @@ class Trainer:
             for name, mode in modes.items():
                 self.models[name].train(mode)
             backend.set_rng_state(rng_state)
-        seconds = time.perf_counter() - began
+        seconds = self._last_eval_s = time.perf_counter() - began
         self.eval_s += seconds
         self._last_eval = self.step
         self.evaluations.append({"step": self.step, **result})
@@ -327,52 +343,29 @@ class Trainer:
         else:   # step 0, or a step whose losses were already logged by an earlier evaluation
             self._write_record({"step": self.step, "epoch": self.epoch, **scores,
                                 "eval_s": self.eval_s, "elapsed_s": self._elapsed()})
-        if self._bar is not None and self.progress:
-            shown = "  ".join(f"{k} {v:.3g}" for k, v in result.items())
+        shown = "  ".join(f"{k} {v:.3g}" for k, v in result.items())
+        # a line at the start, then at most one per tenth of the run; the bar shows the latest
+        if self._bar is not None and self.progress and (
+                self._eval_said is None or not self._bar.total or self.step == self._bar.total
+                or self.step - self._eval_said >= self._bar.total / 10):
             self._bar.write(f"eval @ step {self.step}: {shown}  ({seconds:.1f} s)")
+            self._eval_said = self.step
+        self._eval_postfix = f" | {shown}"
 
-    def _say_evaluation_share(self):
-        if self.evaluator is None or not self.progress or not self.elapsed_s:
-            return
-        share = self.eval_s / self.elapsed_s
-        line = (f"evaluation: {len(self.evaluations)} passes, {self.eval_s:.1f} s of the run's "
-                f"{self.elapsed_s:.1f} s ({share:.0%})")
-        if share > EVAL_BUDGET:
-            line += (f", over {EVAL_BUDGET:.0%}: evaluate less often (eval_every) or on a smaller "
-                     f"subset (Evaluator(train_size=, test_size=))")
-        print(line)
-
-    # ----- what the run prints first ------------------------------------------------------------
+    # ----- what the run says: the plan first, an estimate, the evaluation's share at the end ----
     def _say_plan(self, total, epoch_length):
-        if not self.progress:
-            return
-        parts = [f"{total:,} optimizer steps" if total else "steps: until the data ends"]
-        if epoch_length:
-            per_epoch = math.ceil(epoch_length / self.accumulate)
-            parts[0] += f" ({total / per_epoch:.3g} epochs of {per_epoch} steps)" if total else ""
-        if self.accumulate > 1:
-            parts.append(f"{self.accumulate} micro-batches per step")
-        if self.step:
-            parts.append(f"resuming at step {self.step}")
-        if self.evaluator is not None:
-            parts.append(f"evaluation every {self.eval_every} steps" if self.eval_every
-                         else "evaluation at the start and the end")
-        if self.out_dir:
-            parts.append(f"into {self.out_dir}")
-        print("plan: " + ", ".join(parts), flush=True)
+        if self.progress:
+            print(plan_line(self, total, epoch_length), flush=True)
 
     def _say_estimate(self, total):
-        if not self.progress or not total:
-            return
-        self._log()   # a host sync: the time below is the device's, not the queue's
-        trained = self._elapsed() - self.eval_s
-        per_step = trained / max(self.step - self._start_step, 1)
-        left = (total - self.step) * per_step
-        line = f"estimate: {per_step * 1e3:.0f} ms per step, ~{format_seconds(left)} to step {total:,}"
-        if self.evaluations and self.eval_every:
-            per_eval = self.eval_s / len(self.evaluations)
-            line += f" (+ ~{format_seconds(per_eval * (total - self.step) / self.eval_every)} evaluating)"
-        self._bar.write(line)
+        if self.progress and total:
+            self._log()   # a host sync: the time below is the device's, not the queue's
+            per_step = (self._elapsed() - self.eval_s) / max(self.step - self._start_step, 1)
+            self._bar.write(estimate_line(self, total, per_step))
+
+    def _say_evaluation_share(self):
+        if self.evaluator is not None and self.progress and self.elapsed_s:
+            print(evaluation_summary(self))
 
     # ----- logging -----------------------------------------------------------------------------
     def _elapsed(self):
@@ -406,6 +399,7 @@ class Trainer:
             text += f" lr {self.values['lr']:.2e}"
         if self.batch_size:
             text += f" {rate * self.batch_size:.0f} samples/s"
+        text += self._eval_postfix
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=False)
             self._bar.update(self.step - self._bar.n)

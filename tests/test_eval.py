@@ -166,7 +166,8 @@ def test_baselines_and_table(device, capsys):
     assert records[0]["linear"] > 0.9
     E.print_table(records, title="baselines")
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "baselines" and lines[1].split() == ["method", "dim", "linear", "5-shot", "k-NN", "RankMe"]
+    assert lines[0] == "baselines" and lines[1].split() == ["method", "dim", "linear", "5-shot",
+                                                            "k-NN", "RankMe", "align", "unif"]
     assert len(lines) == 5
     p_train, p_test = E.pca_features(backend.to_device(data.x_train, device), backend.to_device(data.x_test, device), 3)
     assert p_train.shape == (120, 3) and abs(float(p_train.mean())) < 1e-5

@@ -11,7 +11,7 @@ import minienc
 from minienc import nn
 from minienc.data import ImageDataset
 from minienc.eval import Evaluator
-from minienc.eval.monitor import stratified_subset
+from minienc.data.datasets import stratified_subset
 from minienc.objectives.contrastive import nt_xent
 from minienc.optim import SGD, Adam
 from minienc.train import Trainer
@@ -122,7 +122,7 @@ def _blobs(n_train=120, n_test=60, seed=0):
     return ImageDataset(*draw(n_train), *draw(n_test), "blobs")
 
 
-def _encoder_run(device, out_dir=None, evaluate=True, eval_every=5, steps=12):
+def _encoder_run(device, out_dir=None, evaluate=True, eval_every=5, steps=12, eval_budget=None):
     data = _blobs()
     minienc.manual_seed(0)
     encoder = nn.Sequential(nn.Flatten(), nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(),
@@ -136,7 +136,7 @@ def _encoder_run(device, out_dir=None, evaluate=True, eval_every=5, steps=12):
     evaluator = Evaluator(encoder, data, train_size=60, test_size=30, draws=3) if evaluate else None
     trainer = Trainer(step, Adam(encoder.parameters(), lr=1e-2), models=encoder, log_every=4,
                       evaluator=evaluator, eval_every=eval_every if evaluate else None,
-                      out_dir=out_dir, progress=False)
+                      eval_budget=eval_budget, out_dir=out_dir, progress=False)
     trainer.fit(batches, steps=steps)
     return trainer, encoder
 
@@ -166,6 +166,33 @@ def test_evaluation_does_not_change_the_training(device):
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         np.testing.assert_array_equal(x, y, err_msg=name)
     assert a.training   # the model is back in training mode
+
+
+def test_the_evaluations_share_of_the_run_stays_within_its_budget():
+    """A slow evaluator asked for at every step: most passes are skipped, the share is bounded
+    (by the budget, plus the one pass at the start that nothing can be weighed against)."""
+    import time
+    passes = []
+
+    def slow_evaluator():
+        time.sleep(0.02)
+        passes.append(1)
+        return {"knn": 0.5}
+
+    w = nn.Parameter(np.ones(3, dtype=np.float32))
+
+    def step(_):
+        time.sleep(0.003)
+        return (w * w).sum()
+
+    trainer = Trainer(step, SGD([w], lr=0.1), evaluator=slow_evaluator, eval_every=1,
+                      eval_budget=0.15, progress=False)
+    trainer.fit(list(range(10)), steps=200)
+    assert 2 <= len(passes) < 100 and trainer.eval_skipped > 100, (len(passes), trainer.eval_skipped)
+    assert trainer.eval_s <= 0.15 * trainer.elapsed_s + 0.03, (trainer.eval_s, trainer.elapsed_s)
+    unbounded = Trainer(step, SGD([w], lr=0.1), evaluator=slow_evaluator, eval_every=10,
+                        eval_budget=None, progress=False).fit(list(range(10)), steps=30)
+    assert [e["step"] for e in unbounded.evaluations] == [0, 10, 20, 30]
 
 
 def test_the_evaluator_sees_separable_classes():

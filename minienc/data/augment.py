@@ -181,16 +181,22 @@ class RandomAffine(Augmentation):
 
 class RandomResizedCrop(Augmentation):
     """SimCLR's crop: a random box with `scale` of the area and aspect ratio in `ratio`
-    (log-uniform), resized back to the full image with bilinear interpolation.
+    (log-uniform), resized back to the full image with bilinear interpolation, or to `size`
+    (an int or (H, W): the multi-crop's smaller local views; then p must be 1).
 
     torchvision retries until the box fits; here the box sides are clipped to the image instead,
     which keeps the draw a fixed number of device operations (no data-dependent loop)."""
 
-    def __init__(self, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), p=1.0):
+    def __init__(self, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), p=1.0, size=None):
         self.scale, self.ratio, self.p = tuple(scale), tuple(ratio), p
+        self.size = (size, size) if isinstance(size, int) else (None if size is None else tuple(size))
+        if self.size is not None and p < 1.0:
+            raise ValueError(f"RandomResizedCrop: with size={self.size} every image changes size, "
+                             f"so p must be 1, got p={p}")
 
     def apply(self, x, gen, xp):
         n, _, h, w = x.shape
+        ho, wo = self.size or (h, w)
         dt = x.dtype
         area = uniform(gen, self.scale[0], self.scale[1], n, dt)
         aspect = xp.exp(uniform(gen, math.log(self.ratio[0]), math.log(self.ratio[1]), n, dt))
@@ -200,8 +206,10 @@ class RandomResizedCrop(Augmentation):
         cx = uniform(gen, -1.0, 1.0, n, dt) * (1 - fw) * (w / 2)
         cy = uniform(gen, -1.0, 1.0, n, dt) * (1 - fh) * (h / 2)
         zero = xp.zeros(n, dtype=dt)
-        theta = xp.stack([xp.stack([fw, zero, cx], axis=-1), xp.stack([zero, fh, cy], axis=-1)], axis=1)
-        return affine_sample(x, theta)
+        # an output pixel spans fw * w / wo input pixels (1 output pixel = fw input pixels at wo = w)
+        sx, sy = fw * (w / wo), fh * (h / ho)
+        theta = xp.stack([xp.stack([sx, zero, cx], axis=-1), xp.stack([zero, sy, cy], axis=-1)], axis=1)
+        return affine_sample(x, theta, (ho, wo))
 
 
 class GaussianNoise(Augmentation):
@@ -260,6 +268,52 @@ class BrightnessContrast(Augmentation):
         return xp.clip(out, *self.clip) if self.clip is not None else out
 
 
+# ----- corruption noises (the denoising autoencoder's q(x~ | x), Vincent et al. 2010) ----------
+
+def exact_fraction_mask(gen, xp, shape, fraction):
+    """Boolean (N, ...) with exactly round(fraction * D) True entries in each example's D entries,
+    chosen uniformly at random on the device: rank random keys within each row and keep the
+    lowest ranks (Vincent et al. corrupt a fixed number of components per example)."""
+    n = shape[0]
+    d = 1
+    for size in shape[1:]:
+        d *= size
+    count = int(round(fraction * d))
+    keys = gen.random((n, d), dtype=backend.DEFAULT_DTYPE)
+    # argsort gives a strict order even on tied keys, so the count is exact
+    ranks = xp.argsort(xp.argsort(keys, axis=1), axis=1)
+    return (ranks < count).reshape(shape)
+
+
+class MaskingNoise(Augmentation):
+    """Masking noise: exactly round(fraction * D) values of each image (all channels and pixels
+    together), chosen at random, are set to 0."""
+
+    def __init__(self, fraction=0.25):
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"{type(self).__name__}: fraction must be in [0, 1], got {fraction}")
+        self.fraction = fraction
+
+    def apply(self, x, gen, xp):
+        mask = exact_fraction_mask(gen, xp, x.shape, self.fraction)
+        return xp.where(mask, self.fill(gen, xp, x), x)
+
+    def fill(self, gen, xp, x):
+        return xp.zeros((), dtype=x.dtype)
+
+
+class SaltAndPepperNoise(MaskingNoise):
+    """Salt-and-pepper noise: the chosen values become `low` or `high` by a fair coin each."""
+
+    def __init__(self, fraction=0.25, low=0.0, high=1.0):
+        super().__init__(fraction)
+        self.low, self.high = low, high
+
+    def fill(self, gen, xp, x):
+        coin = gen.random(x.shape, dtype=x.dtype) < 0.5
+        return xp.where(coin, xp.asarray(self.high, dtype=x.dtype), xp.asarray(self.low, dtype=x.dtype))
+
+
 def contrastive_augment():
     """A starting recipe for two-view methods on small grey digits: SimCLR's crop and jitter,
     a small rotation, noise and erasing. No flips (a mirrored 2 is not a 2). Strengths are
@@ -271,3 +325,51 @@ def contrastive_augment():
         GaussianNoise(0.05, clip=(0.0, 1.0)),
         RandomErasing(p=0.25, scale=(0.02, 0.15)),
     ])
+
+
+# ----- multi-crop (Caron et al. 2020, SwAV; DINO) -------------------------------------------------
+
+class MultiCrop:
+    """Multi-crop views of a batch: `global_crops` random-resized crops covering `global_scale` of
+    the image at `global_size`, then `local_crops` covering `local_scale` at `local_size`, each
+    then passed through `transform` (the rest of the augmentation: jitter, noise, ...; the local
+    crops through `local_transform` if given). Returns a list of batches, the global crops first,
+    on the images' device and of their type.
+
+        views = MultiCrop(2, 6)(images)     # DINO: the teacher sees views[:2], the student all
+        view1, view2 = MultiCrop(2, 0, global_scale=(0.5, 1.0), transform=jitter)(images)
+                                            # any two-view objective: two global crops
+
+    DINO's defaults: global crops of 40-100% of the image at 224 pixels, local crops of 5-40% at
+    96 pixels (global_scale=(0.4, 1.0), local_scale=(0.05, 0.4), local_size=96). Sizes default
+    to the input's, as an encoder with a fixed input size (an MLP on pixels) needs.
+    """
+
+    def __init__(self, global_crops=2, local_crops=6, global_scale=(0.4, 1.0),
+                 local_scale=(0.05, 0.4), global_size=None, local_size=None, ratio=(3 / 4, 4 / 3),
+                 transform=None, local_transform=None):
+        if global_crops < 1 or local_crops < 0:
+            raise ValueError(f"MultiCrop: needs global_crops >= 1 and local_crops >= 0, got "
+                             f"{global_crops} and {local_crops}")
+        for name, (low, high) in (("global_scale", global_scale), ("local_scale", local_scale)):
+            if not 0.0 < low <= high <= 1.0:
+                raise ValueError(f"MultiCrop: {name} must satisfy 0 < low <= high <= 1, got {(low, high)}")
+        self.global_crops, self.local_crops = int(global_crops), int(local_crops)
+        self.global_crop = RandomResizedCrop(global_scale, ratio, size=global_size)
+        self.local_crop = RandomResizedCrop(local_scale, ratio, size=local_size)
+        self.transform = transform
+        self.local_transform = local_transform if local_transform is not None else transform
+
+    def __call__(self, images, rng=None):
+        gen = generator(rng, as_array(images))
+        views = []
+        for i in range(self.global_crops + self.local_crops):
+            local = i >= self.global_crops
+            view = (self.local_crop if local else self.global_crop)(images, gen)
+            transform = self.local_transform if local else self.transform
+            views.append(view if transform is None else transform(view, gen))
+        return views
+
+    def __repr__(self):
+        return (f"MultiCrop({self.global_crops} x {self.global_crop}, {self.local_crops} x "
+                f"{self.local_crop}, transform={self.transform!r})")

@@ -60,6 +60,32 @@ def stratified_split(labels, test_fraction=0.25, seed=0):
     return train, test
 
 
+def stratified_subset(labels, size, seed=0):
+    """Sorted host indices of about `size` samples, each class in its share of `labels` (at least
+    one of each), seeded: the same subset on every machine and after every resume."""
+    labels = numpy.asarray(labels)
+    if size >= len(labels):
+        return numpy.arange(len(labels))
+    rng = numpy.random.default_rng(seed)
+    picks = []
+    for label in numpy.unique(labels):
+        members = numpy.flatnonzero(labels == label)
+        take = max(1, int(round(size * len(members) / len(labels))))
+        picks.append(rng.permutation(members)[:take])
+    return numpy.sort(numpy.concatenate(picks))
+
+
+def subsample(data, max_train=None, max_test=None, seed=0):
+    """`data` with at most `max_train` train and `max_test` test images, each a seeded,
+    stratified subset (for CPU-sized runs on MNIST or CIFAR-10, or quick smoke runs)."""
+    if max_train is None and max_test is None:
+        return data
+    train = stratified_subset(data.y_train, max_train or len(data.y_train), seed)
+    test = stratified_subset(data.y_test, max_test or len(data.y_test), seed + 1)
+    return ImageDataset(data.x_train[train], data.y_train[train], data.x_test[test],
+                        data.y_test[test], data.name)
+
+
 # ----- the bundled digits -------------------------------------------------------------------------
 
 def _sklearn_digits():

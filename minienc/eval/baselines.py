@@ -6,7 +6,7 @@
 - the same encoder at random initialisation (what the architecture gives for free).
 """
 from .. import backend
-from .evaluate import evaluate, evaluate_features
+from .evaluate import evaluate, evaluate_features, view_pairs
 
 
 def raw_pixels(images):
@@ -35,11 +35,15 @@ def baseline_records(data, dim, random_encoder=None, device=None, **options):
     given (the demo's encoder built with the same seed, before training). Options as evaluate."""
     device = device or (random_encoder.device if hasattr(random_encoder, "device") else backend.get_device())
     x_train, x_test = (backend.to_device(x, device) for x in (data.x_train, data.x_test))
-    records = [evaluate_features("raw pixels", raw_pixels(x_train), data.y_train, raw_pixels(x_test),
-                                 data.y_test, **options)]
-    p_train, p_test = pca_features(x_train, x_test, dim)
-    records.append(evaluate_features(f"PCA-{p_train.shape[1]}", p_train, data.y_train, p_test,
-                                     data.y_test, **options))
+    records = []
+    mean, components = fit_pca(raw_pixels(x_train), dim)
+    pairs = view_pairs(data, options.get("seed", 0))
+    pairs = None if pairs is None else [raw_pixels(backend.to_device(v, device)) for v in pairs]
+    for name, project in (("raw pixels", lambda f: f),
+                          (f"PCA-{components.shape[1]}", lambda f: (f - mean) @ components)):
+        records.append(evaluate_features(
+            name, project(raw_pixels(x_train)), data.y_train, project(raw_pixels(x_test)),
+            data.y_test, views=None if pairs is None else [project(v) for v in pairs], **options))
     if random_encoder is not None:
         records.append(evaluate(random_encoder, data, name="random init", device=device, **options))
     return records

@@ -5,13 +5,16 @@
     print_table(rows + [record])
 
 Columns: embedding dimension, linear probe (all train labels), few-shot probe (5 labels per class,
-mean over seeded draws), weighted k-NN (k=20, T=0.07), RankMe. Accuracies are on the test split,
-probes and k-NN see only the train split. Embedding std (collapse) is kept in the record too.
+mean over seeded draws), weighted k-NN (k=20, T=0.07), RankMe, and Wang & Isola's alignment and
+uniformity of two augmented views of the test images (`contrastive_augment`, drawn from the
+evaluation seed: every encoder sees the same pairs). Accuracies are on the test split, probes and
+k-NN see only the train split. Embedding std (collapse) is kept in the record too.
 """
 from .. import backend
+from ..data.augment import contrastive_augment
 from ..engine import as_array, as_tensor, no_grad
 from .features import as_features
-from .health import embedding_std, rankme
+from .health import alignment, embedding_std, rankme, uniformity
 from .knn import knn_accuracy
 from .probe import few_shot_probe, linear_probe
 
@@ -49,9 +52,10 @@ def encode(encoder, images, batch_size=256, device=None):
 
 
 def evaluate_features(name, features_train, y_train, features_test, y_test, shots=5, draws=100,
-                      k=20, temperature=0.07, seed=0, verbose=True):
+                      k=20, temperature=0.07, seed=0, verbose=True, views=None):
     """The record of frozen features: a dict with method, dim, linear, fewshot, fewshot_std,
-    shots, knn, rankme, std (accuracies as fractions in [0, 1])."""
+    shots, knn, rankme, std (accuracies as fractions in [0, 1]), and with `views` (the features
+    of two views of the same images, row i a positive pair) align and unif (else None)."""
     f_train, f_test = as_features(features_train, "features_train"), as_features(features_test, "features_test")
     fewshot, fewshot_std = few_shot_probe(f_train, y_train, f_test, y_test, shots=shots, draws=draws,
                                           seed=seed, return_std=True)
@@ -65,6 +69,8 @@ def evaluate_features(name, features_train, y_train, features_test, y_test, shot
         "knn": knn_accuracy(f_train, y_train, f_test, y_test, k=k, temperature=temperature),
         "rankme": rankme(f_train),
         "std": embedding_std(f_train),
+        "align": None if views is None else alignment(*views),
+        "unif": None if views is None else (uniformity(views[0]) + uniformity(views[1])) / 2,
     }
     if verbose:
         print_row(record)
@@ -74,27 +80,48 @@ def evaluate_features(name, features_train, y_train, features_test, y_test, shot
 def evaluate(encoder, data, name=None, batch_size=256, device=None, **options):
     """Encode `data`'s train and test images with `encoder` (a Module or a callable, see
     `encode`) and evaluate the features (`evaluate_features`; options: shots, draws, k,
-    temperature, seed, verbose). Returns the record and prints its row."""
+    temperature, seed, verbose), alignment and uniformity on `view_pairs(data, seed)`. Returns
+    the record and prints its row."""
     name = name or type(encoder).__name__
     f_train = encode(encoder, data.x_train, batch_size, device)
     f_test = encode(encoder, data.x_test, batch_size, device)
-    return evaluate_features(name, f_train, data.y_train, f_test, data.y_test, **options)
+    pairs = view_pairs(data, options.get("seed", 0))
+    views = None if pairs is None else tuple(encode(encoder, v, batch_size, device) for v in pairs)
+    return evaluate_features(name, f_train, data.y_train, f_test, data.y_test, views=views, **options)
+
+
+def view_pairs(data, seed=0, augment=None):
+    """Two augmented views (host arrays) of `data`'s test images for alignment and uniformity:
+    `augment` (default `contrastive_augment()`) drawn from a generator seeded with `seed`, so
+    every encoder evaluated with the same seed sees the same pairs. None for non-image data."""
+    images = backend.to_host(as_array(data.x_test))
+    if images.ndim != 4 or not backend.is_floating(images.dtype):
+        return None
+    augment = augment or contrastive_augment()
+    gen = backend.numpy.random.default_rng(seed)
+    images = images.astype(backend.DEFAULT_DTYPE, copy=False)
+    return augment(images, gen), augment(images, gen)
 
 
 # ----- the table ----------------------------------------------------------------------------------
 
-_COLUMNS = "{:<24} {:>5} {:>7} {:>13} {:>7} {:>7}"
+_COLUMNS = "{:<24} {:>5} {:>7} {:>13} {:>7} {:>7} {:>6} {:>6}"
 _header_printed = False
 
 
 def format_header(shots=5):
-    return _COLUMNS.format("method", "dim", "linear", f"{shots}-shot", "k-NN", "RankMe")
+    return _COLUMNS.format("method", "dim", "linear", f"{shots}-shot", "k-NN", "RankMe", "align", "unif")
+
+
+def _optional(value, spec):
+    return "" if value is None else format(value, spec)
 
 
 def format_row(record):
     fewshot = f"{record['fewshot']:.1%} ±{record['fewshot_std']:.1%}"
     return _COLUMNS.format(record["method"][:24], record["dim"], f"{record['linear']:.1%}", fewshot,
-                           f"{record['knn']:.1%}", f"{record['rankme']:.1f}")
+                           f"{record['knn']:.1%}", f"{record['rankme']:.1f}",
+                           _optional(record.get("align"), ".2f"), _optional(record.get("unif"), ".2f"))
 
 
 def print_row(record):

@@ -56,32 +56,57 @@ def plot_embeddings(embeddings, labels, path, title="embeddings (PCA)", max_poin
     return _save(fig, path)
 
 
+def _in_unit(images):
+    """Each image scaled into [0, 1]: as it is when the whole row already lies there (so 0 is
+    black and 1 white and rows compare), else each by its own [min, max]."""
+    np = backend.numpy
+    if images.min() >= 0 and images.max() <= 1:
+        return images
+    axes = tuple(range(1, images.ndim))
+    low, high = images.min(axis=axes, keepdims=True), images.max(axis=axes, keepdims=True)
+    return (images - low) / np.maximum(high - low, 1e-12)
+
+
+def _mosaic(images, cols):
+    """One image of `cols` cells side by side (white gaps and white empty cells) from images
+    (n, H, W) or (n, H, W, 3) in [0, 1]."""
+    np = backend.numpy
+    n, h, w = images.shape[:3]
+    gap = max(1, w // 8)
+    canvas = np.ones((h, cols * w + (cols - 1) * gap) + images.shape[3:], dtype=np.float32)
+    for j in range(n):
+        canvas[:, j * (w + gap):j * (w + gap) + w] = images[j]
+    return canvas
+
+
 def plot_image_grid(rows, path, row_titles=None, title=None, cell=0.9):
-    """One row of images per entry of `rows` (each (n, C, H, W) or (n, H, W), grey or RGB),
-    with an optional title at the left of each row. Each image is shown on its own [min, max]
-    unless the row lies in [0, 1] (then 0 is black and 1 white, so rows compare)."""
+    """One row of images per entry of `rows` (each (n, C, H, W) or (n, H, W); C = 1 grey or 3
+    RGB), with an optional title at the left of each row. Each image is shown on its own
+    [min, max] unless the row lies in [0, 1] (then 0 is black and 1 white, so rows compare).
+    Each row is drawn as one picture, so a grid of a hundred images costs one image."""
     plt = _pyplot()
     rows = [_host(r) for r in rows]
     rows = [r[:, 0] if r.ndim == 4 and r.shape[1] == 1 else
             (r.transpose(0, 2, 3, 1) if r.ndim == 4 else r) for r in rows]
+    for r in rows:
+        if r.ndim not in (3, 4) or (r.ndim == 4 and r.shape[3] != 3):
+            raise ValueError(f"plot_image_grid: each row must be (n, H, W), (n, 1, H, W) or "
+                             f"(n, 3, H, W) images, got a row of shape {tuple(r.shape)}")
     cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(cell * cols + (1.2 if row_titles else 0), cell * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(cell * cols + (1.2 if row_titles else 0),
+                                                    cell * len(rows)), squeeze=False)
     for i, row in enumerate(rows):
-        in_unit = row.min() >= 0 and row.max() <= 1
-        for j in range(cols):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_visible(False)
-            if j < len(row):
-                limits = dict(vmin=0.0, vmax=1.0) if in_unit else {}
-                ax.imshow(row[j].clip(0, 1) if row[j].ndim == 3 else row[j], cmap="gray", **limits)
+        ax = axes[i, 0]
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.imshow(_mosaic(_in_unit(row.astype("float32")), cols), cmap="gray", vmin=0.0, vmax=1.0,
+                  interpolation="nearest")
         if row_titles:
-            axes[i, 0].set_ylabel(row_titles[i], rotation=0, ha="right", va="center", fontsize=8)
-    if title:
-        fig.suptitle(title)
+            ax.set_ylabel(row_titles[i], rotation=0, ha="right", va="center", fontsize=8)
+    if title:   # anchored by its bottom just above the top row, however many lines it has
+        fig.suptitle(title, y=fig.subplotpars.top + 0.01, va="bottom")
     return _save(fig, path)
 
 

@@ -272,10 +272,10 @@ def nt_xent(view1, view2, temperature=0.5):
 # ----- models -------------------------------------------------------------------------------------
 
 def projection_head(in_features, hidden_features=256, out_features=64, num_layers=2,
-                    batch_norm=True):
+                    batch_norm=True, last_bias=True):
     """The MLP between representation and loss. SimCLR: Linear-BN-ReLU for every hidden layer
     (no bias before BN) and a last Linear without ReLU. batch_norm=False gives MoCo v2's head,
-    Linear-ReLU-Linear."""
+    Linear-ReLU-Linear. last_bias=False: the last Linear without bias (BYOL, VICReg, Barlow)."""
     layers, width = [], in_features
     for _ in range(num_layers - 1):
         layers.append(Linear(width, hidden_features, bias=not batch_norm))
@@ -283,7 +283,7 @@ def projection_head(in_features, hidden_features=256, out_features=64, num_layer
             layers.append(BatchNorm1d(hidden_features))
         layers.append(ReLU())
         width = hidden_features
-    layers.append(Linear(width, out_features))
+    layers.append(Linear(width, out_features, bias=last_bias))
     return Sequential(*layers)
 
 

@@ -65,6 +65,7 @@ from ..nn.vit import VisionTransformer, gather_tokens, get_2d_sincos_pos_embed
 from ..optim.ema import EMA
 from ..optim.optimizer import param_groups_without_decay
 from ..engine import as_array, no_grad
+from .vicreg import variance_covariance  # the one implementation, shared with VICReg
 
 LOSSES = ("smooth_l1", "l2")
 TARGET_NORMS = ("layer", "layer+batch", None)
@@ -82,22 +83,6 @@ def _indices(name, idx, batch, ndim, num_patches, device):
         raise IndexError(f"{name}: patch indices must lie in [0, {num_patches}), got "
                          f"[{int(data.min())}, {int(data.max())}]")
     return data
-
-
-def variance_covariance(embeddings, eps=1e-4):
-    """VICReg's two anti-collapse terms (Bardes et al. 2022) of embeddings (B, D) over the batch:
-    variance = mean_d relu(1 - sqrt(Var_b z_d + eps)),
-    covariance = sum_{d != e} Cov(z)_de^2 / D.   Returns (variance, covariance)."""
-    if embeddings.ndim != 2 or embeddings.shape[0] < 2:
-        raise ValueError(f"variance_covariance: expected embeddings (B >= 2, D), got "
-                         f"{tuple(embeddings.shape)}")
-    b, d = embeddings.shape
-    centred = embeddings - embeddings.mean(axis=0, keepdims=True)
-    var = centred.var(axis=0, ddof=1)
-    variance = (1.0 - (var + eps).sqrt()).relu().mean()
-    cov = (centred.T @ centred) / (b - 1)
-    covariance = ((cov * cov).sum() - (var * var).sum()) / d
-    return variance, covariance
 
 
 def jepa_loss(predictions, targets, loss="smooth_l1"):

@@ -37,7 +37,7 @@ Reconstruction term, -log p(x | decoder output), for two decoders:
    between two inputs' mu.
 """
 from .. import backend
-from ..data.augment import Augmentation, GaussianNoise
+from ..data.augment import GaussianNoise, MaskingNoise, SaltAndPepperNoise
 from ..nn import ConvDecoder, ConvEncoder, Flatten, MLPEncoder, Module, Sequential, Unflatten
 from ..ops import binary_cross_entropy_with_logits, mse_loss, sigmoid
 from ..optim import Constant, LinearSchedule
@@ -75,51 +75,7 @@ def decoder_mean(output, likelihood="bernoulli"):
     return sigmoid(output) if likelihood == "bernoulli" else output
 
 
-# ----- corruptions for the denoising autoencoder -----------------------------------------------------
-
-def exact_fraction_mask(gen, xp, shape, fraction):
-    """Boolean (N, ...) with exactly round(fraction * D) True entries in each example's D entries,
-    chosen uniformly at random on the device: rank random keys within each row and keep the
-    lowest ranks (Vincent et al. corrupt a fixed number of components per example)."""
-    n = shape[0]
-    d = 1
-    for size in shape[1:]:
-        d *= size
-    count = int(round(fraction * d))
-    keys = gen.random((n, d), dtype=backend.DEFAULT_DTYPE)
-    # argsort gives a strict order even on tied keys, so the count is exact
-    ranks = xp.argsort(xp.argsort(keys, axis=1), axis=1)
-    return (ranks < count).reshape(shape)
-
-
-class MaskingNoise(Augmentation):
-    """Masking noise: exactly round(fraction * D) values of each image (all channels and pixels
-    together), chosen at random, are set to 0."""
-
-    def __init__(self, fraction=0.25):
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"{type(self).__name__}: fraction must be in [0, 1], got {fraction}")
-        self.fraction = fraction
-
-    def apply(self, x, gen, xp):
-        mask = exact_fraction_mask(gen, xp, x.shape, self.fraction)
-        return xp.where(mask, self.fill(gen, xp, x), x)
-
-    def fill(self, gen, xp, x):
-        return xp.zeros((), dtype=x.dtype)
-
-
-class SaltAndPepperNoise(MaskingNoise):
-    """Salt-and-pepper noise: the chosen values become `low` or `high` by a fair coin each."""
-
-    def __init__(self, fraction=0.25, low=0.0, high=1.0):
-        super().__init__(fraction)
-        self.low, self.high = low, high
-
-    def fill(self, gen, xp, x):
-        coin = gen.random(x.shape, dtype=x.dtype) < 0.5
-        return xp.where(coin, xp.asarray(self.high, dtype=x.dtype), xp.asarray(self.low, dtype=x.dtype))
-
+# ----- corruptions for the denoising autoencoder (the noises live in minienc/data/augment.py) ------
 
 CORRUPTIONS = ("gaussian", "mask", "salt_and_pepper")
 

@@ -1,0 +1,46 @@
+"""SimSiam on digits: one network, a predictor, and a stop-gradient on the target branch; no
+negatives, no moving average (minienc/objectives/simsiam.py). SimCLR's encoder, augmentations,
+optimizer and budget (demos/common.py's two-view recipe), so the rows compare.
+
+    python demos/simsiam.py                     # ~1 CPU minute
+    python demos/simsiam.py --no-stop-gradient  # watch it collapse (the paper's figure 2)
+
+Writes to runs/simsiam/: views.png, curves.png (loss, RankMe and embedding std over training:
+without the stop-gradient the std falls to 0 and the loss to -1), embeddings.png, results.json,
+metrics.jsonl.
+"""
+import copy
+
+from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, image_parser,
+                    mlp_encoder, save_training_curves, setup, train_contrastive)
+
+from minienc.nn import Sequential
+from minienc.objectives.simsiam import SimSiam, simsiam_predictor, simsiam_projector
+
+
+def main():
+    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64,
+                                                           batch_size=256, lr=1.0)))
+    parser.add_argument("--projection", type=int, default=256, help="projector output width")
+    parser.add_argument("--bottleneck", type=int, default=64, help="predictor hidden width")
+    parser.add_argument("--no-stop-gradient", action="store_true",
+                        help="let the gradient through the target branch too (collapses)")
+    args = parser.parse_args()
+    data = setup(args)
+    encoder = mlp_encoder(data, args.latent_dim)
+    random_encoder = copy.deepcopy(encoder)
+    model = SimSiam(encoder, simsiam_projector(args.latent_dim, args.hidden, args.projection),
+                    simsiam_predictor(args.projection, args.bottleneck),
+                    stop_gradient=not args.no_stop_gradient)
+    name = "SimSiam" + (" (no stop-gradient)" if args.no_stop_gradient else "")
+    gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
+                            projection=Sequential(encoder, model.projector))
+    gauges.record(0)
+    train_contrastive(args, data, name, model.loss, model, model, encoder,
+                      callbacks=[gauges])
+    save_training_curves(args, name, gauges, log_scale=())
+    finish(args, data, name, encoder, random_encoder)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""VICReg on digits: two views, no negatives; a variance hinge and a covariance penalty on the
+expander's output keep the embeddings from collapsing (minienc/objectives/vicreg.py). SimCLR's
+encoder, augmentations, optimizer and budget (demos/common.py's two-view recipe), so the rows compare.
+
+    python demos/vicreg.py                      # ~1 CPU minute
+    python demos/vicreg.py --variance-weight 0  # watch it collapse: invariance alone is met by a constant
+
+Writes to runs/vicreg/: views.png, curves.png (loss, each term, RankMe and embedding std over
+training), embeddings.png, results.json, metrics.jsonl.
+"""
+import copy
+
+from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, image_parser,
+                    mlp_encoder, save_training_curves, setup, train_contrastive)
+
+from minienc.nn import Sequential
+from minienc.objectives.vicreg import VICReg, vicreg_expander
+
+
+def main():
+    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64,
+                                                           batch_size=256, lr=1.0)))
+    parser.add_argument("--expander", type=int, default=256, help="expander output width")
+    parser.add_argument("--invariance-weight", type=float, default=25.0)
+    parser.add_argument("--variance-weight", type=float, default=25.0)
+    parser.add_argument("--covariance-weight", type=float, default=1.0)
+    args = parser.parse_args()
+    data = setup(args)
+    encoder = mlp_encoder(data, args.latent_dim)
+    random_encoder = copy.deepcopy(encoder)
+    model = VICReg(encoder, vicreg_expander(args.latent_dim, args.hidden, args.expander),
+                   args.invariance_weight, args.variance_weight, args.covariance_weight)
+    gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
+                            embedding=Sequential(encoder, model.expander))
+    gauges.record(0)
+    train_contrastive(args, data, "VICReg", model.terms, model, model, encoder,
+                      callbacks=[gauges])
+    save_training_curves(args, "VICReg", gauges, terms=("invariance", "variance", "covariance"))
+    finish(args, data, "VICReg", encoder, random_encoder)
+
+
+if __name__ == "__main__":
+    main()

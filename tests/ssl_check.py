@@ -1,0 +1,107 @@
+"""Test helpers shared by the joint-embedding objectives' tests (BYOL, SimSiam, VICReg, Barlow
+Twins, DINO): tiny encoders, random images, a gradcheck of a whole objective with respect to
+every trained parameter, a short run on digits, and the exact-resume check (2N steps in one run
+against N steps, a checkpoint, a fresh model loaded from it and N more)."""
+import numpy as np
+
+import minienc
+from minienc import backend, nn
+from minienc.data import BatchIterator, contrastive_augment, load_digits
+from minienc.optim import SGD
+from minienc.train import Trainer
+
+
+def host(x):
+    return backend.to_host(x.data if hasattr(x, "data") else x)
+
+
+def t64(array, device, grad=True):
+    return minienc.tensor(np.asarray(array, dtype=np.float64), requires_grad=grad,
+                          dtype="float64", device=device)
+
+
+def images(n, device, seed, size=4, dtype="float32"):
+    data = np.random.default_rng(seed).random((n, 1, size, size))
+    return minienc.tensor(data, dtype=dtype, device=device)
+
+
+def tiny_encoder(in_features=16, hidden=8, out=6, batch_norm=True):
+    return nn.Sequential(nn.Flatten(), nn.MLPEncoder(in_features, (hidden,), out, batch_norm=batch_norm))
+
+
+def on_device(device, build):
+    """build() with minienc's default device set to `device` (layers are created there)."""
+    minienc.set_device(device)
+    try:
+        return build()
+    finally:
+        minienc.set_device("cpu")
+
+
+def gradcheck_objective(model, loss_fn, *inputs, trained=None, **options):
+    """gradcheck of loss_fn(*inputs) (a method of `model`, which is cast to float64) with respect
+    to every parameter of the children named in `trained` (default: every parameter that
+    requires grad), each bound as an explicit input through functional_call."""
+    model.astype("float64")
+    wrapper = _Call(model, loss_fn)
+    params = {name: p for name, p in wrapper.named_parameters()
+              if p.requires_grad and (trained is None or name.split(".")[1] in trained)}
+    names = list(params)
+    inputs = [x.astype("float64") for x in inputs]
+
+    def fn(*args):
+        return nn.functional_call(wrapper, dict(zip(names, args)), *inputs)
+
+    return minienc.gradcheck(fn, *params.values(), **options)
+
+
+class _Call(nn.Module):
+    """A module whose forward is `loss_fn` (a method of `model`), so functional_call can swap
+    the parameters of `model` under it."""
+
+    def __init__(self, model, loss_fn):
+        self.model, self._fn = model, loss_fn
+
+    def forward(self, *inputs):
+        return self._fn(*inputs)
+
+
+def digits_batches(n=256, batch_size=64, seed=0):
+    return BatchIterator(load_digits().x_train[:n], batch_size=batch_size, drop_last=True, seed=seed)
+
+
+def short_run(loss_fn, params, after_step=None, epochs=6, lr=0.05, n=512):
+    """Train on two augmented views of digits with SGD; returns the losses (host floats)."""
+    augment = contrastive_augment()
+    opt = SGD(params, lr=lr, momentum=0.9)
+    losses = []
+    for epoch in range(epochs):
+        for batch in BatchIterator(load_digits().x_train[:n], batch_size=128, drop_last=True, seed=epoch):
+            opt.zero_grad()
+            loss = loss_fn(augment(batch), augment(batch))
+            loss.backward()
+            opt.step()
+            if after_step is not None:
+                after_step()
+            losses.append(loss.item())
+    return losses
+
+
+def resume_matches(tmp_path, build, steps=4, lr=0.05):
+    """Train build() -> (model, step_fn, callbacks) for 2 * steps in one Trainer, and for `steps`,
+    then a FRESH build() resumed from the checkpoint for `steps` more. Returns the two models'
+    state_dicts (they must be equal, key by key, bit for bit on CPU)."""
+    states = []
+    for run, plan in enumerate([[2 * steps], [steps, 2 * steps]]):
+        out = tmp_path / f"run{run}"
+        for i, total in enumerate(plan):
+            minienc.manual_seed(7)            # the same init every time (a resume overwrites it)
+            model, step_fn, callbacks = build()
+            opt = SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+            trainer = Trainer(step_fn, opt, models={"model": model}, callbacks=callbacks,
+                              out_dir=str(out), log_every=1, progress=False)
+            if i == 0:
+                minienc.manual_seed(11)       # the data and augmentation stream of the run
+            trainer.fit(digits_batches(), steps=total, resume=i > 0)
+        states.append(model.state_dict())
+    return states
