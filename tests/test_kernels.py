@@ -210,7 +210,8 @@ def test_fused_updates_match_the_reference_on_the_gpu(make):
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from minienc.ops import attention, elementwise, norm  # noqa: E402
+from minienc.ops import attention, elementwise, norm, shape  # noqa: E402
+from minienc.ops.embedding import Embedding  # noqa: E402
 from minienc import nn  # noqa: E402
 from minienc.optim import EMA, adam, ema, sgd  # noqa: E402
 
@@ -257,12 +258,36 @@ def _multi_head_attn_mask(rs, lead):
     return (lambda x, m: minienc.multi_head_attention(x, 2, attn_mask=m)), [qkv, attn_mask]
 
 
+def _gather_distinct(rs, lead):
+    batch = lead[0] if lead else 2
+    index = np.stack([rs.permutation(5)[:3] for _ in range(batch)])      # each token once
+    rows = np.arange(batch)[:, None]
+    return (lambda x: x[rows, index]), [rs.normal(size=(batch, 5, 4))]
+
+
+def _gather_repeats(rs, lead):
+    index = rs.integers(-4, 4, size=lead + (6,))                      # repeats, negative indices
+    return (lambda x: x[index] * 1.0), [rs.normal(size=(4, 3))]
+
+
+def _gather_mixed_key(rs, lead):
+    index = np.array([2, 0, 2])
+    return (lambda x: x[:, index]), [rs.normal(size=(3, 4))]        # a slice first: reference path
+
+
+def _embedding(rs, lead):
+    ids = rs.integers(0, 4, size=lead + (5,))
+    return (lambda w: minienc.embedding(ids, w)), [rs.normal(size=(4, 3))]
+
+
 # reference -> the cases that exercise it (a variant registered without a case fails below)
 HOST_CASES = {
     elementwise.GELU: [_gelu],
     norm.LayerNorm: [_layer_norm, _layer_norm_plain],
     attention.ScaledDotProductAttention: [_attention, _attention_masked],
     attention.MultiHeadAttention: [_multi_head, _multi_head_attn_mask],
+    shape.GetItem: [_gather_distinct, _gather_repeats, _gather_mixed_key],
+    Embedding: [_embedding],
 }
 HOST_UPDATES = {adam.adam_update: ["adam", "adamw"], sgd.sgd_update: ["sgd", "sgd_nesterov"],
                 ema.ema_step: ["ema"]}

@@ -13,7 +13,8 @@ values and gradients of each against the reference.
 import threading
 
 from .. import backend
-from ..ops import attention, elementwise, norm
+from ..ops import attention, elementwise, norm, shape
+from ..ops.embedding import Embedding as _Embedding   # (ops.embedding is also the function's name)
 from . import threads
 from ..optim import adam, ema, sgd
 
@@ -255,6 +256,48 @@ class MultiHeadAttention(attention.MultiHeadAttention):
         return (gqkv, dmask) if self.has_mask else gqkv
 
 
+# ----- scatter-add (the backward of indexing and of embedding) ---------------------------------
+def scatter_rows(rows, index, values):
+    """zeros((rows,) + values.shape[1:]) with values[i] added into row index[i], repeats summed.
+    Where no row repeats (a permutation, a gather of distinct tokens) that is one assignment; else
+    the repeats are summed after a sort. np.add.at does either one element at a time: ~30x slower
+    for a (64, 49) gather of 64-wide tokens (docs/benchmarks.md)."""
+    out = np.zeros((rows,) + values.shape[1:], dtype=values.dtype)
+    if index.size == 0:
+        return out
+    order = np.argsort(index, kind="stable")
+    ordered = index[order]
+    first = np.empty(ordered.shape, dtype=bool)      # where a new row starts in sorted order
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    if first.all():
+        out[index] = values
+    else:
+        starts = np.flatnonzero(first)
+        out[ordered[starts]] = np.add.reduceat(values[order], starts, axis=0)
+    return out
+
+
+class GetItem(shape.GetItem):
+    """Integer-array indices on the leading axes scatter back through scatter_rows."""
+
+    def backward(self, g):
+        parts = self.key if isinstance(self.key, tuple) else (self.key,)
+        if len(parts) > len(self.in_shape) or not all(
+                getattr(k, "dtype", None) is not None and k.dtype.kind in "iu" for k in parts):
+            return super().backward(g)
+        lead, rest = self.in_shape[:len(parts)], self.in_shape[len(parts):]
+        # mode="wrap" reads negative indices as NumPy does (forward already refused bad ones)
+        index = np.ravel_multi_index(np.broadcast_arrays(*parts), lead, mode="wrap").reshape(-1)
+        return scatter_rows(int(np.prod(lead)), index, g.reshape((-1,) + rest)).reshape(self.in_shape)
+
+
+class Embedding(_Embedding):
+    def backward(self, g):
+        rows, width = self.table_shape
+        return None, scatter_rows(rows, self.ids.reshape(-1), g.reshape(-1, width))
+
+
 # ----- optimizer updates -----------------------------------------------------------------------
 class WorkBuffers:
     """Flat scratch arrays, one set per dtype, sized to the largest array seen and shared by every
@@ -346,6 +389,7 @@ def ema_step(target, online, momentum):
 
 
 VARIANTS = {elementwise.GELU: GELU, norm.LayerNorm: LayerNorm,
+            shape.GetItem: GetItem, _Embedding: Embedding,
             attention.ScaledDotProductAttention: ScaledDotProductAttention,
             attention.MultiHeadAttention: MultiHeadAttention,
             adam.adam_update: adam_update, sgd.sgd_update: sgd_update, ema.ema_step: ema_step}
