@@ -210,7 +210,7 @@ def test_fused_updates_match_the_reference_on_the_gpu(make):
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from minienc.ops import attention, elementwise, norm, shape  # noqa: E402
+from minienc.ops import attention, elementwise, losses, norm, shape  # noqa: E402
 from minienc.ops.embedding import Embedding  # noqa: E402
 from minienc import nn  # noqa: E402
 from minienc.optim import EMA, adam, ema, sgd  # noqa: E402
@@ -280,6 +280,20 @@ def _embedding(rs, lead):
     return (lambda w: minienc.embedding(ids, w)), [rs.normal(size=(4, 3))]
 
 
+def _mse(rs, lead, reduction="mean"):
+    shape = lead + (3,)
+    return (lambda p, t: minienc.mse_loss(p, t, reduction=reduction)), [rs.normal(size=shape),
+                                                                       rs.normal(size=shape)]
+
+
+def _mse_sum(rs, lead):
+    return _mse(rs, lead, "sum")
+
+
+def _mse_none(rs, lead):
+    return _mse(rs, lead, "none")
+
+
 # reference -> the cases that exercise it (a variant registered without a case fails below)
 HOST_CASES = {
     elementwise.GELU: [_gelu],
@@ -288,6 +302,7 @@ HOST_CASES = {
     attention.MultiHeadAttention: [_multi_head, _multi_head_attn_mask],
     shape.GetItem: [_gather_distinct, _gather_repeats, _gather_mixed_key],
     Embedding: [_embedding],
+    losses.MSELoss: [_mse, _mse_sum, _mse_none],
 }
 HOST_UPDATES = {adam.adam_update: ["adam", "adamw"], sgd.sgd_update: ["sgd", "sgd_nesterov"],
                 ema.ema_step: ["ema"]}

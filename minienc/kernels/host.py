@@ -13,7 +13,7 @@ values and gradients of each against the reference.
 import threading
 
 from .. import backend
-from ..ops import attention, elementwise, norm, shape
+from ..ops import attention, elementwise, losses, norm, shape
 from ..ops.embedding import Embedding as _Embedding   # (ops.embedding is also the function's name)
 from . import threads
 from ..optim import adam, ema, sgd
@@ -256,6 +256,25 @@ class MultiHeadAttention(attention.MultiHeadAttention):
         return (gqkv, dmask) if self.has_mask else gqkv
 
 
+# ----- MSE -------------------------------------------------------------------------------------
+class MSELoss(losses.MSELoss):
+    """The sum of squares as one dot product (no squares temporary), the gradient in one pass."""
+
+    def forward(self, pred, target):
+        if self.reduction == "none" or pred.shape != target.shape or pred.size == 0:
+            return super().forward(pred, target)
+        self.diff = pred - target
+        flat = self.diff.reshape(-1)
+        total = np.dot(flat, flat)
+        return total * (1.0 / flat.size) if self.reduction == "mean" else total
+
+    def backward(self, g):
+        if self.reduction == "none":
+            return super().backward(g)
+        g = self.diff * (g * (2.0 / self.diff.size if self.reduction == "mean" else 2.0))
+        return g, (-g if self.needs_grad[1] else None)
+
+
 # ----- scatter-add (the backward of indexing and of embedding) ---------------------------------
 def scatter_rows(rows, index, values):
     """zeros((rows,) + values.shape[1:]) with values[i] added into row index[i], repeats summed.
@@ -389,7 +408,7 @@ def ema_step(target, online, momentum):
 
 
 VARIANTS = {elementwise.GELU: GELU, norm.LayerNorm: LayerNorm,
-            shape.GetItem: GetItem, _Embedding: Embedding,
+            shape.GetItem: GetItem, _Embedding: Embedding, losses.MSELoss: MSELoss,
             attention.ScaledDotProductAttention: ScaledDotProductAttention,
             attention.MultiHeadAttention: MultiHeadAttention,
             adam.adam_update: adam_update, sgd.sgd_update: sgd_update, ema.ema_step: ema_step}
