@@ -16,5 +16,7 @@ setup(
         # scikit-learn is used only for the 1,797 real digits it ships inside its package (no download)
         # threadpoolctl caps the host BLAS threads (see minienc.tuning.set_blas_threads)
         "demos": ["matplotlib>=3.7", "scikit-learn>=1.3", "threadpoolctl>=3"],
+        # minienc.distributed: mpi4py over MPICH's PyPI wheel (mpiexec included), so pip is enough
+        "distributed": ["mpi4py>=4.0", "mpich"],
     },
 )

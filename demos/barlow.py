@@ -27,7 +27,7 @@ def main():
     encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
     model = BarlowTwins(encoder, barlow_projector(args.latent_dim, args.hidden, args.projector),
-                        args.lambd)
+                        args.lambd, distributed=args.distributed)   # C of the global batch
     gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
                             projection=Sequential(encoder, model.projector))
     gauges.record(0)

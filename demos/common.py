@@ -30,7 +30,7 @@ from minienc import data as D  # noqa: E402
 from minienc import tuning  # noqa: E402
 from minienc.eval import (Evaluator, baseline_records, encode, evaluate, plot_embeddings,  # noqa: E402
                           plot_image_grid, print_table)
-from minienc.nn import Flatten, MLPEncoder, Sequential  # noqa: E402
+from minienc.nn import Flatten, MLPEncoder, Sequential, SyncBatchNorm  # noqa: E402
 from minienc.objectives.reconstruction import LIKELIHOODS, build_model  # noqa: E402
 from minienc.optim import Adam, LARS, WarmupCosine, param_groups_without_decay  # noqa: E402
 from minienc.train import Trainer  # noqa: E402
@@ -71,7 +71,7 @@ def image_parser(description, steps=1000, latent_dim=None, batch_size=128, lr=1e
 
 def add_run_flags(parser):
     """The flags every demo takes, images or not: --device --seed --out --resume --overwrite
-    --threads."""
+    --threads --distributed."""
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINIENC_DEVICE or cpu)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="output folder (default: runs/<demo name>)")
@@ -80,6 +80,7 @@ def add_run_flags(parser):
     parser.add_argument("--overwrite", action="store_true",
                         help="start again over the run in --out")
     add_threads_flag(parser)
+    add_distributed_flag(parser)
     return parser
 
 
@@ -113,8 +114,10 @@ def demo_name():
 def start_run(args):
     """Seed, host threads, default device and output folder from the flags. Refuses (exits with
     the reason) a folder that already holds a run unless --resume or --overwrite says what to
-    do; --overwrite removes the old run's checkpoint, metrics and results first."""
-    minienc.manual_seed(args.seed)
+    do; --overwrite removes the old run's checkpoint, metrics and results first. With
+    --distributed, setup_distributed first (and each rank's random stream seeded apart)."""
+    setup_distributed(args)
+    minienc.manual_seed(args.seed + _rank())
     tune_process(args.threads)
     if args.device:
         minienc.set_device(args.device)
@@ -243,6 +246,8 @@ def report(args, data, name, encoder, random_encoder=None, extra_records=(), bas
     the table and write it to <out>/results.json (baseline records marked "baseline": true).
     `params` overrides the parameter count (for an encoder given as a plain function). Returns
     the records."""
+    if _rank():
+        return []   # rank 0 alone evaluates (every rank holds the same weights)
     options = dict(draws=args.draws, seed=args.seed, verbose=False)
     record = evaluate(encoder, data, name=name, **options)
     record["params"] = params if params is not None else _parameter_count(encoder)
@@ -260,6 +265,8 @@ def report(args, data, name, encoder, random_encoder=None, extra_records=(), bas
 def finish(args, data, name, encoder, random_encoder=None, **report_options):
     """The end of every image demo: the figure of the test embeddings (embeddings.png), then
     `report`'s table and results.json. Returns the records."""
+    if _rank():
+        return []   # rank 0 alone draws and evaluates
     path = plot_embeddings(encode(encoder, data.x_test), data.y_test,
                            os.path.join(args.out, "embeddings.png"),
                            title=f"{name}: test embeddings (PCA)")
@@ -336,12 +343,17 @@ def two_view_augment(args, data):
 
 
 def train_contrastive(args, data, name, loss_fn, models, params, encoder, callbacks=(),
-                      labels=False, views=None, schedules=None):
+                      labels=False, views=None, schedules=None, sync_batch_norm=True):
     """LARS (lr scaled as SimCLR: base * batch / 256) with warmup + cosine over the run, on
     batches of the train images; each step is loss_fn(view1, view2), or loss_fn(view1, view2,
     labels) with `labels`. `views`: a function images -> the list of views to use instead of two
     augmented ones; `schedules`: more Trainer schedules (an EMA momentum). Saves the view pairs
-    (views.png) first. Returns the Trainer."""
+    (views.png) first. With --distributed and `sync_batch_norm`, every batch norm in `models`
+    normalises over the global batch (SimCLR's global BN; MoCo keeps its own per process).
+    Returns the Trainer."""
+    if getattr(args, "distributed", False) and sync_batch_norm:
+        for model in (models.values() if isinstance(models, dict) else [models]):
+            SyncBatchNorm.convert(model)
     augment = two_view_augment(args, data)
     save_grid(args, [data.x_test[:12], augment(data.x_test[:12]), augment(data.x_test[:12])],
               ["original", "view 1", "view 2"], "views.png",
@@ -468,3 +480,42 @@ def save_training_curves(args, name, gauges, terms=(), log_scale=("loss",)):
                        title=f"{name}: collapse gauges on the train images (eval mode)")
     print("saved", path)
     return path
+
+
+# ----- several processes (minienc.distributed) --------------------------------------------------
+
+def add_distributed_flag(parser):
+    parser.add_argument("--distributed", action="store_true",
+                        help="data parallel over the processes of an MPI launcher, e.g. mpiexec "
+                             "-n 2 python demos/simclr.py --distributed (--batch-size stays the "
+                             "global batch, split between the processes)")
+
+
+def _rank():
+    from minienc import distributed  # pure Python: mpi4py comes only with distributed.init()
+    return distributed.rank()
+
+
+def setup_distributed(args):
+    """With --distributed: join the launcher's processes (minienc.distributed.init()). Rank 0
+    keeps --out and prints; the other ranks print nothing and write into a temporary folder
+    removed at exit (the Trainer has them resume from rank 0's checkpoint). setup() then seeds
+    each rank's random stream apart (augmentations, masks); the weights still start as rank
+    0's, which the Trainer broadcasts."""
+    if not getattr(args, "distributed", False):
+        return
+    import atexit
+    import shutil
+    import tempfile
+    from minienc import distributed
+    distributed.init()
+    if distributed.world_size() == 1:
+        print("--distributed: no launcher around this process, so it trains alone "
+              "(start it with mpiexec -n 2 ... to use two)")
+    elif distributed.is_main():
+        print(f"distributed: {distributed.world_size()} processes ({distributed.engine().name}); "
+              f"--batch-size {getattr(args, 'batch_size', '?')} is the global batch")
+    if not distributed.is_main():
+        args.out = tempfile.mkdtemp(prefix=f"minienc-rank{distributed.rank()}-")
+        atexit.register(shutil.rmtree, args.out, True)
+        sys.stdout = open(os.devnull, "w")

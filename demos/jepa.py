@@ -162,7 +162,8 @@ def train_jepa(args, data, vit, standardize):
     print(sampler)
     jepa = IJEPA(vit, predictor_dim=args.pred_dim, predictor_depth=args.pred_depth,
                  loss=args.loss, target_norm=None if args.target_norm == "none" else args.target_norm,
-                 variance_weight=args.var_weight, covariance_weight=args.cov_weight)
+                 variance_weight=args.var_weight, covariance_weight=args.cov_weight,
+                 distributed=args.distributed)
     opt = AdamW(jepa.param_groups(args.weight_decay[0]), lr=args.lr)
     steps = args.steps
     schedules = {

@@ -126,7 +126,10 @@ def main():
                                dim=args.dim, depth=args.depth, num_heads=args.heads,
                                weight_init="xavier")
     random_vit = copy.deepcopy(vit)   # the same ViT at the same random initialisation
-    model = LeJEPA(vit, proj_dim=args.proj_dim, hidden=args.hidden, lam=args.lam)
+    model = LeJEPA(vit, proj_dim=args.proj_dim, hidden=args.hidden, lam=args.lam,
+                   distributed=args.distributed)   # SIGReg over the global batch
+    if args.distributed:
+        nn.SyncBatchNorm.convert(model)              # the projector's batch norm too
     standardize = pixel_standardizer(data)
     global_aug = augmentations((0.4, 1.0))
     local_aug = augmentations((0.1, 0.4))

@@ -15,6 +15,7 @@ import os
 from common import display_batch, finish, image_parser, setup, total_steps, train
 
 import minienc
+from minienc import distributed
 from minienc.data import BatchIterator
 from minienc.eval import plot_image_grid
 from minienc.objectives import MAE
@@ -43,7 +44,7 @@ def main():
                   decoder_depth=args.decoder_depth, decoder_num_heads=4,
                   mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss)
     random_mae = MAE(**config)              # the same ViT at its random initialisation
-    minienc.manual_seed(args.seed)
+    minienc.manual_seed(args.seed + distributed.rank())   # (each rank then masks its own way)
     mae = MAE(**config)                     # same seed: starts from exactly those weights
     print(f"MAE: {mae.num_patches} patches of {args.patch_size}x{args.patch_size}, "
           f"{int(mae.num_patches * (1 - args.mask_ratio))} visible; "

@@ -4,6 +4,7 @@ optimizer (demos/common.py's two-view recipe) so the two compare on equal terms.
 
     python demos/moco.py                        # 1,500 steps, ~45 s of one CPU core
     python demos/moco.py --queue 512 --momentum 0.999 --bn-groups 1
+    mpiexec -n 2 python demos/moco.py --distributed   # keys shuffled across the two processes
 """
 import copy
 
@@ -20,9 +21,14 @@ def main():
                         help="negatives kept (a multiple of the batch, below the train set size)")
     parser.add_argument("--momentum", type=float, default=0.99, help="key encoder EMA momentum")
     parser.add_argument("--bn-groups", type=int, default=4,
-                        help="batch-norm sub-batches (shuffled for the keys): MoCo's shuffle-BN")
+                        help="batch-norm sub-batches (shuffled for the keys): MoCo's shuffle-BN; "
+                             "with --distributed, in all (split between the processes)")
     args = parser.parse_args()
     data = setup(args)
+    bn_groups = args.bn_groups
+    if args.distributed:   # each process normalises its share in bn_groups / W sub-batches
+        from minienc import distributed
+        bn_groups = max(1, args.bn_groups // distributed.world_size())
     if args.queue % args.batch_size or args.queue >= len(data.x_train):
         parser.error(f"--queue {args.queue} must be a multiple of --batch-size {args.batch_size} "
                      f"and smaller than the {len(data.x_train)} train images")
@@ -30,11 +36,12 @@ def main():
     random_encoder = copy.deepcopy(encoder)
     head = projection_head(args.latent_dim, args.hidden, 64, batch_norm=False)
     moco = MoCo(encoder, head, queue_size=args.queue, momentum=args.momentum,
-                temperature=args.temperature, bn_groups=args.bn_groups)
+                temperature=args.temperature, bn_groups=bn_groups, distributed=args.distributed)
     # the key encoder follows the query encoder after every optimizer step
     train_contrastive(args, data, "MoCo v2", moco.loss,
                       models={"moco": moco, "key_encoder": moco.key_encoder}, params=moco,
-                      encoder=encoder, callbacks=[lambda trainer: moco.update_key_encoder()])
+                      encoder=encoder, callbacks=[lambda trainer: moco.update_key_encoder()],
+                      sync_batch_norm=False)   # each process's own BN, keys shuffled across them
     finish(args, data, "MoCo v2", encoder, random_encoder)
 
 

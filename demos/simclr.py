@@ -4,6 +4,7 @@ LARS with warmup + cosine; the probe reads the encoder's output (before the head
     python demos/simclr.py                      # 1,500 steps, ~45 s of one CPU core
     python demos/simclr.py --eval-every 100     # k-NN / 5-shot / RankMe while training
     python demos/simclr.py --device cuda --steps 20000
+    mpiexec -n 2 python demos/simclr.py --distributed   # the same run on two processes
 
 The encoder, augmentations and optimizer are demos/common.py's two-view recipe, which
 demos/moco.py and demos/triplet.py use too, so the three objectives compare on equal terms.
@@ -24,7 +25,8 @@ def main():
     data = setup(args)
     encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)   # the same weights, never trained: the baseline
-    model = SimCLR(encoder, projection_head(args.latent_dim, args.hidden, 64), args.temperature)
+    model = SimCLR(encoder, projection_head(args.latent_dim, args.hidden, 64), args.temperature,
+                   distributed=args.distributed)   # negatives: every process's views
     train_contrastive(args, data, "SimCLR", model.loss, model, model, encoder)
     finish(args, data, "SimCLR", encoder, random_encoder)
 

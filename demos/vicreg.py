@@ -29,7 +29,8 @@ def main():
     encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
     model = VICReg(encoder, vicreg_expander(args.latent_dim, args.hidden, args.expander),
-                   args.invariance_weight, args.variance_weight, args.covariance_weight)
+                   args.invariance_weight, args.variance_weight, args.covariance_weight,
+                   distributed=args.distributed)   # variance, covariance over the global batch
     gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
                             embedding=Sequential(encoder, model.expander))
     gauges.record(0)

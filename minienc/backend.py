@@ -32,6 +32,21 @@ def cupy():
     return _cupy
 
 
+def nccl():
+    """cupy.cuda.nccl, CuPy's binding of NVIDIA's NCCL (minienc.distributed's GPU engine); a
+    clear error if this CuPy has none."""
+    cupy()
+    try:
+        from cupy.cuda import nccl as module
+    except ImportError as exc:
+        raise RuntimeError(f"minienc.distributed's NCCL engine needs CuPy built with NCCL "
+                           f"(the cupy-cuda12x wheel ships it): {exc}") from None
+    if not getattr(module, "available", True):
+        raise RuntimeError("minienc.distributed: this CuPy has no NCCL; install a cupy-cuda wheel "
+                           "that ships it")
+    return module
+
+
 def cuda_available():
     try:
         return cupy().cuda.runtime.getDeviceCount() > 0

@@ -32,6 +32,16 @@ Ctrl-C finishes the current step, saves a checkpoint and stops (a second Ctrl-C 
 
 A run's folder is never silently reused: `fit` refuses an out_dir that already holds a run
 (checkpoint.npz or metrics.jsonl) unless `resume=True` (continue it) or `overwrite=True`.
+
+Under minienc.distributed (several processes, after distributed.init()) the same loop is data
+parallel: rank 0's weights are broadcast at the start of fit, the gradients are averaged over the
+ranks before each optimizer step, the logged numbers are the ranks' mean, and rank 0 alone
+prints, evaluates and writes metrics, plots and checkpoints (every rank must still call fit and
+save alike, out_dir set on all of them or on none; a rank given an out_dir of its own, as the
+demos give each other rank a temporary one, keeps the same metrics.jsonl there, so code that
+reads it after training runs on every rank). A checkpoint keeps each rank's RNG state;
+on resume every rank reads rank 0's checkpoint and takes back its own. Ctrl-C then stops at
+once, without the checkpoint (the ranks would not agree on the step to stop after).
 """
 import contextlib
 import math
@@ -40,7 +50,7 @@ import signal
 import threading
 import time
 
-from . import backend
+from . import backend, distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .progress import MetricsFile, estimate_line, evaluation_summary, plan_line, progress_bar
 from .optim.clip import clip_grad_norm
@@ -73,7 +83,8 @@ class Trainer:
     log_every: steps between host reads of the loss (progress, metrics file, NaN check).
     out_dir: where metrics.jsonl, loss.png and checkpoint.npz go (None: write nothing).
     checkpoint_every: steps between checkpoints (also one at the end when out_dir is set).
-    batch_size: samples per step, for the samples/s figure (guessed from the batch if None).
+    batch_size: samples per step, all processes together, for the samples/s figure (guessed
+        from the batch if None).
     progress: the tqdm bar and the printed plan, estimate and evaluation share.
     """
 
@@ -116,6 +127,8 @@ class Trainer:
         self._last_eval_s = 0.0     # the latest evaluation's seconds (what the next will cost)
         self._eval_said = None      # the step of the latest evaluation line printed
         self._eval_postfix = ""     # the latest evaluation, shown on the bar
+        self._parallel = None       # a distributed.DataParallel when several processes train
+        self._writes_metrics = True
 
     # ----- paths -------------------------------------------------------------------------------
     def _path(self, name):
@@ -136,7 +149,15 @@ class Trainer:
         if steps is None and epochs is None:
             epochs = 1
         self._interrupted = False
+        if not distributed.is_main():
+            self.progress = False   # rank 0 alone prints
+        # rank 0 writes the run; another rank keeps metrics.jsonl only in an out_dir of its own
+        main_out_dir = distributed.engine().bcast_object(self.out_dir)   # (every rank calls it)
+        self._writes_metrics = distributed.is_main() or self.out_dir != main_out_dir
         self._open_run(resume, overwrite)
+        # after a resume, so that the weights broadcast from rank 0 are the ones it loaded
+        self._parallel = distributed.data_parallel(list((self.models or {}).values()),
+                                                   self.optimizer)
         epoch_length = len(data) if hasattr(data, "__len__") else None
         total = steps if steps is not None else (
             math.ceil(epoch_length / self.accumulate) * epochs if epoch_length else None)
@@ -190,7 +211,7 @@ class Trainer:
                   f"(a demo's --resume) continues the run.", flush=True)
             raise KeyboardInterrupt
         self._say_evaluation_share()
-        if self.out_dir is not None:
+        if self.out_dir is not None and distributed.is_main():
             self.plot()
         return self
 
@@ -203,8 +224,8 @@ class Trainer:
             if not os.path.isfile(resume):
                 raise FileNotFoundError(f"Trainer.fit: resume={resume!r}: no such checkpoint file")
             self.load(resume)
-        elif resume and os.path.exists(self.checkpoint_path):
-            self.load(self.checkpoint_path)
+        elif resume and (found := self._main_checkpoint()):
+            self.load(found)
         elif resume and self.progress:
             print(f"Trainer: no checkpoint in {self.out_dir} to resume: starting from step 0")
         if self.out_dir is None:
@@ -215,15 +236,23 @@ class Trainer:
                 f"Trainer.fit: {self.out_dir} already holds a run ({', '.join(existing)}); pass "
                 f"resume=True to continue it or overwrite=True to start it again (a demo's "
                 f"--resume / --overwrite), or choose another out_dir")
+        if not self._writes_metrics:
+            return
         if overwrite and not resume and self.step == 0 and os.path.exists(self.checkpoint_path):
             os.remove(self.checkpoint_path)   # a later resume must not find the old run's state
         os.makedirs(self.out_dir, exist_ok=True)
         self._trim_metrics()
 
+    def _main_checkpoint(self):
+        """Rank 0's checkpoint path if it exists there, else None: every rank resumes from it."""
+        path = self.checkpoint_path
+        return distributed.engine().bcast_object(path if os.path.exists(path) else None)
+
     @contextlib.contextmanager
     def _stop_on_interrupt(self):
         """In the main thread, the first Ctrl-C asks the loop to stop after the current step."""
-        if threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread() or \
+                distributed.is_initialized():
             yield
             return
 
@@ -276,12 +305,14 @@ class Trainer:
         self.batch_in_epoch += 1
         if self.batch_size is None:
             micro = _guess_batch_size(batch)
-            self.batch_size = micro * self.accumulate if micro else None
+            self.batch_size = micro * self.accumulate * distributed.world_size() if micro else None
         # keep the device arrays only (no graph), to be read back together at log time
         self._micro.append({k: (v.data if hasattr(v, "data") else v) for k, v in metrics.items()})
 
     def _optimizer_step(self, total=None):
         micro, self._micro = self._micro, []
+        if self._parallel is not None:
+            self._parallel.reduce_gradients()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         if len(micro) < self.accumulate:   # a short group at an epoch's end: mean over what it had
             for p in params:
@@ -291,8 +322,11 @@ class Trainer:
             clip_grad_norm(params, self.clip_grad)
         self.optimizer.step()
         self.step += 1
-        self._pending.append(micro[0] if len(micro) == 1 else
-                             {k: sum(m[k] for m in micro) * (1.0 / len(micro)) for k in micro[0]})
+        metrics = micro[0] if len(micro) == 1 else \
+            {k: sum(m[k] for m in micro) * (1.0 / len(micro)) for k in micro[0]}
+        if self._parallel is not None:
+            metrics = self._parallel.average(metrics)   # on the device: no host read
+        self._pending.append(metrics)
         del micro  # the graph's last handle: callbacks run with nothing left of it
         for callback in self.callbacks:
             callback(self)
@@ -319,6 +353,9 @@ class Trainer:
     def _evaluate(self):
         """Run the evaluator with every model in eval mode and the host RNG left where it was
         (so evaluating never changes what training does), log its numbers and its time."""
+        if not distributed.is_main():       # rank 0 alone evaluates: the weights are the same
+            self._last_eval = self.step
+            return
         self._log()                         # this step's record carries the evaluation
         began = time.perf_counter()
         rng_state = backend.get_rng_state()
@@ -326,7 +363,8 @@ class Trainer:
         for name in modes:
             self.models[name].eval()
         try:
-            result = {k: float(v) for k, v in self.evaluator().items()}
+            with distributed.alone():
+                result = {k: float(v) for k, v in self.evaluator().items()}
         finally:
             for name, mode in modes.items():
                 self.models[name].train(mode)
@@ -411,7 +449,7 @@ class Trainer:
 
     def _write_record(self, record):
         self.records.append(record)
-        if self.out_dir is not None:
+        if self.out_dir is not None and self._writes_metrics:
             MetricsFile(self._path("metrics.jsonl")).append(record)
 
     def _trim_metrics(self):
@@ -451,8 +489,14 @@ class Trainer:
         if path is None:
             raise ValueError("Trainer.save: give a path or set out_dir")
         self._log()  # the losses so far belong in the file
+        state = self.state()
+        if self._parallel is not None:  # every rank's random state, so resume restores each
+            state["ranks"] = self._parallel.gather_rank_states(
+                {"rng": backend.get_rng_state(), "epoch_rng": self._epoch_rng})
+            if not distributed.is_main():
+                return path
         losses = backend.numpy.asarray(self.losses, dtype=backend.numpy.float64)
-        return save_checkpoint(path, self.models, self.optimizer, trainer=self.state(),
+        return save_checkpoint(path, self.models, self.optimizer, trainer=state,
                                extra=self.extra, extra_arrays={"losses": losses})
 
     def load(self, path):
@@ -463,6 +507,10 @@ class Trainer:
         self.values = dict(state.get("values", {}))
         self.elapsed_s, self.eval_s = state.get("elapsed_s", 0.0), state.get("eval_s", 0.0)
         self._last_eval = state.get("last_eval")
+        ranks = state.get("ranks") or []
+        if distributed.rank() < len(ranks):  # this rank's own random state (rank 0's was loaded)
+            backend.set_rng_state(ranks[distributed.rank()]["rng"])
+            self._epoch_rng = ranks[distributed.rank()]["epoch_rng"]
         self.losses = [float(v) for v in meta["arrays"].get("losses", [])]
         self._pending, self._micro = [], []
         return meta

@@ -1,4 +1,5 @@
-"""Normalisation layers: LayerNorm, BatchNorm1d, BatchNorm2d (math in minienc/ops/norm.py)."""
+"""Normalisation layers: LayerNorm, BatchNorm1d, BatchNorm2d, SyncBatchNorm (math in
+minienc/ops/norm.py)."""
 from .. import backend, ops
 from . import init
 from .module import Module
@@ -33,10 +34,13 @@ class _BatchNorm(Module):
         self.register_buffer("running_mean", xp.zeros(num_features, dtype=backend.DEFAULT_DTYPE))
         self.register_buffer("running_var", xp.ones(num_features, dtype=backend.DEFAULT_DTYPE))
 
-    def forward(self, x):
+    def _check(self, x):
         if x.ndim not in self.ranks or x.shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}({self.num_features}): input has shape {x.shape}, "
                              f"expected {self.layouts} with C = {self.num_features}")
+
+    def forward(self, x):
+        self._check(x)
         return ops.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
                               self.training, self.momentum, self.eps)
 
@@ -52,3 +56,47 @@ class BatchNorm1d(_BatchNorm):
 class BatchNorm2d(_BatchNorm):
     """Batch norm over the channels of images (N, C, H, W)."""
     ranks, layouts = (4,), "(N, C, H, W)"
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch norm whose training statistics are over the global batch, every process's share
+    together (minienc.distributed; SimCLR's "global BN"). Evaluation uses the running statistics,
+    which every rank updates with the same global values. Without a distributed engine it is
+    plain batch norm. `SyncBatchNorm.convert(model)` swaps every BatchNorm1d/2d in a model."""
+    ranks, layouts = (2, 3, 4), "(N, C), (N, C, L) or (N, C, H, W)"
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        self._check(x)
+        from .. import distributed  # pure Python; mpi4py only comes with distributed.init()
+        return distributed.sync_batch_norm(x, self.weight, self.bias, self.running_mean,
+                                           self.running_var, self.momentum, self.eps)
+
+    @classmethod
+    def convert(cls, module):
+        """Replace, in place, every BatchNorm1d/BatchNorm2d inside `module` by a SyncBatchNorm
+        that holds the same weight, bias and running statistics (an optimizer made before still
+        updates them) and accepts the same input shapes. Returns `module`, or the replacement
+        when `module` is itself a batch norm."""
+        def synced(layer):
+            if not isinstance(layer, _BatchNorm) or isinstance(layer, cls):
+                return layer
+            new = object.__new__(cls)
+            vars(new).update(vars(layer))
+            new.ranks, new.layouts = layer.ranks, layer.layouts
+            return new
+        if isinstance(module, _BatchNorm):
+            return synced(module)
+        for m in list(module.modules()):
+            for name, value in list(vars(m).items()):
+                if isinstance(value, _BatchNorm):
+                    setattr(m, name, synced(value))
+                elif isinstance(value, list):
+                    value[:] = [synced(v) for v in value]
+                elif isinstance(value, tuple):
+                    setattr(m, name, tuple(synced(v) for v in value))
+        return module
+
+    def __repr__(self):
+        return f"SyncBatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum})"

@@ -37,10 +37,18 @@ adds the mean of each direction, loss_a + loss_b, which is exactly twice this va
 MoCo v2 (He et al. 2020, Chen et al. 2020): InfoNCE with q from the query encoder and k+ from a
 momentum key encoder, theta_k <- m theta_k + (1 - m) theta_q after each step (no gradient ever
 reaches theta_k); the negatives are a FIFO queue of the K most recent keys, tau = 0.2, an MLP head.
+
+Across processes (minienc.distributed, `distributed=True`): SimCLR's negatives are the views of
+the GLOBAL batch, gathered from every process with a gradient (the TensorFlow code's
+tpu_cross_replica_concat); each process keeps the loss of its own views, and the gradient
+average makes the step that of the global batch's loss. MoCo enqueues the keys of the global
+batch in rank order and computes them with the batch shuffled across processes (its released
+code's shuffling BN); the queue is then the same on every process.
 """
 from collections import namedtuple
 
 from .. import backend, ops
+from .. import distributed as dist
 from ..nn import BatchNorm1d, Linear, Module, ReLU, Sequential
 from ..optim import EMA
 from ..engine import as_array, no_grad
@@ -208,11 +216,12 @@ def view_triplet_loss(view1, view2, miner="batch_hard", **options):
 # ----- InfoNCE and NT-Xent ------------------------------------------------------------------------
 
 def info_nce_logits(queries, positive_keys, negative_keys=None, temperature=0.1,
-                    negative_mask=None, normalize=True):
+                    negative_mask=None, normalize=True, distributed=False):
     """The logits (N, 1 + M) of InfoNCE, the positive in column 0.
 
     queries, positive_keys: (N, D). negative_keys: (M, D) shared by every query (MoCo's queue),
-    (N, M, D) one set per query, or None: the other queries' positive keys (in-batch negatives).
+    (N, M, D) one set per query, or None: the other queries' positive keys (in-batch negatives;
+    with `distributed`, every process's positive keys, gathered with a gradient).
     negative_mask: (N, M) booleans, True where a negative must not count (its logit is -1e9)."""
     _check_embeddings("info_nce", queries, positive_keys)
     n, dim = queries.shape
@@ -221,8 +230,10 @@ def info_nce_logits(queries, positive_keys, negative_keys=None, temperature=0.1,
     positive = (queries * positive_keys).sum(axis=1, keepdims=True)
     xp = backend.get_xp(as_array(queries))
     if negative_keys is None:
-        negative_keys = positive_keys           # already normalised
-        own = xp.eye(n, dtype=bool)              # a query's own key is its positive, not a negative
+        negative_keys = dist.all_gather(positive_keys) if distributed else positive_keys
+        offset = n * dist.rank() if distributed else 0   # where this process's keys landed
+        # a query's own key is its positive, not a negative
+        own = xp.eye(n, negative_keys.shape[0], k=offset, dtype=bool)
         negative_mask = own if negative_mask is None else (as_array(negative_mask) | own)
     elif normalize:
         negative_keys = ops.normalize(negative_keys)
@@ -245,28 +256,31 @@ def info_nce_logits(queries, positive_keys, negative_keys=None, temperature=0.1,
 
 
 def info_nce(queries, positive_keys, negative_keys=None, temperature=0.1, negative_mask=None,
-             normalize=True):
+             normalize=True, distributed=False):
     """InfoNCE: cross_entropy(info_nce_logits(...), 0), the mean over the N queries."""
     logits = info_nce_logits(queries, positive_keys, negative_keys, temperature, negative_mask,
-                             normalize)
+                             normalize, distributed)
     xp = backend.get_xp(logits.data)
     return ops.cross_entropy(logits, xp.zeros(logits.shape[0], dtype=xp.int64))
 
 
-def nt_xent(view1, view2, temperature=0.5):
+def nt_xent(view1, view2, temperature=0.5, distributed=False):
     """SimCLR's NT-Xent on the embeddings of two views (N, D) of the same N images: InfoNCE
     over the 2N views with every view as a candidate negative, minus itself and its positive
-    (already in column 0). The mean over the 2N views (half the TensorFlow code's sum)."""
+    (already in column 0). The mean over the 2N views (half the TensorFlow code's sum).
+    distributed: the candidates are the 2N views of every process (module docstring)."""
     _check_embeddings("nt_xent", view1, view2)
     n = view1.shape[0]
     views = ops.concatenate([view1, view2])
     pairs = ops.concatenate([view2, view1])
+    candidates = dist.all_gather(views) if distributed else views
+    offset = 2 * n * dist.rank() if distributed else 0   # where this process's views landed
     xp = backend.get_xp(views.data)
     i = xp.arange(2 * n)
-    excluded = xp.zeros((2 * n, 2 * n), dtype=bool)
-    excluded[i, i] = True                    # a view against itself
-    excluded[i, (i + n) % (2 * n)] = True    # its positive, counted once in column 0
-    return info_nce(views, pairs, views, temperature, negative_mask=excluded)
+    excluded = xp.zeros((2 * n, candidates.shape[0]), dtype=bool)
+    excluded[i, offset + i] = True                    # a view against itself
+    excluded[i, offset + (i + n) % (2 * n)] = True    # its positive, counted once in column 0
+    return info_nce(views, pairs, candidates, temperature, negative_mask=excluded)
 
 
 # ----- models -------------------------------------------------------------------------------------
@@ -293,10 +307,14 @@ class SimCLR(Module):
     model = SimCLR(encoder, projection_head(64, 256, 64))
     loss = model.loss(augment(x), augment(x))        # NT-Xent of the two views
     features = model(x)                              # the representation (before the head)
+
+    distributed=True: the negatives are every process's views (minienc.distributed); for the
+    paper's global batch norm too, `nn.SyncBatchNorm.convert(model)`.
     """
 
-    def __init__(self, encoder, head, temperature=0.5):
+    def __init__(self, encoder, head, temperature=0.5, distributed=False):
         self.encoder, self.head, self.temperature = encoder, head, temperature
+        self.distributed = distributed
 
     def forward(self, images):
         return self.encoder(images)
@@ -305,7 +323,7 @@ class SimCLR(Module):
         n = view1.shape[0]
         # both views in one batch, so batch norm sees all 2N views (SimCLR's global BN)
         z = self.head(self.encoder(ops.concatenate([view1, view2])))
-        return nt_xent(z[:n], z[n:], self.temperature)
+        return nt_xent(z[:n], z[n:], self.temperature, self.distributed)
 
 
 def _in_groups(module, images, groups, order=None):
@@ -344,14 +362,18 @@ class MoCo(Module):
     the batch (drawn on the device), unshuffled afterwards; a query and its key then share a
     batch-norm group only by chance (1 / bn_groups of them). bn_groups=1 turns this off.
 
+    distributed=True (minienc.distributed): the keys' images are shuffled across processes
+    instead (each process then normalises its share in `bn_groups` sub-batches), and the keys
+    of the global batch join the queue in rank order, so the queue is the same everywhere.
+
     The key encoder is an `optim.EMA` target: a deep copy whose parameters have
     requires_grad=False; it lives inside `self.momentum_encoder`, not as a child module, so
     `parameters()` never lists it. It stays in training mode (batch statistics) as in MoCo.
     """
 
     def __init__(self, encoder, head, queue_size=1024, momentum=0.99, temperature=0.2,
-                 bn_groups=4, seed=None):
-        self.encoder, self.head = encoder, head
+                 bn_groups=4, seed=None, distributed=False):
+        self.encoder, self.head, self.distributed = encoder, head, distributed
         self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
         self.query_encoder = Sequential(encoder, head)
         self.momentum_encoder = EMA(self.query_encoder, momentum=momentum)
@@ -386,16 +408,21 @@ class MoCo(Module):
         keys join the queue."""
         q = _in_groups(self.query_encoder, view_q, self.bn_groups)
         with no_grad():
-            xp = backend.get_xp(as_array(view_k))
-            order = None
-            if self.bn_groups > 1:
-                order = xp.argsort(backend.rng(backend.device_of(as_array(view_k))).random(
-                    view_k.shape[0], dtype=backend.DEFAULT_DTYPE))
-            k = ops.normalize(_in_groups(self.key_encoder, view_k, self.bn_groups, order))
+            if self.distributed:
+                k = dist.shuffled_forward(
+                    lambda images: _in_groups(self.key_encoder, images, self.bn_groups), view_k)
+            else:
+                xp = backend.get_xp(as_array(view_k))
+                order = None
+                if self.bn_groups > 1:
+                    order = xp.argsort(backend.rng(backend.device_of(as_array(view_k))).random(
+                        view_k.shape[0], dtype=backend.DEFAULT_DTYPE))
+                k = _in_groups(self.key_encoder, view_k, self.bn_groups, order)
+            k = ops.normalize(k)
         # a copy: enqueue() overwrites the queue in place, and backward still needs these keys
         negatives = self.queue.copy()
         loss = info_nce(q, k, negatives, self.temperature)
-        self.enqueue(k.data)
+        self.enqueue((dist.all_gather(k) if self.distributed else k).data)
         return loss
 
     def enqueue(self, keys):

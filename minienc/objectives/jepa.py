@@ -43,7 +43,9 @@ covariance terms, on one view: the context encoder's embeddings average-pooled p
     L += w_var * mean_d relu(1 - sqrt(Var_b z_d + eps))      every feature varies over images
        + w_cov * sum_{d != e} Cov_b(z)_de^2 / D              and features do not repeat each other
 
-(variance_weight, covariance_weight; both 0 by default, which is exactly I-JEPA.)
+(variance_weight, covariance_weight; both 0 by default, which is exactly I-JEPA.) With
+distributed=True (minienc.distributed) these batch statistics, and those of "layer+batch", are
+over the global batch: the pooled embeddings are gathered from every process, with a gradient.
 
 The predictor runs all T blocks in ONE pass, as the released code does: the context tokens are
 repeated once per block and each copy is followed by that block's mask tokens, so the blocks of
@@ -56,6 +58,7 @@ undoes the rescale; minienc keeps it (init_transformer_weights). target_norm="la
 not in I-JEPA: it is an option for the small-scale study (README).
 """
 from .. import backend, ops
+from .. import distributed as dist
 from ..nn import init
 from ..nn.layers import Linear
 from ..nn.module import Module
@@ -154,11 +157,12 @@ class IJEPA(Module):
     (patch position, feature) over the batch's images (NOT in I-JEPA; see `targets`); None:
     the raw outputs. loss: "smooth_l1" (code) or "l2" (paper). variance_weight,
     covariance_weight: the VICReg terms on the pooled context embeddings (module docstring;
-    0 = I-JEPA as released).
+    0 = I-JEPA as released). distributed: the batch statistics over every process's batch.
     """
 
     def __init__(self, encoder, predictor_dim=None, predictor_depth=6, predictor_heads=None,
-                 loss="smooth_l1", target_norm="layer", variance_weight=0.0, covariance_weight=0.0):
+                 loss="smooth_l1", target_norm="layer", variance_weight=0.0, covariance_weight=0.0,
+                 distributed=False):
         if not isinstance(encoder, VisionTransformer) or encoder.cls_token is not None:
             raise ValueError("IJEPA: the encoder must be a VisionTransformer without a CLS token")
         if target_norm not in TARGET_NORMS:
@@ -172,6 +176,7 @@ class IJEPA(Module):
                                        predictor_depth, predictor_heads or encoder.num_heads)
         self.loss_name, self.target_norm = loss, target_norm
         self.variance_weight, self.covariance_weight = float(variance_weight), float(covariance_weight)
+        self.distributed = distributed
 
     def param_groups(self, weight_decay):
         """AdamW groups of the TRAINED parts (context encoder, predictor): weights with
@@ -190,7 +195,8 @@ class IJEPA(Module):
                 # a target is predictable from its position alone and the encoder lowers the
                 # loss by shrinking what varies between images. Standardising each position's
                 # feature over the batch leaves only that variation, at unit scale.
-                h = (h - h.mean(axis=0, keepdims=True)) / (h.var(axis=0, keepdims=True) + 1e-5).sqrt()
+                batch = dist.all_gather(h) if self.distributed else h
+                h = (h - batch.mean(axis=0, keepdims=True)) / (batch.var(axis=0, keepdims=True) + 1e-5).sqrt()
             b, t, kt = target_idx.shape
             return gather_tokens(h, target_idx.reshape(b, t * kt)).reshape(b, t, kt, h.shape[-1])
 
@@ -212,7 +218,9 @@ class IJEPA(Module):
         prediction = jepa_loss(predictions, targets, self.loss_name)
         if not (self.variance_weight or self.covariance_weight):
             return {"loss": prediction, "prediction": prediction}
-        variance, covariance = variance_covariance(context.mean(axis=1))
+        pooled = context.mean(axis=1)
+        variance, covariance = variance_covariance(dist.all_gather(pooled) if self.distributed
+                                                   else pooled)
         loss = prediction + self.variance_weight * variance + self.covariance_weight * covariance
         return {"loss": loss, "prediction": prediction, "variance": variance, "covariance": covariance}
 

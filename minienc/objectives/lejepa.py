@@ -36,15 +36,18 @@ encoder sees only those patches (`masks=`). Local views here keep the encoder's 
 table serve every view.
 """
 from .. import backend
+from .. import distributed as dist
 from ..engine import Tensor, as_array, as_tensor, tensor
 from ..nn.module import Module
 from .contrastive import projection_head
-from .sigreg import NUM_DIRECTIONS, sigreg
+from .sigreg import NUM_DIRECTIONS, random_directions, sigreg
 
 
-def lejepa_terms(global_z, local_z=None, lam=0.02, directions=None, num_directions=NUM_DIRECTIONS):
+def lejepa_terms(global_z, local_z=None, lam=0.02, directions=None, num_directions=NUM_DIRECTIONS,
+                 distributed=False):
     """{"loss", "prediction", "sigreg"} of projected views: global_z (V_g, B, K) and optional
-    local_z (V_l, B, K). `directions` (K, M) fixes SIGReg's projections (else drawn)."""
+    local_z (V_l, B, K). `directions` (K, M) fixes SIGReg's projections (else drawn).
+    distributed: SIGReg tests every process's batch together, along rank 0's directions."""
     if global_z.ndim != 3 or global_z.shape[0] < 1:
         raise ValueError(f"lejepa: expected global views (V_g >= 1, B, K), got shape "
                          f"{tuple(global_z.shape)}")
@@ -56,7 +59,13 @@ def lejepa_terms(global_z, local_z=None, lam=0.02, directions=None, num_directio
     views = global_z if local_z is None else _concatenate([global_z, local_z])
     centre = global_z.mean(axis=0, keepdims=True)                        # (1, B, K)
     prediction = ((views - centre) ** 2).mean()
-    regulariser = sigreg(views, directions, num_directions)
+    tested = views
+    if distributed:   # the batch axis gathered from every process, with a gradient
+        tested = dist.all_gather(views.transpose(1, 0, 2)).transpose(1, 0, 2)
+        if directions is None:
+            directions = dist.engine().broadcast_(random_directions(
+                views.shape[-1], num_directions, views.device, views.dtype))
+    regulariser = sigreg(tested, directions, num_directions)
     loss = (1.0 - lam) * prediction + lam * regulariser
     return {"loss": loss, "prediction": prediction, "sigreg": regulariser}
 
@@ -74,6 +83,8 @@ class LeJEPA(Module):
     loss = model(x, masks=[keep_1, keep_2])                  # 2 masked views of the same x
     loss = model(globals_, local_views=locals_)              # 2 global + 6 local crops
     features = model.embed(x)                                # (B, D): pooled, before the projector
+    distributed=True: SIGReg over every process's batch (minienc.distributed); for the
+    projector's batch norm too, `nn.SyncBatchNorm.convert(model)`.
 
     encoder: a module from images to tokens (B, N, D) (pooled over N) or to features (B, D);
     with masks it must take patch_indices (a VisionTransformer). embed_dim: D (read from a
@@ -82,7 +93,7 @@ class LeJEPA(Module):
     """
 
     def __init__(self, encoder, proj_dim=32, hidden=256, lam=0.02, num_directions=NUM_DIRECTIONS,
-                 embed_dim=None, projector=None):
+                 embed_dim=None, projector=None, distributed=False):
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"LeJEPA: lam must be in [0, 1], got {lam}")
         embed_dim = embed_dim or getattr(encoder, "dim", None)
@@ -92,6 +103,7 @@ class LeJEPA(Module):
         self.projector = projector if projector is not None else projection_head(
             embed_dim, hidden, proj_dim, num_layers=3, batch_norm=True)
         self.lam, self.num_directions = float(lam), int(num_directions)
+        self.distributed = distributed
 
     def embed(self, images, patch_indices=None):
         """(B, D): the encoder's tokens mean-pooled (or its features as they are)."""
@@ -123,7 +135,8 @@ class LeJEPA(Module):
         local_z = None
         if local_views is not None or local_masks is not None:
             local_z = self.project_views(views if local_views is None else local_views, local_masks)
-        return lejepa_terms(global_z, local_z, self.lam, directions, self.num_directions)
+        return lejepa_terms(global_z, local_z, self.lam, directions, self.num_directions,
+                            self.distributed)
 
     def forward(self, views, local_views=None, masks=None, local_masks=None, directions=None):
         return self.terms(views, local_views, masks, local_masks, directions)["loss"]
