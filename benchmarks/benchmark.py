@@ -278,8 +278,12 @@ def compute_table(results, names, batch, peaks):
     return "\n".join(lines) + f"\n\nGEMM peak here (1024^3 float32, best of 5, same threads): {peak}"
 
 
+def _threads(n):
+    return f"{n} thread" + ("s" if n != 1 else "")
+
+
 def alone_table(times, setups):
-    labels = {impl: f"{LABELS[impl]} ({setups[impl]['threads']} threads)" for impl in setups}
+    labels = {impl: f"{LABELS[impl]} ({_threads(setups[impl]['threads'])})" for impl in setups}
     impls = list(setups)
     lines = ["| workload | " + " | ".join(f"{labels[i]} ms/step" for i in impls) + " | minienc / PyTorch |",
              "| --- |" + " ---: |" * (len(impls) + 1)]

@@ -26,8 +26,9 @@ def numpy_blas():
     for info in threadpool_info():
         if info["user_api"] == "blas" and "numpy" in info.get("filepath", ""):
             kernel = info.get("architecture") or "?"
-            return (f"{info['internal_api']} {info['version']} ({kernel} kernel, "
-                    f"{info.get('threading_layer', '?')} threads)")
+            name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(info["internal_api"],
+                                                                             info["internal_api"])
+            return f"{name} {info['version']} ({kernel} kernel, {info.get('threading_layer', '?')})"
     return "BLAS unknown"
 
 
