@@ -145,8 +145,7 @@ def setup(args):
     """start_run, then the dataset (--data, cut to --max-train / --max-test) and config.json.
     Returns the dataset."""
     start_run(args)
-    data = D.subsample(D.load_dataset(args.data, seed=args.seed), args.max_train, args.max_test,
-                       seed=args.seed)
+    data = D.load_dataset(args.data, seed=args.seed, max_train=args.max_train, max_test=args.max_test)
     write_config(args, data=dict(name=data.name, train=len(data.x_train), test=len(data.x_test),
                                  image_shape=list(data.image_shape), classes=data.num_classes))
     print(f"data: {data}   device: {args.device}   output: {args.out}")
@@ -263,13 +262,13 @@ def report(args, data, name, encoder, random_encoder=None, extra_records=(), bas
 
 
 def finish(args, data, name, encoder, random_encoder=None, **report_options):
-    """The end of every image demo: the figure of the test embeddings (embeddings.png), then
-    `report`'s table and results.json. Returns the records."""
+    """The end of every image demo: the figure of the test embeddings (embeddings.png: PCA and
+    t-SNE side by side), then `report`'s table and results.json. Returns the records."""
     if _rank():
         return []   # rank 0 alone draws and evaluates
     path = plot_embeddings(encode(encoder, data.x_test), data.y_test,
                            os.path.join(args.out, "embeddings.png"),
-                           title=f"{name}: test embeddings (PCA)")
+                           title=f"{name}: test embeddings", tsne=True, seed=args.seed)
     print("saved", path)
     return report(args, data, name, encoder, random_encoder, **report_options)
 
@@ -331,8 +330,13 @@ def mlp_encoder(data, latent_dim, hidden=(512, 512)):
 
 
 def two_view_augment(args, data):
-    """Two-view augmentations for small grey images: a resized crop, a small rotation and shear,
-    brightness/contrast jitter, noise and an erased patch. No flips (a mirrored 2 is not a 2)."""
+    """Two-view augmentations. Colour images (CIFAR-10): SimCLR's CIFAR recipe (crop, flip,
+    colour jitter at strength 0.5, grayscale; minienc.data.simclr_augment) with crops down to
+    --crop of the area (SimCLR: 0.08). Grey digits: a resized crop, a small rotation and shear,
+    brightness/contrast jitter, noise and an erased patch; no flips (a mirrored 2 is not a 2)."""
+    channels, size, _ = data.image_shape
+    if channels == 3:
+        return D.simclr_augment(image_size=size, strength=0.5, crop_scale=(args.crop, 1.0))
     return D.Compose([
         D.RandomResizedCrop(scale=(args.crop, 1.0), ratio=(3 / 4, 4 / 3)),
         D.RandomAffine(degrees=15.0, translate=0.0, scale=(1.0, 1.0), shear=10.0),

@@ -17,7 +17,7 @@ import copy
 import json
 import time
 
-from common import fit, image_parser, make_trainer, report, setup
+from common import finish, fit, image_parser, make_trainer, setup
 
 import minienc
 from minienc import backend, nn
@@ -193,7 +193,7 @@ def main():
                 f"{args.out}/curves.png", title="LeJEPA training (pooled encoder output)",
                 log_scale=("prediction", "sigreg"))
     start = time.perf_counter()
-    report(args, data, "LeJEPA", embed, random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1),
+    finish(args, data, "LeJEPA", embed, random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1),
            params=model.num_parameters())
     print(f"final evaluation: {time.perf_counter() - start:.0f} s")
 

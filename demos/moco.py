@@ -37,10 +37,11 @@ def main():
     head = projection_head(args.latent_dim, args.hidden, 64, batch_norm=False)
     moco = MoCo(encoder, head, queue_size=args.queue, momentum=args.momentum,
                 temperature=args.temperature, bn_groups=bn_groups, distributed=args.distributed)
-    # the key encoder follows the query encoder after every optimizer step
-    train_contrastive(args, data, "MoCo v2", moco.loss,
-                      models={"moco": moco, "key_encoder": moco.key_encoder}, params=moco,
-                      encoder=encoder, callbacks=[lambda trainer: moco.update_key_encoder()],
+    # the key encoder follows the query encoder after every optimizer step; MoCo's state (query
+    # and key encoders, queue) is one Module, but only the query encoder is trained
+    train_contrastive(args, data, "MoCo v2", moco.loss, models={"moco": moco},
+                      params=moco.query_encoder, encoder=encoder,
+                      callbacks=[lambda trainer: moco.update_key_encoder()],
                       sync_batch_norm=False)   # each process's own BN, keys shuffled across them
     finish(args, data, "MoCo v2", encoder, random_encoder)
 

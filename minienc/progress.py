@@ -118,7 +118,8 @@ def estimate_line(trainer, total, per_step):
 
 def evaluation_summary(trainer):
     """The evaluations' share of the run, printed at its end."""
-    line = (f"evaluation: {len(trainer.evaluations)} passes, {trainer.eval_s:.1f} s of the run's "
+    passes = f"{len(trainer.evaluations)} pass" + ("" if len(trainer.evaluations) == 1 else "es")
+    line = (f"evaluation: {passes}, {trainer.eval_s:.1f} s of the run's "
             f"{trainer.elapsed_s:.1f} s ({trainer.eval_s / trainer.elapsed_s:.0%})")
     if trainer.eval_skipped:
         were = "was" if trainer.eval_skipped == 1 else "were"

@@ -1,7 +1,8 @@
-"""Every image demo runs a few steps on every --data kind README names, sizing its model from
-the data it is given (issue 15 item 13), and writes every picture it promises, non-empty; a
-demo stopped with Ctrl-C and continued with --resume ends with the numbers of an uninterrupted
-run; a finished run is not overwritten unless asked.
+"""Every image demo runs a few steps on every --data kind besides its default digits (which
+tests/test_demos.py runs them all on), sizing its model from the data it is given (issue 15
+item 13), and writes every picture it promises, non-empty; a demo stopped with Ctrl-C and
+continued with --resume ends with the numbers of an uninterrupted run; a finished run is not
+overwritten unless asked.
 
 The demos run in this process (runpy, as `python demos/x.py` would) so the suite pays the
 imports once; the resume test runs real processes, since it sends a real SIGINT."""
@@ -35,16 +36,17 @@ IMAGE_DEMOS = {
     "mae": (["--dim", "16", "--depth", "1", "--decoder-depth", "1"],
             ["loss", "reconstructions", "embeddings"]),
     "jepa": (["--no-mae", "--monitor-every", "1", "--dim", "16", "--depth", "1"],
-             ["masks", "curves", "loss"]),
+             ["masks", "curves", "loss", "embeddings"]),
     "lejepa": (["--num-views", "2", "--monitor-every", "1", "--dim", "16", "--depth", "1"],
-               ["views", "curves", "loss"]),
+               ["views", "curves", "loss", "embeddings"]),
     "byol": (["--monitor-every", "1"], ["views", "loss", "curves", "gauges", "embeddings"]),
     "simsiam": (["--monitor-every", "1"], ["views", "loss", "curves", "gauges", "embeddings"]),
     "vicreg": (["--monitor-every", "1"], ["views", "loss", "curves", "gauges", "embeddings"]),
     "barlow": (["--monitor-every", "1"], ["views", "loss", "curves", "gauges", "embeddings"]),
 }
 # the ViTs' patches: 2x2 on the 8x8 digits (their default), 4x4 on the larger images
-PATCHES = {"digits": [], "digits-canvas": ["--patch-size", "4"], "mnist": ["--patch-size", "4"]}
+PATCHES = {"digits": [], "digits-canvas": ["--patch-size", "4"], "mnist": ["--patch-size", "4"],
+           "cifar10": ["--patch-size", "4"]}
 
 
 def write_idx(path, array):
@@ -69,8 +71,30 @@ def mnist_folder(tmp_path_factory):
     return folder
 
 
-def data_kinds(mnist):
-    return {"digits": "digits", "digits-canvas": "digits-canvas:32", "mnist": f"mnist:{mnist}"}
+@pytest.fixture(scope="module")
+def cifar10_folder(tmp_path_factory):
+    """A 60 + 30 image stand-in for CIFAR-10's binary files: 3,073-byte records (a label, then
+    the red, green and blue planes) of the real digits on the canvas, each in a random colour."""
+    from minienc.data import load_digits_canvas
+    canvas = load_digits_canvas(size=32)
+    rs = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("cifar-10-batches-bin")
+    for names, x, y, per_class in ((["data_batch_%d.bin" % i for i in range(1, 6)], canvas.x_train,
+                                    canvas.y_train, 6), (["test_batch.bin"], canvas.x_test, canvas.y_test, 3)):
+        chosen = np.stack([np.flatnonzero(y == c)[:per_class] for c in range(10)], axis=1).ravel()
+        for keep in np.array_split(chosen, len(names)):
+            n = len(keep)
+            colour = rs.uniform(0.3, 1.0, size=(n, 3, 1, 1))
+            pixels = (x[keep] * colour * 255).round().astype(np.uint8).reshape(n, -1)
+            name = names.pop(0)
+            np.concatenate([y[keep, None].astype(np.uint8), pixels], axis=1).tofile(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_kinds(mnist_folder, cifar10_folder):
+    return {"digits": "digits", "digits-canvas": "digits-canvas:32", "mnist": f"mnist:{mnist_folder}",
+            "cifar10": f"cifar10:{cifar10_folder}"}
 
 
 def run_in_process(demo, argv, monkeypatch):
@@ -79,14 +103,15 @@ def run_in_process(demo, argv, monkeypatch):
     runpy.run_path(str(DEMOS / f"{demo}.py"), run_name="__main__")
 
 
-@pytest.mark.parametrize("kind", ["digits", "digits-canvas", "mnist"])
+# "digits" is every demo's default: tests/test_demos.py runs them all on it (compare --quick)
+@pytest.mark.parametrize("kind", ["digits-canvas", "mnist", "cifar10"])
 @pytest.mark.parametrize("demo", sorted(IMAGE_DEMOS))
-def test_every_image_demo_runs_on_every_data_kind(demo, kind, mnist_folder, tmp_path, monkeypatch):
+def test_every_image_demo_runs_on_every_data_kind(demo, kind, data_kinds, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     flags, pictures = IMAGE_DEMOS[demo]
     if demo in ("mae", "jepa", "lejepa"):
         flags = flags + PATCHES[kind]
-    run_in_process(demo, ["--data", data_kinds(mnist_folder)[kind], "--out", str(tmp_path),
+    run_in_process(demo, ["--data", data_kinds[kind], "--out", str(tmp_path),
                           *QUICK, *flags], monkeypatch)
     records = json.loads((tmp_path / "results.json").read_text())
     assert records[0]["dim"] > 0 and 0.0 <= records[0]["fewshot"] <= 1.0
@@ -94,7 +119,8 @@ def test_every_image_demo_runs_on_every_data_kind(demo, kind, mnist_folder, tmp_
         path = tmp_path / f"{name}.png"
         assert path.exists() and path.stat().st_size > 1000, f"{demo} on {kind}: {name}.png"
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["flags"]["data"] == data_kinds(mnist_folder)[kind]
+    assert config["flags"]["data"] == data_kinds[kind]
+    assert config["data"]["image_shape"][0] == (3 if kind == "cifar10" else 1)
     assert config["data"]["train"] <= 100 and config["seed"] == 0
     assert {"python", "numpy", "minienc"} <= set(config["versions"]) and config["device"] == "cpu"
 
@@ -107,7 +133,8 @@ def test_eval_every_draws_the_curves_and_reports_its_share(tmp_path, monkeypatch
     evaluated = [r["step"] for r in lines if "eval_knn" in r]
     # steps this short are cheaper than an evaluation: the budget may skip some of them
     assert evaluated[0] == 0 and set(evaluated) <= {0, 3, 6}, evaluated
-    assert f"evaluation: {len(evaluated)} passes" in out and "s of the run's" in out, out
+    passes = f"{len(evaluated)} pass" + ("" if len(evaluated) == 1 else "es")
+    assert f"evaluation: {passes}, " in out and "s of the run's" in out, out
     assert (tmp_path / "evaluation.png").stat().st_size > 1000
 
 

@@ -5,13 +5,11 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
 
 import minienc
 from minienc import nn
 from minienc.data import ImageDataset
 from minienc.eval import Evaluator
-from minienc.data.datasets import stratified_subset
 from minienc.objectives.contrastive import nt_xent
 from minienc.optim import SGD, Adam
 from minienc.train import Trainer
@@ -201,18 +199,6 @@ def test_the_evaluator_sees_separable_classes():
                        draws=3)()
     assert scores["knn"] > 0.9 and scores["fewshot"] > 0.9
     assert set(scores) == {"knn", "fewshot", "rankme", "std"}
-
-
-@given(st.lists(st.integers(0, 4), min_size=10, max_size=200), st.integers(1, 250),
-       st.integers(0, 3))
-def test_the_subset_is_fixed_and_keeps_every_class(labels, size, seed):
-    labels = np.array(labels)
-    picked = stratified_subset(labels, size, seed)
-    assert np.array_equal(picked, stratified_subset(labels, size, seed))
-    assert set(labels[picked]) == set(labels)
-    assert len(np.unique(picked)) == len(picked) and np.all(np.diff(picked) > 0)
-    if size >= len(labels):
-        assert len(picked) == len(labels)
 
 
 def test_evaluator_refuses_bad_sizes():

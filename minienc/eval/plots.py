@@ -1,5 +1,6 @@
-"""Figures every demo saves as PNG: a 2-D PCA scatter of embeddings coloured by label, grids of
-images (inputs, reconstructions, samples, augmented views), and curves of metrics over training.
+"""Figures every demo saves as PNG: 2-D PCA (and t-SNE) scatters of embeddings coloured by label,
+grids of images (inputs, reconstructions, samples, augmented views), and curves of metrics over
+training.
 
 matplotlib is imported on first use with the Agg backend (no display needed), so importing
 minienc.eval never requires it. Every function takes arrays or Tensors on any device, writes
@@ -36,8 +37,32 @@ def _save(fig, path):
     return path
 
 
-def plot_embeddings(embeddings, labels, path, title="embeddings (PCA)", max_points=3000):
-    """Scatter of the first two principal components of `embeddings` (N, D), coloured by label."""
+def tsne_map(z, seed=0):
+    """A 2-D t-SNE map (scikit-learn's TSNE, PCA-initialised, seeded) of host features z (n, D),
+    or None (and a line saying why) without scikit-learn or with fewer than 5 points."""
+    try:
+        from sklearn.manifold import TSNE
+    except ImportError:
+        print("plot_embeddings: no t-SNE panel (it needs scikit-learn: pip install scikit-learn)")
+        return None
+    if len(z) < 5:
+        return None
+    perplexity = min(30.0, (len(z) - 1) / 3)   # TSNE needs perplexity < n; 30 is its default
+    tsne = TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
+    try:   # one OpenMP thread: on a shared or busy CPU its spinning threads ran it 10x slower
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return tsne.fit_transform(z.astype("float64"))
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return tsne.fit_transform(z.astype("float64"))
+
+
+def plot_embeddings(embeddings, labels, path, title="embeddings (PCA)", max_points=3000,
+                    tsne=False, tsne_points=1000, seed=0):
+    """Scatter of the first two principal components of `embeddings` (N, D), coloured by label.
+    With `tsne`, a t-SNE map of up to `tsne_points` of them beside it: PCA keeps the global
+    geometry (a linear view along the two widest directions), t-SNE keeps neighbourhoods (which
+    points cluster together) and distorts the distances between clusters."""
     plt = _pyplot()
     z = as_features(embeddings, "embeddings")
     if z.shape[1] < 2:
@@ -46,13 +71,21 @@ def plot_embeddings(embeddings, labels, path, title="embeddings (PCA)", max_poin
     xy = _host((z - mean) @ components)
     labels = _host(labels)
     step = max(1, len(xy) // max_points)     # a regular subsample keeps big sets readable
-    xy, labels = xy[::step], labels[::step]
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
-    ax.legend(*points.legend_elements(), title="label", fontsize=7, loc="best", markerscale=0.8)
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_title(title)
+    panels = [("PC 1", "PC 2", "PCA", xy[::step], labels[::step])]
+    if tsne:
+        step = max(1, len(xy) // tsne_points)
+        mapped = tsne_map(_host(z)[::step], seed)
+        if mapped is not None:
+            panels.append(("t-SNE 1", "t-SNE 2", "t-SNE", mapped, labels[::step]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
+    for ax, (xlabel, ylabel, name, points, colours) in zip(axes[0], panels):
+        drawn = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=6, alpha=0.8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if len(panels) > 1:
+            ax.set_title(name)
+    axes[0, 0].legend(*drawn.legend_elements(), title="label", fontsize=7, loc="best", markerscale=0.8)
+    (fig.suptitle if len(panels) > 1 else axes[0, 0].set_title)(title)
     return _save(fig, path)
 
 

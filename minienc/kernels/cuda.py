@@ -255,7 +255,7 @@ def cross_entropy_backward(p, targets, row_scale):
 
 
 # ----- the variants: the reference ops with these kernels inside ------------------------------
-class GELU(elementwise.GELU):
+class GELUFunction(elementwise.GELUFunction):
     def forward(self, x):
         self.x = x
         self.t, out = gelu_forward(x)
@@ -265,7 +265,7 @@ class GELU(elementwise.GELU):
         return gelu_backward(g, self.x, self.t)
 
 
-class LayerNorm(norm.LayerNorm):
+class LayerNormFunction(norm.LayerNormFunction):
     """Statistics, xhat and the affine map in one kernel; dx in one more."""
 
     def forward(self, x, weight=None, bias=None):
@@ -312,5 +312,5 @@ def ema_step(target, online, momentum):
     _elementwise("ema")(online, momentum, target)
 
 
-VARIANTS = {elementwise.GELU: GELU, norm.LayerNorm: LayerNorm, losses.CrossEntropy: CrossEntropy,
-            adam.adam_update: adam_update, sgd.sgd_update: sgd_update, ema.ema_step: ema_step}
+VARIANTS = {elementwise.GELUFunction: GELUFunction, norm.LayerNormFunction: LayerNormFunction,
+            losses.CrossEntropy: CrossEntropy, adam.adam_update: adam_update, sgd.sgd_update: sgd_update, ema.ema_step: ema_step}

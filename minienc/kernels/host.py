@@ -14,7 +14,7 @@ import threading
 
 from .. import backend
 from ..ops import attention, elementwise, losses, norm, shape
-from ..ops.embedding import Embedding as _Embedding   # (ops.embedding is also the function's name)
+from ..ops.embedding import EmbeddingFunction as _ReferenceEmbedding
 from . import threads
 from ..optim import adam, ema, sgd
 
@@ -38,7 +38,7 @@ def _flat(a):
     return np.ascontiguousarray(a).reshape(-1)
 
 
-class GELU(elementwise.GELU):
+class GELUFunction(elementwise.GELUFunction):
     """Both directions as in-place steps on chunks that stay in cache (the formula makes a
     temporary per operator, each a pass over memory), spread over the thread pool."""
 
@@ -82,7 +82,7 @@ class GELU(elementwise.GELU):
 
 
 # ----- layer norm ------------------------------------------------------------------------------
-class LayerNorm(norm.LayerNorm):
+class LayerNormFunction(norm.LayerNormFunction):
     """Statistics by einsum and the standardisation in place, on chunks of rows that stay in
     cache, spread over the thread pool."""
 
@@ -226,7 +226,7 @@ class ScaledDotProductAttention(attention.ScaledDotProductAttention):
     attend, attend_backward = staticmethod(attend), staticmethod(attend_backward)
 
 
-class MultiHeadAttention(attention.MultiHeadAttention):
+class MultiHeadAttentionFunction(attention.MultiHeadAttentionFunction):
     """The packed form with the output and the packed gradient written in place by the products
     (no transposing copies)."""
     attend, attend_backward = staticmethod(attend), staticmethod(attend_backward)
@@ -311,7 +311,7 @@ class GetItem(shape.GetItem):
         return scatter_rows(int(np.prod(lead)), index, g.reshape((-1,) + rest)).reshape(self.in_shape)
 
 
-class Embedding(_Embedding):
+class EmbeddingFunction(_ReferenceEmbedding):
     def backward(self, g):
         rows, width = self.table_shape
         return None, scatter_rows(rows, self.ids.reshape(-1), g.reshape(-1, width))
@@ -407,8 +407,8 @@ def ema_step(target, online, momentum):
     target += tmp
 
 
-VARIANTS = {elementwise.GELU: GELU, norm.LayerNorm: LayerNorm,
-            shape.GetItem: GetItem, _Embedding: Embedding, losses.MSELoss: MSELoss,
+VARIANTS = {elementwise.GELUFunction: GELUFunction, norm.LayerNormFunction: LayerNormFunction,
+            shape.GetItem: GetItem, _ReferenceEmbedding: EmbeddingFunction, losses.MSELoss: MSELoss,
             attention.ScaledDotProductAttention: ScaledDotProductAttention,
-            attention.MultiHeadAttention: MultiHeadAttention,
+            attention.MultiHeadAttentionFunction: MultiHeadAttentionFunction,
             adam.adam_update: adam_update, sgd.sgd_update: sgd_update, ema.ema_step: ema_step}

@@ -1,6 +1,6 @@
 """Normalisation layers: LayerNorm, BatchNorm1d, BatchNorm2d, SyncBatchNorm (math in
 minienc/ops/norm.py)."""
-from .. import backend, ops
+from .. import backend, checks, ops
 from . import init
 from .module import Module
 
@@ -10,7 +10,8 @@ class LayerNorm(Module):
     parameter-free form (I-JEPA normalises its targets this way)."""
 
     def __init__(self, dim, eps=1e-5, affine=True):
-        self.dim, self.eps = dim, eps
+        self.dim = checks.positive_int("LayerNorm", "dim", dim)
+        self.eps = checks.non_negative("LayerNorm", "eps", eps)
         self.weight = init.ones(init.empty((dim,))) if affine else None
         self.bias = init.empty((dim,)) if affine else None
 
@@ -27,7 +28,10 @@ class _BatchNorm(Module):
     ranks, layouts = (), ""  # the input ranks this layer accepts, in words for errors
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        name = type(self).__name__
+        self.num_features = checks.positive_int(name, "num_features", num_features)
+        self.eps = checks.non_negative(name, "eps", eps)
+        self.momentum = checks.in_range(name, "momentum", momentum, 0.0, 1.0)
         self.weight = init.ones(init.empty((num_features,))) if affine else None
         self.bias = init.empty((num_features,)) if affine else None
         xp = backend.xp_for(backend.get_device())

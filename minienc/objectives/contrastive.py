@@ -47,7 +47,7 @@ code's shuffling BN); the queue is then the same on every process.
 """
 from collections import namedtuple
 
-from .. import backend, ops
+from .. import backend, checks, ops
 from .. import distributed as dist
 from ..nn import BatchNorm1d, Linear, Module, ReLU, Sequential
 from ..optim import EMA
@@ -87,6 +87,7 @@ def _hinge_mean(d_ap, d_an, margin, valid, reduction):
     """max(0, d(a,p) - d(a,n) + margin) over the triplets where `valid`, reduced."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"triplet loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    checks.finite("triplet loss", "margin", margin)
     losses = ops.relu(d_ap - d_an + margin)
     if valid is not None:
         losses = losses * valid.astype(losses.dtype)
@@ -224,7 +225,10 @@ def info_nce_logits(queries, positive_keys, negative_keys=None, temperature=0.1,
     with `distributed`, every process's positive keys, gathered with a gradient).
     negative_mask: (N, M) booleans, True where a negative must not count (its logit is -1e9)."""
     _check_embeddings("info_nce", queries, positive_keys)
+    checks.positive("info_nce", "temperature", temperature)
     n, dim = queries.shape
+    if negative_keys is None and n < 2:
+        raise ValueError(f"info_nce: in-batch negatives need at least 2 queries, got {n}")
     if normalize:
         queries, positive_keys = ops.normalize(queries), ops.normalize(positive_keys)
     positive = (queries * positive_keys).sum(axis=1, keepdims=True)
@@ -271,6 +275,8 @@ def nt_xent(view1, view2, temperature=0.5, distributed=False):
     distributed: the candidates are the 2N views of every process (module docstring)."""
     _check_embeddings("nt_xent", view1, view2)
     n = view1.shape[0]
+    if n < 2:
+        raise ValueError(f"nt_xent: a batch of {n} image has no negatives; NT-Xent needs at least 2")
     views = ops.concatenate([view1, view2])
     pairs = ops.concatenate([view2, view1])
     candidates = dist.all_gather(views) if distributed else views
@@ -290,6 +296,7 @@ def projection_head(in_features, hidden_features=256, out_features=64, num_layer
     """The MLP between representation and loss. SimCLR: Linear-BN-ReLU for every hidden layer
     (no bias before BN) and a last Linear without ReLU. batch_norm=False gives MoCo v2's head,
     Linear-ReLU-Linear. last_bias=False: the last Linear without bias (BYOL, VICReg, Barlow)."""
+    checks.positive_int("projection_head", "num_layers", num_layers)
     layers, width = [], in_features
     for _ in range(num_layers - 1):
         layers.append(Linear(width, hidden_features, bias=not batch_norm))
@@ -313,6 +320,7 @@ class SimCLR(Module):
     """
 
     def __init__(self, encoder, head, temperature=0.5, distributed=False):
+        checks.positive("SimCLR", "temperature", temperature)
         self.encoder, self.head, self.temperature = encoder, head, temperature
         self.distributed = distributed
 
@@ -350,7 +358,7 @@ class MoCo(Module):
     its momentum average, and a queue of the last `queue_size` keys as negatives.
 
     moco = MoCo(encoder, projection_head(64, 256, 64, batch_norm=False), queue_size=1024)
-    opt = SGD(moco.parameters(), ...)                # the query encoder's parameters only
+    opt = SGD(moco.query_encoder.parameters(), ...)  # the trained part
     loss = moco.loss(augment(x), augment(x))         # keys under no_grad, then enqueued
     moco.update_key_encoder()                        # after every optimizer step
 
@@ -366,29 +374,32 @@ class MoCo(Module):
     instead (each process then normalises its share in `bn_groups` sub-batches), and the keys
     of the global batch join the queue in rank order, so the queue is the same everywhere.
 
-    The key encoder is an `optim.EMA` target: a deep copy whose parameters have
-    requires_grad=False; it lives inside `self.momentum_encoder`, not as a child module, so
-    `parameters()` never lists it. It stays in training mode (batch statistics) as in MoCo.
+    State. The key encoder is an `optim.EMA` target: a deep copy of the query encoder whose
+    parameters have requires_grad=False (no gradient ever reaches them; an optimizer given all
+    of `moco.parameters()` skips them). It is a child module, as in MoCo's code, so
+    `state_dict()`, `to()` and `astype()` include it; it stays in training mode (batch
+    statistics) as in MoCo. The queue is a buffer with the newest keys last: enqueueing drops the
+    oldest rows and appends, which is what MoCo's write pointer does, with no pointer to save.
     """
 
     def __init__(self, encoder, head, queue_size=1024, momentum=0.99, temperature=0.2,
                  bn_groups=4, seed=None, distributed=False):
+        checks.positive_int("MoCo", "queue_size", queue_size)
+        checks.in_range("MoCo", "momentum", momentum, 0.0, 1.0)
+        checks.positive("MoCo", "temperature", temperature)
+        checks.positive_int("MoCo", "bn_groups", bn_groups)
         self.encoder, self.head, self.distributed = encoder, head, distributed
         self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
         self.query_encoder = Sequential(encoder, head)
         self.momentum_encoder = EMA(self.query_encoder, momentum=momentum)
+        self.key_encoder = self.momentum_encoder.target
         device = encoder.device
         xp = backend.xp_for(device)
         out_features = head.layers[-1].out_features
         gen = backend.rng(device) if seed is None else xp.random.default_rng(seed)
         queue = gen.standard_normal((queue_size, out_features), dtype=backend.DEFAULT_DTYPE)
         queue /= xp.linalg.norm(queue, axis=1, keepdims=True)
-        self.register_buffer("queue", queue)   # (K, D) normalised keys, oldest overwritten first
-        self.queue_ptr = 0                     # a host int: no device read to know where to write
-
-    @property
-    def key_encoder(self):
-        return self.momentum_encoder.target
+        self.register_buffer("queue", queue)   # (K, D) normalised keys, the newest last
 
     def forward(self, images):
         return self.encoder(images)
@@ -396,12 +407,7 @@ class MoCo(Module):
     def named_children(self):
         # the encoder and head are reached through query_encoder; list them once
         yield "query_encoder", self.query_encoder
-
-    def to(self, device):
-        """Move the query encoder, the queue and the key encoder (not a child) to `device`."""
-        super().to(device)
-        self.key_encoder.to(device)
-        return self
+        yield "key_encoder", self.key_encoder
 
     def loss(self, view_q, view_k):
         """InfoNCE of the queries of view_q against the keys of view_k and the queue; then the
@@ -419,21 +425,23 @@ class MoCo(Module):
                         view_k.shape[0], dtype=backend.DEFAULT_DTYPE))
                 k = _in_groups(self.key_encoder, view_k, self.bn_groups, order)
             k = ops.normalize(k)
-        # a copy: enqueue() overwrites the queue in place, and backward still needs these keys
-        negatives = self.queue.copy()
-        loss = info_nce(q, k, negatives, self.temperature)
+        loss = info_nce(q, k, self.queue, self.temperature)
+        # the keys of the global batch join in rank order; enqueue makes a new queue array, so
+        # the loss's graph keeps the one it used
         self.enqueue((dist.all_gather(k) if self.distributed else k).data)
         return loss
 
     def enqueue(self, keys):
-        """Overwrite the oldest len(keys) entries (FIFO); K must be a multiple of the batch."""
+        """Drop the oldest len(keys) rows of the queue and append `keys` (FIFO)."""
         size = self.queue.shape[0]
-        batch = keys.shape[0]
-        if size % batch:
-            raise ValueError(f"MoCo.enqueue: the queue size {size} must be a multiple of the batch "
-                             f"size {batch} (use drop_last=True batches)")
-        self.queue[self.queue_ptr:self.queue_ptr + batch] = keys
-        self.queue_ptr = (self.queue_ptr + batch) % size
+        if not 1 <= keys.shape[0] <= size:
+            raise ValueError(f"MoCo.enqueue: {keys.shape[0]} keys for a queue of {size}: a batch "
+                             f"must be between 1 and the queue size")
+        if tuple(keys.shape[1:]) != tuple(self.queue.shape[1:]):
+            raise ValueError(f"MoCo.enqueue: keys of shape {tuple(keys.shape)} for a queue of "
+                             f"shape {tuple(self.queue.shape)}")
+        queue = self.queue
+        self._buffers["queue"] = backend.get_xp(queue).concatenate([queue[keys.shape[0]:], keys])
 
     def update_key_encoder(self, momentum=None):
         """theta_k <- m theta_k + (1 - m) theta_q, in place, no graph."""

@@ -17,17 +17,16 @@ any finite score is at least exp(0) = 1, so clamping it at 1 only ever touches a
 heads with views, and writes the gradients of q, k and v straight into one packed array: no
 split/merge ops and no concatenation in the graph.
 """
-from .. import kernels
+from .. import checks, kernels
 from ..backend import get_xp
 from ..engine import as_array, Function
+from .reduce import shift_for_exp
 
 
 def scores_to_weights(s, masked):
     """softmax(s) over the last axis; with `masked`, all-masked rows give 0 (module docstring)."""
     xp = get_xp(s)
-    top = s.max(axis=-1, keepdims=True)
-    if masked:
-        top = xp.where(top == float("-inf"), s.dtype.type(0), top)
+    top = shift_for_exp(s, axis=-1) if masked else s.max(axis=-1, keepdims=True)
     e = xp.exp(s - top)
     total = e.sum(axis=-1, keepdims=True)
     if masked:
@@ -84,6 +83,8 @@ class ScaledDotProductAttention(Function):
     attend, attend_backward = staticmethod(attention_forward), staticmethod(attention_backward)
 
     def __init__(self, key_padding_mask=None, scale=None):
+        if scale is not None:
+            checks.positive("scaled_dot_product_attention", "scale", scale)
         self.key_padding_mask, self.scale = key_padding_mask, scale
 
     def forward(self, q, k, v, attn_mask=None):
@@ -100,12 +101,15 @@ class ScaledDotProductAttention(Function):
         return (dq, dk, dv, dmask) if self.has_mask else (dq, dk, dv)
 
 
-class MultiHeadAttention(Function):
+class MultiHeadAttentionFunction(Function):
     """Self-attention over packed projections: qkv (B, L, 3*D) -> (B, L, D), heads of D/H."""
     attend, attend_backward = staticmethod(attention_forward), staticmethod(attention_backward)
 
+    name = "multi_head_attention"
+
     def __init__(self, num_heads, key_padding_mask=None):
-        self.heads, self.key_padding_mask = num_heads, key_padding_mask
+        self.heads = checks.positive_int(self.name, "num_heads", num_heads)
+        self.key_padding_mask = key_padding_mask
 
     def _split(self, qkv):
         if qkv.ndim != 3:
@@ -157,6 +161,6 @@ def scaled_dot_product_attention(q, k, v, key_padding_mask=None, attn_mask=None,
 
 
 def multi_head_attention(qkv, num_heads, key_padding_mask=None, attn_mask=None):
-    """Self-attention on packed qkv (B, L, 3*D) -> (B, L, D); see MultiHeadAttention."""
-    fn = kernels.variant(MultiHeadAttention, qkv)(num_heads, _mask_array(key_padding_mask, qkv))
+    """Self-attention on packed qkv (B, L, 3*D) -> (B, L, D); see MultiHeadAttentionFunction."""
+    fn = kernels.variant(MultiHeadAttentionFunction, qkv)(num_heads, _mask_array(key_padding_mask, qkv))
     return fn(qkv) if attn_mask is None else fn(qkv, attn_mask)

@@ -118,7 +118,9 @@ class Abs(Function):
         return g * get_xp(g).sign(self.x)
 
 
-class Tanh(Function):
+class TanhFunction(Function):
+    name = "tanh"
+
     def forward(self, x):
         self.out = get_xp(x).tanh(x)
         return self.out
@@ -127,7 +129,9 @@ class Tanh(Function):
         return g * (1.0 - self.out * self.out)
 
 
-class Sigmoid(Function):
+class SigmoidFunction(Function):
+    name = "sigmoid"
+
     def forward(self, x):
         # 0.5 * (1 + tanh(x/2)) is the logistic function without overflow for large |x|
         self.out = 0.5 * (get_xp(x).tanh(0.5 * x) + 1.0)
@@ -137,7 +141,9 @@ class Sigmoid(Function):
         return g * self.out * (1.0 - self.out)
 
 
-class ReLU(Function):
+class ReLUFunction(Function):
+    name = "relu"
+
     def forward(self, x):
         # the mask in x's dtype: float * float is NumPy's fast loop, float * bool a casting one
         # (and np.maximum is slower than both)
@@ -152,10 +158,12 @@ GELU_C = 0.7978845608028654  # sqrt(2 / pi)
 GELU_K = 0.044715
 
 
-class GELU(Function):
+class GELUFunction(Function):
     """0.5 x (1 + tanh(c (x + k x^3))), the tanh approximation (see the module docstring).
 
     With t = tanh(c (x + k x^3)) the derivative is 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2)."""
+
+    name = "gelu"
 
     def forward(self, x):
         self.x = x
@@ -180,6 +188,8 @@ class Softplus(Function):
 
 
 class Where(Function):
+    index_inputs = (0,)  # the condition stays boolean
+
     def forward(self, condition, x, y):
         self.condition = condition
         return get_xp(x).where(condition, x, y)
@@ -252,10 +262,10 @@ def exp(x): return Exp()(x)
 def log(x): return Log()(x)
 def sqrt(x): return Sqrt()(x)
 def abs(x): return Abs()(x)  # noqa: A001 (the NumPy name)
-def tanh(x): return Tanh()(x)
-def sigmoid(x): return Sigmoid()(x)
-def relu(x): return ReLU()(x)
-def gelu(x): return kernels.variant(GELU, x)()(x)
+def tanh(x): return TanhFunction()(x)
+def sigmoid(x): return SigmoidFunction()(x)
+def relu(x): return ReLUFunction()(x)
+def gelu(x): return kernels.variant(GELUFunction, x)()(x)
 def softplus(x): return Softplus()(x)
 def maximum(x, y): return Maximum()(x, y)
 def minimum(x, y): return Minimum()(x, y)

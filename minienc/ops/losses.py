@@ -4,9 +4,10 @@ Every form here is the numerically stable one: softmax and logsumexp subtract th
 binary cross-entropy works on logits (max(x,0) - x*t + log1p(e^-|x|)), and `normalize` divides by
 max(||x||, eps) so a zero vector gives zero, not NaN.
 """
-from .. import kernels
+from .. import backend, checks, kernels
 from ..backend import get_xp, is_cupy
 from ..engine import as_tensor, Function, Tensor
+from .reduce import reciprocal, shift_for_exp
 
 
 def _check_reduction(name, reduction):
@@ -24,7 +25,7 @@ def _reduced_grad(g, shape, reduction, count):
     """The upstream gradient of a reduced loss spread back over the elementwise losses."""
     if reduction == "none":
         return g
-    return get_xp(g).broadcast_to(g * (1.0 / count) if reduction == "mean" else g, shape)
+    return get_xp(g).broadcast_to(g * reciprocal(count) if reduction == "mean" else g, shape)
 
 
 class Softmax(Function):
@@ -62,11 +63,14 @@ class LogSumExp(Function):
 
     def forward(self, x):
         xp = get_xp(x)
-        top = x.max(axis=self.axis, keepdims=True)
+        top = shift_for_exp(x, self.axis)
         e = xp.exp(x - top)
         total = e.sum(axis=self.axis, keepdims=True)
-        self.softmax = e / total
-        out = xp.log(total) + top
+        # total >= 1 in every row with a finite entry (its maximum gives exp(0)); a row of -inf
+        # has total 0: its weights (and gradient) become 0 and its log is -inf
+        self.softmax = e / xp.maximum(total, 1.0)
+        with backend.numpy.errstate(divide="ignore"):
+            out = xp.log(total) + top
         self.kept_shape = out.shape
         return out if self.keepdims else out.squeeze(axis=self.axis)
 
@@ -77,9 +81,13 @@ class LogSumExp(Function):
 
 class CrossEntropy(Function):
     """Softmax cross-entropy over the last axis with integer targets: logits (..., C), targets (...).
-    Positions whose target is `ignore_index` add nothing and are not counted in the mean.
+    Positions whose target is `ignore_index` add nothing and are not counted in the mean. If
+    every target is ignored, the mean is 0 (0 / max(count, 1)) and so is the gradient: a batch
+    with nothing to predict trains nothing, rather than giving NaN (PyTorch gives NaN).
 
     loss = logsumexp(logits) - logits[target];  d loss / d logits = softmax(logits) - onehot(target)."""
+
+    index_inputs = (1,)  # the targets are class ids: never cast to the logits' dtype
 
     def __init__(self, ignore_index=None, reduction="mean"):
         _check_reduction("cross_entropy", reduction)
@@ -174,7 +182,7 @@ class MSELoss(Function):
 
     def backward(self, g):
         count = self.diff.size if self.reduction == "mean" else 1
-        g = (g * (2.0 / count)) * self.diff             # g is 0-d unless reduction is "none"
+        g = (g * (2.0 * reciprocal(count))) * self.diff  # g is 0-d unless reduction is "none"
         return g, (-g if self.needs_grad[1] else None)
 
 
@@ -183,6 +191,7 @@ class SmoothL1Loss(Function):
 
     def __init__(self, beta=1.0, reduction="mean"):
         _check_reduction("smooth_l1_loss", reduction)
+        checks.positive("smooth_l1_loss", "beta", beta)
         self.beta, self.reduction = beta, reduction
 
     def forward(self, pred, target):
@@ -207,7 +216,7 @@ class Normalize(Function):
     """x / max(||x||_2, eps) along `axis`."""
 
     def __init__(self, axis=-1, eps=1e-12):
-        self.axis, self.eps = axis, eps
+        self.axis, self.eps = axis, checks.positive("normalize", "eps", eps)
 
     def forward(self, x):
         xp = get_xp(x)
@@ -230,6 +239,9 @@ def normalize(x, axis=-1, eps=1e-12): return Normalize(axis, eps)(x)
 
 
 def cross_entropy(logits, targets, ignore_index=None, reduction="mean"):
+    """Softmax cross-entropy of logits (..., C) against integer class ids (...). With
+    `ignore_index`, those positions add nothing and the mean is over the others; when every
+    target is ignored the mean is 0, with a zero gradient (see CrossEntropy)."""
     if not isinstance(targets, Tensor):
         targets = as_tensor(logits.xp.asarray(targets))
     return kernels.variant(CrossEntropy, logits)(ignore_index, reduction)(logits, targets)

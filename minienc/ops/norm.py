@@ -10,7 +10,7 @@ which is one short expression instead of the ten graph nodes that mean/var/sqrt/
 Layer norm (Ba et al. 2016) groups the last axis of each sample; batch norm (Ioffe & Szegedy
 2015) groups every axis but the channel axis 1, and keeps running statistics for evaluation.
 """
-from .. import kernels
+from .. import checks, kernels
 from ..backend import get_xp
 from ..engine import Function
 
@@ -37,11 +37,13 @@ def check_layer_norm(x, weight, bias):
                          f"({x.shape[-1]},), got {tuple(weight.shape)} and {tuple(bias.shape)}")
 
 
-class LayerNorm(Function):
+class LayerNormFunction(Function):
     """Normalise over the last axis; weight and bias (both or neither) have shape (D,)."""
 
+    name = "layer_norm"
+
     def __init__(self, eps=1e-5):
-        self.eps = eps
+        self.eps = checks.non_negative("layer_norm", "eps", eps)
 
     def forward(self, x, weight=None, bias=None):
         check_layer_norm(x, weight, bias)
@@ -69,6 +71,8 @@ class BatchNorm(Function):
     unbiased batch variance as PyTorch. Evaluation: the running statistics, a fixed affine map."""
 
     def __init__(self, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+        checks.in_range("batch_norm", "momentum", momentum, 0.0, 1.0)
+        checks.non_negative("batch_norm", "eps", eps)
         self.running_mean, self.running_var = running_mean, running_var
         self.training, self.momentum, self.eps = training, momentum, eps
 
@@ -113,7 +117,7 @@ class BatchNorm(Function):
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5):
     """Normalise the last axis of x; weight and bias both or neither (I-JEPA's targets use none)."""
-    fn = kernels.variant(LayerNorm, x)(eps)
+    fn = kernels.variant(LayerNormFunction, x)(eps)
     return fn(x) if weight is None else fn(x, weight, bias)
 
 

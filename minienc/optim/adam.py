@@ -17,7 +17,7 @@ variants (one kernel on the GPU, no temporaries on the host).
 """
 import math
 
-from .. import kernels
+from .. import checks, kernels
 from ..backend import get_xp
 from .optimizer import Optimizer, check_hyperparameters
 
@@ -41,10 +41,11 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         name = type(self).__name__
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
         check_hyperparameters(name, lr, weight_decay, beta1=(betas[0], 0.0, 1.0),
                               beta2=(betas[1], 0.0, 1.0))
-        if not eps > 0:
-            raise ValueError(f"{name}: eps must be > 0, got {eps!r}")
+        checks.positive(name, "eps", eps)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay))
 

@@ -15,6 +15,7 @@ inside the momentum buffer ("classic" momentum), as in SimCLR.
 
 The norms and the trust ratio stay on the device as 0-d arrays: no value is read back to the host.
 """
+from .. import checks
 from ..backend import get_xp
 from .optimizer import Optimizer, check_hyperparameters
 
@@ -28,8 +29,7 @@ class LARS(Optimizer):
     def __init__(self, params, lr, momentum=0.9, weight_decay=1e-6, trust_coefficient=0.001,
                  nesterov=False, exclude_bias_and_norm=True):
         check_hyperparameters("LARS", lr, weight_decay, momentum=(momentum, 0.0, 1.0))
-        if not trust_coefficient > 0:
-            raise ValueError(f"LARS: trust_coefficient must be > 0, got {trust_coefficient!r}")
+        checks.positive("LARS", "trust_coefficient", trust_coefficient)
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       trust_coefficient=trust_coefficient, nesterov=nesterov,
                                       exclude_bias_and_norm=exclude_bias_and_norm))

@@ -17,7 +17,7 @@ on the GPU, no temporaries on the host; see minienc/kernels/).
 """
 import math
 
-from .. import backend
+from .. import backend, checks
 from ..engine import Tensor
 
 
@@ -72,6 +72,7 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is not None:
                     self._update(p, group, self._state_for(p))
+                    p.bump_version()  # a graph that saved p can no longer run its backward
 
     def _update(self, p, group, state):
         raise NotImplementedError
@@ -125,7 +126,8 @@ class Optimizer:
         return {"param_groups": groups, "state": state}
 
     def check_state_dict(self, state_dict):
-        """Raise if `state_dict` does not fit these parameter groups (counts and shapes); changes
+        """Raise if `state_dict` does not fit these parameter groups (counts, shapes and dtypes of
+        the arrays, integer steps, hyperparameters of the types this optimizer uses); changes
         nothing, so a checkpoint can check every part before it loads any."""
         name = type(self).__name__
         groups = state_dict["param_groups"]
@@ -136,17 +138,30 @@ class Optimizer:
             if len(saved["params"]) != len(own["params"]):
                 raise ValueError(f"{name}.load_state_dict: group {i} has {len(saved['params'])} "
                                  f"parameters in the state but {len(own['params'])} here")
+            for key, value in saved.items():
+                if key != "params" and not _same_kind(value, own.get(key, value)):
+                    raise ValueError(f"{name}.load_state_dict: group {i} has {key}={value!r} in "
+                                     f"the state, which does not fit {own.get(key)!r}")
         params = self._indexed_params()
         for key, saved in state_dict["state"].items():
             i = int(key)
             if not 0 <= i < len(params):
                 raise ValueError(f"{name}.load_state_dict: state for parameter {i}, but there are "
                                  f"only {len(params)}")
+            step = saved.get("step", 0)
+            if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+                raise ValueError(f"{name}.load_state_dict: parameter {i} has step {step!r}, not an "
+                                 f"integer >= 0")
             for k, value in saved.items():
-                if k != "step" and tuple(value.shape) != params[i].shape:
+                if k == "step":
+                    continue
+                if tuple(value.shape) != params[i].shape:
                     raise ValueError(f"{name}.load_state_dict: state '{k}' of parameter {i} has "
                                      f"shape {tuple(value.shape)}, the parameter has shape "
                                      f"{params[i].shape}")
+                if value.dtype.kind != "f":
+                    raise ValueError(f"{name}.load_state_dict: state '{k}' of parameter {i} has "
+                                     f"dtype {value.dtype}, expected a floating array")
 
     def load_state_dict(self, state_dict):
         """Restore hyperparameters and state saved by `state_dict`; the groups must hold the same
@@ -174,6 +189,21 @@ class Optimizer:
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
 
 
+def _same_kind(saved, own):
+    """Whether a saved hyperparameter can stand where `own` stands: a number for a number, a
+    bool for a bool, a same-length sequence of numbers for a sequence (betas), a string for a
+    string."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(own, bool):
+        return isinstance(saved, bool)
+    if isinstance(own, (int, float)):
+        return number(saved)
+    if isinstance(own, (list, tuple)):
+        return isinstance(saved, (list, tuple)) and len(saved) == len(own) and all(map(number, saved))
+    return isinstance(saved, type(own))
+
+
 def set_hyperparameter(optimizer, key, value):
     """Set `key` (e.g. "lr", "weight_decay") in every group to `value * group[key + "_scale"]`
     (scale 1 unless the group says otherwise; no-decay groups carry weight_decay_scale=0)."""
@@ -198,11 +228,9 @@ def param_groups_without_decay(module, weight_decay, extra=None):
 
 
 def check_hyperparameters(name, lr, weight_decay, **others):
-    """Refuse nonsense early with the optimizer's name in the message."""
-    if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
-        raise ValueError(f"{name}: lr must be a finite number >= 0, got {lr!r}")
-    if weight_decay < 0:
-        raise ValueError(f"{name}: weight_decay must be >= 0, got {weight_decay!r}")
+    """Refuse nonsense early with the optimizer's name in the message: lr and weight_decay finite
+    numbers >= 0, each of `others` (value, low, high) in [low, high)."""
+    checks.non_negative(name, "lr", lr)
+    checks.non_negative(name, "weight_decay", weight_decay)
     for key, (value, low, high) in others.items():
-        if not low <= value < high:
-            raise ValueError(f"{name}: {key} must be in [{low}, {high}), got {value!r}")
+        checks.in_range(name, key, value, low, high, include_high=False)
