@@ -55,12 +55,13 @@ def add_recipe_flags(parser, temperature=None):
 
 
 def train_contrastive(args, data, name, loss_fn, models, params, callbacks=(), labels=False,
-                      views=None, schedules=None):
+                      views=None, schedules=None, optimizer=None):
     """LARS (lr scaled as SimCLR: base * batch / 256) with warmup + cosine over the run, on
     batches of the train images; each step is loss_fn(view1, view2), or loss_fn(view1, view2,
     labels) with `labels`. `views`: a function images -> list of views to use instead of two
-    augmented ones (DINO's multi-crop); `schedules`: more Trainer schedules (an EMA momentum).
-    Saves the view pairs first. Returns the Trainer."""
+    augmented ones (DINO's multi-crop); `schedules`: more Trainer schedules (an EMA momentum);
+    `optimizer`: a function param_groups -> optimizer instead of LARS (the schedule still sets
+    its lr). Saves the view pairs first. Returns the Trainer."""
     augment = digits_augment(crop=args.crop, noise=args.noise)
     images = data.x_test[:12]
     print("saved", save_view_pairs(images, augment, os.path.join(args.out, "views.png"),
@@ -70,8 +71,8 @@ def train_contrastive(args, data, name, loss_fn, models, params, callbacks=(), l
                              device=args.device)
     steps = args.epochs * len(loader)
     lr = args.lr * args.batch_size / 256
-    optimizer = LARS(param_groups_without_decay(params, args.weight_decay), lr=lr,
-                     weight_decay=args.weight_decay)
+    groups = param_groups_without_decay(params, args.weight_decay)
+    optimizer = optimizer(groups) if optimizer else LARS(groups, lr=lr, weight_decay=args.weight_decay)
     schedule = WarmupCosine(lr, steps, warmup_steps=min(args.warmup_epochs * len(loader), steps))
 
     def step(batch):
