@@ -22,7 +22,8 @@ Departures from the paper, each measured on digits (docs/ssl_methods.md):
   demos/byol.py); LARS as SimCLR (the paper trains ViTs with AdamW: --optimizer adamw
   --lr 5e-4 --weight-decay 0.04 --weight-decay-end 0.4; ResNets with SGD or LARS); no gradient
   clipping; the last layer is not frozen during the first epoch (here 5 steps).
-Writes to runs/dino/: views.png (the crops), curves.png (loss, teacher entropy, KL(teacher ||
+Writes to runs/dino/: crops.png (the multi-crop views DINO trains on; views.png: SimCLR's pairs,
+which are DINO's two global crops), curves.png (loss, teacher entropy, KL(teacher ||
 student), centre norm), gauges.png (RankMe and embedding std of the teacher's encoder, of the
 student's, and of the teacher's logits), embeddings.png, results.json, metrics.jsonl.
 """
@@ -79,7 +80,7 @@ def main():
     multicrop = MultiCrop(2, args.local_crops, args.global_scale, args.local_scale,
                           transform=photometric)
     views = multicrop(data.x_test[:10], rng=args.seed)
-    print("saved", plot_image_grid([data.x_test[:10], *views], os.path.join(args.out, "views.png"),
+    print("saved", plot_image_grid([data.x_test[:10], *views], os.path.join(args.out, "crops.png"),
                                    row_titles=["original", "global 1", "global 2"] +
                                    [f"local {i + 1}" for i in range(args.local_crops)],
                                    title=f"{name}: multi-crop views"))
