@@ -8,12 +8,15 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["minienc", "minienc.*"]),
-    install_requires=["numpy>=1.24"],
+    # tqdm: the progress bar (a widget in notebooks, plain lines in logs); small, pure Python
+    install_requires=["numpy>=1.24", "tqdm>=4.60"],
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
         "test": ["pytest>=7", "hypothesis>=6.80"],
         # scikit-learn is used only for the 1,797 real digits it ships inside its package (no download)
-        # threadpoolctl caps the host BLAS threads (see minienc.backend.set_blas_threads)
+        # threadpoolctl caps the host BLAS threads (see minienc.tuning.set_blas_threads)
         "demos": ["matplotlib>=3.7", "scikit-learn>=1.3", "threadpoolctl>=3"],
+        # minienc.distributed: mpi4py over MPICH's PyPI wheel (mpiexec included), so pip is enough
+        "distributed": ["mpi4py>=4.0", "mpich"],
     },
 )

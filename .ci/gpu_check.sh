@@ -14,7 +14,10 @@
 #      host sync in a Trainer step
 #   4. the benchmark on the GPU at batch 256 (ViT workloads too), fused kernels on, then off
 #      (MINIENC_FUSED_KERNELS=0: what the kernels in minienc/kernels.py buy)
-#   5. the whole test suite's CUDA cases (-k cuda), then everything else that is left
+#   5. minienc.distributed's NCCL engine with one GPU (collectives, a 3-step SimCLR through the
+#      Trainer against a plain run)
+#   6. the whole test suite's CUDA cases (-k cuda)
+# A rerun of some steps only: ONLY="kernels gpu_path" bash .ci/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_check_out}
@@ -33,6 +36,7 @@ BUDGET=${BUDGET:-540}
 # run NAME SECONDS CMD...: CMD under a timeout, its output in $OUT/NAME.log, one summary line
 run() {
     local name=$1 limit=$2; shift 2
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
     local left=$((BUDGET - SECONDS))
     if [ $left -lt 20 ]; then note "$name: SKIPPED, the ${BUDGET}s budget is spent"; return 0; fi
     [ $limit -gt $left ] && limit=$left
@@ -97,6 +101,9 @@ for log in benchmark_cuda benchmark_cuda_unfused; do
     { echo "## $log"; grep -E "^\| |^note|^# " "$OUT/$log.log"; } >> "$SUMMARY" 2>/dev/null
 done
 
-# ----- 5. the whole suite on the GPU -----------------------------------------------------------
+# ----- 5. NCCL through CuPy, world size 1 ----------------------------------------------------------
+run distributed_nccl 90 $PY -m pytest -q -rs tests/test_distributed.py -k cuda
+
+# ----- 6. the whole suite on the GPU -----------------------------------------------------------
 run suite_cuda 120 $PY -m pytest -q -x -k cuda tests
 note "done: logs in $OUT"

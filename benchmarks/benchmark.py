@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))  # run as a script from a checkout
-from minienc import backend  # noqa: E402
+from minienc import backend, tuning  # noqa: E402
 from benchmarks import bench_mlp, bench_vision  # noqa: E402
 
 
@@ -278,13 +278,11 @@ def main(argv=None):
     ap.add_argument("--profile", action="store_true", help="also cProfile minienc's step")
     ap.add_argument("--threads", type=int, default=1,
                     help="BLAS and PyTorch threads, the same for every implementation; 0 leaves "
-                         "each library its own default. One by default: these are small "
-                         "matrices, and a multi-threaded OpenBLAS pays a thread wake-up per "
-                         "product (a ViT step ran 10x slower with 2 threads on an idle 2-core VM; "
-                         "see minienc.backend.set_blas_threads)")
+                         "each library its own default (see docs/benchmarks.md for why one is "
+                         "the default)")
     ap.add_argument("--default-malloc", action="store_true",
-                    help="leave glibc's allocator untuned (minienc's Trainer tunes it; see "
-                         "backend.tune_host_allocator) to see malloc's share of a step")
+                    help="leave glibc's allocator untuned (the demos tune it; see "
+                         "minienc.tuning.tune_host_allocator) to see malloc's share of a step")
     args = ap.parse_args(argv)
     names = list(WORKLOADS) if args.workloads == "all" else \
         [n.strip() for n in args.workloads.split(",") if n.strip()]
@@ -292,7 +290,7 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown workloads {unknown}; available: {sorted(WORKLOADS)}")
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
-    tuned = not args.default_malloc and backend.tune_host_allocator()
+    tuned = not args.default_malloc and tuning.tune_host_allocator()
     malloc = "glibc malloc tuned (mallopt)" if tuned else "default malloc"
     threads = set_threads(args.threads or None)
     print(f"# minienc benchmark, {datetime.date.today()}, device {args.device}")

@@ -2,6 +2,7 @@
 the same digits in every row, plus the larger-canvas digits that patch-based methods train on.
 
     python demos/augmentations.py --out out/augmentations
+    python demos/augmentations.py --data cifar10:~/cifar-10-batches-bin   # the colour ones too
 """
 import argparse
 import os
@@ -35,7 +36,18 @@ def main():
         ("BrightnessContrast", D.BrightnessContrast(0.5, 0.5)),
         ("contrastive view 1", D.contrastive_augment()),
         ("contrastive view 2", D.contrastive_augment()),
+        ("GaussianBlur(5)", D.GaussianBlur(5, p=1.0)),
+        ("Solarize(0.5)", D.Solarize(0.5, p=1.0)),
+        ("HorizontalFlip", D.RandomHorizontalFlip(p=1.0)),
     ]
+    if images.shape[1] == 3:   # colour images (cifar10:PATH): the colour augmentations too
+        augmentations += [
+            ("ColorJitter(0.4,0.4,0.4,0.1)", D.ColorJitter(0.4, 0.4, 0.4, 0.1)),
+            ("hue +-0.5", D.ColorJitter(0, 0, 0, 0.5)),
+            ("Grayscale", D.RandomGrayscale(p=1.0)),
+            ("SimCLR view 1", D.simclr_augment(images.shape[-1])),
+            ("SimCLR view 2", D.simclr_augment(images.shape[-1])),
+        ]
     rows, titles = [images], ["original"]
     for title, aug in augmentations:
         rows.append(aug(images))

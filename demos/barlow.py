@@ -1,6 +1,6 @@
 """Barlow Twins on digits: two views, no negatives; the cross-correlation of their projections
 is pulled to the identity (minienc/objectives/barlow.py). SimCLR's encoder, augmentations,
-optimizer and budget (demos/simclr.py), so the rows compare.
+optimizer and budget (demos/common.py's two-view recipe), so the rows compare.
 
     python demos/barlow.py                      # ~1 CPU minute
     python demos/barlow.py --lambd 0            # only the diagonal: redundant features are free
@@ -11,28 +11,29 @@ metrics.jsonl.
 """
 import copy
 
-from common import CollapseGauges, add_gauge_flags, image_parser, save_training_curves, setup
-from simclr import add_recipe_flags, digits_encoder, finish, train_contrastive
+from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, image_parser,
+                    mlp_encoder, save_training_curves, setup, train_contrastive)
 
 from minienc.nn import Sequential
 from minienc.objectives.barlow import BarlowTwins, barlow_projector
 
 
 def main():
-    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, epochs=300, latent_dim=64,
+    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64,
                                                            batch_size=256, lr=1.0)))
     parser.add_argument("--projector", type=int, default=256, help="projector output width")
     parser.add_argument("--lambd", type=float, default=5e-3, help="weight of the off-diagonal term")
     args = parser.parse_args()
     data = setup(args)
-    encoder = digits_encoder(args.latent_dim)
+    encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
     model = BarlowTwins(encoder, barlow_projector(args.latent_dim, args.hidden, args.projector),
-                        args.lambd)
+                        args.lambd, distributed=args.distributed)   # C of the global batch
     gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
                             projection=Sequential(encoder, model.projector))
     gauges.record(0)
-    train_contrastive(args, data, "Barlow Twins", model.terms, model, model, callbacks=[gauges])
+    train_contrastive(args, data, "Barlow Twins", model.terms, model, model, encoder,
+                      callbacks=[gauges])
     save_training_curves(args, "Barlow Twins", gauges, terms=("on_diagonal", "off_diagonal"))
     finish(args, data, "Barlow Twins", encoder, random_encoder)
 

@@ -1,6 +1,6 @@
 """BYOL on digits: an online network predicts an EMA target network's projection of the other
 view, no negatives (minienc/objectives/byol.py). SimCLR's encoder, augmentations, optimizer and
-budget (demos/simclr.py), so the rows compare.
+budget (demos/common.py's two-view recipe), so the rows compare.
 
     python demos/byol.py                        # ~1.5 CPU minutes
     python demos/byol.py --ema 0.996            # the paper's tau_base (sized for 1,000 epochs)
@@ -17,32 +17,32 @@ the online encoder and projection over training), embeddings.png, results.json, 
 """
 import copy
 
-from common import CollapseGauges, add_gauge_flags, image_parser, save_training_curves, setup
-from simclr import add_recipe_flags, digits_encoder, finish, train_contrastive
+from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, image_parser,
+                    mlp_encoder, save_training_curves, setup, train_contrastive)
 
 from minienc.objectives.byol import BYOL, byol_mlp
 from minienc.optim import Cosine
 
 
 def main():
-    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, epochs=300, latent_dim=64,
+    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64,
                                                            batch_size=256, lr=1.0)))
     parser.add_argument("--projection", type=int, default=64, help="projector / predictor output width")
     parser.add_argument("--ema", type=float, default=0.99, help="tau_base: the target's starting momentum")
     args = parser.parse_args()
     data = setup(args)
-    encoder = digits_encoder(args.latent_dim)
+    encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
     byol = BYOL(encoder, byol_mlp(args.latent_dim, args.hidden, args.projection),
                 byol_mlp(args.projection, args.hidden, args.projection))
-    steps = args.epochs * (len(data.x_train) // args.batch_size)
+    steps = args.epochs * (len(data.x_train) // args.batch_size) if args.epochs else args.steps
     gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
                             projection=byol.online_network)
     gauges.record(0)
     # the target follows the online network after every optimizer step
     callbacks = [lambda trainer: byol.update_target(trainer.values["ema_momentum"]), gauges]
     train_contrastive(args, data, "BYOL", byol.loss, models={"byol": byol},
-                      params=byol.trained_modules(), callbacks=callbacks,
+                      params=byol.trained_modules(), encoder=encoder, callbacks=callbacks,
                       schedules={"ema_momentum": Cosine(args.ema, 1.0, steps)})
     save_training_curves(args, "BYOL", gauges)
     finish(args, data, "BYOL", encoder, random_encoder)

@@ -1,62 +1,234 @@
-"""What every image demo shares: the same flags, the same set-up, the same evaluation report.
+"""What every demo shares: the same flags, the same set-up, the same training call and the same
+evaluation report -- and the two recipes that several demos share (two views; autoencoders).
 
-    args = image_parser(__doc__, epochs=30, latent_dim=32).parse_args()
-    data = setup(args)                       # seed, device, dataset, output folder
-    ...train with minienc.train.Trainer...
-    report(args, data, "autoencoder", encoder, random_encoder)   # the table every demo prints
+    args = image_parser(__doc__, steps=1500, latent_dim=64).parse_args()
+    data = setup(args)                   # seed, device, dataset, output folder, config.json
+    loader = BatchIterator(data.x_train, batch_size=args.batch_size, seed=args.seed)
+    steps = total_steps(args, loader)    # --steps, or --epochs passes over the loader
+    train(args, data, step, optimizer, loader, steps, encoder, models=model, schedules=...)
+    finish(args, data, "SimCLR", encoder, random_encoder)   # figures, the table, results.json
+
+A run's folder is its record: config.json (flags, seed, versions, device), metrics.jsonl,
+checkpoint.npz, the figures and results.json. A folder that holds a run is never reused unless
+asked: --resume continues it from its checkpoint (a finished one is evaluated again, with the
+same numbers), --overwrite starts it again. Ctrl-C stops after the current step and saves.
 """
 import argparse
+import datetime
 import json
+import math
 import os
+import platform
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import minienc  # noqa: E402
 from minienc import backend  # noqa: E402
-from minienc.data import DATA_HELP, load_dataset  # noqa: E402
-from minienc.eval import baseline_records, evaluate, print_table  # noqa: E402
+from minienc import data as D  # noqa: E402
+from minienc import tuning  # noqa: E402
+from minienc.eval import (Evaluator, baseline_records, encode, evaluate, plot_embeddings,  # noqa: E402
+                          plot_image_grid, print_table)
+from minienc.nn import Flatten, MLPEncoder, Sequential, SyncBatchNorm  # noqa: E402
+from minienc.objectives.reconstruction import LIKELIHOODS, build_model  # noqa: E402
+from minienc.optim import Adam, LARS, WarmupCosine, param_groups_without_decay  # noqa: E402
+from minienc.train import Trainer  # noqa: E402
+
+RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "results.json")   # a folder with one holds a run
+# flags that may change between a run and its --resume without changing its numbers
+RESUME_MAY_CHANGE = {"resume", "overwrite", "device", "blas_threads", "eval_every", "out"}
 
 
-def image_parser(description, epochs=20, latent_dim=None, batch_size=128, lr=1e-3, data="digits"):
-    """The flags every image demo takes: --epochs --latent-dim --batch-size --lr --device --data
-    --seed --out (defaults per demo)."""
+# ----- flags ---------------------------------------------------------------------------------------
+
+def image_parser(description, steps=1000, latent_dim=None, batch_size=128, lr=1e-3, data="digits",
+                 epochs=None):
+    """The flags every image demo takes (defaults per demo): --steps (or --epochs) --latent-dim
+    --batch-size --lr --data --max-train --max-test --draws --eval-every, and add_run_flags'.
+    A demo may define one of them again (its own --steps, say): the later definition wins."""
     parser = argparse.ArgumentParser(description=description.strip().split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=epochs)
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     conflict_handler="resolve")
+    parser.add_argument("--steps", type=int, default=steps,
+                        help="optimizer steps (the learning-rate schedule spans them)")
+    parser.add_argument("--epochs", type=int, default=epochs,
+                        help="passes over the train images instead of --steps")
     if latent_dim is not None:
         parser.add_argument("--latent-dim", type=int, default=latent_dim)
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--data", default=data, help=D.DATA_HELP)
+    parser.add_argument("--max-train", type=int, default=None,
+                        help="keep a seeded, stratified subset of this many train images")
+    parser.add_argument("--max-test", type=int, default=None, help="... and of test images")
+    parser.add_argument("--draws", type=int, default=100, help="few-shot probe draws")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="steps between held-out evaluations while training (k-NN, 5-shot, "
+                             "RankMe, embedding std, drawn into evaluation.png); 0: none")
+    return add_run_flags(parser)
+
+
+def add_run_flags(parser):
+    """The flags every demo takes, images or not: --device --seed --out --resume --overwrite
+    --blas-threads --distributed."""
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINIENC_DEVICE or cpu)")
-    parser.add_argument("--data", default=data, help=DATA_HELP)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="output folder (default: runs/<demo name>)")
-    parser.add_argument("--draws", type=int, default=100, help="few-shot probe draws")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again over the run in --out")
     add_blas_threads_flag(parser)
+    add_distributed_flag(parser)
     return parser
 
 
 def add_blas_threads_flag(parser):
     parser.add_argument("--blas-threads", type=int, default=1,
-                        help="host BLAS threads (see minienc.backend.set_blas_threads: the demos' "
+                        help="host BLAS threads (see minienc.tuning.set_blas_threads: the demos' "
                              "small matrices run fastest on one)")
 
 
-def setup(args):
-    """Seed, default device and output folder from the flags; returns the dataset."""
-    minienc.manual_seed(args.seed)
-    backend.set_blas_threads(args.blas_threads)
+def tune_process(blas_threads):
+    """The process-wide CPU settings every demo starts with (see minienc.tuning): freed
+    temporaries are reused across steps, and the host BLAS gets `blas_threads` threads."""
+    tuning.tune_host_allocator()
+    tuning.set_blas_threads(blas_threads)
+
+
+# ----- set-up: seed, device, folder, data, config.json ---------------------------------------------
+
+def demo_name():
+    return os.path.splitext(os.path.basename(sys.argv[0]))[0]
+
+
+def start_run(args):
+    """Seed, BLAS threads, default device and output folder from the flags. Refuses (exits with
+    the reason) a folder that already holds a run unless --resume or --overwrite says what to
+    do; --overwrite removes the old run's checkpoint, metrics and results first. With
+    --distributed, setup_distributed first (and each rank's random stream seeded apart)."""
+    setup_distributed(args)
+    minienc.manual_seed(args.seed + _rank())
+    tune_process(args.blas_threads)
     if args.device:
         minienc.set_device(args.device)
     args.device = minienc.get_device()
     if args.out is None:
-        args.out = os.path.join("runs", os.path.splitext(os.path.basename(sys.argv[0]))[0])
+        args.out = os.path.join("runs", demo_name())
+    if args.resume and args.overwrite:
+        sys.exit(f"{demo_name()}: --resume continues the run in {args.out}, --overwrite starts it "
+                 f"again: choose one")
+    found = [name for name in RUN_FILES if os.path.exists(os.path.join(args.out, name))]
+    if found and args.overwrite:
+        for name in found:
+            os.remove(os.path.join(args.out, name))
+        print(f"--overwrite: removed the old run's {', '.join(found)} from {args.out}")
+    elif found and not args.resume:
+        finished = "results.json" in found
+        sys.exit(f"{demo_name()}: {args.out} already holds a {'finished' if finished else 'stopped'} "
+                 f"run ({', '.join(found)}). Add --resume to continue it"
+                 f"{' (it evaluates the trained model again)' if finished else ''}, --overwrite "
+                 f"to start it again, or choose another --out.")
     os.makedirs(args.out, exist_ok=True)
-    data = load_dataset(args.data, seed=args.seed)
+
+
+def setup(args):
+    """start_run, then the dataset (--data, cut to --max-train / --max-test) and config.json.
+    Returns the dataset."""
+    start_run(args)
+    data = D.load_dataset(args.data, seed=args.seed, max_train=args.max_train, max_test=args.max_test)
+    write_config(args, data=dict(name=data.name, train=len(data.x_train), test=len(data.x_test),
+                                 image_shape=list(data.image_shape), classes=data.num_classes))
     print(f"data: {data}   device: {args.device}   output: {args.out}")
     return data
 
+
+def versions():
+    """What produced a run: Python, NumPy, minienc (and its git commit), CuPy, the machine."""
+    found = {"python": platform.python_version(), "numpy": backend.numpy.__version__,
+             "minienc": minienc.__version__, "platform": platform.platform(),
+             "cpus": os.cpu_count()}
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        commit = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"],
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+        if commit:
+            found["git"] = commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    if backend.cuda_available():
+        cupy = backend.cupy()
+        found["cupy"] = cupy.__version__
+        found["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    return found
+
+
+def write_config(args, **facts):
+    """<out>/config.json: the flags, seed, device, versions and command of the run (and `facts`,
+    such as the data's size). On --resume the first run's file is kept; the resume is appended
+    to its "resumed" list, and flags that changed are named (they may change the numbers)."""
+    path = os.path.join(args.out, "config.json")
+    flags = json.loads(json.dumps(vars(args), default=str))
+    now = datetime.datetime.now().isoformat(timespec="seconds")
+    command = " ".join(["python", *sys.argv])
+    if args.resume and os.path.exists(path):
+        with open(path) as f:
+            config = json.load(f)
+        changed = {k: [config["flags"].get(k), v] for k, v in flags.items()
+                   if config["flags"].get(k) != v and k not in RESUME_MAY_CHANGE}
+        if changed:
+            print(f"--resume with flags that differ from {path} (the numbers may differ from an "
+                  f"uninterrupted run): " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+        config.setdefault("resumed", []).append({"at": now, "command": command, "changed": changed})
+    else:
+        config = {"demo": demo_name(), "command": command, "started": now, "flags": flags,
+                  "seed": args.seed, "device": args.device, "versions": versions(), **facts}
+    with open(path, "w") as f:
+        json.dump(config, f, indent=1)
+    return path
+
+
+def _quiet_interrupt(kind, value, traceback):
+    """Ctrl-C ends a demo with one line, not a traceback (the Trainer has saved and said so)."""
+    if issubclass(kind, KeyboardInterrupt):
+        print(f"{demo_name()}: stopped; the same command with --resume continues it",
+              file=sys.stderr)
+        return
+    sys.__excepthook__(kind, value, traceback)
+
+
+sys.excepthook = _quiet_interrupt
+
+
+# ----- training ------------------------------------------------------------------------------------
+
+def total_steps(args, loader):
+    """The run's optimizer steps: --epochs passes over `loader` when given, else --steps."""
+    return args.epochs * len(loader) if getattr(args, "epochs", None) else args.steps
+
+
+def make_trainer(args, data, step_fn, optimizer, encoder=None, **options):
+    """A Trainer (options: models, schedules, callbacks, log_every, out_dir, ...) writing into
+    --out, which with --eval-every N evaluates `encoder` on a held-out subset every N steps."""
+    if getattr(args, "eval_every", 0) and encoder is not None:
+        options.update(evaluator=Evaluator(encoder, data, seed=args.seed), eval_every=args.eval_every)
+    options.setdefault("out_dir", args.out)
+    return Trainer(step_fn, optimizer, **options)
+
+
+def fit(args, trainer, loader, steps):
+    """trainer.fit for `steps` steps, continuing the run with --resume, restarting it with
+    --overwrite."""
+    return trainer.fit(loader, steps=steps, resume=args.resume, overwrite=args.overwrite)
+
+
+def train(args, data, step_fn, optimizer, loader, steps, encoder=None, **options):
+    """make_trainer, then fit. Returns the Trainer."""
+    return fit(args, make_trainer(args, data, step_fn, optimizer, encoder, **options), loader, steps)
+
+
+# ----- the report ----------------------------------------------------------------------------------
 
 def report(args, data, name, encoder, random_encoder=None, extra_records=(), baselines=True,
            params=None):
@@ -65,6 +237,8 @@ def report(args, data, name, encoder, random_encoder=None, extra_records=(), bas
     the table and write it to <out>/results.json (baseline records marked "baseline": true).
     `params` overrides the parameter count (for an encoder given as a plain function). Returns
     the records."""
+    if _rank():
+        return []   # rank 0 alone evaluates (every rank holds the same weights)
     options = dict(draws=args.draws, seed=args.seed, verbose=False)
     record = evaluate(encoder, data, name=name, **options)
     record["params"] = params if params is not None else _parameter_count(encoder)
@@ -79,6 +253,18 @@ def report(args, data, name, encoder, random_encoder=None, extra_records=(), bas
     return records
 
 
+def finish(args, data, name, encoder, random_encoder=None, **report_options):
+    """The end of every image demo: the figure of the test embeddings (embeddings.png: PCA and
+    t-SNE side by side), then `report`'s table and results.json. Returns the records."""
+    if _rank():
+        return []   # rank 0 alone draws and evaluates
+    path = plot_embeddings(encode(encoder, data.x_test), data.y_test,
+                           os.path.join(args.out, "embeddings.png"),
+                           title=f"{name}: test embeddings", tsne=True, seed=args.seed)
+    print("saved", path)
+    return report(args, data, name, encoder, random_encoder, **report_options)
+
+
 def _parameter_count(encoder):
     """Parameters of the trained model behind `encoder` (a Module, or a bound method of one)."""
     owner = getattr(encoder, "__self__", encoder)
@@ -87,13 +273,153 @@ def _parameter_count(encoder):
 
 
 def _training_seconds(out):
-    """Wall-clock seconds of the run's training loop, as the Trainer logged them."""
+    """Wall-clock seconds of the run's training loop (its held-out evaluations left out), as
+    the Trainer logged them."""
     try:
         with open(os.path.join(out, "metrics.jsonl")) as f:
-            last = [line for line in f if line.strip()][-1]
-        return round(json.loads(last)["elapsed_s"], 1)
+            last = json.loads([line for line in f if line.strip()][-1])
+        return round(last["elapsed_s"] - last.get("eval_s", 0.0), 1)
     except (OSError, IndexError, KeyError, ValueError):
         return None
+
+
+# ----- pictures ------------------------------------------------------------------------------------
+
+def display_batch(data, n, device=None):
+    """n test images, the first of each class in label order first, as a tensor on `device`,
+    and their labels."""
+    first = {}
+    for i, label in enumerate(data.y_test.tolist()):
+        first.setdefault(label, i)
+    picked = [first[label] for label in sorted(first)][:n]
+    picked += [i for i in range(len(data.y_test)) if i not in first.values()][:n - len(picked)]
+    return minienc.tensor(data.x_test[picked], device=device), data.y_test[picked].tolist()
+
+
+def save_grid(args, rows, titles, name, title):
+    path = plot_image_grid(rows, os.path.join(args.out, name), row_titles=titles, title=title)
+    print(f"saved {path}")
+    return path
+
+
+# ----- the two-view recipe: SimCLR, MoCo and triplet share it, so their rows compare ---------------
+
+def add_recipe_flags(parser, temperature=None):
+    parser.add_argument("--hidden", type=int, default=256, help="projection head width")
+    parser.add_argument("--crop", type=float, default=0.5, help="smallest crop area")
+    parser.add_argument("--noise", type=float, default=0.05, help="Gaussian noise std")
+    parser.add_argument("--weight-decay", type=float, default=1e-6)
+    parser.add_argument("--warmup-steps", type=int, default=50)
+    if temperature is not None:
+        parser.add_argument("--temperature", type=float, default=temperature)
+    return parser
+
+
+def mlp_encoder(data, latent_dim, hidden=(512, 512)):
+    """Flatten, then an MLP with batch norm, sized from the data's images (C * H * W inputs)."""
+    return Sequential(Flatten(), MLPEncoder(math.prod(data.image_shape), hidden, latent_dim,
+                                            batch_norm=True))
+
+
+def two_view_augment(args, data):
+    """Two-view augmentations. Colour images (CIFAR-10): SimCLR's CIFAR recipe (crop, flip,
+    colour jitter at strength 0.5, grayscale; minienc.data.simclr_augment) with crops down to
+    --crop of the area (SimCLR: 0.08). Grey digits: a resized crop, a small rotation and shear,
+    brightness/contrast jitter, noise and an erased patch; no flips (a mirrored 2 is not a 2)."""
+    channels, size, _ = data.image_shape
+    if channels == 3:
+        return D.simclr_augment(image_size=size, strength=0.5, crop_scale=(args.crop, 1.0))
+    return D.Compose([
+        D.RandomResizedCrop(scale=(args.crop, 1.0), ratio=(3 / 4, 4 / 3)),
+        D.RandomAffine(degrees=15.0, translate=0.0, scale=(1.0, 1.0), shear=10.0),
+        D.BrightnessContrast(0.4, 0.4, p=0.8),
+        D.GaussianNoise(args.noise, clip=(0.0, 1.0)),
+        D.RandomErasing(p=0.3, scale=(0.02, 0.15)),
+    ])
+
+
+def train_contrastive(args, data, name, loss_fn, models, params, encoder, callbacks=(),
+                      labels=False, views=None, schedules=None, sync_batch_norm=True,
+                      optimizer=None):
+    """LARS (lr scaled as SimCLR: base * batch / 256) with warmup + cosine over the run, on
+    batches of the train images; each step is loss_fn(view1, view2), or loss_fn(view1, view2,
+    labels) with `labels`. `views`: a function images -> the list of views to use instead of two
+    augmented ones; `schedules`: more Trainer schedules (an EMA momentum); `optimizer`: a
+    function param_groups -> optimizer instead of LARS (the schedule still sets its lr). Saves
+    the view pairs (views.png) first. With --distributed and `sync_batch_norm`, every batch norm in `models`
+    normalises over the global batch (SimCLR's global BN; MoCo keeps its own per process).
+    Returns the Trainer."""
+    if getattr(args, "distributed", False) and sync_batch_norm:
+        for model in (models.values() if isinstance(models, dict) else [models]):
+            SyncBatchNorm.convert(model)
+    augment = two_view_augment(args, data)
+    save_grid(args, [data.x_test[:12], augment(data.x_test[:12]), augment(data.x_test[:12])],
+              ["original", "view 1", "view 2"], "views.png",
+              f"{name}: positive pairs (two random views of each image)")
+    arrays = (data.x_train, data.y_train) if labels else (data.x_train,)
+    loader = D.BatchIterator(*arrays, batch_size=args.batch_size, drop_last=True, seed=args.seed,
+                           device=args.device)
+    if len(loader) == 0:
+        sys.exit(f"{demo_name()}: --batch-size {args.batch_size} is larger than the "
+                 f"{len(data.x_train)} train images (batches are never short: batch norm and the "
+                 f"negatives want full ones)")
+    steps = total_steps(args, loader)
+    lr = args.lr * args.batch_size / 256
+    groups = param_groups_without_decay(params, args.weight_decay)
+    optimizer = optimizer(groups) if optimizer else LARS(groups, lr=lr, weight_decay=args.weight_decay)
+    schedule = WarmupCosine(lr, steps, warmup_steps=min(args.warmup_steps, steps))
+
+    def step(batch):
+        x, *y = batch if labels else (batch,)
+        return loss_fn(*(views(x) if views else (augment(x), augment(x))), *y)
+
+    return train(args, data, step, optimizer, loader, steps, encoder, models=models,
+                 schedules={"lr": schedule, **(schedules or {})}, callbacks=callbacks,
+                 log_every=len(loader))
+
+
+# ----- the autoencoder recipe: autoencoder, denoising and VAE share it -----------------------------
+
+def add_reconstruction_flags(parser):
+    parser.add_argument("--arch", choices=("mlp", "conv"), default="mlp")
+    parser.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli",
+                        help="decoder: bernoulli (BCE on logits) or gaussian (squared error / 2 sigma^2)")
+    parser.add_argument("--sigma", type=float, default=1.0, help="the gaussian decoder's fixed std")
+    return parser
+
+
+def build_reconstruction(args, data, kind, **options):
+    """The model to train (sized from the data's images) and a copy of its initial weights (the
+    random-encoder baseline)."""
+    def build():
+        return build_model(kind, data.image_shape, args.latent_dim, args.arch, args.likelihood,
+                           args.sigma, **options).to(args.device)
+    model, initial = build(), build()
+    initial.load_state_dict(model.state_dict())
+    print(f"{kind} ({args.arch}, latent {args.latent_dim}): {model.num_parameters():,} parameters")
+    return model, initial
+
+
+def train_reconstruction(args, data, model, loss_fn, schedules=None):
+    """Adam with a warm-up + cosine learning rate over the run, on batches of the train images;
+    each step is loss_fn(images, **this step's `schedules` values). `schedules`: name ->
+    function(total steps) -> schedule (the VAE's KL weight, beta). Returns the Trainer."""
+    loader = D.BatchIterator(data.x_train, batch_size=args.batch_size, seed=args.seed, device=args.device)
+    steps = total_steps(args, loader)
+    extra = {k: make(steps) for k, make in (schedules or {}).items()}
+
+    def step(images):
+        return loss_fn(images, **{k: trainer.values[k] for k in extra})
+
+    trainer = make_trainer(args, data, step, Adam(model.parameters(), lr=args.lr), model.encode,
+                           models=model, log_every=len(loader),
+                           schedules={"lr": WarmupCosine(args.lr, steps, warmup_steps=steps // 20),
+                                      **extra})
+    fit(args, trainer, loader, steps)
+    logged = [r for r in trainer.records if "loss" in r]   # (an evaluation at step 0 has none)
+    print(f"loss: {logged[0]['loss']:.2f} in the first epoch -> {logged[-1]['loss']:.2f} in the "
+          f"last (nats per image; curve in {args.out}/loss.png)")
+    return trainer
 
 
 # ----- collapse gauges over training (the joint-embedding demos: BYOL, SimSiam, VICReg, Barlow
@@ -139,6 +465,7 @@ def save_training_curves(args, name, gauges, terms=(), log_scale=("loss",)):
     from minienc.eval import plot_curves
     with open(os.path.join(args.out, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    rows = [row for row in rows if "loss" in row]   # (a held-out evaluation's own line has none)
     steps = [row["step"] for row in rows]
     curves = {key: (steps, [row[key] for row in rows]) for key in ("loss", *terms)}
     print("saved", plot_curves(curves, os.path.join(args.out, "curves.png"),
@@ -151,3 +478,42 @@ def save_training_curves(args, name, gauges, terms=(), log_scale=("loss",)):
                        title=f"{name}: collapse gauges on the train images (eval mode)")
     print("saved", path)
     return path
+
+
+# ----- several processes (minienc.distributed) --------------------------------------------------
+
+def add_distributed_flag(parser):
+    parser.add_argument("--distributed", action="store_true",
+                        help="data parallel over the processes of an MPI launcher, e.g. mpiexec "
+                             "-n 2 python demos/simclr.py --distributed (--batch-size stays the "
+                             "global batch, split between the processes)")
+
+
+def _rank():
+    from minienc import distributed  # pure Python: mpi4py comes only with distributed.init()
+    return distributed.rank()
+
+
+def setup_distributed(args):
+    """With --distributed: join the launcher's processes (minienc.distributed.init()). Rank 0
+    keeps --out and prints; the other ranks print nothing and write into a temporary folder
+    removed at exit (the Trainer has them resume from rank 0's checkpoint). setup() then seeds
+    each rank's random stream apart (augmentations, masks); the weights still start as rank
+    0's, which the Trainer broadcasts."""
+    if not getattr(args, "distributed", False):
+        return
+    import atexit
+    import shutil
+    import tempfile
+    from minienc import distributed
+    distributed.init()
+    if distributed.world_size() == 1:
+        print("--distributed: no launcher around this process, so it trains alone "
+              "(start it with mpiexec -n 2 ... to use two)")
+    elif distributed.is_main():
+        print(f"distributed: {distributed.world_size()} processes ({distributed.engine().name}); "
+              f"--batch-size {getattr(args, 'batch_size', '?')} is the global batch")
+    if not distributed.is_main():
+        args.out = tempfile.mkdtemp(prefix=f"minienc-rank{distributed.rank()}-")
+        atexit.register(shutil.rmtree, args.out, True)
+        sys.stdout = open(os.devnull, "w")

@@ -21,6 +21,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+from minienc.progress import progress_bar  # noqa: E402
 
 # name -> (label, script, extra flags, flags for --quick)
 OBJECTIVES = {
@@ -32,6 +35,7 @@ OBJECTIVES = {
     "moco": ("MoCo v2", "moco.py", [], ["--epochs", "2"]),
     "mae": ("MAE", "mae.py", [], ["--epochs", "2"]),
     "jepa": ("I-JEPA", "jepa.py", ["--no-mae"], ["--steps", "10", "--monitor-every", "5"]),
+    "lejepa": ("LeJEPA", "lejepa.py", [], ["--steps", "10", "--monitor-every", "5"]),
 }
 # the joint-embedding methods without negatives (SimCLR's encoder, augmentations and budget)
 OBJECTIVES.update({
@@ -44,27 +48,28 @@ OBJECTIVES.update({
 COLUMNS = ("linear", "fewshot", "knn")
 
 
-def run_objective(name, args, index, total):
-    """Run one demo in a subprocess (its own process: no state leaks between objectives); its
-    output goes to <out>/<name>/log.txt, a progress line to the terminal."""
+def run_objective(name, args, say=print):
+    """Run one demo in a subprocess (its own process: no state leaks between objectives), over
+    any earlier run in <out>/<name> (--overwrite); its output goes to <out>/<name>/log.txt, one
+    line to `say`."""
     label, script, extra, quick = OBJECTIVES[name]
     out = os.path.join(args.out, name)
     os.makedirs(out, exist_ok=True)
     command = [sys.executable, os.path.join(HERE, script), "--data", args.data, "--seed", str(args.seed),
-               "--out", out, "--draws", str(args.draws), *extra, *(quick if args.quick else [])]
+               "--out", out, "--draws", str(args.draws), "--overwrite", *extra,
+               *(quick if args.quick else [])]
     if args.device:
         command += ["--device", args.device]
-    print(f"[{index}/{total}] {label:<14} python demos/{script} ...", end="", flush=True)
     start = time.perf_counter()
     with open(os.path.join(out, "log.txt"), "w") as log:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if code != 0:
-        print(f" FAILED (exit {code}; see {out}/log.txt)")
+        say(f"{label:<14} python demos/{script}: FAILED (exit {code}; see {out}/log.txt)")
         return None
     with open(os.path.join(out, "results.json")) as f:
         records = json.load(f)
-    print(f" done in {seconds:.0f} s: 5-shot {records[0]['fewshot']:.1%}")
+    say(f"{label:<14} python demos/{script}: done in {seconds:.0f} s, 5-shot {records[0]['fewshot']:.1%}")
     return label, records
 
 
@@ -146,7 +151,14 @@ def main(argv=None):
         parser.error(f"unknown objectives {unknown}; choose from {list(OBJECTIVES)}")
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
-    results = [r for i, name in enumerate(names, 1) if (r := run_objective(name, args, i, len(names)))]
+    bar = progress_bar(len(names), unit="objective")   # each demo's own bar is in its log.txt
+    results = []
+    for name in names:
+        bar.set_postfix_str(name)
+        if (result := run_objective(name, args, say=bar.write)):
+            results.append(result)
+        bar.update(1)
+    bar.close()
     if not results:
         sys.exit("compare: every objective failed")
     rows = collect(results)

@@ -6,34 +6,33 @@ exactly round(level * D) pixels of each image to 0; salt_and_pepper: set them to
 the autoencoder to rebuild the CLEAN images. Saves under --out: loss.png, denoising.png (clean /
 corrupted / reconstructed), embeddings.png (PCA of the clean test images' codes), results.json.
 
-    python demos/denoising.py                         # Gaussian noise, std 0.3
+    python demos/denoising.py                         # Gaussian noise, std 0.3, 4,400 steps
     python demos/denoising.py --noise mask --level 0.25 --arch conv
-    python demos/denoising.py --data mnist:~/mnist --epochs 20 --device cuda
+    python demos/denoising.py --data mnist:~/mnist --device cuda
 """
 import minienc
-from common import setup
-from autoencoder import (build_pair, evaluate_and_plot, fit, make_trainer, parser, save_grid,
-                         display_batch)
+from common import (add_reconstruction_flags, build_reconstruction, display_batch, finish,
+                    image_parser, save_grid, setup, train_reconstruction)
 from minienc.objectives.reconstruction import CORRUPTIONS
 
 
 def main():
-    p = parser(__doc__)
+    p = add_reconstruction_flags(image_parser(__doc__, steps=4400, latent_dim=16, lr=2e-3))
     p.add_argument("--noise", choices=CORRUPTIONS, default="gaussian")
     p.add_argument("--level", type=float, default=0.3,
                    help="the noise std (gaussian) or the fraction of pixels corrupted (mask, salt_and_pepper)")
     args = p.parse_args()
     data = setup(args)
-    model, initial = build_pair(args, data, "denoising", noise=args.noise, level=args.level)
-    fit(args, *make_trainer(args, data, model, model.loss))
-    x, _ = display_batch(args, data, 12)
+    model, initial = build_reconstruction(args, data, "denoising", noise=args.noise, level=args.level)
+    train_reconstruction(args, data, model, model.loss)
+    x, _ = display_batch(data, 12, args.device)
     with minienc.no_grad():
         corrupted = model.corrupt(x)
         # Gaussian noise leaves [0, 1]: clip for display only, so every row shares one grey scale
         save_grid(args, [x, corrupted.clip(0.0, 1.0), model.reconstruct(corrupted)],
                   ["clean", "corrupted", "reconstructed"],
                   "denoising.png", f"denoising autoencoder ({args.noise} {args.level}): test images")
-    evaluate_and_plot(args, data, f"DAE-{args.arch} {args.noise} {args.level}", model, initial)
+    finish(args, data, f"DAE-{args.arch} {args.noise} {args.level}", model.encode, initial.encode)
 
 
 if __name__ == "__main__":

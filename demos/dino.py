@@ -1,11 +1,11 @@
 """DINO on digits: a student matches its EMA teacher's centred, sharpened distribution over
 prototypes (minienc/objectives/dino.py). SimCLR's encoder, optimizer, budget and augmentations
-(demos/simclr.py), its crop drawn by minienc.data.MultiCrop.
+(demos/common.py's two-view recipe), its crop drawn by minienc.data.MultiCrop.
 
     python demos/dino.py                        # ~1 CPU minute: two global crops
     python demos/dino.py --no-center            # watch it collapse: sharpening alone lets one
                                                 # prototype win (teacher entropy -> 0, KL -> 0)
-    python demos/dino.py --local-crops 4        # multi-crop: 2 global + 4 local crops (~3 min)
+    python demos/dino.py --local-crops 4        # multi-crop: 2 global + 4 local crops (~3 CPU min)
 
 Departures from the paper, each measured on digits (docs/ssl_methods.md):
 - no local crops by default: on 8x8 digits every multi-crop setting tried probed worse than two
@@ -30,11 +30,11 @@ student's, and of the teacher's logits), embeddings.png, results.json, metrics.j
 import copy
 import os
 
-from common import CollapseGauges, add_gauge_flags, image_parser, save_training_curves, setup
-from simclr import add_recipe_flags, digits_augment, digits_encoder, finish, train_contrastive
+from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, image_parser,
+                    mlp_encoder, save_grid, save_training_curves, setup, train_contrastive,
+                    two_view_augment)
 
 from minienc.data import Compose, MultiCrop
-from minienc.eval import plot_image_grid
 from minienc.objectives.dino import DINO, dino_head
 from minienc.optim import AdamW, Cosine, LinearSchedule
 
@@ -45,7 +45,7 @@ def pair(text):
 
 
 def main():
-    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, epochs=300, latent_dim=64,
+    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64,
                                                            batch_size=256, lr=1.0)))
     parser.add_argument("--prototypes", type=int, default=1024, help="K, the head's output size")
     parser.add_argument("--bottleneck", type=int, default=64, help="the head's bottleneck width")
@@ -55,7 +55,8 @@ def main():
     parser.add_argument("--student-temp", type=float, default=0.1)
     parser.add_argument("--teacher-temp", type=float, default=0.07, help="after the warm-up")
     parser.add_argument("--warmup-teacher-temp", type=float, default=0.04)
-    parser.add_argument("--warmup-teacher-epochs", type=int, default=30)
+    parser.add_argument("--warmup-teacher-steps", type=int, default=150,
+                        help="steps of the teacher temperature's warm-up (the paper: 30 of 300 epochs)")
     parser.add_argument("--center-momentum", type=float, default=0.9)
     parser.add_argument("--ema", type=float, default=0.99, help="the teacher's starting momentum")
     parser.add_argument("--no-center", action="store_true", help="no centring (collapses)")
@@ -68,39 +69,43 @@ def main():
                         help="batch norm in the head's hidden layers (DINO's --use_bn_in_head)")
     args = parser.parse_args()
     data = setup(args)
-    encoder = digits_encoder(args.latent_dim)
+    encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
     dino = DINO(encoder, dino_head(args.latent_dim, args.prototypes, args.hidden, args.bottleneck,
                                    batch_norm=bool(args.head_bn)),
                 student_temperature=args.student_temp, center_momentum=args.center_momentum,
                 centering=not args.no_center)
     name = "DINO" + (" (no centring)" if args.no_center else "")
-    # SimCLR's augmentations after its crop (rotation, jitter, noise, erasing) on every crop
-    photometric = Compose(digits_augment(crop=args.crop, noise=args.noise).augmentations[1:])
+    # the two-view recipe's augmentations after its crop (rotation, jitter, noise, erasing) on
+    # every crop; its crop is what MultiCrop draws
+    photometric = Compose(two_view_augment(args, data).augmentations[1:])
     multicrop = MultiCrop(2, args.local_crops, args.global_scale, args.local_scale,
                           transform=photometric)
-    views = multicrop(data.x_test[:10], rng=args.seed)
-    print("saved", plot_image_grid([data.x_test[:10], *views], os.path.join(args.out, "crops.png"),
-                                   row_titles=["original", "global 1", "global 2"] +
-                                   [f"local {i + 1}" for i in range(args.local_crops)],
-                                   title=f"{name}: multi-crop views"))
-    steps_per_epoch = len(data.x_train) // args.batch_size
-    steps = args.epochs * steps_per_epoch
-    teacher_temperature = LinearSchedule(args.warmup_teacher_temp, args.teacher_temp,
-                                         max(1, min(args.warmup_teacher_epochs * steps_per_epoch, steps)))
-    position = {"step": 0}   # the step about to run (the callbacks move it after each step)
+    save_grid(args, [data.x_test[:10], *multicrop(data.x_test[:10], rng=args.seed)],
+              ["original", "global 1", "global 2"] + [f"local {i + 1}" for i in range(args.local_crops)],
+              "crops.png", f"{name}: multi-crop views")
+    steps = args.epochs * (len(data.x_train) // args.batch_size) if args.epochs else args.steps
+    warmup = LinearSchedule(args.warmup_teacher_temp, args.teacher_temp,
+                            max(1, min(args.warmup_teacher_steps, steps)))
+    position = {"step": 0}
+
+    def teacher_temperature(step):
+        # a Trainer schedule: evaluated at the step about to run (a resumed run's too), it also
+        # tells the loss below which temperature that step uses
+        position["step"] = step
+        return warmup(step)
+
     gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=dino, student=encoder,
                             logits=dino.teacher)   # the head: where DINO's collapse shows
     gauges.record(0)
-    callbacks = [lambda trainer: dino.update_teacher(trainer.values["ema_momentum"]),
-                 lambda trainer: position.update(step=trainer.step), gauges]
-    schedules = {"ema_momentum": Cosine(args.ema, 1.0, steps)}
+    schedules = {"ema_momentum": Cosine(args.ema, 1.0, steps), "teacher_temperature": teacher_temperature}
     if args.weight_decay_end is not None:
         schedules["weight_decay"] = Cosine(args.weight_decay, args.weight_decay_end, steps)
     adamw = (lambda groups: AdamW(groups, lr=args.lr)) if args.optimizer == "adamw" else None
-    train_contrastive(args, data, name,
-                      lambda *crops: dino.terms(crops, teacher_temperature(position["step"])),
-                      models={"dino": dino}, params=dino.trained_modules(), callbacks=callbacks,
+    train_contrastive(args, data, name, lambda *crops: dino.terms(crops, warmup(position["step"])),
+                      models={"dino": dino}, params=dino.trained_modules(), encoder=dino,
+                      callbacks=[lambda trainer: dino.update_teacher(trainer.values["ema_momentum"]),
+                                 gauges],
                       views=multicrop, schedules=schedules, optimizer=adamw)
     save_training_curves(args, name, gauges, terms=("teacher_entropy", "kl", "center_norm"))
     finish(args, data, name, dino, random_encoder)   # the teacher's encoder, as DINO evaluates

@@ -19,17 +19,16 @@ import copy
 import json
 import time
 
-from common import image_parser, report, setup
+from common import finish, fit, image_parser, make_trainer, setup
 
 import minienc
 from minienc import backend, nn
-from minienc.data import BatchIterator, RandomResizedCrop
+from minienc.data import BatchIterator, RandomResizedCrop, contrastive_augment
 from minienc.eval import embedding_std, encode, evaluate, few_shot_probe, plot_curves, plot_image_grid, rankme
 from minienc.objectives.jepa import IJEPA
-from minienc.objectives.masked_image import MAE
+from minienc.objectives.masked_image import MAE, random_masking
 from minienc.objectives.multiblock import MultiBlockMaskSampler
 from minienc.optim import AdamW, Cosine, LinearSchedule, WarmupCosine, param_groups_without_decay
-from minienc.train import Trainer
 
 # The released I-JEPA settings (configs/in1k_vith14_ep300.yaml, src/helper.py), on a small ViT.
 PAPER = dict(targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
@@ -37,6 +36,9 @@ PAPER = dict(targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
              target_norm="layer", ema=(0.996, 1.0), weight_decay=(0.04, 0.4), lr=1e-3,
              warmup=40 / 300, crop=(0.3, 1.0), pred_dim=None, pred_depth=None,
              init="trunc_normal", standardize=1, var_weight=0.0, cov_weight=0.0,
+             target_encoder="ema", stop_gradient=1, sigreg_weight=0.0, sigreg_on="context",
+             target_sees="image", views="mask", sigreg_proj_dim=0, prediction_level="tokens",
+             masks="multiblock", mask_keep=0.5,
              # the scaled-down run: a 64-d, 4-block ViT on 4x4-pixel patches of the 32x32 canvas
              data="digits-canvas:32", patch_size=4, batch_size=64, steps=400)
 # The best setting of the small-scale study (README's I-JEPA section). Departures from PAPER,
@@ -81,7 +83,8 @@ def parse_args():
     parser.add_argument("--heads", type=int, default=4)
     study = parser.add_argument_group("study knobs (default: the preset's value)")
     study.add_argument("--pred-dim", type=int, help="predictor width (preset: dim / 2)")
-    study.add_argument("--pred-depth", type=int, help="predictor depth (preset: the encoder's)")
+    study.add_argument("--pred-depth", type=int, help="predictor depth (preset: the encoder's; "
+                       "0 = no predictor: the pooled context predicts the pooled targets)")
     study.add_argument("--targets", type=int, help="target blocks per image")
     study.add_argument("--target-scale", type=pair, help="e.g. 0.15,0.2")
     study.add_argument("--target-aspect", type=pair, help="e.g. 0.75,1.5")
@@ -100,21 +103,45 @@ def parse_args():
     study.add_argument("--var-weight", type=float, help="VICReg variance term on the pooled context "
                        "embeddings (not in I-JEPA; 0 = off)")
     study.add_argument("--cov-weight", type=float, help="VICReg covariance term (0 = off)")
+    study.add_argument("--target-encoder", choices=["ema", "shared"],
+                       help="the target pass: an EMA copy (I-JEPA) or the context encoder itself")
+    study.add_argument("--stop-gradient", type=int, choices=[0, 1],
+                       help="with a shared encoder: targets as constants (1) or with a gradient (0)")
+    study.add_argument("--sigreg-weight", type=float, help="SIGReg's weight (0 = off)")
+    study.add_argument("--sigreg-on", choices=["context", "target", "tokens", "projection"],
+                       help="SIGReg on the pooled context, the pooled target pass, every context token, or "
+                       "projection: prediction and SIGReg both in the projector's space")
+    study.add_argument("--sigreg-proj-dim", type=int,
+                       help="a BatchNorm-MLP projector to this width before SIGReg (0 = none)")
+    study.add_argument("--prediction-level", choices=["tokens", "image"],
+                       help="predict each target patch, or each image's target patches pooled")
+    study.add_argument("--target-sees", choices=["image", "targets"],
+                       help="the target pass sees the whole image or only the target patches")
+    study.add_argument("--masks", choices=["multiblock", "halves"],
+                       help="I-JEPA's blocks, or two independent random subsets of the patches "
+                            "(context and target view, each keeping --mask-keep of them)")
+    study.add_argument("--mask-keep", type=float, help="with --masks halves")
+    study.add_argument("--views", choices=["mask", "augment"],
+                       help="mask: context and targets from one image; augment: the target pass "
+                            "sees a second augmentation of it")
     parser.add_argument("--monitor-every", type=int, default=100,
                         help="steps between RankMe / std / 5-shot checks of the target encoder")
-    parser.add_argument("--no-mae", action="store_true", help="skip the side-by-side MAE run")
+    parser.add_argument("--no-mae", action="store_true", help="skip the side-by-side MAE runs")
+    parser.add_argument("--mae-budget", choices=["steps", "both"], default="both",
+                        help="MAE at the same steps, or also at the same training CPU time")
     args = parser.parse_args()
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     args.pred_dim = args.pred_dim or args.dim // 2
-    args.pred_depth = args.pred_depth or args.depth
+    args.pred_depth = args.depth if args.pred_depth is None else args.pred_depth
     return args
 
 
 def make_vit(args, data):
     _, size, _ = data.image_shape
-    return nn.VisionTransformer(image_size=size, patch_size=args.patch_size, dim=args.dim,
+    return nn.VisionTransformer(image_size=size, patch_size=args.patch_size,
+                                in_channels=data.image_shape[0], dim=args.dim,
                                 depth=args.depth, num_heads=args.heads, weight_init=args.init)
 
 
@@ -131,7 +158,8 @@ def mask_picture(images, context, targets, patch_size, path):
     """Rows: the images; the context the encoder sees (the rest dimmed); the target blocks, one
     colour per block, over the dimmed image."""
     np = backend.numpy
-    grey = backend.to_host(images)[:, 0]
+    pixels = backend.to_host(images)
+    grey = pixels.mean(axis=1)                 # the targets' tint is drawn over the luminance
     n, size, _ = grey.shape
     grid = size // patch_size
 
@@ -140,7 +168,7 @@ def mask_picture(images, context, targets, patch_size, path):
 
     seen = np.zeros((n, grid * grid), bool)
     seen[np.arange(n)[:, None], context] = True
-    rgb = np.repeat(grey[:, None], 3, axis=1)
+    rgb = pixels if pixels.shape[1] == 3 else np.repeat(grey[:, None], 3, axis=1)
     context_row = rgb * np.where(upscale(seen), 1.0, 0.2)[:, None]
     colours = np.array([[1, 0.2, 0.2], [0.2, 1, 0.2], [0.3, 0.5, 1], [1, 0.9, 0.2], [1, 0.3, 1]])
     target_row = rgb * 0.35
@@ -149,7 +177,7 @@ def mask_picture(images, context, targets, patch_size, path):
         block[np.arange(n)[:, None], targets[:, i]] = True
         tint = 0.35 + 0.65 * grey[:, None] * colours[i % len(colours)][None, :, None, None]
         target_row = np.where(upscale(block)[:, None], tint, target_row)
-    plot_image_grid([grey, context_row.astype(np.float32), target_row.astype(np.float32)], path,
+    plot_image_grid([pixels, context_row.astype(np.float32), target_row.astype(np.float32)], path,
                     row_titles=["image", "context", "targets"],
                     title=f"I-JEPA masks: {context.shape[1]} context patches, "
                           f"{targets.shape[1]} x {targets.shape[2]} target patches")
@@ -159,10 +187,21 @@ def train_jepa(args, data, vit, standardize):
     grid = vit.grid_size
     sampler = MultiBlockMaskSampler(grid, args.targets, args.target_scale, args.target_aspect,
                                     args.context_scale, min_context=args.min_context, cut=args.cut)
-    print(sampler)
+    print(sampler if args.masks == "multiblock" else f"two random views of {args.mask_keep:.0%} of the patches")
+
+    def masks(batch):
+        if args.masks == "multiblock":
+            return sampler(batch)
+        n = vit.num_patches
+        context = random_masking(batch, n, 1 - args.mask_keep, device="cpu")[0]
+        return context, random_masking(batch, n, 1 - args.mask_keep, device="cpu")[0][:, None, :]
     jepa = IJEPA(vit, predictor_dim=args.pred_dim, predictor_depth=args.pred_depth,
                  loss=args.loss, target_norm=None if args.target_norm == "none" else args.target_norm,
-                 variance_weight=args.var_weight, covariance_weight=args.cov_weight)
+                 variance_weight=args.var_weight, covariance_weight=args.cov_weight,
+                 target_encoder=args.target_encoder, stop_gradient=bool(args.stop_gradient),
+                 sigreg_weight=args.sigreg_weight, sigreg_on=args.sigreg_on,
+                 target_sees=args.target_sees, sigreg_proj_dim=args.sigreg_proj_dim,
+                 prediction_level=args.prediction_level, distributed=args.distributed)
     opt = AdamW(jepa.param_groups(args.weight_decay[0]), lr=args.lr)
     steps = args.steps
     schedules = {
@@ -172,38 +211,51 @@ def train_jepa(args, data, vit, standardize):
         "ema_momentum": LinearSchedule(*args.ema, steps),
     }
     crop = None if args.crop == (1.0, 1.0) else RandomResizedCrop(scale=args.crop)
+    augment = contrastive_augment()
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
-    monitor = {"step": [], "RankMe": [], "embedding std": [], "5-shot": []}
+    monitor = {"step": [], "RankMe": [], "embedding std": [], "5-shot": [], "seconds": 0.0}
+    # the curves use a FIXED subset (1,000 train / 500 test images at most), so a check costs
+    # the same on digits and on 60,000 images
+    pick = backend.numpy.random.default_rng(args.seed)
+    train = backend.numpy.sort(pick.permutation(len(data.x_train))[:1000])
+    test = backend.numpy.sort(pick.permutation(len(data.x_test))[:500])
 
     def embed(images):
         return jepa.embed(standardize(images))
 
     def check(step):
-        train_features = encode(embed, data.x_train)
-        test_features = encode(embed, data.x_test)
+        start = time.process_time()
+        train_features = encode(embed, data.x_train[train])
+        test_features = encode(embed, data.x_test[test])
         monitor["step"].append(step)
         monitor["RankMe"].append(rankme(train_features))
         monitor["embedding std"].append(embedding_std(train_features))
-        monitor["5-shot"].append(few_shot_probe(train_features, data.y_train, test_features,
-                                                data.y_test, shots=5, draws=20, seed=args.seed))
+        monitor["5-shot"].append(few_shot_probe(train_features, data.y_train[train], test_features,
+                                                data.y_test[test], shots=5, draws=20, seed=args.seed))
+        monitor["seconds"] += time.process_time() - start   # CPU, as the budgets
 
     def step_fn(images):
-        if crop is not None:
+        target_images = None
+        if args.views == "augment":   # a second augmented view for the target pass
+            target_images = standardize(augment(images))
+            images = augment(images)
+        elif crop is not None:
             images = crop(images)
-        context, targets = sampler(images.shape[0])
-        return jepa.terms(standardize(images), context, targets)   # each term goes to metrics.jsonl
+        context, targets = masks(images.shape[0])
+        # each term goes to metrics.jsonl
+        return jepa.terms(standardize(images), context, targets, target_images)
 
     def after_step(trainer):
         jepa.update_target(trainer.values["ema_momentum"])
         if trainer.step % args.monitor_every == 0 or trainer.step == steps:
             check(trainer.step)
 
-    context, targets = sampler(8)
+    context, targets = masks(8)
     mask_picture(data.x_train[:8], context, targets, args.patch_size, f"{args.out}/masks.png")
     check(0)
-    trainer = Trainer(step_fn, opt, models={"jepa": jepa}, schedules=schedules,
-                      callbacks=[after_step], log_every=10, out_dir=args.out)
-    trainer.fit(loader, steps=steps)
+    trainer = make_trainer(args, data, step_fn, opt, embed, models={"jepa": jepa},
+                           schedules=schedules, callbacks=[after_step], log_every=10)
+    fit(args, trainer, loader, steps)
     return embed, trainer, monitor
 
 
@@ -211,6 +263,7 @@ def logged_terms(metrics_path):
     """The prediction loss and (when on) the variance term, as the Trainer logged them."""
     with open(metrics_path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    rows = [row for row in rows if "prediction" in row]   # (a held-out evaluation's own line has none)
     steps = [row["step"] for row in rows]
     curves = {"prediction loss": (steps, [row["prediction"] for row in rows])}
     if "variance" in rows[-1]:
@@ -218,17 +271,37 @@ def logged_terms(metrics_path):
     return curves
 
 
-def train_mae(args, data, vit, standardize):
-    """MAE with the same ViT, steps, batch and lr schedule: pixel-space reconstruction."""
-    mae = MAE(encoder=vit, decoder_dim=args.pred_dim, decoder_depth=args.pred_depth)
+def train_mae(args, data, vit, standardize, steps, out):
+    """MAE with the same ViT, batch and lr schedule for `steps`: pixel-space reconstruction.
+    Returns its embedding function and its training CPU seconds."""
+    start = time.process_time()
+    mae = MAE(encoder=vit, decoder_dim=args.pred_dim, decoder_depth=max(args.pred_depth, 1))
     opt = AdamW(param_groups_without_decay(mae, 0.05), lr=args.lr)
-    schedules = {"lr": WarmupCosine(args.lr, args.steps, int(args.warmup * args.steps), final=1e-6,
+    schedules = {"lr": WarmupCosine(args.lr, steps, int(args.warmup * steps), final=1e-6,
                                     start=args.lr / 5)}
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
-    trainer = Trainer(lambda images: mae(standardize(images))[0], opt, models={"mae": mae}, schedules=schedules,
-                      log_every=10, out_dir=f"{args.out}/mae")
-    trainer.fit(loader, steps=args.steps)
-    return lambda images: mae.embed(standardize(images))
+    trainer = make_trainer(args, data, lambda images: mae(standardize(images))[0], opt,
+                           models={"mae": mae}, schedules=schedules, log_every=10,
+                           out_dir=f"{args.out}/{out}")
+    fit(args, trainer, loader, steps)
+    return (lambda images: mae.embed(standardize(images))), time.process_time() - start
+
+
+def mae_rows(args, data, random_vit, standardize, jepa_cpu):
+    """MAE from the same initial ViT, at the same number of steps and (with --mae-budget both)
+    at the same training CPU time: an MAE step is cheaper (its encoder sees a quarter of the
+    patches), so it gets the steps that fill JEPA's time. Returns the records and budget lines."""
+    options = dict(draws=args.draws, seed=args.seed, verbose=False)
+    embed, cpu = train_mae(args, data, copy.deepcopy(random_vit), standardize, args.steps, "mae")
+    rows = [evaluate(embed, data, name="MAE (same steps)", **options)]
+    budgets = [f"MAE, same steps: {args.steps} steps in {cpu:.0f} s CPU"]
+    if args.mae_budget == "both":
+        steps = int(round(args.steps * jepa_cpu / cpu))
+        if steps > args.steps:
+            embed, cpu = train_mae(args, data, copy.deepcopy(random_vit), standardize, steps, "mae_same_time")
+            rows.append(evaluate(embed, data, name="MAE (same CPU time)", **options))
+            budgets.append(f"MAE, same CPU time: {steps} steps in {cpu:.0f} s CPU")
+    return rows, budgets
 
 
 def main():
@@ -243,27 +316,32 @@ def main():
     start = time.process_time()
     standardize = pixel_standardizer(args, data)
     jepa_embed, trainer, monitor = train_jepa(args, data, vit, standardize)
-    print(f"I-JEPA: {args.steps} steps in {time.process_time() - start:.0f} s CPU")
+    jepa_cpu = time.process_time() - start - monitor["seconds"]   # training alone
+    budgets = [f"I-JEPA: {args.steps} steps in {jepa_cpu:.0f} s CPU (+ {monitor['seconds']:.0f} s "
+               f"for {len(monitor['step'])} monitor checks)"]
+    print(budgets[0])
     with open(f"{args.out}/monitor.json", "w") as f:
         json.dump(monitor, f)
     plot_curves({**logged_terms(f"{args.out}/metrics.jsonl"),
-                 **{k: (monitor["step"], v) for k, v in monitor.items() if k != "step"}},
+                 **{k: (monitor["step"], v) for k, v in monitor.items() if k not in ("step", "seconds")}},
                 f"{args.out}/curves.png", title="I-JEPA training (target encoder, pooled)",
                 log_scale=("prediction loss",))
     # the context encoder (the ViT the optimizer trained), on whole images: how far the EMA
     # target encoder, which the row above evaluates, trails it
-    extra = [evaluate(lambda images: vit(standardize(images)).mean(axis=1), data,
-                      name="I-JEPA context encoder", draws=args.draws, seed=args.seed, verbose=False)]
+    extra = [] if args.target_encoder == "shared" else [evaluate(
+        lambda images: vit(standardize(images)).mean(axis=1), data, name="I-JEPA context encoder",
+        draws=args.draws, seed=args.seed, verbose=False)]
     if not args.no_mae:
-        start = time.process_time()
-        mae_embed = train_mae(args, data, copy.deepcopy(random_vit), standardize)
-        print(f"MAE: {args.steps} steps in {time.process_time() - start:.0f} s CPU")
-        extra.append(evaluate(mae_embed, data, name="MAE (same ViT, steps)", draws=args.draws,
-                              seed=args.seed, verbose=False))
-    report(args, data, "I-JEPA (target, pooled)", jepa_embed,
+        rows, lines = mae_rows(args, data, random_vit, standardize, jepa_cpu)
+        extra += rows
+        budgets += lines
+    start = time.perf_counter()
+    finish(args, data, "I-JEPA (target, pooled)", jepa_embed,
            random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1), extra_records=extra,
            params=sum(p.size for group in trainer.models["jepa"].param_groups(0.0)
                       for p in group["params"]))  # trained: context encoder + predictor
+    print(f"final evaluation: {time.perf_counter() - start:.0f} s wall")
+    print("budgets:\n  " + "\n  ".join(budgets))
 
 
 if __name__ == "__main__":

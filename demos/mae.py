@@ -2,7 +2,7 @@
 ViT, and let a light decoder paint the hidden patches back; the ViT's average-pooled patch
 tokens are then evaluated frozen beside raw pixels, PCA and the same ViT at random init.
 
-    python demos/mae.py                           # 8x8 digits, 2x2 patches (a 4x4 grid)
+    python demos/mae.py                           # 8x8 digits, 2x2 patches (a 4x4 grid), 3,000 steps
     python demos/mae.py --patch-size 1            # one pixel per patch (an 8x8 grid)
     python demos/mae.py --no-norm-pix-loss        # raw pixel targets (norm-pix is the default)
 
@@ -12,18 +12,18 @@ Writes <out>/reconstructions.png (original / masked / reconstruction / visible +
 import argparse
 import os
 
-from common import image_parser, report, setup
+from common import display_batch, finish, image_parser, setup, total_steps, train
 
 import minienc
+from minienc import distributed
 from minienc.data import BatchIterator
-from minienc.eval import encode, plot_embeddings, plot_image_grid
+from minienc.eval import plot_image_grid
 from minienc.objectives import MAE
 from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay
-from minienc.train import Trainer
 
 
 def main():
-    parser = image_parser(__doc__, epochs=300, batch_size=128, lr=2e-3)
+    parser = image_parser(__doc__, steps=3000, batch_size=128, lr=2e-3)
     parser.add_argument("--patch-size", type=int, default=2)
     parser.add_argument("--dim", type=int, default=64, help="encoder width")
     parser.add_argument("--depth", type=int, default=4, help="encoder blocks")
@@ -44,7 +44,7 @@ def main():
                   decoder_depth=args.decoder_depth, decoder_num_heads=4,
                   mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss)
     random_mae = MAE(**config)              # the same ViT at its random initialisation
-    minienc.manual_seed(args.seed)
+    minienc.manual_seed(args.seed + distributed.rank())   # (each rank then masks its own way)
     mae = MAE(**config)                     # same seed: starts from exactly those weights
     print(f"MAE: {mae.num_patches} patches of {args.patch_size}x{args.patch_size}, "
           f"{int(mae.num_patches * (1 - args.mask_ratio))} visible; "
@@ -53,17 +53,17 @@ def main():
 
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, shuffle=True, drop_last=True,
                            seed=args.seed)
+
     def step(images):
         loss, _, _ = mae(images)
         return loss
 
-    steps = args.epochs * len(loader)
+    steps = total_steps(args, loader)
     opt = AdamW(param_groups_without_decay(mae, args.weight_decay), lr=args.lr, betas=(0.9, 0.95))
-    Trainer(step, opt, models=mae, out_dir=args.out, log_every=20,
-            schedules={"lr": WarmupCosine(args.lr, steps, warmup_steps=steps // 20)}).fit(loader, steps=steps)
+    train(args, data, step, opt, loader, steps, mae.embed, models=mae, log_every=20,
+          schedules={"lr": WarmupCosine(args.lr, steps, warmup_steps=steps // 20)})
 
-    show = [int((data.y_test == k).nonzero()[0][0]) for k in range(data.num_classes)]
-    images = minienc.tensor(data.x_test[show], device=mae.device)
+    images, _ = display_batch(data, data.num_classes, mae.device)   # one of each class
     out = mae.reconstruct(images)
     ratio = f"{args.mask_ratio:.0%}"
     # norm-pix predictions are per-patch shapes: they are drawn with each patch's TRUE mean and std
@@ -75,12 +75,8 @@ def main():
                            title=f"MAE on {data.name} ({args.patch_size}x{args.patch_size} patches, "
                                  f"held-out digits; grey = removed)" + note)
     print("saved", path)
-    path = plot_embeddings(encode(mae.embed, data.x_test, device=mae.device), data.y_test,
-                           os.path.join(args.out, "embeddings.png"),
-                           title=f"MAE encoder, mean-pooled patch tokens ({data.name} test)")
-    print("saved", path)
     name = f"MAE (p={args.patch_size}{', norm-pix' if args.norm_pix_loss else ''})"
-    report(args, data, name, mae.embed, random_mae.embed)
+    finish(args, data, name, mae.embed, random_mae.embed)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@ docstrings (or any text file). A small transformer learns to fill in hidden word
 on held-out sentences against always guessing by word frequency, shows its guesses for a few
 blanks, and its mean-pooled sentence embeddings retrieve nearest-neighbour sentences.
 
-    python demos/mlm.py                      # built-in corpus, a few CPU minutes
+    python demos/mlm.py                      # built-in corpus, 2,232 steps, a few CPU minutes
     python demos/mlm.py --text book.txt      # any UTF-8 text file
 
-Writes <out>/loss.png, metrics.jsonl, samples.txt and results.json.
+Writes <out>/config.json, loss.png, metrics.jsonl, checkpoint.npz, samples.txt and results.json;
+--resume continues a stopped run.
 """
 import argparse
 import json
@@ -19,19 +20,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minienc  # noqa: E402
 from minienc import backend  # noqa: E402
-from common import add_blas_threads_flag  # noqa: E402
+from common import add_run_flags, fit, make_trainer, start_run, total_steps, write_config  # noqa: E402
 from minienc.data import BatchIterator, Tokenizer, load_corpus, split_corpus  # noqa: E402
 from minienc.objectives import MaskedLanguageModel, mask_tokens  # noqa: E402
 from minienc.objectives.masked_language import IGNORE_INDEX  # noqa: E402
 from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay  # noqa: E402
-from minienc.train import Trainer  # noqa: E402
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--text", default=None, help="a UTF-8 text file (default: the built-in corpus)")
-    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=2232, help="optimizer steps")
+    parser.add_argument("--epochs", type=int, default=None, help="passes over the corpus instead of --steps")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
@@ -41,10 +42,7 @@ def parse_args():
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--max-len", type=int, default=32, help="tokens per sentence, [CLS]/[SEP] included")
     parser.add_argument("--min-freq", type=int, default=2, help="rarer words become [UNK]")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: MINIENC_DEVICE or cpu)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/mlm")
-    add_blas_threads_flag(parser)
+    add_run_flags(parser)
     return parser.parse_args()
 
 
@@ -135,12 +133,8 @@ def neighbour_examples(mlm, train_sentences, train_ids, test_sentences, test_ids
 
 def main():
     args = parse_args()
-    minienc.manual_seed(args.seed)
-    backend.set_blas_threads(args.blas_threads)
-    if args.device:
-        minienc.set_device(args.device)
-    device = minienc.get_device()
-    os.makedirs(args.out, exist_ok=True)
+    start_run(args)   # seed, device, --out (refused if it holds a run, unless --resume/--overwrite)
+    device = args.device
 
     train_sentences, test_sentences = split_corpus(load_corpus(args.text), seed=args.seed)
     tok = Tokenizer.fit(train_sentences, min_freq=args.min_freq)
@@ -150,6 +144,8 @@ def main():
     unigram[list(tok.special_ids)] = 0     # only words are ever masked
     print(f"corpus: {len(train_sentences)} train / {len(test_sentences)} held-out sentences, "
           f"{tok}, device {device}")
+    write_config(args, corpus=dict(train=len(train_sentences), test=len(test_sentences),
+                                   vocab=len(tok)))
 
     mlm = MaskedLanguageModel(len(tok), max_len=args.max_len, dim=args.dim, depth=args.depth,
                               num_heads=args.heads, pad_id=tok.pad_id, dropout=args.dropout)
@@ -161,10 +157,11 @@ def main():
     def step(ids):
         return mlm.loss(mask_tokens(ids, tok.special_ids, tok.mask_id, len(tok)))
 
-    steps = args.epochs * len(loader)
+    steps = total_steps(args, loader)
     opt = AdamW(param_groups_without_decay(mlm, args.weight_decay), lr=args.lr)
-    Trainer(step, opt, models=mlm, out_dir=args.out, log_every=25,
-            schedules={"lr": WarmupCosine(args.lr, steps, warmup_steps=steps // 20)}).fit(loader, steps=steps)
+    fit(args, make_trainer(args, None, step, opt, models=mlm, log_every=25,
+                           schedules={"lr": WarmupCosine(args.lr, steps, warmup_steps=steps // 20)}),
+        loader, steps)
 
     scores, count = masked_accuracy(mlm, tok, test_ids, unigram, seed=args.seed)
     print(f"\nmasked-word accuracy on {len(test_sentences)} held-out sentences ({count} blanks over 5 maskings)")

@@ -1,40 +1,48 @@
 """MoCo v2 on digits: a query encoder trained on InfoNCE against a momentum key encoder's keys and
 a FIFO queue of older keys (temperature 0.2, MLP head), with SimCLR's encoder, augmentations and
-optimizer (demos/simclr.py) so the two compare on equal terms.
+optimizer (demos/common.py's two-view recipe) so the two compare on equal terms.
 
-    python demos/moco.py                        # ~45 s of one CPU core
+    python demos/moco.py                        # 1,500 steps, ~45 s of one CPU core
     python demos/moco.py --queue 512 --momentum 0.999 --bn-groups 1
+    mpiexec -n 2 python demos/moco.py --distributed   # keys shuffled across the two processes
 """
 import copy
 
-from common import image_parser, setup
-from simclr import add_recipe_flags, digits_encoder, finish, train_contrastive
+from common import (add_recipe_flags, finish, image_parser, mlp_encoder, setup,
+                    train_contrastive)
 
 from minienc.objectives.contrastive import MoCo, projection_head
 
 
 def main():
-    parser = add_recipe_flags(image_parser(__doc__, epochs=300, latent_dim=64, batch_size=256,
+    parser = add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64, batch_size=256,
                                            lr=1.0), temperature=0.2)
     parser.add_argument("--queue", type=int, default=1024,
                         help="negatives kept (a multiple of the batch, below the train set size)")
     parser.add_argument("--momentum", type=float, default=0.99, help="key encoder EMA momentum")
     parser.add_argument("--bn-groups", type=int, default=4,
-                        help="batch-norm sub-batches (shuffled for the keys): MoCo's shuffle-BN")
+                        help="batch-norm sub-batches (shuffled for the keys): MoCo's shuffle-BN; "
+                             "with --distributed, in all (split between the processes)")
     args = parser.parse_args()
     data = setup(args)
+    bn_groups = args.bn_groups
+    if args.distributed:   # each process normalises its share in bn_groups / W sub-batches
+        from minienc import distributed
+        bn_groups = max(1, args.bn_groups // distributed.world_size())
     if args.queue % args.batch_size or args.queue >= len(data.x_train):
         parser.error(f"--queue {args.queue} must be a multiple of --batch-size {args.batch_size} "
                      f"and smaller than the {len(data.x_train)} train images")
-    encoder = digits_encoder(args.latent_dim)
+    encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
     head = projection_head(args.latent_dim, args.hidden, 64, batch_norm=False)
     moco = MoCo(encoder, head, queue_size=args.queue, momentum=args.momentum,
-                temperature=args.temperature, bn_groups=args.bn_groups)
-    # the key encoder follows the query encoder after every optimizer step
-    train_contrastive(args, data, "MoCo v2", moco.loss,
-                      models={"moco": moco, "key_encoder": moco.key_encoder}, params=moco,
-                      callbacks=[lambda trainer: moco.update_key_encoder()])
+                temperature=args.temperature, bn_groups=bn_groups, distributed=args.distributed)
+    # the key encoder follows the query encoder after every optimizer step; MoCo's state (query
+    # and key encoders, queue) is one Module, but only the query encoder is trained
+    train_contrastive(args, data, "MoCo v2", moco.loss, models={"moco": moco},
+                      params=moco.query_encoder, encoder=encoder,
+                      callbacks=[lambda trainer: moco.update_key_encoder()],
+                      sync_batch_norm=False)   # each process's own BN, keys shuffled across them
     finish(args, data, "MoCo v2", encoder, random_encoder)
 
 

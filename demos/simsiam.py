@@ -1,6 +1,6 @@
 """SimSiam on digits: one network, a predictor, and a stop-gradient on the target branch; no
 negatives, no moving average (minienc/objectives/simsiam.py). SimCLR's encoder, augmentations,
-optimizer and budget (demos/simclr.py), so the rows compare.
+optimizer and budget (demos/common.py's two-view recipe), so the rows compare.
 
     python demos/simsiam.py                     # ~1 CPU minute
     python demos/simsiam.py --no-stop-gradient  # watch it collapse (the paper's figure 2)
@@ -14,15 +14,15 @@ below the random init's: seed 0, docs/ssl_methods.md).
 """
 import copy
 
-from common import CollapseGauges, add_gauge_flags, image_parser, save_training_curves, setup
-from simclr import add_recipe_flags, digits_encoder, finish, train_contrastive
+from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, image_parser,
+                    mlp_encoder, save_training_curves, setup, train_contrastive)
 
 from minienc.nn import Sequential
 from minienc.objectives.simsiam import SimSiam, simsiam_predictor, simsiam_projector
 
 
 def main():
-    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, epochs=300, latent_dim=64,
+    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64,
                                                            batch_size=256, lr=1.0)))
     parser.add_argument("--projection", type=int, default=256, help="projector output width")
     parser.add_argument("--bottleneck", type=int, default=64, help="predictor hidden width")
@@ -30,7 +30,7 @@ def main():
                         help="let the gradient through the target branch too (collapses)")
     args = parser.parse_args()
     data = setup(args)
-    encoder = digits_encoder(args.latent_dim)
+    encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
     model = SimSiam(encoder, simsiam_projector(args.latent_dim, args.hidden, args.projection),
                     simsiam_predictor(args.projection, args.bottleneck),
@@ -39,7 +39,8 @@ def main():
     gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
                             projection=Sequential(encoder, model.projector))
     gauges.record(0)
-    train_contrastive(args, data, name, model.loss, model, model, callbacks=[gauges])
+    train_contrastive(args, data, name, model.loss, model, model, encoder,
+                      callbacks=[gauges])
     save_training_curves(args, name, gauges, log_scale=())
     finish(args, data, name, encoder, random_encoder)
 

@@ -1,23 +1,24 @@
 """Triplet loss on digits. Without labels (the default) the positive of a view is the other view
 of the same digit and the miner picks negatives among the other digits' views; with --labels the
 positives are other digits of the same class (FaceNet's supervised form, so its row is NOT a
-self-supervised result). Encoder, augmentations and optimizer are SimCLR's (demos/simclr.py).
+self-supervised result). Encoder, augmentations and optimizer are SimCLR's (demos/common.py's
+two-view recipe).
 
-    python demos/triplet.py                     # ~80 s of one CPU core
+    python demos/triplet.py                     # 1,000 steps, ~80 s of one CPU core
     python demos/triplet.py --miner semi_hard --margin 0.5
     python demos/triplet.py --labels --miner batch_all
 """
 import copy
 
-from common import image_parser, setup
-from simclr import add_recipe_flags, digits_encoder, finish, train_contrastive
+from common import (add_recipe_flags, finish, image_parser, mlp_encoder, setup,
+                    train_contrastive)
 
 from minienc import ops
 from minienc.objectives.contrastive import MINERS, batch_triplet_loss, view_triplet_loss
 
 
 def main():
-    parser = add_recipe_flags(image_parser(__doc__, epochs=200, latent_dim=64, batch_size=256,
+    parser = add_recipe_flags(image_parser(__doc__, steps=1000, latent_dim=64, batch_size=256,
                                            lr=1.0))
     parser.add_argument("--miner", default="semi_hard", choices=sorted(MINERS))
     parser.add_argument("--margin", type=float, default=0.5)
@@ -26,7 +27,7 @@ def main():
     parser.add_argument("--labels", action="store_true", help="mine positives by class label")
     args = parser.parse_args()
     data = setup(args)
-    encoder = digits_encoder(args.latent_dim)
+    encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
     options = dict(miner=args.miner, margin=args.margin, squared=args.squared,
                    reduction=args.reduction)
@@ -40,7 +41,8 @@ def main():
         return batch_triplet_loss(z, ops.concatenate([labels, labels]).data, **options)
 
     name = f"triplet {args.miner}" + (" +labels" if args.labels else "")
-    train_contrastive(args, data, name, loss, models=encoder, params=encoder, labels=args.labels)
+    train_contrastive(args, data, name, loss, models=encoder, params=encoder, encoder=encoder,
+                      labels=args.labels)
     finish(args, data, name, encoder, random_encoder)
 
 

@@ -8,45 +8,42 @@ first --kl-warmup fraction of the steps (KL warm-up). Saves under --out: loss.pn
 z ~ N(0, I)), interpolation.png (decoded points between two test digits' means), embeddings.png
 (PCA of mu), results.json.
 
-    python demos/vae.py
+    python demos/vae.py                                       # 4,400 steps
     python demos/vae.py --beta 4 --latent-dim 8 --arch conv   # beta-VAE: less informative codes
-    python demos/vae.py --data mnist:~/mnist --epochs 20 --device cuda   # 45x the images: fewer epochs
+    python demos/vae.py --data mnist:~/mnist --device cuda    # 45x the images, same steps
 """
 import minienc
-from autoencoder import (build_pair, evaluate_and_plot, fit, make_trainer, parser, save_grid,
-                         display_batch)
-from common import setup
+from common import (add_reconstruction_flags, build_reconstruction, display_batch, finish,
+                    image_parser, save_grid, setup, train_reconstruction)
 from minienc.eval import plot_curves
 from minienc.objectives.reconstruction import kl_weight_schedule
 
 
 def main():
-    p = parser(__doc__)
+    p = add_reconstruction_flags(image_parser(__doc__, steps=4400, latent_dim=16, lr=2e-3))
     p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (1: the ELBO)")
     p.add_argument("--kl-warmup", type=float, default=0.25,
                    help="fraction of the training steps over which beta ramps up from 0 (0: none)")
     args = p.parse_args()
     data = setup(args)
-    model, initial = build_pair(args, data, "vae")
+    model, initial = build_reconstruction(args, data, "vae")
 
-    def step(x):
-        return model.loss(x, beta=trainer.values["beta"])
+    def kl_warmup(steps):   # beta, for each step: model.loss(images, beta=...)
+        return kl_weight_schedule(args.beta, int(args.kl_warmup * steps))
 
-    total_steps = args.epochs * -(-len(data.x_train) // args.batch_size)
-    schedule = {"beta": kl_weight_schedule(args.beta, int(args.kl_warmup * total_steps))}
-    trainer, loader = make_trainer(args, data, model, step, schedule)
-    fit(args, trainer, loader)
-    epochs = [r["epoch"] for r in trainer.records]
-    terms = {"-ELBO (recon + KL)": [r["recon"] + r["kl"] for r in trainer.records],
-             "reconstruction": [r["recon"] for r in trainer.records],
-             "KL": [r["kl"] for r in trainer.records], "beta": [r["beta"] for r in trainer.records]}
+    trainer = train_reconstruction(args, data, model, model.loss, {"beta": kl_warmup})
+    logged = [r for r in trainer.records if "loss" in r]   # (an evaluation at step 0 has none)
+    epochs = [r["epoch"] for r in logged]
+    terms = {"-ELBO (recon + KL)": [r["recon"] + r["kl"] for r in logged],
+             "reconstruction": [r["recon"] for r in logged],
+             "KL": [r["kl"] for r in logged], "beta": [r["beta"] for r in logged]}
     path = plot_curves({k: (epochs, v) for k, v in terms.items()}, f"{args.out}/terms.png",
                        title="VAE terms, nats per image (mean over each epoch)", xlabel="epoch")
-    last = trainer.records[-1]
+    last = logged[-1]
     print(f"last epoch: reconstruction {last['recon']:.2f} + KL {last['kl']:.2f} = -ELBO "
           f"{last['recon'] + last['kl']:.2f} nats per image; saved {path}")
 
-    x, labels = display_batch(args, data, 12)
+    x, labels = display_batch(data, 12, args.device)
     rows = 6
     with minienc.no_grad():
         save_grid(args, [x, model.reconstruct(x)], ["input", "reconstruction (mu)"], "reconstructions.png",
@@ -58,7 +55,7 @@ def main():
         walk = model.interpolate(x[0:10:2], x[1:10:2], steps=10)
         save_grid(args, list(walk), [f"{a} -> {b}" for a, b in zip(labels[0:10:2], labels[1:10:2])],
                   "interpolation.png", "VAE: decoding the line between two test digits' posterior means")
-    evaluate_and_plot(args, data, f"VAE-{args.arch} beta {args.beta:g}", model, initial)
+    finish(args, data, f"VAE-{args.arch} beta {args.beta:g}", model.encode, initial.encode)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """VICReg on digits: two views, no negatives; a variance hinge and a covariance penalty on the
 expander's output keep the embeddings from collapsing (minienc/objectives/vicreg.py). SimCLR's
-encoder, augmentations, optimizer and budget (demos/simclr.py), so the rows compare.
+encoder, augmentations, optimizer and budget (demos/common.py's two-view recipe), so the rows compare.
 
     python demos/vicreg.py                      # ~1 CPU minute
     python demos/vicreg.py --variance-weight 0  # watch it collapse: invariance alone is met by a constant
@@ -11,15 +11,15 @@ results.json, metrics.jsonl.
 """
 import copy
 
-from common import CollapseGauges, add_gauge_flags, image_parser, save_training_curves, setup
-from simclr import add_recipe_flags, digits_encoder, finish, train_contrastive
+from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, image_parser,
+                    mlp_encoder, save_training_curves, setup, train_contrastive)
 
 from minienc.nn import Sequential
 from minienc.objectives.vicreg import VICReg, vicreg_expander
 
 
 def main():
-    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, epochs=300, latent_dim=64,
+    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64,
                                                            batch_size=256, lr=1.0)))
     parser.add_argument("--expander", type=int, default=256, help="expander output width")
     parser.add_argument("--invariance-weight", type=float, default=25.0)
@@ -27,14 +27,16 @@ def main():
     parser.add_argument("--covariance-weight", type=float, default=1.0)
     args = parser.parse_args()
     data = setup(args)
-    encoder = digits_encoder(args.latent_dim)
+    encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
     model = VICReg(encoder, vicreg_expander(args.latent_dim, args.hidden, args.expander),
-                   args.invariance_weight, args.variance_weight, args.covariance_weight)
+                   args.invariance_weight, args.variance_weight, args.covariance_weight,
+                   distributed=args.distributed)   # variance, covariance over the global batch
     gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
                             embedding=Sequential(encoder, model.expander))
     gauges.record(0)
-    train_contrastive(args, data, "VICReg", model.terms, model, model, callbacks=[gauges])
+    train_contrastive(args, data, "VICReg", model.terms, model, model, encoder,
+                      callbacks=[gauges])
     save_training_curves(args, "VICReg", gauges, terms=("invariance", "variance", "covariance"))
     finish(args, data, "VICReg", encoder, random_encoder)
 

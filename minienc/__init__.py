@@ -1,5 +1,5 @@
 """minienc: a minimal NumPy/CuPy library for training encoders, written to be read."""
-from . import ops
+from . import ops, viz  # noqa: F401  (minienc.viz.graph: the computation graph as DOT)
 from .backend import cuda_available, get_device, manual_seed, set_device
 from .gradcheck import GradcheckError, gradcheck
 from .ops import *  # noqa: F401,F403  (the functional API: minienc.relu, minienc.cross_entropy, ...)

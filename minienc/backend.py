@@ -32,6 +32,21 @@ def cupy():
     return _cupy
 
 
+def nccl():
+    """cupy.cuda.nccl, CuPy's binding of NVIDIA's NCCL (minienc.distributed's GPU engine); a
+    clear error if this CuPy has none."""
+    cupy()
+    try:
+        from cupy.cuda import nccl as module
+    except ImportError as exc:
+        raise RuntimeError(f"minienc.distributed's NCCL engine needs CuPy built with NCCL "
+                           f"(the cupy-cuda12x wheel ships it): {exc}") from None
+    if not getattr(module, "available", True):
+        raise RuntimeError("minienc.distributed: this CuPy has no NCCL; install a cupy-cuda wheel "
+                           "that ships it")
+    return module
+
+
 def cuda_available():
     try:
         return cupy().cuda.runtime.getDeviceCount() > 0
@@ -147,43 +162,3 @@ def is_floating(dtype):
 
 def dtype(name):
     return numpy.dtype(name)
-
-
-def tune_host_allocator():
-    """Ask glibc to keep freed memory for reuse instead of returning every large block to the OS.
-
-    A training step allocates and frees the same large temporaries every time. By default glibc
-    serves each block over its mmap threshold with a fresh mmap, page-faulted in on first touch and
-    unmapped on free, which cost ~30% of an MLP step on a 2-core CPU. Raising the mmap and trim
-    thresholds makes freed blocks reusable, as a caching allocator does. Process-wide and
-    Linux/glibc only (elsewhere it does nothing); `Trainer` calls it, and so does the benchmark for
-    every implementation alike. Returns whether it took effect."""
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20) and libc.mallopt(m_trim_threshold, 2**30))
-    except (OSError, AttributeError, TypeError):
-        return False
-
-
-_blas_limits = None
-
-
-def set_blas_threads(n):
-    """Cap the host BLAS library at `n` threads (through threadpoolctl, when it is installed).
-
-    minienc's demos multiply small matrices (a batch of 8x8 digits, a ViT of width 128): a second
-    BLAS thread has little to split, and on some machines waking it costs more than the product
-    itself -- on the 2-core VM these demos were developed on, OpenBLAS 0.3.31 with 2 threads ran a
-    ViT training step 10x slower than with 1 (a (3136, 128)^T (3136, 512) product: 60 ms vs 4 ms).
-    The demos call this with their --blas-threads flag (default 1); the library never does by
-    itself. Returns whether the cap took effect."""
-    global _blas_limits
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return False
-    _blas_limits = threadpool_limits(limits=int(n), user_api="blas")
-    return True

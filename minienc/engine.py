@@ -8,50 +8,60 @@ recursion limit), undoes broadcasting in one place (`sum_to`), and frees each no
 
 Ownership: an output holds its creator, the creator holds its inputs; nothing points back at the
 output, so a finished graph is collected as soon as the user drops the loss.
+
+Versions: every tensor counts the in-place updates of its data made through minienc (optimizer
+steps, EMA updates, `copy_`, `+=`). A Function records its inputs' and output's versions when it
+is called; if one it saved for backward has changed by the time backward reaches it, backward
+refuses (naming the op and the shape) instead of computing a gradient from the new values.
+Writing into `.data` directly bypasses the count: call `bump_version()` after it.
+
+Grad mode (`no_grad`) and anomaly mode (`detect_anomaly`) are per thread.
 """
 import contextlib
-import sys
+import threading
 
 from . import backend
 
-_grad_enabled = True
-_anomaly_mode = False
+
+class _Modes(threading.local):
+    """Grad mode and anomaly mode, one pair per thread (as in PyTorch): a `no_grad()` block in an
+    evaluation thread never changes what a training thread records. The class attributes are
+    the values every new thread starts with."""
+    grad_enabled = True
+    anomaly = False
+
+
+_modes = _Modes()
 
 
 @contextlib.contextmanager
-def _grad_mode(enabled):
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, enabled
+def _set_mode(name, value):
+    previous = getattr(_modes, name)
+    setattr(_modes, name, value)
     try:
         yield
     finally:
-        _grad_enabled = previous
+        setattr(_modes, name, previous)
 
 
 def no_grad():
-    """Inside this block ops build no graph (inference, EMA updates, evaluation)."""
-    return _grad_mode(False)
+    """Inside this block ops build no graph (inference, EMA updates, evaluation). Per thread."""
+    return _set_mode("grad_enabled", False)
 
 
 def enable_grad():
     """Build graphs again inside a `no_grad()` block (a probe trained during evaluation)."""
-    return _grad_mode(True)
+    return _set_mode("grad_enabled", True)
 
 
 def is_grad_enabled():
-    return _grad_enabled
+    return _modes.grad_enabled
 
 
-@contextlib.contextmanager
 def detect_anomaly():
     """Raise at the first op whose forward output or backward gradient holds NaN or inf.
-    Costs a host sync per op, so it is a debugging mode, off by default."""
-    global _anomaly_mode
-    previous, _anomaly_mode = _anomaly_mode, True
-    try:
-        yield
-    finally:
-        _anomaly_mode = previous
+    Costs a host sync per op, so it is a debugging mode, off by default. Per thread."""
+    return _set_mode("anomaly", True)
 
 
 def _check_finite(fn, array, what):
@@ -60,35 +70,14 @@ def _check_finite(fn, array, what):
             f"detect_anomaly: {fn.name} produced NaN or inf in its {what} (shape {tuple(array.shape)})")
 
 
-def _owned(array):
-    """Whether nothing but the caller's variable can see `array`'s memory: it owns its buffer (it
-    is no view) and no other reference to it exists -- not another input's gradient (Add hands
-    one array to both inputs), not an op's saved state (retain_graph), not the caller's seed.
-    Such an array can become a leaf's .grad as it is; anything else is copied first, because a
-    .grad is later updated in place (accumulation, clipping). The count is CPython's, compared
-    with that of an array held by one local variable (measured once, below)."""
-    return array.base is None and sys.getrefcount(array) <= _SOLE_OWNER
-
-
-def _sole_owner_count():
-    probe = backend.numpy.empty(0)  # held by this one variable, as `g` is in Tensor.backward
-    return _refcount(probe)
-
-
-def _refcount(array):
-    return sys.getrefcount(array)
-
-
-_SOLE_OWNER = _sole_owner_count()
-
-
 def sum_to(grad, shape):
-    """Sum `grad` over the axes that broadcasting expanded, so it has `shape` again."""
+    """Sum `grad` over the axes that broadcasting expanded, so it has `shape` again (None when
+    `grad` has fewer axes than `shape`)."""
     if grad.shape == shape:
         return grad
     lead = grad.ndim - len(shape)
     if lead < 0:
-        raise ValueError(f"cannot sum a gradient of shape {grad.shape} to shape {shape}")
+        return None  # fewer axes than the input: not a broadcast the engine can undo
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
     if axes:
@@ -106,33 +95,46 @@ class Function:
     `backward` gets the output gradient and returns one gradient (or None) per input, each with
     the input's shape or a shape that broadcasts to the output (the engine sums it back).
     `self.needs_grad[i]` tells whether input i wants a gradient, so work can be skipped.
+
+    Inputs become operands by minienc/operands.py's rules: integer and boolean inputs take the
+    floating inputs' dtype (so `ids @ W` stays float32), except at the positions listed in
+    `index_inputs` (class ids, lookup ids, conditions), which the op uses as they are. An op
+    whose output is a view of its first input (reshape, transpose, basic indexing) sets
+    `is_view`, so the two share one version counter.
     """
+
+    index_inputs = ()
+    is_view = False
 
     @property
     def name(self):
         return type(self).__name__.lower()
 
     def __call__(self, *inputs):
-        tensors = _as_tensors(self, inputs)
+        tensors = as_operands(self, inputs)
         arrays = [t.data for t in tensors]
         try:
             out = self.forward(*arrays)
         except (IndexError, TypeError, ValueError) as exc:
             if str(exc).startswith(self.name + ":"):
                 raise
-            # re-raise as the plain built-in type: NumPy's subclasses take other constructor arguments
+            # re-raised as the plain built-in type (NumPy's subclasses take other constructor
+            # arguments), chained to the original so its traceback still shows the failing line
             kind = next(k for k in (IndexError, TypeError, ValueError) if isinstance(exc, k))
             shapes = " and ".join(str(tuple(a.shape)) for a in arrays)
-            raise kind(f"{self.name}: cannot apply to shapes {shapes}: {exc}") from None
-        if _anomaly_mode:
+            raise kind(f"{self.name}: cannot apply to shapes {shapes}: {exc}") from exc
+        if _modes.anomaly:
             _check_finite(self, out, "output")
-        if _grad_enabled:
+        version = tensors[0]._version if self.is_view else [0]
+        if _modes.grad_enabled:
             needs = tuple(t.requires_grad for t in tensors)
             if any(needs):
-                self.inputs = tensors
-                self.needs_grad = needs
-                return Tensor._wrap(out, True, self)
-        return as_tensor(out)
+                self.inputs, self.needs_grad = tensors, needs
+                # what backward compares against: the inputs' versions, then the output's
+                self.versions = [t._version[0] for t in tensors]
+                self.versions.append(version[0])
+                return Tensor._wrap(out, True, self, version)
+        return Tensor._wrap(out, False, None, version)
 
     def forward(self, *arrays):
         raise NotImplementedError
@@ -160,63 +162,104 @@ class ToDevice(Function):
         return backend.to_device(g, self.source)
 
 
-def _as_tensors(fn, inputs):
-    """Turn the inputs of `fn` into tensors on one device. Python and NumPy scalars are weak: they
-    take the dtype of the first floating tensor, so `x * 2.0` stays float32 and `where(mask, x, 1.5)`
-    is not cast to the mask's bool. Arrays and tensors are strong: two floating dtypes that differ
-    are an error, never a silent upcast."""
-    like = None
-    for x in inputs:
-        if isinstance(x, Tensor) and (like is None or (like.data.dtype.kind != "f"
-                                                       and x.data.dtype.kind == "f")):
-            like = x
-    if like is None:
-        first = inputs[0]
-        like = as_tensor(first) if hasattr(first, "shape") else tensor(first)
-    out = []
-    for x in inputs:
-        if isinstance(x, Tensor):
-            t = x
-        elif isinstance(x, backend.SCALAR_TYPES):
-            dtype = like.data.dtype
-            if dtype.kind != "f" and (isinstance(x, float) or getattr(x, "dtype", dtype).kind == "f"):
-                dtype = backend.DEFAULT_DTYPE  # a float scalar must not be truncated to an int or bool
-            out.append(as_tensor(like.xp.asarray(x, dtype=dtype)))
+def _initial_grad(output, grad):
+    """The gradient backward starts from: ones for a scalar output, else `grad`, which must have
+    the output's shape and device (and is cast to its dtype: a float64 seed must not upcast the
+    whole pass)."""
+    if not output.requires_grad:
+        raise RuntimeError(f"backward: this tensor (shape {output.shape}) does not require grad "
+                           f"and has no graph; did an input have requires_grad=True?")
+    if grad is None:
+        if output.data.size != 1:
+            raise RuntimeError(f"backward: a gradient can be created implicitly only for a scalar "
+                               f"output, got shape {output.shape}; pass grad= of that shape")
+        return output.xp.ones_like(output.data)
+    grad = as_array(grad)
+    if tuple(grad.shape) != output.shape:
+        raise ValueError(f"backward: grad has shape {tuple(grad.shape)} but the output has "
+                         f"shape {output.shape}")
+    if backend.device_of(grad) != output.device:
+        raise RuntimeError(f"backward: grad is on {backend.device_of(grad)} but the output "
+                           f"is on {output.device}")
+    return grad if grad.dtype == output.data.dtype else grad.astype(output.data.dtype)
+
+
+def _check_versions(fn, output):
+    """Refuse to run fn's backward if an array it saved in forward -- an input or its output --
+    was changed in place since (an optimizer step, an EMA update, copy_, +=): the gradient would
+    be computed from the new values and be silently wrong."""
+    for i, (t, seen) in enumerate(zip((*fn.inputs, output), fn.versions)):
+        if t._version[0] != seen and _saved_by(fn, t.data):
+            what = "its output" if t is output else f"input {i}"
+            raise RuntimeError(
+                f"backward: {fn.name} saved {what} (shape {t.shape}) for its backward, and it was "
+                f"changed in place since (version {seen}, now {t._version[0]}: an optimizer step, "
+                f"an EMA update, copy_ or +=); call backward() before the update, or run the "
+                f"forward again after it")
+
+
+def _saved_by(fn, array):
+    """Whether an array `fn` keeps (an attribute, or an item of a tuple or list attribute) shares
+    memory with `array`: only then can an in-place change of `array` reach fn's backward."""
+    xp = backend.get_xp(array)
+    for value in vars(fn).values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if type(item) is type(array) and xp.may_share_memory(item, array):
+                return True
+    return False
+
+
+def _input_grads(fn, grad):
+    """fn.backward(grad) as one gradient (or None) per input, each given its input's shape (the
+    broadcast axes summed away) and checked: one per input, the input's dtype, and in anomaly
+    mode no NaN or inf."""
+    grads = fn.backward(grad)
+    if not isinstance(grads, (tuple, list)):
+        grads = (grads,)
+    if len(grads) != len(fn.inputs):
+        raise RuntimeError(f"{fn.name}: backward returned {len(grads)} gradient(s) for "
+                           f"{len(fn.inputs)} input(s); return one per input (None for an input "
+                           f"without a gradient)")
+    fitted = []
+    for i, (inp, g) in enumerate(zip(fn.inputs, grads)):
+        if g is None or not inp.requires_grad:
+            fitted.append(None)
             continue
-        else:
-            t = as_tensor(x)
-        if t is not like:
-            _check_compatible(fn, like, t)
-        out.append(t)
-    return out
-
-
-def _check_compatible(fn, like, x):
-    # same array type means same device: the device lookup runs only when the types differ
-    if type(x.data) is not type(like.data) and x.device != like.device:
-        raise RuntimeError(
-            f"{fn.name}: tensors on different devices: {like.device} (shape {like.shape}) and "
-            f"{x.device} (shape {x.shape}); move one with .to(device)")
-    if x.data.dtype != like.data.dtype and x.data.dtype.kind == "f" and like.data.dtype.kind == "f":
-        raise TypeError(
-            f"{fn.name}: dtypes {like.dtype} and {x.dtype} differ (shapes {like.shape} and {x.shape}); "
-            f"minienc never upcasts silently, cast one with .astype()")
+        if _modes.anomaly:
+            _check_finite(fn, g, "gradient (backward)")
+        if g.shape != inp.data.shape:
+            g = sum_to(g, inp.data.shape)
+            if g is None or g.shape != inp.data.shape:
+                raise ValueError(f"{fn.name}: backward returned a gradient of shape "
+                                 f"{tuple(grads[i].shape)} for input {i} of shape {inp.shape}")
+        if g.dtype != inp.data.dtype:  # a leaf's .grad always has the leaf's dtype
+            raise TypeError(f"{fn.name}: backward returned a {g.dtype} gradient for input {i} "
+                            f"of dtype {inp.dtype} (shape {inp.shape}); minienc never upcasts "
+                            f"silently: compute it in the input's dtype")
+        fitted.append(g)
+    return fitted
 
 
 class Tensor:
-    """An array with a gradient. See `minienc.tensor` for the constructor users call."""
+    """An array with a gradient. See `minienc.tensor` for the constructor users call.
 
-    __slots__ = ("data", "grad", "requires_grad", "_creator", "__weakref__")
+    `_version` counts the in-place updates of `data` made through minienc (optimizer steps, EMA
+    updates, `copy_`, `+=`): a one-element list, shared by a tensor and the views made of it, so
+    an op that saved either sees an update through the other."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_creator", "_version", "__weakref__")
     __array_ufunc__ = None  # make `ndarray + Tensor` defer to Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         made = tensor(data, requires_grad, dtype, device)
         self.data, self.grad, self.requires_grad, self._creator = made.data, None, made.requires_grad, None
+        self._version = [0]
 
     @classmethod
-    def _wrap(cls, data, requires_grad, creator):
+    def _wrap(cls, data, requires_grad, creator, version=None):
         t = object.__new__(cls)
         t.data, t.grad, t.requires_grad, t._creator = data, None, requires_grad, creator
+        t._version = [0] if version is None else version
         return t
 
     # ----- what it is -------------------------------------------------------------------------
@@ -227,6 +270,7 @@ class Tensor:
     device = property(lambda self: backend.device_of(self.data))
     xp = property(lambda self: backend.get_xp(self.data))
     is_leaf = property(lambda self: self._creator is None)
+    version = property(lambda self: self._version[0], doc="In-place updates of data so far.")
 
     def __len__(self):
         if self.data.ndim == 0:
@@ -248,9 +292,50 @@ class Tensor:
         self.requires_grad = flag
         return self
 
+    # ----- changing it in place ---------------------------------------------------------------
+    def bump_version(self):
+        """Record an in-place update of `data`. minienc's own updates call it; call it after
+        writing into `.data` yourself, or ops that saved the old values cannot tell."""
+        self._version[0] += 1
+
+    def copy_(self, source):
+        """Write `source` (a tensor, array or number, broadcast to this shape) into this tensor's
+        data in place, and bump its version. Outside a graph, like every in-place update."""
+        self._check_in_place("copy_", source)
+        source = as_array(source)
+        if hasattr(source, "shape"):
+            source = backend.to_device(source, self.device)
+        self.data[...] = source
+        self.bump_version()
+        return self
+
+    def _check_in_place(self, what, other):
+        if _modes.grad_enabled and self.requires_grad and self._creator is None:
+            raise RuntimeError(
+                f"{what}: an in-place update of a leaf tensor that requires grad (shape "
+                f"{self.shape}) would not be recorded in the graph; do it inside "
+                f"`with minienc.no_grad():` (as an optimizer does), or write x = x + y")
+
+    def _in_place(self, other, method, op, symbol):
+        """x += y (and -=, *=, /=): inside a graph, the out-of-place x = op(x, y), since the
+        engine records no in-place ops; otherwise x.data is updated in place and x's version
+        bumped. A leaf that requires grad cannot be updated in place inside a graph."""
+        self._check_in_place(f"x {symbol} y", other)
+        if _modes.grad_enabled and (self.requires_grad or getattr(other, "requires_grad", False)):
+            return op(self, other)
+        getattr(self.data, method)(as_array(other))
+        self.bump_version()
+        return self
+
+    def __iadd__(self, other): return self._in_place(other, "__iadd__", ops.add, "+=")
+    def __isub__(self, other): return self._in_place(other, "__isub__", ops.sub, "-=")
+    def __imul__(self, other): return self._in_place(other, "__imul__", ops.mul, "*=")
+    def __itruediv__(self, other): return self._in_place(other, "__itruediv__", ops.div, "/=")
+
     # ----- leaving the graph, leaving the device ----------------------------------------------
     def detach(self):
-        return as_tensor(self.data)
+        """The same data outside the graph (no copy; it shares this tensor's version counter)."""
+        return Tensor._wrap(self.data, False, None, self._version)
 
     def item(self):
         """The single value as a Python number (a host sync on the GPU: use it for logging)."""
@@ -281,55 +366,23 @@ class Tensor:
     # ----- backward ---------------------------------------------------------------------------
     def backward(self, grad=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) * grad into the `.grad` of every leaf that requires it."""
-        if not self.requires_grad:
-            raise RuntimeError(f"backward: this tensor (shape {self.shape}) does not require grad "
-                               f"and has no graph; did an input have requires_grad=True?")
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(f"backward: a gradient can be created implicitly only for a scalar "
-                                   f"output, got shape {self.shape}; pass grad= of that shape")
-            grad = self.xp.ones_like(self.data)
-        else:
-            grad = as_array(grad)
-            if tuple(grad.shape) != self.shape:
-                raise ValueError(f"backward: grad has shape {tuple(grad.shape)} but the output has "
-                                 f"shape {self.shape}")
-            if backend.device_of(grad) != self.device:
-                raise RuntimeError(f"backward: grad is on {backend.device_of(grad)} but the output "
-                                   f"is on {self.device}")
-            if grad.dtype != self.data.dtype:
-                grad = grad.astype(self.data.dtype)  # a float64 seed must not upcast the whole pass
-        grads = {id(self): grad}
+        grads = {id(self): _initial_grad(self, grad)}
         for node in self._reverse_topological_order():
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             fn = node._creator
-            if fn is None:
+            if fn is None:  # a leaf; its first gradient is copied, as .grad is updated in place
                 if node.grad is None:
-                    node.grad = g if _owned(g) else g.copy()
+                    node.grad = g.copy()
                 else:
                     node.grad += g
                 continue
-            input_grads = fn.backward(g)
-            if not isinstance(input_grads, tuple):
-                input_grads = (input_grads,)
-            if _anomaly_mode:
-                for ig in input_grads:
-                    if ig is not None:
-                        _check_finite(fn, ig, "gradient (backward)")
-            for inp, ig in zip(fn.inputs, input_grads):
-                if ig is None or not inp.requires_grad:
-                    continue
-                if ig.shape != inp.data.shape:
-                    ig = sum_to(ig, inp.data.shape)
-                    if ig.shape != inp.data.shape:
-                        position = next(i for i, t in enumerate(fn.inputs) if t is inp)
-                        raise ValueError(f"{fn.name}: backward returned a gradient of shape "
-                                         f"{tuple(ig.shape)} for input {position} of shape {inp.shape}")
-                previous = grads.get(id(inp))
-                grads[id(inp)] = ig if previous is None else previous + ig
-            g = ig = previous = input_grads = None  # only `grads` holds them now (see _owned)
+            _check_versions(fn, node)
+            for inp, ig in zip(fn.inputs, _input_grads(fn, g)):
+                if ig is not None:
+                    previous = grads.get(id(inp))
+                    grads[id(inp)] = ig if previous is None else previous + ig
             if not retain_graph:
                 fn._free()
 
@@ -452,5 +505,7 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
     return _made(array, requires_grad)
 
 
-# ops imports this module (Function, Tensor); the circle closes here, after both are defined
+# ops and operands import this module (Function, Tensor); the circles close here, after both
+# are defined
 from . import ops  # noqa: E402
+from .operands import as_operands  # noqa: E402

@@ -5,76 +5,62 @@
         return minienc.mse_loss(model(x), x)
 
     trainer = Trainer(step, opt, models=model, out_dir="runs/ae",
-                      schedules={"lr": WarmupCosine(1e-3, total_steps=2000, warmup_steps=100)})
+                      schedules={"lr": WarmupCosine(1e-3, total_steps=2000, warmup_steps=100)},
+                      evaluator=Evaluator(model.encode, data), eval_every=100)
     trainer.fit(loader, steps=2000)         # progress bar, metrics.jsonl, loss.png, checkpoint.npz
+    trainer.fit(loader, steps=4000, resume=True)     # later, or in a new process: continue it
 
-Each step: apply the schedules for this step, zero the gradients, call `step_fn`, backward,
-optionally clip, `optimizer.step()`, then the callbacks (an EMA update, say) with the trainer.
+Each optimizer step: apply the schedules for this step, zero the gradients, then for each of
+`accumulate` micro-batches call `step_fn` and backward its loss / accumulate, optionally clip,
+`optimizer.step()`, then the callbacks (an EMA update, say) with the trainer, then (every
+`eval_every` steps) the evaluator.
+
+Gradient accumulation: for a loss that is a mean over examples, k micro-batches of b examples
+give exactly the gradient of one batch of k*b (tests/test_train.py checks it in float64). It is
+NOT the same where the loss couples the examples of a batch: InfoNCE / NT-Xent (and triplet
+mining) see only the micro-batch's negatives, Barlow Twins and VICReg standardise and correlate
+over the micro-batch, batch norm normalises each micro-batch on its own, MoCo enqueues keys per
+micro-batch. Accumulation then saves memory but trains a smaller-batch objective.
 
 The loss is never read back per step: the loop keeps each step's loss as a device array and
 reads them all at once every `log_every` steps (one host sync per interval), which is when the
-progress bar, the JSON-lines metrics file and the NaN check see them. Schedules are pure
+progress bar (tqdm), the JSON-lines metrics file and the NaN check see them. Schedules are pure
 functions of the step, so the checkpoint's step is the schedule's position. Resuming restores
 models, optimizer, RNG and position, and replays the data order of the interrupted epoch: the
 losses are the same as those of an uninterrupted run (on CPU; see minienc/checkpoint.py for GPU).
+Ctrl-C finishes the current step, saves a checkpoint and stops (a second Ctrl-C stops at once).
+
+A run's folder is never silently reused: `fit` refuses an out_dir that already holds a run
+(checkpoint.npz or metrics.jsonl) unless `resume=True` (continue it) or `overwrite=True`.
+
+Under minienc.distributed (several processes, after distributed.init()) the same loop is data
+parallel: rank 0's weights are broadcast at the start of fit, the gradients are averaged over the
+ranks before each optimizer step, the logged numbers are the ranks' mean, and rank 0 alone
+prints, evaluates and writes metrics, plots and checkpoints (every rank must still call fit and
+save alike, out_dir set on all of them or on none; a rank given an out_dir of its own, as the
+demos give each other rank a temporary one, keeps the same metrics.jsonl there, so code that
+reads it after training runs on every rank). A checkpoint keeps each rank's RNG state;
+on resume every rank reads rank 0's checkpoint and takes back its own. Ctrl-C then stops at
+once, without the checkpoint (the ranks would not agree on the step to stop after).
 """
-import json
+import contextlib
 import math
 import os
-import sys
+import signal
+import threading
 import time
 
-from . import backend
+from . import backend, distributed
 from .checkpoint import load_checkpoint, save_checkpoint
+from .progress import MetricsFile, estimate_line, evaluation_summary, plan_line, progress_bar
 from .optim.clip import clip_grad_norm
 from .optim.optimizer import set_hyperparameter
 
 OPTIMIZER_KEYS = ("lr", "weight_decay")
+RUN_FILES = ("checkpoint.npz", "metrics.jsonl")   # a folder holding either holds a run
+EVAL_BUDGET = 0.15   # the largest share of the run's time evaluations may take, by default
+PLAN_AFTER = 10      # steps timed before the plan's estimate is printed
 _END = object()
-
-
-class ProgressBar:
-    """One line on stderr: `step 120/500 [#####.....] 24% loss 0.1834 | 41.2 step/s | eta 9s`.
-    Redrawn in place on a terminal; elsewhere (CI logs, files) a line at most every 10%."""
-
-    def __init__(self, total, stream=None, enabled=True, width=24):
-        self.total, self.stream = total, stream or sys.stderr
-        self.enabled, self.width = enabled, width
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._last_decile = -1
-        self._shown = False
-
-    def update(self, step, text):
-        if not self.enabled:
-            return
-        if self.total:
-            frac = min(step / self.total, 1.0)
-            filled = int(frac * self.width)
-            bar = "#" * filled + "." * (self.width - filled)
-            head = f"step {step}/{self.total} [{bar}] {frac:4.0%}"
-            decile = int(frac * 10)
-        else:
-            head, decile = f"step {step}", step
-        if self.tty:
-            self.stream.write("\r\033[K" + head + " " + text)
-        elif decile != self._last_decile:
-            self.stream.write(head + " " + text + "\n")
-        else:
-            return
-        self._last_decile, self._shown = decile, True
-        self.stream.flush()
-
-    def close(self):
-        if self.enabled and self.tty and self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _format_seconds(s):
-    s = int(s)
-    if s >= 3600:
-        return f"{s // 3600}h{s // 60 % 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 class Trainer:
@@ -85,34 +71,64 @@ class Trainer:
         "lr" and "weight_decay" go into the optimizer's groups, every value is in `self.values`
         (callbacks read e.g. `trainer.values["ema_momentum"]`) and in the metrics.
     callbacks: functions called as f(trainer) after each optimizer step.
+    accumulate: micro-batches (batches of `data`) per optimizer step; each micro-batch's loss is
+        divided by `accumulate` so a per-example-mean loss gets the big batch's gradient.
+    evaluator: a callable () -> {name: float} (minienc.eval.Evaluator: k-NN, few-shot, RankMe,
+        std on a fixed subset), run with the models in eval mode before the first step, every
+        `eval_every` steps and after the last; its numbers go to metrics.jsonl ("eval_<name>"),
+        to `self.evaluations` and to evaluation.png, its time to "eval_s".
+    eval_budget: the largest share of the run's time the evaluations may take: one that would
+        push the share past it is skipped (and counted in the summary); None: never skip.
     clip_grad: a max global gradient norm (clip_grad_norm, no host sync), or None.
     log_every: steps between host reads of the loss (progress, metrics file, NaN check).
     out_dir: where metrics.jsonl, loss.png and checkpoint.npz go (None: write nothing).
     checkpoint_every: steps between checkpoints (also one at the end when out_dir is set).
-    batch_size: samples per step, for the samples/s figure (guessed from the batch if None).
+    batch_size: samples per step, all processes together, for the samples/s figure (guessed
+        from the batch if None).
+    progress: the tqdm bar and the printed plan, estimate and evaluation share.
     """
 
     def __init__(self, step_fn, optimizer, models=None, schedules=None, callbacks=(),
                  clip_grad=None, log_every=10, out_dir=None, checkpoint_every=None,
-                 batch_size=None, progress=True, extra=None):
+                 batch_size=None, progress=True, extra=None, accumulate=1, evaluator=None,
+                 eval_every=None, eval_budget=EVAL_BUDGET):
         if log_every < 1:
             raise ValueError(f"Trainer: log_every must be >= 1, got {log_every}")
-        backend.tune_host_allocator()  # reuse freed temporaries across steps (see its docstring)
+        if not isinstance(accumulate, int) or accumulate < 1:
+            raise ValueError(f"Trainer: accumulate must be a positive integer, got {accumulate!r}")
+        if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):
+            raise ValueError(f"Trainer: eval_every must be a positive integer or None, got {eval_every!r}")
+        if eval_every is not None and evaluator is None:
+            raise ValueError("Trainer: eval_every needs an evaluator (e.g. "
+                             "minienc.eval.Evaluator(encoder, data))")
         self.step_fn, self.optimizer = step_fn, optimizer
         self.models = models if isinstance(models, dict) or models is None else {"model": models}
         self.schedules = dict(schedules or {})
         self.callbacks = list(callbacks)
         self.clip_grad, self.log_every, self.out_dir = clip_grad, log_every, out_dir
         self.checkpoint_every, self.batch_size = checkpoint_every, batch_size
-        self.progress = progress
+        self.progress, self.accumulate = progress, accumulate
+        self.evaluator, self.eval_every, self.eval_budget = evaluator, eval_every, eval_budget
+        self.eval_skipped = 0       # scheduled evaluations skipped to stay within eval_budget
         self.extra = extra or {}
         self.step = self.epoch = self.batch_in_epoch = 0
         self.values = {}            # this step's scheduled values
         self.losses = []            # every step's loss, as host floats (filled at log time)
         self.records = []           # the metrics lines written so far
+        self.evaluations = []       # {"step", name: value, ...} per evaluation
+        self.elapsed_s = self.eval_s = 0.0   # the run's wall-clock and evaluation seconds so far
         self._pending = []          # device losses (and metrics) not yet read back
+        self._micro = []            # this step's micro-batch metrics (accumulation)
         self._epoch_rng = None      # host RNG state when this epoch's iterator was made
-        self._clock = None
+        self._last_eval = None      # the step of the latest evaluation
+        self._owns_out_dir = False  # this Trainer wrote out_dir's run (a second fit continues it)
+        self._interrupted = False
+        self._bar = None
+        self._last_eval_s = 0.0     # the latest evaluation's seconds (what the next will cost)
+        self._eval_said = None      # the step of the latest evaluation line printed
+        self._eval_postfix = ""     # the latest evaluation, shown on the bar
+        self._parallel = None       # a distributed.DataParallel when several processes train
+        self._writes_metrics = True
 
     # ----- paths -------------------------------------------------------------------------------
     def _path(self, name):
@@ -123,56 +139,134 @@ class Trainer:
         return self._path("checkpoint.npz")
 
     # ----- the loop ----------------------------------------------------------------------------
-    def fit(self, data, steps=None, epochs=None, resume=False):
+    def fit(self, data, steps=None, epochs=None, resume=False, overwrite=False):
         """Train until `steps` optimizer steps or `epochs` passes over `data` (whichever comes
         first; with neither, one epoch). `data` is an iterable re-iterated each epoch (a
-        BatchIterator, a list), or a function epoch -> iterable. `resume`: True to continue from
-        out_dir/checkpoint.npz if it exists, or a checkpoint path. Returns self."""
+        BatchIterator, a list), or a function epoch -> iterable. `resume`: True to continue the
+        run in out_dir (from its checkpoint.npz; a fresh start when it has none), or the path of
+        a checkpoint, which must exist. `overwrite`: start afresh over a run already in out_dir.
+        Returns self."""
         if steps is None and epochs is None:
             epochs = 1
-        if resume:
-            path = self.checkpoint_path if resume is True else resume
-            if path is not None and os.path.exists(path):
-                self.load(path)
-        if self.out_dir is not None:
-            os.makedirs(self.out_dir, exist_ok=True)
-            self._trim_metrics()
-        total = steps if steps is not None else (
-            epochs * len(data) if hasattr(data, "__len__") else None)
-        self._bar = ProgressBar(total, enabled=self.progress)
-        self._clock = (time.perf_counter(), self.step)
-        self._start = time.perf_counter()
-
+        self._interrupted = False
+        if not distributed.is_main():
+            self.progress = False   # rank 0 alone prints
+        # rank 0 writes the run; another rank keeps metrics.jsonl only in an out_dir of its own
+        main_out_dir = distributed.engine().bcast_object(self.out_dir)   # (every rank calls it)
+        self._writes_metrics = distributed.is_main() or self.out_dir != main_out_dir
+        self._open_run(resume, overwrite)
+        # after a resume, so that the weights broadcast from rank 0 are the ones it loaded
+        self._parallel = distributed.data_parallel(list((self.models or {}).values()),
+                                                   self.optimizer)
         epoch_length = len(data) if hasattr(data, "__len__") else None
+        total = steps if steps is not None else (
+            math.ceil(epoch_length / self.accumulate) * epochs if epoch_length else None)
+        self._say_plan(total, epoch_length)
+        self._bar = progress_bar(total, enabled=self.progress, initial=self.step)
+        self._start_step = self.step
+        self._clock = (time.perf_counter(), self.step)
+        self._started = time.perf_counter() - self.elapsed_s
 
         def done():
             return (steps is not None and self.step >= steps) or \
                 (epochs is not None and self.epoch >= epochs)
 
         try:
-            while not done():
-                batches = self._epoch_batches(data)
-                while not done():  # test before next(): fetching a batch may draw random numbers
-                    batch = next(batches, _END)
-                    if batch is _END:
-                        if self.batch_in_epoch == 0:
-                            raise ValueError(
-                                f"Trainer: epoch {self.epoch} gave no batches (is `data` a "
-                                f"one-pass iterator? pass a list, a BatchIterator or a function "
-                                f"epoch -> batches)")
-                        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                        break
-                    self._one_step(batch)
-                    if self.batch_in_epoch == epoch_length:  # known length: no need to ask for more
-                        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                        break
-            self._log()
+            with self._stop_on_interrupt():
+                if self.evaluator is not None and self._last_eval is None:
+                    self._evaluate()                 # the starting point of every curve
+                while not done() and not self._interrupted:
+                    batches = self._epoch_batches(data)
+                    # test before next(): fetching a batch may draw random numbers
+                    while not done() and not self._interrupted:
+                        batch = next(batches, _END)
+                        if batch is _END:
+                            if self.batch_in_epoch == 0:
+                                raise ValueError(
+                                    f"Trainer: epoch {self.epoch} gave no batches (is `data` a "
+                                    f"one-pass iterator? pass a list, a BatchIterator or a "
+                                    f"function epoch -> batches)")
+                            self._end_epoch(total)
+                            break
+                        self._forward_backward(batch)
+                        if len(self._micro) == self.accumulate:
+                            self._optimizer_step(total)
+                        if self.batch_in_epoch == epoch_length:  # known length: no need to ask
+                            self._end_epoch(total)
+                            break
+                if (self.evaluator is not None and self._last_eval != self.step
+                        and not self._interrupted):
+                    self._evaluate_if_affordable()   # the end point of every curve
+                self._log()
+                self._elapsed()
         finally:
             self._bar.close()
+        self._owns_out_dir = True
         if self.out_dir is not None:
             self.save()
+        if self._interrupted:
+            where = f"checkpoint saved to {self.checkpoint_path}" if self.out_dir else \
+                "nothing saved (no out_dir)"
+            print(f"Trainer: interrupted after step {self.step}; {where}. fit(..., resume=True) "
+                  f"(a demo's --resume) continues the run.", flush=True)
+            raise KeyboardInterrupt
+        self._say_evaluation_share()
+        if self.out_dir is not None and distributed.is_main():
             self.plot()
         return self
+
+    def _open_run(self, resume, overwrite):
+        """Load what `resume` asks for and make sure out_dir holds no other run."""
+        if resume is True and self.out_dir is None:
+            raise ValueError("Trainer.fit: resume=True continues the run in out_dir, but out_dir "
+                             "is None; set out_dir or pass the checkpoint's path as resume=")
+        if resume and resume is not True:
+            if not os.path.isfile(resume):
+                raise FileNotFoundError(f"Trainer.fit: resume={resume!r}: no such checkpoint file")
+            self.load(resume)
+        elif resume and (found := self._main_checkpoint()):
+            self.load(found)
+        elif resume and self.progress:
+            print(f"Trainer: no checkpoint in {self.out_dir} to resume: starting from step 0")
+        if self.out_dir is None:
+            return
+        existing = [n for n in RUN_FILES if os.path.exists(self._path(n))]
+        if existing and not (resume or overwrite or self._owns_out_dir):
+            raise FileExistsError(
+                f"Trainer.fit: {self.out_dir} already holds a run ({', '.join(existing)}); pass "
+                f"resume=True to continue it or overwrite=True to start it again (a demo's "
+                f"--resume / --overwrite), or choose another out_dir")
+        if not self._writes_metrics:
+            return
+        if overwrite and not resume and self.step == 0 and os.path.exists(self.checkpoint_path):
+            os.remove(self.checkpoint_path)   # a later resume must not find the old run's state
+        os.makedirs(self.out_dir, exist_ok=True)
+        self._trim_metrics()
+
+    def _main_checkpoint(self):
+        """Rank 0's checkpoint path if it exists there, else None: every rank resumes from it."""
+        path = self.checkpoint_path
+        return distributed.engine().bcast_object(path if os.path.exists(path) else None)
+
+    @contextlib.contextmanager
+    def _stop_on_interrupt(self):
+        """In the main thread, the first Ctrl-C asks the loop to stop after the current step."""
+        if threading.current_thread() is not threading.main_thread() or \
+                distributed.is_initialized():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = True
+            print("\nTrainer: stopping after this step (Ctrl-C again to stop at once)", flush=True)
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
     def _epoch_batches(self, data):
         """An iterator over this epoch's batches, positioned after the ones already trained on."""
@@ -192,35 +286,130 @@ class Trainer:
         backend.set_rng_state(resumed_state)
         return batches
 
-    def _one_step(self, batch):
-        for key, schedule in self.schedules.items():
-            value = self.values[key] = float(schedule(self.step))
-            if key in OPTIMIZER_KEYS:
-                set_hyperparameter(self.optimizer, key, value)
-        self.optimizer.zero_grad()
+    def _end_epoch(self, total=None):
+        if self._micro:   # the epoch ended inside an accumulation group: step with what it has
+            self._optimizer_step(total)
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def _forward_backward(self, batch):
+        if not self._micro:   # the first micro-batch of a step
+            for key, schedule in self.schedules.items():
+                value = self.values[key] = float(schedule(self.step))
+                if key in OPTIMIZER_KEYS:
+                    set_hyperparameter(self.optimizer, key, value)
+            self.optimizer.zero_grad()
         out = self.step_fn(batch)
         metrics = out if isinstance(out, dict) else {"loss": out}
         loss = metrics["loss"]
-        loss.backward()
+        (loss * (1.0 / self.accumulate) if self.accumulate > 1 else loss).backward()
+        self.batch_in_epoch += 1
+        if self.batch_size is None:
+            micro = _guess_batch_size(batch)
+            self.batch_size = micro * self.accumulate * distributed.world_size() if micro else None
+        # keep the device arrays only (no graph), to be read back together at log time
+        self._micro.append({k: (v.data if hasattr(v, "data") else v) for k, v in metrics.items()})
+
+    def _optimizer_step(self, total=None):
+        micro, self._micro = self._micro, []
+        if self._parallel is not None:
+            self._parallel.reduce_gradients()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if len(micro) < self.accumulate:   # a short group at an epoch's end: mean over what it had
+            for p in params:
+                if p.grad is not None:
+                    p.grad *= self.accumulate / len(micro)
         if self.clip_grad is not None:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
             clip_grad_norm(params, self.clip_grad)
         self.optimizer.step()
         self.step += 1
-        self.batch_in_epoch += 1
-        if self.batch_size is None:
-            self.batch_size = _guess_batch_size(batch)
-        # keep the device arrays only (no graph), to be read back together at log time
-        self._pending.append({k: (v.data if hasattr(v, "data") else v) for k, v in metrics.items()})
-        del out, metrics, loss  # the graph's last handle: callbacks run with nothing left of it
+        metrics = micro[0] if len(micro) == 1 else \
+            {k: sum(m[k] for m in micro) * (1.0 / len(micro)) for k in micro[0]}
+        if self._parallel is not None:
+            metrics = self._parallel.average(metrics)   # on the device: no host read
+        self._pending.append(metrics)
+        del micro  # the graph's last handle: callbacks run with nothing left of it
         for callback in self.callbacks:
             callback(self)
         if self.step % self.log_every == 0:
             self._log()
+        if self.step == self._start_step + PLAN_AFTER:
+            self._say_estimate(total)
+        if self.evaluator is not None and self.eval_every and self.step % self.eval_every == 0:
+            self._evaluate_if_affordable()
         if self.checkpoint_every and self.step % self.checkpoint_every == 0 and self.out_dir:
             self.save()
 
+    # ----- evaluation --------------------------------------------------------------------------
+    def _evaluate_if_affordable(self):
+        """Evaluate unless the pass (timed as the last one) would take the evaluations' share
+        of the run past eval_budget."""
+        if self.eval_budget is not None and self.evaluations:
+            expected = self._last_eval_s
+            if self.eval_s + expected > self.eval_budget * (self._elapsed() + expected):
+                self.eval_skipped += 1
+                return
+        self._evaluate()
+
+    def _evaluate(self):
+        """Run the evaluator with every model in eval mode and the host RNG left where it was
+        (so evaluating never changes what training does), log its numbers and its time."""
+        if not distributed.is_main():       # rank 0 alone evaluates: the weights are the same
+            self._last_eval = self.step
+            return
+        self._log()                         # this step's record carries the evaluation
+        began = time.perf_counter()
+        rng_state = backend.get_rng_state()
+        modes = {name: m.training for name, m in (self.models or {}).items()}
+        for name in modes:
+            self.models[name].eval()
+        try:
+            with distributed.alone():
+                result = {k: float(v) for k, v in self.evaluator().items()}
+        finally:
+            for name, mode in modes.items():
+                self.models[name].train(mode)
+            backend.set_rng_state(rng_state)
+        seconds = self._last_eval_s = time.perf_counter() - began
+        self.eval_s += seconds
+        self._last_eval = self.step
+        self.evaluations.append({"step": self.step, **result})
+        scores = {f"eval_{k}": v for k, v in result.items()}
+        if self.records and self.records[-1]["step"] == self.step:
+            self.records[-1].update(scores, eval_s=self.eval_s, elapsed_s=self._elapsed())
+            if self.out_dir is not None:
+                MetricsFile(self._path("metrics.jsonl")).replace_last(self.records[-1])
+        else:   # step 0, or a step whose losses were already logged by an earlier evaluation
+            self._write_record({"step": self.step, "epoch": self.epoch, **scores,
+                                "eval_s": self.eval_s, "elapsed_s": self._elapsed()})
+        shown = "  ".join(f"{k} {v:.3g}" for k, v in result.items())
+        # a line at the start, then at most one per tenth of the run; the bar shows the latest
+        if self._bar is not None and self.progress and (
+                self._eval_said is None or not self._bar.total or self.step == self._bar.total
+                or self.step - self._eval_said >= self._bar.total / 10):
+            self._bar.write(f"eval @ step {self.step}: {shown}  ({seconds:.1f} s)")
+            self._eval_said = self.step
+        self._eval_postfix = f" | {shown}"
+
+    # ----- what the run says: the plan first, an estimate, the evaluation's share at the end ----
+    def _say_plan(self, total, epoch_length):
+        if self.progress:
+            print(plan_line(self, total, epoch_length), flush=True)
+
+    def _say_estimate(self, total):
+        if self.progress and total:
+            self._log()   # a host sync: the time below is the device's, not the queue's
+            per_step = (self._elapsed() - self.eval_s) / max(self.step - self._start_step, 1)
+            self._bar.write(estimate_line(self, total, per_step))
+
+    def _say_evaluation_share(self):
+        if self.evaluator is not None and self.progress and self.elapsed_s:
+            print(evaluation_summary(self))
+
     # ----- logging -----------------------------------------------------------------------------
+    def _elapsed(self):
+        self.elapsed_s = time.perf_counter() - self._started
+        return self.elapsed_s
+
     def _log(self):
         """Read the pending losses back (one sync), then update the bar and the metrics file."""
         if not self._pending:
@@ -237,69 +426,62 @@ class Trainer:
         rate = (self.step - s0) / max(now - t0, 1e-9)
         record = {"step": self.step, "epoch": self.epoch,
                   **{k: sum(v) / len(v) for k, v in host.items()},
-                  **self.values, "steps_per_s": rate, "elapsed_s": now - self._start}
+                  **self.values, "steps_per_s": rate, "elapsed_s": self._elapsed()}
         if self.batch_size:
             record["samples_per_s"] = rate * self.batch_size
-        self.records.append(record)
-        if self.out_dir is not None:
-            with open(self._path("metrics.jsonl"), "a") as f:
-                f.write(json.dumps(record) + "\n")
+        if self.evaluator is not None:
+            record["eval_s"] = self.eval_s
+        self._write_record(record)
         text = f"loss {record['loss']:.4f}"
         if "lr" in self.values:
             text += f" lr {self.values['lr']:.2e}"
-        text += f" | {rate:.1f} step/s"
         if self.batch_size:
             text += f" {rate * self.batch_size:.0f} samples/s"
-        if self._bar.total:
-            text += f" | eta {_format_seconds((self._bar.total - self.step) / max(rate, 1e-9))}"
-        self._bar.update(self.step, text)
+        text += self._eval_postfix
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.update(self.step - self._bar.n)
         if bad:
             raise FloatingPointError(
                 f"Trainer: the loss is {host['loss'][bad[0] - first_step]} at step {bad[0]}; "
                 f"lower the learning rate, clip gradients (clip_grad=), or find the op with "
                 f"minienc.detect_anomaly()")
 
+    def _write_record(self, record):
+        self.records.append(record)
+        if self.out_dir is not None and self._writes_metrics:
+            MetricsFile(self._path("metrics.jsonl")).append(record)
+
     def _trim_metrics(self):
         """Start metrics.jsonl afresh, or on resume keep only the lines up to the resumed step
-        (an interrupted run may have logged past its last checkpoint)."""
-        path = self._path("metrics.jsonl")
-        kept = []
-        if self.step and os.path.exists(path):
-            with open(path) as f:
-                kept = [line for line in f
-                        if line.strip() and json.loads(line)["step"] <= self.step]
-        with open(path, "w") as f:
-            f.writelines(kept)
+        (an interrupted run may have logged past its last checkpoint) and read them back."""
+        kept = MetricsFile(self._path("metrics.jsonl")).keep_until(self.step)
+        if not self._owns_out_dir:
+            self.records = kept
+            self.evaluations = [e for e in map(_evaluation_of, kept) if e]
 
     def plot(self, path=None):
-        """The loss curve (raw and smoothed) as a PNG; matplotlib is imported only here."""
+        """loss.png (the loss, raw and smoothed) and, with an evaluator, evaluation.png beside it
+        (the loss and each evaluation number over the steps). Without matplotlib one line says
+        so and nothing is drawn (the numbers are in metrics.jsonl). Returns the paths written."""
         path = path or self._path("loss.png")
         if path is None or not self.losses:
-            return None
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        fig = Figure(figsize=(6, 3.5), dpi=100)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
-        steps = range(1, len(self.losses) + 1)
-        ax.plot(steps, self.losses, lw=0.6, alpha=0.4, label="loss")
-        window = max(1, len(self.losses) // 50)
-        if window > 1:
-            smooth = [sum(self.losses[max(0, i - window + 1):i + 1]) / len(
-                self.losses[max(0, i - window + 1):i + 1]) for i in range(len(self.losses))]
-            ax.plot(steps, smooth, lw=1.5, label=f"mean of {window}")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(path)
-        return path
+            return []
+        try:
+            import matplotlib  # noqa: F401  (the demos extra; the core install is NumPy only)
+        except ImportError:
+            print(f"Trainer: matplotlib is not installed, so no {os.path.basename(path)} is drawn "
+                  f"(pip install matplotlib); the numbers are in metrics.jsonl")
+            return []
+        from .eval.plots import plot_training
+        evaluation_path = os.path.join(os.path.dirname(path), "evaluation.png")
+        return plot_training(self.losses, path, self.evaluations, evaluation_path, self.eval_every)
 
     # ----- checkpoints -------------------------------------------------------------------------
     def state(self):
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "epoch_rng": self._epoch_rng, "values": self.values}
+                "epoch_rng": self._epoch_rng, "values": self.values,
+                "elapsed_s": self.elapsed_s, "eval_s": self.eval_s, "last_eval": self._last_eval}
 
     def save(self, path=None):
         """Checkpoint models, optimizer, position, RNG state and the loss history (a host sync)."""
@@ -307,8 +489,14 @@ class Trainer:
         if path is None:
             raise ValueError("Trainer.save: give a path or set out_dir")
         self._log()  # the losses so far belong in the file
+        state = self.state()
+        if self._parallel is not None:  # every rank's random state, so resume restores each
+            state["ranks"] = self._parallel.gather_rank_states(
+                {"rng": backend.get_rng_state(), "epoch_rng": self._epoch_rng})
+            if not distributed.is_main():
+                return path
         losses = backend.numpy.asarray(self.losses, dtype=backend.numpy.float64)
-        return save_checkpoint(path, self.models, self.optimizer, trainer=self.state(),
+        return save_checkpoint(path, self.models, self.optimizer, trainer=state,
                                extra=self.extra, extra_arrays={"losses": losses})
 
     def load(self, path):
@@ -317,8 +505,14 @@ class Trainer:
         self.step, self.epoch = state["step"], state["epoch"]
         self.batch_in_epoch, self._epoch_rng = state["batch_in_epoch"], state["epoch_rng"]
         self.values = dict(state.get("values", {}))
+        self.elapsed_s, self.eval_s = state.get("elapsed_s", 0.0), state.get("eval_s", 0.0)
+        self._last_eval = state.get("last_eval")
+        ranks = state.get("ranks") or []
+        if distributed.rank() < len(ranks):  # this rank's own random state (rank 0's was loaded)
+            backend.set_rng_state(ranks[distributed.rank()]["rng"])
+            self._epoch_rng = ranks[distributed.rank()]["epoch_rng"]
         self.losses = [float(v) for v in meta["arrays"].get("losses", [])]
-        self._pending = []
+        self._pending, self._micro = [], []
         return meta
 
 
@@ -330,13 +524,20 @@ def _to_floats(arrays):
     return [float(v) for v in backend.to_host(xp.stack([a.reshape(()) for a in arrays]))]
 
 
+def _evaluation_of(record):
+    """The evaluation a metrics record carries ({"step", name: value}), or None."""
+    scores = {k[len("eval_"):]: v for k, v in record.items() if k.startswith("eval_") and k != "eval_s"}
+    return {"step": record["step"], **scores} if scores else None
+
+
 def _guess_batch_size(batch):
     first = batch[0] if isinstance(batch, (tuple, list)) else batch
     shape = getattr(first, "shape", None)
     return shape[0] if shape else None
 
 
-def train(step_fn, optimizer, data, steps=None, epochs=None, resume=False, **options):
-    """`Trainer(step_fn, optimizer, **options).fit(data, steps, epochs, resume)`."""
+def train(step_fn, optimizer, data, steps=None, epochs=None, resume=False, overwrite=False,
+          **options):
+    """`Trainer(step_fn, optimizer, **options).fit(data, steps, epochs, resume, overwrite)`."""
     trainer = Trainer(step_fn, optimizer, **options)
-    return trainer.fit(data, steps=steps, epochs=epochs, resume=resume)
+    return trainer.fit(data, steps=steps, epochs=epochs, resume=resume, overwrite=overwrite)

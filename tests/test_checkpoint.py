@@ -1,8 +1,10 @@
 """Checkpoints: resuming gives the losses of an uninterrupted run; the file is written atomically;
 truncated, corrupt, mismatched or incomplete files are refused with the problem named, and a
 refused load changes nothing."""
+import io
 import json
 import os
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -199,3 +201,145 @@ def test_state_moves_to_the_models_device(tmp_path, device):
     assert all(p.device == device for p in target.parameters())
     assert all(backend.device_of(s["momentum_buffer"]) == device for s in opt.state.values())
     np.testing.assert_array_equal(target.parameters()[0].numpy(), model.parameters()[0].numpy())
+
+
+# ----- malformed, hostile and unstorable files ----------------------------------------------
+def rewrite(path, meta_change=None, entries=None):
+    """Rebuild the archive at `path` with its metadata changed by `meta_change(meta)` and the
+    entries in `entries` (name without .npy -> array, or raw bytes of a whole .npy) replaced or
+    added, as a careless tool or a hostile user might."""
+    with zipfile.ZipFile(path) as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    meta = json.loads(np.load(path)["__meta__"].tobytes())
+    if meta_change:
+        meta_change(meta)
+    files["__meta__.npy"] = npy(np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    for name, value in (entries or {}).items():
+        files[name + ".npy"] = value if isinstance(value, bytes) else npy(value)
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+
+
+def npy(array):
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def npy_claiming(shape, dtype="<f4", data=b"\0" * 64):
+    """A .npy whose header claims `shape` but which holds only `data`."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False,
+                                                  "shape": shape})
+    return buffer.getvalue() + data
+
+
+def assert_untouched(path, match):
+    """Loading `path` is refused with `match`, and neither the model, the optimizer nor the
+    RNG changed."""
+    model = small()
+    opt = SGD(model.parameters(), lr=0.7, momentum=0.5)
+    model(minienc.tensor(np.ones((2, 3)))).sum().backward()
+    opt.step()
+    before = [p.numpy().copy() for p in model.parameters()]
+    opt_before = opt.state_dict()
+    rng_before = backend.get_rng_state()
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path, model, opt)
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.numpy(), b)
+    after = opt.state_dict()
+    assert after["param_groups"] == opt_before["param_groups"]
+    for i in opt_before["state"]:
+        np.testing.assert_array_equal(after["state"][i]["momentum_buffer"],
+                                      opt_before["state"][i]["momentum_buffer"])
+    assert backend.get_rng_state() == rng_before
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda m: m["rng"].update(cpu={"bit_generator": "PCG64", "state": "garbage"}),
+     r"malformed metadata: 'rng.cpu' is not a NumPy PCG64 state"),
+    (lambda m: m["trainer"].update(step="five"), r"trainer.step must be an integer >= 0, got 'five'"),
+    (lambda m: m["trainer"].update(epoch=-1), r"trainer.epoch must be an integer >= 0"),
+    (lambda m: m["trainer"].update(epoch_rng=[1, 2]), r"trainer.epoch_rng is not a NumPy PCG64"),
+    (lambda m: m["optimizer"]["state"]["0"].update(step=1.5), r"optimizer state '0' must hold an "
+                                                               r"integer step"),
+    (lambda m: m["optimizer"]["param_groups"][0].update(lr="fast"), r"group 0 has lr='fast'"),
+    (lambda m: m["optimizer"]["param_groups"][0].update(momentum=[0.9]), r"group 0 has momentum"),
+    (lambda m: m["models"].update(model="all of them"), r"model 'model' must list its array names"),
+    (lambda m: m.update(extra_arrays={"a": 1}), r"'extra_arrays' must be a list of names"),
+], ids=["rng", "step", "epoch", "epoch_rng", "optimizer_step", "lr", "betas_like", "models",
+        "extra_arrays"])
+def test_malformed_metadata_is_refused_before_anything_changes(tmp_path, change, match):
+    path = str(tmp_path / "c.npz")
+    trained(path)
+    rewrite(path, meta_change=change)
+    assert_untouched(path, match)
+
+
+def test_arrays_of_the_wrong_kind_are_refused_before_anything_changes(tmp_path):
+    path = str(tmp_path / "c.npz")
+    trained(path)
+    rewrite(path, entries={"model/model/layers.2.bias": np.array(["a", "b"])})
+    assert_untouched(path, r"entry model/model/layers.2.bias has dtype <U1, expected a floating array")
+    trained(path)
+    rewrite(path, entries={"optim/3/momentum_buffer": np.array([1, 2])})
+    assert_untouched(path, r"entry optim/3/momentum_buffer has dtype int64, expected a floating")
+    trained(path)
+    rewrite(path, entries={"optim/3/momentum_buffer": np.ones(5, np.float32)})
+    assert_untouched(path, r"entry optim/3/momentum_buffer has shape \(5,\) in the file but \(2,\) "
+                           r"in optimizer parameter 3")
+
+
+def test_object_and_string_arrays_are_refused_at_save_time(tmp_path):
+    path = str(tmp_path / "c.npz")
+    for value, dtype in ((np.array([{"a": 1}], dtype=object), "object"), (["x", "y"], "<U1")):
+        with pytest.raises(TypeError, match=rf"save_checkpoint: extra/names has dtype {dtype}, which a "
+                                            rf"checkpoint cannot store"):
+            save_checkpoint(path, small(), extra_arrays={"names": value})
+    assert os.listdir(tmp_path) == []          # nothing written, not even a temporary file
+
+
+def test_only_listed_entries_are_read(tmp_path, monkeypatch):
+    path = str(tmp_path / "c.npz")
+    trained(path)
+    rewrite(path, entries={"junk": np.zeros(2_000_000, np.float32)})   # 8 MB nobody lists
+    opened = []
+    real_open = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open",
+                        lambda self, name, *a, **k: opened.append(getattr(name, "filename", name))
+                        or real_open(self, name, *a, **k))
+    tracemalloc.start()
+    load_checkpoint(path, small(), restore_rng=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "junk.npy" not in opened and "__meta__.npy" in opened
+    assert peak < 2_000_000, f"loading a 1 KB model allocated {peak} bytes"
+
+
+def test_a_header_claiming_a_huge_array_is_refused_before_its_data_is_read(tmp_path):
+    path = str(tmp_path / "c.npz")
+    trained(path)
+    huge = npy_claiming((1_000_000, 1_000_000))
+    rewrite(path, entries={"model/model/layers.0.weight": huge})
+    assert_untouched(path, r"entry model/model/layers.0.weight has shape \(1000000, 1000000\) in the "
+                           r"file but \(4, 3\) in the model")
+    save_checkpoint(path, small(), extra_arrays={"losses": np.ones(3)})
+    rewrite(path, entries={"extra/losses": huge})
+    with pytest.raises(CheckpointError, match=r"entry extra/losses: its header says shape \(1000000, "
+                                              r"1000000\) of float32 \(4000000000000 bytes\), the "
+                                              r"entry holds 64 bytes"):
+        load_checkpoint(path, small())
+
+
+def test_a_compressed_entry_is_refused(tmp_path):
+    path = str(tmp_path / "c.npz")
+    trained(path)
+    with zipfile.ZipFile(path) as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    with pytest.raises(CheckpointError, match=r"entry __meta__ is compressed"):
+        load_checkpoint(path, small())

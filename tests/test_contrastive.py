@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minienc
-from minienc import backend
+from minienc import backend, nn
 from minienc.nn import BatchNorm1d, Flatten, Linear, MLPEncoder, ReLU, Sequential
 from minienc.objectives.contrastive import (LARGE_NUM, MoCo, SimCLR, _in_groups,
                                             batch_triplet_loss, info_nce, info_nce_logits,
@@ -166,7 +166,7 @@ def nt_xent_tensorflow(z1, z2, tau):
     return loss_a + loss_b
 
 
-@given(n=st.integers(1, 6), dim=st.integers(2, 5), temperature=st.floats(0.1, 1.0),
+@given(n=st.integers(2, 6), dim=st.integers(2, 5), temperature=st.floats(0.1, 1.0),
        seed=st.integers(0, 2**16))
 def test_nt_xent_is_the_paper_mean_and_half_the_tensorflow_sum(n, dim, temperature, seed):
     rng = np.random.default_rng(seed)
@@ -174,6 +174,23 @@ def test_nt_xent_is_the_paper_mean_and_half_the_tensorflow_sum(n, dim, temperatu
     got = nt_xent(t64(z1, "cpu"), t64(z2, "cpu"), temperature).item()
     assert got == pytest.approx(nt_xent_paper(z1, z2, temperature), rel=1e-9)
     assert got == pytest.approx(nt_xent_tensorflow(z1, z2, temperature) / 2, rel=1e-9)
+
+
+def test_contrastive_losses_refuse_degenerate_batches_and_temperatures():
+    one = t64(np.ones((1, 3)), "cpu")
+    with pytest.raises(ValueError, match=r"nt_xent: a batch of 1 image has no negatives"):
+        nt_xent(one, one)        # the paper's formula is 0 here: nothing would be learned
+    with pytest.raises(ValueError, match=r"info_nce: in-batch negatives need at least 2 queries"):
+        info_nce(one, one)
+    two = t64(np.eye(2, 3), "cpu")
+    with pytest.raises(ValueError, match=r"info_nce: temperature must be a finite number > 0, got 0"):
+        nt_xent(two, two, temperature=0)
+    with pytest.raises(ValueError, match=r"triplet loss: margin must be a finite number, got nan"):
+        triplet_loss(two, two, two, margin=float("nan"))
+    with pytest.raises(ValueError, match=r"SimCLR: temperature must be a finite number > 0"):
+        SimCLR(nn.Identity(), nn.Identity(), temperature=0.0)
+    with pytest.raises(ValueError, match=r"MoCo: queue_size must be a positive integer, got 0"):
+        small_moco("cpu", queue_size=0)
 
 
 @given(n=st.integers(2, 7), seed=st.integers(0, 2**16))
@@ -363,16 +380,18 @@ def test_moco_queue_is_fifo_with_fixed_size_and_the_keys_as_content(device):
     moco = small_moco(device, queue_size=8)
     start = host(moco.queue).copy()
     np.testing.assert_allclose(np.linalg.norm(start, axis=1), 1.0, rtol=1e-6)
-    keys = [np.full((4, 5), float(i)) .astype(np.float32) for i in range(1, 4)]
-    moco.enqueue(backend.to_device(keys[0], device))
-    np.testing.assert_array_equal(host(moco.queue), np.concatenate([keys[0], start[4:]]))
+    keys = [np.full((n, 5), float(i)).astype(np.float32) for i, n in ((1, 4), (2, 4), (3, 3))]
+    moco.enqueue(backend.to_device(keys[0], device))   # the newest last
+    np.testing.assert_array_equal(host(moco.queue), np.concatenate([start[4:], keys[0]]))
     moco.enqueue(backend.to_device(keys[1], device))
     np.testing.assert_array_equal(host(moco.queue), np.concatenate([keys[0], keys[1]]))
     moco.enqueue(backend.to_device(keys[2], device))   # the oldest (keys[0]) goes first
-    np.testing.assert_array_equal(host(moco.queue), np.concatenate([keys[2], keys[1]]))
+    np.testing.assert_array_equal(host(moco.queue), np.concatenate([keys[0][3:], keys[1], keys[2]]))
     assert moco.queue.shape == (8, 5)
-    with pytest.raises(ValueError, match="multiple"):
-        moco.enqueue(backend.to_device(np.zeros((3, 5), np.float32), device))
+    with pytest.raises(ValueError, match=r"MoCo.enqueue: 9 keys for a queue of 8"):
+        moco.enqueue(backend.to_device(np.zeros((9, 5), np.float32), device))
+    with pytest.raises(ValueError, match=r"keys of shape \(2, 4\) for a queue of shape \(8, 5\)"):
+        moco.enqueue(backend.to_device(np.zeros((2, 4), np.float32), device))
 
 
 def test_moco_loss_uses_the_old_queue_then_enqueues_the_normalised_keys(device):
@@ -384,9 +403,9 @@ def test_moco_loss_uses_the_old_queue_then_enqueues_the_normalised_keys(device):
     loss = moco.loss(x_q, x_k)
     want = info_nce(t64(q, "cpu"), t64(k, "cpu"), t64(old, "cpu"), 0.2).item()
     assert loss.item() == pytest.approx(want, rel=1e-5)
-    np.testing.assert_allclose(host(moco.queue)[:4], k, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(host(moco.queue)[4:], old[4:])
-    loss.backward()   # the in-place enqueue did not disturb the saved negatives
+    np.testing.assert_allclose(host(moco.queue)[4:], k, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(host(moco.queue)[:4], old[4:])
+    loss.backward()   # enqueueing did not disturb the negatives the graph saved
     assert moco.encoder.parameters()[0].grad is not None
 
 
@@ -406,12 +425,13 @@ def test_momentum_one_keeps_the_key_encoder_and_zero_copies_the_query_encoder(de
         np.testing.assert_array_equal(host(p), host(q))
 
 
-def test_key_encoder_never_receives_gradients_nor_reaches_the_optimizer(device):
+def test_key_encoder_never_receives_gradients_nor_moves_under_the_optimizer(device):
     moco = small_moco(device, bn_groups=2, batch_norm=True)
     key_ids = {id(p) for p in moco.key_encoder.parameters()}
-    assert not key_ids & {id(p) for p in moco.parameters()}
+    assert not key_ids & {id(p) for p in moco.query_encoder.parameters()}
+    assert key_ids <= {id(p) for p in moco.parameters()}   # a child: saved, moved and cast with MoCo
     assert all(not p.requires_grad for p in moco.key_encoder.parameters())
-    opt = SGD(moco.parameters(), lr=0.5)
+    opt = SGD(moco.parameters(), lr=0.5, weight_decay=0.1)
     before = [host(p).copy() for p in moco.key_encoder.parameters()]
     for step in range(2):
         opt.zero_grad()
@@ -427,6 +447,30 @@ def test_moco_to_moves_the_key_encoder_and_the_queue_too(device):
     assert moco.queue.__class__ is minienc.tensor([1.0], device=device).data.__class__
     assert {p.device for p in moco.key_encoder.parameters()} == {device}
     assert {p.device for p in moco.parameters()} == {device}
+
+
+def test_moco_astype_casts_the_key_encoder_and_the_queue_too(device):
+    moco = small_moco(device, batch_norm=True).astype("float64")
+    assert moco.queue.dtype == np.float64
+    assert {p.dtype for p in moco.key_encoder.parameters()} == {np.dtype("float64")}
+    assert {a.dtype for _, a in moco.key_encoder.named_buffers()} == {np.dtype("float64")}
+    loss = moco.loss(images(4, device).astype("float64"), images(4, device, 1).astype("float64"))
+    assert loss.dtype == np.float64
+
+
+def test_moco_state_dict_holds_the_key_encoder_and_the_queue(device):
+    moco = small_moco(device)
+    moco.update_key_encoder(0.0)
+    moco.enqueue(backend.to_device(np.ones((4, 5), np.float32), device))
+    state = moco.state_dict()
+    assert {k.split(".")[0] for k in state} == {"query_encoder", "key_encoder", "queue"}
+    other = small_moco(device)
+    for p in other.query_encoder.parameters():
+        p.data = p.data + 1.0
+    other.load_state_dict(state)
+    for a, b in zip(other.key_encoder.parameters(), moco.key_encoder.parameters()):
+        np.testing.assert_array_equal(host(a), host(b))
+    np.testing.assert_array_equal(host(other.queue), host(moco.queue))
 
 
 def test_grouped_forward_is_per_sub_batch_and_returns_the_original_order(device):

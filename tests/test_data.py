@@ -124,6 +124,9 @@ good = _idx_bytes(np.zeros((2, 3, 3), np.uint8))
     (good[:-1], r"holds 17 bytes after the header \(truncated\?\)"),
     (good + b"\x00", "holds 19 bytes"),
     (b"\x1f\x8b" + b"not really gzip", "does not decompress"),
+    (gzip.compress(good, mtime=0)[:-12], r"does not decompress: it is truncated or corrupt \(EOFError"),
+    (gzip.compress(good, mtime=0)[:10] + bytes(b ^ 0x55 for b in gzip.compress(good, mtime=0)[10:-8])
+     + gzip.compress(good, mtime=0)[-8:], r"does not decompress: it is truncated or corrupt \(error"),  # zlib.error
 ])
 def test_read_idx_rejects_malformed_files_naming_file_and_problem(tmp_path, payload, message):
     path = _write(tmp_path / "bad-images-idx3-ubyte", payload)
@@ -333,3 +336,73 @@ def test_batch_iterator_is_seeded_per_epoch_and_places_on_device(device):
     assert all(np.array_equal(p, q.numpy()) for p, q in zip(first, a))
     with pytest.raises(ValueError, match="differ in length"):
         D.BatchIterator(tokens, np.arange(5))
+
+
+@given(st.lists(st.integers(0, 4), min_size=10, max_size=200), st.integers(1, 250),
+       st.integers(0, 3))
+def test_a_stratified_subset_has_the_size_asked_and_every_class_it_can(labels, size, seed):
+    labels = np.array(labels)
+    picked = D.stratified_subset(labels, size, seed)
+    assert np.array_equal(picked, D.stratified_subset(labels, size, seed))     # seeded
+    assert len(picked) == min(size, len(labels)) and np.all(np.diff(picked) > 0)
+    if size >= len(set(labels)):
+        assert set(labels[picked]) == set(labels)
+    counts = np.bincount(labels[picked], minlength=5)
+    shares = size * np.bincount(labels, minlength=5) / len(labels)
+    if size < len(labels) and (shares >= 1).all():   # no class needed to borrow a place
+        assert np.all(np.abs(counts - shares) < 1), (counts, shares)
+
+
+# ----- CIFAR-10 (binary version), on small files the tests write ----------------------------------
+
+def _write_cifar10(folder, per_batch=6, test=4, seed=0):
+    """Six files of 3,073-byte records (label, then the R, G and B planes); returns the arrays."""
+    rs = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    written, offset = {}, 0
+    for name, n in [(f"data_batch_{i}.bin", per_batch) for i in range(1, 6)] + [("test_batch.bin", test)]:
+        labels, offset = (offset + np.arange(n)) % 10, offset + n
+        images = rs.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+        records = np.concatenate([labels[:, None].astype(np.uint8), images.reshape(n, -1)], axis=1)
+        records.tofile(os.path.join(folder, name))
+        written[name] = (images, labels)
+    return written
+
+
+def test_load_cifar10_reads_the_binary_records(tmp_path):
+    written = _write_cifar10(tmp_path / "cifar-10-batches-bin")
+    for path in (tmp_path / "cifar-10-batches-bin", tmp_path):   # the folder, or its parent
+        data = D.load_dataset(f"cifar10:{path}")
+        assert data.x_train.shape == (30, 3, 32, 32) and data.x_train.dtype == np.float32
+        assert data.x_test.shape == (4, 3, 32, 32) and data.y_test.dtype == np.int64
+        images, labels = written["data_batch_2.bin"]
+        np.testing.assert_allclose(data.x_train[6:12], images / 255.0, rtol=1e-6)  # R, G, B planes
+        assert np.array_equal(data.y_train[6:12], labels) and data.num_classes == 10
+    small = D.load_dataset(f"cifar10:{tmp_path}", max_train=10, max_test=2)
+    assert len(small.x_train) == 10 and sorted(small.y_train) == list(range(10))
+    assert len(small.x_test) == 2
+
+
+def test_load_cifar10_names_what_is_wrong(tmp_path):
+    folder = tmp_path / "c"
+    _write_cifar10(folder)
+    os.remove(folder / "data_batch_4.bin")
+    with pytest.raises(FileNotFoundError, match="lacks data_batch_4.bin"):
+        D.load_cifar10(str(folder))
+    _write_cifar10(folder)
+    with open(folder / "data_batch_3.bin", "ab") as f:
+        f.write(b"\x00" * 100)   # 100 stray bytes
+    with pytest.raises(ValueError, match=r"data_batch_3.bin: 18,538 bytes is not a whole number of "
+                                         r"3,073-byte CIFAR-10 records \(6 records and 100 bytes over"):
+        D.load_cifar10(str(folder))
+    _write_cifar10(folder)
+    raw = bytearray((folder / "test_batch.bin").read_bytes())
+    raw[3073] = 42   # the second record's label
+    (folder / "test_batch.bin").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="test_batch.bin: record 1 has label 42; CIFAR-10 labels are 0-9"):
+        D.load_cifar10(str(folder))
+    (folder / "test_batch.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="test_batch.bin: 0 bytes"):
+        D.load_cifar10(str(folder))
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        D.load_cifar10(str(tmp_path / "nowhere"))

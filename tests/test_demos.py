@@ -23,7 +23,7 @@ def test_compare_runs_every_image_objective(tmp_path):
     rows = json.loads((tmp_path / "compare.json").read_text())
     trained = [r["method"] for r in rows if not r.get("baseline")]
     assert trained == ["autoencoder", "denoising AE", "VAE", "triplet", "SimCLR", "MoCo v2", "MAE",
-                       "I-JEPA", "BYOL", "SimSiam", "VICReg", "Barlow Twins", "DINO"], out
+                       "I-JEPA", "LeJEPA", "BYOL", "SimSiam", "VICReg", "Barlow Twins", "DINO"], out
     for r in rows:
         assert 0.0 <= r["fewshot"] <= 1.0 and 0.0 <= r["linear"] <= 1.0 and r["rankme"] >= 1.0 - 1e-6
     random_rows = [r["method"] for r in rows if r["method"].startswith("random ")]
@@ -33,7 +33,7 @@ def test_compare_runs_every_image_objective(tmp_path):
     assert not any("context encoder" in r["method"] for r in rows), "a demo's extra row is no baseline"
     assert (tmp_path / "compare.png").stat().st_size > 0
     assert "| **SimCLR** |" in (tmp_path / "compare.md").read_text()
-    for name in ("ae", "dae", "vae", "triplet", "simclr", "moco", "mae", "jepa"):
+    for name in ("ae", "dae", "vae", "triplet", "simclr", "moco", "mae", "jepa", "lejepa"):
         assert list((tmp_path / name).glob("*.png")), f"{name} saved no figure"
     for name in ("byol", "simsiam", "vicreg", "barlow", "dino"):   # loss and collapse gauges over training
         assert (tmp_path / name / "curves.png").stat().st_size > 0, f"{name} drew no curves"
@@ -61,6 +61,19 @@ def test_jepa_demo_runs_with_its_mae_row(tmp_path):
     assert any("JEPA" in m for m in methods) and any("MAE" in m for m in methods), methods
     assert "I-JEPA context encoder" in methods, methods
     assert (tmp_path / "masks.png").stat().st_size > 0
+
+
+def test_lejepa_demo_runs_with_augmented_masked_and_local_views(tmp_path):
+    for i, flags in enumerate([["--num-views", "2", "--local-views", "2"],
+                               ["--views", "mask", "--local-views", "1"]]):
+        folder = tmp_path / str(i)
+        out = run_demo(ROOT / "demos" / "lejepa.py", "--steps", "4", "--monitor-every", "2",
+                       "--draws", "3", "--dim", "16", "--depth", "1", "--out", folder, *flags)
+        records = json.loads((folder / "results.json").read_text())
+        assert records[0]["method"] == "LeJEPA" and "random init" in [r["method"] for r in records], out
+        terms = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert {"prediction", "sigreg"} <= set(terms[-1]), terms[-1]
+        assert (folder / "views.png").stat().st_size > 0 and (folder / "curves.png").stat().st_size > 0
 
 
 def test_the_collapse_ablations_are_one_flag_away(tmp_path):

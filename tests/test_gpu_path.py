@@ -11,8 +11,9 @@ the reason, elsewhere).
 The registry, CASES: name -> a class built from a seed, with `.model` (the Module whose weights
 are compared) and `parts(device)` -> (optimizer, loss_fn, after). It holds the benchmark's
 workloads (MLP AE, SimCLR/NT-Xent MLP, conv AE, MAE, I-JEPA: benchmarks/bench_*.py) and one small
-case per remaining objective (VAE, triplet, MoCo, BERT MLM). Random draws inside a step (VAE
-noise, masks) are made on the host once, so both devices see the same ones.
+case per remaining objective (VAE, triplet, MoCo, BERT MLM, BYOL, SimSiam, VICReg, Barlow Twins,
+LeJEPA). Random draws inside a step (VAE noise, masks, SIGReg's directions) are made on the host
+once, so both devices see the same ones.
 """
 
 import numpy as np
@@ -20,7 +21,12 @@ import pytest
 
 import minienc
 from minienc import backend, nn
-from minienc.objectives import MoCo, build_model, mask_tokens, projection_head, view_triplet_loss
+from minienc.objectives import (LeJEPA, MoCo, build_model, mask_tokens, projection_head,
+                                random_directions, view_triplet_loss)
+from minienc.objectives.barlow import BarlowTwins, barlow_projector
+from minienc.objectives.byol import BYOL, byol_mlp
+from minienc.objectives.simsiam import SimSiam, simsiam_predictor, simsiam_projector
+from minienc.objectives.vicreg import VICReg, vicreg_expander
 from minienc.objectives.masked_language import MaskedLanguageModel, TokenMasking
 from minienc.optim import Adam, AdamW
 from minienc.train import Trainer
@@ -111,13 +117,70 @@ class MlmCase:
         return AdamW(model.parameters(), lr=1e-3), lambda: model.loss(masking), None
 
 
+def _two_views(seed, batch, features=16):
+    """Two noisy copies of one host-drawn batch, the same on both devices."""
+    rs = np.random.default_rng(seed)
+    base = rs.normal(size=(batch, features))
+    return [(base + 0.1 * rs.normal(size=base.shape)).astype(np.float32) for _ in range(2)]
+
+
+def _mlp_encoder():
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16))
+
+
+class TwoViewCase:
+    """The methods without negatives (BYOL, SimSiam, VICReg, Barlow Twins) on an MLP encoder, with
+    batch-norm heads; `after` is BYOL's EMA target update."""
+
+    builders = {
+        "byol": lambda: BYOL(_mlp_encoder(), byol_mlp(16, 32, 8), byol_mlp(8, 32, 8)),
+        "simsiam": lambda: SimSiam(_mlp_encoder(), simsiam_projector(16, 32, 16),
+                                   simsiam_predictor(16, 8)),
+        "vicreg": lambda: VICReg(_mlp_encoder(), vicreg_expander(16, 32, 16)),
+        "barlow": lambda: BarlowTwins(_mlp_encoder(), barlow_projector(16, 32, 16)),
+    }
+
+    def __init__(self, method, seed=0, batch=16):
+        minienc.manual_seed(seed)
+        self.model = self.builders[method]()
+        self.views = _two_views(seed, batch)
+
+    def parts(self, device):
+        model = self.model.to(device)
+        trained = model.trained_modules() if hasattr(model, "trained_modules") else [model]
+        params = [p for m in trained for p in m.parameters()]
+        v1, v2 = (minienc.tensor(v, device=device) for v in self.views)
+        after = (lambda: model.update_target(0.99)) if hasattr(model, "update_target") else None
+        return Adam(params, lr=1e-3), lambda: model.loss(v1, v2), after
+
+
+class LeJEPACase:
+    """LeJEPA on an MLP encoder over 4x4 images, two views; SIGReg's directions drawn once on the host."""
+
+    def __init__(self, seed=0, batch=16):
+        minienc.manual_seed(seed)
+        self.model = LeJEPA(nn.Sequential(nn.Flatten(), _mlp_encoder()), proj_dim=8, hidden=32,
+                            embed_dim=16)
+        self.views = [v.reshape(batch, 1, 4, 4) for v in _two_views(seed, batch)]
+        self.directions = backend.to_host(minienc.as_array(random_directions(8, num=32, device="cpu")))
+
+    def parts(self, device):
+        model = self.model.to(device)
+        views = [minienc.tensor(v, device=device) for v in self.views]
+        directions = minienc.tensor(self.directions, device=device)
+        return Adam(model.parameters(), lr=1e-3), lambda: model(views, directions=directions), None
+
+
 def _small(workload):
     """A benchmark workload at a test-sized batch."""
     return lambda seed=0: workload(seed=seed, batch=16)
 
 
 CASES = {**{w.name: _small(w) for w in bench_mlp.WORKLOADS + bench_vision.WORKLOADS},
-         "vae": VaeCase, "triplet": TripletCase, "moco": MocoCase, "mlm": MlmCase}
+         "vae": VaeCase, "triplet": TripletCase, "moco": MocoCase, "mlm": MlmCase,
+         "lejepa": LeJEPACase,
+         **{name: (lambda name: lambda seed=0: TwoViewCase(name, seed))(name)
+            for name in TwoViewCase.builders}}
 
 
 def build_on(name, device, seed=0):
@@ -140,7 +203,7 @@ def first_losses(name, device, steps=STEPS):
 
 
 # ----- on every machine: the registry itself works ---------------------------------------------
-@pytest.mark.parametrize("name", ["vae", "triplet", "moco", "mlm"])
+@pytest.mark.parametrize("name", ["vae", "triplet", "moco", "mlm", "lejepa", *TwoViewCase.builders])
 def test_registry_cases_train_on_the_cpu(name):
     losses = first_losses(name, "cpu", steps=3)
     assert all(np.isfinite(losses)) and losses[0] != losses[-1]
@@ -178,7 +241,7 @@ def _sync_detector():
 
 
 @needs_gpu
-@pytest.mark.parametrize("name", ["mlp_ae", "conv_ae", "vit_mae", "vit_jepa", "moco"])
+@pytest.mark.parametrize("name", ["mlp_ae", "conv_ae", "vit_mae", "vit_jepa", "moco", "byol", "lejepa"])
 def test_a_trainer_step_reads_the_device_only_at_the_log_interval(name, monkeypatch):
     cupyx = _sync_detector()
     case = build_on(name, "cuda")

@@ -4,6 +4,7 @@ import pytest
 
 import minienc
 from minienc import GradcheckError, gradcheck
+from minienc.gradcheck import _spot_entries
 
 
 class Square(minienc.Function):
@@ -119,7 +120,8 @@ def test_catches_nonzero_grad_from_zero_upstream(device):
 
 
 def test_catches_a_gradient_of_the_wrong_dtype(device):
-    with pytest.raises(GradcheckError, match=r"^gradcheck: input 0 is float64 but its gradient is float32"):
+    with pytest.raises(GradcheckError, match=r"^gradcheck: wrongdtype: backward returned a float32 "
+                                             r"gradient for input 0 of dtype float64"):
         gradcheck(lambda x: WrongDtype()(x), x_of(device))
 
 
@@ -170,3 +172,49 @@ def test_refuses_a_check_with_nothing_to_check(device):
         gradcheck(lambda x: x * 2.0, minienc.tensor([1.0], device=device))
     with pytest.raises(GradcheckError, match="fn must return a tensor that depends on an input"):
         gradcheck(lambda x: x.detach(), x_of(device))
+
+
+class OneEntryOff(Square):
+    """x * x whose backward is exact except one entry, off by a relative `error` (1-2.5%): the
+    entry of largest gradient, or the flat index `at`."""
+    error, at = 0.02, None
+
+    def backward(self, g):
+        grad = 2 * self.x * g
+        flat = grad.reshape(-1)
+        flat[int(abs(flat).argmax()) if self.at is None else self.at] *= 1.0 + self.error
+        return grad
+
+
+def planted(error, at=None):
+    return type("Planted", (OneEntryOff,), {"error": error, "at": at})
+
+
+def flat_input(device, shape=(100, 50)):
+    """5,000 entries of nearly equal gradient: a directional sum dilutes any one of them most."""
+    host = 1.0 + 0.05 * np.random.default_rng(0).standard_normal(shape)
+    return minienc.tensor(host, requires_grad=True, dtype="float64", device=device)
+
+
+@pytest.mark.parametrize("error", [0.01, 0.025])
+def test_an_error_confined_to_one_entry_of_a_large_input_is_caught(device, error):
+    x = flat_input(device)
+    op = planted(error)
+    # the random directions alone miss it: the error of one entry is lost in a sum over 5,000
+    assert gradcheck(lambda x: op()(x), x, spot_checks=0)
+    with pytest.raises(GradcheckError, match=r"^gradcheck: input 0 \(shape \(100, 50\)\) entry "
+                                             r"\(\d+, \d+\): numeric .* vs analytic"):
+        gradcheck(lambda x: op()(x), x)
+    assert gradcheck(lambda x: Square()(x), x)       # the exact backward passes the same checks
+
+
+def test_spot_checks_are_the_largest_entries_and_a_random_sample(device):
+    g = np.arange(1000.0) - 500.0                    # largest magnitudes at both ends
+    first = _spot_entries(g, np.random.default_rng(0), 4)
+    again = _spot_entries(g, np.random.default_rng(0), 4)
+    other = _spot_entries(g, np.random.default_rng(1), 4)
+    assert {0, 1, 2, 999} <= set(first) and len(first) <= 8
+    assert first == again and first != other         # seeded, and a different sample per seed
+    x = flat_input(device, (20, 10))
+    op = planted(0.025, at=123)                      # anywhere: checking every entry finds it
+    assert not gradcheck(lambda x: op()(x), x, spot_checks=200, raise_exception=False)

@@ -13,6 +13,7 @@ import minienc
 from minienc import nn
 from minienc.objectives.jepa import IJEPA, JEPAPredictor, jepa_loss, variance_covariance
 from minienc.objectives.multiblock import MultiBlockMaskSampler, block_size
+from minienc.objectives.sigreg import sigreg
 from minienc.optim import AdamW
 from nn_check import gradcheck_module, rand
 
@@ -109,7 +110,7 @@ def _tiny_jepa(device, **options):
     minienc.set_device(device)
     try:
         vit = nn.VisionTransformer(image_size=8, patch_size=2, dim=16, depth=1, num_heads=2)
-        return IJEPA(vit, predictor_dim=8, predictor_depth=1, **options)
+        return IJEPA(vit, **dict(dict(predictor_dim=8, predictor_depth=1), **options))
     finally:
         minienc.set_device(with_device)
 
@@ -334,3 +335,161 @@ def test_target_norms():
     np.testing.assert_allclose(every.mean(0), 0.0, atol=1e-4)
     with pytest.raises(ValueError, match="target_norm"):
         _tiny_jepa("cpu", target_norm="batch")
+
+
+# ----- the guards as switches: shared encoder, stop-gradient, no predictor, SIGReg ---------------
+
+def _directions(d, m=6, seed=0):
+    a = np.random.default_rng(seed).standard_normal((d, m))
+    return a / np.linalg.norm(a, axis=0)
+
+
+def test_a_shared_target_is_the_context_encoder_listed_once():
+    jepa = _tiny_jepa("cpu", target_encoder="shared")
+    assert jepa.target_encoder is jepa.context_encoder
+    ids = [id(p) for p in jepa.parameters()]
+    assert len(ids) == len(set(ids)) == len(jepa.context_encoder.parameters()) + len(jepa.predictor.parameters())
+    before = [p.data.copy() for p in jepa.context_encoder.parameters()]
+    jepa.update_target(0.5)   # its own target: nothing to average
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, jepa.context_encoder.parameters()))
+
+
+def test_stop_gradient_decides_whether_the_targets_train_the_encoder():
+    images, context, targets = _batch("cpu", b=6)
+    grads = {}
+    for stop in (True, False):
+        minienc.manual_seed(0)
+        jepa = _tiny_jepa("cpu", target_encoder="shared", stop_gradient=stop)
+        jepa(images, context, targets).backward()
+        grads[stop] = [p.grad.copy() for p in jepa.context_encoder.parameters()]
+        # the loss itself is the same either way: only the gradient's path differs
+        if stop:
+            value = jepa(images, context, targets).item()
+        else:
+            assert jepa(images, context, targets).item() == pytest.approx(value, rel=1e-6)
+    # the patch embedding of a patch that is only ever a target gets a gradient only through
+    # the target pass, so the two gradients differ
+    assert any(not np.allclose(a, b) for a, b in zip(grads[True], grads[False]))
+
+
+@pytest.mark.parametrize("on", ["context", "target", "tokens"])
+def test_sigreg_term_is_sigreg_of_the_chosen_embeddings(on):
+    images, context, targets = _batch("cpu", b=6)
+    a = _directions(16)
+    minienc.manual_seed(0)
+    jepa = _tiny_jepa("cpu", target_encoder="shared", sigreg_weight=0.3, sigreg_on=on)
+    terms = jepa.terms(images, context, targets, directions=a)
+    with minienc.no_grad():
+        ctx = jepa.context_encoder(images, context)
+        z = {"context": ctx.mean(axis=1), "target": jepa.context_encoder(images).mean(axis=1),
+             "tokens": ctx.reshape(-1, 16)}[on]
+        expected = sigreg(z, a).item()
+    assert terms["sigreg"].item() == pytest.approx(expected, rel=1e-5)
+    assert terms["loss"].item() == pytest.approx(terms["prediction"].item() + 0.3 * expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("options", [
+    dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.5, sigreg_on="target"),
+    # (a stop-gradient through SHARED weights is not the loss's gradient, so finite differences
+    # cannot check it: test_stop_gradient_decides_... covers that switch)
+    dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.5, sigreg_on="tokens",
+         target_sees="targets"),
+    dict(predictor_depth=0, sigreg_weight=0.5, sigreg_on="context"),
+    dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.5, sigreg_on="projection",
+         sigreg_proj_dim=3, sigreg_hidden=5, loss="l2"),
+    dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.5, sigreg_on="projection",
+         sigreg_proj_dim=3, sigreg_hidden=5, prediction_level="image"),
+])
+def test_switched_objectives_gradcheck(device, options):
+    minienc.set_device(device)
+    try:
+        vit = nn.VisionTransformer(image_size=8, patch_size=2, dim=8, depth=1, num_heads=2)
+        options = dict(dict(predictor_dim=4, predictor_depth=1), **options)
+        jepa = IJEPA(vit, **options)
+    finally:
+        minienc.set_device("cpu")
+    images, context, targets = _batch(device, b=3)
+    jepa.astype("float64")
+    a = minienc.backend.to_device(_directions(options.get("sigreg_proj_dim") or 8, 4), device)
+    parts = {"context_encoder": jepa.context_encoder, "predictor": jepa.predictor,
+             "projector": jepa.projector}
+    trained = dict(n_p for name, part in parts.items() if part is not None
+                   for n_p in part.named_parameters(name + "."))
+    names, params = list(trained), list(trained.values())
+    images = images.astype("float64")
+
+    def fn(*args):
+        with_params = dict(zip(names, args))
+        return nn.functional_call(jepa, with_params, images, context, targets)
+
+    jepa.num_directions = 4   # drawn directions would differ between calls: fix them instead
+    jepa.forward = lambda images, c, t: jepa.terms(images, c, t, directions=a)["loss"]
+    assert minienc.gradcheck(fn, *params, directions=2, atol=1e-4)
+
+
+def test_target_sees_only_the_target_patches_when_asked():
+    images, context, targets = _batch("cpu", b=4)
+    jepa = _tiny_jepa("cpu", target_sees="targets")
+    b, t, kt = targets.shape
+    got = jepa.targets(images, targets).data
+    with minienc.no_grad():
+        alone = minienc.layer_norm(jepa.target_encoder(images, targets.reshape(b, t * kt)), eps=1e-5).data
+    np.testing.assert_allclose(got, alone.reshape(b, t, kt, -1), rtol=1e-5, atol=1e-6)
+    full = _tiny_jepa("cpu").targets(images, targets).data
+    assert not np.allclose(got, full, atol=1e-3), "a token seen alone differs from one in the image"
+
+
+def test_no_predictor_matches_pooled_context_to_pooled_targets():
+    images, context, targets = _batch("cpu", b=4)
+    jepa = _tiny_jepa("cpu", predictor_depth=0)
+    assert jepa.predictor is None and len(jepa.param_groups(0.1)[0]["params"]) > 0
+    with minienc.no_grad():
+        pooled = jepa.context_encoder(images, context).mean(axis=1).data
+        want = jepa.targets(images, targets).data.mean(axis=(1, 2))
+    d = pooled - want
+    expected = np.where(np.abs(d) < 1, 0.5 * d * d, np.abs(d) - 0.5).mean()
+    assert jepa(images, context, targets).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_projection_mode_measures_the_prediction_where_sigreg_acts():
+    images, context, targets = _batch("cpu", b=6)
+    a = _directions(4)
+    jepa = _tiny_jepa("cpu", target_encoder="shared", stop_gradient=False, sigreg_weight=0.2,
+                      sigreg_on="projection", sigreg_proj_dim=4, loss="l2")
+    terms = jepa.terms(images, context, targets, directions=a)
+    terms["loss"].backward()
+    assert all(p.grad is not None for p in jepa.projector.parameters()), "the projector is trained"
+    assert any(id(p) in {id(q) for g in jepa.param_groups(0.1) for q in g["params"]}
+               for p in jepa.projector.parameters())
+    with minienc.no_grad():
+        jepa.projector.train()
+        ctx = jepa.context_encoder(images, context)
+        pred = jepa.predictor(ctx, context, targets).data.reshape(-1, 16)
+        targ = jepa.targets(images, targets).data.reshape(-1, 16)
+        z = jepa.projector(minienc.tensor(np.concatenate([pred, targ]))).data.reshape(2, 6, -1, 4)
+    np.testing.assert_allclose(terms["prediction"].item(), ((z[0] - z[1]) ** 2).mean(), rtol=1e-4)
+    expected = sigreg(minienc.tensor(z.mean(axis=2)), a).item()
+    np.testing.assert_allclose(terms["sigreg"].item(), expected, rtol=1e-4)
+
+
+def test_image_level_prediction_pools_predictions_and_targets_per_image():
+    images, context, targets = _batch("cpu", b=4)
+    jepa = _tiny_jepa("cpu", prediction_level="image", loss="l2")
+    with minienc.no_grad():
+        pred = jepa.predictor(jepa.context_encoder(images, context), context, targets).data
+        want = jepa.targets(images, targets).data
+    expected = ((pred.mean(axis=(1, 2)) - want.mean(axis=(1, 2))) ** 2).mean()
+    assert jepa(images, context, targets).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_switch_errors_are_named():
+    with pytest.raises(ValueError, match="EMA target encoder never gets a gradient"):
+        _tiny_jepa("cpu", stop_gradient=False)
+    with pytest.raises(ValueError, match="SIGReg on the target pass needs"):
+        _tiny_jepa("cpu", sigreg_weight=0.1, sigreg_on="target")
+    with pytest.raises(ValueError, match="sigreg_on must be one of"):
+        _tiny_jepa("cpu", sigreg_on="pixels")
+    with pytest.raises(ValueError, match="target_encoder must be one of"):
+        _tiny_jepa("cpu", target_encoder="frozen")
+    with pytest.raises(ValueError, match="needs a projector"):
+        _tiny_jepa("cpu", sigreg_weight=0.1, sigreg_on="projection")

@@ -1,21 +1,22 @@
-"""The fast paths agree with their references.
+"""The fast paths (minienc/kernels/) agree with their references (minienc/ops/, minienc/optim/).
 
-On every machine: the rewritten NumPy forms (GELU in place, ReLU's float mask, MSE's one-pass
-backward) equal the textbook formulas, and Tensor.backward hands an op's fresh gradient to a leaf
-without copying it, yet never lets two leaves (or a leaf and the caller's seed) share memory.
+On every machine: GELU (both paths) equals its textbook formula, ReLU and MSE their formulas.
+Every NumPy variant registered in minienc/kernels/ gives the values and gradients of its reference
+(hypothesis draws the shapes), passes gradcheck, and each optimizer's fast update leaves the same
+parameters and state as its reference update; the one switch turns every fast path off,
+optimizers included.
 
-Where CuPy sees a GPU: each fused kernel in minienc/kernels.py (GELU, layer norm, softmax
-cross-entropy) gives the same values and gradients as the reference path run on the same GPU
-arrays (kernels.disabled()) and as NumPy.
+Where CuPy sees a GPU: each fused kernel in minienc/kernels/cuda.py (GELU, layer norm, softmax
+cross-entropy, the updates) gives the same values and gradients as the reference path run on the
+same GPU arrays (kernels.disabled()) and as NumPy.
 """
-import gc
-import weakref
+import contextlib
 
 import numpy as np
 import pytest
 
 import minienc
-from minienc import Function, backend, kernels
+from minienc import backend, kernels
 
 C, K = np.sqrt(2 / np.pi), 0.044715
 needs_gpu = pytest.mark.skipif(not backend.cuda_available(),
@@ -31,13 +32,15 @@ def gelu_grad_ref(x):
     return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * C * (1 + 3 * K * x * x)
 
 
+@pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gelu_matches_the_formula(dtype):
+def test_gelu_matches_the_formula(dtype, fast):
     x = np.random.default_rng(0).normal(scale=3, size=(7, 5)).astype(dtype)
     g = np.random.default_rng(1).normal(size=x.shape).astype(dtype)
     t = minienc.tensor(x, requires_grad=True, dtype=dtype)
-    y = minienc.gelu(t)
-    y.backward(g)
+    with (contextlib.nullcontext() if fast else kernels.disabled()):
+        y = minienc.gelu(t)
+        y.backward(g)
     tol = 1e-6 if dtype == np.float32 else 1e-12
     assert y.dtype == dtype and t.grad.dtype == dtype
     np.testing.assert_allclose(y.numpy(), gelu_ref(x.astype(np.float64)), rtol=tol, atol=tol)
@@ -45,9 +48,11 @@ def test_gelu_matches_the_formula(dtype):
                                atol=10 * tol)
 
 
-def test_gelu_and_relu_of_a_0d_tensor():
+@pytest.mark.parametrize("fast", [True, False])
+def test_gelu_and_relu_of_a_0d_tensor(fast):
     x = minienc.tensor(1.5, requires_grad=True)
-    minienc.gelu(x).backward()
+    with (contextlib.nullcontext() if fast else kernels.disabled()):
+        minienc.gelu(x).backward()
     np.testing.assert_allclose(x.grad, gelu_grad_ref(1.5), rtol=1e-6)
     r = minienc.tensor(-2.0, requires_grad=True)
     minienc.relu(r).backward()
@@ -65,7 +70,7 @@ def test_relu_keeps_dtype_and_masks_the_gradient():
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_mse_backward_one_pass(reduction):
+def test_mse_gradient_is_its_formula(reduction):
     rs = np.random.default_rng(0)
     p, q = (rs.normal(size=(4, 3)).astype(np.float32) for _ in range(2))
     a, b = minienc.tensor(p, requires_grad=True), minienc.tensor(q, requires_grad=True)
@@ -79,53 +84,11 @@ def test_mse_backward_one_pass(reduction):
     np.testing.assert_allclose(b.grad, -expected, rtol=1e-6)
 
 
-class Twice(Function):
-    """y = 2x whose backward result is watched through a weak reference (which adds no count)."""
-    handed = []
-
-    def forward(self, x):
-        return 2 * x
-
-    def backward(self, g):
-        grad = 2 * g
-        Twice.handed.append(weakref.ref(grad))
-        return grad
-
-
-def test_a_fresh_gradient_becomes_the_leaf_grad_without_a_copy():
-    Twice.handed.clear()
-    x = minienc.tensor(np.ones(4), requires_grad=True)
-    Twice()(x).sum().backward()
-    assert Twice.handed[0]() is x.grad
-
-
-def test_a_gradient_given_to_two_leaves_is_copied():
-    a = minienc.tensor(np.ones(3), requires_grad=True)
-    b = minienc.tensor(np.ones(3), requires_grad=True)
-    (a + b).sum().backward()                        # Add hands one array to both inputs
-    assert not np.shares_memory(a.grad, b.grad)
-    a.grad += 1.0                                   # what accumulation and clipping do
-    np.testing.assert_array_equal(b.grad, np.ones(3))
-
-
-def test_the_callers_seed_and_retained_state_are_not_adopted():
-    seed = np.ones(3, dtype=np.float32)
-    leaf = minienc.tensor(np.zeros(3), requires_grad=True)
-    leaf.backward(seed)
-    assert not np.shares_memory(leaf.grad, seed)
-    x = minienc.tensor(np.ones(3), requires_grad=True)
-    y = x * 3.0
-    y.backward(np.ones(3, dtype=np.float32), retain_graph=True)
-    y.backward(np.ones(3, dtype=np.float32))         # accumulates into x.grad in place
-    gc.collect()
-    np.testing.assert_array_equal(x.grad, np.full(3, 6.0))
-
-
 # ----- the fused CuPy kernels against the reference path ---------------------------------------
 def _both_paths(fn, *arrays):
     """(fused, reference) results of fn(*tensors) and the inputs' gradients, on the GPU."""
     results = []
-    for context in (_nothing(), kernels.disabled()):
+    for context in (contextlib.nullcontext(), kernels.disabled()):
         with context:
             tensors = [minienc.tensor(a, requires_grad=a.dtype.kind == "f", dtype=a.dtype,
                                       device="cuda") for a in arrays]
@@ -134,14 +97,6 @@ def _both_paths(fn, *arrays):
             out.backward(backend.to_device(seed, "cuda"))
             results.append([out.numpy()] + [t.grad.get() for t in tensors if t.requires_grad])
     return results
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _agree(fused, reference, dtype):
@@ -191,8 +146,191 @@ def test_fused_cross_entropy(dtype, target_dtype, reduction, ignore_index):
 
 
 @needs_gpu
-def test_fused_paths_are_taken_on_the_gpu_only():
+def test_fused_variants_are_chosen_for_cupy_arrays_only():
     cupy = backend.cupy()
-    assert kernels.fused(cupy.zeros(3)) and not kernels.fused(np.zeros(3))
+    gelu = minienc.ops.elementwise.GELUFunction
+    assert kernels.variant(gelu, cupy.zeros(3)) is kernels.cuda.GELU
+    assert kernels.variant(gelu, np.zeros(3)) is not kernels.cuda.GELU
     with kernels.disabled():
-        assert not kernels.fused(cupy.zeros(3))
+        assert kernels.variant(gelu, cupy.zeros(3)) is gelu
+
+
+@needs_gpu
+@pytest.mark.parametrize("make", ["adam", "adamw", "sgd_nesterov", "ema"])
+def test_fused_updates_match_the_reference_on_the_gpu(make):
+    _updates_agree(make, "cuda")
+
+
+# ----- every NumPy variant against its reference -----------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from minienc.ops import attention, elementwise, norm  # noqa: E402
+from minienc import nn  # noqa: E402
+from minienc.optim import EMA, adam, ema, sgd  # noqa: E402
+
+HYP = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _gelu(rs, lead):
+    return minienc.gelu, [rs.normal(scale=3, size=lead + (6,))]
+
+
+def _layer_norm(rs, lead):
+    d = 5
+    return (lambda x, w, b: minienc.layer_norm(x, w, b, eps=1e-5),
+            [rs.normal(size=lead + (d,)) * 3 + 1, rs.normal(size=d), rs.normal(size=d)])
+
+
+def _layer_norm_plain(rs, lead):
+    return (lambda x: minienc.layer_norm(x, eps=1e-6)), [rs.normal(size=lead + (7,))]
+
+
+def _attention(rs, lead):
+    q, k, v = (rs.normal(size=lead + (n, 4)) for n in (3, 5, 5))
+    return minienc.scaled_dot_product_attention, [q, k, v]
+
+
+def _attention_masked(rs, lead):
+    q, k, v = (rs.normal(size=(2,) + lead + (n, 4)) for n in (3, 5, 5))
+    mask = np.zeros((2, 5), dtype=bool)
+    mask[0, 1:] = True
+    mask[1, :] = True                                  # a row with every key masked: weights 0
+    return (lambda q, k, v: minienc.scaled_dot_product_attention(q, k, v, key_padding_mask=mask)), [q, k, v]
+
+
+def _multi_head(rs, lead):
+    heads = 2
+    qkv = rs.normal(size=(lead[0] if lead else 1, 4, 3 * heads * 3))
+    return (lambda x: minienc.multi_head_attention(x, heads)), [qkv]
+
+
+def _multi_head_attn_mask(rs, lead):
+    qkv = rs.normal(size=(2, 4, 3 * 4))
+    attn_mask = rs.normal(size=(4, 4))
+    return (lambda x, m: minienc.multi_head_attention(x, 2, attn_mask=m)), [qkv, attn_mask]
+
+
+# reference -> the cases that exercise it (a variant registered without a case fails below)
+HOST_CASES = {
+    elementwise.GELUFunction: [_gelu],
+    norm.LayerNormFunction: [_layer_norm, _layer_norm_plain],
+    attention.ScaledDotProductAttention: [_attention, _attention_masked],
+    attention.MultiHeadAttentionFunction: [_multi_head, _multi_head_attn_mask],
+}
+HOST_UPDATES = {adam.adam_update: ["adam", "adamw"], sgd.sgd_update: ["sgd", "sgd_nesterov"],
+                ema.ema_step: ["ema"]}
+CASES = [case for cases in HOST_CASES.values() for case in cases]
+
+
+def test_every_host_variant_is_tested_here():
+    registered = kernels.registered("cpu")
+    assert set(registered) == set(HOST_CASES) | set(HOST_UPDATES)
+    for reference, fast in registered.items():
+        assert fast is not reference
+        if isinstance(reference, type):
+            assert issubclass(fast, reference)        # keeps the reference's checks and name
+
+
+def _run(fn, arrays, dtype, seed):
+    """(output, gradients of the floating inputs) of fn on fresh tensors, for a random upstream."""
+    tensors = [minienc.tensor(a, requires_grad=True, dtype=dtype) for a in arrays]
+    out = fn(*tensors)
+    upstream = np.random.default_rng(seed).normal(size=out.shape).astype(dtype)
+    out.backward(upstream)
+    return [out.numpy()] + [t.grad for t in tensors]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@HYP
+@given(lead=st.lists(st.integers(1, 3), max_size=2).map(tuple), seed=st.integers(0, 2**16))
+def test_host_variant_matches_its_reference(case, dtype, lead, seed):
+    fn, arrays = case(np.random.default_rng(seed), lead)
+    arrays = [a.astype(dtype) for a in arrays]
+    fast = _run(fn, arrays, dtype, seed)
+    with kernels.disabled():
+        reference = _run(fn, arrays, dtype, seed)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for f, r in zip(fast, reference):
+        assert f.dtype == dtype and f.shape == r.shape
+        np.testing.assert_allclose(f, r, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("fast", [True, False])
+def test_both_paths_pass_gradcheck(case, fast):
+    fn, arrays = case(np.random.default_rng(3), (2,))
+    tensors = [minienc.tensor(a, requires_grad=True, dtype="float64") for a in arrays]
+    with (contextlib.nullcontext() if fast else kernels.disabled()):
+        assert minienc.gradcheck(fn, *tensors)
+
+
+def test_the_switch_picks_the_reference():
+    x = np.zeros(3, dtype=np.float32)
+    assert kernels.variant(elementwise.GELUFunction, x) is kernels.host.GELUFunction
+    assert kernels.variant(adam.adam_update, minienc.tensor(x)) is kernels.host.adam_update
+    with kernels.disabled():
+        assert not kernels.enabled()
+        assert kernels.variant(elementwise.GELUFunction, x) is elementwise.GELUFunction
+        assert kernels.variant(adam.adam_update, x) is adam.adam_update
+    assert kernels.enabled()
+
+
+def test_the_environment_variable_turns_every_fast_path_off():
+    import subprocess
+    import sys
+    code = ("import numpy as np, minienc\nfrom minienc import kernels\n"
+            "assert not kernels.enabled()\n"
+            "assert all(kernels.variant(r, np.zeros(1)) is r for r in kernels.registered('cpu'))\n")
+    env = dict(__import__("os").environ, MINIENC_FUSED_KERNELS="0")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+
+
+def _optimizer(make, params):
+    from minienc.optim import SGD, Adam, AdamW
+    return {"adam": lambda: Adam(params, lr=0.1, weight_decay=0.1),
+            "adamw": lambda: AdamW(params, lr=0.1, weight_decay=0.1),
+            "sgd": lambda: SGD(params, lr=0.1, weight_decay=0.1),
+            "sgd_nesterov": lambda: SGD(params, lr=0.1, momentum=0.9, nesterov=True,
+                                        weight_decay=0.1)}[make]()
+
+
+def _three_steps(make, device, dtype):
+    """Parameters (and optimizer state or EMA target) after three steps from a fixed start."""
+    rs = np.random.default_rng(0)
+    minienc.manual_seed(0)
+    shapes = [(3, 4), (4,), ()]
+    if make == "ema":
+        online, target = (nn.Linear(4, 3).to(device) for _ in range(2))
+        average = EMA(online, target=target)
+        for m in (0.9, 0.5, 0.99):
+            for p in online.parameters():
+                p.data += backend.to_device(rs.normal(size=p.shape).astype(p.dtype), device)
+            average.update(m)
+        return [backend.to_host(p.data) for p in target.parameters()]
+    params = [minienc.tensor(rs.normal(size=s), requires_grad=True, dtype=dtype, device=device)
+              for s in shapes]
+    opt = _optimizer(make, params)
+    for _ in range(3):
+        for p in params:
+            p.grad = backend.to_device(rs.normal(size=p.shape).astype(dtype), device)
+        opt.step()
+    state = [backend.to_host(v) for s in opt.state.values() for k, v in s.items() if k != "step"]
+    return [backend.to_host(p.data) for p in params] + state
+
+
+def _updates_agree(make, device, dtype=np.float32):
+    fast = _three_steps(make, device, dtype)
+    with kernels.disabled():
+        reference = _three_steps(make, device, dtype)
+    assert len(fast) == len(reference)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    for f, r in zip(fast, reference):
+        np.testing.assert_allclose(f, r, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("make", [m for makes in HOST_UPDATES.values() for m in makes])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_host_updates_match_the_reference(make, dtype):
+    _updates_agree(make, "cpu", dtype)

@@ -38,7 +38,7 @@ def small_mae(device, **kw):
 @given(batch=st.integers(1, 6), num_patches=st.integers(2, 50), ratio=st.floats(0.0, 0.95))
 def test_random_masking_keeps_exactly_k_and_restore_inverts_the_shuffle(batch, num_patches, ratio):
     keep = int(num_patches * (1.0 - ratio))
-    if keep < 1:
+    if not 1 <= keep <= num_patches - 1:   # at least one patch kept and one removed
         with pytest.raises(ValueError, match="random_masking"):
             random_masking(batch, num_patches, ratio, "cpu")
         return
@@ -69,10 +69,27 @@ def test_random_masking_differs_per_sample_and_follows_the_seed(device):
 
 
 def test_random_masking_errors_name_the_function():
-    with pytest.raises(ValueError, match="random_masking: mask_ratio"):
+    with pytest.raises(ValueError, match=r"random_masking: mask_ratio must be in \(0.0, 1.0\), got 1.0"):
         random_masking(2, 16, 1.0, "cpu")
-    with pytest.raises(ValueError, match="random_masking: batch 2 and 2 patches"):
+    with pytest.raises(ValueError, match=r"random_masking: mask_ratio 0.75 of 2 patches keeps 0; it "
+                                         r"must keep at least 1 patch and remove at least 1"):
         random_masking(2, 2, 0.75, "cpu")
+    with pytest.raises(ValueError, match=r"random_masking: mask_ratio 1e-17 of 16 patches keeps 16"):
+        random_masking(2, 16, 1e-17, "cpu")   # 1 - 1e-17 rounds to 1: nothing removed
+    with pytest.raises(ValueError, match=r"random_masking: batch must be a positive integer, got 0"):
+        random_masking(0, 16, 0.75, "cpu")
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1e-17, 0.99, 1.0])   # 16 patches: 16, 16, 0, 0 kept
+def test_mae_refuses_a_mask_ratio_that_keeps_or_removes_nothing(ratio):
+    with pytest.raises(ValueError, match=r"^MAE: mask_ratio"):
+        MAE(image_size=4, patch_size=1, dim=8, depth=1, num_heads=2, mask_ratio=ratio)
+
+
+def test_mae_loss_refuses_an_empty_mask():
+    pred = minienc.zeros(2, 4, 3, requires_grad=True)
+    with pytest.raises(ValueError, match=r"mae_loss: the mask \(2, 4\) marks no patch as removed"):
+        mae_loss(pred, np.zeros((2, 4, 3), np.float32), np.zeros((2, 4), np.float32))
 
 
 @given(b=st.integers(1, 3), c=st.integers(1, 3), p=st.integers(1, 3), g=st.integers(1, 4))

@@ -184,6 +184,68 @@ def test_astype_casts_parameters_and_buffers():
     assert all(b.dtype == np.float64 for _, b in model.named_buffers())
 
 
+class Heads(nn.Module):
+    """Modules and parameters inside a dict, a nested list and a tuple."""
+
+    def __init__(self):
+        self.heads = {"text": nn.Linear(3, 2), "image": nn.Linear(3, 2)}
+        self.stages = [[nn.Linear(3, 3)], [nn.Linear(3, 3), nn.BatchNorm1d(3)]]
+        self.scales = (nn.Parameter(np.ones(3)),)
+
+    def forward(self, x):
+        for stage in self.stages:
+            for layer in stage:
+                x = layer(x)
+        x = x * self.scales[0]
+        return self.heads["text"](x) + self.heads["image"](x)
+
+
+def test_modules_in_dicts_and_nested_lists_are_found(device):
+    model = Heads().to(device)
+    names = [name for name, _ in model.named_parameters()]
+    assert names == ["scales.0", "heads.text.weight", "heads.text.bias", "heads.image.weight",
+                     "heads.image.bias", "stages.0.0.weight", "stages.0.0.bias", "stages.1.0.weight",
+                     "stages.1.0.bias", "stages.1.1.weight", "stages.1.1.bias"]
+    assert {p.device for p in model.parameters()} == {device}
+    state = model.state_dict()
+    assert "stages.1.1.running_mean" in state
+    x = minienc.tensor(np.random.default_rng(0).standard_normal((4, 3)), device=device)
+    minienc.manual_seed(5)
+    other = Heads().to(device).load_state_dict(state)
+    model.eval(), other.eval()
+    np.testing.assert_array_equal(host(model(x)), host(other(x)))
+    assert all(p.dtype == np.float64 for p in Heads().astype("float64").parameters())
+    assert gradcheck_module(Heads().to(device).eval(), rand(device, 2, 3))   # functional_call reaches them
+
+
+def test_modules_in_a_set_or_under_bad_dict_keys_are_refused():
+    class InASet(nn.Module):
+        def __init__(self):
+            self.layers = {nn.Linear(2, 2)}
+
+    class DottedKey(nn.Module):
+        def __init__(self):
+            self.heads = {"a.b": nn.Linear(2, 2)}
+    with pytest.raises(TypeError, match=r"InASet.layers holds modules or parameters in a set"):
+        InASet().parameters()
+    with pytest.raises(TypeError, match=r"DottedKey.heads holds a module or parameter under the dict "
+                                        r"key 'a.b'"):
+        DottedKey().state_dict()
+
+
+def test_a_refused_state_dict_changes_nothing():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    bad_buffer = dict(before, **{"layers.1.running_var": np.ones(5)})   # params come first, buffers last
+    with pytest.raises(ValueError, match=r"layers.1.running_var has shape \(4,\) in the model but \(5,\)"):
+        model.load_state_dict({k: v + 1 for k, v in bad_buffer.items()})
+    strings = dict(before, **{"layers.1.bias": np.array(["a"] * 4)})
+    with pytest.raises(TypeError, match=r"layers.1.bias is float32 in the model but <U1 in the state"):
+        model.load_state_dict({k: (v + 1 if v.dtype.kind == "f" else v) for k, v in strings.items()})
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
 # ----- LayerNorm and BatchNorm ----------------------------------------------------------------
 
 @pytest.mark.parametrize("affine", [True, False])

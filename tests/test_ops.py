@@ -337,7 +337,18 @@ FLOAT32_OPS = {
     "mse": lambda x, y: minienc.mse_loss(x, x.detach() * 0.5),
     "smooth_l1": lambda x, y: minienc.smooth_l1_loss(x, x.detach() * 0.5, reduction="none"),
     "normalize": lambda x, y: minienc.normalize(x, axis=0),
+    # integer and boolean operands take the floating dtype (NumPy alone would make float64)
+    "int_add": lambda x, y: ints(x, [1, 2, 3, 4]) + x, "int_pow": lambda x, y: x ** ints(x, [2, 1, 2, 3]),
+    "bool_mask": lambda x, y: x * (x > 1.0), "int_matmul": lambda x, y: ints(x, np.eye(3, dtype=int)) @ x,
+    "int_where": lambda x, y: minienc.where(x > 1.0, ints(x, [1, 2, 3, 4]), x),
+    "bce_int_targets": lambda x, y: minienc.binary_cross_entropy_with_logits(x, ints(x, np.ones((3, 4), int))),
+    "mse_int_target": lambda x, y: minienc.mse_loss(x, ints(x, np.ones((3, 4), int))),
+    "concatenate_int": lambda x, y: minienc.concatenate([x, ints(x, np.ones((3, 1), int))], axis=1),
 }
+
+
+def ints(like, values):
+    return minienc.tensor(np.asarray(values, dtype=np.int64), device=like.device)
 
 
 @pytest.mark.parametrize("name", list(FLOAT32_OPS))
@@ -351,3 +362,12 @@ def test_float32_in_float32_out(device, name):
     (out * out).sum().backward()
     for t in (x, y):
         assert t.grad is None or t.grad.dtype == np.float32, f"{name}'s gradient is {t.grad.dtype}"
+
+
+@pytest.mark.parametrize("loss", [minienc.mse_loss, minienc.smooth_l1_loss,
+                                  minienc.binary_cross_entropy_with_logits])
+def test_mean_losses_of_empty_inputs_have_empty_gradients(device, loss):
+    pred = minienc.tensor(np.zeros((0, 3)), requires_grad=True, device=device)
+    with np.errstate(invalid="ignore", divide="ignore"), pytest.warns(RuntimeWarning):
+        loss(pred, minienc.tensor(np.zeros((0, 3)), device=device)).backward()  # NaN, as NumPy's mean
+    assert pred.grad.shape == (0, 3)

@@ -149,6 +149,17 @@ def test_cross_entropy_is_minus_log_softmax_at_target(device, lead, classes, see
     np.testing.assert_allclose(total, picked[valid].sum(), rtol=1e-5, atol=1e-5)
 
 
+def test_logsumexp_of_a_row_of_minus_infinity_is_minus_infinity(device):
+    x = minienc.tensor([[-np.inf, -np.inf, -np.inf], [0.0, 1.0, -np.inf]], requires_grad=True,
+                       device=device)
+    out = minienc.logsumexp(x, axis=-1)
+    assert np.isneginf(out.numpy()[0]) and out.numpy()[1] == pytest.approx(np.log(1 + np.e))
+    out.backward(minienc.tensor([1.0, 1.0], device=device).data)
+    grad = minienc.backend.to_host(x.grad)
+    np.testing.assert_array_equal(grad[0], 0.0)          # nothing to share: no NaN
+    np.testing.assert_allclose(grad[1], [1 / (1 + np.e), np.e / (1 + np.e), 0.0], rtol=1e-6)
+
+
 def test_cross_entropy_all_ignored_is_zero_with_zero_grad(device):
     logits = minienc.tensor(np.ones((2, 3)), requires_grad=True, device=device)
     loss = minienc.cross_entropy(logits, [-100, -100], ignore_index=-100)

@@ -1,6 +1,7 @@
 """The shared training loop: it trains, logs at the interval (and only then reads the loss back),
 applies schedules, calls callbacks, writes metrics/plot/checkpoint, refuses NaN, and frees each
-step's graph so memory stays flat."""
+step's graph so memory stays flat. Also: accumulation equals the big batch, evaluation while
+training, never reusing a run's folder by accident, Ctrl-C, and no matplotlib."""
 import gc
 import io
 import json
@@ -13,7 +14,7 @@ import minienc
 from minienc import backend, nn
 from minienc.optim import SGD, Adam, WarmupCosine
 from minienc.engine import Function, Tensor
-from minienc.train import ProgressBar, Trainer, train
+from minienc.train import Trainer, progress_bar, train
 
 
 def regression(device, n_batches=8, batch=16, seed=0):
@@ -100,12 +101,15 @@ def test_clip_grad_bounds_the_update(device):
 
 def test_progress_bar_writes_lines_off_a_terminal():
     out = io.StringIO()
-    bar = ProgressBar(100, stream=out)
+    bar = progress_bar(100, stream=out)
     for s in range(1, 101):
-        bar.update(s, f"loss {1 / s:.3f}")
+        bar.set_postfix_str(f"loss {1 / s:.3f}", refresh=False)
+        bar.update(1)
     bar.close()
     lines = out.getvalue().splitlines()
-    assert 10 <= len(lines) <= 11 and lines[-1].startswith("step 100/100 [") and "100%" in lines[-1]
+    assert "\r" not in out.getvalue()
+    assert 10 <= len(lines) <= 12, lines
+    assert "100/100" in lines[-1] and "loss 0.010" in lines[-1], lines[-1]
 
 
 def _live_functions():

@@ -16,7 +16,7 @@ input through a per-image 2x3 matrix and read with bilinear interpolation (zeros
 """
 import math
 
-from .. import backend
+from .. import backend, checks
 from ..engine import as_array, as_tensor, Tensor
 
 
@@ -37,6 +37,11 @@ def generator(rng, like):
 def uniform(gen, low, high, n, dtype):
     """n draws from U[low, high) in `dtype` (low/high may be per-image arrays)."""
     return low + (high - low) * gen.random(n, dtype=dtype)
+
+
+def _p(owner, p):
+    """The probability of applying an augmentation to each image: in [0, 1]."""
+    return checks.in_range(owner, "p", p, 0.0, 1.0)
 
 
 class Augmentation:
@@ -142,7 +147,8 @@ class RandomCrop(Augmentation):
     a random shift of up to `padding` pixels in each direction (the CIFAR-style crop)."""
 
     def __init__(self, padding=2, p=1.0):
-        self.padding, self.p = int(padding), p
+        self.padding = checks.non_negative_int("RandomCrop", "padding", padding)
+        self.p = _p("RandomCrop", p)
 
     def apply(self, x, gen, xp):
         n, c, h, w = x.shape
@@ -165,7 +171,11 @@ class RandomAffine(Augmentation):
     shear (+-shear degrees) about the image centre, bilinear, zeros outside."""
 
     def __init__(self, degrees=15.0, translate=0.1, scale=(0.9, 1.1), shear=0.0, p=1.0):
-        self.degrees, self.translate, self.scale, self.shear, self.p = degrees, translate, tuple(scale), shear, p
+        self.degrees = checks.non_negative("RandomAffine", "degrees", degrees)
+        self.translate = checks.in_range("RandomAffine", "translate", translate, 0.0, 1.0)
+        self.scale = checks.span("RandomAffine", "scale", tuple(scale))
+        self.shear = checks.non_negative("RandomAffine", "shear", shear)
+        self.p = _p("RandomAffine", p)
 
     def apply(self, x, gen, xp):
         n, _, h, w = x.shape
@@ -188,8 +198,10 @@ class RandomResizedCrop(Augmentation):
     which keeps the draw a fixed number of device operations (no data-dependent loop)."""
 
     def __init__(self, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), p=1.0, size=None):
-        self.scale, self.ratio, self.p = tuple(scale), tuple(ratio), p
-        self.size = (size, size) if isinstance(size, int) else (None if size is None else tuple(size))
+        self.scale, self.ratio, self.p = tuple(scale), tuple(ratio), _p("RandomResizedCrop", p)
+        checks.span("RandomResizedCrop", "scale", self.scale, high=1.0)
+        checks.span("RandomResizedCrop", "ratio", self.ratio)
+        self.size = None if size is None else checks.pair("RandomResizedCrop", "size", size, minimum=1)
         if self.size is not None and p < 1.0:
             raise ValueError(f"RandomResizedCrop: with size={self.size} every image changes size, "
                              f"so p must be 1, got p={p}")
@@ -216,7 +228,8 @@ class GaussianNoise(Augmentation):
     """Add N(0, std^2) noise to every pixel; `clip=(low, high)` clips the result."""
 
     def __init__(self, std=0.1, clip=None, p=1.0):
-        self.std, self.clip, self.p = std, clip, p
+        self.std, self.clip = checks.non_negative("GaussianNoise", "std", std), clip
+        self.p = _p("GaussianNoise", p)
 
     def apply(self, x, gen, xp):
         out = x + self.std * gen.standard_normal(x.shape, dtype=x.dtype)
@@ -228,7 +241,9 @@ class RandomErasing(Augmentation):
     the area and aspect `ratio` to `value`. Box sides are clipped to the image (no retry loop)."""
 
     def __init__(self, p=0.5, scale=(0.02, 0.25), ratio=(0.3, 3.3), value=0.0):
-        self.p, self.scale, self.ratio, self.value = p, tuple(scale), tuple(ratio), value
+        self.p, self.scale, self.ratio, self.value = _p("RandomErasing", p), tuple(scale), tuple(ratio), value
+        checks.span("RandomErasing", "scale", self.scale, high=1.0)
+        checks.span("RandomErasing", "ratio", self.ratio)
 
     def apply(self, x, gen, xp):
         n, _, h, w = x.shape
@@ -253,7 +268,10 @@ class BrightnessContrast(Augmentation):
     one channel; the result is clipped to `clip` (images in [0, 1] by default; None: no clip)."""
 
     def __init__(self, brightness=0.4, contrast=0.4, clip=(0.0, 1.0), p=1.0):
-        self.brightness, self.contrast, self.clip, self.p = brightness, contrast, clip, p
+        checks.in_range("BrightnessContrast", "brightness", brightness, 0.0, 1.0)
+        checks.in_range("BrightnessContrast", "contrast", contrast, 0.0, 1.0)
+        self.brightness, self.contrast, self.clip = brightness, contrast, clip
+        self.p = _p("BrightnessContrast", p)
 
     def apply(self, x, gen, xp):
         n = x.shape[0]
@@ -266,6 +284,52 @@ class BrightnessContrast(Augmentation):
         mean = out.mean(axis=(1, 2, 3), keepdims=True)
         out = mean + c * (out - mean)
         return xp.clip(out, *self.clip) if self.clip is not None else out
+
+
+# ----- corruption noises (the denoising autoencoder's q(x~ | x), Vincent et al. 2010) ----------
+
+def exact_fraction_mask(gen, xp, shape, fraction):
+    """Boolean (N, ...) with exactly round(fraction * D) True entries in each example's D entries,
+    chosen uniformly at random on the device: rank random keys within each row and keep the
+    lowest ranks (Vincent et al. corrupt a fixed number of components per example)."""
+    n = shape[0]
+    d = 1
+    for size in shape[1:]:
+        d *= size
+    count = int(round(fraction * d))
+    keys = gen.random((n, d), dtype=backend.DEFAULT_DTYPE)
+    # argsort gives a strict order even on tied keys, so the count is exact
+    ranks = xp.argsort(xp.argsort(keys, axis=1), axis=1)
+    return (ranks < count).reshape(shape)
+
+
+class MaskingNoise(Augmentation):
+    """Masking noise: exactly round(fraction * D) values of each image (all channels and pixels
+    together), chosen at random, are set to 0."""
+
+    def __init__(self, fraction=0.25):
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"{type(self).__name__}: fraction must be in [0, 1], got {fraction}")
+        self.fraction = fraction
+
+    def apply(self, x, gen, xp):
+        mask = exact_fraction_mask(gen, xp, x.shape, self.fraction)
+        return xp.where(mask, self.fill(gen, xp, x), x)
+
+    def fill(self, gen, xp, x):
+        return xp.zeros((), dtype=x.dtype)
+
+
+class SaltAndPepperNoise(MaskingNoise):
+    """Salt-and-pepper noise: the chosen values become `low` or `high` by a fair coin each."""
+
+    def __init__(self, fraction=0.25, low=0.0, high=1.0):
+        super().__init__(fraction)
+        self.low, self.high = low, high
+
+    def fill(self, gen, xp, x):
+        coin = gen.random(x.shape, dtype=x.dtype) < 0.5
+        return xp.where(coin, xp.asarray(self.high, dtype=x.dtype), xp.asarray(self.low, dtype=x.dtype))
 
 
 def contrastive_augment():

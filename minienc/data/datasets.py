@@ -1,28 +1,32 @@
-"""Image datasets: the real handwritten digits that ship offline, MNIST-style IDX files, and a
-larger-canvas version of the digits.
+"""Image datasets: the real handwritten digits that ship offline, a larger-canvas version of
+them, MNIST-style IDX files and CIFAR-10's binary files.
 
-Every loader returns an `ImageDataset`: host NumPy arrays, images float32 (N, 1, H, W) in [0, 1],
-labels int64 (N,), already split into train and test. Moving them to a device is the batch
-iterator's job (`minienc.data.BatchIterator`) or `evaluate`'s.
+Every loader returns an `ImageDataset`: host NumPy arrays, images float32 (N, C, H, W) in [0, 1]
+(C = 1 grey, 3 for CIFAR-10's colour), labels int64 (N,), already split into train and test.
+Moving them to a device is the batch iterator's job (`minienc.data.BatchIterator`) or
+`evaluate`'s.
 
-    data = load_dataset("digits")          # or "digits-canvas:32", or "mnist:/path/to/idx/files"
+    data = load_dataset("digits")          # or "digits-canvas:32", "mnist:PATH", "cifar10:PATH"
     data.x_train.shape, data.y_train.shape # (1347, 1, 8, 8), (1347,)
 """
 import dataclasses
 import gzip
 import math
 import os
+import zlib
 
 import numpy
 
 DATA_HELP = ("digits (the 1,797 real 8x8 digits bundled with scikit-learn), digits-canvas[:SIZE] "
              "(the same digits enlarged and placed at random on a SIZE x SIZE canvas, default 32), "
-             "or mnist:PATH (a folder with the four MNIST or Fashion-MNIST IDX files, raw or .gz)")
+             "mnist:PATH (a folder with the four MNIST or Fashion-MNIST IDX files, raw or .gz), "
+             "or cifar10:PATH (the folder of CIFAR-10's binary version: data_batch_1..5.bin, "
+             "test_batch.bin)")
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageDataset:
-    """Train and test images (float32, (N, 1, H, W), in [0, 1]) with int64 labels."""
+    """Train and test images (float32, (N, C, H, W), in [0, 1]) with int64 labels."""
 
     x_train: numpy.ndarray
     y_train: numpy.ndarray
@@ -58,6 +62,37 @@ def stratified_split(labels, test_fraction=0.25, seed=0):
     test = numpy.sort(numpy.concatenate(test))
     train = numpy.setdiff1d(numpy.arange(len(labels)), test)
     return train, test
+
+
+def stratified_subset(labels, size, seed=0):
+    """Sorted host indices of exactly min(size, N) samples, each class in its share of `labels`
+    (largest remainders round; every class keeps at least one when size allows), seeded: the
+    same subset on every machine and after every resume."""
+    labels = numpy.asarray(labels)
+    if size >= len(labels):
+        return numpy.arange(len(labels))
+    classes, counts = numpy.unique(labels, return_counts=True)
+    quota = size * counts / len(labels)
+    take = numpy.floor(quota).astype(numpy.int64)
+    take[numpy.argsort(take - quota, kind="stable")[:size - take.sum()]] += 1
+    if size >= len(classes):
+        while (take == 0).any():   # a class rounded away borrows from the largest share
+            take[numpy.argmax(take)] -= 1
+            take[numpy.flatnonzero(take == 0)[0]] += 1
+    rng = numpy.random.default_rng(seed)
+    picks = [rng.permutation(numpy.flatnonzero(labels == c))[:t] for c, t in zip(classes, take)]
+    return numpy.sort(numpy.concatenate(picks))
+
+
+def subsample(data, max_train=None, max_test=None, seed=0):
+    """`data` with at most `max_train` train and `max_test` test images, each a seeded,
+    stratified subset (for CPU-sized runs on MNIST or CIFAR-10, or quick smoke runs)."""
+    if max_train is None and max_test is None:
+        return data
+    train = stratified_subset(data.y_train, max_train or len(data.y_train), seed)
+    test = stratified_subset(data.y_test, max_test or len(data.y_test), seed + 1)
+    return ImageDataset(data.x_train[train], data.y_train[train], data.x_test[test],
+                        data.y_test[test], data.name)
 
 
 # ----- the bundled digits -------------------------------------------------------------------------
@@ -127,8 +162,9 @@ def read_idx(path):
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"{path}: a gzip file that does not decompress ({exc})") from None
+        except (OSError, EOFError, zlib.error) as exc:   # bad header, cut short, corrupt data
+            raise ValueError(f"{path}: a gzip file that does not decompress: it is truncated or "
+                             f"corrupt ({type(exc).__name__}: {exc})") from None
     if len(raw) < 4:
         raise ValueError(f"{path}: not an IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
     if raw[0] != 0 or raw[1] != 0:
@@ -182,44 +218,92 @@ def _load_idx_pair(folder, split):
     return (images[:, None].astype(numpy.float32) / 255.0), labels.astype(numpy.int64)
 
 
-def _subsample(x, y, limit, rng):
-    if limit is None or limit >= len(y):
-        return x, y
-    keep = numpy.sort(rng.permutation(len(y))[:limit])
-    return x[keep], y[keep]
-
-
 def load_mnist(path, max_train=None, max_test=None, seed=0):
     """MNIST or Fashion-MNIST from the four standard IDX files in the folder `path`
     (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
     t10k-labels-idx1-ubyte, each raw or .gz), as an `ImageDataset` with the official split.
-    `max_train` / `max_test` keep a seeded random subset (for CPU-sized runs)."""
+    `max_train` / `max_test` keep a seeded, stratified subset (for CPU-sized runs)."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"load_mnist: {path!r} is not a folder; pass the folder that holds "
                                 f"train-images-idx3-ubyte[.gz] and the other three IDX files")
     x_train, y_train = _load_idx_pair(path, "train")
     x_test, y_test = _load_idx_pair(path, "t10k")
-    rng = numpy.random.default_rng(seed)
-    x_train, y_train = _subsample(x_train, y_train, max_train, rng)
-    x_test, y_test = _subsample(x_test, y_test, max_test, rng)
-    return ImageDataset(x_train, y_train, x_test, y_test, f"mnist:{os.path.basename(os.path.normpath(path))}")
+    data = ImageDataset(x_train, y_train, x_test, y_test, f"mnist:{os.path.basename(os.path.normpath(path))}")
+    return subsample(data, max_train, max_test, seed)
+
+
+# ----- CIFAR-10, the binary version -----------------------------------------------------------------
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")
+CIFAR10_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR10_TEST = ("test_batch.bin",)
+_CIFAR10_RECORD = 1 + 3 * 32 * 32   # a label byte, then 1,024 red, 1,024 green, 1,024 blue bytes
+
+
+def read_cifar10_batch(path):
+    """(images uint8 (N, 3, 32, 32), labels int64 (N,)) from one CIFAR-10 binary batch file: N
+    records of 3,073 bytes, each a label (0-9) then the red, green and blue planes, row-major."""
+    size = os.path.getsize(path)
+    if size == 0 or size % _CIFAR10_RECORD:
+        raise ValueError(f"{path}: {size:,} bytes is not a whole number of 3,073-byte CIFAR-10 "
+                         f"records ({size // _CIFAR10_RECORD:,} records and {size % _CIFAR10_RECORD:,} "
+                         f"bytes over; truncated, or not the binary version?)")
+    records = numpy.fromfile(path, dtype=numpy.uint8).reshape(-1, _CIFAR10_RECORD)
+    labels = records[:, 0].astype(numpy.int64)
+    if labels.max() > 9:
+        bad = int(numpy.flatnonzero(labels > 9)[0])
+        raise ValueError(f"{path}: record {bad} has label {labels[bad]}; CIFAR-10 labels are 0-9 "
+                         f"(is this CIFAR-100, whose records are 3,074 bytes?)")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(path, max_train=None, max_test=None, seed=0):
+    """CIFAR-10 from the binary version's folder (cifar-10-batches-bin, or the folder holding it):
+    data_batch_1.bin ... data_batch_5.bin (50,000 train images) and test_batch.bin (10,000), as
+    an `ImageDataset` of float32 (N, 3, 32, 32) RGB images in [0, 1]. `max_train` / `max_test`
+    keep a seeded, stratified subset, cut before the images become float32 (all 60,000 take
+    720 MB as float32, 180 MB as the bytes)."""
+    folder = os.path.expanduser(path)
+    if os.path.isdir(os.path.join(folder, "cifar-10-batches-bin")):
+        folder = os.path.join(folder, "cifar-10-batches-bin")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"load_cifar10: {path!r} is not a folder; pass the folder that holds "
+                                f"data_batch_1.bin ... data_batch_5.bin and test_batch.bin")
+    missing = [n for n in CIFAR10_TRAIN + CIFAR10_TEST if not os.path.isfile(os.path.join(folder, n))]
+    if missing:
+        raise FileNotFoundError(f"load_cifar10: {folder!r} lacks {', '.join(missing)} (the binary "
+                                f"version, cifar-10-binary.tar.gz, holds all six files)")
+
+    def read(names, limit, salt):
+        parts = [read_cifar10_batch(os.path.join(folder, n)) for n in names]
+        images, labels = (numpy.concatenate(p) for p in zip(*parts))
+        keep = stratified_subset(labels, limit, seed + salt) if limit else numpy.arange(len(labels))
+        return images[keep].astype(numpy.float32) / 255.0, labels[keep]
+
+    return ImageDataset(*read(CIFAR10_TRAIN, max_train, 0), *read(CIFAR10_TEST, max_test, 1),
+                        "cifar10")
 
 
 # ----- one entry point for demos ------------------------------------------------------------------
 
-def load_dataset(spec="digits", seed=0, **options):
-    """Parse a demo's `--data` value and load it (see `DATA_HELP`):
-    "digits", "digits-canvas" / "digits-canvas:SIZE", "mnist:PATH".
-    `options` go to the loader (e.g. max_train=10000 for MNIST, copies=4 for the canvas)."""
+def load_dataset(spec="digits", seed=0, max_train=None, max_test=None, **options):
+    """Parse a demo's `--data` value and load it (see `DATA_HELP`): "digits", "digits-canvas" /
+    "digits-canvas:SIZE", "mnist:PATH", "cifar10:PATH". `max_train` / `max_test` keep a seeded,
+    stratified subset; `options` go to the loader (e.g. copies=4 for the canvas)."""
     kind, _, arg = spec.partition(":")
+    if kind in ("mnist", "fashion-mnist") and arg:
+        return load_mnist(os.path.expanduser(arg), max_train, max_test, seed=seed, **options)
+    if kind == "cifar10" and arg:
+        return load_cifar10(arg, max_train, max_test, seed=seed, **options)
     if kind == "digits" and not arg:
-        return load_digits(seed=seed, **options)
-    if kind == "digits-canvas":
+        data = load_digits(seed=seed, **options)
+    elif kind == "digits-canvas":
         try:
             size = int(arg) if arg else 32
         except ValueError:
             raise ValueError(f"--data {spec}: the canvas size must be an integer, got {arg!r}") from None
-        return load_digits_canvas(size=size, seed=seed, **options)
-    if kind in ("mnist", "fashion-mnist") and arg:
-        return load_mnist(os.path.expanduser(arg), seed=seed, **options)
-    raise ValueError(f"--data {spec!r} not understood; expected {DATA_HELP}")
+        data = load_digits_canvas(size=size, seed=seed, **options)
+    else:
+        raise ValueError(f"--data {spec!r} not understood; expected {DATA_HELP}")
+    return subsample(data, max_train, max_test, seed)

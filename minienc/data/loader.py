@@ -8,6 +8,12 @@ every epoch still sees a new order.
     for epoch in range(10):
         for images, labels in loader:      # minienc Tensors on the device (no gradient)
             ...
+
+Under minienc.distributed the iterator shards: `batch_size` is the GLOBAL batch, and rank r of
+W gets rows [r B/W, (r + 1) B/W) of each batch the unsharded iterator would give, so W ranks
+see together exactly what one process sees (same seed, same order, disjoint rows, the same
+number of steps on every rank). The last, smaller batch of an epoch (without drop_last) is cut
+to a multiple of W, which skips at most W - 1 of that epoch's samples.
 """
 import numpy
 
@@ -21,13 +27,20 @@ class BatchIterator:
     (labels, token ids) keep their dtype. One array gives single tensors, several give tuples.
 
     shuffle: a new seeded order each epoch; drop_last: skip a final batch smaller than batch_size.
+    rank, world_size: this process's shard (see the module docstring); by default those of
+    minienc.distributed (0 and 1 until distributed.init() joins a launcher's processes).
     """
 
-    def __init__(self, *arrays, batch_size=128, shuffle=True, drop_last=False, seed=0, device=None):
+    def __init__(self, *arrays, batch_size=128, shuffle=True, drop_last=False, seed=0, device=None,
+                 rank=None, world_size=None):
         if not arrays:
             raise ValueError("BatchIterator: give at least one array")
         if batch_size < 1:
             raise ValueError(f"BatchIterator: batch_size must be positive, got {batch_size}")
+        self.rank, self.world_size = _shard(rank, world_size)
+        if batch_size % self.world_size:
+            raise ValueError(f"BatchIterator: the global batch_size {batch_size} does not split "
+                             f"into {self.world_size} equal shares (one per process)")
         device = backend.check_device(device or backend.get_device())
         data = [as_array(a) for a in arrays]
         data = [a if hasattr(a, "dtype") else numpy.asarray(a) for a in data]
@@ -46,9 +59,17 @@ class BatchIterator:
         self.epoch = 0
 
     def __len__(self):
-        """Number of batches per epoch."""
+        """Number of batches per epoch (the same on every rank)."""
+        return len(self._batches())
+
+    def _batches(self):
+        """(start, size) of each global batch in the epoch's order; sizes split into W shares."""
         full, rest = divmod(self.n, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        sizes = [self.batch_size] * full
+        last = 0 if self.drop_last else rest - rest % self.world_size
+        if last:
+            sizes.append(last)
+        return [(i * self.batch_size, size) for i, size in enumerate(sizes)]
 
     def set_epoch(self, epoch):
         """Choose which epoch's order the next pass uses (e.g. when resuming from a checkpoint)."""
@@ -65,8 +86,19 @@ class BatchIterator:
         # and sent to the device once per epoch
         index = backend.to_device(self.order(self.epoch), self.device)
         self.epoch += 1
-        stop = self.n - self.n % self.batch_size if self.drop_last else self.n
-        for start in range(0, stop, self.batch_size):
-            rows = index[start:start + self.batch_size]
+        for start, size in self._batches():
+            share = size // self.world_size
+            first = start + self.rank * share
+            rows = index[first:first + share]
             batch = tuple(as_tensor(a[rows]) for a in self.arrays)
             yield batch[0] if len(batch) == 1 else batch
+
+
+def _shard(rank, world_size):
+    if rank is None or world_size is None:
+        from .. import distributed  # pure Python: mpi4py comes only with distributed.init()
+        rank = distributed.rank() if rank is None else rank
+        world_size = distributed.world_size() if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"BatchIterator: rank {rank} is not one of world_size {world_size} ranks")
+    return rank, world_size

@@ -6,13 +6,20 @@ whose weight is (C_in, C_out, kh, kw), that is C_out * kh * kw).
 """
 import math
 
-from .. import ops
-from ..ops.conv import _pair
+from .. import checks, ops
 from . import init
 from .module import Module
 
 
 class _ConvNd(Module):
+    def _check_arguments(self, in_channels, out_channels, kernel_size, stride, padding):
+        name = type(self).__name__
+        self.in_channels = checks.positive_int(name, "in_channels", in_channels)
+        self.out_channels = checks.positive_int(name, "out_channels", out_channels)
+        self.kernel_size = checks.pair(name, "kernel_size", kernel_size, minimum=1)
+        self.stride = checks.pair(name, "stride", stride, minimum=1)
+        self.padding = checks.pair(name, "padding", padding, minimum=0)
+
     def _init_parameters(self, shape, bias):
         self.weight = init.kaiming_uniform(init.empty(shape), a=math.sqrt(5.0))
         fan_in = init._fans(shape)[0]
@@ -31,8 +38,7 @@ class _ConvNd(Module):
 
 class Conv2d(_ConvNd):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self._check_arguments(in_channels, out_channels, kernel_size, stride, padding)
         self._init_parameters((out_channels, in_channels) + self.kernel_size, bias)
 
     def forward(self, x):
@@ -46,9 +52,11 @@ class ConvTranspose2d(_ConvNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
                  bias=True):
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
-        self.output_padding = _pair(output_padding)
+        self._check_arguments(in_channels, out_channels, kernel_size, stride, padding)
+        self.output_padding = checks.pair("ConvTranspose2d", "output_padding", output_padding, minimum=0)
+        if any(o >= s for o, s in zip(self.output_padding, self.stride)):
+            raise ValueError(f"ConvTranspose2d: output_padding {self.output_padding} must be smaller "
+                             f"than stride {self.stride}")
         self._init_parameters((in_channels, out_channels) + self.kernel_size, bias)
 
     def forward(self, x):
@@ -60,6 +68,11 @@ class ConvTranspose2d(_ConvNd):
 class _Pool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0):
         """stride defaults to the kernel size (non-overlapping windows)."""
+        name = type(self).__name__
+        checks.pair(name, "kernel_size", kernel_size, minimum=1)
+        if stride is not None:
+            checks.pair(name, "stride", stride, minimum=1)
+        checks.pair(name, "padding", padding, minimum=0)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def __repr__(self):

@@ -4,7 +4,9 @@
 The MLP and conv models are Sequentials, so they print, index and save like any stack of layers;
 an MLPEncoder with the sizes reversed is the matching decoder.
 """
+from .. import checks
 from ..engine import as_array
+from ..ops.conv import out_size
 from .conv import Conv2d, ConvTranspose2d
 from .layers import Embedding, Flatten, Linear, ReLU, Unflatten
 from .module import Module, Sequential
@@ -19,6 +21,9 @@ class MLPEncoder(Sequential):
     MLPEncoder(32, (256, 256), 64) its decoder."""
 
     def __init__(self, in_features, hidden=(256, 256), out_features=32, activation=ReLU, batch_norm=False):
+        for name, value in (("in_features", in_features), ("out_features", out_features),
+                            *(("hidden", h) for h in hidden)):
+            checks.positive_int("MLPEncoder", name, value)
         layers, width = [], in_features
         for h in hidden:
             layers.append(Linear(width, h, bias=not batch_norm))  # BN's shift makes a bias redundant
@@ -31,10 +36,6 @@ class MLPEncoder(Sequential):
         self.in_features, self.out_features = in_features, out_features
 
 
-def _conv_out(size, kernel, stride, padding):
-    return (size + 2 * padding - kernel) // stride + 1
-
-
 class ConvEncoder(Sequential):
     """Conv2d(kernel, stride, padding) -> activation per entry of `channels`; with out_features,
     then Flatten and a Linear to an embedding of that size (needs image_size to know the flat size).
@@ -43,16 +44,22 @@ class ConvEncoder(Sequential):
 
     def __init__(self, in_channels=1, channels=(16, 32), kernel_size=3, stride=2, padding=1,
                  activation=ReLU, out_features=None, image_size=None):
-        layers, c = [], in_channels
+        layers, c = [], checks.positive_int("ConvEncoder", "in_channels", in_channels)
         for out in channels:
-            layers += [Conv2d(c, out, kernel_size, stride, padding), activation()]
+            layers += [Conv2d(c, checks.positive_int("ConvEncoder", "channels", out), kernel_size,
+                              stride, padding), activation()]
             c = out
         self.feature_shape = None
         if image_size is not None:
-            h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-            for _ in channels:
-                h, w = _conv_out(h, kernel_size, stride, padding), _conv_out(w, kernel_size, stride, padding)
-            self.feature_shape = (c, h, w)
+            hw = checks.pair("ConvEncoder", "image_size", image_size, minimum=1)
+            for conv in layers[::2]:
+                hw = tuple(out_size(n, k, s, p) for n, k, s, p in
+                           zip(hw, conv.kernel_size, conv.stride, conv.padding))
+            if min(hw) < 1:
+                raise ValueError(f"ConvEncoder: image_size {image_size} is too small for "
+                                 f"{len(channels)} convolutions (kernel {kernel_size}, stride "
+                                 f"{stride}, padding {padding}): the features would be {hw}")
+            self.feature_shape = (c,) + hw
         if out_features is not None:
             if self.feature_shape is None:
                 raise ValueError("ConvEncoder: out_features needs image_size to size the final Linear")
@@ -94,6 +101,9 @@ class TextTransformer(Module):
 
     def __init__(self, vocab_size, max_len=128, dim=128, depth=2, num_heads=4, mlp_ratio=4.0,
                  pad_id=0, dropout=0.0):
+        checks.positive_int("TextTransformer", "vocab_size", vocab_size)
+        checks.positive_int("TextTransformer", "max_len", max_len)
+        checks.non_negative_int("TextTransformer", "depth", depth)
         self.vocab_size, self.max_len, self.dim, self.pad_id = vocab_size, max_len, dim, pad_id
         self.token_embedding = Embedding(vocab_size, dim, std=0.02)
         self.blocks = [TransformerBlock(dim, num_heads, mlp_ratio, dropout=dropout) for _ in range(depth)]

@@ -6,7 +6,7 @@ Parameters are created on the default device (`minienc.set_device`) and initiali
 """
 import math
 
-from .. import ops
+from .. import checks, ops
 from . import init
 from .module import Module
 
@@ -19,7 +19,8 @@ class Linear(Module):
     """
 
     def __init__(self, in_features, out_features, bias=True):
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features = checks.positive_int("Linear", "in_features", in_features)
+        self.out_features = checks.positive_int("Linear", "out_features", out_features)
         self.weight = init.kaiming_uniform(init.empty((out_features, in_features)), a=math.sqrt(5.0))
         self.bias = init.linear_bias(init.empty((out_features,)), in_features) if bias else None
 
@@ -74,7 +75,7 @@ class Unflatten(Module):
     """The inverse of Flatten: (N, C*H*W) -> (N, *shape)."""
 
     def __init__(self, shape):
-        self.shape = tuple(shape)
+        self.shape = tuple(checks.positive_int("Unflatten", "shape", n) for n in shape)
 
     def forward(self, x):
         return x.reshape(x.shape[0], *self.shape)
@@ -100,7 +101,10 @@ class Embedding(Module):
     or with `std` (e.g. 0.02 as BERT) when given."""
 
     def __init__(self, num_embeddings, dim, std=None):
-        self.num_embeddings, self.dim = num_embeddings, dim
+        self.num_embeddings = checks.positive_int("Embedding", "num_embeddings", num_embeddings)
+        self.dim = checks.positive_int("Embedding", "dim", dim)
+        if std is not None:
+            checks.positive("Embedding", "std", std)
         weight = init.empty((num_embeddings, dim))
         self.weight = init.normal(weight) if std is None else init.trunc_normal(weight, std=std)
 

@@ -1,8 +1,10 @@
 """Module and Parameter: the containers every layer and encoder is built from.
 
 A `Module` finds its parameters, buffers and children by looking at its attributes (as PyTorch
-does), so a layer only has to assign them in `__init__`. `state_dict()` returns host NumPy arrays
-keyed by dotted names, which is what checkpoints store.
+does), so a layer only has to assign them in `__init__` -- directly, or inside lists, tuples and
+dicts at any depth (`self.blocks = [...]`, `self.heads = {"text": ..., "image": ...}`), named
+`blocks.0`, `heads.text`. A set of modules has no order to name them by and is refused.
+`state_dict()` returns host NumPy arrays keyed by dotted names, which is what checkpoints store.
 """
 from collections import OrderedDict
 
@@ -46,13 +48,9 @@ class Module:
         self._buffers[name] = array
 
     def named_children(self):
-        for name, value in vars(self).items():
+        for name, value in _members(self):
             if isinstance(value, Module):
                 yield name, value
-            elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    if isinstance(item, Module):
-                        yield f"{name}.{i}", item
 
     def children(self):
         return [m for _, m in self.named_children()]
@@ -64,8 +62,8 @@ class Module:
 
     def named_parameters(self, prefix=""):
         seen = set()
-        for name, value in vars(self).items():
-            if isinstance(value, Parameter) and id(value) not in seen:
+        for name, value in _own_parameters(self):
+            if id(value) not in seen:
                 seen.add(id(value))
                 yield prefix + name, value
         for name, child in self.named_children():
@@ -103,11 +101,10 @@ class Module:
         """Move every parameter and buffer to `device` in place (parameters keep their identity,
         so an optimizer built before the move still holds them)."""
         for m in self.modules():
-            for name, value in vars(m).items():
-                if isinstance(value, Parameter):
-                    value.data = backend.to_device(value.data, device)
-                    if value.grad is not None:
-                        value.grad = backend.to_device(value.grad, device)
+            for _, value in _own_parameters(m):
+                value.data = backend.to_device(value.data, device)
+                if value.grad is not None:
+                    value.grad = backend.to_device(value.grad, device)
             for name, array in vars(m).get("_buffers", {}).items():
                 m._buffers[name] = backend.to_device(array, device)
         return self
@@ -115,8 +112,8 @@ class Module:
     def astype(self, dtype):
         """Cast every floating parameter and buffer to `dtype` in place (float64 for gradcheck)."""
         for m in self.modules():
-            for value in vars(m).values():
-                if isinstance(value, Parameter) and backend.is_floating(value.dtype):
+            for _, value in _own_parameters(m):
+                if backend.is_floating(value.dtype):
                     value.data = value.data.astype(dtype)
                     value.grad = None
             for name, array in vars(m).get("_buffers", {}).items():
@@ -138,6 +135,11 @@ class Module:
         return state
 
     def load_state_dict(self, state, strict=True):
+        """Copy `state` (dotted name -> array, as `state_dict` gives) into this module's
+        parameters and buffers, cast to their dtypes, on their devices. Every entry is checked
+        first -- the keys (all of them when strict), each shape, each dtype (floating for a
+        floating parameter or buffer, integer or boolean for the others) -- so a refused state
+        changes nothing."""
         own = dict(self.named_parameters())
         buffers = {}
         for prefix, m in self._named_modules():
@@ -147,21 +149,18 @@ class Module:
         unexpected = [k for k in state if k not in own and k not in buffers]
         if strict and (missing or unexpected):
             raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        values = {}
+        for name, target in [(n, p.data) for n, p in own.items()] + \
+                [(n, m._buffers[key]) for n, (m, key) in buffers.items()]:
+            if name in state:
+                values[name] = _checked_value(name, state[name], target)
         for name, p in own.items():
-            if name in state:
-                value = backend.numpy.asarray(state[name])
-                if value.shape != p.shape:
-                    raise ValueError(f"load_state_dict: {name} has shape {p.shape} in the model but "
-                                     f"{value.shape} in the state")
-                p.data = backend.to_device(value.astype(p.dtype), p.device)
+            if name in values:
+                p.data = backend.to_device(values[name].astype(p.dtype), p.device)
         for name, (m, key) in buffers.items():
-            if name in state:
+            if name in values:
                 old = m._buffers[key]
-                value = backend.numpy.asarray(state[name])
-                if value.shape != old.shape:
-                    raise ValueError(f"load_state_dict: buffer {name} has shape {old.shape} in the "
-                                     f"model but {value.shape} in the state")
-                m._buffers[key] = backend.to_device(value.astype(old.dtype), backend.device_of(old))
+                m._buffers[key] = backend.to_device(values[name].astype(old.dtype), backend.device_of(old))
         return self
 
     def _named_modules(self, prefix=""):
@@ -174,27 +173,88 @@ class Module:
         return type(self).__name__ + ("(\n" + "\n".join(lines) + "\n)" if lines else "()")
 
 
+def _members(module):
+    """(name, value) for every Parameter and Module among `module`'s attributes, looking inside
+    lists, tuples and dicts at any depth (named `blocks.0`, `heads.text`, `stages.1.0`)."""
+    for name, value in vars(module).items():
+        yield from _flatten(name, value, f"{type(module).__name__}.{name}")
+
+
+def _flatten(name, value, where):
+    if isinstance(value, (Parameter, Module)):
+        yield name, value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _flatten(f"{name}.{i}", item, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = list(_flatten(f"{name}.{key}", item, where))
+            if found and (not isinstance(key, str) or "." in key):
+                raise TypeError(f"{where} holds a module or parameter under the dict key {key!r}: "
+                                f"keys must be strings without dots (they become state_dict names)")
+            yield from found
+    elif isinstance(value, (set, frozenset)) and any(isinstance(v, (Parameter, Module)) for v in value):
+        raise TypeError(f"{where} holds modules or parameters in a set, which has no order to name "
+                        f"them by (state_dict keys): use a list or a dict")
+
+
+def _own_parameters(module):
+    """(name, Parameter) for the parameters `module` holds itself (not its children's)."""
+    return ((name, value) for name, value in _members(module) if isinstance(value, Parameter))
+
+
+def _checked_value(name, value, target):
+    """`value` as a host array that can replace `target` (the parameter's or buffer's array):
+    same shape, and a numeric dtype of the same kind."""
+    value = backend.numpy.asarray(value)
+    if value.shape != tuple(target.shape):
+        raise ValueError(f"load_state_dict: {name} has shape {tuple(target.shape)} in the model but "
+                         f"{value.shape} in the state")
+    same_kind = value.dtype.kind == "f" if target.dtype.kind == "f" else value.dtype.kind in "biu"
+    if value.dtype.hasobject or not same_kind:
+        raise TypeError(f"load_state_dict: {name} is {target.dtype} in the model but {value.dtype} "
+                        f"in the state")
+    return value
+
+
 def functional_call(module, params, *args, **kwargs):
     """Run `module(*args, **kwargs)` with some of its parameters replaced by the tensors in
     `params` (dotted name -> Tensor), then put the originals back. Gradients then flow to the
     given tensors: this is how the tests gradcheck a layer with respect to its parameters."""
-    owners = {}
+    owners = {}  # dotted name -> (module, attribute, parameter)
     for prefix, m in module._named_modules():
-        for name, value in vars(m).items():
-            if isinstance(value, Parameter):
-                owners[prefix + name] = (m, name, value)
+        for attribute, value in vars(m).items():
+            for dotted, p in _flatten(attribute, value, type(m).__name__):
+                if isinstance(p, Parameter):
+                    owners[prefix + dotted] = (m, attribute, p)
     unknown = [k for k in params if k not in owners]
     if unknown:
         raise KeyError(f"functional_call: {type(module).__name__} has no parameters {unknown}")
+    swaps = {}   # (id(module), attribute) -> (module, attribute, {id(parameter): tensor})
+    for key, tensor in params.items():
+        m, attribute, p = owners[key]
+        swaps.setdefault((id(m), attribute), (m, attribute, {}))[2][id(p)] = tensor
+    originals = [(m, attribute, vars(m)[attribute]) for m, attribute, _ in swaps.values()]
     try:
-        for key, tensor in params.items():
-            m, name, _ = owners[key]
-            vars(m)[name] = tensor
+        for m, attribute, replacements in swaps.values():
+            vars(m)[attribute] = _substituted(vars(m)[attribute], replacements)
         return module(*args, **kwargs)
     finally:
-        for key in params:
-            m, name, original = owners[key]
-            vars(m)[name] = original
+        for m, attribute, original in originals:
+            vars(m)[attribute] = original
+
+
+def _substituted(value, replacements):
+    """`value` with each Parameter whose id is in `replacements` swapped for its replacement; the
+    lists, tuples and dicts on the way are rebuilt (the caller's own containers stay intact)."""
+    if isinstance(value, Parameter):
+        return replacements.get(id(value), value)
+    if isinstance(value, (list, tuple)):
+        items = [_substituted(v, replacements) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)  # namedtuple
+    if isinstance(value, dict):
+        return type(value)((k, _substituted(v, replacements)) for k, v in value.items())
+    return value
 
 
 class Sequential(Module):

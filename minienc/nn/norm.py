@@ -1,5 +1,6 @@
-"""Normalisation layers: LayerNorm, BatchNorm1d, BatchNorm2d (math in minienc/ops/norm.py)."""
-from .. import backend, ops
+"""Normalisation layers: LayerNorm, BatchNorm1d, BatchNorm2d, SyncBatchNorm (math in
+minienc/ops/norm.py)."""
+from .. import backend, checks, ops
 from . import init
 from .module import Module
 
@@ -9,7 +10,8 @@ class LayerNorm(Module):
     parameter-free form (I-JEPA normalises its targets this way)."""
 
     def __init__(self, dim, eps=1e-5, affine=True):
-        self.dim, self.eps = dim, eps
+        self.dim = checks.positive_int("LayerNorm", "dim", dim)
+        self.eps = checks.non_negative("LayerNorm", "eps", eps)
         self.weight = init.ones(init.empty((dim,))) if affine else None
         self.bias = init.empty((dim,)) if affine else None
 
@@ -26,17 +28,23 @@ class _BatchNorm(Module):
     ranks, layouts = (), ""  # the input ranks this layer accepts, in words for errors
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True):
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        name = type(self).__name__
+        self.num_features = checks.positive_int(name, "num_features", num_features)
+        self.eps = checks.non_negative(name, "eps", eps)
+        self.momentum = checks.in_range(name, "momentum", momentum, 0.0, 1.0)
         self.weight = init.ones(init.empty((num_features,))) if affine else None
         self.bias = init.empty((num_features,)) if affine else None
         xp = backend.xp_for(backend.get_device())
         self.register_buffer("running_mean", xp.zeros(num_features, dtype=backend.DEFAULT_DTYPE))
         self.register_buffer("running_var", xp.ones(num_features, dtype=backend.DEFAULT_DTYPE))
 
-    def forward(self, x):
+    def _check(self, x):
         if x.ndim not in self.ranks or x.shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}({self.num_features}): input has shape {x.shape}, "
                              f"expected {self.layouts} with C = {self.num_features}")
+
+    def forward(self, x):
+        self._check(x)
         return ops.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
                               self.training, self.momentum, self.eps)
 
@@ -52,3 +60,47 @@ class BatchNorm1d(_BatchNorm):
 class BatchNorm2d(_BatchNorm):
     """Batch norm over the channels of images (N, C, H, W)."""
     ranks, layouts = (4,), "(N, C, H, W)"
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch norm whose training statistics are over the global batch, every process's share
+    together (minienc.distributed; SimCLR's "global BN"). Evaluation uses the running statistics,
+    which every rank updates with the same global values. Without a distributed engine it is
+    plain batch norm. `SyncBatchNorm.convert(model)` swaps every BatchNorm1d/2d in a model."""
+    ranks, layouts = (2, 3, 4), "(N, C), (N, C, L) or (N, C, H, W)"
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        self._check(x)
+        from .. import distributed  # pure Python; mpi4py only comes with distributed.init()
+        return distributed.sync_batch_norm(x, self.weight, self.bias, self.running_mean,
+                                           self.running_var, self.momentum, self.eps)
+
+    @classmethod
+    def convert(cls, module):
+        """Replace, in place, every BatchNorm1d/BatchNorm2d inside `module` by a SyncBatchNorm
+        that holds the same weight, bias and running statistics (an optimizer made before still
+        updates them) and accepts the same input shapes. Returns `module`, or the replacement
+        when `module` is itself a batch norm."""
+        def synced(layer):
+            if not isinstance(layer, _BatchNorm) or isinstance(layer, cls):
+                return layer
+            new = object.__new__(cls)
+            vars(new).update(vars(layer))
+            new.ranks, new.layouts = layer.ranks, layer.layouts
+            return new
+        if isinstance(module, _BatchNorm):
+            return synced(module)
+        for m in list(module.modules()):
+            for name, value in list(vars(m).items()):
+                if isinstance(value, _BatchNorm):
+                    setattr(m, name, synced(value))
+                elif isinstance(value, list):
+                    value[:] = [synced(v) for v in value]
+                elif isinstance(value, tuple):
+                    setattr(m, name, tuple(synced(v) for v in value))
+        return module
+
+    def __repr__(self):
+        return f"SyncBatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum})"

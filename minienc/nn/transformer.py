@@ -11,7 +11,8 @@ Attention projects q, k and v with ONE Linear(D, 3D) and runs the fused packed a
 """
 import math
 
-from .. import ops
+from .. import checks, ops
+from ..engine import no_grad
 from . import init
 from .layers import GELU, Dropout, Linear
 from .module import Module
@@ -25,6 +26,8 @@ class MultiHeadAttention(Module):
     attn_mask=None additive) -> (B, L, D)."""
 
     def __init__(self, dim, num_heads, qkv_bias=True, dropout=0.0):
+        checks.positive_int("MultiHeadAttention", "dim", dim)
+        checks.positive_int("MultiHeadAttention", "num_heads", num_heads)
         if dim % num_heads:
             raise ValueError(f"MultiHeadAttention: dim {dim} is not divisible by {num_heads} heads")
         self.dim, self.num_heads = dim, num_heads
@@ -45,6 +48,7 @@ class MultiHeadAttention(Module):
 
 class MLP(Module):
     def __init__(self, dim, hidden, out=None, dropout=0.0):
+        checks.positive_int("MLP", "hidden", hidden)
         self.fc1, self.act, self.fc2 = Linear(dim, hidden), GELU(), Linear(hidden, out or dim)
         self.drop = Dropout(dropout)
 
@@ -57,6 +61,10 @@ class TransformerBlock(Module):
     LayerNorm eps is 1e-6 as in ViT, MAE and I-JEPA."""
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, dropout=0.0, eps=1e-6):
+        checks.positive("TransformerBlock", "mlp_ratio", mlp_ratio)
+        if int(dim * mlp_ratio) < 1:
+            raise ValueError(f"TransformerBlock: mlp_ratio {mlp_ratio} of dim {dim} leaves an MLP "
+                             f"of width 0")
         self.norm1 = LayerNorm(dim, eps=eps)
         self.attn = MultiHeadAttention(dim, num_heads, qkv_bias, dropout)
         self.norm2 = LayerNorm(dim, eps=eps)
@@ -83,7 +91,8 @@ def init_transformer_weights(module, style="trunc_normal", std=0.02):
             init.ones(m.weight), init.zeros(m.bias)
     if style == "trunc_normal":
         blocks = [m for m in module.modules() if isinstance(m, TransformerBlock)]
-        for layer, block in enumerate(blocks, start=1):
-            for linear in (block.attn.proj, block.mlp.fc2):
-                linear.weight.data *= 1.0 / math.sqrt(2.0 * layer)
+        with no_grad():   # an in-place update of a parameter, counted in its version
+            for layer, block in enumerate(blocks, start=1):
+                for linear in (block.attn.proj, block.mlp.fc2):
+                    linear.weight *= 1.0 / math.sqrt(2.0 * layer)
     return module

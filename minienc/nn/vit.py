@@ -9,7 +9,7 @@ patch_indices (B, K) gathers those patches and their position embeddings first, 
 only ever see K tokens. MAE's encoder sees the visible patches; I-JEPA's context encoder sees the
 context block.
 """
-from .. import backend, ops
+from .. import backend, checks, ops
 from ..engine import as_array, tensor, Tensor
 from . import init
 from .layers import Linear
@@ -71,7 +71,7 @@ def get_2d_sincos_pos_embed(dim, grid_size, cls_token=False):
     get_1d_sincos_pos_embed of dim/2), tokens in raster order; cls_token prepends a zero row.
     A host float32 array."""
     np = backend.numpy
-    gh, gw = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
+    gh, gw = checks.pair("get_2d_sincos_pos_embed", "grid_size", grid_size, minimum=1)
     if dim % 4:
         raise ValueError(f"get_2d_sincos_pos_embed: dim {dim} must be divisible by 4")
     rows, cols = np.divmod(np.arange(gh * gw), gw)
@@ -109,8 +109,10 @@ class PatchEmbed(Module):
     is exactly a Conv2d with kernel = stride = p, without the im2col copy."""
 
     def __init__(self, image_size, patch_size, in_channels, dim):
-        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        self.patch_size, self.in_channels, self.dim = patch_size, in_channels, dim
+        self.image_size = checks.pair("PatchEmbed", "image_size", image_size, minimum=1)
+        self.patch_size = checks.positive_int("PatchEmbed", "patch_size", patch_size)
+        self.in_channels = checks.positive_int("PatchEmbed", "in_channels", in_channels)
+        self.dim = checks.positive_int("PatchEmbed", "dim", dim)
         self.grid_size = _grid(self.image_size, patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.proj = Linear(patch_size * patch_size * in_channels, dim)
@@ -142,6 +144,7 @@ class VisionTransformer(Module):
     def __init__(self, image_size=28, patch_size=4, in_channels=1, dim=128, depth=4, num_heads=4,
                  mlp_ratio=4.0, cls_token=False, pos_embed="sincos", qkv_bias=True, dropout=0.0,
                  weight_init="trunc_normal"):
+        checks.non_negative_int("VisionTransformer", "depth", depth)
         self.dim, self.depth, self.num_heads = dim, depth, num_heads
         self.patch_embed = PatchEmbed(image_size, patch_size, in_channels, dim)
         self.grid_size, self.num_patches = self.patch_embed.grid_size, self.patch_embed.num_patches

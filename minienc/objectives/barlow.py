@@ -19,7 +19,11 @@ satisfy it: its standardised features are 0 and C = 0 costs D. L = 0 exactly whe
 
 `cross_correlation` is the one place the batch statistics are taken (the released code sums C
 over GPUs with an all_reduce, and normalises with the global batch through SyncBatchNorm).
+`distributed=True` gathers both views' embeddings from every process first (with a gradient),
+so C is that of the global batch; unlike the released code's all_reduce, whose gradient only
+reaches the local embeddings, the gradient is then exactly the one-process one.
 """
+from .. import distributed as dist
 from .. import ops
 from ..nn import Module
 from .contrastive import _check_embeddings, projection_head
@@ -48,8 +52,11 @@ def redundancy_reduction(c, lambd=5e-3):
     return on_diagonal, off_diagonal
 
 
-def barlow_twins_terms(z1, z2, lambd=5e-3, eps=1e-5):
-    """{"loss", "on_diagonal", "off_diagonal"} of two views' embeddings (B, D)."""
+def barlow_twins_terms(z1, z2, lambd=5e-3, eps=1e-5, distributed=False):
+    """{"loss", "on_diagonal", "off_diagonal"} of two views' embeddings (B, D); distributed:
+    C over every process's embeddings."""
+    if distributed:
+        z1, z2 = dist.all_gather(z1), dist.all_gather(z2)
     on_diagonal, off_diagonal = redundancy_reduction(cross_correlation(z1, z2, eps))
     return {"loss": on_diagonal + lambd * off_diagonal, "on_diagonal": on_diagonal,
             "off_diagonal": off_diagonal}
@@ -72,10 +79,14 @@ class BarlowTwins(Module):
 
     model = BarlowTwins(encoder, barlow_projector(64, 256, 256), lambd=5e-3)
     loss = model.loss(augment(x), augment(x))
+
+    distributed=True: C over every process's batch (minienc.distributed); for the projector's
+    batch norm too, `nn.SyncBatchNorm.convert(model)`.
     """
 
-    def __init__(self, encoder, projector, lambd=5e-3):
+    def __init__(self, encoder, projector, lambd=5e-3, distributed=False):
         self.encoder, self.projector, self.lambd = encoder, projector, float(lambd)
+        self.distributed = distributed
 
     def forward(self, images):
         return self.encoder(images)
@@ -84,7 +95,7 @@ class BarlowTwins(Module):
         # each view its own forward pass, as the released code
         z1 = self.projector(self.encoder(view1))
         z2 = self.projector(self.encoder(view2))
-        return barlow_twins_terms(z1, z2, self.lambd)
+        return barlow_twins_terms(z1, z2, self.lambd, distributed=self.distributed)
 
     def loss(self, view1, view2):
         return self.terms(view1, view2)["loss"]

@@ -37,10 +37,18 @@ adds the mean of each direction, loss_a + loss_b, which is exactly twice this va
 MoCo v2 (He et al. 2020, Chen et al. 2020): InfoNCE with q from the query encoder and k+ from a
 momentum key encoder, theta_k <- m theta_k + (1 - m) theta_q after each step (no gradient ever
 reaches theta_k); the negatives are a FIFO queue of the K most recent keys, tau = 0.2, an MLP head.
+
+Across processes (minienc.distributed, `distributed=True`): SimCLR's negatives are the views of
+the GLOBAL batch, gathered from every process with a gradient (the TensorFlow code's
+tpu_cross_replica_concat); each process keeps the loss of its own views, and the gradient
+average makes the step that of the global batch's loss. MoCo enqueues the keys of the global
+batch in rank order and computes them with the batch shuffled across processes (its released
+code's shuffling BN); the queue is then the same on every process.
 """
 from collections import namedtuple
 
-from .. import backend, ops
+from .. import backend, checks, ops
+from .. import distributed as dist
 from ..nn import BatchNorm1d, Linear, Module, ReLU, Sequential
 from ..optim import EMA
 from ..engine import as_array, no_grad
@@ -79,6 +87,7 @@ def _hinge_mean(d_ap, d_an, margin, valid, reduction):
     """max(0, d(a,p) - d(a,n) + margin) over the triplets where `valid`, reduced."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"triplet loss: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    checks.finite("triplet loss", "margin", margin)
     losses = ops.relu(d_ap - d_an + margin)
     if valid is not None:
         losses = losses * valid.astype(losses.dtype)
@@ -208,21 +217,27 @@ def view_triplet_loss(view1, view2, miner="batch_hard", **options):
 # ----- InfoNCE and NT-Xent ------------------------------------------------------------------------
 
 def info_nce_logits(queries, positive_keys, negative_keys=None, temperature=0.1,
-                    negative_mask=None, normalize=True):
+                    negative_mask=None, normalize=True, distributed=False):
     """The logits (N, 1 + M) of InfoNCE, the positive in column 0.
 
     queries, positive_keys: (N, D). negative_keys: (M, D) shared by every query (MoCo's queue),
-    (N, M, D) one set per query, or None: the other queries' positive keys (in-batch negatives).
+    (N, M, D) one set per query, or None: the other queries' positive keys (in-batch negatives;
+    with `distributed`, every process's positive keys, gathered with a gradient).
     negative_mask: (N, M) booleans, True where a negative must not count (its logit is -1e9)."""
     _check_embeddings("info_nce", queries, positive_keys)
+    checks.positive("info_nce", "temperature", temperature)
     n, dim = queries.shape
+    if negative_keys is None and n < 2:
+        raise ValueError(f"info_nce: in-batch negatives need at least 2 queries, got {n}")
     if normalize:
         queries, positive_keys = ops.normalize(queries), ops.normalize(positive_keys)
     positive = (queries * positive_keys).sum(axis=1, keepdims=True)
     xp = backend.get_xp(as_array(queries))
     if negative_keys is None:
-        negative_keys = positive_keys           # already normalised
-        own = xp.eye(n, dtype=bool)              # a query's own key is its positive, not a negative
+        negative_keys = dist.all_gather(positive_keys) if distributed else positive_keys
+        offset = n * dist.rank() if distributed else 0   # where this process's keys landed
+        # a query's own key is its positive, not a negative
+        own = xp.eye(n, negative_keys.shape[0], k=offset, dtype=bool)
         negative_mask = own if negative_mask is None else (as_array(negative_mask) | own)
     elif normalize:
         negative_keys = ops.normalize(negative_keys)
@@ -245,28 +260,33 @@ def info_nce_logits(queries, positive_keys, negative_keys=None, temperature=0.1,
 
 
 def info_nce(queries, positive_keys, negative_keys=None, temperature=0.1, negative_mask=None,
-             normalize=True):
+             normalize=True, distributed=False):
     """InfoNCE: cross_entropy(info_nce_logits(...), 0), the mean over the N queries."""
     logits = info_nce_logits(queries, positive_keys, negative_keys, temperature, negative_mask,
-                             normalize)
+                             normalize, distributed)
     xp = backend.get_xp(logits.data)
     return ops.cross_entropy(logits, xp.zeros(logits.shape[0], dtype=xp.int64))
 
 
-def nt_xent(view1, view2, temperature=0.5):
+def nt_xent(view1, view2, temperature=0.5, distributed=False):
     """SimCLR's NT-Xent on the embeddings of two views (N, D) of the same N images: InfoNCE
     over the 2N views with every view as a candidate negative, minus itself and its positive
-    (already in column 0). The mean over the 2N views (half the TensorFlow code's sum)."""
+    (already in column 0). The mean over the 2N views (half the TensorFlow code's sum).
+    distributed: the candidates are the 2N views of every process (module docstring)."""
     _check_embeddings("nt_xent", view1, view2)
     n = view1.shape[0]
+    if n < 2:
+        raise ValueError(f"nt_xent: a batch of {n} image has no negatives; NT-Xent needs at least 2")
     views = ops.concatenate([view1, view2])
     pairs = ops.concatenate([view2, view1])
+    candidates = dist.all_gather(views) if distributed else views
+    offset = 2 * n * dist.rank() if distributed else 0   # where this process's views landed
     xp = backend.get_xp(views.data)
     i = xp.arange(2 * n)
-    excluded = xp.zeros((2 * n, 2 * n), dtype=bool)
-    excluded[i, i] = True                    # a view against itself
-    excluded[i, (i + n) % (2 * n)] = True    # its positive, counted once in column 0
-    return info_nce(views, pairs, views, temperature, negative_mask=excluded)
+    excluded = xp.zeros((2 * n, candidates.shape[0]), dtype=bool)
+    excluded[i, offset + i] = True                    # a view against itself
+    excluded[i, offset + (i + n) % (2 * n)] = True    # its positive, counted once in column 0
+    return info_nce(views, pairs, candidates, temperature, negative_mask=excluded)
 
 
 # ----- models -------------------------------------------------------------------------------------
@@ -276,6 +296,7 @@ def projection_head(in_features, hidden_features=256, out_features=64, num_layer
     """The MLP between representation and loss. SimCLR: Linear-BN-ReLU for every hidden layer
     (no bias before BN) and a last Linear without ReLU. batch_norm=False gives MoCo v2's head,
     Linear-ReLU-Linear. last_bias=False: the last Linear without bias (BYOL, VICReg, Barlow)."""
+    checks.positive_int("projection_head", "num_layers", num_layers)
     layers, width = [], in_features
     for _ in range(num_layers - 1):
         layers.append(Linear(width, hidden_features, bias=not batch_norm))
@@ -293,10 +314,15 @@ class SimCLR(Module):
     model = SimCLR(encoder, projection_head(64, 256, 64))
     loss = model.loss(augment(x), augment(x))        # NT-Xent of the two views
     features = model(x)                              # the representation (before the head)
+
+    distributed=True: the negatives are every process's views (minienc.distributed); for the
+    paper's global batch norm too, `nn.SyncBatchNorm.convert(model)`.
     """
 
-    def __init__(self, encoder, head, temperature=0.5):
+    def __init__(self, encoder, head, temperature=0.5, distributed=False):
+        checks.positive("SimCLR", "temperature", temperature)
         self.encoder, self.head, self.temperature = encoder, head, temperature
+        self.distributed = distributed
 
     def forward(self, images):
         return self.encoder(images)
@@ -305,7 +331,7 @@ class SimCLR(Module):
         n = view1.shape[0]
         # both views in one batch, so batch norm sees all 2N views (SimCLR's global BN)
         z = self.head(self.encoder(ops.concatenate([view1, view2])))
-        return nt_xent(z[:n], z[n:], self.temperature)
+        return nt_xent(z[:n], z[n:], self.temperature, self.distributed)
 
 
 def _in_groups(module, images, groups, order=None):
@@ -332,7 +358,7 @@ class MoCo(Module):
     its momentum average, and a queue of the last `queue_size` keys as negatives.
 
     moco = MoCo(encoder, projection_head(64, 256, 64, batch_norm=False), queue_size=1024)
-    opt = SGD(moco.parameters(), ...)                # the query encoder's parameters only
+    opt = SGD(moco.query_encoder.parameters(), ...)  # the trained part
     loss = moco.loss(augment(x), augment(x))         # keys under no_grad, then enqueued
     moco.update_key_encoder()                        # after every optimizer step
 
@@ -344,29 +370,36 @@ class MoCo(Module):
     the batch (drawn on the device), unshuffled afterwards; a query and its key then share a
     batch-norm group only by chance (1 / bn_groups of them). bn_groups=1 turns this off.
 
-    The key encoder is an `optim.EMA` target: a deep copy whose parameters have
-    requires_grad=False; it lives inside `self.momentum_encoder`, not as a child module, so
-    `parameters()` never lists it. It stays in training mode (batch statistics) as in MoCo.
+    distributed=True (minienc.distributed): the keys' images are shuffled across processes
+    instead (each process then normalises its share in `bn_groups` sub-batches), and the keys
+    of the global batch join the queue in rank order, so the queue is the same everywhere.
+
+    State. The key encoder is an `optim.EMA` target: a deep copy of the query encoder whose
+    parameters have requires_grad=False (no gradient ever reaches them; an optimizer given all
+    of `moco.parameters()` skips them). It is a child module, as in MoCo's code, so
+    `state_dict()`, `to()` and `astype()` include it; it stays in training mode (batch
+    statistics) as in MoCo. The queue is a buffer with the newest keys last: enqueueing drops the
+    oldest rows and appends, which is what MoCo's write pointer does, with no pointer to save.
     """
 
     def __init__(self, encoder, head, queue_size=1024, momentum=0.99, temperature=0.2,
-                 bn_groups=4, seed=None):
-        self.encoder, self.head = encoder, head
+                 bn_groups=4, seed=None, distributed=False):
+        checks.positive_int("MoCo", "queue_size", queue_size)
+        checks.in_range("MoCo", "momentum", momentum, 0.0, 1.0)
+        checks.positive("MoCo", "temperature", temperature)
+        checks.positive_int("MoCo", "bn_groups", bn_groups)
+        self.encoder, self.head, self.distributed = encoder, head, distributed
         self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
         self.query_encoder = Sequential(encoder, head)
         self.momentum_encoder = EMA(self.query_encoder, momentum=momentum)
+        self.key_encoder = self.momentum_encoder.target
         device = encoder.device
         xp = backend.xp_for(device)
         out_features = head.layers[-1].out_features
         gen = backend.rng(device) if seed is None else xp.random.default_rng(seed)
         queue = gen.standard_normal((queue_size, out_features), dtype=backend.DEFAULT_DTYPE)
         queue /= xp.linalg.norm(queue, axis=1, keepdims=True)
-        self.register_buffer("queue", queue)   # (K, D) normalised keys, oldest overwritten first
-        self.queue_ptr = 0                     # a host int: no device read to know where to write
-
-    @property
-    def key_encoder(self):
-        return self.momentum_encoder.target
+        self.register_buffer("queue", queue)   # (K, D) normalised keys, the newest last
 
     def forward(self, images):
         return self.encoder(images)
@@ -374,39 +407,41 @@ class MoCo(Module):
     def named_children(self):
         # the encoder and head are reached through query_encoder; list them once
         yield "query_encoder", self.query_encoder
-
-    def to(self, device):
-        """Move the query encoder, the queue and the key encoder (not a child) to `device`."""
-        super().to(device)
-        self.key_encoder.to(device)
-        return self
+        yield "key_encoder", self.key_encoder
 
     def loss(self, view_q, view_k):
         """InfoNCE of the queries of view_q against the keys of view_k and the queue; then the
         keys join the queue."""
         q = _in_groups(self.query_encoder, view_q, self.bn_groups)
         with no_grad():
-            xp = backend.get_xp(as_array(view_k))
-            order = None
-            if self.bn_groups > 1:
-                order = xp.argsort(backend.rng(backend.device_of(as_array(view_k))).random(
-                    view_k.shape[0], dtype=backend.DEFAULT_DTYPE))
-            k = ops.normalize(_in_groups(self.key_encoder, view_k, self.bn_groups, order))
-        # a copy: enqueue() overwrites the queue in place, and backward still needs these keys
-        negatives = self.queue.copy()
-        loss = info_nce(q, k, negatives, self.temperature)
-        self.enqueue(k.data)
+            if self.distributed:
+                k = dist.shuffled_forward(
+                    lambda images: _in_groups(self.key_encoder, images, self.bn_groups), view_k)
+            else:
+                xp = backend.get_xp(as_array(view_k))
+                order = None
+                if self.bn_groups > 1:
+                    order = xp.argsort(backend.rng(backend.device_of(as_array(view_k))).random(
+                        view_k.shape[0], dtype=backend.DEFAULT_DTYPE))
+                k = _in_groups(self.key_encoder, view_k, self.bn_groups, order)
+            k = ops.normalize(k)
+        loss = info_nce(q, k, self.queue, self.temperature)
+        # the keys of the global batch join in rank order; enqueue makes a new queue array, so
+        # the loss's graph keeps the one it used
+        self.enqueue((dist.all_gather(k) if self.distributed else k).data)
         return loss
 
     def enqueue(self, keys):
-        """Overwrite the oldest len(keys) entries (FIFO); K must be a multiple of the batch."""
+        """Drop the oldest len(keys) rows of the queue and append `keys` (FIFO)."""
         size = self.queue.shape[0]
-        batch = keys.shape[0]
-        if size % batch:
-            raise ValueError(f"MoCo.enqueue: the queue size {size} must be a multiple of the batch "
-                             f"size {batch} (use drop_last=True batches)")
-        self.queue[self.queue_ptr:self.queue_ptr + batch] = keys
-        self.queue_ptr = (self.queue_ptr + batch) % size
+        if not 1 <= keys.shape[0] <= size:
+            raise ValueError(f"MoCo.enqueue: {keys.shape[0]} keys for a queue of {size}: a batch "
+                             f"must be between 1 and the queue size")
+        if tuple(keys.shape[1:]) != tuple(self.queue.shape[1:]):
+            raise ValueError(f"MoCo.enqueue: keys of shape {tuple(keys.shape)} for a queue of "
+                             f"shape {tuple(self.queue.shape)}")
+        queue = self.queue
+        self._buffers["queue"] = backend.get_xp(queue).concatenate([queue[keys.shape[0]:], keys])
 
     def update_key_encoder(self, momentum=None):
         """theta_k <- m theta_k + (1 - m) theta_q, in place, no graph."""

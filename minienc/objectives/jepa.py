@@ -43,7 +43,9 @@ covariance terms, on one view: the context encoder's embeddings average-pooled p
     L += w_var * mean_d relu(1 - sqrt(Var_b z_d + eps))      every feature varies over images
        + w_cov * sum_{d != e} Cov_b(z)_de^2 / D              and features do not repeat each other
 
-(variance_weight, covariance_weight; both 0 by default, which is exactly I-JEPA.)
+(variance_weight, covariance_weight; both 0 by default, which is exactly I-JEPA.) With
+distributed=True (minienc.distributed) these batch statistics, and those of "layer+batch", are
+over the global batch: the pooled embeddings are gathered from every process, with a gradient.
 
 The predictor runs all T blocks in ONE pass, as the released code does: the context tokens are
 repeated once per block and each copy is followed by that block's mask tokens, so the blocks of
@@ -55,7 +57,8 @@ trunc_normal(0.02) AFTER the 1/sqrt(2 * layer) rescale of the blocks' output pro
 undoes the rescale; minienc keeps it (init_transformer_weights). target_norm="layer+batch" is
 not in I-JEPA: it is an option for the small-scale study (README).
 """
-from .. import backend, ops
+from .. import backend, checks, ops
+from .. import distributed as dist
 from ..nn import init
 from ..nn.layers import Linear
 from ..nn.module import Module
@@ -65,10 +68,16 @@ from ..nn.vit import VisionTransformer, gather_tokens, get_2d_sincos_pos_embed
 from ..optim.ema import EMA
 from ..optim.optimizer import param_groups_without_decay
 from ..engine import as_array, no_grad
+from .contrastive import projection_head
+from .sigreg import sigreg
 from .vicreg import variance_covariance  # the one implementation, shared with VICReg
 
 LOSSES = ("smooth_l1", "l2")
 TARGET_NORMS = ("layer", "layer+batch", None)
+TARGET_ENCODERS = ("ema", "shared")
+SIGREG_INPUTS = ("context", "target", "tokens", "projection")
+TARGET_VIEWS = ("image", "targets")
+PREDICTION_LEVELS = ("tokens", "image")
 
 
 def _indices(name, idx, batch, ndim, num_patches, device):
@@ -107,7 +116,7 @@ class JEPAPredictor(Module):
 
     def __init__(self, grid_size, embed_dim, dim=None, depth=6, num_heads=4, mlp_ratio=4.0):
         dim = dim or embed_dim // 2
-        self.grid_size = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
+        self.grid_size = checks.pair("JEPAPredictor", "grid_size", grid_size, minimum=1)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.embed_dim, self.dim = embed_dim, dim
         self.embed = Linear(embed_dim, dim)
@@ -142,7 +151,7 @@ class JEPAPredictor(Module):
 
 
 class IJEPA(Module):
-    """Context encoder + EMA target encoder + predictor, and the loss between them.
+    """Context encoder + target encoder + predictor, and the loss between them.
 
     jepa = IJEPA(VisionTransformer(...), predictor_dim=32, predictor_depth=2)
     opt = AdamW(jepa.param_groups(weight_decay=0.04), lr=1e-3)   # never the target encoder
@@ -154,71 +163,184 @@ class IJEPA(Module):
     (patch position, feature) over the batch's images (NOT in I-JEPA; see `targets`); None:
     the raw outputs. loss: "smooth_l1" (code) or "l2" (paper). variance_weight,
     covariance_weight: the VICReg terms on the pooled context embeddings (module docstring;
-    0 = I-JEPA as released).
+    0 = I-JEPA as released). distributed: the batch statistics over every process's batch.
+
+    The guards against collapse, each a switch (the module docstring's last section; 
+    demos/collapse.py removes them one at a time):
+    target_encoder: "ema" (I-JEPA: a frozen EMA copy) or "shared" (the context encoder itself).
+    stop_gradient: with a shared encoder, whether the targets are constants (True) or carry
+        a gradient into the encoder (False). An EMA target never gets one.
+    predictor_depth=0: no predictor; the pooled context embedding predicts the pooled targets.
+    sigreg_weight, sigreg_on: SIGReg (objectives/sigreg.py) on "context" (the context
+        encoder's tokens pooled per image), "target" (the pooled embeddings of the target
+        pass, the representation evaluated; needs a shared encoder), or "tokens" (every
+        context token, not pooled); sigreg_proj_dim > 0 puts LeJEPA's BatchNorm-MLP projector
+        (width sigreg_hidden) between them and SIGReg. prediction_level "image": each image's
+        predictions and targets are pooled over its target patches before the loss (and the
+        projector), so the position of a patch is no longer part of what is predicted.
+        target_sees: "image" (I-JEPA: the target encoder sees
+        the whole image) or "targets" (only the target patches: a second masked view).
     """
 
     def __init__(self, encoder, predictor_dim=None, predictor_depth=6, predictor_heads=None,
-                 loss="smooth_l1", target_norm="layer", variance_weight=0.0, covariance_weight=0.0):
+                 loss="smooth_l1", target_norm="layer", variance_weight=0.0, covariance_weight=0.0,
+                 target_encoder="ema", stop_gradient=True, sigreg_weight=0.0, sigreg_on="context",
+                 target_sees="image", sigreg_proj_dim=0, sigreg_hidden=256, num_directions=256,
+                 prediction_level="tokens", distributed=False):
         if not isinstance(encoder, VisionTransformer) or encoder.cls_token is not None:
             raise ValueError("IJEPA: the encoder must be a VisionTransformer without a CLS token")
-        if target_norm not in TARGET_NORMS:
-            raise ValueError(f"IJEPA: target_norm must be one of {TARGET_NORMS}, got {target_norm!r}")
-        if loss not in LOSSES:
-            raise ValueError(f"IJEPA: loss must be one of {LOSSES}, got {loss!r}")
+        for name, value, choices in (("target_norm", target_norm, TARGET_NORMS), ("loss", loss, LOSSES),
+                                     ("target_encoder", target_encoder, TARGET_ENCODERS),
+                                     ("sigreg_on", sigreg_on, SIGREG_INPUTS),
+                                     ("target_sees", target_sees, TARGET_VIEWS),
+                                     ("prediction_level", prediction_level, PREDICTION_LEVELS)):
+            if value not in choices:
+                raise ValueError(f"IJEPA: {name} must be one of {choices}, got {value!r}")
+        if target_encoder == "ema" and not stop_gradient:
+            raise ValueError("IJEPA: an EMA target encoder never gets a gradient; stop_gradient=False "
+                             "needs target_encoder='shared'")
+        if sigreg_weight and sigreg_on == "target" and (target_encoder == "ema"):
+            raise ValueError("IJEPA: SIGReg on the target pass needs target_encoder='shared' (an EMA "
+                             "target gets no gradient)")
         self.context_encoder = encoder
-        self._ema = EMA(encoder)   # a deep copy, frozen: no gradient, never in the optimizer
-        self.target_encoder = self._ema.target
-        self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim,
-                                       predictor_depth, predictor_heads or encoder.num_heads)
+        self.shared = target_encoder == "shared"
+        if self.shared:
+            self._ema = None
+            self.target_encoder = encoder   # the same module: listed once among the parameters
+        else:
+            self._ema = EMA(encoder)   # a deep copy, frozen: no gradient, never in the optimizer
+            self.target_encoder = self._ema.target
+        self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim, predictor_depth,
+                                       predictor_heads or encoder.num_heads) if predictor_depth else None
         self.loss_name, self.target_norm = loss, target_norm
         self.variance_weight, self.covariance_weight = float(variance_weight), float(covariance_weight)
+        self.stop_gradient, self.target_sees = bool(stop_gradient), target_sees
+        self.sigreg_weight, self.sigreg_on = float(sigreg_weight), sigreg_on
+        self.num_directions = int(num_directions)
+        self.prediction_level = prediction_level
+        self.distributed = distributed
+        # LeJEPA's BatchNorm-MLP projector between the embeddings and SIGReg (0: none)
+        self.projector = projection_head(encoder.dim, sigreg_hidden, sigreg_proj_dim, num_layers=3) \
+            if sigreg_weight and sigreg_proj_dim else None
+        self.projector_dim = sigreg_proj_dim
+        if sigreg_weight and sigreg_on == "projection" and not sigreg_proj_dim:
+            raise ValueError("IJEPA: sigreg_on='projection' needs a projector (sigreg_proj_dim > 0)")
 
     def param_groups(self, weight_decay):
-        """AdamW groups of the TRAINED parts (context encoder, predictor): weights with
+        """AdamW groups of the TRAINED parts (context encoder, predictor, projector): weights with
         `weight_decay`, biases and norm parameters without, as I-JEPA's init_opt."""
-        return param_groups_without_decay([self.context_encoder, self.predictor], weight_decay)
+        trained = [m for m in (self.context_encoder, self.predictor, self.projector) if m is not None]
+        return param_groups_without_decay(trained, weight_decay)
+
+    def _target_tokens(self, images, target_idx):
+        """The target pass: (B, N, D) tokens of the whole image, or (B, T*Kt, D) of the target
+        patches alone (target_sees="targets")."""
+        b, t, kt = target_idx.shape
+        if self.target_sees == "targets":
+            return self.target_encoder(images, target_idx.reshape(b, t * kt))
+        return self.target_encoder(images)
+
+    def _normalise(self, h):
+        if self.target_norm is not None:
+            h = ops.layer_norm(h, eps=1e-5)  # F.layer_norm(h, (D,)) in the released code
+        if self.target_norm == "layer+batch":
+            # On small images the fixed position embeddings dominate every token, so most of
+            # a target is predictable from its position alone and the encoder lowers the
+            # loss by shrinking what varies between images. Standardising each position's
+            # feature over the batch leaves only that variation, at unit scale.
+            batch = dist.all_gather(h) if self.distributed else h
+            h = (h - batch.mean(axis=0, keepdims=True)) / (batch.var(axis=0, keepdims=True) + 1e-5).sqrt()
+        return h
+
+    def _gather(self, h, target_idx):
+        b, t, kt = target_idx.shape
+        if self.target_sees == "image":
+            h = gather_tokens(h, target_idx.reshape(b, t * kt))
+        return h.reshape(b, t, kt, h.shape[-1])
 
     def targets(self, images, target_idx):
         """(B, T, Kt, D): the target encoder's (layer-normed) embeddings of the target patches;
         no graph, so no gradient can reach the target encoder."""
         with no_grad():
-            h = self.target_encoder(images)
-            if self.target_norm is not None:
-                h = ops.layer_norm(h, eps=1e-5)  # F.layer_norm(h, (D,)) in the released code
-            if self.target_norm == "layer+batch":
-                # On small images the fixed position embeddings dominate every token, so most of
-                # a target is predictable from its position alone and the encoder lowers the
-                # loss by shrinking what varies between images. Standardising each position's
-                # feature over the batch leaves only that variation, at unit scale.
-                h = (h - h.mean(axis=0, keepdims=True)) / (h.var(axis=0, keepdims=True) + 1e-5).sqrt()
-            b, t, kt = target_idx.shape
-            return gather_tokens(h, target_idx.reshape(b, t * kt)).reshape(b, t, kt, h.shape[-1])
+            return self._gather(self._normalise(self._target_tokens(images, target_idx)), target_idx)
 
-    def forward(self, images, context_idx, target_idx):
+    def forward(self, images, context_idx, target_idx, target_images=None):
         """The scalar loss for one batch and its masks (host or device index arrays)."""
-        return self.terms(images, context_idx, target_idx)["loss"]
+        return self.terms(images, context_idx, target_idx, target_images)["loss"]
 
-    def terms(self, images, context_idx, target_idx):
+    def terms(self, images, context_idx, target_idx, target_images=None, directions=None):
         """{"loss": the total, "prediction": the JEPA loss, and with nonzero weights "variance"
-        and "covariance" (unweighted)}: a Trainer step_fn may return this dict to log each."""
+        and "covariance" (unweighted) and "sigreg"}: a Trainer step_fn may return this dict to
+        log each. target_images: what the target pass sees (default: the same images; another
+        augmentation of them for augmented views). directions: SIGReg's, fixed (else drawn)."""
         device = self.context_encoder.device
         b = images.shape[0]
         n = self.context_encoder.num_patches
         context_idx = _indices("IJEPA context_idx", context_idx, b, 2, n, device)
         target_idx = _indices("IJEPA target_idx", target_idx, b, 3, n, device)
-        targets = self.targets(images, target_idx)
+        target_images = images if target_images is None else target_images
+        pooled_target = None
+        if self.shared and (not self.stop_gradient or (self.sigreg_weight and self.sigreg_on == "target")):
+            h = self._target_tokens(target_images, target_idx)               # with a graph
+            pooled_target = h.mean(axis=1)
+            h = h.detach() if self.stop_gradient else h
+            targets = self._gather(self._normalise(h), target_idx)
+        else:
+            targets = self.targets(target_images, target_idx)
         context = self.context_encoder(images, context_idx)                 # (B, Kc, D)
-        predictions = self.predictor(context, context_idx, target_idx)      # (B, T, Kt, D)
-        prediction = jepa_loss(predictions, targets, self.loss_name)
-        if not (self.variance_weight or self.covariance_weight):
-            return {"loss": prediction, "prediction": prediction}
-        variance, covariance = variance_covariance(context.mean(axis=1))
-        loss = prediction + self.variance_weight * variance + self.covariance_weight * covariance
-        return {"loss": loss, "prediction": prediction, "variance": variance, "covariance": covariance}
+        if self.predictor is not None:
+            predictions = self.predictor(context, context_idx, target_idx)  # (B, T, Kt, D)
+            if self.prediction_level == "image":   # each image's predictions and targets pooled
+                predictions, targets = predictions.mean(axis=(1, 2)), targets.mean(axis=(1, 2))
+        else:   # no predictor: the pooled context must match the pooled targets
+            predictions, targets = context.mean(axis=1), targets.mean(axis=(1, 2))
+        out = {}
+        if self.sigreg_weight and self.sigreg_on == "projection":
+            prediction, out["sigreg"] = self._in_projection(predictions, targets, directions)
+            loss = prediction + self.sigreg_weight * out["sigreg"]
+        else:
+            prediction = loss = jepa_loss(predictions, targets, self.loss_name)
+        out["prediction"] = prediction
+        if self.variance_weight or self.covariance_weight:
+            out["variance"], out["covariance"] = variance_covariance(self._batch(context.mean(axis=1)))
+            loss = loss + self.variance_weight * out["variance"] + self.covariance_weight * out["covariance"]
+        if self.sigreg_weight and self.sigreg_on != "projection":
+            z = {"context": lambda: context.mean(axis=1), "target": lambda: pooled_target,
+                 "tokens": lambda: context.reshape(-1, context.shape[-1])}[self.sigreg_on]()
+            z = self.projector(z) if self.projector is not None else z
+            out["sigreg"] = sigreg(self._batch(z), directions, self.num_directions)
+            loss = loss + self.sigreg_weight * out["sigreg"]
+        out["loss"] = loss
+        return out
+
+    def _in_projection(self, predictions, targets, directions):
+        """LeJEPA's structure with a predictor: predictions and targets (B, ..., D) through ONE
+        projector pass (its BatchNorm sees both), the loss between them there, and SIGReg on
+        each image's projections pooled -- the predictions', and the targets' when they carry
+        a gradient -- so the term that spreads the embeddings acts where the prediction is
+        measured (through a projector of its own, the projector alone would be spread)."""
+        b, d = predictions.shape[0], predictions.shape[-1]
+        flat = ops.concatenate([predictions.reshape(-1, d), targets.reshape(-1, d)], axis=0)
+        z = self.projector(flat).reshape(2, b, -1, self.projector_dim)      # (2, B, tokens or 1, K)
+        predicted, target = z[0], z[1]
+        if self.stop_gradient:
+            target = target.detach()
+        prediction = jepa_loss(predicted, target, self.loss_name)
+        pooled = z.mean(axis=2)                                             # (2, B, K)
+        pooled = pooled if not self.stop_gradient else pooled[:1]
+        if self.distributed:   # the global batch's samples, view by view
+            pooled = dist.all_gather(pooled.transpose(1, 0, 2)).transpose(1, 0, 2)
+        return prediction, sigreg(pooled, directions, self.num_directions)
+
+    def _batch(self, z):
+        """z, or with distributed=True every process's z gathered (with a gradient)."""
+        return dist.all_gather(z) if self.distributed else z
 
     def update_target(self, momentum):
-        """theta_target <- m * theta_target + (1 - m) * theta_context, in place (after a step)."""
-        self._ema.update(momentum)
+        """theta_target <- m * theta_target + (1 - m) * theta_context, in place (after a step);
+        nothing with a shared encoder (it is its own target)."""
+        if self._ema is not None:
+            self._ema.update(momentum)
 
     def embed(self, images):
         """(B, D): the target encoder on whole images, average-pooled over patches."""

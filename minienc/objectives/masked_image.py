@@ -24,7 +24,7 @@ token knows where it came from.
 The encoder is a plain `nn.VisionTransformer`: after pre-training it embeds whole images, and
 `MAE.embed` average-pools its patch tokens into one vector per image for the probes.
 """
-from .. import backend, ops
+from .. import backend, checks, ops
 from ..nn import init
 from ..nn.layers import Linear
 from ..nn.module import Module
@@ -48,12 +48,8 @@ def random_masking(batch, num_patches, mask_ratio, device=None, rng=None):
       mask        (B, N) float32, 1 = removed (to reconstruct), 0 = kept; in raster order
     Drawn from `rng` (default: minienc's seeded generator of `device`) on the device, no host sync.
     """
-    if not 0.0 <= mask_ratio < 1.0:
-        raise ValueError(f"random_masking: mask_ratio must be in [0, 1), got {mask_ratio}")
-    keep = int(num_patches * (1.0 - mask_ratio))
-    if batch < 1 or keep < 1:
-        raise ValueError(f"random_masking: batch {batch} and {num_patches} patches at mask ratio "
-                         f"{mask_ratio} leave {keep} patches to keep; need at least one of each")
+    checks.positive_int("random_masking", "batch", batch)
+    keep = kept_patches("random_masking", num_patches, mask_ratio)
     device = backend.check_device(device or backend.get_device())
     xp = backend.xp_for(device)
     rng = rng if rng is not None else backend.rng(device)
@@ -63,6 +59,18 @@ def random_masking(batch, num_patches, mask_ratio, device=None, rng=None):
     # position of each raster patch in the shuffled order; the first `keep` of those are kept
     mask = (ids_restore >= keep).astype(xp.float32)
     return ids_shuffle[:, :keep], ids_restore, mask
+
+
+def kept_patches(owner, num_patches, mask_ratio):
+    """K = int(N * (1 - mask_ratio)), checked to keep at least one patch and remove at least one
+    (with none removed the loss is 0/0; with none kept the encoder sees nothing)."""
+    checks.in_range(owner, "mask_ratio", mask_ratio, 0.0, 1.0, include_low=False, include_high=False)
+    checks.positive_int(owner, "num_patches", num_patches)
+    keep = int(num_patches * (1.0 - mask_ratio))
+    if not 1 <= keep <= num_patches - 1:
+        raise ValueError(f"{owner}: mask_ratio {mask_ratio} of {num_patches} patches keeps {keep}; "
+                         f"it must keep at least 1 patch and remove at least 1")
+    return keep
 
 
 def patch_targets(images, patch_size, norm_pix_loss=False):
@@ -91,9 +99,13 @@ def mae_loss(pred, target, mask):
                          f"{tuple(mask.shape)} must be (B, N, P), (B, N, P) and (B, N)")
     mask = as_array(mask)
     mask = mask.astype(pred.dtype, copy=False)   # a 0/1 indicator: exact in any float dtype
+    removed = mask.sum()
+    if not backend.is_cupy(mask) and not removed > 0:  # a host check only where it costs no sync
+        raise ValueError(f"mae_loss: the mask {tuple(mask.shape)} marks no patch as removed, so "
+                         f"there is nothing to average the loss over")
     diff = pred - target
     per_patch = (diff * diff).mean(axis=-1)
-    return (per_patch * mask).sum() / mask.sum()
+    return (per_patch * mask).sum() / removed
 
 
 class MAE(Module):
@@ -113,12 +125,15 @@ class MAE(Module):
     def __init__(self, image_size=8, patch_size=2, in_channels=1, dim=64, depth=4, num_heads=4,
                  decoder_dim=32, decoder_depth=2, decoder_num_heads=4, mlp_ratio=4.0, mask_ratio=0.75,
                  norm_pix_loss=False, encoder=None):
+        checks.positive_int("MAE", "decoder_dim", decoder_dim)
+        checks.non_negative_int("MAE", "decoder_depth", decoder_depth)
         self.encoder = encoder if encoder is not None else VisionTransformer(
             image_size, patch_size, in_channels, dim, depth, num_heads, mlp_ratio,
             pos_embed="sincos", weight_init="xavier")
         enc = self.encoder
         self.patch_size, self.in_channels = enc.patch_embed.patch_size, enc.patch_embed.in_channels
         self.num_patches, self.grid_size = enc.num_patches, enc.grid_size
+        kept_patches("MAE", self.num_patches, mask_ratio)
         self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
         if norm_pix_loss and self.patch_size ** 2 * self.in_channels < 2:
             raise ValueError(f"MAE: norm_pix_loss needs patches of at least 2 values, got "

@@ -36,7 +36,7 @@ Where this departs from the released sampler, and why:
 """
 import math
 
-from .. import backend
+from .. import backend, checks
 
 CUTS = ("raster", "random")
 
@@ -51,14 +51,6 @@ def block_size(grid_size, scale, aspect):
     return min(max(h, 1), gh), min(max(w, 1), gw)
 
 
-def _range(name, value, low=0.0, high=math.inf):
-    lo, hi = value
-    if not (low < lo <= hi <= high):
-        raise ValueError(f"MultiBlockMaskSampler: {name} must be (min, max) with "
-                         f"{low} < min <= max <= {high}, got {value}")
-    return float(lo), float(hi)
-
-
 class MultiBlockMaskSampler:
     """sampler(batch_size, rng=None) -> (context (B, Kc), targets (B, T, Kt)) host int64 arrays.
 
@@ -71,19 +63,17 @@ class MultiBlockMaskSampler:
     def __init__(self, grid_size, num_targets=4, target_scale=(0.15, 0.2),
                  target_aspect=(0.75, 1.5), context_scale=(0.85, 1.0), context_aspect=(1.0, 1.0),
                  min_context=10, cut="raster", max_tries=100):
-        self.grid_size = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
+        self.grid_size = checks.pair("MultiBlockMaskSampler", "grid_size", grid_size, minimum=1)
         gh, gw = self.grid_size
-        if gh < 1 or gw < 1:
-            raise ValueError(f"MultiBlockMaskSampler: grid_size must be positive, got {grid_size}")
         if num_targets < 1:
             raise ValueError(f"MultiBlockMaskSampler: num_targets must be >= 1, got {num_targets}")
         if cut not in CUTS:
             raise ValueError(f"MultiBlockMaskSampler: cut must be one of {CUTS}, got {cut!r}")
         self.num_targets, self.cut, self.max_tries = num_targets, cut, max_tries
-        self.target_scale = _range("target_scale", target_scale, high=1.0)
-        self.target_aspect = _range("target_aspect", target_aspect)
-        self.context_scale = _range("context_scale", context_scale, high=1.0)
-        self.context_aspect = _range("context_aspect", context_aspect)
+        self.target_scale = checks.span("MultiBlockMaskSampler", "target_scale", target_scale, high=1.0)
+        self.target_aspect = checks.span("MultiBlockMaskSampler", "target_aspect", target_aspect)
+        self.context_scale = checks.span("MultiBlockMaskSampler", "context_scale", context_scale, high=1.0)
+        self.context_aspect = checks.span("MultiBlockMaskSampler", "context_aspect", context_aspect)
         self.min_context = min_context
         n = gh * gw
         if int(n * self.target_scale[0]) < 1:

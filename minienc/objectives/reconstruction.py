@@ -36,8 +36,8 @@ Reconstruction term, -log p(x | decoder output), for two decoders:
    The embedding is mu. New images: decode z ~ N(0, I); interpolation: decode points on the line
    between two inputs' mu.
 """
-from .. import backend
-from ..data.augment import Augmentation, GaussianNoise
+from .. import backend, checks
+from ..data.augment import GaussianNoise, MaskingNoise, SaltAndPepperNoise
 from ..nn import ConvDecoder, ConvEncoder, Flatten, MLPEncoder, Module, Sequential, Unflatten
 from ..ops import binary_cross_entropy_with_logits, mse_loss, sigmoid
 from ..optim import Constant, LinearSchedule
@@ -57,9 +57,9 @@ def reconstruction_loss(output, target, likelihood="bernoulli", sigma=1.0):
     """-log p(target | output), summed over each example's values, averaged over the batch.
     output: the decoder's raw output (logits for "bernoulli", means for "gaussian"), (B, ...)."""
     _check_likelihood("reconstruction_loss", likelihood)
-    if output.shape != target.shape or len(output.shape) < 2:
+    if output.shape != target.shape or len(output.shape) < 2 or output.shape[0] < 1:
         raise ValueError(f"reconstruction_loss: output {tuple(output.shape)} and target "
-                         f"{tuple(target.shape)} must have the same shape (B, ...)")
+                         f"{tuple(target.shape)} must have the same shape (B, ...), B >= 1")
     per_example = 1.0 / output.shape[0]
     if likelihood == "bernoulli":
         return binary_cross_entropy_with_logits(output, target, reduction="sum") * per_example
@@ -75,51 +75,7 @@ def decoder_mean(output, likelihood="bernoulli"):
     return sigmoid(output) if likelihood == "bernoulli" else output
 
 
-# ----- corruptions for the denoising autoencoder -----------------------------------------------------
-
-def exact_fraction_mask(gen, xp, shape, fraction):
-    """Boolean (N, ...) with exactly round(fraction * D) True entries in each example's D entries,
-    chosen uniformly at random on the device: rank random keys within each row and keep the
-    lowest ranks (Vincent et al. corrupt a fixed number of components per example)."""
-    n = shape[0]
-    d = 1
-    for size in shape[1:]:
-        d *= size
-    count = int(round(fraction * d))
-    keys = gen.random((n, d), dtype=backend.DEFAULT_DTYPE)
-    # argsort gives a strict order even on tied keys, so the count is exact
-    ranks = xp.argsort(xp.argsort(keys, axis=1), axis=1)
-    return (ranks < count).reshape(shape)
-
-
-class MaskingNoise(Augmentation):
-    """Masking noise: exactly round(fraction * D) values of each image (all channels and pixels
-    together), chosen at random, are set to 0."""
-
-    def __init__(self, fraction=0.25):
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"{type(self).__name__}: fraction must be in [0, 1], got {fraction}")
-        self.fraction = fraction
-
-    def apply(self, x, gen, xp):
-        mask = exact_fraction_mask(gen, xp, x.shape, self.fraction)
-        return xp.where(mask, self.fill(gen, xp, x), x)
-
-    def fill(self, gen, xp, x):
-        return xp.zeros((), dtype=x.dtype)
-
-
-class SaltAndPepperNoise(MaskingNoise):
-    """Salt-and-pepper noise: the chosen values become `low` or `high` by a fair coin each."""
-
-    def __init__(self, fraction=0.25, low=0.0, high=1.0):
-        super().__init__(fraction)
-        self.low, self.high = low, high
-
-    def fill(self, gen, xp, x):
-        coin = gen.random(x.shape, dtype=x.dtype) < 0.5
-        return xp.where(coin, xp.asarray(self.high, dtype=x.dtype), xp.asarray(self.low, dtype=x.dtype))
-
+# ----- corruptions for the denoising autoencoder (the noises live in minienc/data/augment.py) ------
 
 CORRUPTIONS = ("gaussian", "mask", "salt_and_pepper")
 
@@ -142,9 +98,9 @@ def corruption(kind="mask", level=0.25):
 # ----- the VAE's pieces ------------------------------------------------------------------------------
 
 def _check_gaussian_params(name, mu, logvar):
-    if mu.shape != logvar.shape or len(mu.shape) != 2:
+    if mu.shape != logvar.shape or len(mu.shape) != 2 or 0 in mu.shape:
         raise ValueError(f"{name}: mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must both "
-                         f"have shape (B, J)")
+                         f"have shape (B, J), B and J >= 1")
 
 
 def reparameterize(mu, logvar, eps=None):
@@ -170,6 +126,8 @@ def kl_weight_schedule(beta=1.0, warmup_steps=0):
     """beta as a function of the step: a linear warm-up from 0 to `beta` over `warmup_steps`
     (0: constant beta). Give it to the Trainer: schedules={"beta": kl_weight_schedule(1.0, 500)}
     and read trainer.values["beta"] in the step."""
+    checks.non_negative("kl_weight_schedule", "beta", beta)
+    checks.non_negative_int("kl_weight_schedule", "warmup_steps", warmup_steps)
     return LinearSchedule(0.0, beta, warmup_steps) if warmup_steps else Constant(beta)
 
 
@@ -191,7 +149,8 @@ def build_encoder_decoder(image_shape, latent_dim, code_dim=None, arch="mlp", hi
     """
     if len(image_shape) != 3:
         raise ValueError(f"build_encoder_decoder: image_shape must be (C, H, W), got {tuple(image_shape)}")
-    c, h, w = image_shape
+    c, h, w = (checks.positive_int("build_encoder_decoder", "image_shape", n) for n in image_shape)
+    checks.positive_int("build_encoder_decoder", "latent_dim", latent_dim)
     code_dim = latent_dim if code_dim is None else code_dim
     if arch == "mlp":
         encoder = Sequential(Flatten(), MLPEncoder(c * h * w, tuple(hidden), code_dim))
@@ -220,6 +179,7 @@ class Autoencoder(Module):
 
     def __init__(self, encoder, decoder, likelihood="bernoulli", sigma=1.0):
         _check_likelihood(type(self).__name__, likelihood)
+        checks.positive(type(self).__name__, "sigma", sigma)
         self.encoder, self.decoder = encoder, decoder
         self.likelihood, self.sigma = likelihood, sigma
 
@@ -272,7 +232,7 @@ class VAE(Autoencoder):
 
     def __init__(self, encoder, decoder, latent_dim, likelihood="bernoulli", sigma=1.0):
         super().__init__(encoder, decoder, likelihood, sigma)
-        self.latent_dim = latent_dim
+        self.latent_dim = checks.positive_int("VAE", "latent_dim", latent_dim)
 
     def posterior(self, x):
         """(mu, logvar) of q(z | x), each (B, J)."""

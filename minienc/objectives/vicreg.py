@@ -26,8 +26,11 @@ variance terms are averaged, the two covariance terms summed (the paper sums bot
 
 `variance_covariance` is the ONE implementation of the variance and covariance terms in minienc:
 I-JEPA's optional anti-collapse terms (objectives/jepa.py) import it from here. It is also where
-statistics over the batch are taken (the released code all-gathers z from every GPU before it).
+statistics over the batch are taken (the released code all-gathers z from every GPU before it;
+`distributed=True` does the same with minienc.distributed.all_gather, whose gradient reaches
+every process's embeddings; the invariance term stays each process's own mean).
 """
+from .. import distributed as dist
 from .. import ops
 from ..nn import Module
 from .contrastive import _check_embeddings, projection_head
@@ -51,11 +54,14 @@ def variance_covariance(embeddings, gamma=1.0, eps=1e-4):
 
 
 def vicreg_terms(z1, z2, invariance_weight=25.0, variance_weight=25.0, covariance_weight=1.0,
-                 gamma=1.0, eps=1e-4):
+                 gamma=1.0, eps=1e-4, distributed=False):
     """{"loss", "invariance", "variance", "covariance"} of the embeddings (B, D) of two views;
-    the terms unweighted (variance: the mean of the two views', covariance: their sum)."""
+    the terms unweighted (variance: the mean of the two views', covariance: their sum).
+    distributed: variance and covariance over every process's embeddings."""
     _check_embeddings("vicreg", z1, z2)
     invariance = ops.mse_loss(z1, z2)
+    if distributed:
+        z1, z2 = dist.all_gather(z1), dist.all_gather(z2)
     variance1, covariance1 = variance_covariance(z1, gamma, eps)
     variance2, covariance2 = variance_covariance(z2, gamma, eps)
     variance = (variance1 + variance2) * 0.5
@@ -83,15 +89,18 @@ class VICReg(Module):
     model = VICReg(encoder, vicreg_expander(64, 256, 256))
     loss = model.loss(augment(x), augment(x))
     terms = model.terms(augment(x), augment(x))   # a dict a Trainer step may return to log each
+
+    distributed=True: the batch statistics over every process's batch (minienc.distributed);
+    for the expander's too, `nn.SyncBatchNorm.convert(model)`.
     """
 
     def __init__(self, encoder, expander, invariance_weight=25.0, variance_weight=25.0,
-                 covariance_weight=1.0, gamma=1.0, eps=1e-4):
+                 covariance_weight=1.0, gamma=1.0, eps=1e-4, distributed=False):
         self.encoder, self.expander = encoder, expander
         self.weights = dict(invariance_weight=float(invariance_weight),
                             variance_weight=float(variance_weight),
                             covariance_weight=float(covariance_weight), gamma=float(gamma),
-                            eps=float(eps))
+                            eps=float(eps), distributed=bool(distributed))
 
     def forward(self, images):
         return self.encoder(images)

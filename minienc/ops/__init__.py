@@ -1,5 +1,7 @@
 """Differentiable operations, grouped by kind. Each is a `Function` subclass with a small
-functional wrapper; `Tensor` methods and operators call the wrappers."""
+functional wrapper; `Tensor` methods and operators call the wrappers. Each class is the reference:
+the formula of its docstring. Where a faster variant exists (minienc/kernels/), the wrapper asks
+`kernels.variant(Class, x)` which one to run."""
 from .elementwise import (abs, add, astype, clip, div, exp, gelu, log, maximum, minimum, mul, neg,
                           pow, relu, sigmoid, softplus, sqrt, sub, tanh, where)
 from .linalg import matmul

@@ -17,24 +17,21 @@ any finite score is at least exp(0) = 1, so clamping it at 1 only ever touches a
 heads with views, and writes the gradients of q, k and v straight into one packed array: no
 split/merge ops and no concatenation in the graph.
 """
+from .. import checks, kernels
 from ..backend import get_xp
 from ..engine import as_array, Function
+from .reduce import shift_for_exp
 
 
-def _scores_to_weights(s, masked):
-    """Softmax over the last axis in place (s is our own array); see the module docstring."""
+def scores_to_weights(s, masked):
+    """softmax(s) over the last axis; with `masked`, all-masked rows give 0 (module docstring)."""
     xp = get_xp(s)
-    top = s.max(axis=-1, keepdims=True)
-    if masked:
-        top = xp.where(top == float("-inf"), s.dtype.type(0), top)
-    s -= top
-    xp.exp(s, out=s)
-    # row sums as one matrix-vector product: much faster than a reduction over a short axis
-    total = (s.reshape(-1, s.shape[-1]) @ xp.ones(s.shape[-1], dtype=s.dtype)).reshape(top.shape)
+    top = shift_for_exp(s, axis=-1) if masked else s.max(axis=-1, keepdims=True)
+    e = xp.exp(s - top)
+    total = e.sum(axis=-1, keepdims=True)
     if masked:
         total = xp.maximum(total, 1.0)  # only all-masked rows (total 0) are changed: weights 0
-    s /= total
-    return s
+    return e / total
 
 
 def _padding_bias(key_padding_mask, scores_ndim, dtype):
@@ -45,33 +42,33 @@ def _padding_bias(key_padding_mask, scores_ndim, dtype):
     return bias.reshape((b,) + (1,) * (scores_ndim - 2) + (lk,))
 
 
-def attention_forward(q, k, v, scale, attn_mask=None, key_padding_mask=None):
-    """(output, weights) for arrays q (..., Lq, d), k (..., Lk, d), v (..., Lk, dv)."""
-    s = q @ k.swapaxes(-1, -2)
-    s *= scale
+def masked_scores(s, attn_mask, key_padding_mask):
+    """The scores s with the additive mask and the padding's -inf added (s is our own array)."""
     if attn_mask is not None:
-        s += attn_mask
+        s = s + attn_mask
     if key_padding_mask is not None:
         if key_padding_mask.shape != (s.shape[0], s.shape[-1]):
             raise ValueError(f"attention: key_padding_mask has shape {tuple(key_padding_mask.shape)}, "
                              f"expected (batch, keys) = {(s.shape[0], s.shape[-1])}")
-        s += _padding_bias(key_padding_mask, s.ndim, s.dtype)
-    p = _scores_to_weights(s, attn_mask is not None or key_padding_mask is not None)
+        s = s + _padding_bias(key_padding_mask, s.ndim, s.dtype)
+    return s
+
+
+def attention_forward(q, k, v, scale, attn_mask=None, key_padding_mask=None):
+    """(output, weights) for arrays q (..., Lq, d), k (..., Lk, d), v (..., Lk, dv)."""
+    s = masked_scores((q @ k.swapaxes(-1, -2)) * scale, attn_mask, key_padding_mask)
+    p = scores_to_weights(s, attn_mask is not None or key_padding_mask is not None)
     return p @ v, p
 
 
 def attention_backward(g, q, k, v, p, scale, need_mask_grad=False):
     """(dq, dk, dv, d_attn_mask or None) for the upstream gradient g of the output."""
     dv = p.swapaxes(-1, -2) @ g
-    ds = g @ v.swapaxes(-1, -2)                      # dP
-    ds -= get_xp(p).einsum("...ij,...ij->...i", ds, p)[..., None]  # rowsum(dP * P), no temporary
-    ds *= p                                          # dS, the gradient of the (masked) scores
-    dmask = ds if need_mask_grad else None           # (not modified below)
-    dq = ds @ k
-    dq *= scale
-    dk = ds.swapaxes(-1, -2) @ q
-    dk *= scale
-    return dq, dk, dv, dmask
+    dp = g @ v.swapaxes(-1, -2)
+    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))   # the gradient of the (masked) scores
+    dq = (ds @ k) * scale
+    dk = (ds.swapaxes(-1, -2) @ q) * scale
+    return dq, dk, dv, (ds if need_mask_grad else None)
 
 
 def _check_qkv(q, k, v):
@@ -82,28 +79,37 @@ def _check_qkv(q, k, v):
 
 
 class ScaledDotProductAttention(Function):
+    # the arithmetic, which a fast variant (minienc/kernels/) may replace
+    attend, attend_backward = staticmethod(attention_forward), staticmethod(attention_backward)
+
     def __init__(self, key_padding_mask=None, scale=None):
+        if scale is not None:
+            checks.positive("scaled_dot_product_attention", "scale", scale)
         self.key_padding_mask, self.scale = key_padding_mask, scale
 
     def forward(self, q, k, v, attn_mask=None):
         _check_qkv(q, k, v)
         if self.scale is None:
             self.scale = q.shape[-1] ** -0.5
-        out, self.p = attention_forward(q, k, v, self.scale, attn_mask, self.key_padding_mask)
+        out, self.p = self.attend(q, k, v, self.scale, attn_mask, self.key_padding_mask)
         self.q, self.k, self.v, self.has_mask = q, k, v, attn_mask is not None
         return out
 
     def backward(self, g):
         need_mask_grad = self.has_mask and self.needs_grad[3]
-        dq, dk, dv, dmask = attention_backward(g, self.q, self.k, self.v, self.p, self.scale, need_mask_grad)
+        dq, dk, dv, dmask = self.attend_backward(g, self.q, self.k, self.v, self.p, self.scale, need_mask_grad)
         return (dq, dk, dv, dmask) if self.has_mask else (dq, dk, dv)
 
 
-class MultiHeadAttention(Function):
+class MultiHeadAttentionFunction(Function):
     """Self-attention over packed projections: qkv (B, L, 3*D) -> (B, L, D), heads of D/H."""
+    attend, attend_backward = staticmethod(attention_forward), staticmethod(attention_backward)
+
+    name = "multi_head_attention"
 
     def __init__(self, num_heads, key_padding_mask=None):
-        self.heads, self.key_padding_mask = num_heads, key_padding_mask
+        self.heads = checks.positive_int(self.name, "num_heads", num_heads)
+        self.key_padding_mask = key_padding_mask
 
     def _split(self, qkv):
         b, length, three_d = qkv.shape
@@ -120,7 +126,7 @@ class MultiHeadAttention(Function):
             raise ValueError(f"multi_head_attention: expected packed qkv (B, L, 3*D), got {tuple(qkv.shape)}")
         q, k, v = self._split(qkv)
         self.scale = q.shape[-1] ** -0.5
-        out, self.p = attention_forward(q, k, v, self.scale, attn_mask, self.key_padding_mask)
+        out, self.p = self.attend(q, k, v, self.scale, attn_mask, self.key_padding_mask)
         self.qkv, self.has_mask = qkv, attn_mask is not None
         b, h, length, dh = out.shape
         return out.transpose(0, 2, 1, 3).reshape(b, length, h * dh)
@@ -130,7 +136,7 @@ class MultiHeadAttention(Function):
         b, length, d = g.shape
         g4 = g.reshape(b, length, self.heads, d // self.heads).transpose(0, 2, 1, 3)
         need_mask_grad = self.has_mask and self.needs_grad[1]
-        dq, dk, dv, dmask = attention_backward(g4, q, k, v, self.p, self.scale, need_mask_grad)
+        dq, dk, dv, dmask = self.attend_backward(g4, q, k, v, self.p, self.scale, need_mask_grad)
         gqkv = get_xp(g).empty((b, length, 3, self.heads, d // self.heads), dtype=g.dtype)
         for i, part in enumerate((dq, dk, dv)):
             gqkv[:, :, i] = part.transpose(0, 2, 1, 3)
@@ -150,11 +156,11 @@ def _mask_array(mask, like):
 def scaled_dot_product_attention(q, k, v, key_padding_mask=None, attn_mask=None, scale=None):
     """softmax(q k^T * scale + attn_mask) v over the last two axes; scale defaults to 1/sqrt(d).
     key_padding_mask (B, Lk) is True at keys to ignore; attn_mask is an additive float mask."""
-    fn = ScaledDotProductAttention(_mask_array(key_padding_mask, q), scale)
+    fn = kernels.variant(ScaledDotProductAttention, q)(_mask_array(key_padding_mask, q), scale)
     return fn(q, k, v) if attn_mask is None else fn(q, k, v, attn_mask)
 
 
 def multi_head_attention(qkv, num_heads, key_padding_mask=None, attn_mask=None):
-    """Self-attention on packed qkv (B, L, 3*D) -> (B, L, D); see MultiHeadAttention."""
-    fn = MultiHeadAttention(num_heads, _mask_array(key_padding_mask, qkv))
+    """Self-attention on packed qkv (B, L, 3*D) -> (B, L, D); see MultiHeadAttentionFunction."""
+    fn = kernels.variant(MultiHeadAttentionFunction, qkv)(num_heads, _mask_array(key_padding_mask, qkv))
     return fn(qkv) if attn_mask is None else fn(qkv, attn_mask)

@@ -17,12 +17,9 @@ values, not runs of 3 (kw) or C, and the matmul's (O, Ho*Wo*N) result already is
 is returned as an (N, C, H, W) view of that memory; every op accepts views, and the next
 convolution reads it in (C, H, W, N) order again without a copy.
 """
+from .. import checks
 from ..backend import get_xp
 from ..engine import Function
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def to_chwn(x):
@@ -91,9 +88,12 @@ def _check_input(name, x, weight, layout):
                          f"{tuple(weight.shape)} ({layout}): the channel counts must agree")
 
 
-class Conv2d(Function):
+class Conv2dFunction(Function):
+    name = "conv2d"
+
     def __init__(self, stride=1, padding=0):
-        self.stride, self.padding = _pair(stride), _pair(padding)
+        self.stride = checks.pair("conv2d", "stride", stride, minimum=1)
+        self.padding = checks.pair("conv2d", "padding", padding, minimum=0)
 
     def forward(self, x, weight, bias=None):
         _check_input("conv2d", x, weight, "C_out, C_in, kh, kw")
@@ -128,14 +128,17 @@ class Conv2d(Function):
         return gx, gw, (g2.sum(axis=1) if self.needs_grad[2] else None)
 
 
-class ConvTranspose2d(Function):
+class ConvTranspose2dFunction(Function):
     """The adjoint of Conv2d in x: out = col2im(weight^T @ x), of size
     (H - 1) * stride - 2 * padding + kh + output_padding (output_padding < stride picks one of
     the input sizes a strided convolution maps to the same output size)."""
 
+    name = "conv_transpose2d"
+
     def __init__(self, stride=1, padding=0, output_padding=0):
-        self.stride, self.padding = _pair(stride), _pair(padding)
-        self.output_padding = _pair(output_padding)
+        self.stride = checks.pair(self.name, "stride", stride, minimum=1)
+        self.padding = checks.pair(self.name, "padding", padding, minimum=0)
+        self.output_padding = checks.pair(self.name, "output_padding", output_padding, minimum=0)
         if any(op >= s for op, s in zip(self.output_padding, self.stride)):
             raise ValueError(f"conv_transpose2d: output_padding {self.output_padding} must be "
                              f"smaller than stride {self.stride}")
@@ -178,10 +181,10 @@ class ConvTranspose2d(Function):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
-    fn = Conv2d(stride, padding)
+    fn = Conv2dFunction(stride, padding)
     return fn(x, weight) if bias is None else fn(x, weight, bias)
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0):
-    fn = ConvTranspose2d(stride, padding, output_padding)
+    fn = ConvTranspose2dFunction(stride, padding, output_padding)
     return fn(x, weight) if bias is None else fn(x, weight, bias)

@@ -8,7 +8,9 @@ from .. import backend
 from ..engine import Function
 
 
-class Dropout(Function):
+class DropoutFunction(Function):
+    name = "dropout"
+
     def __init__(self, p):
         self.p = p
 
@@ -30,4 +32,4 @@ def dropout(x, p=0.5, training=True):
         raise ValueError(f"dropout: p must be in [0, 1), got {p}")
     if not training or p == 0.0:
         return x
-    return Dropout(p)(x)
+    return DropoutFunction(p)(x)

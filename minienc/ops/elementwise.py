@@ -118,7 +118,9 @@ class Abs(Function):
         return g * get_xp(g).sign(self.x)
 
 
-class Tanh(Function):
+class TanhFunction(Function):
+    name = "tanh"
+
     def forward(self, x):
         self.out = get_xp(x).tanh(x)
         return self.out
@@ -127,7 +129,9 @@ class Tanh(Function):
         return g * (1.0 - self.out * self.out)
 
 
-class Sigmoid(Function):
+class SigmoidFunction(Function):
+    name = "sigmoid"
+
     def forward(self, x):
         # 0.5 * (1 + tanh(x/2)) is the logistic function without overflow for large |x|
         self.out = 0.5 * (get_xp(x).tanh(0.5 * x) + 1.0)
@@ -137,7 +141,9 @@ class Sigmoid(Function):
         return g * self.out * (1.0 - self.out)
 
 
-class ReLU(Function):
+class ReLUFunction(Function):
+    name = "relu"
+
     def forward(self, x):
         # the mask in x's dtype: float * float is NumPy's fast loop, float * bool a casting one
         # (and np.maximum is slower than both)
@@ -148,56 +154,25 @@ class ReLU(Function):
         return g * self.positive
 
 
-_GELU_C = 0.7978845608028654  # sqrt(2 / pi)
-_GELU_K = 0.044715
+GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+GELU_K = 0.044715
 
 
-class GELU(Function):
+class GELUFunction(Function):
     """0.5 x (1 + tanh(c (x + k x^3))), the tanh approximation (see the module docstring).
 
-    With t = tanh(c (x + k x^3)) the derivative is 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2).
-    On NumPy both directions are written with in-place steps on two buffers (the naive
-    expressions make a temporary per operator: ~11% of a ViT step); on CuPy each direction is
-    one fused kernel (minienc/kernels.py) doing the same arithmetic."""
+    With t = tanh(c (x + k x^3)) the derivative is 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2)."""
+
+    name = "gelu"
 
     def forward(self, x):
-        xp = get_xp(x)
         self.x = x
-        if kernels.fused(x):
-            self.t, out = kernels.gelu_forward(x)
-            return out
-        inner = _square(x)                  # c (x + k x^3) = x (c + c k x^2)
-        inner *= _GELU_C * _GELU_K
-        inner += _GELU_C
-        inner *= x
-        self.t = xp.tanh(inner, out=inner)
-        out = self.t + 1.0
-        out *= x
-        out *= 0.5
-        return out
+        self.t = get_xp(x).tanh(GELU_C * (x + GELU_K * x ** 3))
+        return 0.5 * x * (1.0 + self.t)
 
     def backward(self, g):
         x, t = self.x, self.t
-        if kernels.fused(g):
-            return kernels.gelu_backward(g, x, t)
-        xp = get_xp(g)
-        slope = _square(x)                  # c (1 + 3 k x^2)
-        slope *= 3.0 * _GELU_C * _GELU_K
-        slope += _GELU_C
-        d = _square(t)                      # x (1 - t^2) * slope
-        xp.subtract(1.0, d, out=d)
-        d *= x
-        d *= slope
-        d += t                              # 0.5 (1 + t + ...)
-        d += 1.0
-        d *= 0.5
-        d *= g
-        return d
-
-
-def _square(x):
-    # out=: an array even for a 0-d input (x * x would be a NumPy scalar), so in-place steps work
-    return get_xp(x).multiply(x, x, out=get_xp(x).empty_like(x))
+        return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_K * x * x))
 
 
 class Softplus(Function):
@@ -213,6 +188,8 @@ class Softplus(Function):
 
 
 class Where(Function):
+    index_inputs = (0,)  # the condition stays boolean
+
     def forward(self, condition, x, y):
         self.condition = condition
         return get_xp(x).where(condition, x, y)
@@ -285,10 +262,10 @@ def exp(x): return Exp()(x)
 def log(x): return Log()(x)
 def sqrt(x): return Sqrt()(x)
 def abs(x): return Abs()(x)  # noqa: A001 (the NumPy name)
-def tanh(x): return Tanh()(x)
-def sigmoid(x): return Sigmoid()(x)
-def relu(x): return ReLU()(x)
-def gelu(x): return GELU()(x)
+def tanh(x): return TanhFunction()(x)
+def sigmoid(x): return SigmoidFunction()(x)
+def relu(x): return ReLUFunction()(x)
+def gelu(x): return kernels.variant(GELUFunction, x)()(x)
 def softplus(x): return Softplus()(x)
 def maximum(x, y): return Maximum()(x, y)
 def minimum(x, y): return Minimum()(x, y)

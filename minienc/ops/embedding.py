@@ -4,7 +4,10 @@ from ..backend import get_xp, is_cupy, scatter_add
 from ..engine import as_tensor, Function, Tensor
 
 
-class Embedding(Function):
+class EmbeddingFunction(Function):
+    name = "embedding"
+    index_inputs = (0,)  # the ids: integers, used as they are
+
     def forward(self, ids, weight):
         if ids.dtype.kind not in "iu" or weight.ndim != 2:
             raise TypeError(f"embedding: needs integer ids and a 2-D table, got ids {ids.dtype} "
@@ -26,4 +29,4 @@ class Embedding(Function):
 def embedding(ids, weight):
     if not isinstance(ids, Tensor):
         ids = as_tensor(weight.xp.asarray(ids))
-    return Embedding()(ids, weight)
+    return EmbeddingFunction()(ids, weight)

@@ -8,7 +8,9 @@ The weight has PyTorch's layout (out_features, in_features).
 from ..engine import Function
 
 
-class Linear(Function):
+class LinearFunction(Function):
+    name = "linear"
+
     def forward(self, x, weight, bias=None):
         if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
             raise ValueError(f"linear: input of shape {tuple(x.shape)} does not match a weight of "
@@ -26,15 +28,9 @@ class Linear(Function):
         gw = g2.T @ self.x2 if self.needs_grad[1] else None
         if not self.has_bias:
             return gx, gw
-        return gx, gw, (sum_rows(g2) if self.needs_grad[2] else None)
-
-
-def sum_rows(a2):
-    """a2 (M, N) summed over its M rows (a bias gradient). A plain reduction, not ones(M) @ a2:
-    the product is ~1.6x faster with one BLAS thread, but a matrix-vector product in a
-    multi-threaded OpenBLAS pays a thread wake-up per call (measured 60x slower on a 2-core VM)."""
-    return a2.sum(axis=0)
+        return gx, gw, (g2.sum(axis=0) if self.needs_grad[2] else None)
 
 
 def linear(x, weight, bias=None):
-    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)
+    fn = LinearFunction()
+    return fn(x, weight) if bias is None else fn(x, weight, bias)

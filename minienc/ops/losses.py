@@ -4,9 +4,10 @@ Every form here is the numerically stable one: softmax and logsumexp subtract th
 binary cross-entropy works on logits (max(x,0) - x*t + log1p(e^-|x|)), and `normalize` divides by
 max(||x||, eps) so a zero vector gives zero, not NaN.
 """
-from .. import kernels
+from .. import backend, checks, kernels
 from ..backend import get_xp, is_cupy
 from ..engine import as_tensor, Function, Tensor
+from .reduce import reciprocal, shift_for_exp
 
 
 def _check_reduction(name, reduction):
@@ -24,7 +25,7 @@ def _reduced_grad(g, shape, reduction, count):
     """The upstream gradient of a reduced loss spread back over the elementwise losses."""
     if reduction == "none":
         return g
-    return get_xp(g).broadcast_to(g * (1.0 / count) if reduction == "mean" else g, shape)
+    return get_xp(g).broadcast_to(g * reciprocal(count) if reduction == "mean" else g, shape)
 
 
 class Softmax(Function):
@@ -62,11 +63,14 @@ class LogSumExp(Function):
 
     def forward(self, x):
         xp = get_xp(x)
-        top = x.max(axis=self.axis, keepdims=True)
+        top = shift_for_exp(x, self.axis)
         e = xp.exp(x - top)
         total = e.sum(axis=self.axis, keepdims=True)
-        self.softmax = e / total
-        out = xp.log(total) + top
+        # total >= 1 in every row with a finite entry (its maximum gives exp(0)); a row of -inf
+        # has total 0: its weights (and gradient) become 0 and its log is -inf
+        self.softmax = e / xp.maximum(total, 1.0)
+        with backend.numpy.errstate(divide="ignore"):
+            out = xp.log(total) + top
         self.kept_shape = out.shape
         return out if self.keepdims else out.squeeze(axis=self.axis)
 
@@ -77,13 +81,37 @@ class LogSumExp(Function):
 
 class CrossEntropy(Function):
     """Softmax cross-entropy over the last axis with integer targets: logits (..., C), targets (...).
-    Positions whose target is `ignore_index` add nothing and are not counted in the mean."""
+    Positions whose target is `ignore_index` add nothing and are not counted in the mean. If
+    every target is ignored, the mean is 0 (0 / max(count, 1)) and so is the gradient: a batch
+    with nothing to predict trains nothing, rather than giving NaN (PyTorch gives NaN).
+
+    loss = logsumexp(logits) - logits[target];  d loss / d logits = softmax(logits) - onehot(target)."""
+
+    index_inputs = (1,)  # the targets are class ids: never cast to the logits' dtype
 
     def __init__(self, ignore_index=None, reduction="mean"):
         _check_reduction("cross_entropy", reduction)
         self.ignore_index, self.reduction = ignore_index, reduction
 
     def forward(self, logits, targets):
+        xp = get_xp(logits)
+        self.targets, self.valid = self._checked_targets(logits, targets)
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        e = xp.exp(shifted)
+        total = e.sum(axis=-1, keepdims=True)
+        picked = xp.take_along_axis(shifted, self.targets[..., None], axis=-1)[..., 0]
+        self.softmax = e / total
+        return self._reduce(xp.log(total[..., 0]) - picked)
+
+    def backward(self, g):
+        xp = get_xp(g)
+        grad = self.softmax.copy()
+        flat = grad.reshape(-1, grad.shape[-1])
+        flat[xp.arange(flat.shape[0]), self.targets.reshape(-1)] -= 1.0    # softmax - onehot
+        return grad * self._row_scale(g)[..., None], None
+
+    def _checked_targets(self, logits, targets):
+        """(targets with ignored positions set to class 0, mask of the counted positions or None)."""
         xp = get_xp(logits)
         if logits.shape[:-1] != targets.shape or targets.dtype.kind == "f":
             raise ValueError(f"cross_entropy: logits {tuple(logits.shape)} need integer targets of "
@@ -96,44 +124,24 @@ class CrossEntropy(Function):
             if bad.any():
                 raise IndexError(f"cross_entropy: target {int(safe_targets[bad][0])} is out of range "
                                  f"for {classes} classes")
-        self.fused, self.valid = kernels.fused(logits), valid
-        if self.fused:  # softmax and per-row loss in one kernel (ignored rows give 0)
-            self.softmax, loss = kernels.softmax_cross_entropy(logits, targets, self.ignore_index)
-            self.targets = targets
-        else:
-            shifted = logits - logits.max(axis=-1, keepdims=True)
-            e = xp.exp(shifted)
-            total = e.sum(axis=-1, keepdims=True)
-            picked = xp.take_along_axis(shifted, safe_targets[..., None], axis=-1)[..., 0]
-            loss = xp.log(total[..., 0]) - picked
-            self.softmax, self.targets = e / total, safe_targets
-        if valid is not None:
-            loss = loss * valid
-            self.count = xp.maximum(valid.sum(), 1).astype(logits.dtype)  # stays on the device
+        return safe_targets, valid
+
+    def _reduce(self, loss):
+        """The per-position losses reduced; ignored positions add 0 and are not counted."""
+        if self.valid is not None:
+            loss = loss * self.valid
+            self.count = get_xp(loss).maximum(self.valid.sum(), 1).astype(loss.dtype)  # on the device
         else:
             self.count = loss.size
         if self.reduction == "mean":
             return loss.sum() / self.count
         return loss.sum() if self.reduction == "sum" else loss
 
-    def backward(self, g):
-        xp = get_xp(g)
-        if self.fused:  # (softmax - onehot) * (upstream / count, 0 where ignored) in one kernel
-            scale = g / self.count if self.reduction == "mean" else g
-            row_scale = xp.broadcast_to(scale, self.targets.shape)
-            if self.valid is not None:
-                row_scale = row_scale * self.valid
-            row_scale = xp.ascontiguousarray(row_scale, dtype=g.dtype)
-            return kernels.cross_entropy_backward(self.softmax, self.targets, row_scale), None
-        grad = self.softmax.copy()
-        flat = grad.reshape(-1, grad.shape[-1])
-        flat[xp.arange(flat.shape[0]), self.targets.reshape(-1)] -= 1.0
-        if self.reduction == "mean":
-            g = g / self.count
-        grad *= g[..., None] if self.reduction == "none" else g
-        if self.valid is not None:
-            grad *= self.valid[..., None]
-        return grad, None
+    def _row_scale(self, g):
+        """The upstream gradient of each position's loss (0 where ignored), shaped like the targets."""
+        scale = g / self.count if self.reduction == "mean" else g
+        scale = get_xp(g).broadcast_to(scale, self.targets.shape)
+        return scale if self.valid is None else scale * self.valid
 
 
 class BinaryCrossEntropyWithLogits(Function):
@@ -159,6 +167,8 @@ class BinaryCrossEntropyWithLogits(Function):
 
 
 class MSELoss(Function):
+    """mean((pred - target)^2); its gradient is 2 (pred - target) / count."""
+
     def __init__(self, reduction="mean"):
         _check_reduction("mse_loss", reduction)
         self.reduction = reduction
@@ -168,19 +178,11 @@ class MSELoss(Function):
             raise ValueError(f"mse_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} "
                              f"must have the same shape")
         self.diff = pred - target
-        flat = self.diff.reshape(-1)
-        if self.reduction == "none" or not flat.size or is_cupy(flat):
-            return _reduce(self.diff * self.diff, self.reduction)
-        # on the host, the sum of squares as one BLAS dot: no squares temporary
-        total = get_xp(flat).dot(flat, flat)
-        return total * (1.0 / flat.size) if self.reduction == "mean" else total
+        return _reduce(self.diff * self.diff, self.reduction)
 
     def backward(self, g):
-        if self.reduction == "none":
-            g = g * self.diff
-            g *= 2.0
-        else:  # one pass: diff times the 0-d factor 2 g / count
-            g = self.diff * (g * (2.0 / self.diff.size if self.reduction == "mean" else 2.0))
+        count = self.diff.size if self.reduction == "mean" else 1
+        g = (g * (2.0 * reciprocal(count))) * self.diff  # g is 0-d unless reduction is "none"
         return g, (-g if self.needs_grad[1] else None)
 
 
@@ -189,6 +191,7 @@ class SmoothL1Loss(Function):
 
     def __init__(self, beta=1.0, reduction="mean"):
         _check_reduction("smooth_l1_loss", reduction)
+        checks.positive("smooth_l1_loss", "beta", beta)
         self.beta, self.reduction = beta, reduction
 
     def forward(self, pred, target):
@@ -213,7 +216,7 @@ class Normalize(Function):
     """x / max(||x||_2, eps) along `axis`."""
 
     def __init__(self, axis=-1, eps=1e-12):
-        self.axis, self.eps = axis, eps
+        self.axis, self.eps = axis, checks.positive("normalize", "eps", eps)
 
     def forward(self, x):
         xp = get_xp(x)
@@ -236,9 +239,12 @@ def normalize(x, axis=-1, eps=1e-12): return Normalize(axis, eps)(x)
 
 
 def cross_entropy(logits, targets, ignore_index=None, reduction="mean"):
+    """Softmax cross-entropy of logits (..., C) against integer class ids (...). With
+    `ignore_index`, those positions add nothing and the mean is over the others; when every
+    target is ignored the mean is 0, with a zero gradient (see CrossEntropy)."""
     if not isinstance(targets, Tensor):
         targets = as_tensor(logits.xp.asarray(targets))
-    return CrossEntropy(ignore_index, reduction)(logits, targets)
+    return kernels.variant(CrossEntropy, logits)(ignore_index, reduction)(logits, targets)
 
 
 def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):

@@ -1,4 +1,4 @@
-"""Layer norm and batch norm, fused, with hand-written backward.
+"""Layer norm and batch norm, each one op with a hand-written backward.
 
 Both standardise x over some axes, xhat = (x - mean) / sqrt(var + eps), then apply an optional
 per-feature affine map y = xhat * weight + bias. Over the M values of one group the gradient of
@@ -10,96 +10,57 @@ which is one short expression instead of the ten graph nodes that mean/var/sqrt/
 Layer norm (Ba et al. 2016) groups the last axis of each sample; batch norm (Ioffe & Szegedy
 2015) groups every axis but the channel axis 1, and keeps running statistics for evaluation.
 """
-from .. import kernels
+from .. import checks, kernels
 from ..backend import get_xp
 from ..engine import Function
-from .linear import sum_rows
 
 
-class _LastAxis:
-    """Averages over the last axis of size d. Plain reductions rather than matrix-vector products
-    with a ones vector: those are faster with one BLAS thread but pay a thread wake-up per call in
-    a multi-threaded OpenBLAS (see linear.sum_rows)."""
-
-    def __init__(self, x):
-        self.d = x.shape[-1]
-
-    def mean(self, a):
-        return a.mean(axis=-1, keepdims=True)
-
-    def dot_mean(self, a, b):
-        """mean(a * b) over the group, without materialising a * b."""
-        return get_xp(a).einsum("...d,...d->...", a, b)[..., None] * (1.0 / self.d)
+def _standardize(x, axes, eps):
+    """xhat = (x - mean) * rstd over `axes`; returns (xhat, rstd, mean, var), the statistics
+    shaped to broadcast against x."""
+    mean = x.mean(axis=axes, keepdims=True)
+    centered = x - mean
+    var = (centered * centered).mean(axis=axes, keepdims=True)
+    rstd = 1.0 / get_xp(x).sqrt(var + eps)
+    return centered * rstd, rstd, mean, var
 
 
-class _Axes:
-    """Averages over the given axes (batch norm: every axis but the channel axis)."""
-
-    def __init__(self, axes):
-        self.axes = axes
-
-    def mean(self, a):
-        return a.mean(axis=self.axes, keepdims=True)
-
-    def dot_mean(self, a, b):
-        return (a * b).mean(axis=self.axes, keepdims=True)
+def _standardize_backward(gxhat, xhat, rstd, axes):
+    """dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) over `axes`."""
+    return rstd * (gxhat - gxhat.mean(axis=axes, keepdims=True)
+                   - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True))
 
 
-def _standardize(x, groups, eps):
-    """xhat = (x - mean) * rstd within each group; returns (xhat, rstd, mean, var) with the
-    statistics shaped to broadcast against x."""
-    mean = groups.mean(x)
-    xhat = x - mean
-    var = groups.dot_mean(xhat, xhat)
-    rstd = 1.0 / (var + eps) ** 0.5
-    xhat *= rstd  # in place: xhat is our own temporary
-    return xhat, rstd, mean, var
+def check_layer_norm(x, weight, bias):
+    if weight is not None and (weight.shape != x.shape[-1:] or bias.shape != weight.shape):
+        raise ValueError(f"layer_norm: input {tuple(x.shape)} needs weight and bias of shape "
+                         f"({x.shape[-1]},), got {tuple(weight.shape)} and {tuple(bias.shape)}")
 
 
-def _standardize_backward(gxhat, xhat, rstd, groups):
-    gx = gxhat - groups.mean(gxhat)
-    gx -= xhat * groups.dot_mean(gxhat, xhat)
-    gx *= rstd
-    return gx
-
-
-def _affine(xhat, weight, bias):
-    out = xhat * weight
-    out += bias
-    return out
-
-
-class LayerNorm(Function):
+class LayerNormFunction(Function):
     """Normalise over the last axis; weight and bias (both or neither) have shape (D,)."""
 
+    name = "layer_norm"
+
     def __init__(self, eps=1e-5):
-        self.eps = eps
+        self.eps = checks.non_negative("layer_norm", "eps", eps)
 
     def forward(self, x, weight=None, bias=None):
-        if weight is not None and (weight.shape != x.shape[-1:] or bias.shape != weight.shape):
-            raise ValueError(f"layer_norm: input {tuple(x.shape)} needs weight and bias of shape "
-                             f"({x.shape[-1]},), got {tuple(weight.shape)} and {tuple(bias.shape)}")
-        self.weight, self.fused = weight, kernels.fused(x)
-        if self.fused:  # one kernel for statistics, xhat and the affine map
-            y, self.xhat, self.rstd = kernels.layer_norm_forward(x, weight, bias, self.eps)
-            return y
-        self.groups = _LastAxis(x)
-        self.xhat, self.rstd, _, _ = _standardize(x, self.groups, self.eps)
-        return self.xhat if weight is None else _affine(self.xhat, weight, bias)
+        check_layer_norm(x, weight, bias)
+        self.weight = weight
+        self.xhat, self.rstd, _, _ = _standardize(x, -1, self.eps)
+        return self.xhat if weight is None else self.xhat * weight + bias
 
     def backward(self, g):
         xhat, w = self.xhat, self.weight
         gx = None
-        if self.needs_grad[0] and self.fused:
-            gx = kernels.layer_norm_backward(g, w, xhat, self.rstd)
-        elif self.needs_grad[0]:
-            gxhat = g if w is None else g * w
-            gx = _standardize_backward(gxhat, xhat, self.rstd, self.groups)
+        if self.needs_grad[0]:
+            gx = _standardize_backward(g if w is None else g * w, xhat, self.rstd, -1)
         if w is None:
             return gx
-        g2, d = g.reshape(-1, g.shape[-1]), g.shape[-1]
-        gw = get_xp(g).einsum("md,md->d", g2, xhat.reshape(-1, d)) if self.needs_grad[1] else None
-        return gx, gw, (sum_rows(g2) if self.needs_grad[2] else None)
+        rows = tuple(range(g.ndim - 1))            # every axis but the features
+        gw = (g * xhat).sum(axis=rows) if self.needs_grad[1] else None
+        return gx, gw, (g.sum(axis=rows) if self.needs_grad[2] else None)
 
 
 class BatchNorm(Function):
@@ -110,6 +71,8 @@ class BatchNorm(Function):
     unbiased batch variance as PyTorch. Evaluation: the running statistics, a fixed affine map."""
 
     def __init__(self, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+        checks.in_range("batch_norm", "momentum", momentum, 0.0, 1.0)
+        checks.non_negative("batch_norm", "eps", eps)
         self.running_mean, self.running_var = running_mean, running_var
         self.training, self.momentum, self.eps = training, momentum, eps
 
@@ -121,14 +84,13 @@ class BatchNorm(Function):
             raise ValueError(f"batch_norm: input {tuple(x.shape)} needs shape (N, C, ...) with "
                              f"C = {expected} channels")
         self.axes = (0,) + tuple(range(2, x.ndim))
-        self.groups = _Axes(self.axes)
         view = (1, channels) + (1,) * (x.ndim - 2)
         count = x.size // channels
         if self.training:
             if count < 2:
                 raise ValueError(f"batch_norm: training needs more than one value per channel, "
                                  f"got input of shape {tuple(x.shape)}")
-            self.xhat, self.rstd, mean, var = _standardize(x, self.groups, self.eps)
+            self.xhat, self.rstd, mean, var = _standardize(x, self.axes, self.eps)
             if self.running_mean is not None:
                 m = self.momentum
                 self.running_mean *= 1.0 - m
@@ -137,16 +99,15 @@ class BatchNorm(Function):
                 self.running_var += (m * count / (count - 1)) * var.reshape(-1)
         else:
             self.rstd = (1.0 / (self.running_var + self.eps) ** 0.5).reshape(view)
-            self.xhat = x - self.running_mean.reshape(view)
-            self.xhat *= self.rstd
+            self.xhat = (x - self.running_mean.reshape(view)) * self.rstd
         self.weight = None if weight is None else weight.reshape(view)
-        return self.xhat if weight is None else _affine(self.xhat, self.weight, bias.reshape(view))
+        return self.xhat if weight is None else self.xhat * self.weight + bias.reshape(view)
 
     def backward(self, g):
         gxhat = g if self.weight is None else g * self.weight
         gx = None
         if self.needs_grad[0]:
-            gx = _standardize_backward(gxhat, self.xhat, self.rstd, self.groups) if self.training \
+            gx = _standardize_backward(gxhat, self.xhat, self.rstd, self.axes) if self.training \
                 else gxhat * self.rstd
         if self.weight is None:
             return gx
@@ -156,7 +117,8 @@ class BatchNorm(Function):
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5):
     """Normalise the last axis of x; weight and bias both or neither (I-JEPA's targets use none)."""
-    return LayerNorm(eps)(x) if weight is None else LayerNorm(eps)(x, weight, bias)
+    fn = kernels.variant(LayerNormFunction, x)(eps)
+    return fn(x) if weight is None else fn(x, weight, bias)
 
 
 def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, training=True,

@@ -6,16 +6,17 @@ overlapping windows (stride smaller than the kernel) add up correctly. Max pooli
 window (PyTorch's choice); padding counts as -inf for max and as 0 for average (PyTorch's default
 count_include_pad=True).
 """
+from .. import checks
 from ..backend import get_xp
 from ..engine import Function
-from .conv import _pair, col2im, from_chwn, pad_hw, to_chwn, windows
+from .conv import col2im, from_chwn, pad_hw, to_chwn, windows
 
 
-class _Pool2d(Function):
+class _Pool2dFunction(Function):
     def __init__(self, kernel_size, stride=None, padding=0):
-        self.kernel = _pair(kernel_size)
-        self.stride = _pair(stride) if stride is not None else self.kernel
-        self.padding = _pair(padding)
+        self.kernel = checks.pair(self.name, "kernel_size", kernel_size, minimum=1)
+        self.stride = self.kernel if stride is None else checks.pair(self.name, "stride", stride, minimum=1)
+        self.padding = checks.pair(self.name, "padding", padding, minimum=0)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel)):
             raise ValueError(f"{self.name}: padding {self.padding} must be at most half the kernel "
                              f"{self.kernel}")
@@ -34,7 +35,7 @@ class _Pool2d(Function):
         return from_chwn(col2im(gcols, self.padded_hw, self.stride, self.padding))
 
 
-class MaxPool2d(_Pool2d):
+class MaxPool2dFunction(_Pool2dFunction):
     name = "max_pool2d"
 
     def forward(self, x):
@@ -51,7 +52,7 @@ class MaxPool2d(_Pool2d):
         return self._spread(gcols.reshape((kh, kw) + gcols.shape[1:]))
 
 
-class AvgPool2d(_Pool2d):
+class AvgPool2dFunction(_Pool2dFunction):
     name = "avg_pool2d"
 
     def forward(self, x):
@@ -64,8 +65,8 @@ class AvgPool2d(_Pool2d):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
-    return MaxPool2d(kernel_size, stride, padding)(x)
+    return MaxPool2dFunction(kernel_size, stride, padding)(x)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
-    return AvgPool2d(kernel_size, stride, padding)(x)
+    return AvgPool2dFunction(kernel_size, stride, padding)(x)

@@ -15,6 +15,21 @@ def _normalize_axis(axis, ndim):
     return tuple(sorted(a % ndim if ndim else 0 for a in axes))
 
 
+def shift_for_exp(x, axis, keepdims=True):
+    """The maximum over `axis` to subtract before exp (the stable softmax and logsumexp), with 0
+    for the rows whose entries are all -inf: there x - max would be -inf - -inf = NaN, while with
+    0 it stays -inf, exp gives 0, and the row's logsumexp is log(0) = -inf, as PyTorch gives.
+    Attention's fully masked rows are such rows too."""
+    top = x.max(axis=axis, keepdims=keepdims)
+    return get_xp(x).where(top == float("-inf"), x.dtype.type(0), top)
+
+
+def reciprocal(count):
+    """1 / count, the factor of a mean's gradient; 0 for a mean over no values (the input is then
+    empty and so is its gradient; the forward gives NaN, as NumPy and PyTorch do)."""
+    return 1.0 / count if count else 0.0
+
+
 def _unreduce(g, in_shape, axes, keepdims):
     """Reshape a reduced gradient so it broadcasts against the input again."""
     if not keepdims:
@@ -50,7 +65,7 @@ class Mean(_Reduction):
         return x.mean(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, g):
-        g = _unreduce(g, self.in_shape, self.axes, self.keepdims) * (1.0 / self.count)
+        g = _unreduce(g, self.in_shape, self.axes, self.keepdims) * reciprocal(self.count)
         return get_xp(g).broadcast_to(g, self.in_shape)
 
 

@@ -8,6 +8,8 @@ def _shape_arg(shape):
 
 
 class Reshape(Function):
+    is_view = True
+
     def __init__(self, shape):
         self.shape = shape
 
@@ -20,6 +22,8 @@ class Reshape(Function):
 
 
 class Transpose(Function):
+    is_view = True
+
     def __init__(self, axes=None):
         self.axes = axes
 
@@ -39,6 +43,8 @@ class Transpose(Function):
 
 
 class BroadcastTo(Function):
+    is_view = True
+
     def __init__(self, shape):
         self.shape = shape
 
@@ -61,6 +67,7 @@ class GetItem(Function):
 
     def __init__(self, key):
         self.key = key
+        self.is_view = _is_basic(key)  # basic indexing returns a view of x, fancy indexing a copy
 
     def forward(self, x):
         self.in_shape, self.in_dtype = x.shape, x.dtype

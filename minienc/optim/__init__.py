@@ -7,6 +7,6 @@ from .adam import Adam, AdamW
 from .clip import clip_grad_norm, grad_norm
 from .ema import EMA, ema_update
 from .lars import LARS
-from .optimizer import Optimizer, WorkBuffers, param_groups_without_decay, set_hyperparameter
+from .optimizer import Optimizer, param_groups_without_decay, set_hyperparameter
 from .schedules import Constant, Cosine, LinearSchedule, Schedule, WarmupCosine
 from .sgd import SGD

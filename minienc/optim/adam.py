@@ -12,13 +12,28 @@ Adam step, which is what vision transformers (MAE, I-JEPA) train with. Both matc
 `torch.optim.Adam` / `AdamW` step for step.
 
 The bias corrections are Python floats computed from the step count kept on the host, so a step
-never reads a device value. All arithmetic runs in place on the parameter's dtype.
+never reads a device value. `adam_update` is the step on arrays; minienc/kernels/ has its fast
+variants (one kernel on the GPU, no temporaries on the host).
 """
 import math
 
+from .. import checks, kernels
 from ..backend import get_xp
-from . import fused
 from .optimizer import Optimizer, check_hyperparameters
+
+
+def adam_update(w, g, m, v, b1, b2, step_size, eps, l2, decay):
+    """One Adam(W) step on the arrays w, m, v in place. The bias corrections are folded into two
+    scalars: step_size = lr sqrt(1 - b2^t) / (1 - b1^t) and eps = eps sqrt(1 - b2^t), so
+    lr * m_hat / (sqrt(v_hat) + eps) = step_size * m / (sqrt(v) + eps). l2 is Adam's penalty
+    (0 for AdamW), decay AdamW's factor 1 - lr * wd (1 for Adam)."""
+    if l2 != 0:
+        g = g + l2 * w
+    if decay != 1:
+        w *= decay
+    m[...] = b1 * m + (1.0 - b1) * g
+    v[...] = b2 * v + (1.0 - b2) * g * g
+    w -= step_size * m / (get_xp(w).sqrt(v) + eps)
 
 
 class Adam(Optimizer):
@@ -26,10 +41,11 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         name = type(self).__name__
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
         check_hyperparameters(name, lr, weight_decay, beta1=(betas[0], 0.0, 1.0),
                               beta2=(betas[1], 0.0, 1.0))
-        if not eps > 0:
-            raise ValueError(f"{name}: eps must be > 0, got {eps!r}")
+        checks.positive(name, "eps", eps)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay))
 
@@ -39,40 +55,14 @@ class Adam(Optimizer):
         state["exp_avg_sq"] = xp.zeros_like(p.data)
 
     def _update(self, p, group, state):
-        xp = get_xp(p.data)
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         b1, b2 = group["betas"]
         state["step"] = t = state["step"] + 1
-        m, v, g, w = state["exp_avg"], state["exp_avg_sq"], p.grad, p.data
-        # lr * m_hat / (sqrt(v_hat) + eps), with the corrections folded into two host scalars:
-        # = (lr * sqrt(bc2) / bc1) * m / (sqrt(v) + eps * sqrt(bc2))
         root_bc2 = math.sqrt(1.0 - b2 ** t)
-        step_size = lr * root_bc2 / (1.0 - b1 ** t)
-        if fused.on_gpu(w):  # the same arithmetic in one kernel (see fused.py)
-            decay = 1.0 - lr * wd if self.decoupled else 1.0
-            l2 = 0.0 if self.decoupled else wd
-            fused.kernel("adam")(g, l2, decay, b1, b2, step_size, eps * root_bc2, w, m, v)
-            return
-        work, decayed = self._work(p, 2)
-        if wd != 0:
-            if self.decoupled:
-                w *= 1.0 - lr * wd
-            else:
-                xp.multiply(w, wd, out=decayed)
-                decayed += g
-                g = decayed
-        m *= b1                                  # m <- b1 m + (1 - b1) g
-        xp.multiply(g, 1.0 - b1, out=work)
-        m += work
-        v *= b2                                  # v <- b2 v + (1 - b2) g^2
-        xp.multiply(g, g, out=work)
-        work *= 1.0 - b2
-        v += work
-        xp.sqrt(v, out=work)
-        work += eps * root_bc2
-        xp.divide(m, work, out=work)
-        work *= step_size
-        w -= work
+        update = kernels.variant(adam_update, p.data)
+        update(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], b1, b2,
+               step_size=lr * root_bc2 / (1.0 - b1 ** t), eps=eps * root_bc2,
+               l2=0.0 if self.decoupled else wd, decay=1.0 - lr * wd if self.decoupled else 1.0)
 
 
 class AdamW(Adam):

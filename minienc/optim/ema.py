@@ -7,15 +7,20 @@ schedule from 0.996 towards 1.0 (`schedules.Cosine(0.996, 1.0, total_steps)`).
 """
 import copy
 
-from ..backend import get_xp
-from ..engine import no_grad
-from . import fused
-from .optimizer import WorkBuffers
+from .. import checks, kernels
+from ..engine import Tensor, as_array, no_grad
+
+
+def ema_step(target, online, momentum):
+    """target <- momentum * target + (1 - momentum) * online, on arrays, in place."""
+    target[...] = momentum * target + (1.0 - momentum) * online
 
 
 def _pairs(target, online, include_buffers):
+    """(target name, target, online name, online array) per parameter (the target a Parameter,
+    whose version the update bumps) and, with include_buffers, per buffer (plain arrays)."""
     t_params, o_params = list(target.named_parameters()), list(online.named_parameters())
-    pairs = [(tn, t.data, on, o.data) for (tn, t), (on, o) in zip(t_params, o_params)]
+    pairs = [(tn, t, on, o.data) for (tn, t), (on, o) in zip(t_params, o_params)]
     if len(t_params) != len(o_params):
         raise ValueError(f"EMA: the target has {len(t_params)} parameters, the online module "
                          f"{len(o_params)}")
@@ -46,28 +51,23 @@ class EMA:
             for p in target.parameters():
                 p.requires_grad = False  # the target learns only through the average
                 p.grad = None
+        checks.in_range("EMA", "momentum", momentum, 0.0, 1.0)
         self.online, self.target, self.momentum = online, target, momentum
         self.include_buffers = include_buffers
         _pairs(target, online, include_buffers)  # refuse mismatched modules now, not mid-run
-        self._work = WorkBuffers()
 
     def update(self, momentum=None):
         """target <- m * target + (1 - m) * online, for every parameter (and float buffer)."""
-        m = float(self.momentum if momentum is None else momentum)
-        if not 0.0 <= m <= 1.0:
-            raise ValueError(f"EMA: momentum must be in [0, 1], got {m}")
+        m = float(checks.in_range("EMA", "momentum", self.momentum if momentum is None else momentum,
+                                  0.0, 1.0))
         with no_grad():
             # re-read the arrays each time: Module.to() or load_state_dict() may have replaced them
-            for (_, t, _, o) in _pairs(self.target, self.online, self.include_buffers):
-                if t.dtype.kind != "f":
-                    continue  # integer buffers (counters) are not averaged
-                if fused.on_gpu(t):
-                    fused.kernel("ema")(o, m, t)
-                    continue
-                work = self._work.get(o)
-                t *= m
-                get_xp(o).multiply(o, 1.0 - m, out=work)
-                t += work
+            for (_, target, _, o) in _pairs(self.target, self.online, self.include_buffers):
+                t = as_array(target)
+                if t.dtype.kind == "f":  # integer buffers (counters) are not averaged
+                    kernels.variant(ema_step, t)(t, o, m)
+                if isinstance(target, Tensor):
+                    target.bump_version()
 
 
 def ema_update(target, online, momentum):

@@ -15,6 +15,7 @@ inside the momentum buffer ("classic" momentum), as in SimCLR.
 
 The norms and the trust ratio stay on the device as 0-d arrays: no value is read back to the host.
 """
+from .. import checks
 from ..backend import get_xp
 from .optimizer import Optimizer, check_hyperparameters
 
@@ -28,8 +29,7 @@ class LARS(Optimizer):
     def __init__(self, params, lr, momentum=0.9, weight_decay=1e-6, trust_coefficient=0.001,
                  nesterov=False, exclude_bias_and_norm=True):
         check_hyperparameters("LARS", lr, weight_decay, momentum=(momentum, 0.0, 1.0))
-        if not trust_coefficient > 0:
-            raise ValueError(f"LARS: trust_coefficient must be > 0, got {trust_coefficient!r}")
+        checks.positive("LARS", "trust_coefficient", trust_coefficient)
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       trust_coefficient=trust_coefficient, nesterov=nesterov,
                                       exclude_bias_and_norm=exclude_bias_and_norm))
@@ -42,25 +42,14 @@ class LARS(Optimizer):
         lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
         state["step"] += 1
         g, w, v = p.grad, p.data, state["momentum_buffer"]
-        work, decayed = self._work(p, 2)
-        excluded = group["exclude_bias_and_norm"] and p.ndim <= 1
         scaled_lr = lr
-        if not excluded:
+        if not (group["exclude_bias_and_norm"] and p.ndim <= 1):
             if wd != 0:
-                xp.multiply(w, wd, out=decayed)
-                decayed += g
-                g = decayed
+                g = g + wd * w
             w_norm, g_norm = _norm(xp, w), _norm(xp, g)
             usable = (w_norm > 0) & (g_norm > 0)
             # where() picks 1 for zero norms; the safe denominator keeps 0/0 from warning
             ratio = group["trust_coefficient"] * w_norm / xp.where(usable, g_norm, 1.0)
             scaled_lr = xp.where(usable, ratio, 1.0).astype(w.dtype) * lr
-        xp.multiply(g, scaled_lr, out=work)        # work = lr * trust * g
-        v *= momentum
-        v += work
-        if group["nesterov"]:
-            xp.multiply(v, momentum, out=decayed)  # g is no longer needed: reuse its space
-            decayed += work
-            w -= decayed
-        else:
-            w -= v
+        v[...] = momentum * v + scaled_lr * g
+        w -= (momentum * v + scaled_lr * g) if group["nesterov"] else v

@@ -10,42 +10,15 @@ device at its first step, and follows the parameter when it moves (`opt.to(devic
 the next step after `module.to(device)`). `state_dict()` turns it into host NumPy arrays and
 Python scalars, which is what a checkpoint stores.
 
-Updates run in place on `p.data` with `out=` arguments, and read no device value back to the host:
-a step is a stream of array operations the GPU can run without waiting for Python.
+Updates run in place on `p.data` and read no device value back to the host: a step is a stream
+of array operations the GPU can run without waiting for Python. Each optimizer's update is a
+function of arrays written as its formula; `kernels.variant` may run a faster one (one fused kernel
+on the GPU, no temporaries on the host; see minienc/kernels/).
 """
 import math
 
-from .. import backend
+from .. import backend, checks
 from ..engine import Tensor
-
-
-class WorkBuffers:
-    """Flat scratch arrays, one set per (device, dtype), sized to the largest array seen and shared
-    by every parameter: an in-place update borrows views of them instead of allocating
-    temporaries. A view is valid only until the next `get`."""
-
-    def __init__(self):
-        self._flat = {}
-        self._views = {}  # (array type, dtype, shape, count) -> views, so a step makes none
-
-    def get(self, like, count=1):
-        key = (type(like), like.dtype, like.shape, count)
-        views = self._views.get(key)
-        if views is None:
-            views = self._views[key] = self._carve(like, count)
-        return views
-
-    def _carve(self, like, count):
-        key = (backend.device_of(like), like.dtype)
-        flat = self._flat.get(key)
-        if flat is None or flat.shape[0] < count or flat.shape[1] < like.size:
-            rows, size = (2, 0) if flat is None else flat.shape
-            flat = backend.get_xp(like).empty((max(count, rows), max(size, like.size)),
-                                              dtype=like.dtype)
-            self._flat[key] = flat
-            self._views.clear()  # views of the old buffer would keep it alive
-        views = tuple(flat[i, :like.size].reshape(like.shape) for i in range(count))
-        return views if count > 1 else views[0]
 
 
 class Optimizer:
@@ -56,7 +29,6 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}  # id(parameter) -> {"step": int, name: array}
-        self._scratch = WorkBuffers()
         params = list(params)
         if not params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
@@ -100,6 +72,7 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is not None:
                     self._update(p, group, self._state_for(p))
+                    p.bump_version()  # a graph that saved p can no longer run its backward
 
     def _update(self, p, group, state):
         raise NotImplementedError
@@ -126,16 +99,11 @@ class Optimizer:
     def _init_state(self, p, state):
         """Create this optimizer's per-parameter arrays (zeros like p.data) in `state`."""
 
-    def _work(self, p, count=1):
-        """`count` work arrays shaped like p (see `WorkBuffers`), so an update allocates nothing."""
-        return self._scratch.get(p.data, count)
-
     # ----- moving and saving ------------------------------------------------------------------
     def to(self, device):
         """Move every state array to `device` (parameters are moved by `Module.to`)."""
         for state in self.state.values():
             self._move_state(state, device)
-        self._scratch = WorkBuffers()
         return self
 
     def _indexed_params(self):
@@ -158,7 +126,8 @@ class Optimizer:
         return {"param_groups": groups, "state": state}
 
     def check_state_dict(self, state_dict):
-        """Raise if `state_dict` does not fit these parameter groups (counts and shapes); changes
+        """Raise if `state_dict` does not fit these parameter groups (counts, shapes and dtypes of
+        the arrays, integer steps, hyperparameters of the types this optimizer uses); changes
         nothing, so a checkpoint can check every part before it loads any."""
         name = type(self).__name__
         groups = state_dict["param_groups"]
@@ -169,17 +138,30 @@ class Optimizer:
             if len(saved["params"]) != len(own["params"]):
                 raise ValueError(f"{name}.load_state_dict: group {i} has {len(saved['params'])} "
                                  f"parameters in the state but {len(own['params'])} here")
+            for key, value in saved.items():
+                if key != "params" and not _same_kind(value, own.get(key, value)):
+                    raise ValueError(f"{name}.load_state_dict: group {i} has {key}={value!r} in "
+                                     f"the state, which does not fit {own.get(key)!r}")
         params = self._indexed_params()
         for key, saved in state_dict["state"].items():
             i = int(key)
             if not 0 <= i < len(params):
                 raise ValueError(f"{name}.load_state_dict: state for parameter {i}, but there are "
                                  f"only {len(params)}")
+            step = saved.get("step", 0)
+            if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+                raise ValueError(f"{name}.load_state_dict: parameter {i} has step {step!r}, not an "
+                                 f"integer >= 0")
             for k, value in saved.items():
-                if k != "step" and tuple(value.shape) != params[i].shape:
+                if k == "step":
+                    continue
+                if tuple(value.shape) != params[i].shape:
                     raise ValueError(f"{name}.load_state_dict: state '{k}' of parameter {i} has "
                                      f"shape {tuple(value.shape)}, the parameter has shape "
                                      f"{params[i].shape}")
+                if value.dtype.kind != "f":
+                    raise ValueError(f"{name}.load_state_dict: state '{k}' of parameter {i} has "
+                                     f"dtype {value.dtype}, expected a floating array")
 
     def load_state_dict(self, state_dict):
         """Restore hyperparameters and state saved by `state_dict`; the groups must hold the same
@@ -207,6 +189,21 @@ class Optimizer:
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
 
 
+def _same_kind(saved, own):
+    """Whether a saved hyperparameter can stand where `own` stands: a number for a number, a
+    bool for a bool, a same-length sequence of numbers for a sequence (betas), a string for a
+    string."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(own, bool):
+        return isinstance(saved, bool)
+    if isinstance(own, (int, float)):
+        return number(saved)
+    if isinstance(own, (list, tuple)):
+        return isinstance(saved, (list, tuple)) and len(saved) == len(own) and all(map(number, saved))
+    return isinstance(saved, type(own))
+
+
 def set_hyperparameter(optimizer, key, value):
     """Set `key` (e.g. "lr", "weight_decay") in every group to `value * group[key + "_scale"]`
     (scale 1 unless the group says otherwise; no-decay groups carry weight_decay_scale=0)."""
@@ -231,11 +228,9 @@ def param_groups_without_decay(module, weight_decay, extra=None):
 
 
 def check_hyperparameters(name, lr, weight_decay, **others):
-    """Refuse nonsense early with the optimizer's name in the message."""
-    if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
-        raise ValueError(f"{name}: lr must be a finite number >= 0, got {lr!r}")
-    if weight_decay < 0:
-        raise ValueError(f"{name}: weight_decay must be >= 0, got {weight_decay!r}")
+    """Refuse nonsense early with the optimizer's name in the message: lr and weight_decay finite
+    numbers >= 0, each of `others` (value, low, high) in [low, high)."""
+    checks.non_negative(name, "lr", lr)
+    checks.non_negative(name, "weight_decay", weight_decay)
     for key, (value, low, high) in others.items():
-        if not low <= value < high:
-            raise ValueError(f"{name}: {key} must be in [{low}, {high}), got {value!r}")
+        checks.in_range(name, key, value, low, high, include_high=False)

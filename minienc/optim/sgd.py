@@ -8,10 +8,21 @@ With gradient g and momentum buffer b (zero at the start), as `torch.optim.SGD` 
     p <- p - lr * d
 
 Starting b at zero gives b = g at the first step, the same as PyTorch's "copy g into b".
+`sgd_update` is the step on arrays; minienc/kernels/ has its fast variants.
 """
+from .. import kernels
 from ..backend import get_xp
-from . import fused
 from .optimizer import Optimizer, check_hyperparameters
+
+
+def sgd_update(w, g, buf, lr, weight_decay, momentum, nesterov):
+    """One SGD step on w (and the momentum buffer buf, None without momentum) in place."""
+    if weight_decay != 0:
+        g = g + weight_decay * w
+    if momentum != 0:
+        buf[...] = momentum * buf + g
+        g = (g + momentum * buf) if nesterov else buf
+    w -= lr * g
 
 
 class SGD(Optimizer):
@@ -27,28 +38,7 @@ class SGD(Optimizer):
             state["momentum_buffer"] = get_xp(p.data).zeros_like(p.data)
 
     def _update(self, p, group, state):
-        xp = get_xp(p.data)
-        lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
         state["step"] += 1
-        g, w = p.grad, p.data
-        if momentum != 0 and fused.on_gpu(w):  # the same arithmetic in one kernel (fused.py)
-            fused.kernel("sgd_momentum")(g, lr, wd, momentum, float(group["nesterov"]), w,
-                                         state["momentum_buffer"])
-            return
-        work, decayed = self._work(p, 2)
-        if wd != 0:
-            xp.multiply(w, wd, out=decayed)
-            decayed += g
-            g = decayed
-        if momentum != 0:
-            buf = state["momentum_buffer"]
-            buf *= momentum
-            buf += g
-            if group["nesterov"]:
-                xp.multiply(buf, momentum, out=work)
-                work += g
-                g = work
-            else:
-                g = buf
-        xp.multiply(g, lr, out=work)
-        w -= work
+        update = kernels.variant(sgd_update, p.data)
+        update(p.data, p.grad, state.get("momentum_buffer") if group["momentum"] != 0 else None,
+               group["lr"], group["weight_decay"], group["momentum"], group["nesterov"])

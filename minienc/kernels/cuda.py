@@ -1,47 +1,25 @@
-"""Fused CuPy kernels for the GPU's hottest elementwise and row-wise ops: GELU, layer norm and
-softmax cross-entropy (the optimizer updates have theirs in minienc/optim/fused.py).
+"""Fused CuPy kernels: GELU, layer norm and softmax cross-entropy, and the optimizer updates.
 
 Why: on a GPU, a small model's step is bound by kernel launches and memory passes, not by
-arithmetic. The NumPy-style code in ops/ launches one kernel per operator (GELU's forward is
-eight, layer norm's backward a dozen); each function here does the same arithmetic in one pass.
-
-The ops in minienc/ops/ stay the readable reference: they call these only when `fused(array)`
-says so (a CuPy array, kernels enabled), and tests/test_kernels.py checks that both paths agree
-on the GPU. `disabled()` turns the fused paths off, for those tests and for debugging, and the
-environment variable MINIENC_FUSED_KERNELS=0 turns them off for a whole run (benchmarks). CuPy is
+arithmetic. The NumPy-style code in ops/ and optim/ launches one kernel per operator (GELU's
+forward is eight, layer norm's backward a dozen, an Adam update a dozen per parameter); each
+function here does the same arithmetic, in the same order as the reference's formula, in one
+pass. The classes at the end subclass the reference ops and are what `kernels.variant` hands out
+for CuPy arrays; tests/test_kernels.py checks both paths against each other on the GPU. CuPy is
 reached through the backend; kernels compile on first use and are cached by CuPy.
 
 UNVERIFIED ON HARDWARE as written: no GPU was available when this file was written; run
 .ci/gpu_check.sh on a GPU machine (it runs tests/test_kernels.py) before trusting it.
 """
-import contextlib
-import os
+from .. import backend
+from ..ops import elementwise, losses, norm
+from ..optim import adam, ema, sgd
 
-from . import backend
-
-# MINIENC_FUSED_KERNELS=0 starts with the fused paths off (to measure what they buy)
-_enabled = os.environ.get("MINIENC_FUSED_KERNELS", "1") != "0"
 _compiled = {}
 
 
-def fused(array):
-    """Whether ops should take the fused path for `array`."""
-    return _enabled and backend.is_cupy(array)
-
-
-@contextlib.contextmanager
-def disabled():
-    """Inside this block every op takes its reference (NumPy-style) path, also on CuPy."""
-    global _enabled
-    previous, _enabled = _enabled, False
-    try:
-        yield
-    finally:
-        _enabled = previous
-
-
 # ----- GELU (tanh form; the formulas are in ops/elementwise.py) -------------------------------
-_GELU_C, _GELU_K = 0.7978845608028654, 0.044715
+_GELU_C, _GELU_K = elementwise.GELU_C, elementwise.GELU_K
 
 _ELEMENTWISE = {
     "gelu_forward": ("T x", "T t, T y", f"""
@@ -58,15 +36,31 @@ _ELEMENTWISE = {
         T onehot = (col == (long long)target[row]) ? (T)1 : (T)0;
         dx = (p[i] - onehot) * row_scale[row];
         """),
+    # the updates of optim/adam.py, sgd.py and ema.py: in g and host scalars, in-out the state
+    # (each element read, then written, independently)
+    "adam": ("T g, T l2, T decay, T beta1, T beta2, T step_size, T eps_root", "T p, T m, T v", """
+        T grad = g + l2 * p;              // Adam: L2 penalty through the moments (0 for AdamW)
+        p = p * decay;                    // AdamW: decoupled decay, 1 - lr * wd (1 for Adam)
+        m = beta1 * m + (1 - beta1) * grad;
+        v = beta2 * v + (1 - beta2) * grad * grad;
+        p = p - step_size * m / (sqrt(v) + eps_root);
+        """),
+    "sgd_momentum": ("T g, T lr, T wd, T momentum, T nesterov", "T p, T buf", """
+        T d = g + wd * p;
+        buf = momentum * buf + d;
+        p = p - lr * (nesterov != 0 ? d + momentum * buf : buf);
+        """),
+    "ema": ("T online, T m", "T target", """
+        target = m * target + (1 - m) * online;
+        """),
 }
 
 
-def elementwise(name, sources=None):
-    """The ElementwiseKernel `name` from `sources` (name -> (inputs, outputs, body); default
-    this module's), compiled once per process. optim/fused.py compiles its updates here too."""
+def _elementwise(name):
+    """The ElementwiseKernel `name` of _ELEMENTWISE, compiled once per process."""
     k = _compiled.get(name)
     if k is None:
-        inputs, outputs, body = (sources or _ELEMENTWISE)[name]
+        inputs, outputs, body = _ELEMENTWISE[name]
         k = _compiled[name] = backend.cupy().ElementwiseKernel(inputs, outputs, body,
                                                                f"minienc_{name}")
     return k
@@ -74,11 +68,11 @@ def elementwise(name, sources=None):
 
 def gelu_forward(x):
     """(t, y): t = tanh(c (x + k x^3)) (kept for backward) and y = gelu(x), in one kernel."""
-    return elementwise("gelu_forward")(x)
+    return _elementwise("gelu_forward")(x)
 
 
 def gelu_backward(g, x, t):
-    return elementwise("gelu_backward")(g, x, t)
+    return _elementwise("gelu_backward")(g, x, t)
 
 
 # ----- row kernels: one thread block per row of the last axis ---------------------------------
@@ -256,5 +250,67 @@ def softmax_cross_entropy(logits, targets, ignore_index=None):
 
 def cross_entropy_backward(p, targets, row_scale):
     """(p - onehot(targets)) * row_scale[..., None]: the logits' gradient in one pass."""
-    return elementwise("cross_entropy_backward")(p, targets, row_scale, p.shape[-1],
-                                                   size=p.size).reshape(p.shape)
+    return _elementwise("cross_entropy_backward")(p, targets, row_scale, p.shape[-1],
+                                                    size=p.size).reshape(p.shape)
+
+
+# ----- the variants: the reference ops with these kernels inside ------------------------------
+class GELUFunction(elementwise.GELUFunction):
+    def forward(self, x):
+        self.x = x
+        self.t, out = gelu_forward(x)
+        return out
+
+    def backward(self, g):
+        return gelu_backward(g, self.x, self.t)
+
+
+class LayerNormFunction(norm.LayerNormFunction):
+    """Statistics, xhat and the affine map in one kernel; dx in one more."""
+
+    def forward(self, x, weight=None, bias=None):
+        norm.check_layer_norm(x, weight, bias)
+        self.weight = weight
+        y, self.xhat, self.rstd = layer_norm_forward(x, weight, bias, self.eps)
+        return y
+
+    def backward(self, g):
+        gx = layer_norm_backward(g, self.weight, self.xhat, self.rstd) if self.needs_grad[0] else None
+        if self.weight is None:
+            return gx
+        g2, xhat2 = g.reshape(-1, g.shape[-1]), self.xhat.reshape(-1, g.shape[-1])
+        gw = (g2 * xhat2).sum(axis=0) if self.needs_grad[1] else None
+        return gx, gw, (g2.sum(axis=0) if self.needs_grad[2] else None)
+
+
+class CrossEntropy(losses.CrossEntropy):
+    """Softmax and per-row loss in one kernel (ignored rows give 0); the gradient in one more."""
+
+    def forward(self, logits, targets):
+        _, self.valid = self._checked_targets(logits, targets)
+        self.softmax, loss = softmax_cross_entropy(logits, targets, self.ignore_index)
+        self.targets = targets
+        return self._reduce(loss)
+
+    def backward(self, g):
+        xp = backend.cupy()
+        row_scale = xp.ascontiguousarray(self._row_scale(g), dtype=g.dtype)
+        return cross_entropy_backward(self.softmax, self.targets, row_scale), None
+
+
+def adam_update(w, g, m, v, b1, b2, step_size, eps, l2, decay):
+    _elementwise("adam")(g, l2, decay, b1, b2, step_size, eps, w, m, v)
+
+
+def sgd_update(w, g, buf, lr, weight_decay, momentum, nesterov):
+    if buf is None:       # plain SGD is one kernel already
+        return sgd.sgd_update(w, g, buf, lr, weight_decay, momentum, nesterov)
+    _elementwise("sgd_momentum")(g, lr, weight_decay, momentum, float(nesterov), w, buf)
+
+
+def ema_step(target, online, momentum):
+    _elementwise("ema")(online, momentum, target)
+
+
+VARIANTS = {elementwise.GELUFunction: GELUFunction, norm.LayerNormFunction: LayerNormFunction,
+            losses.CrossEntropy: CrossEntropy, adam.adam_update: adam_update, sgd.sgd_update: sgd_update, ema.ema_step: ema_step}

@@ -1,0 +1,182 @@
+"""What the embeddings keep: a small decoder learns to redraw each digit from a FROZEN encoder's
+embedding, so what it can redraw is what the embedding kept.
+
+    python demos/keep.py                  # JEPA, LeJEPA, MAE, SimCLR on one ViT (~8 CPU min)
+    python demos/keep.py --steps 300      # shorter pre-training
+
+Pre-trains the same ViT (64-d x 4 blocks on 2x2 patches of the 8x8 digits, the same random
+init) with four objectives -- I-JEPA with SIGReg (demos/jepa.py's default), LeJEPA (two
+augmented views), MAE (pixels of hidden patches), SimCLR (NT-Xent between two augmented views)
+-- then freezes each, embeds the train split (tokens mean-pooled, 64 numbers per image) and fits
+one small MLP decoder per encoder (64 -> 256 -> 256 -> 64 pixels, squared error, the same
+steps for all) from embeddings to images. Its reconstructions of the same held-out digits, side
+by side, show what each objective keeps: MAE's embeddings are trained to hold pixels, the
+joint-embedding ones only what the views or the hidden blocks share. The random-init ViT and a
+PCA to 64 numbers of the raw pixels (an exact code: every pixel is kept) are the references.
+Writes runs/keep/keep.png and keep.json (the test error of each decoder).
+"""
+import argparse
+import copy
+import json
+import os
+import time
+
+from common import add_blas_threads_flag
+
+import minienc
+from minienc import backend, nn
+from minienc.data import BatchIterator, contrastive_augment, load_dataset
+from minienc.eval import encode, fit_pca, plot_image_grid
+from minienc.objectives.contrastive import SimCLR, projection_head
+from minienc.objectives.jepa import IJEPA
+from minienc.objectives.lejepa import LeJEPA
+from minienc.objectives.masked_image import MAE
+from minienc.objectives.multiblock import MultiBlockMaskSampler
+from minienc.optim import Adam, AdamW, WarmupCosine, param_groups_without_decay
+from minienc.train import Trainer
+
+# demos/jepa.py's default I-JEPA (see docs/jepa_study.md) and its mask sampler
+JEPA = dict(predictor_dim=32, predictor_depth=4, target_encoder="shared", stop_gradient=False,
+            sigreg_weight=0.02, sigreg_on="projection", sigreg_proj_dim=32)
+SAMPLER = dict(num_targets=2, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
+               context_scale=(1.0, 1.0), min_context=4, cut="random")
+
+
+class Pooled(nn.Module):
+    """A ViT's tokens mean-pooled: the (B, D) features SimCLR's head and loss expect."""
+
+    def __init__(self, vit):
+        self.vit = vit
+
+    def forward(self, images):
+        return self.vit(images).mean(axis=1)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=600, help="pre-training steps per encoder")
+    parser.add_argument("--decoder-steps", type=int, default=1500)
+    parser.add_argument("--only", default="jepa,lejepa,mae,simclr")
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default=os.path.join("runs", "keep"))
+    add_blas_threads_flag(parser)
+    return parser.parse_args()
+
+
+def pretrain(name, vit, data, args, standardize):
+    """Train `vit` in place with objective `name`; returns the trained model's parameters."""
+    augment = contrastive_augment()
+    if name == "jepa":
+        model = IJEPA(vit, **JEPA)
+        sampler = MultiBlockMaskSampler(vit.grid_size, **SAMPLER)
+        params = model.param_groups(0.04)
+
+        def step(x):
+            context, targets = sampler(x.shape[0])
+            return model.terms(standardize(x), context, targets)
+    elif name == "lejepa":
+        model = LeJEPA(vit, proj_dim=32, hidden=256, lam=0.02)
+        params = param_groups_without_decay(model, 0.05)
+
+        def step(x):
+            return model.terms([standardize(augment(x)) for _ in range(2)])
+    elif name == "mae":
+        model = MAE(encoder=vit, decoder_dim=32, decoder_depth=2, norm_pix_loss=True)
+        params = param_groups_without_decay(model, 0.05)
+
+        def step(x):
+            return model(standardize(x))[0]
+    else:
+        model = SimCLR(Pooled(vit), projection_head(vit.dim, 256, 64), temperature=0.5)
+        params = param_groups_without_decay(model, 0.05)
+
+        def step(x):
+            return model.loss(standardize(augment(x)), standardize(augment(x)))
+    opt = AdamW(params, lr=args.lr)
+    loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
+    Trainer(step, opt, models={name: model}, log_every=args.steps, progress=False,
+            schedules={"lr": WarmupCosine(args.lr, args.steps, args.steps // 10, final=1e-6)}
+            ).fit(loader, steps=args.steps)
+
+
+def fit_decoder(z_train, x_train, z_test, steps, seed):
+    """An MLP from standardised embeddings to pixels, fitted by full-batch Adam on the train
+    split; returns the test reconstructions (N, 1, 8, 8)."""
+    mean, std = z_train.mean(0), z_train.std(0) + 1e-6
+    z_train, z_test = (z_train - mean) / std, (z_test - mean) / std
+    minienc.manual_seed(seed)   # every encoder's decoder starts from the same weights
+    decoder = nn.Sequential(nn.Linear(z_train.shape[1], 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                            nn.Linear(256, x_train[0].size))
+    opt = Adam(decoder.parameters(), lr=1e-3)
+    target = minienc.tensor(x_train.reshape(len(x_train), -1))
+    inputs = minienc.tensor(z_train)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = minienc.mse_loss(decoder(inputs), target)
+        loss.backward()
+        opt.step()
+    with minienc.no_grad():
+        out = decoder(minienc.tensor(z_test)).data
+    return out.reshape(len(z_test), *x_train.shape[1:])
+
+
+def main():
+    args = parse_args()
+    minienc.manual_seed(args.seed)
+    backend.set_blas_threads(args.blas_threads)
+    if args.device:
+        minienc.set_device(args.device)
+    os.makedirs(args.out, exist_ok=True)
+    data = load_dataset("digits", seed=args.seed)
+    mean, std = float(data.x_train.mean()), float(data.x_train.std())
+
+    def standardize(x):
+        return (x - mean) / std
+
+    vit = nn.VisionTransformer(image_size=8, patch_size=2, dim=args.dim, depth=args.depth,
+                               num_heads=4, weight_init="xavier")
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    labels = {"jepa": "I-JEPA + SIGReg", "lejepa": "LeJEPA", "mae": "MAE", "simclr": "SimCLR"}
+    np = backend.numpy
+    show = np.array([int(np.flatnonzero(data.y_test == k)[i]) for i in range(2) for k in range(10)])
+    x_train, x_test = backend.to_host(data.x_train), backend.to_host(data.x_test)
+    rows, titles, errors = [x_test[show]], ["original"], {}
+
+    def add(label, z_train, z_test):
+        recon = fit_decoder(backend.to_host(z_train), x_train, backend.to_host(z_test),
+                            args.decoder_steps, args.seed)
+        errors[label] = float(((recon - x_test) ** 2).mean())
+        rows.append(recon[show].clip(0, 1))
+        titles.append(f"{label}\nMSE {errors[label]:.4f}")
+        print(f"{label:<16} decoder test MSE {errors[label]:.4f}", flush=True)
+
+    for name in names:
+        start = time.process_time()
+        encoder = copy.deepcopy(vit)                 # the same random init for every objective
+        pretrain(name, encoder, data, args, standardize)
+
+        def embed(x, encoder=encoder):
+            return encoder(standardize(x)).mean(axis=1)
+        print(f"{labels[name]}: {args.steps} steps in {time.process_time() - start:.0f} s CPU")
+        add(labels[name], encode(embed, data.x_train), encode(embed, data.x_test))
+    add("random init", encode(lambda x: vit(standardize(x)).mean(axis=1), data.x_train),
+        encode(lambda x: vit(standardize(x)).mean(axis=1), data.x_test))
+    flat_train, flat_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
+    centre, components = fit_pca(flat_train, min(args.dim, flat_train.shape[1]))
+    add(f"PCA-{components.shape[1]} pixels", (flat_train - centre) @ components,
+        (flat_test - centre) @ components)
+    path = plot_image_grid(rows, os.path.join(args.out, "keep.png"), row_titles=titles,
+                           title=f"What the embeddings keep: an MLP decoder redraws held-out digits "
+                                 f"from each frozen {args.dim}-d embedding")
+    with open(os.path.join(args.out, "keep.json"), "w") as f:
+        json.dump({"decoder_test_mse": errors, "steps": args.steps}, f, indent=1)
+    print("saved", path)
+
+
+if __name__ == "__main__":
+    main()

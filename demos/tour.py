@@ -1,0 +1,178 @@
+# %% [markdown]
+# # A tour of minienc
+#
+# Five stops: tensors and backward, an op of your own, checking its gradient, one self-supervised
+# objective (BYOL) trained for about a minute, and a look at what its embeddings learned.
+#
+# This file is a notebook in the *percent* format: Jupyter (with jupytext) and VS Code open it
+# as cells, and Python runs it as a script: `python demos/tour.py` (the test suite does, with
+# `TOUR_STEPS=5`). Pictures go to `runs/tour/` (`TOUR_OUT` moves them) and show inline in a
+# notebook.
+
+# %%
+import os
+import sys
+
+import numpy as np
+
+# the checkout's root, so `import minienc` works without an install (a notebook runs in demos/)
+HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd()
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+import minienc  # noqa: E402
+from minienc import nn  # noqa: E402
+
+OUT = os.environ.get("TOUR_OUT", os.path.join("runs", "tour"))
+STEPS = int(os.environ.get("TOUR_STEPS", "2000"))   # about a minute of one CPU core
+os.makedirs(OUT, exist_ok=True)
+minienc.manual_seed(0)
+
+
+def show(path):
+    """Display a saved picture inline in a notebook; in a script, say where it is."""
+    try:
+        shell = get_ipython()  # noqa: F821  (defined only inside IPython / Jupyter)
+    except NameError:
+        shell = None
+    if shell is not None:
+        from IPython.display import Image, display
+        display(Image(path))
+    else:
+        print("saved", path)
+
+
+# %% [markdown]
+# ## 1. Tensors and backward
+#
+# A `Tensor` holds an array (NumPy, or CuPy on a GPU) and remembers the op that made it.
+# `backward()` walks those ops in reverse and leaves dL/dx in `x.grad`. Here
+# L = sum(relu(x W)), so dL/dW = x^T 1[x W > 0]: we check the engine against that formula.
+
+# %%
+x = minienc.tensor([[1.0, -2.0], [3.0, 0.5]])
+W = minienc.tensor([[0.5, -1.0, 2.0], [1.0, 0.3, -0.2]], requires_grad=True)
+L = (x @ W).relu().sum()
+L.backward()
+by_hand = x.numpy().T @ ((x.numpy() @ W.numpy()) > 0).astype(np.float32)
+print("L =", L.item())
+print("dL/dW from backward:\n", W.grad)
+assert np.allclose(W.grad, by_hand)
+
+# %% [markdown]
+# The graph that backward walked, drawn (`minienc.viz.graph`: a .dot file always, a .png where
+# Graphviz is installed). Blue boxes take a gradient; `x` is data.
+
+# %%
+L = (x @ W).relu().sum()
+minienc.viz.graph(L, os.path.join(OUT, "graph_relu"), names={"x": x, "W": W, "L": L})
+if os.path.exists(os.path.join(OUT, "graph_relu.png")):
+    show(os.path.join(OUT, "graph_relu.png"))
+
+# %% [markdown]
+# ## 2. Your own op
+#
+# An op is a `Function` with `forward` (arrays in, an array out; keep what backward needs) and
+# `backward` (the output's gradient in, one gradient per input out). Softplus,
+# log(1 + e^x), has derivative sigmoid(x). `get_xp` gives NumPy or CuPy, whichever holds the
+# array, so the same op runs on the GPU.
+
+# %%
+from minienc.backend import get_xp  # noqa: E402
+
+
+class Softplus(minienc.Function):
+    def forward(self, x):
+        self.x = x
+        return get_xp(x).logaddexp(0, x)              # log(1 + e^x) without overflow
+
+    def backward(self, grad):
+        return grad / (1 + get_xp(grad).exp(-self.x))  # grad * sigmoid(x)
+
+
+z = minienc.tensor([-3.0, 0.0, 2.0], requires_grad=True)
+Softplus()(z).sum().backward()
+print("softplus'(z) =", z.grad, " sigmoid(z) =", 1 / (1 + np.exp(-z.numpy())))
+
+# %% [markdown]
+# ## 3. Is the backward right? gradcheck
+#
+# `minienc.gradcheck` compares backward with central finite differences in float64, with a
+# random upstream gradient. It passes for Softplus, and catches a backward that forgot a factor:
+
+# %%
+probe = minienc.tensor(np.random.default_rng(0).normal(size=(4, 3)), requires_grad=True)
+print("Softplus passes:", minienc.gradcheck(lambda t: Softplus()(t), probe))
+
+
+class BrokenSoftplus(Softplus):
+    def backward(self, grad):
+        return grad / (1 + get_xp(grad).exp(self.x))   # the sign of the exponent is wrong
+
+
+try:
+    minienc.gradcheck(lambda t: BrokenSoftplus()(t), probe)
+except minienc.GradcheckError as error:
+    print("BrokenSoftplus is caught:", str(error).splitlines()[0])
+
+# %% [markdown]
+# ## 4. One objective, trained for a minute: BYOL
+#
+# BYOL (Grill et al. 2020) has no negatives: an online network predicts, from one augmented
+# view, what an EMA *target* network makes of the other view. The target gets no gradient --
+# the graph below shows the cut: its output enters the loss as a red "no gradient" box, and
+# nothing of the target network is in the graph at all.
+
+# %%
+from minienc.data import BatchIterator, contrastive_augment, load_digits  # noqa: E402
+from minienc.eval import Evaluator, evaluate, plot_embeddings, encode  # noqa: E402
+from minienc.objectives.byol import BYOL, byol_mlp  # noqa: E402
+from minienc.optim import Adam, Cosine, WarmupCosine  # noqa: E402
+from minienc.train import Trainer  # noqa: E402
+
+data = load_digits()
+encoder = nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (256, 256), 32, batch_norm=True))
+random_encoder = nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (256, 256), 32, batch_norm=True))
+random_encoder.load_state_dict(encoder.state_dict())   # the same start, never trained
+byol = BYOL(encoder, byol_mlp(32, 256, 32), byol_mlp(32, 256, 32))
+augment = contrastive_augment()
+
+images = minienc.tensor(data.x_train[:8])
+view1, view2 = augment(images), augment(images)
+loss = byol.loss(view1, view2)
+minienc.viz.graph(loss, os.path.join(OUT, "graph_byol"),
+                  names={"online": byol.online_network, "predictor": byol.predictor,
+                         "view 1": view1, "view 2": view2, "loss": loss})
+if os.path.exists(os.path.join(OUT, "graph_byol.png")):
+    show(os.path.join(OUT, "graph_byol.png"))
+
+# %% [markdown]
+# The `Trainer` runs the loop: schedules, the EMA update after each step (a callback), a
+# held-out evaluation every 100 steps (k-NN, 5-shot, RankMe, embedding std on a fixed subset),
+# metrics.jsonl, the curves, a checkpoint. Stop it with Ctrl-C and `fit(..., resume=True)`
+# continues where it stopped.
+
+# %%
+loader = BatchIterator(data.x_train, batch_size=128, drop_last=True, seed=0)
+optimizer = Adam([p for m in byol.trained_modules() for p in m.parameters()], lr=2e-3)
+trainer = Trainer(lambda x: byol.loss(augment(x), augment(x)), optimizer, models=byol,
+                  schedules={"lr": WarmupCosine(2e-3, STEPS, STEPS // 10),
+                             "ema": Cosine(0.99, 1.0, STEPS)},
+                  callbacks=[lambda t: byol.update_target(t.values["ema"])],
+                  evaluator=Evaluator(encoder, data), eval_every=100, out_dir=OUT)
+trainer.fit(loader, steps=STEPS, overwrite=True)
+if os.path.exists(os.path.join(OUT, "evaluation.png")):
+    show(os.path.join(OUT, "evaluation.png"))
+
+# %% [markdown]
+# ## 5. What did the embeddings learn?
+#
+# The encoder never saw a label. We read its test embeddings with the labels only now: a linear
+# probe, a 5-shot probe, k-NN and RankMe, beside the same encoder at its random start; and a
+# picture (PCA and t-SNE), coloured by the digit each image shows.
+
+# %%
+for name, model in (("BYOL", encoder), ("random init", random_encoder)):
+    record = evaluate(model, data, name=name, draws=20)
+path = plot_embeddings(encode(encoder, data.x_test), data.y_test, os.path.join(OUT, "embeddings.png"),
+                       title=f"BYOL after {STEPS} steps: test embeddings", tsne=True)
+show(path)

@@ -1,0 +1,91 @@
+"""Argument checks shared by the constructors, losses and schedules. Each names its owner and the
+argument, so a bad value fails where it was given, with its name, instead of as a
+ZeroDivisionError or a NumPy message three calls later:
+
+    checks.positive_int("Linear", "in_features", 0)   ->  ValueError: Linear: in_features must be
+                                                           a positive integer, got 0
+Every check returns the value (ints as Python ints) so it can be used inline.
+"""
+import math
+import numbers
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def positive_int(owner, name, value):
+    if not (_is_int(value) and value > 0):
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def non_negative_int(owner, name, value):
+    if not (_is_int(value) and value >= 0):
+        raise ValueError(f"{owner}: {name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def finite(owner, name, value):
+    """Any finite number (a margin may be negative)."""
+    if not (_is_real(value) and math.isfinite(value)):
+        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+    return value
+
+
+def positive(owner, name, value):
+    """A finite number > 0 (a temperature, a learning rate's scale, an eps)."""
+    if not (_is_real(value) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def non_negative(owner, name, value):
+    if not (_is_real(value) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def in_range(owner, name, value, low, high, include_low=True, include_high=True):
+    """low <= value <= high (either end open when its include_ flag is False)."""
+    above = value >= low if include_low else value > low
+    below = value <= high if include_high else value < high
+    if not (_is_real(value) and above and below):
+        interval = f"{'[' if include_low else '('}{low}, {high}{']' if include_high else ')'}"
+        raise ValueError(f"{owner}: {name} must be in {interval}, got {value!r}")
+    return value
+
+
+def span(owner, name, value, low=0.0, high=math.inf):
+    """A (min, max) pair of numbers with low < min <= max <= high (a scale or ratio range)."""
+    ok = _is_sequence(value) and len(value) == 2 and all(_is_real(v) for v in value)
+    if not (ok and low < value[0] <= value[1] <= high):
+        top = "" if high == math.inf else f" <= {high}"
+        raise ValueError(f"{owner}: {name} must be (min, max) with {low} < min <= max{top}, "
+                         f"got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def one_of(owner, name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{owner}: {name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def pair(owner, name, value, minimum=None):
+    """(value, value) for an int, else the two ints of a sequence -- how a kernel size, stride,
+    padding, image size or grid size is given -- each at least `minimum` when one is given."""
+    values = (value, value) if _is_int(value) else tuple(value) if _is_sequence(value) else None
+    if values is None or len(values) != 2 or not all(_is_int(v) for v in values) or (
+            minimum is not None and min(values) < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ValueError(f"{owner}: {name} must be an integer{bound} or a pair of them, got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+def _is_sequence(value):
+    return isinstance(value, (tuple, list))

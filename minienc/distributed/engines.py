@@ -1,0 +1,231 @@
+"""The transports under minienc.distributed: one small class per engine, the same few calls.
+
+    allreduce_(a)           a <- the sum over ranks of a, in place; every rank gets the sum
+    broadcast_(a, root)     a <- root's a, in place
+    allgather(a)            (W * n, ...): every rank's a (n, ...), stacked in rank order
+    reduce_scatter(a)       a (W * n, ...) summed over ranks; this rank keeps rows [r n, (r + 1) n)
+    bcast_object(value) / allgather_object(value)     small host Python values (pickled)
+
+`WorldOfOne`   one process and no launcher: every call hands its input back (a no-op).
+`MPIEngine`    NumPy arrays through mpi4py's buffer calls (the capitalised ones: no pickling of
+               arrays, the data goes straight from the array's memory).
+`NCCLEngine`   CuPy arrays through NCCL (cupy.cuda.nccl), enqueued on the current CUDA stream
+               with device pointers: no host copy and no host sync, so a collective is ordered
+               with the kernels around it as any other kernel is. NCCL starts from a unique id
+               made on rank 0 and sent to the others over MPI (as ChainerMN and PyTorch's
+               launchers do); host values go over that MPI link too.
+
+Only `MPIEngine` imports mpi4py, and only `make_nccl_engine` asks backend.nccl() for
+cupy.cuda.nccl, when one is made.
+NOTE: NCCLEngine has run only against a fake in the tests (no GPU where it was written); see
+docs/distributed.md for the command that checks it on one GPU.
+"""
+from .. import backend
+
+np = backend.numpy
+
+
+def _import_mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise RuntimeError(f"minienc.distributed needs mpi4py and an MPI library: "
+                           f"pip install 'minienc[distributed]' (mpi4py and the mpich wheel) "
+                           f"({exc})") from None
+    return MPI
+
+
+class WorldOfOne:
+    """A single process: the sum over one rank, the gather of one rank, are its own array."""
+    name, rank, size = "none", 0, 1
+
+    def allreduce_(self, a):
+        return a
+
+    def broadcast_(self, a, root=0):
+        return a
+
+    def allgather(self, a):
+        return a
+
+    def reduce_scatter(self, a):
+        return a
+
+    def bcast_object(self, value, root=0):
+        return value
+
+    def allgather_object(self, value):
+        return [value]
+
+    def barrier(self):
+        pass
+
+
+def _contiguous(a, op):
+    if not a.flags.c_contiguous:
+        raise ValueError(f"distributed.{op}: works in place on a contiguous array, got a view of "
+                         f"shape {tuple(a.shape)}")
+    return a
+
+
+def _split_rows(engine, a, op):
+    if a.ndim == 0 or a.shape[0] % engine.size:
+        raise ValueError(f"{op}: an array of shape {tuple(a.shape)} does not split into "
+                         f"{engine.size} equal blocks of rows")
+    return a.shape[0] // engine.size
+
+
+class MPIEngine:
+    """Collectives over MPI on host NumPy arrays (the CPU engine)."""
+    name = "mpi"
+
+    def __init__(self, comm=None):
+        self.MPI = _import_mpi()
+        self.comm = comm if comm is not None else self.MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+
+    def _check(self, a, op, in_place=False):
+        if backend.is_cupy(a):
+            raise TypeError(f"distributed.{op}: the MPI engine moves host arrays, got a CuPy "
+                            f"array of shape {tuple(a.shape)} on cuda; init(engine='nccl') "
+                            f"trains on GPUs")
+        if in_place:
+            return _contiguous(a, op)
+        return np.ascontiguousarray(a)
+
+    def allreduce_(self, a):
+        self.comm.Allreduce(self.MPI.IN_PLACE, self._check(a, "allreduce_", True), op=self.MPI.SUM)
+        return a
+
+    def broadcast_(self, a, root=0):
+        self.comm.Bcast(self._check(a, "broadcast_", True), root=root)
+        return a
+
+    def allgather(self, a):
+        a = self._check(a, "allgather")
+        if a.ndim == 0:
+            raise ValueError("distributed.allgather: stacks arrays along axis 0; got a 0-d array")
+        out = np.empty((self.size * a.shape[0],) + a.shape[1:], dtype=a.dtype)
+        self.comm.Allgather(a, out)
+        return out
+
+    def reduce_scatter(self, a):
+        a = self._check(a, "reduce_scatter")
+        n = _split_rows(self, a, "distributed.reduce_scatter")
+        out = np.empty((n,) + a.shape[1:], dtype=a.dtype)
+        self.comm.Reduce_scatter_block(a, out, op=self.MPI.SUM)
+        return out
+
+    def bcast_object(self, value, root=0):
+        return self.comm.bcast(value, root=root)
+
+    def allgather_object(self, value):
+        return self.comm.allgather(value)
+
+    def barrier(self):
+        self.comm.Barrier()
+
+    def abort(self, code=1):
+        """End every rank's process (MPI_Abort)."""
+        self.comm.Abort(code)
+
+    def local_rank(self):
+        """This process's index among the processes on its machine (picks its GPU)."""
+        return self.comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_rank()
+
+
+# numpy dtype name -> the name of NCCL's constant in cupy.cuda.nccl
+NCCL_TYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64",
+              "int8": "NCCL_INT8", "uint8": "NCCL_UINT8", "int32": "NCCL_INT32",
+              "int64": "NCCL_INT64", "bool": "NCCL_UINT8"}
+
+
+def _pointer(a):
+    """The address of an array's first element: CuPy's device pointer (a NumPy array's host
+    address lets the tests drive this engine with a fake NCCL)."""
+    return a.data.ptr if backend.is_cupy(a) else a.ctypes.data
+
+
+def _stream(a):
+    return backend.cupy().cuda.get_current_stream().ptr if backend.is_cupy(a) else 0
+
+
+class NCCLEngine:
+    """Collectives over NCCL on CuPy arrays (the GPU engine), one GPU per process.
+
+    rank, size, unique_id: this process's place and NCCL's id from rank 0 (`nccl.get_unique_id()`).
+    nccl: the cupy.cuda.nccl module (or a stand-in with the same calls). host: the engine that
+    carries host values (an MPIEngine; None for a world of one)."""
+    name = "nccl"
+
+    def __init__(self, rank, size, unique_id, nccl, host=None):
+        self.nccl, self.rank, self.size = nccl, rank, size
+        self.host = host if host is not None else WorldOfOne()
+        self.comm = nccl.NcclCommunicator(size, unique_id, rank)
+
+    def _type(self, a, op):
+        name = NCCL_TYPES.get(a.dtype.name)
+        if name is None:
+            raise TypeError(f"distributed.{op}: NCCL has no type for {a.dtype} (shape "
+                            f"{tuple(a.shape)}); it moves {sorted(NCCL_TYPES)}")
+        return getattr(self.nccl, name)
+
+    def allreduce_(self, a):
+        if a.dtype == bool:
+            raise TypeError("distributed.allreduce_: cannot sum booleans; cast them first")
+        _contiguous(a, "allreduce_")
+        self.comm.allReduce(_pointer(a), _pointer(a), a.size, self._type(a, "allreduce_"),
+                            self.nccl.NCCL_SUM, _stream(a))
+        return a
+
+    def broadcast_(self, a, root=0):
+        _contiguous(a, "broadcast_")
+        self.comm.bcast(_pointer(a), a.size, self._type(a, "broadcast_"), root, _stream(a))
+        return a
+
+    def allgather(self, a):
+        xp = backend.get_xp(a)
+        a = xp.ascontiguousarray(a)
+        if a.ndim == 0:
+            raise ValueError("distributed.allgather: stacks arrays along axis 0; got a 0-d array")
+        out = xp.empty((self.size * a.shape[0],) + a.shape[1:], dtype=a.dtype)
+        self.comm.allGather(_pointer(a), _pointer(out), a.size, self._type(a, "allgather"),
+                            _stream(a))
+        return out
+
+    def reduce_scatter(self, a):
+        xp = backend.get_xp(a)
+        a = xp.ascontiguousarray(a)
+        n = _split_rows(self, a, "distributed.reduce_scatter")
+        out = xp.empty((n,) + a.shape[1:], dtype=a.dtype)
+        self.comm.reduceScatter(_pointer(a), _pointer(out), out.size,
+                                self._type(a, "reduce_scatter"), self.nccl.NCCL_SUM, _stream(a))
+        return out
+
+    def bcast_object(self, value, root=0):
+        return self.host.bcast_object(value, root)
+
+    def allgather_object(self, value):
+        return self.host.allgather_object(value)
+
+    def barrier(self):
+        backend.cupy().cuda.get_current_stream().synchronize()
+        self.host.barrier()
+
+    def abort(self, code=1):
+        if hasattr(self.host, "abort"):
+            self.host.abort(code)
+
+
+def make_nccl_engine(host=None):
+    """An NCCLEngine for this process: its GPU chosen by its place on the machine, NCCL's id made
+    on rank 0 and broadcast over `host` (an MPIEngine; None: a world of one on the current GPU)."""
+    gpu, nccl = backend.cupy(), backend.nccl()
+    rank, size = (host.rank, host.size) if host is not None else (0, 1)
+    if host is not None:
+        # one GPU per process: the i-th process on a machine takes its i-th GPU
+        gpu.cuda.Device(host.local_rank() % gpu.cuda.runtime.getDeviceCount()).use()
+    unique_id = nccl.get_unique_id() if rank == 0 else None
+    if host is not None:
+        unique_id = host.bcast_object(unique_id)
+    return NCCLEngine(rank, size, unique_id, nccl, host)

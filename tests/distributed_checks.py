@@ -1,0 +1,485 @@
+"""The checks that need several processes, run by tests/test_distributed.py as
+
+    mpiexec -n 2 python tests/distributed_checks.py [name ...]
+
+Each check runs on every rank; rank 0 prints one line per check, `CHECK {"name": ..., "ok": ...,
+"detail": ...}`, ok only if it passed on every rank. The equivalence checks compare W ranks with
+a global batch of B (B / W each) against this same process computing alone (distributed.alone())
+with the whole batch of B, in float64, after every one of 5 optimizer steps.
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import minienc  # noqa: E402
+from minienc import backend, distributed, nn  # noqa: E402
+from minienc.data import BatchIterator  # noqa: E402
+from minienc.engine import no_grad  # noqa: E402
+from minienc.objectives import MAE, IJEPA, MultiBlockMaskSampler, random_masking  # noqa: E402
+from minienc.objectives.barlow import BarlowTwins, barlow_projector  # noqa: E402
+from minienc.objectives.lejepa import LeJEPA  # noqa: E402
+from minienc.objectives.vicreg import VICReg, vicreg_expander  # noqa: E402
+from minienc.objectives.contrastive import MoCo, SimCLR, _in_groups, nt_xent, projection_head  # noqa: E402
+from minienc.optim import LARS, SGD, AdamW  # noqa: E402
+from minienc.train import Trainer  # noqa: E402
+
+F64 = np.float64
+STEPS = 5
+TOLERANCE = 1e-10
+CHECKS = {}
+
+
+def check(fn):
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+def rank():
+    return distributed.rank()
+
+
+def world():
+    return distributed.world_size()
+
+
+def weights(*models):
+    """Every parameter and buffer, flattened, as one float64 host vector."""
+    parts = []
+    for m in models:
+        parts += [np.asarray(v, dtype=F64).ravel() for v in m.state_dict().values()]
+    return np.concatenate(parts)
+
+
+def same_on_every_rank(vector, what):
+    everyone = distributed.engine().allgather_object(vector)
+    spread = max(float(np.abs(v - everyone[0]).max()) for v in everyone)
+    assert spread == 0.0, f"{what}: the ranks differ by {spread:.3g}"
+
+
+def train(build, make_data, make_optimizer, step, sharded, callbacks=()):
+    """Train what `build()` returns for STEPS steps; returns (weights after each step, losses).
+    sharded=False: this process alone with the whole batch. sharded=True: every rank with its
+    share, from a different initialisation on each rank (the broadcast must undo it)."""
+    minienc.manual_seed(7 + (100 * rank() if sharded else 0))
+    models = build()
+    for m in models.values():
+        m.astype(F64)
+    history = []
+
+    def record(trainer):
+        history.append(weights(*models.values()))
+
+    trainer = Trainer(lambda batch: step(models, batch), make_optimizer(models), models=models,
+                      callbacks=[*(cb(models) for cb in callbacks), record], log_every=1,
+                      progress=False)
+    trainer.fit(make_data(sharded), steps=STEPS)
+    return history, trainer.losses
+
+
+def compare_runs(name, build, make_data, make_optimizer, step, callbacks=()):
+    with distributed.alone():
+        reference, ref_losses = train(build, make_data, make_optimizer, step, False, callbacks)
+    sharded, losses = train(build, make_data, make_optimizer, step, True, callbacks)
+    assert len(sharded) == len(reference) == STEPS, (len(sharded), len(reference))
+    worst = [float(np.abs(a - b).max()) for a, b in zip(sharded, reference)]
+    assert max(worst) < TOLERANCE, f"{name}: weights differ from one process after steps: {worst}"
+    loss_gap = max(abs(a - b) for a, b in zip(losses, ref_losses))
+    assert loss_gap < TOLERANCE, f"{name}: logged losses differ by {loss_gap:.3g}"
+    moved = float(np.abs(reference[-1] - reference[0]).max())
+    assert moved > 1e-4, f"{name}: the weights barely moved ({moved:.3g}): the check is vacuous"
+    same_on_every_rank(sharded[-1], name)
+    return f"max weight gap per step {['%.1e' % w for w in worst]}, loss gap {loss_gap:.1e}"
+
+
+def loader(arrays, batch_size, sharded):
+    return BatchIterator(*arrays, batch_size=batch_size, drop_last=True, seed=3,
+                         rank=rank() if sharded else 0, world_size=world() if sharded else 1)
+
+
+# ----- equivalence: W ranks with B/W each == one process with B -----------------------------------
+
+@check
+def simclr_global_gather_and_sync_bn():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 10)).astype(np.float32)
+    noise = [0.3 * rng.standard_normal(x.shape).astype(np.float32) for _ in range(2)]
+
+    def build():
+        encoder = nn.MLPEncoder(10, (12,), 8, batch_norm=True)
+        model = SimCLR(encoder, projection_head(8, 8, 4), temperature=0.5, distributed=True)
+        return {"simclr": nn.SyncBatchNorm.convert(model)}
+
+    def step(models, batch):
+        images, n1, n2 = (t.astype(F64) for t in batch)
+        return models["simclr"].loss(images + n1, images + n2)
+
+    return compare_runs("SimCLR", build, lambda sharded: loader((x, *noise), 8, sharded),
+                        lambda m: LARS(m["simclr"].parameters(), lr=0.5, weight_decay=1e-4), step)
+
+
+def _two_view_data(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((32, 10)).astype(np.float32)
+    return (x, *(0.3 * rng.standard_normal(x.shape).astype(np.float32) for _ in range(2)))
+
+
+def _two_views(batch):
+    images, n1, n2 = (t.astype(F64) for t in batch)
+    return images + n1, images + n2
+
+
+def _joint_embedding(name, make_model, seed):
+    """A two-view objective with SyncBatchNorm and its batch statistics over every process."""
+    arrays = _two_view_data(seed)
+
+    def build():
+        return {"model": nn.SyncBatchNorm.convert(make_model())}
+
+    return compare_runs(name, build, lambda sharded: loader(arrays, 8, sharded),
+                        lambda m: SGD(m["model"].parameters(), lr=0.05, momentum=0.9),
+                        lambda models, batch: models["model"].loss(*_two_views(batch)))
+
+
+@check
+def vicreg():
+    return _joint_embedding("VICReg", lambda: VICReg(
+        nn.MLPEncoder(10, (12,), 8, batch_norm=True), vicreg_expander(8, 8, 8), distributed=True), 6)
+
+
+@check
+def barlow_twins():
+    return _joint_embedding("Barlow Twins", lambda: BarlowTwins(
+        nn.MLPEncoder(10, (12,), 8, batch_norm=True), barlow_projector(8, 8, 8), distributed=True), 7)
+
+
+@check
+def lejepa():
+    """SIGReg's directions are drawn on rank 0 and broadcast: the same as one process draws."""
+    arrays = _two_view_data(8)
+
+    def build():
+        encoder = nn.Sequential(nn.Flatten(), nn.Linear(10, 8))
+        model = LeJEPA(encoder, proj_dim=4, hidden=8, lam=0.3, num_directions=16, embed_dim=8,
+                       distributed=True)
+        return {"model": nn.SyncBatchNorm.convert(model)}
+
+    def step(models, batch):
+        views = [v.reshape(v.shape[0], 1, 2, 5) for v in _two_views(batch)]
+        return models["model"](views)
+
+    return compare_runs("LeJEPA", build, lambda sharded: loader(arrays, 8, sharded),
+                        lambda m: SGD(m["model"].parameters(), lr=0.05, momentum=0.9), step)
+
+
+@check
+def mae():
+    rng = np.random.default_rng(1)
+    images = rng.random((16, 1, 4, 4)).astype(np.float32)
+    ids_keep, ids_restore, mask = random_masking(16, 4, 0.5, "cpu", rng=np.random.default_rng(2))
+
+    def build():
+        return {"mae": MAE(image_size=4, patch_size=2, dim=8, depth=1, num_heads=2, decoder_dim=8,
+                           decoder_depth=1, decoder_num_heads=2, mask_ratio=0.5, norm_pix_loss=True)}
+
+    def step(models, batch):
+        x, keep, restore, m = batch
+        loss, _, _ = models["mae"](x.astype(F64), (keep.data, restore.data, m.data.astype(F64)))
+        return loss
+
+    # eps 1e-6, not 1e-8: the attention's key bias has an exactly zero gradient (softmax ignores a
+    # shift shared by every key), so Adam's step there is rounding noise / eps, which differs
+    # between one and two processes (1e-11 per step with eps 1e-8; a hundredth of it here)
+    return compare_runs("MAE", build,
+                        lambda sharded: loader((images, ids_keep, ids_restore, mask), 4, sharded),
+                        lambda m: AdamW(m["mae"].parameters(), lr=1e-2, eps=1e-6), step)
+
+
+def _ijepa(name, **options):
+    rng = np.random.default_rng(3)
+    sampler = MultiBlockMaskSampler(2, num_targets=2, target_scale=(0.25, 0.25),
+                                    context_scale=(1.0, 1.0), min_context=1, cut="random")
+    batches = []  # one global batch of 4 per step, its masks drawn for the whole batch
+    for _ in range(STEPS):
+        context, targets = sampler(4, rng)
+        batches.append((rng.random((4, 1, 4, 4)).astype(np.float32), context, targets))
+
+    def build():
+        vit = nn.VisionTransformer(image_size=4, patch_size=2, dim=8, depth=1, num_heads=2)
+        return {"jepa": IJEPA(vit, predictor_dim=8, predictor_depth=1, **options)}
+
+    def data(sharded):
+        if not sharded:
+            return batches
+        share = slice(rank() * 4 // world(), (rank() + 1) * 4 // world())
+        return [tuple(part[share] for part in batch) for batch in batches]
+
+    def step(models, batch):
+        images, context, targets = batch
+        return models["jepa"](minienc.tensor(images, dtype=F64), context, targets)
+
+    def ema(models):
+        return lambda trainer: models["jepa"].update_target(0.9)
+
+    return compare_runs(name, build, data,
+                        lambda m: AdamW(m["jepa"].param_groups(0.01), lr=1e-2), step,
+                        callbacks=[ema])
+
+
+@check
+def ijepa():
+    return _ijepa("I-JEPA")
+
+
+@check
+def ijepa_with_batch_statistics():
+    """The VICReg terms on the pooled embeddings and the batch-standardised targets, computed
+    on the gathered global batch."""
+    return _ijepa("I-JEPA + variance terms + layer+batch targets", variance_weight=0.5,
+                  covariance_weight=0.5, target_norm="layer+batch", distributed=True)
+
+
+@check
+def mlp_with_sync_batch_norm():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((24, 5)).astype(np.float32)
+    y = (x @ rng.standard_normal((5, 2)) + 1.0).astype(np.float32)
+
+    def build():
+        mlp = nn.Sequential(nn.Linear(5, 7), nn.SyncBatchNorm(7), nn.ReLU(), nn.Linear(7, 2))
+        return {"mlp": mlp}
+
+    def step(models, batch):
+        inputs, targets = (t.astype(F64) for t in batch)
+        return ((models["mlp"](inputs) - targets) ** 2).mean()
+
+    detail = compare_runs("SyncBatchNorm MLP", build, lambda sharded: loader((x, y), 6, sharded),
+                          lambda m: SGD(m["mlp"].parameters(), lr=0.1, momentum=0.9), step)
+    return detail + " (running statistics included)"
+
+
+# ----- MoCo: the global batch's keys in rank order, the batch shuffled across ranks ---------------
+
+@check
+def moco_queue_and_shuffled_bn():
+    n, total = 4, 4 * world()
+    everyone = np.random.default_rng(5).standard_normal((2, total, 6))
+    mine = slice(rank() * n, (rank() + 1) * n)
+    view_q, view_k = (minienc.tensor(v[mine], dtype=F64) for v in everyone)
+    minienc.manual_seed(11)
+    encoder = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU())
+    moco = MoCo(encoder, projection_head(8, 8, 4, batch_norm=False), queue_size=3 * total,
+                bn_groups=1, seed=0, distributed=True)
+    moco.astype(F64)
+    moco.key_encoder.astype(F64)
+    distributed.broadcast_parameters(moco, moco.key_encoder)
+    before = moco.queue.copy()
+    rng_before = backend.rng("cpu").bit_generator.state  # rank 0 draws the permutation from it
+    moco.loss(view_q, view_k)
+
+    # the permutation rank 0 drew, replayed; every rank has the same (it was broadcast)
+    replay = np.random.Generator(np.random.PCG64())
+    replay.bit_generator.state = distributed.engine().bcast_object(rng_before)
+    order = np.argsort(replay.random(total))
+    assert set(order[:n]) != set(range(n)), "the permutation kept rank 0's images on rank 0"
+    # one process, the whole batch, one batch-norm group per rank in the same shuffled order
+    groups = world()  # (inside alone() the world is of one)
+    with distributed.alone(), no_grad():
+        all_keys = minienc.tensor(everyone[1], dtype=F64)
+        expected = minienc.normalize(_in_groups(moco.key_encoder, all_keys, groups, order)).data
+    queue = moco.queue   # FIFO, the newest keys last
+    gap = float(np.abs(queue[-total:] - expected).max())
+    assert gap < 1e-12, f"MoCo: the enqueued keys differ from the global batch's by {gap:.3g}"
+    assert np.array_equal(queue[:-total], before[total:]), "MoCo: the older keys did not move up"
+    same_on_every_rank(queue, "MoCo queue")
+    # BN over a share is not BN over the whole batch: the shuffle across ranks is what matched
+    with distributed.alone(), no_grad():
+        unshuffled = minienc.normalize(moco.key_encoder(all_keys)).data
+    assert np.abs(unshuffled - expected).max() > 1e-6, "the check cannot tell the groups apart"
+    return f"keys of {total} samples enqueued in rank order, gap {gap:.1e}; order {order.tolist()}"
+
+
+# ----- gradients across ranks ----------------------------------------------------------------------
+
+def gradcheck_across_ranks(fn, inputs, eps=1e-6, atol=1e-8, rtol=1e-6):
+    """Finite differences of F = sum over ranks of <fn(inputs on that rank), u_r> (u_r random,
+    never all ones) against the gradient each rank's backward gives its own inputs: one entry of
+    one rank's inputs moved at a time, F summed over the ranks."""
+    engine = distributed.engine()
+    out = fn(*inputs)
+    upstream = np.random.default_rng(50 + rank()).standard_normal(out.shape)
+    out.backward(upstream)
+    analytic = [x.grad.copy() for x in inputs]
+
+    def total():
+        with no_grad():
+            local = float((fn(*inputs).data * upstream).sum())
+        return sum(engine.allgather_object(local))
+
+    worst = 0.0
+    for owner in range(world()):
+        for k, x in enumerate(inputs):
+            for index in np.ndindex(*x.shape):  # every rank's inputs have the same shapes
+                moves = rank() == owner
+                if moves:
+                    x.data[index] += eps
+                plus = total()
+                if moves:
+                    x.data[index] -= 2 * eps
+                minus = total()
+                if moves:
+                    x.data[index] += eps
+                    numeric = (plus - minus) / (2 * eps)
+                    error = abs(numeric - analytic[k][index])
+                    assert error <= atol + rtol * abs(numeric), (
+                        f"input {k} {index} on rank {owner}: numeric {numeric:.8g}, "
+                        f"analytic {analytic[k][index]:.8g}")
+                    worst = max(worst, error)
+    return worst
+
+
+def _inputs(*shapes, seed):
+    rng = np.random.default_rng(seed + rank())
+    return [minienc.tensor(rng.standard_normal(s), requires_grad=True, dtype=F64) for s in shapes]
+
+
+@check
+def all_gather_gradcheck():
+    # each rank's output reads every rank's rows, through a rank-specific map
+    mixing = minienc.tensor(np.random.default_rng(60 + rank()).standard_normal((3, 2)), dtype=F64)
+    x, = _inputs((2, 3), seed=0)
+    gathered = distributed.all_gather(x)
+    assert gathered.shape == (2 * world(), 3)
+    everyone = distributed.engine().allgather_object(x.data)
+    assert np.array_equal(gathered.data, np.concatenate(everyone)), "all_gather: not in rank order"
+    worst = gradcheck_across_ranks(lambda t: minienc.tanh(distributed.all_gather(t) @ mixing), [x])
+    a, b = _inputs((3, 4), (3, 4), seed=10)
+    worst_ntxent = gradcheck_across_ranks(lambda u, v: nt_xent(u, v, 0.5, distributed=True), [a, b])
+    return f"worst error {worst:.1e} (tanh of the gathered rows), {worst_ntxent:.1e} (NT-Xent)"
+
+
+@check
+def sync_batch_norm_gradcheck():
+    x, weight, bias = _inputs((3, 2), (2,), (2,), seed=20)
+    worst = gradcheck_across_ranks(lambda t, w, b: distributed.sync_batch_norm(t, w, b), [x, weight, bias])
+    images, = _inputs((2, 2, 2, 2), seed=30)  # (N, C, H, W): statistics over N, H and W
+    worst_2d = gradcheck_across_ranks(lambda t: distributed.sync_batch_norm(t), [images])
+    return f"worst error {worst:.1e} (N, C), {worst_2d:.1e} (N, C, H, W)"
+
+
+# ----- the pieces under the Trainer ----------------------------------------------------------------
+
+@check
+def engine_collectives():
+    engine, r, w = distributed.engine(), rank(), world()
+    a = np.full((2, 3), float(r + 1))
+    engine.allreduce_(a)
+    assert np.all(a == w * (w + 1) / 2), a
+    b = np.arange(4.0) + 10 * r
+    engine.broadcast_(b, root=0)
+    assert np.array_equal(b, np.arange(4.0)), b
+    gathered = engine.allgather(np.full((1, 2), r, dtype=np.int64))
+    assert gathered.tolist() == [[i, i] for i in range(w)], gathered
+    scattered = engine.reduce_scatter(np.arange(2.0 * w)[:, None] * (r + 1))
+    assert scattered.ravel().tolist() == [(2 * r + i) * w * (w + 1) / 2 for i in range(2)], scattered
+    return "allreduce_, broadcast_, allgather, reduce_scatter"
+
+
+@check
+def gradient_reducer_buckets():
+    minienc.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    distributed.broadcast_parameters(model)
+    x = minienc.tensor(np.random.default_rng(rank()).standard_normal((6, 4)))
+    (model(x) ** 2).mean().backward()
+    own = [p.grad.copy() for p in model.parameters()]
+    expected = [np.mean(g, axis=0) for g in zip(*distributed.engine().allgather_object(own))]
+    small = distributed.GradientReducer(model.parameters(), bucket_bytes=64)
+    assert len(small.buckets) > 1, small.buckets
+    small()
+    for p, e in zip(model.parameters(), expected):
+        assert np.allclose(p.grad, e, rtol=1e-6, atol=1e-7), (p.shape, p.grad, e)
+    whole = distributed.GradientReducer(model.parameters())
+    assert len(whole.buckets) == 1
+    return f"{len(small.buckets)} small buckets and 1 whole bucket average alike"
+
+
+@check
+def loader_shards():
+    x = np.arange(30, dtype=np.float32)
+    for drop_last in (True, False):
+        one = list(BatchIterator(x, batch_size=8, drop_last=drop_last, seed=1, rank=0, world_size=1))
+        mine = list(BatchIterator(x, batch_size=8, drop_last=drop_last, seed=1))
+        everyone = distributed.engine().allgather_object([b.data for b in mine])
+        assert len({len(batches) for batches in everyone}) == 1, "ranks take different step counts"
+        for i, batch in enumerate(one):
+            joined = np.concatenate([batches[i] for batches in everyone])
+            cut = len(joined)
+            assert np.array_equal(joined, batch.data[:cut]), (i, joined, batch.data)
+    return "every rank's share, joined in rank order, is the one-process batch"
+
+
+@check
+def trainer_resume_restores_every_rank():
+    made = tempfile.mkdtemp(prefix="minienc-dist-") if distributed.is_main() else None
+    shared = distributed.engine().bcast_object(made)
+    # rank 0 writes in the shared folder; the others are given a folder of their own
+    out = shared if distributed.is_main() else tempfile.mkdtemp(prefix="minienc-rank-")
+    x = np.random.default_rng(8).standard_normal((24, 3)).astype(np.float32)
+
+    def run(steps, resume, out_dir):
+        minienc.manual_seed(5 + rank())  # a different random stream on every rank
+        model = nn.Sequential(nn.Linear(3, 4), nn.SyncBatchNorm(4), nn.Tanh(), nn.Linear(4, 1))
+
+        def step(batch):
+            # the noise comes from each rank's own host RNG: resuming must restore each
+            noise = backend.host_rng().standard_normal(batch.shape).astype(np.float32)
+            return (model(batch + minienc.tensor(noise)) ** 2).mean()
+
+        trainer = Trainer(step, SGD(model.parameters(), lr=0.05, momentum=0.9), models=model,
+                          out_dir=out_dir, checkpoint_every=3, log_every=1, progress=False)
+        trainer.fit(BatchIterator(x, batch_size=4, seed=2), steps=steps, resume=resume)
+        return weights(model), trainer.losses
+
+    straight, straight_losses = run(8, False, None)
+    run(3, False, out)                                   # stops at the step-3 checkpoint
+    resumed, resumed_losses = run(8, True, out)
+    assert np.array_equal(straight, resumed), "resumed weights differ from an uninterrupted run"
+    assert straight_losses == resumed_losses, (straight_losses, resumed_losses)
+    # the other ranks keep only metrics.jsonl in their own folder, with rank 0's numbers
+    if not distributed.is_main():
+        assert os.listdir(out) == ["metrics.jsonl"], f"rank {rank()} wrote {os.listdir(out)}"
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        logged = [json.loads(line)["loss"] for line in f if line.strip()]
+    assert logged == resumed_losses, (logged, resumed_losses)
+    same_on_every_rank(np.array(logged), "metrics.jsonl's losses")
+    same_on_every_rank(resumed, "resumed weights")   # (also: rank 0 is done reading the files)
+    shutil.rmtree(out)
+    return "8 steps straight == 3 steps, checkpoint, resume to 8 (weights and losses)"
+
+
+def main(names):
+    distributed.init()
+    assert distributed.world_size() > 1, "run under mpiexec -n 2 (or more)"
+    for name in names or list(CHECKS):
+        try:
+            detail, ok = CHECKS[name](), True
+        except Exception:
+            detail, ok = traceback.format_exc(limit=4), False
+            print(f"rank {rank()}: {name} failed (a rank that fails mid-check can leave the "
+                  f"others waiting in a collective):\n{detail}", file=sys.stderr, flush=True)
+        outcomes = distributed.engine().allgather_object((ok, str(detail)))
+        if distributed.is_main():
+            failed = [f"rank {r}: {d}" for r, (good, d) in enumerate(outcomes) if not good]
+            print("CHECK " + json.dumps({"name": name, "ok": not failed,
+                                         "detail": "\n".join(failed) or outcomes[0][1]}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,112 @@
+"""Degenerate and careless arguments: every constructor, loss and schedule refuses a value it
+cannot work with when it is given -- zero sizes, stride 0, temperature 0, a ratio out of range --
+with a ValueError that names the owner and the argument, never a ZeroDivisionError or a raw NumPy
+message later on."""
+import numpy as np
+import pytest
+
+import minienc
+from minienc import data as D
+from minienc import nn, optim
+from minienc.objectives import MAE, build_model, kl_to_standard_normal, reconstruction_loss
+from minienc.objectives.reconstruction import kl_weight_schedule
+
+
+def params():
+    return nn.Linear(2, 2).parameters()
+
+
+def x4():
+    return minienc.tensor(np.ones((1, 1, 4, 4)))
+
+
+CASES = {
+    "Linear in_features 0": (lambda: nn.Linear(0, 4), r"^Linear: in_features must be a positive integer, got 0"),
+    "Linear out_features": (lambda: nn.Linear(4, -1), r"^Linear: out_features"),
+    "Conv2d stride 0": (lambda: nn.Conv2d(1, 4, 3, stride=0), r"^Conv2d: stride must be an integer >= 1"),
+    "Conv2d kernel 0": (lambda: nn.Conv2d(1, 4, 0), r"^Conv2d: kernel_size"),
+    "Conv2d padding": (lambda: nn.Conv2d(1, 4, 3, padding=-1), r"^Conv2d: padding must be an integer >= 0"),
+    "Conv2d channels": (lambda: nn.Conv2d(0, 4, 3), r"^Conv2d: in_channels"),
+    "Conv2d kernel triple": (lambda: nn.Conv2d(1, 4, (3, 3, 3)), r"^Conv2d: kernel_size must be an integer"),
+    "ConvTranspose2d output_padding": (lambda: nn.ConvTranspose2d(1, 1, 3, stride=2, output_padding=2),
+                                       r"^ConvTranspose2d: output_padding \(2, 2\) must be smaller"),
+    "MaxPool2d kernel": (lambda: nn.MaxPool2d(0), r"^MaxPool2d: kernel_size"),
+    "AvgPool2d stride": (lambda: nn.AvgPool2d(2, stride=0), r"^AvgPool2d: stride"),
+    "conv2d op stride": (lambda: minienc.conv2d(x4(), minienc.tensor(np.ones((1, 1, 3, 3))), stride=0),
+                         r"^conv2d: stride"),
+    "max_pool2d op stride": (lambda: minienc.max_pool2d(x4(), 2, stride=0), r"^max_pool2d: stride"),
+    "Embedding size": (lambda: nn.Embedding(0, 3), r"^Embedding: num_embeddings"),
+    "LayerNorm dim": (lambda: nn.LayerNorm(0), r"^LayerNorm: dim"),
+    "BatchNorm momentum": (lambda: nn.BatchNorm1d(4, momentum=1.5), r"^BatchNorm1d: momentum must be in \[0.0, 1.0\]"),
+    "BatchNorm features": (lambda: nn.BatchNorm2d(0), r"^BatchNorm2d: num_features"),
+    "attention heads": (lambda: nn.MultiHeadAttention(8, 0), r"^MultiHeadAttention: num_heads"),
+    "block mlp_ratio": (lambda: nn.TransformerBlock(8, 2, mlp_ratio=0), r"^TransformerBlock: mlp_ratio"),
+    "ViT patch_size": (lambda: nn.VisionTransformer(image_size=8, patch_size=0), r"^PatchEmbed: patch_size"),
+    "ViT depth": (lambda: nn.VisionTransformer(image_size=8, patch_size=2, depth=-1), r"^VisionTransformer: depth"),
+    "MLPEncoder hidden": (lambda: nn.MLPEncoder(64, (256, 0), 32), r"^MLPEncoder: hidden must be a positive integer, got 0"),
+    "ConvEncoder too small": (lambda: nn.ConvEncoder(1, (4, 4), kernel_size=3, stride=2, padding=0,
+                                                     image_size=4, out_features=2),
+                              r"^ConvEncoder: image_size 4 is too small for 2 convolutions"),
+    "TextTransformer vocab": (lambda: nn.TextTransformer(0), r"^TextTransformer: vocab_size"),
+    "latent dimension 0": (lambda: build_model("vae", (1, 8, 8), latent_dim=0),
+                           r"^build_encoder_decoder: latent_dim must be a positive integer, got 0"),
+    "reconstruction batch 0": (lambda: reconstruction_loss(minienc.zeros(0, 4), minienc.zeros(0, 4)),
+                               r"^reconstruction_loss: .* B >= 1"),
+    "kl batch 0": (lambda: kl_to_standard_normal(minienc.zeros(0, 2), minienc.zeros(0, 2)),
+                   r"^kl_to_standard_normal: .* B and J >= 1"),
+    "MAE decoder_dim": (lambda: MAE(image_size=4, patch_size=2, decoder_dim=0), r"^MAE: decoder_dim"),
+    "smooth_l1 beta 0": (lambda: minienc.smooth_l1_loss(minienc.zeros(2), minienc.zeros(2), beta=0.0),
+                         r"^smooth_l1_loss: beta must be a finite number > 0"),
+    "normalize eps": (lambda: minienc.normalize(minienc.ones(2, 2), eps=0.0), r"^normalize: eps"),
+    "attention op heads": (lambda: minienc.multi_head_attention(minienc.ones(1, 2, 6), 0),
+                           r"^multi_head_attention: num_heads"),
+    "attention scale": (lambda: minienc.scaled_dot_product_attention(*[minienc.ones(1, 2, 2)] * 3, scale=0.0),
+                        r"^scaled_dot_product_attention: scale"),
+    "SGD lr": (lambda: optim.SGD(params(), lr=-1.0), r"^SGD: lr must be a finite number >= 0, got -1.0"),
+    "SGD weight_decay type": (lambda: optim.SGD(params(), lr=0.1, weight_decay="0.1"), r"^SGD: weight_decay"),
+    "SGD momentum": (lambda: optim.SGD(params(), lr=0.1, momentum=1.0), r"^SGD: momentum must be in \[0.0, 1.0\)"),
+    "Adam betas": (lambda: optim.Adam(params(), betas=(0.9,)), r"^Adam: betas must be a pair"),
+    "Adam eps": (lambda: optim.Adam(params(), eps=0.0), r"^Adam: eps"),
+    "LARS trust": (lambda: optim.LARS(params(), lr=0.1, trust_coefficient=0.0), r"^LARS: trust_coefficient"),
+    "EMA momentum": (lambda: optim.EMA(nn.Linear(2, 2), momentum=2.0), r"^EMA: momentum must be in \[0.0, 1.0\]"),
+    "schedule total_steps": (lambda: optim.WarmupCosine(1e-3, total_steps=0), r"^WarmupCosine: total_steps"),
+    "schedule float steps": (lambda: optim.Cosine(0.9, 1.0, total_steps=2.5), r"^Cosine: total_steps"),
+    "schedule value": (lambda: optim.LinearSchedule(None, 1.0, 10), r"^LinearSchedule: start must be a finite number"),
+    "kl warmup": (lambda: kl_weight_schedule(1.0, warmup_steps=-1), r"^kl_weight_schedule: warmup_steps"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_arguments_are_refused_naming_owner_and_argument(case):
+    make, message = CASES[case]
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_warmup_cosine_without_warmup_before_the_first_step():
+    schedule = optim.WarmupCosine(1e-3, total_steps=10, warmup_steps=0)
+    assert schedule(-1) == schedule(0) == pytest.approx(1e-3)   # was a ZeroDivisionError
+    warm = optim.WarmupCosine(1e-3, total_steps=10, warmup_steps=4, start=1e-4)
+    assert warm(-3) == warm(0) == pytest.approx(1e-4)
+
+
+AUGMENTATIONS = {
+    "crop padding": (lambda: D.RandomCrop(padding=-1), r"^RandomCrop: padding"),
+    "p above 1": (lambda: D.RandomCrop(p=1.5), r"^RandomCrop: p must be in \[0.0, 1.0\]"),
+    "affine scale": (lambda: D.RandomAffine(scale=(1.1, 0.9)), r"^RandomAffine: scale must be \(min, max\)"),
+    "affine degrees": (lambda: D.RandomAffine(degrees=-5), r"^RandomAffine: degrees"),
+    "resized crop scale": (lambda: D.RandomResizedCrop(scale=(0.0, 1.0)), r"^RandomResizedCrop: scale"),
+    "resized crop ratio": (lambda: D.RandomResizedCrop(ratio=(2.0, 1.0)), r"^RandomResizedCrop: ratio"),
+    "resized crop size": (lambda: D.RandomResizedCrop(size=0), r"^RandomResizedCrop: size"),
+    "noise std": (lambda: D.GaussianNoise(std=-0.1), r"^GaussianNoise: std"),
+    "erasing scale": (lambda: D.RandomErasing(scale=(0.1, 2.0)), r"^RandomErasing: scale"),
+    "jitter": (lambda: D.BrightnessContrast(brightness=1.5), r"^BrightnessContrast: brightness"),
+    "multi-crop": (lambda: D.MultiCrop(global_crops=0), r"^MultiCrop: needs global_crops >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(AUGMENTATIONS))
+def test_bad_augmentation_arguments_are_refused_naming_owner_and_argument(case):
+    make, message = AUGMENTATIONS[case]
+    with pytest.raises(ValueError, match=message):
+        make()
