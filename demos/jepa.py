@@ -109,9 +109,10 @@ def parse_args():
     study.add_argument("--stop-gradient", type=int, choices=[0, 1],
                        help="with a shared encoder: targets as constants (1) or with a gradient (0)")
     study.add_argument("--sigreg-weight", type=float, help="SIGReg's weight (0 = off)")
-    study.add_argument("--sigreg-on", choices=["context", "target", "tokens", "projection"],
+    study.add_argument("--sigreg-on", choices=["context", "target", "tokens", "projection", "views"],
                        help="SIGReg on the pooled context, the pooled target pass, every context token, or "
-                       "projection: prediction and SIGReg both in the projector's space")
+                       "projection: prediction and SIGReg both in the projector's space, or views: "
+                       "LeJEPA's loss between the pooled context and target views, beside the predictor's")
     study.add_argument("--sigreg-proj-dim", type=int,
                        help="a BatchNorm-MLP projector to this width before SIGReg (0 = none)")
     study.add_argument("--prediction-level", choices=["tokens", "image"],
