@@ -74,7 +74,9 @@ def main():
     dino = DINO(encoder, dino_head(args.latent_dim, args.prototypes, args.hidden, args.bottleneck,
                                    batch_norm=bool(args.head_bn)),
                 student_temperature=args.student_temp, center_momentum=args.center_momentum,
-                centering=not args.no_center)
+                centering=not args.no_center,
+                distributed=args.distributed)   # the centre over the global batch (train_contrastive
+                                                # syncs the batch norm of student and teacher)
     name = "DINO" + (" (no centring)" if args.no_center else "")
     # the two-view recipe's augmentations after its crop (rotation, jitter, noise, erasing) on
     # every crop; its crop is what MultiCrop draws

@@ -24,6 +24,7 @@ from minienc.data import BatchIterator  # noqa: E402
 from minienc.engine import no_grad  # noqa: E402
 from minienc.objectives import MAE, IJEPA, MultiBlockMaskSampler, random_masking  # noqa: E402
 from minienc.objectives.barlow import BarlowTwins, barlow_projector  # noqa: E402
+from minienc.objectives.dino import DINO, dino_head  # noqa: E402
 from minienc.objectives.lejepa import LeJEPA  # noqa: E402
 from minienc.objectives.vicreg import VICReg, vicreg_expander  # noqa: E402
 from minienc.objectives.contrastive import MoCo, SimCLR, _in_groups, nt_xent, projection_head  # noqa: E402
@@ -83,11 +84,23 @@ def train(build, make_data, make_optimizer, step, sharded, callbacks=()):
     return history, trainer.losses
 
 
-def compare_runs(name, build, make_data, make_optimizer, step, callbacks=()):
+def both_runs(build, make_data, make_optimizer, step, callbacks=()):
+    """(one process's weights after each step, its losses, the ranks' weights, their losses)."""
     with distributed.alone():
         reference, ref_losses = train(build, make_data, make_optimizer, step, False, callbacks)
     sharded, losses = train(build, make_data, make_optimizer, step, True, callbacks)
     assert len(sharded) == len(reference) == STEPS, (len(sharded), len(reference))
+    return reference, ref_losses, sharded, losses
+
+
+def compare_runs(name, build, make_data, make_optimizer, step, callbacks=()):
+    return same_runs(name, both_runs(build, make_data, make_optimizer, step, callbacks))
+
+
+def same_runs(name, runs):
+    """Assert that both_runs's two runs agree (weights and losses, within TOLERANCE), that the
+    weights moved, and that every rank holds the same weights; a line of the gaps."""
+    reference, ref_losses, sharded, losses = runs
     worst = [float(np.abs(a - b).max()) for a, b in zip(sharded, reference)]
     assert max(worst) < TOLERANCE, f"{name}: weights differ from one process after steps: {worst}"
     loss_gap = max(abs(a - b) for a, b in zip(losses, ref_losses))
@@ -176,6 +189,67 @@ def lejepa():
 
     return compare_runs("LeJEPA", build, lambda sharded: loader(arrays, 8, sharded),
                         lambda m: SGD(m["model"].parameters(), lr=0.05, momentum=0.9), step)
+
+
+def _state_slice(model, key):
+    """Where state_dict()[key] lies in weights(model)'s vector."""
+    start = 0
+    for name, value in model.state_dict().items():
+        if name == key:
+            return slice(start, start + np.size(value))
+        start += np.size(value)
+    raise KeyError(key)
+
+
+@check
+def dino():
+    """The teacher's centre moves by the global batch's mean (all-reduced), student and teacher
+    normalise over the global batch (SyncBatchNorm in encoder and heads): same weights, same
+    centre. Left at distributed=False, the centre is each rank's own mean: the check must fail."""
+    arrays = _two_view_data(9) + (0.3 * np.random.default_rng(10).standard_normal((32, 10)),)
+
+    def build(distributed_centre):
+        def make():
+            encoder = nn.MLPEncoder(10, (12,), 8, batch_norm=True)
+            model = DINO(encoder, dino_head(8, 16, 12, 4, batch_norm=True),
+                         distributed=distributed_centre)
+            return {"dino": nn.SyncBatchNorm.convert(model)}
+        return make
+
+    def step(models, batch):
+        images, *noise = (t.astype(F64) for t in batch)
+        crops = [images + n for n in noise]   # 2 global crops, 1 local (of the same size: an MLP)
+        return models["dino"].loss(crops, teacher_temperature=0.04)
+
+    def optimizer(models):
+        return SGD([p for m in models["dino"].trained_modules() for p in m.parameters()],
+                   lr=0.02, momentum=0.9)   # gently: the head's Linears before batch norm
+        # (init std 0.02, gradients ~ 1 / |w|) still grow ~200x in 5 steps; at lr 0.3 the running
+        # variances reach 1e6 and rounding alone, amplified, passes 1e-10
+
+    def ema(models):
+        return lambda trainer: models["dino"].update_teacher(0.9)
+
+    def centre_gaps(runs):
+        reference, _, sharded, _ = runs
+        return [float(np.abs(a[centre] - b[centre]).max()) for a, b in zip(sharded, reference)]
+
+    def data(sharded):
+        return loader(arrays, 8, sharded)
+
+    with distributed.alone():
+        centre = _state_slice(build(True)()["dino"], "center")
+    runs = both_runs(build(True), data, optimizer, step, callbacks=[ema])
+    detail, gaps = same_runs("DINO", runs), centre_gaps(runs)
+    assert max(gaps) < TOLERANCE, f"DINO: the centres differ after steps: {gaps}"
+    local = both_runs(build(False), data, optimizer, step, callbacks=[ema])
+    local_gaps = centre_gaps(local)
+    local_weights = max(float(np.abs(a - b).max()) for a, b in zip(local[2], local[0]))
+    assert min(local_gaps) > 1e-6 and local_weights > 1e-6, (
+        f"DINO without distributed=True matched one process (centre {local_gaps}, weights "
+        f"{local_weights:.3g}): the check cannot see the centre's all-reduce")
+    return (f"{detail}; centre gap per step {['%.1e' % g for g in gaps]} (distributed=False: "
+            f"{min(local_gaps):.1e} to {max(local_gaps):.1e}, weights {local_weights:.1e})")
 
 
 @check
@@ -389,6 +463,17 @@ def engine_collectives():
     scattered = engine.reduce_scatter(np.arange(2.0 * w)[:, None] * (r + 1))
     assert scattered.ravel().tolist() == [(2 * r + i) * w * (w + 1) / 2 for i in range(2)], scattered
     return "allreduce_, broadcast_, allgather, reduce_scatter"
+
+
+@check
+def batch_mean_of_unequal_shards():
+    rows = [3 + r for r in range(world())]   # rank r holds 3 + r rows
+    everyone = np.random.default_rng(12).standard_normal((sum(rows), 4))
+    start = sum(rows[:rank()])
+    mean = distributed.batch_mean(everyone[start:start + rows[rank()]])
+    gap = float(np.abs(mean - everyone.mean(axis=0, keepdims=True)).max())
+    assert mean.shape == (1, 4) and gap < 1e-14, (mean.shape, gap)
+    return f"shards of {rows} rows: gap {gap:.1e} to the mean of all {sum(rows)}"
 
 
 @check

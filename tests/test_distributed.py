@@ -221,6 +221,33 @@ def test_sync_batch_norm_takes_three_all_reduces_per_training_step(device):
     assert np.allclose(y.numpy(), expected.numpy(), atol=1e-6)
 
 
+def test_batch_mean_takes_one_all_reduce_and_is_the_mean(device):
+    """DINO's centre: the local sum and the row count travel together, no gradient."""
+    x = minienc.tensor(np.random.default_rng(0).standard_normal((5, 3)), dtype=F64, device=device)
+    alone = distributed.batch_mean(x)
+    assert alone.shape == (1, 3) and np.allclose(backend.to_host(alone), x.numpy().mean(axis=0))
+    engine, calls = _nccl_engine(device)
+    distributed.init(engine)
+    through_engine = distributed.batch_mean(x)
+    distributed.shutdown()
+    assert np.allclose(backend.to_host(through_engine), backend.to_host(alone), rtol=1e-14)
+    if calls is not None:
+        assert [c[:2] for c in calls] == [("allReduce", 4)]
+
+
+def test_dino_centre_at_world_of_one_is_the_local_mean(device):
+    from minienc.objectives.dino import DINO, dino_head
+    crops = [minienc.randn(6, 5, device=device) for _ in range(3)]
+    centres = []
+    for flag in (False, True):
+        minienc.manual_seed(2)
+        dino = DINO(nn.MLPEncoder(5, (6,), 4).to(device), dino_head(4, 8, 6, 3).to(device),
+                    distributed=flag)
+        dino.terms(crops)
+        centres.append(backend.to_host(dino.center))
+    assert np.abs(centres[0]).max() > 0 and np.array_equal(centres[0], centres[1])
+
+
 def _simclr_run(device, steps=3):
     """Weights after each step of a tiny SimCLR (SyncBatchNorm, gathered negatives), float64."""
     minienc.manual_seed(1)

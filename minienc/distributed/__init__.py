@@ -16,6 +16,7 @@ Every process builds the same model and runs the same code on its own share of e
     all_gather(z)                        every rank's z stacked, with a gradient: NT-Xent's
                                          negatives and MoCo's queue see the global batch
     nn.SyncBatchNorm                     batch statistics over the global batch
+    batch_mean(x)                        the global batch's mean, no gradient (DINO's centre)
     shuffled_forward(key_encoder, x)     MoCo's batch-norm shuffle across ranks
 
 The engine: `init()` picks MPI when minienc's default device is "cpu" and NCCL when it is
@@ -29,7 +30,7 @@ import os
 import sys
 
 from .engines import MPIEngine, NCCLEngine, WorldOfOne, make_nccl_engine  # noqa: F401
-from .ops import all_gather, shuffled_forward, sync_batch_norm  # noqa: F401
+from .ops import all_gather, batch_mean, shuffled_forward, sync_batch_norm  # noqa: F401
 from .parallel import (DataParallel, GradientReducer, broadcast_parameters,  # noqa: F401
                        data_parallel)
 

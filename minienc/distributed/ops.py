@@ -37,6 +37,31 @@ def _engine():
     return engine()
 
 
+def global_sums(engine, *local, count=None):
+    """Local sums of one shape (SyncBatchNorm's (1, C, 1, ...), DINO's (1, K)) added up over the
+    ranks in ONE all-reduce (each collective costs a latency); with `count`, this rank's number
+    of samples, the global count too (last), so shards may differ in size."""
+    xp = backend.get_xp(local[0])
+    parts = [a.reshape(-1) for a in local]
+    if count is not None:
+        parts.append(xp.full((1,), count, dtype=local[0].dtype))
+    total = engine.allreduce_(xp.concatenate(parts))
+    width = local[0].size
+    sums = [total[i * width:(i + 1) * width].reshape(a.shape) for i, a in enumerate(local)]
+    return sums + ([total[-1]] if count is not None else [])
+
+
+def batch_mean(x):
+    """The mean over axis 0 of every rank's rows together, (1, ...), with no gradient (a
+    constant: DINO's centre): the local sum and row count all-reduced, divided. Every rank must
+    call it; at world size 1 it is x.mean(axis=0, keepdims=True)."""
+    engine, x = _engine(), as_array(x)
+    if isinstance(engine, WorldOfOne):
+        return x.mean(axis=0, keepdims=True)
+    total, count = global_sums(engine, x.sum(axis=0, keepdims=True), count=x.shape[0])
+    return total / count
+
+
 class AllGather(Function):
     """y = every rank's x stacked along axis 0 in rank order; backward: a reduce-scatter."""
 
@@ -71,16 +96,7 @@ class SyncBatchNormFunction(Function):
         self.momentum, self.eps = momentum, eps
 
     def _global_sums(self, *local, count=None):
-        """Each local sum (shape (1, C, 1, ...)) added up over the ranks, in one all-reduce;
-        with `count`, the global count too (last)."""
-        xp = backend.get_xp(local[0])
-        parts = [a.reshape(-1) for a in local]
-        if count is not None:
-            parts.append(xp.full((1,), count, dtype=local[0].dtype))
-        total = self.engine.allreduce_(xp.concatenate(parts))
-        width = local[0].size
-        sums = [total[i * width:(i + 1) * width].reshape(a.shape) for i, a in enumerate(local)]
-        return sums + ([total[-1]] if count is not None else [])
+        return global_sums(self.engine, *local, count=count)
 
     def forward(self, x, weight=None, bias=None):
         if x.ndim < 2:

@@ -31,12 +31,15 @@ they keep the teacher's entropy in between; in both collapses the student matche
 perfectly, so KL(P_t || P_s) = H(P_t, P_s) - H(P_t) falls to 0. `terms` returns the teacher's
 entropy, this KL and the centre's norm, the paper's gauges (its figure 7).
 
-`batch_center` is the one place the teacher's batch statistics are taken (the released code
-all-reduces it over GPUs).
+`batch_center` is the one place the teacher's batch statistics are taken. Across processes
+(minienc.distributed, `DINO(..., distributed=True)`) it is the mean over every process's batch:
+the local sums all-reduced and divided by the global count, as the released code's update_center
+(no gradient flows through c); batch norm in the heads is made global by nn.SyncBatchNorm.
 """
 import math
 
 from .. import backend, ops
+from .. import distributed as dist
 from ..engine import as_array, as_tensor, no_grad
 from ..nn import GELU, BatchNorm1d, Linear, Module, Sequential, init
 from ..optim.ema import EMA
@@ -132,9 +135,11 @@ def dino_cross_entropy(teacher_probs, student_logits, student_temperature=0.1):
     return total * (1.0 / pairs)
 
 
-def batch_center(teacher_logits):
-    """(1, K): the mean of the teacher's logits over the batch (all global crops together)."""
-    return as_array(teacher_logits).mean(axis=0, keepdims=True)
+def batch_center(teacher_logits, distributed=False):
+    """(1, K): the mean of the teacher's logits over the batch (all global crops together);
+    distributed: over every process's batch."""
+    logits = as_array(teacher_logits)
+    return dist.batch_mean(logits) if distributed else logits.mean(axis=0, keepdims=True)
 
 
 def entropy(probs):
@@ -159,15 +164,18 @@ class DINO(Module):
     state_dict and a checkpoint resumes them exactly; the teacher's parameters have
     requires_grad=False and are never in `trained_modules()`. `forward` is the TEACHER's encoder,
     the network DINO evaluates. centering=False keeps c = 0 (the collapse ablation).
+    distributed=True: c moves by the mean over every process's batch (minienc.distributed); for
+    batch norm in the heads, `nn.SyncBatchNorm.convert(dino)` (student and teacher).
     """
 
     def __init__(self, encoder, head, student_temperature=0.1, center_momentum=0.9,
-                 global_crops=2, centering=True):
+                 global_crops=2, centering=True, distributed=False):
         self.student = Sequential(encoder, head)
         self._ema = EMA(self.student)    # a frozen deep copy: the teacher
         self.teacher = self._ema.target
         self.student_temperature, self.center_momentum = float(student_temperature), float(center_momentum)
         self.global_crops, self.centering = int(global_crops), bool(centering)
+        self.distributed = bool(distributed)
         out_features = head.layers[-1].out_features
         xp = backend.xp_for(encoder.device)
         self.register_buffer("center", xp.zeros((1, out_features), dtype=backend.DEFAULT_DTYPE))
@@ -229,7 +237,7 @@ class DINO(Module):
         m = self.center_momentum
         center = self.center    # the buffer's array, changed in place (`self.center *= m` would
         center *= m             # also bind an attribute that a later load_state_dict leaves stale)
-        center += (1.0 - m) * batch_center(teacher_logits)
+        center += (1.0 - m) * batch_center(teacher_logits, self.distributed)
 
     def update_teacher(self, momentum):
         """theta_t <- m * theta_t + (1 - m) * theta_s for every parameter, in place."""
