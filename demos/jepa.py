@@ -207,6 +207,8 @@ def train_jepa(args, data, vit, standardize):
                  sigreg_weight=args.sigreg_weight, sigreg_on=args.sigreg_on,
                  target_sees=args.target_sees, sigreg_proj_dim=args.sigreg_proj_dim,
                  prediction_level=args.prediction_level, distributed=args.distributed)
+    if args.distributed:
+        nn.SyncBatchNorm.convert(jepa)   # SIGReg's projector normalises the global batch
     opt = AdamW(jepa.param_groups(args.weight_decay[0]), lr=args.lr)
     steps = args.steps
     schedules = {

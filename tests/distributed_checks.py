@@ -286,7 +286,8 @@ def _ijepa(name, **options):
 
     def build():
         vit = nn.VisionTransformer(image_size=4, patch_size=2, dim=8, depth=1, num_heads=2)
-        return {"jepa": IJEPA(vit, predictor_dim=8, predictor_depth=1, **options)}
+        jepa = IJEPA(vit, predictor_dim=8, predictor_depth=1, **options)
+        return {"jepa": nn.SyncBatchNorm.convert(jepa)}   # (SIGReg's projector has batch norm)
 
     def data(sharded):
         if not sharded:
@@ -317,6 +318,19 @@ def ijepa_with_batch_statistics():
     on the gathered global batch."""
     return _ijepa("I-JEPA + variance terms + layer+batch targets", variance_weight=0.5,
                   covariance_weight=0.5, target_norm="layer+batch", distributed=True)
+
+
+@check
+def ijepa_with_sigreg():
+    """SIGReg on the gathered pooled context embeddings, along rank 0's directions."""
+    return _ijepa("I-JEPA + SIGReg", sigreg_weight=0.5, num_directions=8, distributed=True)
+
+
+@check
+def ijepa_with_sigreg_in_projection():
+    """Predictions and targets through SIGReg's BatchNorm projector (synced), SIGReg gathered."""
+    return _ijepa("I-JEPA + SIGReg in the projection", sigreg_weight=0.5, sigreg_on="projection",
+                  sigreg_proj_dim=4, sigreg_hidden=8, num_directions=8, distributed=True)
 
 
 @check

@@ -70,7 +70,7 @@ from ..optim.optimizer import param_groups_without_decay
 from ..engine import as_array, no_grad
 from .contrastive import projection_head
 from .lejepa import lejepa_terms
-from .sigreg import sigreg
+from .sigreg import shared_directions, sigreg
 from .vicreg import variance_covariance  # the one implementation, shared with VICReg
 
 LOSSES = ("smooth_l1", "l2")
@@ -164,7 +164,8 @@ class IJEPA(Module):
     (patch position, feature) over the batch's images (NOT in I-JEPA; see `targets`); None:
     the raw outputs. loss: "smooth_l1" (code) or "l2" (paper). variance_weight,
     covariance_weight: the VICReg terms on the pooled context embeddings (module docstring;
-    0 = I-JEPA as released). distributed: the batch statistics over every process's batch.
+    0 = I-JEPA as released). distributed: the batch statistics over every process's batch
+    (SIGReg's along rank 0's directions; for the projector's batch norm, nn.SyncBatchNorm).
 
     The guards against collapse, each a switch (the module docstring's last section; 
     demos/collapse.py removes them one at a time):
@@ -299,6 +300,11 @@ class IJEPA(Module):
         else:   # no predictor: the pooled context must match the pooled targets
             predictions, targets = context.mean(axis=1), targets.mean(axis=(1, 2))
         out = {}
+        if self.sigreg_weight and self.distributed and directions is None:
+            # every process tests the gathered batch along rank 0's directions
+            directions = shared_directions(self.projector_dim if self.projector is not None
+                                           else context.shape[-1], self.num_directions, device,
+                                           context.dtype)
         if self.sigreg_weight and self.sigreg_on == "projection":
             prediction, out["sigreg"] = self._in_projection(predictions, targets, directions)
             loss = prediction + self.sigreg_weight * out["sigreg"]

@@ -40,7 +40,7 @@ from .. import distributed as dist
 from ..engine import Tensor, as_array, as_tensor, tensor
 from ..nn.module import Module
 from .contrastive import projection_head
-from .sigreg import NUM_DIRECTIONS, random_directions, sigreg
+from .sigreg import NUM_DIRECTIONS, shared_directions, sigreg
 
 
 def lejepa_terms(global_z, local_z=None, lam=0.02, directions=None, num_directions=NUM_DIRECTIONS,
@@ -63,8 +63,8 @@ def lejepa_terms(global_z, local_z=None, lam=0.02, directions=None, num_directio
     if distributed:   # the batch axis gathered from every process, with a gradient
         tested = dist.all_gather(views.transpose(1, 0, 2)).transpose(1, 0, 2)
         if directions is None:
-            directions = dist.engine().broadcast_(random_directions(
-                views.shape[-1], num_directions, views.device, views.dtype))
+            directions = shared_directions(views.shape[-1], num_directions, views.device,
+                                           views.dtype)
     regulariser = sigreg(tested, directions, num_directions)
     loss = (1.0 - lam) * prediction + lam * regulariser
     return {"loss": loss, "prediction": prediction, "sigreg": regulariser}

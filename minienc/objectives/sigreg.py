@@ -121,6 +121,14 @@ def random_directions(dim, num=NUM_DIRECTIONS, device=None, dtype="float32"):
     return g / xp.sqrt((g * g).sum(axis=0, keepdims=True))
 
 
+def shared_directions(dim, num=NUM_DIRECTIONS, device=None, dtype="float32"):
+    """random_directions drawn on rank 0 and broadcast (minienc.distributed; at world size 1
+    the draw itself): every process then tests its gathered batch along the directions one
+    process with the whole batch would draw."""
+    from .. import distributed  # pure Python; mpi4py only comes with distributed.init()
+    return distributed.engine().broadcast_(random_directions(dim, num, device, dtype))
+
+
 def sigreg(embeddings, directions=None, num_directions=NUM_DIRECTIONS, knots=KNOTS, t_max=T_MAX):
     """SIGReg of embeddings (N, D), or (V, N, D) tested view by view: the Epps-Pulley statistic
     of their projections on unit directions (D, M), averaged over directions (and views).
