@@ -5,8 +5,9 @@ optimizer and budget (demos/common.py's two-view recipe), so the rows compare.
     python demos/barlow.py                      # ~1 CPU minute
     python demos/barlow.py --lambd 0            # only the diagonal: redundant features are free
 
-Writes to runs/barlow/: views.png, curves.png (loss, both terms, RankMe and embedding std over
-training), embeddings.png, results.json, metrics.jsonl.
+Writes to runs/barlow/: views.png, curves.png (the loss and both terms), gauges.png (RankMe and
+embedding std of the encoder and of the projection over training), embeddings.png, results.json,
+metrics.jsonl.
 """
 import copy
 

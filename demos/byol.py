@@ -12,8 +12,8 @@ run of K steps the target keeps about exp(-(1 - tau_base) K / 2) of its random i
 exp(-3) = 5% at 0.996 over these 1,500 steps (exp(-7.5) at 0.99), and averages the online
 network over the last ~1 / (1 - tau) steps, 250 at 0.996, a sixth of the run.
 
-Writes to runs/byol/: views.png, curves.png (loss, RankMe and embedding std over training),
-embeddings.png, results.json, metrics.jsonl.
+Writes to runs/byol/: views.png, curves.png (the loss), gauges.png (RankMe and embedding std of
+the online encoder and projection over training), embeddings.png, results.json, metrics.jsonl.
 """
 import copy
 

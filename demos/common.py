@@ -347,12 +347,14 @@ def two_view_augment(args, data):
 
 
 def train_contrastive(args, data, name, loss_fn, models, params, encoder, callbacks=(),
-                      labels=False, views=None, schedules=None, sync_batch_norm=True):
+                      labels=False, views=None, schedules=None, sync_batch_norm=True,
+                      optimizer=None):
     """LARS (lr scaled as SimCLR: base * batch / 256) with warmup + cosine over the run, on
     batches of the train images; each step is loss_fn(view1, view2), or loss_fn(view1, view2,
     labels) with `labels`. `views`: a function images -> the list of views to use instead of two
-    augmented ones; `schedules`: more Trainer schedules (an EMA momentum). Saves the view pairs
-    (views.png) first. With --distributed and `sync_batch_norm`, every batch norm in `models`
+    augmented ones; `schedules`: more Trainer schedules (an EMA momentum); `optimizer`: a
+    function param_groups -> optimizer instead of LARS (the schedule still sets its lr). Saves
+    the view pairs (views.png) first. With --distributed and `sync_batch_norm`, every batch norm in `models`
     normalises over the global batch (SimCLR's global BN; MoCo keeps its own per process).
     Returns the Trainer."""
     if getattr(args, "distributed", False) and sync_batch_norm:
@@ -371,8 +373,8 @@ def train_contrastive(args, data, name, loss_fn, models, params, encoder, callba
                  f"negatives want full ones)")
     steps = total_steps(args, loader)
     lr = args.lr * args.batch_size / 256
-    optimizer = LARS(param_groups_without_decay(params, args.weight_decay), lr=lr,
-                     weight_decay=args.weight_decay)
+    groups = param_groups_without_decay(params, args.weight_decay)
+    optimizer = optimizer(groups) if optimizer else LARS(groups, lr=lr, weight_decay=args.weight_decay)
     schedule = WarmupCosine(lr, steps, warmup_steps=min(args.warmup_steps, steps))
 
     def step(batch):

@@ -43,6 +43,7 @@ OBJECTIVES.update({
     "simsiam": ("SimSiam", "simsiam.py", [], ["--epochs", "2", "--monitor-every", "5"]),
     "vicreg": ("VICReg", "vicreg.py", [], ["--epochs", "2", "--monitor-every", "5"]),
     "barlow": ("Barlow Twins", "barlow.py", [], ["--epochs", "2", "--monitor-every", "5"]),
+    "dino": ("DINO", "dino.py", [], ["--epochs", "2", "--monitor-every", "5"]),
 })
 COLUMNS = ("linear", "fewshot", "knn")
 

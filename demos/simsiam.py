@@ -5,9 +5,12 @@ optimizer and budget (demos/common.py's two-view recipe), so the rows compare.
     python demos/simsiam.py                     # ~1 CPU minute
     python demos/simsiam.py --no-stop-gradient  # watch it collapse (the paper's figure 2)
 
-Writes to runs/simsiam/: views.png, curves.png (loss, RankMe and embedding std over training:
-without the stop-gradient the std falls to 0 and the loss to -1), embeddings.png, results.json,
-metrics.jsonl.
+Writes to runs/simsiam/: views.png, curves.png (the loss), gauges.png (RankMe and embedding std
+of the encoder and of the projection over training), embeddings.png, results.json,
+metrics.jsonl. Without the stop-gradient the loss falls to about -1 within 100 steps and the
+projection collapses (RankMe 1.2 in eval mode; the output batch norm keeps its batch statistics
+spread in training) while the encoder loses dimensions (RankMe 29 -> 22, the 5-shot probe falls
+below the random init's: seed 0, docs/ssl_methods.md).
 """
 import copy
 

@@ -5,8 +5,9 @@ encoder, augmentations, optimizer and budget (demos/common.py's two-view recipe)
     python demos/vicreg.py                      # ~1 CPU minute
     python demos/vicreg.py --variance-weight 0  # watch it collapse: invariance alone is met by a constant
 
-Writes to runs/vicreg/: views.png, curves.png (loss, each term, RankMe and embedding std over
-training), embeddings.png, results.json, metrics.jsonl.
+Writes to runs/vicreg/: views.png, curves.png (the loss and each term), gauges.png (RankMe and
+embedding std of the encoder and of the expander's output over training), embeddings.png,
+results.json, metrics.jsonl.
 """
 import copy
 

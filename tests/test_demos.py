@@ -23,7 +23,7 @@ def test_compare_runs_every_image_objective(tmp_path):
     rows = json.loads((tmp_path / "compare.json").read_text())
     trained = [r["method"] for r in rows if not r.get("baseline")]
     assert trained == ["autoencoder", "denoising AE", "VAE", "triplet", "SimCLR", "MoCo v2", "MAE",
-                       "I-JEPA", "LeJEPA", "BYOL", "SimSiam", "VICReg", "Barlow Twins"], out
+                       "I-JEPA", "LeJEPA", "BYOL", "SimSiam", "VICReg", "Barlow Twins", "DINO"], out
     for r in rows:
         assert 0.0 <= r["fewshot"] <= 1.0 and 0.0 <= r["linear"] <= 1.0 and r["rankme"] >= 1.0 - 1e-6
     random_rows = [r["method"] for r in rows if r["method"].startswith("random ")]
@@ -35,7 +35,7 @@ def test_compare_runs_every_image_objective(tmp_path):
     assert "| **SimCLR** |" in (tmp_path / "compare.md").read_text()
     for name in ("ae", "dae", "vae", "triplet", "simclr", "moco", "mae", "jepa", "lejepa"):
         assert list((tmp_path / name).glob("*.png")), f"{name} saved no figure"
-    for name in ("byol", "simsiam", "vicreg", "barlow"):   # the loss and collapse gauges over training
+    for name in ("byol", "simsiam", "vicreg", "barlow", "dino"):   # loss and collapse gauges over training
         assert (tmp_path / name / "curves.png").stat().st_size > 0, f"{name} drew no curves"
         gauges = json.loads((tmp_path / name / "gauges.json").read_text())
         assert gauges["step"][0] == 0 and len(gauges["RankMe (encoder)"]) == len(gauges["step"]) >= 2
@@ -74,3 +74,17 @@ def test_lejepa_demo_runs_with_augmented_masked_and_local_views(tmp_path):
         terms = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         assert {"prediction", "sigreg"} <= set(terms[-1]), terms[-1]
         assert (folder / "views.png").stat().st_size > 0 and (folder / "curves.png").stat().st_size > 0
+
+
+def test_the_collapse_ablations_are_one_flag_away(tmp_path):
+    """SimSiam without its stop-gradient and DINO without centring (and with multi-crop) run;
+    their rows and gauges say which variant ran."""
+    for script, flags, name in [("simsiam.py", ["--no-stop-gradient"], "SimSiam (no stop-gradient)"),
+                                ("dino.py", ["--no-center", "--local-crops", "2"], "DINO (no centring)")]:
+        out = tmp_path / script
+        run_demo(ROOT / "demos" / script, *flags, "--epochs", "1", "--monitor-every", "5",
+                 "--draws", "3", "--out", out)
+        assert json.loads((out / "results.json").read_text())[0]["method"] == name
+        assert (out / "gauges.png").stat().st_size > 0
+    rows = [json.loads(line) for line in (tmp_path / "dino.py" / "metrics.jsonl").read_text().splitlines()]
+    assert all(row["center_norm"] == 0.0 for row in rows)          # no centring: c stays 0

@@ -269,7 +269,7 @@ class MSELoss(losses.MSELoss):
         return total * (1.0 / flat.size) if self.reduction == "mean" else total
 
     def backward(self, g):
-        if self.reduction == "none" or self.diff.size == 0:
+        if self.reduction == "none" or self.diff.size == 0:   # forward took the reference path
             return super().backward(g)
         g = self.diff * (g * (2.0 / self.diff.size if self.reduction == "mean" else 2.0))
         return g, (-g if self.needs_grad[1] else None)

@@ -16,10 +16,12 @@ layer (2048 -> 512 -> 2048). SGD with lr 0.05 * batch / 256 in the paper, the pr
 kept constant (its --fix-pred-lr).
 
 What stops collapse: the stop-gradient. Without it (`stop_gradient=False`) the gradient also
-pulls z towards p through the encoder, and every image collapses onto one point within a few
-hundred steps (the paper's figure 2: embedding std falls to 0, the loss to its minimum -1):
-`python demos/simsiam.py --no-stop-gradient` shows it. The paper reads SimSiam as an alternation
-(an EM-like step on the targets, a step on the network), which the stop-gradient implements.
+pulls z towards p through the encoder, and the loss falls to its minimum -1 at once (the
+paper's figure 2): on digits within ~100 steps, the projection then maps every image to nearly
+one direction (RankMe 1.2 in eval mode; in training the output batch norm keeps spreading the
+batch) and the encoder loses dimensions. `python demos/simsiam.py --no-stop-gradient` shows it.
+The paper reads SimSiam as an alternation (an EM-like step on the targets, a step on the
+network), which the stop-gradient implements.
 """
 from ..nn import BatchNorm1d, Module, Sequential
 from .byol import mean_cosine_similarity
