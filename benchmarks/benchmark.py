@@ -14,6 +14,13 @@ from repeat to repeat, so none always follows the same neighbour), and the table
 reports the median ms per step over `--repeats` repeats after `--warmup` steps, with the
 interquartile range, steps/s, peak memory of a step, and the ratios to the floor and to PyTorch.
 
+Two more tables say the rest of the truth on the CPU. "Compute": the matrix-product FLOPs of one
+step (PyTorch's FLOP counter on the PyTorch twin) divided by each step time, beside the GEMM peak
+measured on this machine (an n^3 float32 product) -- how far each is from the limit. "Alone"
+(benchmarks/alone.py; --no-alone skips it): each implementation in its own process as a user
+would run it -- PyTorch at its defaults, minienc (and its floor) with the thread count
+minienc.tuning's start-up probe picks -- asked for steps in turn.
+
 Workloads (issue 9): mlp_ae and simclr_mlp (benchmarks/bench_mlp.py, with NumPy floors), conv_ae,
 vit_mae and vit_jepa (benchmarks/bench_vision.py; PyTorch twins of the ViT parts in
 benchmarks/bench_torch_vit.py). A workload is a class with `__init__(seed, batch)`, its minienc model as `.model`,
@@ -23,6 +30,7 @@ returning (step, loss) callables.
 """
 import argparse
 import datetime
+import gc
 import os
 import platform
 import statistics
@@ -30,16 +38,12 @@ import sys
 import time
 import tracemalloc
 
-# PyTorch's OpenMP workers spin for a while after each op by default, stealing the 2 cores from
-# whichever implementation runs next in the interleaved loop; passive waiting keeps them fair.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))  # run as a script from a checkout
 from minienc import backend, tuning  # noqa: E402
-from benchmarks import bench_mlp, bench_vision  # noqa: E402
+from benchmarks import alone, bench_mlp, bench_vision, machine  # noqa: E402
 
 
 # ----- workloads (benchmarks/bench_mlp.py, benchmarks/bench_vision.py) -------------------------------------
@@ -73,6 +77,15 @@ def build(workload, impl, device):
             return None, "PyTorch has no CUDA here"
         return workload.torch(device)
     raise ValueError(f"unknown implementation {impl!r}")
+
+
+def freeze_setup():
+    """Move everything alive now (the libraries, the models, the batches) out of the cyclic
+    garbage collector's view: its full passes otherwise walk them all (170,000 objects once
+    PyTorch is imported), a pause of ~100 ms every few dozen ViT steps that lands on whichever
+    implementation is running. Steps make no reference cycles that need it."""
+    gc.collect()
+    gc.freeze()
 
 
 def peak_step_memory(step, sync, device, impl):
@@ -152,6 +165,7 @@ def run_workload(name, impls, device, warmup, repeats, inner, check_steps=3, bat
         for _ in range(warmup):
             step()
         sync()
+    freeze_setup()
     times = {impl: [] for impl in built}
     order = list(built)
     for r in range(repeats):
@@ -168,29 +182,11 @@ def run_workload(name, impls, device, warmup, repeats, inner, check_steps=3, bat
     return times, memory, notes
 
 
-def machine_line(device):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    parts = [cpu, f"{os.cpu_count()} cores", f"Python {platform.python_version()}",
-             f"NumPy {np.__version__}"]
-    try:
-        import torch
-        parts.append(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)")
-    except ImportError:
-        pass
-    if device == "cuda":
-        cp = backend.cupy()
-        parts.append(f"CuPy {cp.__version__}, "
-                     f"{cp.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
-    return ", ".join(parts)
-
-
 HEADER = ["workload", "implementation", "ms/step (median)", "IQR", "steps/s", "peak step MB",
           "vs NumPy floor", "vs PyTorch"]
+
+
+LABELS = {"minienc": "minienc", "numpy": "NumPy by hand (floor)", "torch": "PyTorch"}
 
 
 def table_rows(results, device):
@@ -242,18 +238,18 @@ def profile(name, device, steps=200, batch=None):
 
 
 def set_threads(n):
-    """Give NumPy's BLAS (through threadpoolctl, which scikit-learn brings) and PyTorch `n`
+    """Give minienc (BLAS and its elementwise pool, through minienc.tuning) and PyTorch `n`
     threads each; returns what the header should say about threads."""
-    blas = "BLAS threads: default"
+    if n is not None:
+        tuning.set_threads(n)
+    blas = f"minienc threads {tuning.get_threads()}"
     try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-        if n is not None:
-            threadpool_limits(n, user_api="blas")
+        from threadpoolctl import threadpool_info
         counts = sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
-        blas = f"BLAS threads {','.join(map(str, counts))}"
+        blas += f", BLAS threads {','.join(map(str, counts))}"
     except ImportError:
         if n is not None:
-            blas = f"BLAS threads NOT set (no threadpoolctl; export OPENBLAS_NUM_THREADS={n})"
+            blas += f", BLAS threads NOT set (no threadpoolctl; export OPENBLAS_NUM_THREADS={n})"
     try:
         import torch
         if n is not None:
@@ -262,6 +258,41 @@ def set_threads(n):
     except ImportError:
         pass
     return blas
+
+
+def compute_table(results, names, batch, peaks):
+    """Markdown rows: each workload's matrix-product GFLOP per step and the GFLOP/s each
+    implementation achieved in the interleaved run, beside the measured GEMM peak."""
+    lines = ["| workload | matmul GFLOP/step | " + " | ".join(
+        f"{LABELS[i]} GFLOP/s" for i in ("minienc", "numpy", "torch")) + " |",
+        "| --- |" + " ---: |" * 4]
+    for name in names:
+        flops = machine.matmul_flops(WORKLOADS[name](batch=batch))
+        if flops is None:
+            continue
+        med = {impl: statistics.median(t) for impl, t in results[name][0].items()}
+        cells = [f"{flops / 1e9 / (med[i] / 1e3):.1f}" if i in med else "-"
+                 for i in ("minienc", "numpy", "torch")]
+        lines.append(f"| {name} | {flops / 1e9:.3f} | " + " | ".join(cells) + " |")
+    peak = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
+    return "\n".join(lines) + f"\n\nGEMM peak here (1024^3 float32, best of 5, same threads): {peak}"
+
+
+def _threads(n):
+    return f"{n} thread" + ("s" if n != 1 else "")
+
+
+def alone_table(times, setups):
+    labels = {impl: f"{LABELS[impl]} ({_threads(setups[impl]['threads'])})" for impl in setups}
+    impls = list(setups)
+    lines = ["| workload | " + " | ".join(f"{labels[i]} ms/step" for i in impls) + " | minienc / PyTorch |",
+             "| --- |" + " ---: |" * (len(impls) + 1)]
+    for name, by_impl in times.items():
+        med = {impl: statistics.median(t) for impl, t in by_impl.items()}
+        ratio = f"{med['minienc'] / med['torch']:.2f}x" if {"minienc", "torch"} <= set(med) else "-"
+        lines.append(f"| {name} | " + " | ".join(f"{med[i]:.3f}" if i in med else "-" for i in impls)
+                     + f" | {ratio} |")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -283,7 +314,15 @@ def main(argv=None):
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's allocator untuned (the demos tune it; see "
                          "minienc.tuning.tune_host_allocator) to see malloc's share of a step")
+    ap.add_argument("--alone", action=argparse.BooleanOptionalAction, default=True,
+                    help="on the CPU, also time each implementation alone in its own process at "
+                         "its own best settings (benchmarks/alone.py)")
     args = ap.parse_args(argv)
+    # PyTorch's OpenMP workers spin for a while after each op by default, stealing the cores from
+    # whichever implementation runs next in the interleaved loop; passive waiting keeps them fair
+    # (set before anything imports torch; the alone table runs PyTorch without it)
+    env_for_alone = dict(os.environ)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     names = list(WORKLOADS) if args.workloads == "all" else \
         [n.strip() for n in args.workloads.split(",") if n.strip()]
     unknown = [n for n in names if n not in WORKLOADS]
@@ -294,10 +333,13 @@ def main(argv=None):
     malloc = "glibc malloc tuned (mallopt)" if tuned else "default malloc"
     threads = set_threads(args.threads or None)
     print(f"# minienc benchmark, {datetime.date.today()}, device {args.device}")
-    print(f"# {machine_line(args.device)}")
+    print(f"# {machine.machine_line(args.device, backend)}")
+    advice = tuning.openblas_kernel_advice()
+    if advice:
+        print(f"# NOTE: {advice}")
     print(f"# median of {args.repeats} interleaved repeats (rotating order) of {args.inner} steps "
           f"after {args.warmup} warm-up steps, float32, {malloc}, {threads}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}\n")
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, gc.freeze() after set-up\n")
     results = {}
     for name in names:
         print(f"# timing {name} ...", file=sys.stderr, flush=True)   # progress; the table is stdout
@@ -309,6 +351,16 @@ def main(argv=None):
     for _, _, notes in results.values():
         for note in notes:
             print("note:", note)
+    if args.device == "cpu" and "torch" in impls:
+        print("\ncompute: matrix-product GFLOP of one step (PyTorch's FLOP counter on the twin) / "
+              "median step time of the table above\n")
+        print(compute_table(results, names, args.batch, machine.gemm_peak()))
+    if args.alone and args.device == "cpu":
+        print(f"\nalone: each implementation in its own process at its own best (PyTorch: its "
+              f"defaults; minienc and the floor: the threads minienc.tuning's probe picks), asked "
+              f"for {args.inner} steps in turn, median of {args.repeats}\n", flush=True)
+        times, setups = alone.run_alone(names, impls, args.repeats, args.inner, args.batch, env_for_alone)
+        print(alone_table(times, setups))
     if args.profile:
         for name in names:
             profile(name, args.device, batch=args.batch)

@@ -37,7 +37,7 @@ from minienc.train import Trainer  # noqa: E402
 
 RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "results.json")   # a folder with one holds a run
 # flags that may change between a run and its --resume without changing its numbers
-RESUME_MAY_CHANGE = {"resume", "overwrite", "device", "blas_threads", "eval_every", "out"}
+RESUME_MAY_CHANGE = {"resume", "overwrite", "device", "threads", "eval_every", "out"}
 
 
 # ----- flags ---------------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def image_parser(description, steps=1000, latent_dim=None, batch_size=128, lr=1e
 
 def add_run_flags(parser):
     """The flags every demo takes, images or not: --device --seed --out --resume --overwrite
-    --blas-threads --distributed."""
+    --threads --distributed."""
     parser.add_argument("--device", default=None, help="cpu or cuda (default: MINIENC_DEVICE or cpu)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="output folder (default: runs/<demo name>)")
@@ -79,22 +79,30 @@ def add_run_flags(parser):
                         help="continue the run in --out from its checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="start again over the run in --out")
-    add_blas_threads_flag(parser)
+    add_threads_flag(parser)
     add_distributed_flag(parser)
     return parser
 
 
-def add_blas_threads_flag(parser):
-    parser.add_argument("--blas-threads", type=int, default=1,
-                        help="host BLAS threads (see minienc.tuning.set_blas_threads: the demos' "
-                             "small matrices run fastest on one)")
+def add_threads_flag(parser):
+    parser.add_argument("--threads", type=int, default=None,
+                        help="host threads for BLAS and minienc's elementwise work (default: "
+                             "chosen at start-up by a quick probe, see minienc.tuning)")
 
 
-def tune_process(blas_threads):
+def tune_process(threads=None):
     """The process-wide CPU settings every demo starts with (see minienc.tuning): freed
-    temporaries are reused across steps, and the host BLAS gets `blas_threads` threads."""
+    temporaries are reused across steps, and `threads` host threads (None: the probe's choice,
+    printed with its timings)."""
     tuning.tune_host_allocator()
-    tuning.set_blas_threads(blas_threads)
+    advice = tuning.openblas_kernel_advice()
+    if advice:
+        print(f"note: {advice}")
+    if threads is None:
+        threads, timings = tuning.choose_threads()
+        probe = ", ".join(f"{n}: {t * 1e3:.1f} ms" for n, t in timings.items())
+        print(f"threads: {threads} (probe step with {probe})")
+    tuning.set_threads(threads)
 
 
 # ----- set-up: seed, device, folder, data, config.json ---------------------------------------------
@@ -104,13 +112,13 @@ def demo_name():
 
 
 def start_run(args):
-    """Seed, BLAS threads, default device and output folder from the flags. Refuses (exits with
+    """Seed, host threads, default device and output folder from the flags. Refuses (exits with
     the reason) a folder that already holds a run unless --resume or --overwrite says what to
     do; --overwrite removes the old run's checkpoint, metrics and results first. With
     --distributed, setup_distributed first (and each rank's random stream seeded apart)."""
     setup_distributed(args)
     minienc.manual_seed(args.seed + _rank())
-    tune_process(args.blas_threads)
+    tune_process(args.threads)
     if args.device:
         minienc.set_device(args.device)
     args.device = minienc.get_device()

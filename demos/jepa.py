@@ -15,6 +15,7 @@ the baselines (raw pixels, PCA, the SAME ViT at its random initialisation) and b
 with the same ViT for the same number of steps. Writes to runs/jepa/: masks.png (sampled context
 and target blocks), curves.png (loss, RankMe, std, 5-shot), results.json, metrics.jsonl.
 """
+import argparse
 import copy
 import json
 import time
@@ -24,7 +25,7 @@ from common import finish, fit, image_parser, make_trainer, setup
 import minienc
 from minienc import backend, nn
 from minienc.data import BatchIterator, RandomResizedCrop, contrastive_augment
-from minienc.eval import embedding_std, encode, evaluate, few_shot_probe, plot_curves, plot_image_grid, rankme
+from minienc.eval import Evaluator, evaluate, plot_curves, plot_image_grid
 from minienc.objectives.jepa import IJEPA
 from minienc.objectives.masked_image import MAE, random_masking
 from minienc.objectives.multiblock import MultiBlockMaskSampler
@@ -108,24 +109,26 @@ def parse_args():
     study.add_argument("--stop-gradient", type=int, choices=[0, 1],
                        help="with a shared encoder: targets as constants (1) or with a gradient (0)")
     study.add_argument("--sigreg-weight", type=float, help="SIGReg's weight (0 = off)")
-    study.add_argument("--sigreg-on", choices=["context", "target", "tokens", "projection"],
+    study.add_argument("--sigreg-on", choices=["context", "target", "tokens", "projection", "views"],
                        help="SIGReg on the pooled context, the pooled target pass, every context token, or "
-                       "projection: prediction and SIGReg both in the projector's space")
+                       "projection: prediction and SIGReg both in the projector's space, or views: "
+                       "LeJEPA's loss between the pooled context and target views, beside the predictor's")
     study.add_argument("--sigreg-proj-dim", type=int,
                        help="a BatchNorm-MLP projector to this width before SIGReg (0 = none)")
     study.add_argument("--prediction-level", choices=["tokens", "image"],
                        help="predict each target patch, or each image's target patches pooled")
     study.add_argument("--target-sees", choices=["image", "targets"],
                        help="the target pass sees the whole image or only the target patches")
-    study.add_argument("--masks", choices=["multiblock", "halves"],
-                       help="I-JEPA's blocks, or two independent random subsets of the patches "
-                            "(context and target view, each keeping --mask-keep of them)")
+    study.add_argument("--masks", choices=["multiblock", "halves", "whole"],
+                       help="I-JEPA's blocks; halves: two independent random subsets of the patches "
+                            "(context and target view, each keeping --mask-keep of them); whole: a "
+                            "random --mask-keep of the patches as context, every patch as the target")
     study.add_argument("--mask-keep", type=float, help="with --masks halves")
     study.add_argument("--views", choices=["mask", "augment"],
                        help="mask: context and targets from one image; augment: the target pass "
                             "sees a second augmentation of it")
-    parser.add_argument("--monitor-every", type=int, default=100,
-                        help="steps between RankMe / std / 5-shot checks of the target encoder")
+    parser.set_defaults(eval_every=100)
+    parser.add_argument("--monitor-every", type=int, dest="eval_every", help=argparse.SUPPRESS)
     parser.add_argument("--no-mae", action="store_true", help="skip the side-by-side MAE runs")
     parser.add_argument("--mae-budget", choices=["steps", "both"], default="both",
                         help="MAE at the same steps, or also at the same training CPU time")
@@ -194,6 +197,8 @@ def train_jepa(args, data, vit, standardize):
             return sampler(batch)
         n = vit.num_patches
         context = random_masking(batch, n, 1 - args.mask_keep, device="cpu")[0]
+        if args.masks == "whole":   # one target block: the whole grid
+            return context, backend.numpy.broadcast_to(backend.numpy.arange(n), (batch, 1, n))
         return context, random_masking(batch, n, 1 - args.mask_keep, device="cpu")[0][:, None, :]
     jepa = IJEPA(vit, predictor_dim=args.pred_dim, predictor_depth=args.pred_depth,
                  loss=args.loss, target_norm=None if args.target_norm == "none" else args.target_norm,
@@ -213,26 +218,8 @@ def train_jepa(args, data, vit, standardize):
     crop = None if args.crop == (1.0, 1.0) else RandomResizedCrop(scale=args.crop)
     augment = contrastive_augment()
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
-    monitor = {"step": [], "RankMe": [], "embedding std": [], "5-shot": [], "seconds": 0.0}
-    # the curves use a FIXED subset (1,000 train / 500 test images at most), so a check costs
-    # the same on digits and on 60,000 images
-    pick = backend.numpy.random.default_rng(args.seed)
-    train = backend.numpy.sort(pick.permutation(len(data.x_train))[:1000])
-    test = backend.numpy.sort(pick.permutation(len(data.x_test))[:500])
-
     def embed(images):
         return jepa.embed(standardize(images))
-
-    def check(step):
-        start = time.process_time()
-        train_features = encode(embed, data.x_train[train])
-        test_features = encode(embed, data.x_test[test])
-        monitor["step"].append(step)
-        monitor["RankMe"].append(rankme(train_features))
-        monitor["embedding std"].append(embedding_std(train_features))
-        monitor["5-shot"].append(few_shot_probe(train_features, data.y_train[train], test_features,
-                                                data.y_test[test], shots=5, draws=20, seed=args.seed))
-        monitor["seconds"] += time.process_time() - start   # CPU, as the budgets
 
     def step_fn(images):
         target_images = None
@@ -247,16 +234,31 @@ def train_jepa(args, data, vit, standardize):
 
     def after_step(trainer):
         jepa.update_target(trainer.values["ema_momentum"])
-        if trainer.step % args.monitor_every == 0 or trainer.step == steps:
-            check(trainer.step)
 
     context, targets = masks(8)
     mask_picture(data.x_train[:8], context, targets, args.patch_size, f"{args.out}/masks.png")
-    check(0)
-    trainer = make_trainer(args, data, step_fn, opt, embed, models={"jepa": jepa},
-                           schedules=schedules, callbacks=[after_step], log_every=10)
+    # held-out curves (k-NN, 5-shot, RankMe, std) on a FIXED subset of 1,000 train / 500 test
+    # images, so an evaluation costs the same on digits and on 60,000 images
+    evaluator = CPUTimed(Evaluator(embed, data, seed=args.seed)) if args.eval_every else None
+    trainer = make_trainer(args, data, step_fn, opt, models={"jepa": jepa}, schedules=schedules,
+                           callbacks=[after_step], log_every=10,
+                           **(dict(evaluator=evaluator, eval_every=args.eval_every) if evaluator else {}))
     fit(args, trainer, loader, steps)
-    return embed, trainer, monitor
+    return embed, trainer, evaluator
+
+
+class CPUTimed:
+    """An evaluator that counts the CPU seconds it takes, so the budgets can leave them out."""
+
+    def __init__(self, evaluator):
+        self.evaluator, self.seconds = evaluator, 0.0
+
+    def __call__(self):
+        start = time.process_time()
+        try:
+            return self.evaluator()
+        finally:
+            self.seconds += time.process_time() - start
 
 
 def logged_terms(metrics_path):
@@ -315,16 +317,18 @@ def main():
           f"{args.pred_dim}d x {args.pred_depth}; preset {args.preset}")
     start = time.process_time()
     standardize = pixel_standardizer(args, data)
-    jepa_embed, trainer, monitor = train_jepa(args, data, vit, standardize)
-    jepa_cpu = time.process_time() - start - monitor["seconds"]   # training alone
-    budgets = [f"I-JEPA: {args.steps} steps in {jepa_cpu:.0f} s CPU (+ {monitor['seconds']:.0f} s "
-               f"for {len(monitor['step'])} monitor checks)"]
+    jepa_embed, trainer, evaluator = train_jepa(args, data, vit, standardize)
+    eval_cpu = evaluator.seconds if evaluator else 0.0
+    jepa_cpu = time.process_time() - start - eval_cpu   # training alone
+    budgets = [f"I-JEPA: {args.steps} steps in {jepa_cpu:.0f} s CPU (+ {eval_cpu:.0f} s for "
+               f"{len(trainer.evaluations)} held-out evaluations)"]
     print(budgets[0])
-    with open(f"{args.out}/monitor.json", "w") as f:
-        json.dump(monitor, f)
-    plot_curves({**logged_terms(f"{args.out}/metrics.jsonl"),
-                 **{k: (monitor["step"], v) for k, v in monitor.items() if k not in ("step", "seconds")}},
-                f"{args.out}/curves.png", title="I-JEPA training (target encoder, pooled)",
+    curves = logged_terms(f"{args.out}/metrics.jsonl")
+    steps = [e["step"] for e in trainer.evaluations]
+    for key, name in (("rankme", "RankMe"), ("std", "embedding std"), ("fewshot", "5-shot (subset)")):
+        if trainer.evaluations:
+            curves[name] = (steps, [e[key] for e in trainer.evaluations])
+    plot_curves(curves, f"{args.out}/curves.png", title="I-JEPA training (target encoder, pooled)",
                 log_scale=("prediction loss",))
     # the context encoder (the ViT the optimizer trained), on whole images: how far the EMA
     # target encoder, which the row above evaluates, trails it

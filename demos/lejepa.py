@@ -11,8 +11,9 @@ Trains a ViT (the same 64-d x 4 ViT on 2x2 patches as demos/mae.py and demos/jep
 minienc/objectives/lejepa.py, logs the prediction and SIGReg terms and, on a fixed subset, RankMe,
 the embedding std and a 5-shot probe of the pooled encoder output while training, then evaluates
 it beside raw pixels, PCA and the same ViT at random init. Writes to runs/lejepa/: views.png,
-curves.png, metrics.jsonl, monitor.json, results.json.
+curves.png, evaluation.png, metrics.jsonl, results.json.
 """
+import argparse
 import copy
 import json
 import time
@@ -23,7 +24,7 @@ import minienc
 from minienc import backend, nn
 from minienc.data import (BatchIterator, BrightnessContrast, Compose, GaussianNoise, RandomAffine,
                           RandomErasing, RandomResizedCrop)
-from minienc.eval import embedding_std, encode, few_shot_probe, plot_curves, plot_image_grid, rankme
+from minienc.eval import plot_curves, plot_image_grid
 from minienc.objectives.lejepa import LeJEPA
 from minienc.objectives.masked_image import random_masking
 from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay
@@ -47,8 +48,8 @@ def parse_args():
     parser.add_argument("--hidden", type=int, default=256, help="projector width")
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup", type=float, default=0.05, help="warmup, a fraction of the steps")
-    parser.add_argument("--monitor-every", type=int, default=100,
-                        help="steps between RankMe / std / 5-shot checks (on a fixed subset)")
+    parser.set_defaults(eval_every=100)   # held-out curves (common.py's --eval-every)
+    parser.add_argument("--monitor-every", type=int, dest="eval_every", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -82,32 +83,6 @@ def make_views(args, images, num_patches, global_aug, local_aug):
     views = [global_aug(images) for _ in range(args.num_views)]
     local = [local_aug(images) for _ in range(args.local_views)] or None
     return views, local, None, None
-
-
-class Monitor:
-    """RankMe, embedding std and a 5-shot probe of `embed` on a FIXED subset (1,000 train and
-    500 test images at most), so a check costs the same on digits and on 60,000 images."""
-
-    def __init__(self, embed, data, seed, train_size=1000, test_size=500):
-        np = backend.numpy
-        rng = np.random.default_rng(seed)
-        train = np.sort(rng.permutation(len(data.x_train))[:train_size])
-        test = np.sort(rng.permutation(len(data.x_test))[:test_size])
-        self.embed, self.seed = embed, seed
-        self.x_train, self.y_train = data.x_train[train], data.y_train[train]
-        self.x_test, self.y_test = data.x_test[test], data.y_test[test]
-        self.curves = {"step": [], "RankMe": [], "embedding std": [], "5-shot (subset)": []}
-        self.seconds = 0.0
-
-    def __call__(self, step):
-        start = time.perf_counter()
-        f_train, f_test = encode(self.embed, self.x_train), encode(self.embed, self.x_test)
-        self.curves["step"].append(step)
-        self.curves["RankMe"].append(rankme(f_train))
-        self.curves["embedding std"].append(embedding_std(f_train))
-        self.curves["5-shot (subset)"].append(few_shot_probe(
-            f_train, self.y_train, f_test, self.y_test, shots=5, draws=20, seed=self.seed))
-        self.seconds += time.perf_counter() - start
 
 
 def logged_terms(path, names):
@@ -172,25 +147,19 @@ def main():
     def embed(images):
         return model.embed(standardize(images))
 
-    monitor = Monitor(embed, data, args.seed)
-
-    def after_step(trainer):
-        if trainer.step % args.monitor_every == 0 or trainer.step == args.steps:
-            monitor(trainer.step)
-
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
-    monitor(0)
     start = time.process_time()
-    fit(args, make_trainer(args, data, step_fn, opt, embed, models={"lejepa": model},
-                           schedules={"lr": schedule}, callbacks=[after_step], log_every=10),
-        loader, args.steps)
+    # with --eval-every N (100 here), held-out curves on a fixed subset (1,000 / 500 images)
+    trainer = make_trainer(args, data, step_fn, opt, embed, models={"lejepa": model},
+                           schedules={"lr": schedule}, log_every=10)
+    fit(args, trainer, loader, args.steps)
     print(f"LeJEPA: {args.steps} steps in {time.process_time() - start:.0f} s CPU, of which "
-          f"{monitor.seconds:.0f} s wall for {len(monitor.curves['step'])} monitor checks")
-    with open(f"{args.out}/monitor.json", "w") as f:
-        json.dump(monitor.curves, f)
-    plot_curves({**logged_terms(f"{args.out}/metrics.jsonl", ["prediction", "sigreg"]),
-                 **{k: (monitor.curves["step"], v) for k, v in monitor.curves.items() if k != "step"}},
-                f"{args.out}/curves.png", title="LeJEPA training (pooled encoder output)",
+          f"{trainer.eval_s:.0f} s wall for {len(trainer.evaluations)} held-out evaluations")
+    curves = logged_terms(f"{args.out}/metrics.jsonl", ["prediction", "sigreg"])
+    for key, name in (("rankme", "RankMe"), ("std", "embedding std"), ("fewshot", "5-shot (subset)")):
+        if trainer.evaluations:
+            curves[name] = ([e["step"] for e in trainer.evaluations], [e[key] for e in trainer.evaluations])
+    plot_curves(curves, f"{args.out}/curves.png", title="LeJEPA training (pooled encoder output)",
                 log_scale=("prediction", "sigreg"))
     start = time.perf_counter()
     finish(args, data, "LeJEPA", embed, random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1),

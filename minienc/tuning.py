@@ -1,4 +1,4 @@
-"""Process-wide tuning for CPU training: the host allocator and the number of BLAS threads.
+"""Process-wide tuning for CPU training: the host allocator and the number of threads.
 
 These change the whole process, so the library never calls them by itself: a script that trains
 (the demos, through demos/common.py; the benchmark, for every implementation alike) calls them
@@ -6,10 +6,15 @@ once at start-up.
 
     from minienc import tuning
     tuning.tune_host_allocator()
-    tuning.set_blas_threads(1)
+    n, timings = tuning.choose_threads()     # a quick probe: 1 thread or every core?
+    tuning.set_threads(n)                    # BLAS and minienc's own elementwise pool
 """
 import ctypes
 import ctypes.util
+import time
+
+from . import backend
+from .kernels import threads as _pool
 
 
 def tune_host_allocator():
@@ -41,3 +46,78 @@ def set_blas_threads(n):
         return False
     _blas_limits = threadpool_limits(limits=int(n), user_api="blas")
     return True
+
+
+def set_threads(n):
+    """Give minienc `n` host threads: the BLAS library's (matrix products) and the pool that the
+    fast paths split elementwise and row-wise work over (minienc/kernels/threads.py)."""
+    _pool.set_threads(n)
+    set_blas_threads(n)
+
+
+def get_threads():
+    return _pool.get_threads()
+
+
+def choose_threads(candidates=None, repeats=3):
+    """(the fastest thread count, {count: seconds per probe step}): times a small training step
+    (a 256 x 256 -> 512 linear layer, GELU, layer norm, backward; ~0.2 GFLOP) with each count
+    of `candidates` (default: 1 and every core this process may use) and keeps the fastest, a
+    larger count only if it is at least 10% faster. Takes well under a second; on a machine that
+    other work keeps busy, extra threads wait for each other and the probe picks one."""
+    from . import ops
+    from .engine import tensor
+    cores = _pool.default_threads()
+    candidates = sorted(set(candidates or (1, cores)))
+    rng = backend.numpy.random.default_rng(0)
+    x = tensor(rng.standard_normal((256, 256)), device="cpu")
+    w = tensor(rng.standard_normal((512, 256)) * 0.1, requires_grad=True, device="cpu")
+
+    def step():
+        ops.layer_norm(ops.gelu(ops.linear(x, w))).sum().backward()
+        w.grad = None
+    previous, timings = get_threads(), {}
+    try:
+        for n in candidates:
+            set_threads(n)
+            step()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - start)
+            timings[n] = sorted(times)[len(times) // 2]
+    finally:
+        set_threads(previous)
+    best = candidates[0]
+    for n in candidates[1:]:
+        if timings[n] < 0.9 * timings[best]:
+            best = n
+    return best, timings
+
+
+_AVX512 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}   # what SkylakeX kernels use
+
+
+def openblas_kernel_advice():
+    """A line of advice when NumPy's OpenBLAS runs its AVX2 (Haswell) kernels on a CPU with
+    AVX-512 (its products then run well below what the CPU can do: docs/benchmarks.md), else
+    None. OpenBLAS does this on CPU models it does not recognise, or when OPENBLAS_CORETYPE says
+    so; the kernel is chosen when NumPy loads, so the fix is an environment variable set before
+    Python starts."""
+    import os
+    try:
+        from threadpoolctl import threadpool_info
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f
+                          if line.startswith("flags")), set())
+    except (ImportError, OSError):
+        return None
+    kernels = {i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas"}
+    if "Haswell" not in kernels or not _AVX512 <= flags:
+        return None
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    why = (f"OPENBLAS_CORETYPE={forced} in the environment holds NumPy's OpenBLAS to" if forced else
+           "NumPy's OpenBLAS picked")
+    return (f"{why} its Haswell (AVX2) kernel on a CPU with AVX-512; OPENBLAS_CORETYPE=SkylakeX "
+            f"set before Python starts makes its products faster (see docs/benchmarks.md)")

@@ -8,6 +8,7 @@ import pytest
 import minienc
 from minienc import data as D
 from minienc import nn, optim
+from minienc.data import colour
 from minienc.objectives import MAE, build_model, kl_to_standard_normal, reconstruction_loss
 from minienc.objectives.reconstruction import kl_weight_schedule
 
@@ -102,6 +103,8 @@ AUGMENTATIONS = {
     "erasing scale": (lambda: D.RandomErasing(scale=(0.1, 2.0)), r"^RandomErasing: scale"),
     "jitter": (lambda: D.BrightnessContrast(brightness=1.5), r"^BrightnessContrast: brightness"),
     "multi-crop": (lambda: D.MultiCrop(global_crops=0), r"^MultiCrop: needs global_crops >= 1"),
+    "blur p": (lambda: colour.GaussianBlur(p=-0.1), r"^GaussianBlur: p must be in \[0.0, 1.0\]"),
+    "flip p": (lambda: colour.RandomHorizontalFlip(p=2), r"^RandomHorizontalFlip: p"),
 }
 
 

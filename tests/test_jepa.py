@@ -399,6 +399,8 @@ def test_sigreg_term_is_sigreg_of_the_chosen_embeddings(on):
          sigreg_proj_dim=3, sigreg_hidden=5, loss="l2"),
     dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.5, sigreg_on="projection",
          sigreg_proj_dim=3, sigreg_hidden=5, prediction_level="image"),
+    dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.3, sigreg_on="views",
+         sigreg_proj_dim=3, sigreg_hidden=5, target_sees="targets"),
 ])
 def test_switched_objectives_gradcheck(device, options):
     minienc.set_device(device)
@@ -470,6 +472,28 @@ def test_projection_mode_measures_the_prediction_where_sigreg_acts():
     np.testing.assert_allclose(terms["prediction"].item(), ((z[0] - z[1]) ** 2).mean(), rtol=1e-4)
     expected = sigreg(minienc.tensor(z.mean(axis=2)), a).item()
     np.testing.assert_allclose(terms["sigreg"].item(), expected, rtol=1e-4)
+
+
+def test_views_mode_adds_lejepa_between_the_pooled_views_to_the_prediction_loss():
+    from minienc.objectives.lejepa import lejepa_terms
+    images, context, targets = _batch("cpu", b=6)
+    a = _directions(4)
+    minienc.manual_seed(0)
+    jepa = _tiny_jepa("cpu", target_encoder="shared", stop_gradient=False, sigreg_weight=0.2,
+                      sigreg_on="views", sigreg_proj_dim=4)
+    terms = jepa.terms(images, context, targets, directions=a)
+    with minienc.no_grad():
+        ctx = jepa.context_encoder(images, context)
+        full = jepa.context_encoder(images)
+        plain = jepa_loss(jepa.predictor(ctx, context, targets), jepa.targets(images, targets)).item()
+        z = jepa.projector(minienc.ops.concatenate([ctx.mean(axis=1), full.mean(axis=1)])).reshape(2, 6, 4)
+        want = lejepa_terms(z, lam=0.2, directions=a)
+    assert terms["prediction"].item() == pytest.approx(plain, rel=1e-5)
+    assert terms["invariance"].item() == pytest.approx(want["prediction"].item(), rel=1e-4)
+    assert terms["sigreg"].item() == pytest.approx(want["sigreg"].item(), rel=1e-4)
+    assert terms["loss"].item() == pytest.approx(plain + want["loss"].item(), rel=1e-4)
+    with pytest.raises(ValueError, match="needs target_encoder='shared' and stop_gradient=False"):
+        _tiny_jepa("cpu", sigreg_weight=0.2, sigreg_on="views", sigreg_proj_dim=4)
 
 
 def test_image_level_prediction_pools_predictions_and_targets_per_image():

@@ -165,11 +165,13 @@ def test_fused_updates_match_the_reference_on_the_gpu(make):
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from minienc.ops import attention, elementwise, norm  # noqa: E402
+from minienc.ops import attention, elementwise, losses, norm, shape  # noqa: E402
+from minienc.ops.embedding import EmbeddingFunction  # noqa: E402
 from minienc import nn  # noqa: E402
 from minienc.optim import EMA, adam, ema, sgd  # noqa: E402
 
-HYP = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+HYP = settings(max_examples=15, deadline=None,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
 def _gelu(rs, lead):
@@ -211,12 +213,51 @@ def _multi_head_attn_mask(rs, lead):
     return (lambda x, m: minienc.multi_head_attention(x, 2, attn_mask=m)), [qkv, attn_mask]
 
 
+def _gather_distinct(rs, lead):
+    batch = lead[0] if lead else 2
+    index = np.stack([rs.permutation(5)[:3] for _ in range(batch)])      # each token once
+    rows = np.arange(batch)[:, None]
+    return (lambda x: x[rows, index]), [rs.normal(size=(batch, 5, 4))]
+
+
+def _gather_repeats(rs, lead):
+    index = rs.integers(-4, 4, size=lead + (6,))                      # repeats, negative indices
+    return (lambda x: x[index] * 1.0), [rs.normal(size=(4, 3))]
+
+
+def _gather_mixed_key(rs, lead):
+    index = np.array([2, 0, 2])
+    return (lambda x: x[:, index]), [rs.normal(size=(3, 4))]        # a slice first: reference path
+
+
+def _embedding(rs, lead):
+    ids = rs.integers(0, 4, size=lead + (5,))
+    return (lambda w: minienc.embedding(ids, w)), [rs.normal(size=(4, 3))]
+
+
+def _mse(rs, lead, reduction="mean"):
+    shape = lead + (3,)
+    return (lambda p, t: minienc.mse_loss(p, t, reduction=reduction)), [rs.normal(size=shape),
+                                                                       rs.normal(size=shape)]
+
+
+def _mse_sum(rs, lead):
+    return _mse(rs, lead, "sum")
+
+
+def _mse_none(rs, lead):
+    return _mse(rs, lead, "none")
+
+
 # reference -> the cases that exercise it (a variant registered without a case fails below)
 HOST_CASES = {
     elementwise.GELUFunction: [_gelu],
     norm.LayerNormFunction: [_layer_norm, _layer_norm_plain],
     attention.ScaledDotProductAttention: [_attention, _attention_masked],
     attention.MultiHeadAttentionFunction: [_multi_head, _multi_head_attn_mask],
+    shape.GetItem: [_gather_distinct, _gather_repeats, _gather_mixed_key],
+    EmbeddingFunction: [_embedding],
+    losses.MSELoss: [_mse, _mse_sum, _mse_none],
 }
 HOST_UPDATES = {adam.adam_update: ["adam", "adamw"], sgd.sgd_update: ["sgd", "sgd_nesterov"],
                 ema.ema_step: ["ema"]}
@@ -241,11 +282,27 @@ def _run(fn, arrays, dtype, seed):
     return [out.numpy()] + [t.grad for t in tensors]
 
 
+@pytest.fixture(params=["inline", "pool"])
+def pool(request, monkeypatch):
+    """Host variants run inline (one thread, one chunk) or cut into many tiny chunks over a pool
+    of three threads, so every chunked code path runs on the small arrays of these tests."""
+    from minienc.kernels import host, threads
+    if request.param == "pool":
+        monkeypatch.setattr(threads, "CHUNK", 8)
+        monkeypatch.setattr(host, "ATTENTION_CHUNK", 8)
+        previous = threads.get_threads()
+        threads.set_threads(3)
+        yield request.param
+        threads.set_threads(previous)
+    else:
+        yield request.param
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @HYP
 @given(lead=st.lists(st.integers(1, 3), max_size=2).map(tuple), seed=st.integers(0, 2**16))
-def test_host_variant_matches_its_reference(case, dtype, lead, seed):
+def test_host_variant_matches_its_reference(case, dtype, lead, seed, pool):
     fn, arrays = case(np.random.default_rng(seed), lead)
     arrays = [a.astype(dtype) for a in arrays]
     fast = _run(fn, arrays, dtype, seed)
@@ -259,7 +316,7 @@ def test_host_variant_matches_its_reference(case, dtype, lead, seed):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("fast", [True, False])
-def test_both_paths_pass_gradcheck(case, fast):
+def test_both_paths_pass_gradcheck(case, fast, pool):
     fn, arrays = case(np.random.default_rng(3), (2,))
     tensors = [minienc.tensor(a, requires_grad=True, dtype="float64") for a in arrays]
     with (contextlib.nullcontext() if fast else kernels.disabled()):
@@ -334,3 +391,27 @@ def _updates_agree(make, device, dtype=np.float32):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_host_updates_match_the_reference(make, dtype):
     _updates_agree(make, "cpu", dtype)
+
+
+# ----- the thread pool -------------------------------------------------------------------------
+def test_the_pool_runs_every_chunk_once_and_passes_errors_on():
+    from minienc.kernels import threads
+    previous = threads.get_threads()
+    threads.set_threads(3)
+    try:
+        seen = []
+        threads.run(seen.append, 50)
+        assert sorted(seen) == list(range(50))
+        parts = threads.slices(10, 3)
+        assert [i for s in parts for i in range(10)[s]] == list(range(10))
+        assert len(threads.slices(1000, 1000)) >= 3          # at least one chunk per thread
+
+        def fail(i):
+            if i == 7:
+                raise ValueError("chunk 7")
+        with pytest.raises(ValueError, match="chunk 7"):
+            threads.run(fail, 20)
+        threads.run(seen.append, 3)                          # still usable after an error
+    finally:
+        threads.set_threads(previous)
+    assert threads.slices(0) == [slice(0, 0)] and threads.slices(5, 1) == [slice(0, 5)]

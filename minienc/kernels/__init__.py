@@ -4,8 +4,9 @@ minienc/ops/ and minienc/optim/ hold the reference code, each op the formula of 
 This package holds what runs instead when it is faster and gives the same numbers:
 
     host.py    NumPy: in-place arithmetic on few buffers, row sums without BLAS, updates that
-               allocate nothing
+               allocate nothing, big arrays cut into chunks for the thread pool
     cuda.py    CuPy: fused kernels (GELU, layer norm, softmax cross-entropy, the optimizer updates)
+    threads.py the small persistent thread pool that host.py hands its chunks to
 
 An op asks `variant(Reference, array)` for the class to run and gets the fast one for the
 array's backend, or the reference itself when there is none or the fast paths are off. ONE switch
@@ -19,7 +20,13 @@ Hardware lore lives here and in docs/benchmarks.md (dated measurements), nowhere
   vectorised along the row, several times faster than `.sum(axis=-1)` on rows of 12 to 256 values
   and with no temporary for the product. A matrix-vector product with a ones vector is faster
   still with one BLAS thread, but BLAS may split it over threads (and host.py calls it from the
-  pool's threads), so BLAS is kept for real matrix products.
+  pool's threads), so BLAS is kept for real matrix products. A max over a short last axis is as
+  slow as a sum and einsum has no max, so the attention softmax lays its scores out with the keys
+  on a leading axis instead (host.py).
+- Threads. BLAS threads only help products; NumPy's ufuncs run on one core but release the GIL,
+  so host.py splits big elementwise and row-wise work into contiguous chunks over a persistent
+  pool (threads.py), sized with BLAS by `minienc.tuning.set_threads`. Chunks of ~1 MiB also keep
+  a fused sequence of in-place steps in cache, which pays even on one thread.
 """
 import contextlib
 import os

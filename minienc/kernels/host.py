@@ -13,7 +13,9 @@ values and gradients of each against the reference.
 import threading
 
 from .. import backend
-from ..ops import attention, elementwise, norm
+from ..ops import attention, elementwise, losses, norm, shape
+from ..ops.embedding import EmbeddingFunction as _ReferenceEmbedding
+from . import threads
 from ..optim import adam, ema, sgd
 
 np = backend.numpy          # these variants run on host arrays only
@@ -31,112 +33,193 @@ def row_dot(a, b):
 
 
 # ----- GELU ------------------------------------------------------------------------------------
-def _square(x):
-    # out=: an array even for a 0-d input (x * x would be a NumPy scalar), so in-place steps work
-    return np.multiply(x, x, out=np.empty_like(x))
+def _flat(a):
+    """a as a 1-D C-contiguous array (a view when it already is contiguous)."""
+    return np.ascontiguousarray(a).reshape(-1)
 
 
 class GELUFunction(elementwise.GELUFunction):
-    """Both directions as in-place steps on two buffers (the formula makes a temporary per operator)."""
+    """Both directions as in-place steps on chunks that stay in cache (the formula makes a
+    temporary per operator, each a pass over memory), spread over the thread pool."""
 
     def forward(self, x):
-        self.x = x
-        inner = _square(x)                  # c (x + k x^3) = x (c + c k x^2)
-        inner *= C * K
-        inner += C
-        inner *= x
-        self.t = np.tanh(inner, out=inner)
-        out = self.t + 1.0
-        out *= x
-        out *= 0.5
-        return out
+        self.x, flat = x, _flat(x)
+        t, out = np.empty_like(flat), np.empty_like(flat)
+
+        def chunk(s):
+            xs, ts, ys = flat[s], t[s], out[s]
+            np.multiply(xs, xs, out=ts)             # c (x + k x^3) = x (c + c k x^2)
+            ts *= C * K
+            ts += C
+            ts *= xs
+            np.tanh(ts, out=ts)
+            np.add(ts, 1.0, out=ys)                 # 0.5 x (1 + t)
+            ys *= xs
+            ys *= 0.5
+        threads.for_slices(chunk, flat.size)
+        self.t = t.reshape(x.shape)
+        return out.reshape(x.shape)
 
     def backward(self, g):
-        x, t = self.x, self.t
-        slope = _square(x)                  # c (1 + 3 k x^2)
-        slope *= 3.0 * C * K
-        slope += C
-        d = _square(t)                      # x (1 - t^2) * slope
-        np.subtract(1.0, d, out=d)
-        d *= x
-        d *= slope
-        d += t                              # 0.5 (1 + t + ...)
-        d += 1.0
-        d *= 0.5
-        d *= g
-        return d
+        x, t, g = _flat(self.x), _flat(self.t), _flat(g)
+        d = np.empty_like(g)
+
+        def chunk(s):
+            xs, ts, ds = x[s], t[s], d[s]
+            slope = np.multiply(xs, xs)             # c (1 + 3 k x^2)
+            slope *= 3.0 * C * K
+            slope += C
+            np.multiply(ts, ts, out=ds)             # x (1 - t^2) * slope
+            np.subtract(1.0, ds, out=ds)
+            ds *= xs
+            ds *= slope
+            ds += ts                                # 0.5 (1 + t + ...)
+            ds += 1.0
+            ds *= 0.5
+            ds *= g[s]
+        threads.for_slices(chunk, g.size)
+        return d.reshape(self.x.shape)
 
 
 # ----- layer norm ------------------------------------------------------------------------------
 class LayerNormFunction(norm.LayerNormFunction):
-    """Statistics by einsum and the standardisation in place on one buffer."""
+    """Statistics by einsum and the standardisation in place, on chunks of rows that stay in
+    cache, spread over the thread pool."""
 
     def forward(self, x, weight=None, bias=None):
         norm.check_layer_norm(x, weight, bias)
-        self.weight, inv_d = weight, 1.0 / x.shape[-1]
-        xhat = x - row_sum(x) * inv_d
-        rstd = row_dot(xhat, xhat)
-        rstd *= inv_d
-        rstd += self.eps
-        np.sqrt(rstd, out=rstd)
-        np.divide(1.0, rstd, out=rstd)
-        xhat *= rstd
-        self.xhat, self.rstd = xhat, rstd
-        if weight is None:
-            return xhat
-        out = xhat * weight
-        out += bias
-        return out
+        d = x.shape[-1]
+        x2 = np.ascontiguousarray(x).reshape(-1, d)
+        xhat, rstd = np.empty_like(x2), np.empty((x2.shape[0], 1), dtype=x.dtype)
+        out = xhat if weight is None else np.empty_like(x2)
+        inv_d = 1.0 / d
+
+        def chunk(s):
+            xs, hs, rs = x2[s], xhat[s], rstd[s]
+            np.subtract(xs, row_sum(xs) * inv_d, out=hs)
+            np.multiply(row_dot(hs, hs), inv_d, out=rs)
+            rs += self.eps
+            np.sqrt(rs, out=rs)
+            np.divide(1.0, rs, out=rs)
+            hs *= rs
+            if weight is not None:
+                np.multiply(hs, weight, out=out[s])
+                out[s] += bias
+        threads.for_slices(chunk, x2.shape[0], d)
+        self.weight, self.xhat, self.rstd = weight, xhat, rstd
+        return out.reshape(x.shape)
 
     def backward(self, g):
-        xhat, w = self.xhat, self.weight
-        inv_d = 1.0 / g.shape[-1]
-        gx = None
-        if self.needs_grad[0]:
-            gxhat = g if w is None else g * w
-            gx = xhat * (row_dot(gxhat, xhat) * inv_d)
-            np.subtract(gxhat, gx, out=gx)
-            gx -= row_sum(gxhat) * inv_d
-            gx *= self.rstd
+        xhat, rstd, w = self.xhat, self.rstd, self.weight
+        d = g.shape[-1]
+        g2 = np.ascontiguousarray(g).reshape(-1, d)
+        need_x, need_w, need_b = self.needs_grad if w is not None else (self.needs_grad[0], 0, 0)
+        gx = np.empty_like(g2) if need_x else None
+        parts = threads.slices(g2.shape[0], d, threads.CHUNK // 8, fixed=True)   # (see gw, gb)
+        gw, gb = np.empty((len(parts), d), g.dtype), np.empty((len(parts), d), g.dtype)
+        inv_d = 1.0 / d
+
+        def chunk(i):
+            s = parts[i]
+            gs, hs = g2[s], xhat[s]
+            if need_x:     # rstd (gxhat - mean(gxhat) - xhat mean(gxhat xhat)), gxhat = g w
+                gxhat = gs if w is None else gs * w
+                gxs = gx[s]
+                np.multiply(hs, row_dot(gxhat, hs) * inv_d, out=gxs)
+                np.subtract(gxhat, gxs, out=gxs)
+                gxs -= row_sum(gxhat) * inv_d
+                gxs *= rstd[s]
+            if need_w:
+                np.einsum("md,md->d", gs, hs, out=gw[i])
+            if need_b:
+                np.einsum("md->d", gs, out=gb[i])
+        threads.run(chunk, len(parts))
+        gx = None if gx is None else gx.reshape(g.shape)
+        # gw and gb add partial sums over slices that do not depend on the thread count, so the
+        # result does not either
         if w is None:
             return gx
-        g2, xhat2 = g.reshape(-1, g.shape[-1]), xhat.reshape(-1, g.shape[-1])
-        gw = np.einsum("md,md->d", g2, xhat2) if self.needs_grad[1] else None
-        return gx, gw, (np.einsum("md->d", g2) if self.needs_grad[2] else None)
+        return gx, (gw.sum(axis=0) if need_w else None), (gb.sum(axis=0) if need_b else None)
 
 
 # ----- attention -------------------------------------------------------------------------------
-def attend(q, k, v, scale, attn_mask=None, key_padding_mask=None):
-    """attention.attention_forward with the softmax in place on the scores."""
-    s = q @ k.swapaxes(-1, -2)
-    s *= scale
-    masked = attn_mask is not None or key_padding_mask is not None
-    if masked:
-        s = attention.masked_scores(s, attn_mask, key_padding_mask)
-    top = s.max(axis=-1, keepdims=True)
-    if masked:
-        top = np.where(top == float("-inf"), s.dtype.type(0), top)
-    s -= top
-    np.exp(s, out=s)
-    total = row_sum(s)
-    if masked:
-        np.maximum(total, 1.0, out=total)
-    s /= total
-    return s @ v, s
+# The scores are laid out batch-major and keys next, st[b, j, ..., i] = s[b, ..., i, j]: the
+# softmax over the keys then reduces over axis 1, which NumPy vectorises across the rest of a
+# batch element, where a max over the short last axis pays per row (docs/benchmarks.md). The
+# products read and write that layout directly (BLAS takes the leading dimension), the weights are
+# handed out as the (..., Lq, Lk) view of it, and a batch cuts into contiguous chunks for the
+# thread pool (each a few hundred small products and their softmax).
+ATTENTION_CHUNK = 1 << 20    # scores per chunk: fewer, larger chunks than elementwise work
 
 
-def attend_backward(g, q, k, v, p, scale, need_mask_grad=False):
-    """attention.attention_backward with dS built in place on dP."""
-    dv = p.swapaxes(-1, -2) @ g
-    ds = g @ v.swapaxes(-1, -2)                      # dP
-    ds -= row_dot(ds, p)
-    ds *= p                                          # dS
-    dmask = ds if need_mask_grad else None           # (not modified below)
-    dq = ds @ k
-    dq *= scale
-    dk = ds.swapaxes(-1, -2) @ q
-    dk *= scale
-    return dq, dk, dv, dmask
+def _rows_view(st):
+    return np.moveaxis(st, 1, -1)
+
+
+def _batch_part(mask, s, batch, ndim):
+    """The part of a mask that goes with the batch slice s (a mask without a batch axis whole)."""
+    if mask is None or mask.ndim != ndim or mask.shape[0] != batch:
+        return mask
+    return mask[s]
+
+
+def attend(q, k, v, scale, attn_mask=None, key_padding_mask=None, out=None):
+    """attention.attention_forward in the layout above; writes the output into `out` if given."""
+    shape = q.shape[:-1] + k.shape[-2:-1]
+    if q.ndim == 2 or attn_mask is not None and np.broadcast_shapes(shape, attn_mask.shape) != shape:
+        return attention.attention_forward(q, k, v, scale, attn_mask, key_padding_mask)
+    if key_padding_mask is not None:
+        attention.padding_bias(key_padding_mask, shape, q.dtype)   # checks its shape
+    batch, masked = q.shape[0], attn_mask is not None or key_padding_mask is not None
+    st = np.empty(q.shape[:1] + k.shape[-2:-1] + q.shape[1:-1], dtype=q.dtype)
+    out = np.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype) if out is None else out
+
+    def chunk(b):
+        sts = st[b]
+        np.matmul(k[b], q[b].swapaxes(-1, -2), out=np.moveaxis(sts, 1, -2))
+        sts *= scale
+        s = _rows_view(sts)
+        if attn_mask is not None:
+            s += _batch_part(attn_mask, b, batch, len(shape))
+        if key_padding_mask is not None:
+            s += attention.padding_bias(key_padding_mask[b], s.shape, s.dtype)
+        top = sts.max(axis=1, keepdims=True)
+        if masked:
+            top[top == float("-inf")] = 0
+        sts -= top
+        np.exp(sts, out=sts)
+        total = sts.sum(axis=1, keepdims=True)
+        if masked:
+            np.maximum(total, 1.0, out=total)  # only all-masked rows (total 0): weights 0
+        sts /= total
+        np.matmul(s, v[b], out=out[b])
+    threads.for_slices(chunk, batch, st[0].size, ATTENTION_CHUNK)
+    return out, _rows_view(st)
+
+
+def attend_backward(g, q, k, v, p, scale, need_mask_grad=False, out=None):
+    """attention.attention_backward on weights in the layout above, dS built in place on dP;
+    writes (dq, dk, dv) into `out` if given."""
+    st = np.moveaxis(p, -1, 1)
+    if p.ndim == 2 or not st.flags.c_contiguous:        # the weights of a reference forward
+        return attention.attention_backward(g, q, k, v, p, scale, need_mask_grad)
+    dq, dk, dv = out if out is not None else (np.empty(q.shape, q.dtype), np.empty(k.shape, q.dtype),
+                                              np.empty(v.shape, q.dtype))
+    dst = np.empty_like(st)                                      # dP, then dS
+
+    def chunk(b):
+        sts, dsts = st[b], dst[b]
+        np.matmul(p[b].swapaxes(-1, -2), g[b], out=dv[b])
+        np.matmul(v[b], g[b].swapaxes(-1, -2), out=np.moveaxis(dsts, 1, -2))
+        dsts -= np.einsum("bj...,bj...->b...", dsts, sts)[:, None]     # - rowsum(dP * P)
+        dsts *= sts
+        ds = _rows_view(dsts)
+        np.matmul(ds, k[b], out=dq[b])
+        dq[b] *= scale
+        np.matmul(ds.swapaxes(-1, -2), q[b], out=dk[b])
+        dk[b] *= scale
+    threads.for_slices(chunk, q.shape[0], st[0].size, ATTENTION_CHUNK)
+    return dq, dk, dv, (_rows_view(dst) if need_mask_grad else None)
 
 
 class ScaledDotProductAttention(attention.ScaledDotProductAttention):
@@ -144,7 +227,94 @@ class ScaledDotProductAttention(attention.ScaledDotProductAttention):
 
 
 class MultiHeadAttentionFunction(attention.MultiHeadAttentionFunction):
+    """The packed form with the output and the packed gradient written in place by the products
+    (no transposing copies)."""
     attend, attend_backward = staticmethod(attend), staticmethod(attend_backward)
+
+    def forward(self, qkv, attn_mask=None):
+        q, k, v = self._split(qkv)
+        b, length, _ = qkv.shape
+        out = np.empty((b, length) + q.shape[1:2] + q.shape[-1:], dtype=qkv.dtype)   # (B, L, H, dh)
+        self.scale = q.shape[-1] ** -0.5
+        _, self.p = attend(q, k, v, self.scale, attn_mask, self.key_padding_mask,
+                           out=out.transpose(0, 2, 1, 3))
+        self.qkv, self.has_mask = qkv, attn_mask is not None
+        return out.reshape(b, length, -1)
+
+    def backward(self, g):
+        q, k, v = self._split(self.qkv)
+        b, length, d = g.shape
+        g4 = g.reshape(b, length, self.heads, d // self.heads).transpose(0, 2, 1, 3)
+        gqkv = np.empty((b, length, 3, self.heads, d // self.heads), dtype=g.dtype)
+        parts = [gqkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3)]
+        need_mask_grad = self.has_mask and self.needs_grad[1]
+        *grads, dmask = attend_backward(g4, q, k, v, self.p, self.scale, need_mask_grad, out=parts)
+        if grads[0] is not parts[0]:                         # the reference backward ran
+            for part, grad in zip(parts, grads):
+                part[...] = grad
+        gqkv = gqkv.reshape(b, length, 3 * d)
+        return (gqkv, dmask) if self.has_mask else gqkv
+
+
+# ----- MSE -------------------------------------------------------------------------------------
+class MSELoss(losses.MSELoss):
+    """The sum of squares as one dot product (no squares temporary), the gradient in one pass."""
+
+    def forward(self, pred, target):
+        if self.reduction == "none" or pred.shape != target.shape or pred.size == 0:
+            return super().forward(pred, target)
+        self.diff = pred - target
+        flat = self.diff.reshape(-1)
+        total = np.dot(flat, flat)
+        return total * (1.0 / flat.size) if self.reduction == "mean" else total
+
+    def backward(self, g):
+        if self.reduction == "none" or self.diff.size == 0:   # forward took the reference path
+            return super().backward(g)
+        g = self.diff * (g * (2.0 / self.diff.size if self.reduction == "mean" else 2.0))
+        return g, (-g if self.needs_grad[1] else None)
+
+
+# ----- scatter-add (the backward of indexing and of embedding) ---------------------------------
+def scatter_rows(rows, index, values):
+    """zeros((rows,) + values.shape[1:]) with values[i] added into row index[i], repeats summed.
+    Where no row repeats (a permutation, a gather of distinct tokens) that is one assignment; else
+    the repeats are summed after a sort. np.add.at does either one element at a time: ~30x slower
+    for a (64, 49) gather of 64-wide tokens (docs/benchmarks.md)."""
+    out = np.zeros((rows,) + values.shape[1:], dtype=values.dtype)
+    if index.size == 0:
+        return out
+    order = np.argsort(index, kind="stable")
+    ordered = index[order]
+    first = np.empty(ordered.shape, dtype=bool)      # where a new row starts in sorted order
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    if first.all():
+        out[index] = values
+    else:
+        starts = np.flatnonzero(first)
+        out[ordered[starts]] = np.add.reduceat(values[order], starts, axis=0)
+    return out
+
+
+class GetItem(shape.GetItem):
+    """Integer-array indices on the leading axes scatter back through scatter_rows."""
+
+    def backward(self, g):
+        parts = self.key if isinstance(self.key, tuple) else (self.key,)
+        if len(parts) > len(self.in_shape) or not all(
+                getattr(k, "dtype", None) is not None and k.dtype.kind in "iu" for k in parts):
+            return super().backward(g)
+        lead, rest = self.in_shape[:len(parts)], self.in_shape[len(parts):]
+        # mode="wrap" reads negative indices as NumPy does (forward already refused bad ones)
+        index = np.ravel_multi_index(np.broadcast_arrays(*parts), lead, mode="wrap").reshape(-1)
+        return scatter_rows(int(np.prod(lead)), index, g.reshape((-1,) + rest)).reshape(self.in_shape)
+
+
+class EmbeddingFunction(_ReferenceEmbedding):
+    def backward(self, g):
+        rows, width = self.table_shape
+        return None, scatter_rows(rows, self.ids.reshape(-1), g.reshape(-1, width))
 
 
 # ----- optimizer updates -----------------------------------------------------------------------
@@ -238,6 +408,7 @@ def ema_step(target, online, momentum):
 
 
 VARIANTS = {elementwise.GELUFunction: GELUFunction, norm.LayerNormFunction: LayerNormFunction,
+            shape.GetItem: GetItem, _ReferenceEmbedding: EmbeddingFunction, losses.MSELoss: MSELoss,
             attention.ScaledDotProductAttention: ScaledDotProductAttention,
             attention.MultiHeadAttentionFunction: MultiHeadAttentionFunction,
             adam.adam_update: adam_update, sgd.sgd_update: sgd_update, ema.ema_step: ema_step}

@@ -69,13 +69,14 @@ from ..optim.ema import EMA
 from ..optim.optimizer import param_groups_without_decay
 from ..engine import as_array, no_grad
 from .contrastive import projection_head
+from .lejepa import lejepa_terms
 from .sigreg import sigreg
 from .vicreg import variance_covariance  # the one implementation, shared with VICReg
 
 LOSSES = ("smooth_l1", "l2")
 TARGET_NORMS = ("layer", "layer+batch", None)
 TARGET_ENCODERS = ("ema", "shared")
-SIGREG_INPUTS = ("context", "target", "tokens", "projection")
+SIGREG_INPUTS = ("context", "target", "tokens", "projection", "views")
 TARGET_VIEWS = ("image", "targets")
 PREDICTION_LEVELS = ("tokens", "image")
 
@@ -223,8 +224,11 @@ class IJEPA(Module):
         self.projector = projection_head(encoder.dim, sigreg_hidden, sigreg_proj_dim, num_layers=3) \
             if sigreg_weight and sigreg_proj_dim else None
         self.projector_dim = sigreg_proj_dim
-        if sigreg_weight and sigreg_on == "projection" and not sigreg_proj_dim:
-            raise ValueError("IJEPA: sigreg_on='projection' needs a projector (sigreg_proj_dim > 0)")
+        if sigreg_weight and sigreg_on in ("projection", "views") and not sigreg_proj_dim:
+            raise ValueError(f"IJEPA: sigreg_on={sigreg_on!r} needs a projector (sigreg_proj_dim > 0)")
+        if sigreg_weight and sigreg_on == "views" and not (self.shared and not stop_gradient):
+            raise ValueError("IJEPA: sigreg_on='views' trains both views: it needs "
+                             "target_encoder='shared' and stop_gradient=False")
 
     def param_groups(self, weight_decay):
         """AdamW groups of the TRAINED parts (context encoder, predictor, projector): weights with
@@ -280,7 +284,7 @@ class IJEPA(Module):
         target_idx = _indices("IJEPA target_idx", target_idx, b, 3, n, device)
         target_images = images if target_images is None else target_images
         pooled_target = None
-        if self.shared and (not self.stop_gradient or (self.sigreg_weight and self.sigreg_on == "target")):
+        if self.shared and (not self.stop_gradient or (self.sigreg_weight and self.sigreg_on in ("target", "views"))):
             h = self._target_tokens(target_images, target_idx)               # with a graph
             pooled_target = h.mean(axis=1)
             h = h.detach() if self.stop_gradient else h
@@ -304,7 +308,16 @@ class IJEPA(Module):
         if self.variance_weight or self.covariance_weight:
             out["variance"], out["covariance"] = variance_covariance(self._batch(context.mean(axis=1)))
             loss = loss + self.variance_weight * out["variance"] + self.covariance_weight * out["covariance"]
-        if self.sigreg_weight and self.sigreg_on != "projection":
+        if self.sigreg_weight and self.sigreg_on == "views":
+            # LeJEPA's loss between the two views, pooled and projected: the context view and
+            # the target pass; beside it the predictor's own loss (I-JEPA's) as it is
+            views = self.projector(ops.concatenate([context.mean(axis=1), pooled_target], axis=0))
+            views = self._views(views.reshape(2, b, self.projector_dim))
+            lejepa = lejepa_terms(views, lam=self.sigreg_weight, directions=directions,
+                                  num_directions=self.num_directions)
+            out["invariance"], out["sigreg"] = lejepa["prediction"], lejepa["sigreg"]
+            loss = loss + lejepa["loss"]
+        if self.sigreg_weight and self.sigreg_on not in ("projection", "views"):
             z = {"context": lambda: context.mean(axis=1), "target": lambda: pooled_target,
                  "tokens": lambda: context.reshape(-1, context.shape[-1])}[self.sigreg_on]()
             z = self.projector(z) if self.projector is not None else z
@@ -328,9 +341,11 @@ class IJEPA(Module):
         prediction = jepa_loss(predicted, target, self.loss_name)
         pooled = z.mean(axis=2)                                             # (2, B, K)
         pooled = pooled if not self.stop_gradient else pooled[:1]
-        if self.distributed:   # the global batch's samples, view by view
-            pooled = dist.all_gather(pooled.transpose(1, 0, 2)).transpose(1, 0, 2)
-        return prediction, sigreg(pooled, directions, self.num_directions)
+        return prediction, sigreg(self._views(pooled), directions, self.num_directions)
+
+    def _views(self, z):
+        """z (V, B, K), or with distributed=True every process's samples gathered, view by view."""
+        return dist.all_gather(z.transpose(1, 0, 2)).transpose(1, 0, 2) if self.distributed else z
 
     def _batch(self, z):
         """z, or with distributed=True every process's z gathered (with a gradient)."""

@@ -34,23 +34,23 @@ def scores_to_weights(s, masked):
     return e / total
 
 
-def _padding_bias(key_padding_mask, scores_ndim, dtype):
+def padding_bias(key_padding_mask, scores_shape, dtype):
     """(B, Lk) True-at-padding -> an additive (B, 1, ..., 1, Lk) array of 0 and -inf."""
+    if key_padding_mask.shape != (scores_shape[0], scores_shape[-1]):
+        raise ValueError(f"attention: key_padding_mask has shape {tuple(key_padding_mask.shape)}, "
+                         f"expected (batch, keys) = {(scores_shape[0], scores_shape[-1])}")
     xp = get_xp(key_padding_mask)
     b, lk = key_padding_mask.shape
     bias = xp.where(key_padding_mask, dtype.type(float("-inf")), dtype.type(0))
-    return bias.reshape((b,) + (1,) * (scores_ndim - 2) + (lk,))
+    return bias.reshape((b,) + (1,) * (len(scores_shape) - 2) + (lk,))
 
 
 def masked_scores(s, attn_mask, key_padding_mask):
-    """The scores s with the additive mask and the padding's -inf added (s is our own array)."""
+    """The scores s with the additive mask and the padding's -inf added."""
     if attn_mask is not None:
         s = s + attn_mask
     if key_padding_mask is not None:
-        if key_padding_mask.shape != (s.shape[0], s.shape[-1]):
-            raise ValueError(f"attention: key_padding_mask has shape {tuple(key_padding_mask.shape)}, "
-                             f"expected (batch, keys) = {(s.shape[0], s.shape[-1])}")
-        s = s + _padding_bias(key_padding_mask, s.ndim, s.dtype)
+        s = s + padding_bias(key_padding_mask, s.shape, s.dtype)
     return s
 
 
@@ -112,6 +112,8 @@ class MultiHeadAttentionFunction(Function):
         self.key_padding_mask = key_padding_mask
 
     def _split(self, qkv):
+        if qkv.ndim != 3:
+            raise ValueError(f"multi_head_attention: expected packed qkv (B, L, 3*D), got {tuple(qkv.shape)}")
         b, length, three_d = qkv.shape
         d = three_d // 3
         if three_d % 3 or d % self.heads:
@@ -122,8 +124,6 @@ class MultiHeadAttentionFunction(Function):
         return [parts[:, :, i].transpose(0, 2, 1, 3) for i in range(3)]
 
     def forward(self, qkv, attn_mask=None):
-        if qkv.ndim != 3:
-            raise ValueError(f"multi_head_attention: expected packed qkv (B, L, 3*D), got {tuple(qkv.shape)}")
         q, k, v = self._split(qkv)
         self.scale = q.shape[-1] ** -0.5
         out, self.p = self.attend(q, k, v, self.scale, attn_mask, self.key_padding_mask)

@@ -167,7 +167,7 @@ class GELUFunction(Function):
 
     def forward(self, x):
         self.x = x
-        self.t = get_xp(x).tanh(GELU_C * (x + GELU_K * x ** 3))
+        self.t = get_xp(x).tanh(GELU_C * (x + GELU_K * x * x * x))
         return 0.5 * x * (1.0 + self.t)
 
     def backward(self, g):

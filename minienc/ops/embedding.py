@@ -1,5 +1,6 @@
 """embedding(ids, weight) = weight[ids]: a table lookup whose backward scatters the gradient rows
 back into the table, adding them up where an id repeats (backend.scatter_add)."""
+from .. import kernels
 from ..backend import get_xp, is_cupy, scatter_add
 from ..engine import as_tensor, Function, Tensor
 
@@ -29,4 +30,4 @@ class EmbeddingFunction(Function):
 def embedding(ids, weight):
     if not isinstance(ids, Tensor):
         ids = as_tensor(weight.xp.asarray(ids))
-    return EmbeddingFunction()(ids, weight)
+    return kernels.variant(EmbeddingFunction, weight)()(ids, weight)

@@ -251,7 +251,8 @@ def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
     return BinaryCrossEntropyWithLogits(reduction)(logits, targets)
 
 
-def mse_loss(pred, target, reduction="mean"): return MSELoss(reduction)(pred, target)
+def mse_loss(pred, target, reduction="mean"):
+    return kernels.variant(MSELoss, pred)(reduction)(pred, target)
 
 
 def smooth_l1_loss(pred, target, beta=1.0, reduction="mean"):

@@ -1,4 +1,5 @@
 """Shape and indexing ops: reshape, transpose, broadcast_to, getitem, concatenate, stack."""
+from .. import kernels
 from ..backend import get_xp, scatter_add
 from ..engine import as_array, Function, Tensor
 
@@ -150,7 +151,7 @@ def getitem(x, key):
         key = key.data
     elif isinstance(key, list):
         key = x.xp.asarray(key)
-    return GetItem(key)(x)
+    return kernels.variant(GetItem, x)(key)(x)
 
 
 def concatenate(tensors, axis=0): return Concatenate(axis)(*tensors)

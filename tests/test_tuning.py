@@ -1,0 +1,36 @@
+"""minienc.tuning: the process-wide settings the demos and the benchmark choose at start-up."""
+import pytest
+
+from minienc import tuning
+from minienc.kernels import threads
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    previous = tuning.get_threads()
+    yield
+    tuning.set_threads(previous)
+
+
+def test_set_threads_sizes_blas_and_the_pool():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    tuning.set_threads(2)
+    assert threads.get_threads() == 2 and tuning.get_threads() == 2
+    blas = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert blas and set(blas) == {2}
+    tuning.set_threads(1)
+    assert threads.get_threads() == 1
+
+
+def test_the_probe_picks_one_of_the_candidates_and_leaves_the_setting_alone():
+    tuning.set_threads(1)
+    best, timings = tuning.choose_threads(candidates=(1, 2), repeats=1)
+    assert best in (1, 2) and set(timings) == {1, 2} and all(t > 0 for t in timings.values())
+    assert best == 1 or timings[2] < 0.9 * timings[1]   # more threads only when clearly faster
+    assert tuning.get_threads() == 1
+
+
+def test_the_allocator_tuning_takes_effect_on_glibc():
+    import platform
+    took = tuning.tune_host_allocator()
+    assert took is (platform.libc_ver()[0] == "glibc")
