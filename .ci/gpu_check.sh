@@ -9,15 +9,19 @@
 # network; a failed install is logged and the steps that need it report why they were skipped).
 # Steps, in order:
 #   1. the machine: nvidia-smi, Python, NumPy, CuPy, PyTorch (+ CUDA?) versions
-#   2. tests/test_kernels.py: every fused CuPy kernel against the reference path, on the GPU
+#   2. tests/test_kernels.py: every fast path (minienc/kernels/: CuPy kernels, fused optimizer
+#      updates) against its reference, on the GPU
 #   3. tests/test_gpu_path.py: same seed -> same weights, first 20 losses CPU vs GPU, no hidden
 #      host sync in a Trainer step
 #   4. the benchmark on the GPU at batch 256 (ViT workloads too), fused kernels on, then off
-#      (MINIENC_FUSED_KERNELS=0: what the kernels in minienc/kernels.py buy)
+#      (MINIENC_FUSED_KERNELS=0: what the fast paths in minienc/kernels/ buy)
 #   5. minienc.distributed's NCCL engine with one GPU (collectives, a 3-step SimCLR through the
 #      Trainer against a plain run)
 #   6. the whole test suite's CUDA cases (-k cuda)
-# A rerun of some steps only: ONLY="kernels gpu_path" bash .ci/gpu_check.sh
+#   7. every image demo with --device cuda on the 32x32 digit canvas, timed (what a GPU buys), and
+#      the MLP workloads at batch 1024
+# One device call may not hold it all: the steps run most important first, and a second call
+# runs what was left, by name: ONLY="demos_cuda benchmark_cuda_1024" bash .ci/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_check_out}
@@ -106,4 +110,25 @@ run distributed_nccl 90 $PY -m pytest -q -rs tests/test_distributed.py -k cuda
 
 # ----- 6. the whole suite on the GPU -----------------------------------------------------------
 run suite_cuda 120 $PY -m pytest -q -x -k cuda tests
+
+# ----- 7. the demos on the GPU, and larger batches -------------------------------------------------
+# each image demo on the canvas for 600 steps (the CPU default is the 8x8 digits); the log keeps
+# each demo's wall time and its evaluation row
+demos_cuda() {
+    local demo
+    for demo in autoencoder denoising vae triplet simclr moco mae jepa lejepa byol simsiam vicreg \
+                barlow dino; do
+        local start=$SECONDS
+        echo "### $demo"
+        $PY demos/$demo.py --device cuda --data digits-canvas:32 --steps 600 --overwrite \
+            --out "$OUT/demos/$demo" 2>&1 | tail -12
+        echo "### $demo: $((SECONDS - start)) s"
+    done
+}
+export -f demos_cuda; export PY OUT
+run demos_cuda 300 bash -c demos_cuda
+grep -E "^### .*: [0-9]+ s" "$OUT/demos_cuda.log" >> "$SUMMARY" 2>/dev/null
+run benchmark_cuda_1024 60 $PY benchmarks/benchmark.py --workloads mlp_ae,simclr_mlp --device cuda \
+    --batch 1024 --warmup 5 --repeats 20 --inner 5
+{ echo "## benchmark_cuda_1024"; grep -E "^\| |^note|^# " "$OUT/benchmark_cuda_1024.log"; } >> "$SUMMARY" 2>/dev/null
 note "done: logs in $OUT"

@@ -20,7 +20,7 @@ import json
 import os
 import time
 
-from common import add_blas_threads_flag
+from common import add_threads_flag, tune_process
 
 import minienc
 from minienc import backend, nn
@@ -75,7 +75,7 @@ def parse_args():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=os.path.join("runs", "collapse"))
-    add_blas_threads_flag(parser)
+    add_threads_flag(parser)
     args = parser.parse_args()
     args.only = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in args.only if n not in VARIANTS]
@@ -192,7 +192,7 @@ def table(results, header):
 def main():
     args = parse_args()
     minienc.manual_seed(args.seed)
-    backend.set_blas_threads(args.blas_threads)
+    tune_process(args.threads)
     if args.device:
         minienc.set_device(args.device)
     os.makedirs(args.out, exist_ok=True)

@@ -34,7 +34,7 @@ from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, i
                     mlp_encoder, save_grid, save_training_curves, setup, train_contrastive,
                     two_view_augment)
 
-from minienc.data import Compose, MultiCrop
+from minienc.data import Compose, MultiCrop, RandomResizedCrop
 from minienc.objectives.dino import DINO, dino_head
 from minienc.optim import AdamW, Cosine, LinearSchedule
 
@@ -80,7 +80,11 @@ def main():
     name = "DINO" + (" (no centring)" if args.no_center else "")
     # the two-view recipe's augmentations after its crop (rotation, jitter, noise, erasing) on
     # every crop; its crop is what MultiCrop draws
-    photometric = Compose(two_view_augment(args, data).augmentations[1:])
+    recipe = two_view_augment(args, data).augmentations
+    if not isinstance(recipe[0], RandomResizedCrop):
+        raise RuntimeError(f"dino demo: the two-view recipe should start with its crop, got "
+                           f"{recipe[0]}")
+    photometric = Compose(recipe[1:])
     multicrop = MultiCrop(2, args.local_crops, args.global_scale, args.local_scale,
                           transform=photometric)
     save_grid(args, [data.x_test[:10], *multicrop(data.x_test[:10], rng=args.seed)],

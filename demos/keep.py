@@ -21,7 +21,7 @@ import json
 import os
 import time
 
-from common import add_blas_threads_flag
+from common import add_threads_flag, tune_process
 
 import minienc
 from minienc import backend, nn
@@ -64,7 +64,7 @@ def parse_args():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=os.path.join("runs", "keep"))
-    add_blas_threads_flag(parser)
+    add_threads_flag(parser)
     return parser.parse_args()
 
 
@@ -128,7 +128,7 @@ def fit_decoder(z_train, x_train, z_test, steps, seed):
 def main():
     args = parse_args()
     minienc.manual_seed(args.seed)
-    backend.set_blas_threads(args.blas_threads)
+    tune_process(args.threads)
     if args.device:
         minienc.set_device(args.device)
     os.makedirs(args.out, exist_ok=True)

@@ -43,6 +43,8 @@ IMAGE_DEMOS = {
     "simsiam": (["--monitor-every", "1"], ["views", "loss", "curves", "gauges", "embeddings"]),
     "vicreg": (["--monitor-every", "1"], ["views", "loss", "curves", "gauges", "embeddings"]),
     "barlow": (["--monitor-every", "1"], ["views", "loss", "curves", "gauges", "embeddings"]),
+    "dino": (["--monitor-every", "1", "--local-crops", "1"],
+             ["views", "crops", "loss", "curves", "gauges", "embeddings"]),
 }
 # the ViTs' patches: 2x2 on the 8x8 digits (their default), 4x4 on the larger images
 PATCHES = {"digits": [], "digits-canvas": ["--patch-size", "4"], "mnist": ["--patch-size", "4"],

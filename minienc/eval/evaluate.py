@@ -87,7 +87,8 @@ def evaluate(encoder, data, name=None, batch_size=256, device=None, **options):
     f_test = encode(encoder, data.x_test, batch_size, device)
     pairs = view_pairs(data, options.get("seed", 0))
     views = None if pairs is None else tuple(encode(encoder, v, batch_size, device) for v in pairs)
-    return evaluate_features(name, f_train, data.y_train, f_test, data.y_test, views=views, **options)
+    return evaluate_features(name, f_train, data.y_train, f_test, data.y_test, views=views,
+                             **options)
 
 
 def view_pairs(data, seed=0, augment=None):
@@ -110,7 +111,8 @@ _header_printed = False
 
 
 def format_header(shots=5):
-    return _COLUMNS.format("method", "dim", "linear", f"{shots}-shot", "k-NN", "RankMe", "align", "unif")
+    return _COLUMNS.format("method", "dim", "linear", f"{shots}-shot", "k-NN", "RankMe", "align",
+                           "unif")
 
 
 def _optional(value, spec):
@@ -121,7 +123,8 @@ def format_row(record):
     fewshot = f"{record['fewshot']:.1%} ±{record['fewshot_std']:.1%}"
     return _COLUMNS.format(record["method"][:24], record["dim"], f"{record['linear']:.1%}", fewshot,
                            f"{record['knn']:.1%}", f"{record['rankme']:.1f}",
-                           _optional(record.get("align"), ".2f"), _optional(record.get("unif"), ".2f"))
+                           _optional(record.get("align"), ".2f"),
+                           _optional(record.get("unif"), ".2f"))
 
 
 def print_row(record):

@@ -64,7 +64,8 @@ def alignment(view1, view2, alpha=2.0):
         raise ValueError(f"alignment: the two views' embeddings differ in shape: {tuple(z1.shape)} "
                          f"and {tuple(z2.shape)}")
     xp = backend.get_xp(z1)
-    distance = xp.linalg.norm(_unit_rows(z1).astype("float64") - _unit_rows(z2).astype("float64"), axis=1)
+    difference = _unit_rows(z1).astype("float64") - _unit_rows(z2).astype("float64")
+    distance = xp.linalg.norm(difference, axis=1)
     return float((distance ** alpha).mean())
 
 

@@ -35,7 +35,8 @@ def cross_correlation(z1, z2, eps=1e-5):
     _check_embeddings("cross_correlation", z1, z2)
     b = z1.shape[0]
     if b < 2:
-        raise ValueError(f"cross_correlation: batch statistics need B >= 2, got shape {tuple(z1.shape)}")
+        raise ValueError(f"cross_correlation: batch statistics need B >= 2, got shape "
+                         f"{tuple(z1.shape)}")
     return (ops.batch_norm(z1, eps=eps).T @ ops.batch_norm(z2, eps=eps)) * (1.0 / b)
 
 
@@ -43,7 +44,8 @@ def redundancy_reduction(c, lambd=5e-3):
     """(on_diagonal, off_diagonal) of a cross-correlation matrix c (D, D):
     sum_i (1 - c_ii)^2 and sum_{i != j} c_ij^2 (the loss is on + lambd * off)."""
     if c.ndim != 2 or c.shape[0] != c.shape[1]:
-        raise ValueError(f"redundancy_reduction: expected a square matrix (D, D), got {tuple(c.shape)}")
+        raise ValueError(f"redundancy_reduction: expected a square matrix (D, D), got "
+                         f"{tuple(c.shape)}")
     i = c.xp.arange(c.shape[0])
     diagonal = c[i, i]
     on_diagonal = ((1.0 - diagonal) ** 2).sum()

@@ -55,7 +55,8 @@ class WeightNormLinear(Module):
     def __init__(self, in_features, out_features, fixed_norm=True):
         self.in_features, self.out_features = in_features, out_features
         # V gets nn.Linear's default initialisation, as DINOHead's last layer
-        self.weight_v = init.kaiming_uniform(init.empty((out_features, in_features)), a=math.sqrt(5.0))
+        self.weight_v = init.kaiming_uniform(init.empty((out_features, in_features)),
+                                             a=math.sqrt(5.0))
         self.weight_g = None if fixed_norm else init.ones(init.empty((out_features, 1)))
 
     @property
@@ -88,7 +89,8 @@ def dino_head(in_features, out_features=65536, hidden_features=2048, bottleneck_
     trunc_normal(0.02) with zero biases, as the released head."""
     layers, width = [], in_features
     for _ in range(num_layers - 1):
-        layers += [Linear(width, hidden_features)] + ([BatchNorm1d(hidden_features)] if batch_norm else []) + [GELU()]
+        norm = [BatchNorm1d(hidden_features)] if batch_norm else []
+        layers += [Linear(width, hidden_features), *norm, GELU()]
         width = hidden_features
     layers.append(Linear(width, bottleneck_features))
     for layer in layers:
@@ -157,7 +159,7 @@ class DINO(Module):
     dino = DINO(encoder, dino_head(64, 1024, 256, 64))
     opt = LARS(param_groups_without_decay(dino.trained_modules(), 1e-6), lr=1.0)
     crops = MultiCrop(2, 6)(x)                         # two global crops first
-    terms = dino.terms(crops, teacher_temperature)     # {"loss", "teacher_entropy", "kl", "center_norm"}
+    terms = dino.terms(crops, teacher_temperature)   # loss, teacher_entropy, kl, center_norm
     terms["loss"].backward(); opt.step(); dino.update_teacher(momentum)
 
     The teacher (`teacher`) is a child module and the centre a buffer, so both are in
@@ -173,7 +175,8 @@ class DINO(Module):
         self.student = Sequential(encoder, head)
         self._ema = EMA(self.student)    # a frozen deep copy: the teacher
         self.teacher = self._ema.target
-        self.student_temperature, self.center_momentum = float(student_temperature), float(center_momentum)
+        self.student_temperature = float(student_temperature)
+        self.center_momentum = float(center_momentum)
         self.global_crops, self.centering = int(global_crops), bool(centering)
         self.distributed = bool(distributed)
         out_features = head.layers[-1].out_features
@@ -205,8 +208,8 @@ class DINO(Module):
         with no_grad():
             teacher_logits = self.teacher(ops.concatenate(crops[:self.global_crops]))
         teacher_probs = teacher_distribution(teacher_logits, self.center, teacher_temperature)
-        loss = dino_cross_entropy([teacher_probs[i * b:(i + 1) * b] for i in range(self.global_crops)],
-                                  self._student_logits(crops), self.student_temperature)
+        per_crop = [teacher_probs[i * b:(i + 1) * b] for i in range(self.global_crops)]
+        loss = dino_cross_entropy(per_crop, self._student_logits(crops), self.student_temperature)
         teacher_entropy = entropy(teacher_probs)
         if self.centering:
             self.update_center(teacher_logits)

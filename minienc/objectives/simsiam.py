@@ -49,7 +49,8 @@ def simsiam_projector(in_features, hidden_features=256, out_features=256, num_la
 
 
 def simsiam_predictor(features=256, bottleneck=64):
-    """The bottleneck MLP h: Linear (no bias) - BN - ReLU - Linear, features -> bottleneck -> features."""
+    """The bottleneck MLP h: Linear (no bias) - BN - ReLU - Linear, features -> bottleneck ->
+    features."""
     return projection_head(features, bottleneck, features, num_layers=2, batch_norm=True)
 
 
