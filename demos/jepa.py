@@ -240,6 +240,8 @@ def train_jepa(args, data, vit, standardize):
     # held-out curves (k-NN, 5-shot, RankMe, std) on a FIXED subset of 1,000 train / 500 test
     # images, so an evaluation costs the same on digits and on 60,000 images
     evaluator = CPUTimed(Evaluator(embed, data, seed=args.seed)) if args.eval_every else None
+    if evaluator:
+        print(f"held-out curves every {args.eval_every} steps: {evaluator.evaluator!r}")
     trainer = make_trainer(args, data, step_fn, opt, models={"jepa": jepa}, schedules=schedules,
                            callbacks=[after_step], log_every=10,
                            **(dict(evaluator=evaluator, eval_every=args.eval_every) if evaluator else {}))

@@ -21,7 +21,7 @@ import json
 import os
 import time
 
-from common import add_blas_threads_flag
+from common import add_blas_threads_flag, tune_process
 
 import minienc
 from minienc import backend, nn
@@ -128,7 +128,7 @@ def fit_decoder(z_train, x_train, z_test, steps, seed):
 def main():
     args = parse_args()
     minienc.manual_seed(args.seed)
-    backend.set_blas_threads(args.blas_threads)
+    tune_process(args.blas_threads)
     if args.device:
         minienc.set_device(args.device)
     os.makedirs(args.out, exist_ok=True)

@@ -226,9 +226,10 @@ class IJEPA(Module):
         self.projector_dim = sigreg_proj_dim
         if sigreg_weight and sigreg_on in ("projection", "views") and not sigreg_proj_dim:
             raise ValueError(f"IJEPA: sigreg_on={sigreg_on!r} needs a projector (sigreg_proj_dim > 0)")
-        if sigreg_weight and sigreg_on == "views" and not (self.shared and not stop_gradient):
+        if sigreg_weight and sigreg_on == "views" and not self.shared:
+            # (stop_gradient then applies to the predictor's targets alone)
             raise ValueError("IJEPA: sigreg_on='views' trains both views: it needs "
-                             "target_encoder='shared' and stop_gradient=False")
+                             "target_encoder='shared'")
 
     def param_groups(self, weight_decay):
         """AdamW groups of the TRAINED parts (context encoder, predictor, projector): weights with
