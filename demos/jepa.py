@@ -264,15 +264,15 @@ class CPUTimed:
 
 
 def logged_terms(metrics_path):
-    """The prediction loss and (when on) the variance term, as the Trainer logged them."""
+    """Each loss term the Trainer logged (prediction, invariance, SIGReg, variance), as curves."""
     with open(metrics_path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    rows = [row for row in rows if "prediction" in row]   # (a held-out evaluation's own line has none)
+    rows = [row for row in rows if "loss" in row]   # (a held-out evaluation's own line has none)
     steps = [row["step"] for row in rows]
-    curves = {"prediction loss": (steps, [row["prediction"] for row in rows])}
-    if "variance" in rows[-1]:
-        curves["variance term"] = (steps, [row["variance"] for row in rows])
-    return curves
+    names = {"prediction": "prediction loss", "invariance": "invariance term",
+             "sigreg": "SIGReg term", "variance": "variance term"}
+    return {label: (steps, [row[key] for row in rows]) for key, label in names.items()
+            if rows and key in rows[-1]}
 
 
 def train_mae(args, data, vit, standardize, steps, out):
@@ -331,7 +331,7 @@ def main():
         if trainer.evaluations:
             curves[name] = (steps, [e[key] for e in trainer.evaluations])
     plot_curves(curves, f"{args.out}/curves.png", title="I-JEPA training (target encoder, pooled)",
-                log_scale=("prediction loss",))
+                log_scale=("prediction loss", "SIGReg term"))
     # the context encoder (the ViT the optimizer trained), on whole images: how far the EMA
     # target encoder, which the row above evaluates, trails it
     extra = [] if args.target_encoder == "shared" else [evaluate(

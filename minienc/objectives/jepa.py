@@ -171,7 +171,8 @@ class IJEPA(Module):
     target_encoder: "ema" (I-JEPA: a frozen EMA copy) or "shared" (the context encoder itself).
     stop_gradient: with a shared encoder, whether the targets are constants (True) or carry
         a gradient into the encoder (False). An EMA target never gets one.
-    predictor_depth=0: no predictor; the pooled context embedding predicts the pooled targets.
+    predictor_depth=0: no predictor; the pooled context embedding predicts the pooled targets
+        (with sigreg_on="views": no prediction term at all, LeJEPA between the views alone).
     sigreg_weight, sigreg_on: SIGReg (objectives/sigreg.py) on "context" (the context
         encoder's tokens pooled per image), "target" (the pooled embeddings of the target
         pass, the representation evaluated; needs a shared encoder), or "tokens" (every
@@ -293,6 +294,7 @@ class IJEPA(Module):
         else:
             targets = self.targets(target_images, target_idx)
         context = self.context_encoder(images, context_idx)                 # (B, Kc, D)
+        views_only = self.predictor is None and self.sigreg_weight and self.sigreg_on == "views"
         if self.predictor is not None:
             predictions = self.predictor(context, context_idx, target_idx)  # (B, T, Kt, D)
             if self.prediction_level == "image":   # each image's predictions and targets pooled
@@ -300,12 +302,14 @@ class IJEPA(Module):
         else:   # no predictor: the pooled context must match the pooled targets
             predictions, targets = context.mean(axis=1), targets.mean(axis=(1, 2))
         out = {}
-        if self.sigreg_weight and self.sigreg_on == "projection":
+        if views_only:   # no predictor beside LeJEPA's views: LeJEPA between the two views alone
+            loss = 0.0
+        elif self.sigreg_weight and self.sigreg_on == "projection":
             prediction, out["sigreg"] = self._in_projection(predictions, targets, directions)
             loss = prediction + self.sigreg_weight * out["sigreg"]
+            out["prediction"] = prediction
         else:
-            prediction = loss = jepa_loss(predictions, targets, self.loss_name)
-        out["prediction"] = prediction
+            out["prediction"] = loss = jepa_loss(predictions, targets, self.loss_name)
         if self.variance_weight or self.covariance_weight:
             out["variance"], out["covariance"] = variance_covariance(self._batch(context.mean(axis=1)))
             loss = loss + self.variance_weight * out["variance"] + self.covariance_weight * out["covariance"]
