@@ -34,16 +34,18 @@ from minienc.train import Trainer
 
 # The JEPA family on one ViT; every variant is the DEFAULT below (demos/jepa.py's default, the
 # predictor study's best: docs/jepa_study.md) with the named change.
-DEFAULT = dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.02,
-               sigreg_on="projection", sigreg_proj_dim=32)
-RELEASED = dict(target_encoder="ema", stop_gradient=True, sigreg_weight=0.0)   # I-JEPA's guards
+DEFAULT = dict(target_encoder="shared", stop_gradient=True, sigreg_weight=0.02, sigreg_on="views",
+               sigreg_proj_dim=32, target_sees="targets", masks="halves", views="augment")
+# I-JEPA's own guards (EMA target, stop-gradient, predictor) on its multi-block masks
+RELEASED = dict(target_encoder="ema", stop_gradient=True, sigreg_weight=0.0, target_sees="image",
+                masks="multiblock", views="mask")
 VARIANTS = {
     # name: (label, family, options)
-    "default": ("JEPA default (predictor + SIGReg)", "jepa", {}),
-    "no-sigreg": ("default - SIGReg", "jepa", dict(sigreg_weight=0.0)),
+    "default": ("JEPA default: predictor + LeJEPA views", "jepa", {}),
+    "no-lejepa": ("default - LeJEPA terms", "jepa", dict(sigreg_weight=0.0)),
     "no-predictor": ("default - predictor", "jepa", dict(predictor_depth=0)),
-    "sg": ("default + stop-gradient", "jepa", dict(stop_gradient=True)),
-    "augment": ("default, augmented views", "jepa", dict(views="augment")),
+    "no-sg": ("default - stop-gradient", "jepa", dict(stop_gradient=False)),
+    "masks": ("default, masks only (no augmentation)", "jepa", dict(views="mask")),
     "ijepa": ("I-JEPA: EMA + stop-grad + predictor", "jepa", RELEASED),
     "ijepa-no-ema": ("I-JEPA - EMA", "jepa", dict(RELEASED, target_encoder="shared")),
     "ijepa-no-sg": ("I-JEPA - EMA - stop-grad", "jepa", dict(RELEASED, target_encoder="shared",
@@ -95,17 +97,23 @@ def build(args, family, options, vit, standardize):
             return model.terms(standardize(images), masks=masks)
         return model, opt, step_fn, lambda x: model.embed(standardize(x)), {}, lambda trainer: None
     options = dict(DEFAULT, **options)
-    views = options.pop("views", "mask")
+    views, masks = options.pop("views"), options.pop("masks")
     model = IJEPA(vit, predictor_dim=args.dim // 2, predictor_depth=options.pop("predictor_depth", args.depth),
                   **options)
     opt = AdamW(model.param_groups(0.04), lr=args.lr)
     sampler = MultiBlockMaskSampler(vit.grid_size, **SAMPLER)
 
+    def sample(batch):   # I-JEPA's blocks, or two random halves (context view, target view)
+        if masks == "multiblock":
+            return sampler(batch)
+        halves = [random_masking(batch, vit.num_patches, 0.5, device="cpu")[0] for _ in range(2)]
+        return halves[0], halves[1][:, None, :]
+
     def step_fn(images):
         target_images = None
         if views == "augment":
             images, target_images = augment(images), standardize(augment(images))
-        context, targets = sampler(images.shape[0])
+        context, targets = sample(images.shape[0])
         return model.terms(standardize(images), context, targets, target_images)
     schedules = {"weight_decay": Cosine(0.04, 0.4, args.steps),
                  "ema_momentum": LinearSchedule(0.99, 1.0, args.steps)}

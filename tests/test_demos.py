@@ -25,7 +25,7 @@ def test_compare_runs_every_image_objective(tmp_path):
     rows = json.loads((tmp_path / "compare.json").read_text())
     trained = [r["method"] for r in rows if not r.get("baseline")]
     assert trained == ["autoencoder", "denoising AE", "VAE", "triplet", "SimCLR", "MoCo v2", "MAE",
-                       "I-JEPA", "LeJEPA", "BYOL", "SimSiam", "VICReg", "Barlow Twins"], out
+                       "JEPA", "LeJEPA", "BYOL", "SimSiam", "VICReg", "Barlow Twins"], out
     for r in rows:
         assert 0.0 <= r["fewshot"] <= 1.0 and 0.0 <= r["linear"] <= 1.0 and r["rankme"] >= 1.0 - 1e-6
     random_rows = [r["method"] for r in rows if r["method"].startswith("random ")]
@@ -60,8 +60,9 @@ def test_jepa_demo_runs_with_its_mae_row(tmp_path):
     run_demo(ROOT / "demos" / "jepa.py", "--steps", "6", "--monitor-every", "3", "--draws", "3",
              "--out", tmp_path)
     methods = [r["method"] for r in json.loads((tmp_path / "results.json").read_text())]
-    assert any("JEPA" in m for m in methods) and any("MAE" in m for m in methods), methods
-    assert "I-JEPA context encoder" in methods, methods
+    assert methods[0] == "JEPA (pooled)", methods
+    assert "MAE (same steps)" in methods and "MAE (same CPU time)" in methods, methods
+    assert "I-JEPA context encoder" not in methods, "a shared encoder is its own target"
     assert (tmp_path / "masks.png").stat().st_size > 0
 
 
@@ -93,7 +94,7 @@ def test_keep_demo_decodes_every_encoder(tmp_path):
     run_demo(ROOT / "demos" / "keep.py", "--steps", "3", "--decoder-steps", "5", "--dim", "16",
              "--depth", "1", "--out", tmp_path)
     errors = json.loads((tmp_path / "keep.json").read_text())["decoder_test_mse"]
-    assert set(errors) == {"I-JEPA + SIGReg", "LeJEPA", "MAE", "SimCLR", "random init", "PCA-16 pixels"}
+    assert set(errors) == {"JEPA + SIGReg", "LeJEPA", "MAE", "SimCLR", "random init", "PCA-16 pixels"}
     assert all(0.0 < e < 1.0 for e in errors.values())
     assert (tmp_path / "keep.png").stat().st_size > 0
 
