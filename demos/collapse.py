@@ -18,14 +18,13 @@ collapse.md and collapse.json.
 import argparse
 import json
 import os
-import time
 
 from common import add_threads_flag, tune_process
 
 import minienc
-from minienc import backend, nn
+from minienc import nn
 from minienc.data import BatchIterator, contrastive_augment, load_dataset
-from minienc.eval import embedding_std, encode, few_shot_probe, rankme
+from minienc.eval import Evaluator
 from minienc.objectives.jepa import IJEPA
 from minienc.objectives.lejepa import LeJEPA
 from minienc.objectives.masked_image import random_masking
@@ -35,16 +34,18 @@ from minienc.train import Trainer
 
 # The JEPA family on one ViT; every variant is the DEFAULT below (demos/jepa.py's default, the
 # predictor study's best: docs/jepa_study.md) with the named change.
-DEFAULT = dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.02,
-               sigreg_on="projection", sigreg_proj_dim=32)
-RELEASED = dict(target_encoder="ema", stop_gradient=True, sigreg_weight=0.0)   # I-JEPA's guards
+DEFAULT = dict(target_encoder="shared", stop_gradient=True, sigreg_weight=0.02, sigreg_on="views",
+               sigreg_proj_dim=32, target_sees="targets", masks="halves", views="augment")
+# I-JEPA's own guards (EMA target, stop-gradient, predictor) on its multi-block masks
+RELEASED = dict(target_encoder="ema", stop_gradient=True, sigreg_weight=0.0, target_sees="image",
+                masks="multiblock", views="mask")
 VARIANTS = {
     # name: (label, family, options)
-    "default": ("JEPA default (predictor + SIGReg)", "jepa", {}),
-    "no-sigreg": ("default - SIGReg", "jepa", dict(sigreg_weight=0.0)),
+    "default": ("JEPA default: predictor + LeJEPA views", "jepa", {}),
+    "no-lejepa": ("default - LeJEPA terms", "jepa", dict(sigreg_weight=0.0)),
     "no-predictor": ("default - predictor", "jepa", dict(predictor_depth=0)),
-    "sg": ("default + stop-gradient", "jepa", dict(stop_gradient=True)),
-    "augment": ("default, augmented views", "jepa", dict(views="augment")),
+    "no-sg": ("default - stop-gradient", "jepa", dict(stop_gradient=False)),
+    "masks": ("default, masks only (no augmentation)", "jepa", dict(views="mask")),
     "ijepa": ("I-JEPA: EMA + stop-grad + predictor", "jepa", RELEASED),
     "ijepa-no-ema": ("I-JEPA - EMA", "jepa", dict(RELEASED, target_encoder="shared")),
     "ijepa-no-sg": ("I-JEPA - EMA - stop-grad", "jepa", dict(RELEASED, target_encoder="shared",
@@ -85,7 +86,7 @@ def parse_args():
 
 
 def build(args, family, options, vit, standardize):
-    """(model, step_fn, embed, after_step) of one variant."""
+    """(model, optimizer, step_fn, embed, schedules, after_step) of one variant."""
     augment = contrastive_augment()
     if family == "lejepa":
         model = LeJEPA(vit, proj_dim=32, hidden=256, **options)
@@ -96,17 +97,23 @@ def build(args, family, options, vit, standardize):
             return model.terms(standardize(images), masks=masks)
         return model, opt, step_fn, lambda x: model.embed(standardize(x)), {}, lambda trainer: None
     options = dict(DEFAULT, **options)
-    views = options.pop("views", "mask")
+    views, masks = options.pop("views"), options.pop("masks")
     model = IJEPA(vit, predictor_dim=args.dim // 2, predictor_depth=options.pop("predictor_depth", args.depth),
                   **options)
     opt = AdamW(model.param_groups(0.04), lr=args.lr)
     sampler = MultiBlockMaskSampler(vit.grid_size, **SAMPLER)
 
+    def sample(batch):   # I-JEPA's blocks, or two random halves (context view, target view)
+        if masks == "multiblock":
+            return sampler(batch)
+        halves = [random_masking(batch, vit.num_patches, 0.5, device="cpu")[0] for _ in range(2)]
+        return halves[0], halves[1][:, None, :]
+
     def step_fn(images):
         target_images = None
         if views == "augment":
             images, target_images = augment(images), standardize(augment(images))
-        context, targets = sampler(images.shape[0])
+        context, targets = sample(images.shape[0])
         return model.terms(standardize(images), context, targets, target_images)
     schedules = {"weight_decay": Cosine(0.04, 0.4, args.steps),
                  "ema_momentum": LinearSchedule(0.99, 1.0, args.steps)}
@@ -114,7 +121,7 @@ def build(args, family, options, vit, standardize):
             lambda trainer: model.update_target(trainer.values["ema_momentum"]))
 
 
-def run_variant(args, name, data, subset):
+def run_variant(args, name, data):
     label, family, options = VARIANTS[name]
     minienc.manual_seed(args.seed)   # every variant starts from the same ViT
     _, size, _ = data.image_shape
@@ -124,31 +131,19 @@ def run_variant(args, name, data, subset):
     model, opt, step_fn, embed, schedules, update = build(args, family, options, vit,
                                                           lambda x: (x - mean) / std)
     schedules["lr"] = WarmupCosine(args.lr, args.steps, args.steps // 8, final=1e-6, start=args.lr / 5)
-    x_train, y_train, x_test, y_test = subset
-    curves = {"step": [], "rankme": [], "std": [], "fewshot": []}
-
-    def check(step):
-        f_train, f_test = encode(embed, x_train), encode(embed, x_test)
-        curves["step"].append(step)
-        curves["rankme"].append(rankme(f_train))
-        curves["std"].append(embedding_std(f_train))
-        curves["fewshot"].append(few_shot_probe(f_train, y_train, f_test, y_test, shots=5, draws=20,
-                                                seed=args.seed))
-
-    def after_step(trainer):
-        update(trainer)
-        if trainer.step % args.every == 0 or trainer.step == args.steps:
-            check(trainer.step)
-
-    check(0)
-    start = time.process_time()
+    # the curves: k-NN, 5-shot, RankMe and std on the Evaluator's fixed subset (1,000 train /
+    # 500 test images), every `every` steps, none skipped (eval_budget=None)
+    evaluator = Evaluator(embed, data, seed=args.seed, draws=20)
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
-    Trainer(step_fn, opt, models={name: model}, schedules=schedules, callbacks=[after_step],
-            log_every=args.steps, progress=False).fit(loader, steps=args.steps)
-    curves["cpu_s"] = time.process_time() - start
+    trainer = Trainer(step_fn, opt, models={name: model}, schedules=schedules, callbacks=[update],
+                      log_every=args.steps, progress=False, evaluator=evaluator,
+                      eval_every=args.every, eval_budget=None)
+    trainer.fit(loader, steps=args.steps)
+    curves = {key: [e[key] for e in trainer.evaluations] for key in ("step", "rankme", "std", "fewshot", "knn")}
+    curves["train_s"] = trainer.elapsed_s - trainer.eval_s   # wall seconds, evaluations left out
     print(f"{label:<38} RankMe {curves['rankme'][0]:5.1f} -> {curves['rankme'][-1]:5.1f}   std "
           f"{curves['std'][-1]:.3f}   5-shot {curves['fewshot'][0]:.1%} -> {curves['fewshot'][-1]:.1%}"
-          f"   ({curves['cpu_s']:.0f} s)", flush=True)
+          f"   ({curves['train_s']:.0f} s)", flush=True)
     return dict(curves, name=name, label=label)
 
 
@@ -180,12 +175,12 @@ def figure(results, path, title):
 
 
 def table(results, header):
-    lines = [header, "", "| variant | RankMe at init -> end | embedding std | 5-shot at init -> end | CPU s |",
+    lines = [header, "", "| variant | RankMe at init -> end | embedding std | 5-shot at init -> end | train s |",
              "|---|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r['label']} | {r['rankme'][0]:.1f} -> **{r['rankme'][-1]:.1f}** | "
                      f"{r['std'][-1]:.3f} | {r['fewshot'][0]:.1%} -> **{r['fewshot'][-1]:.1%}** | "
-                     f"{r['cpu_s']:.0f} |")
+                     f"{r['train_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -197,15 +192,10 @@ def main():
         minienc.set_device(args.device)
     os.makedirs(args.out, exist_ok=True)
     data = load_dataset(args.data, seed=args.seed)
-    np = backend.numpy
-    pick = np.random.default_rng(args.seed)   # the curves' fixed subset
-    train = np.sort(pick.permutation(len(data.x_train))[:1000])
-    test = np.sort(pick.permutation(len(data.x_test))[:500])
-    subset = (data.x_train[train], data.y_train[train], data.x_test[test], data.y_test[test])
     print(f"data: {data}; {len(args.only)} variants x {args.steps} steps")
-    results = [run_variant(args, name, data, subset) for name in args.only]
+    results = [run_variant(args, name, data) for name in args.only]
     header = (f"The collapse lab on {data.name}: ViT {args.dim}d x {args.depth}, {args.steps} steps "
-              f"each, seed {args.seed}; curves on a fixed subset of {len(train)} train / {len(test)} "
+              f"each, seed {args.seed}; curves on a fixed subset of (at most) 1,000 train / 500 "
               f"test images")
     with open(os.path.join(args.out, "collapse.json"), "w") as f:
         json.dump(results, f, indent=1)

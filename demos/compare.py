@@ -34,7 +34,7 @@ OBJECTIVES = {
     "simclr": ("SimCLR", "simclr.py", [], ["--epochs", "2"]),
     "moco": ("MoCo v2", "moco.py", [], ["--epochs", "2"]),
     "mae": ("MAE", "mae.py", [], ["--epochs", "2"]),
-    "jepa": ("I-JEPA", "jepa.py", ["--no-mae"], ["--steps", "10", "--monitor-every", "5"]),
+    "jepa": ("JEPA", "jepa.py", ["--no-mae"], ["--steps", "10", "--monitor-every", "5"]),
     "lejepa": ("LeJEPA", "lejepa.py", [], ["--steps", "10", "--monitor-every", "5"]),
 }
 # the joint-embedding methods without negatives (SimCLR's encoder, augmentations and budget)

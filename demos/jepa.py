@@ -1,19 +1,21 @@
-"""I-JEPA: a ViT learns by predicting the EMBEDDINGS of hidden blocks from a visible context.
+"""JEPA: a ViT learns by predicting the EMBEDDINGS of hidden patches from a visible context.
 
-    python demos/jepa.py                      # the best small-scale setting found (see README):
-                                              # 8x8 digits, 2x2 patches, 1,200 steps (~2 CPU min,
-                                              # then ~1 for the MAE row)
+    python demos/jepa.py                      # the predictor study's best (docs/jepa_study.md):
+                                              # 8x8 digits, 2x2 patches, 1,200 steps, guarded by
+                                              # SIGReg (~2 CPU min, then ~4 for the MAE rows)
+    python demos/jepa.py --preset vicreg      # the previous default: VICReg's variance terms
     python demos/jepa.py --preset paper       # the released I-JEPA settings, scaled down, on the
                                               # 32x32 digit canvas (4x4 patches)
-    python demos/jepa.py --data digits-canvas:32 --patch-size 4 --batch-size 64 --lr 1e-3 --steps 400
-    python demos/jepa.py --no-mae             # skip the side-by-side MAE run
+    python demos/jepa.py --data digits-canvas:32 --patch-size 4   # the default on the canvas
+    python demos/jepa.py --no-mae             # skip the side-by-side MAE runs
 
-Trains the context encoder and predictor (minienc/objectives/jepa.py) on multi-block masks
-(minienc/objectives/multiblock.py), logs the target encoder's RankMe and embedding std (collapse
-shows as both falling) while training, then evaluates the target encoder, average-pooled, beside
-the baselines (raw pixels, PCA, the SAME ViT at its random initialisation) and beside MAE trained
-with the same ViT for the same number of steps. Writes to runs/jepa/: masks.png (sampled context
-and target blocks), curves.png (loss, RankMe, std, 5-shot), results.json, metrics.jsonl.
+Trains the context encoder and predictor (minienc/objectives/jepa.py; every guard against
+collapse is a flag, see --help), with held-out RankMe, embedding std and 5-shot curves on a fixed
+subset while training, then evaluates the (target) encoder, average-pooled, beside the baselines
+(raw pixels, PCA, the SAME ViT at its random initialisation) and beside MAE trained from the same
+ViT for the same number of steps and for the same training CPU time (both budgets printed).
+Writes to runs/jepa/: masks.png (sampled context and target patches), curves.png (the loss
+terms and the held-out curves), embeddings.png, results.json, metrics.jsonl.
 """
 import argparse
 import copy
@@ -42,9 +44,9 @@ PAPER = dict(targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
              masks="multiblock", mask_keep=0.5,
              # the scaled-down run: a 64-d, 4-block ViT on 4x4-pixel patches of the 32x32 canvas
              data="digits-canvas:32", patch_size=4, batch_size=64, steps=400)
-# The best setting of the small-scale study (README's I-JEPA section). Departures from PAPER,
-# each measured there:
-SMALL = dict(
+# The previous default (the first small-scale study, README's I-JEPA section): I-JEPA with
+# VICReg's variance/covariance terms. Departures from PAPER, each measured there:
+VICREG = dict(
     PAPER,
     data="digits", patch_size=2,  # the 8x8 digits on a 4x4 grid: on the 32x32 canvas no setting
                                   # lifted the probe more than 3 points over random init
@@ -66,7 +68,23 @@ SMALL = dict(
                                   # would keep 1/11 of its random init (prod m = exp(-2.4); at
                                   # 0.99: exp(-6)) and lag the context encoder by ~250 steps
 )
-PRESETS = {"paper": PAPER, "small": SMALL}
+# The default: the predictor study's best (docs/jepa_study.md, run G8), VICREG's optimiser,
+# grid and init with the collapse guarded by LeJEPA instead of VICReg's terms:
+SMALL = dict(
+    VICREG,
+    var_weight=0.0, cov_weight=0.0,   # no VICReg terms
+    target_encoder="shared",          # no EMA copy: the encoder is its own target...
+    stop_gradient=1,                  # ...but the predictor's targets are constants (without:
+                                      # the per-patch targets collapse onto position, run G1)
+    sigreg_on="views",                # LeJEPA between the two views, pooled and projected: what
+    sigreg_weight=0.02,               # keeps the embeddings spread (lambda, the authors' 0.02)
+    sigreg_proj_dim=32,               # its BatchNorm-MLP projector (256 -> 32)
+    masks="halves", mask_keep=0.5,    # the context view keeps a random half of the patches, the
+    target_sees="targets",            # target view another half: the predictor fills in the
+                                      # target view's embeddings from the context view's
+    views="augment",                  # and each view is its own augmentation of the digit
+)
+PRESETS = {"paper": PAPER, "small": SMALL, "vicreg": VICREG}
 
 
 def pair(text):
@@ -242,6 +260,8 @@ def train_jepa(args, data, vit, standardize):
     # held-out curves (k-NN, 5-shot, RankMe, std) on a FIXED subset of 1,000 train / 500 test
     # images, so an evaluation costs the same on digits and on 60,000 images
     evaluator = CPUTimed(Evaluator(embed, data, seed=args.seed)) if args.eval_every else None
+    if evaluator:
+        print(f"held-out curves every {args.eval_every} steps: {evaluator.evaluator!r}")
     trainer = make_trainer(args, data, step_fn, opt, models={"jepa": jepa}, schedules=schedules,
                            callbacks=[after_step], log_every=10,
                            **(dict(evaluator=evaluator, eval_every=args.eval_every) if evaluator else {}))
@@ -264,15 +284,15 @@ class CPUTimed:
 
 
 def logged_terms(metrics_path):
-    """The prediction loss and (when on) the variance term, as the Trainer logged them."""
+    """Each loss term the Trainer logged (prediction, invariance, SIGReg, variance), as curves."""
     with open(metrics_path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    rows = [row for row in rows if "prediction" in row]   # (a held-out evaluation's own line has none)
+    rows = [row for row in rows if "loss" in row]   # (a held-out evaluation's own line has none)
     steps = [row["step"] for row in rows]
-    curves = {"prediction loss": (steps, [row["prediction"] for row in rows])}
-    if "variance" in rows[-1]:
-        curves["variance term"] = (steps, [row["variance"] for row in rows])
-    return curves
+    names = {"prediction": "prediction loss", "invariance": "invariance term",
+             "sigreg": "SIGReg term", "variance": "variance term"}
+    return {label: (steps, [row[key] for row in rows]) for key, label in names.items()
+            if rows and key in rows[-1]}
 
 
 def train_mae(args, data, vit, standardize, steps, out):
@@ -322,16 +342,17 @@ def main():
     jepa_embed, trainer, evaluator = train_jepa(args, data, vit, standardize)
     eval_cpu = evaluator.seconds if evaluator else 0.0
     jepa_cpu = time.process_time() - start - eval_cpu   # training alone
-    budgets = [f"I-JEPA: {args.steps} steps in {jepa_cpu:.0f} s CPU (+ {eval_cpu:.0f} s for "
+    name = "JEPA (pooled)" if args.target_encoder == "shared" else "I-JEPA (target, pooled)"
+    budgets = [f"{name.split()[0]}: {args.steps} steps in {jepa_cpu:.0f} s CPU (+ {eval_cpu:.0f} s for "
                f"{len(trainer.evaluations)} held-out evaluations)"]
     print(budgets[0])
     curves = logged_terms(f"{args.out}/metrics.jsonl")
     steps = [e["step"] for e in trainer.evaluations]
-    for key, name in (("rankme", "RankMe"), ("std", "embedding std"), ("fewshot", "5-shot (subset)")):
+    for key, label in (("rankme", "RankMe"), ("std", "embedding std"), ("fewshot", "5-shot (subset)")):
         if trainer.evaluations:
-            curves[name] = (steps, [e[key] for e in trainer.evaluations])
-    plot_curves(curves, f"{args.out}/curves.png", title="I-JEPA training (target encoder, pooled)",
-                log_scale=("prediction loss",))
+            curves[label] = (steps, [e[key] for e in trainer.evaluations])
+    plot_curves(curves, f"{args.out}/curves.png", title=f"{name} training",
+                log_scale=("prediction loss", "SIGReg term"))
     # the context encoder (the ViT the optimizer trained), on whole images: how far the EMA
     # target encoder, which the row above evaluates, trails it
     extra = [] if args.target_encoder == "shared" else [evaluate(
@@ -342,7 +363,7 @@ def main():
         extra += rows
         budgets += lines
     start = time.perf_counter()
-    finish(args, data, "I-JEPA (target, pooled)", jepa_embed,
+    finish(args, data, name, jepa_embed,
            random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1), extra_records=extra,
            params=sum(p.size for group in trainer.models["jepa"].param_groups(0.0)
                       for p in group["params"]))  # trained: context encoder + predictor

@@ -5,7 +5,7 @@ embedding, so what it can redraw is what the embedding kept.
     python demos/keep.py --steps 300      # shorter pre-training
 
 Pre-trains the same ViT (64-d x 4 blocks on 2x2 patches of the 8x8 digits, the same random
-init) with four objectives -- I-JEPA with SIGReg (demos/jepa.py's default), LeJEPA (two
+init) with four objectives -- JEPA with a predictor and SIGReg (demos/jepa.py's default), LeJEPA (two
 augmented views), MAE (pixels of hidden patches), SimCLR (NT-Xent between two augmented views)
 -- then freezes each, embeds the train split (tokens mean-pooled, 64 numbers per image) and fits
 one small MLP decoder per encoder (64 -> 256 -> 256 -> 64 pixels, squared error, the same
@@ -30,16 +30,14 @@ from minienc.eval import encode, fit_pca, plot_image_grid
 from minienc.objectives.contrastive import SimCLR, projection_head
 from minienc.objectives.jepa import IJEPA
 from minienc.objectives.lejepa import LeJEPA
-from minienc.objectives.masked_image import MAE
-from minienc.objectives.multiblock import MultiBlockMaskSampler
+from minienc.objectives.masked_image import MAE, random_masking
 from minienc.optim import Adam, AdamW, WarmupCosine, param_groups_without_decay
 from minienc.train import Trainer
 
-# demos/jepa.py's default I-JEPA (see docs/jepa_study.md) and its mask sampler
-JEPA = dict(predictor_dim=32, predictor_depth=4, target_encoder="shared", stop_gradient=False,
-            sigreg_weight=0.02, sigreg_on="projection", sigreg_proj_dim=32)
-SAMPLER = dict(num_targets=2, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
-               context_scale=(1.0, 1.0), min_context=4, cut="random")
+# demos/jepa.py's default (docs/jepa_study.md): a predictor and LeJEPA between two views, each
+# view a random half of the patches of its own augmentation of the digit
+JEPA = dict(predictor_dim=32, predictor_depth=4, target_encoder="shared", stop_gradient=True,
+            sigreg_weight=0.02, sigreg_on="views", sigreg_proj_dim=32, target_sees="targets")
 
 
 class Pooled(nn.Module):
@@ -73,12 +71,13 @@ def pretrain(name, vit, data, args, standardize):
     augment = contrastive_augment()
     if name == "jepa":
         model = IJEPA(vit, **JEPA)
-        sampler = MultiBlockMaskSampler(vit.grid_size, **SAMPLER)
         params = model.param_groups(0.04)
 
         def step(x):
-            context, targets = sampler(x.shape[0])
-            return model.terms(standardize(x), context, targets)
+            context, target = (random_masking(x.shape[0], vit.num_patches, 0.5, device="cpu")[0]
+                               for _ in range(2))
+            return model.terms(standardize(augment(x)), context, target[:, None, :],
+                               standardize(augment(x)))
     elif name == "lejepa":
         model = LeJEPA(vit, proj_dim=32, hidden=256, lam=0.02)
         params = param_groups_without_decay(model, 0.05)
@@ -141,7 +140,7 @@ def main():
     vit = nn.VisionTransformer(image_size=8, patch_size=2, dim=args.dim, depth=args.depth,
                                num_heads=4, weight_init="xavier")
     names = [n.strip() for n in args.only.split(",") if n.strip()]
-    labels = {"jepa": "I-JEPA + SIGReg", "lejepa": "LeJEPA", "mae": "MAE", "simclr": "SimCLR"}
+    labels = {"jepa": "JEPA + SIGReg", "lejepa": "LeJEPA", "mae": "MAE", "simclr": "SimCLR"}
     np = backend.numpy
     show = np.array([int(np.flatnonzero(data.y_test == k)[i]) for i in range(2) for k in range(10)])
     x_train, x_test = backend.to_host(data.x_train), backend.to_host(data.x_test)

@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, MPLBACKEND="Agg", MINIENC_DEVICE="cpu", OPENBLAS_NUM_THREADS="1")
 
@@ -23,7 +25,7 @@ def test_compare_runs_every_image_objective(tmp_path):
     rows = json.loads((tmp_path / "compare.json").read_text())
     trained = [r["method"] for r in rows if not r.get("baseline")]
     assert trained == ["autoencoder", "denoising AE", "VAE", "triplet", "SimCLR", "MoCo v2", "MAE",
-                       "I-JEPA", "LeJEPA", "BYOL", "SimSiam", "VICReg", "Barlow Twins", "DINO"], out
+                       "JEPA", "LeJEPA", "BYOL", "SimSiam", "VICReg", "Barlow Twins", "DINO"], out
     for r in rows:
         assert 0.0 <= r["fewshot"] <= 1.0 and 0.0 <= r["linear"] <= 1.0 and r["rankme"] >= 1.0 - 1e-6
     random_rows = [r["method"] for r in rows if r["method"].startswith("random ")]
@@ -58,8 +60,9 @@ def test_jepa_demo_runs_with_its_mae_row(tmp_path):
     run_demo(ROOT / "demos" / "jepa.py", "--steps", "6", "--monitor-every", "3", "--draws", "3",
              "--out", tmp_path)
     methods = [r["method"] for r in json.loads((tmp_path / "results.json").read_text())]
-    assert any("JEPA" in m for m in methods) and any("MAE" in m for m in methods), methods
-    assert "I-JEPA context encoder" in methods, methods
+    assert methods[0] == "JEPA (pooled)", methods
+    assert "MAE (same steps)" in methods and "MAE (same CPU time)" in methods, methods
+    assert "I-JEPA context encoder" not in methods, "a shared encoder is its own target"
     assert (tmp_path / "masks.png").stat().st_size > 0
 
 
@@ -88,3 +91,44 @@ def test_the_collapse_ablations_are_one_flag_away(tmp_path):
         assert (out / "gauges.png").stat().st_size > 0
     rows = [json.loads(line) for line in (tmp_path / "dino.py" / "metrics.jsonl").read_text().splitlines()]
     assert all(row["center_norm"] == 0.0 for row in rows)          # no centring: c stays 0
+def test_collapse_lab_runs_and_draws_every_variant(tmp_path):
+    run_demo(ROOT / "demos" / "collapse.py", "--steps", "4", "--every", "2", "--dim", "16",
+             "--depth", "1", "--only", "default,ijepa-no-sg,lejepa", "--out", tmp_path)
+    results = json.loads((tmp_path / "collapse.json").read_text())
+    assert [r["name"] for r in results] == ["default", "ijepa-no-sg", "lejepa"]
+    for r in results:
+        assert r["step"] == [0, 2, 4] and len(r["rankme"]) == len(r["fewshot"]) == 3
+    assert (tmp_path / "collapse.png").stat().st_size > 0
+    assert "| I-JEPA - EMA - stop-grad |" in (tmp_path / "collapse.md").read_text()
+
+
+def test_keep_demo_decodes_every_encoder(tmp_path):
+    run_demo(ROOT / "demos" / "keep.py", "--steps", "3", "--decoder-steps", "5", "--dim", "16",
+             "--depth", "1", "--out", tmp_path)
+    errors = json.loads((tmp_path / "keep.json").read_text())["decoder_test_mse"]
+    assert set(errors) == {"JEPA + SIGReg", "LeJEPA", "MAE", "SimCLR", "random init", "PCA-16 pixels"}
+    assert all(0.0 < e < 1.0 for e in errors.values())
+    assert (tmp_path / "keep.png").stat().st_size > 0
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    path.write_bytes(header + np.asarray(array, np.uint8).tobytes())
+
+
+def test_jepa_demo_on_60000_images_keeps_its_curves_on_a_fixed_subset(tmp_path):
+    """Issue 14's scale: on a 60,000-image IDX folder the held-out curves still encode a fixed
+    1,000 / 500-image subset, and the final evaluation's cost is printed."""
+    rng = np.random.default_rng(0)
+    templates = rng.integers(0, 256, (10, 8, 8))
+    for split, n in (("train", 60000), ("t10k", 500)):
+        labels = rng.integers(0, 10, n)
+        noise = rng.integers(-40, 40, (n, 8, 8))
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte", np.clip(templates[labels] + noise, 0, 255))
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels)
+    out = run_demo(ROOT / "demos" / "jepa.py", "--data", f"mnist:{tmp_path}", "--steps", "4",
+                   "--eval-every", "2", "--no-mae", "--dim", "16", "--depth", "1", "--heads", "2",
+                   "--draws", "3", "--out", tmp_path / "run")
+    assert "60000 train" in out, out[-2000:]
+    assert "Evaluator(1000 train / 500 test images" in out, out[-2000:]
+    assert "final evaluation:" in out and "budgets:" in out

@@ -492,7 +492,15 @@ def test_views_mode_adds_lejepa_between_the_pooled_views_to_the_prediction_loss(
     assert terms["invariance"].item() == pytest.approx(want["prediction"].item(), rel=1e-4)
     assert terms["sigreg"].item() == pytest.approx(want["sigreg"].item(), rel=1e-4)
     assert terms["loss"].item() == pytest.approx(plain + want["loss"].item(), rel=1e-4)
-    with pytest.raises(ValueError, match="needs target_encoder='shared' and stop_gradient=False"):
+    # without a predictor, the views mode is LeJEPA between the two views and nothing else
+    minienc.manual_seed(0)
+    alone = _tiny_jepa("cpu", target_encoder="shared", stop_gradient=False, sigreg_weight=0.2,
+                       sigreg_on="views", sigreg_proj_dim=4, predictor_depth=0)
+    alone.context_encoder, alone.target_encoder, alone.projector = (jepa.context_encoder,
+                                                                    jepa.context_encoder, jepa.projector)
+    terms = alone.terms(images, context, targets, directions=a)
+    assert "prediction" not in terms and terms["loss"].item() == pytest.approx(want["loss"].item(), rel=1e-4)
+    with pytest.raises(ValueError, match="trains both views: it needs target_encoder='shared'"):
         _tiny_jepa("cpu", sigreg_weight=0.2, sigreg_on="views", sigreg_proj_dim=4)
 
 

@@ -172,7 +172,8 @@ class IJEPA(Module):
     target_encoder: "ema" (I-JEPA: a frozen EMA copy) or "shared" (the context encoder itself).
     stop_gradient: with a shared encoder, whether the targets are constants (True) or carry
         a gradient into the encoder (False). An EMA target never gets one.
-    predictor_depth=0: no predictor; the pooled context embedding predicts the pooled targets.
+    predictor_depth=0: no predictor; the pooled context embedding predicts the pooled targets
+        (with sigreg_on="views": no prediction term at all, LeJEPA between the views alone).
     sigreg_weight, sigreg_on: SIGReg (objectives/sigreg.py) on "context" (the context
         encoder's tokens pooled per image), "target" (the pooled embeddings of the target
         pass, the representation evaluated; needs a shared encoder), or "tokens" (every
@@ -227,9 +228,10 @@ class IJEPA(Module):
         self.projector_dim = sigreg_proj_dim
         if sigreg_weight and sigreg_on in ("projection", "views") and not sigreg_proj_dim:
             raise ValueError(f"IJEPA: sigreg_on={sigreg_on!r} needs a projector (sigreg_proj_dim > 0)")
-        if sigreg_weight and sigreg_on == "views" and not (self.shared and not stop_gradient):
+        if sigreg_weight and sigreg_on == "views" and not self.shared:
+            # (stop_gradient then applies to the predictor's targets alone)
             raise ValueError("IJEPA: sigreg_on='views' trains both views: it needs "
-                             "target_encoder='shared' and stop_gradient=False")
+                             "target_encoder='shared'")
 
     def param_groups(self, weight_decay):
         """AdamW groups of the TRAINED parts (context encoder, predictor, projector): weights with
@@ -293,6 +295,7 @@ class IJEPA(Module):
         else:
             targets = self.targets(target_images, target_idx)
         context = self.context_encoder(images, context_idx)                 # (B, Kc, D)
+        views_only = self.predictor is None and self.sigreg_weight and self.sigreg_on == "views"
         if self.predictor is not None:
             predictions = self.predictor(context, context_idx, target_idx)  # (B, T, Kt, D)
             if self.prediction_level == "image":   # each image's predictions and targets pooled
@@ -305,12 +308,14 @@ class IJEPA(Module):
             directions = shared_directions(self.projector_dim if self.projector is not None
                                            else context.shape[-1], self.num_directions, device,
                                            context.dtype)
-        if self.sigreg_weight and self.sigreg_on == "projection":
+        if views_only:   # no predictor beside LeJEPA's views: LeJEPA between the two views alone
+            loss = 0.0
+        elif self.sigreg_weight and self.sigreg_on == "projection":
             prediction, out["sigreg"] = self._in_projection(predictions, targets, directions)
             loss = prediction + self.sigreg_weight * out["sigreg"]
+            out["prediction"] = prediction
         else:
-            prediction = loss = jepa_loss(predictions, targets, self.loss_name)
-        out["prediction"] = prediction
+            out["prediction"] = loss = jepa_loss(predictions, targets, self.loss_name)
         if self.variance_weight or self.covariance_weight:
             out["variance"], out["covariance"] = variance_covariance(self._batch(context.mean(axis=1)))
             loss = loss + self.variance_weight * out["variance"] + self.covariance_weight * out["covariance"]
