@@ -175,7 +175,7 @@ def pixel_standardizer(args, data):
     return lambda images: (images - mean) / std
 
 
-def mask_picture(images, context, targets, patch_size, path):
+def mask_picture(images, context, targets, patch_size, path, title):
     """Rows: the images; the context the encoder sees (the rest dimmed); the target blocks, one
     colour per block, over the dimmed image."""
     np = backend.numpy
@@ -200,7 +200,7 @@ def mask_picture(images, context, targets, patch_size, path):
         target_row = np.where(upscale(block)[:, None], tint, target_row)
     plot_image_grid([pixels, context_row.astype(np.float32), target_row.astype(np.float32)], path,
                     row_titles=["image", "context", "targets"],
-                    title=f"I-JEPA masks: {context.shape[1]} context patches, "
+                    title=f"{title}: {context.shape[1]} context patches, "
                           f"{targets.shape[1]} x {targets.shape[2]} target patches")
 
 
@@ -256,7 +256,10 @@ def train_jepa(args, data, vit, standardize):
         jepa.update_target(trainer.values["ema_momentum"])
 
     context, targets = masks(8)
-    mask_picture(data.x_train[:8], context, targets, args.patch_size, f"{args.out}/masks.png")
+    title = {"multiblock": "I-JEPA's multi-block masks", "halves": "two random halves",
+             "whole": "a random context, the whole grid as target"}
+    mask_picture(data.x_train[:8], context, targets, args.patch_size, f"{args.out}/masks.png",
+                 title[args.masks])
     # held-out curves (k-NN, 5-shot, RankMe, std) on a FIXED subset of 1,000 train / 500 test
     # images, so an evaluation costs the same on digits and on 60,000 images
     evaluator = CPUTimed(Evaluator(embed, data, seed=args.seed)) if args.eval_every else None
