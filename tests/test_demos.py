@@ -1,27 +1,19 @@
 """Every demo command README names runs end to end (a few steps each: a smoke run, so README
 cannot point at a broken script). The numbers they print are not asserted here beyond being
-accuracies; each objective's own tests check that its training lowers its loss."""
+accuracies; each objective's own tests check that its training lowers its loss.
+
+compare.py runs every image demo as a script, each in its own process; the demos' other modes
+then run in this process (tests/demo_check.py), and the two that compare does not run as
+scripts (mlm, augmentations) in their own."""
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-ENV = dict(os.environ, MPLBACKEND="Agg", MINIENC_DEVICE="cpu", OPENBLAS_NUM_THREADS="1")
-
-
-def run_demo(*args, timeout=600):
-    run = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
-                         timeout=timeout, cwd=ROOT, env=ENV)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return run.stdout
+from demo_check import THREADS, run_demo, run_in_process
 
 
 def test_compare_runs_every_image_objective(tmp_path):
-    out = run_demo(ROOT / "demos" / "compare.py", "--quick", "--draws", "3", "--out", tmp_path)
+    out = run_demo("compare.py", "--quick", "--draws", "3", *THREADS, "--out", tmp_path)
     rows = json.loads((tmp_path / "compare.json").read_text())
     trained = [r["method"] for r in rows if not r.get("baseline")]
     assert trained == ["autoencoder", "denoising AE", "VAE", "triplet", "SimCLR", "MoCo v2", "MAE",
@@ -45,20 +37,20 @@ def test_compare_runs_every_image_objective(tmp_path):
 
 
 def test_mlm_demo_runs(tmp_path):
-    out = run_demo(ROOT / "demos" / "mlm.py", "--epochs", "1", "--dim", "32", "--depth", "1",
-                   "--heads", "2", "--out", tmp_path)
+    out = run_demo("mlm.py", "--epochs", "1", "--dim", "32", "--depth", "1", "--heads", "2",
+                   *THREADS, "--out", tmp_path)
     assert "frequency" in out.lower(), out
 
 
 def test_augmentations_demo_runs(tmp_path):
-    run_demo(ROOT / "demos" / "augmentations.py", "--out", tmp_path)
+    run_demo("augmentations.py", "--out", tmp_path)
     assert list(tmp_path.glob("*.png"))
 
 
-def test_jepa_demo_runs_with_its_mae_row(tmp_path):
+def test_jepa_demo_runs_with_its_mae_row(tmp_path, monkeypatch):
     """README's main demo, with the side-by-side MAE run that compare.py skips."""
-    run_demo(ROOT / "demos" / "jepa.py", "--steps", "6", "--monitor-every", "3", "--draws", "3",
-             "--out", tmp_path)
+    run_in_process("jepa.py", "--steps", "6", "--monitor-every", "3", "--draws", "3", *THREADS,
+                   "--out", tmp_path, monkeypatch=monkeypatch)
     methods = [r["method"] for r in json.loads((tmp_path / "results.json").read_text())]
     assert methods[0] == "JEPA (pooled)", methods
     assert "MAE (same steps)" in methods and "MAE (same CPU time)" in methods, methods
@@ -66,33 +58,37 @@ def test_jepa_demo_runs_with_its_mae_row(tmp_path):
     assert (tmp_path / "masks.png").stat().st_size > 0
 
 
-def test_lejepa_demo_runs_with_augmented_masked_and_local_views(tmp_path):
+def test_lejepa_demo_runs_with_augmented_masked_and_local_views(tmp_path, monkeypatch):
     for i, flags in enumerate([["--num-views", "2", "--local-views", "2"],
                                ["--views", "mask", "--local-views", "1"]]):
         folder = tmp_path / str(i)
-        out = run_demo(ROOT / "demos" / "lejepa.py", "--steps", "4", "--monitor-every", "2",
-                       "--draws", "3", "--dim", "16", "--depth", "1", "--out", folder, *flags)
+        run_in_process("lejepa.py", "--steps", "4", "--monitor-every", "2", "--draws", "3",
+                       "--dim", "16", "--depth", "1", *THREADS, "--out", folder, *flags,
+                       monkeypatch=monkeypatch)
         records = json.loads((folder / "results.json").read_text())
-        assert records[0]["method"] == "LeJEPA" and "random init" in [r["method"] for r in records], out
+        assert records[0]["method"] == "LeJEPA" and "random init" in [r["method"] for r in records], records
         terms = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         assert {"prediction", "sigreg"} <= set(terms[-1]), terms[-1]
         assert (folder / "views.png").stat().st_size > 0 and (folder / "curves.png").stat().st_size > 0
 
 
-def test_the_collapse_ablations_are_one_flag_away(tmp_path):
+def test_the_collapse_ablations_are_one_flag_away(tmp_path, monkeypatch):
     """SimSiam without its stop-gradient and DINO without centring (and with multi-crop) run;
     their rows and gauges say which variant ran."""
     for script, flags, name in [("simsiam.py", ["--no-stop-gradient"], "SimSiam (no stop-gradient)"),
                                 ("dino.py", ["--no-center", "--local-crops", "2"], "DINO (no centring)")]:
         out = tmp_path / script
-        run_demo(ROOT / "demos" / script, *flags, "--epochs", "1", "--monitor-every", "5",
-                 "--draws", "3", "--out", out)
+        run_in_process(script, *flags, "--steps", "5", "--monitor-every", "5", "--draws", "3",
+                       "--max-train", "300", "--max-test", "100", *THREADS, "--out", out,
+                       monkeypatch=monkeypatch)
         assert json.loads((out / "results.json").read_text())[0]["method"] == name
         assert (out / "gauges.png").stat().st_size > 0
     rows = [json.loads(line) for line in (tmp_path / "dino.py" / "metrics.jsonl").read_text().splitlines()]
     assert all(row["center_norm"] == 0.0 for row in rows)          # no centring: c stays 0
+
+
 def test_collapse_lab_runs_and_draws_every_variant(tmp_path):
-    run_demo(ROOT / "demos" / "collapse.py", "--steps", "4", "--every", "2", "--dim", "16",
+    run_demo("collapse.py", "--steps", "4", "--every", "2", "--dim", "16",
              "--depth", "1", "--only", "default,ijepa-no-sg,lejepa", "--out", tmp_path)
     results = json.loads((tmp_path / "collapse.json").read_text())
     assert [r["name"] for r in results] == ["default", "ijepa-no-sg", "lejepa"]
@@ -103,7 +99,7 @@ def test_collapse_lab_runs_and_draws_every_variant(tmp_path):
 
 
 def test_keep_demo_decodes_every_encoder(tmp_path):
-    run_demo(ROOT / "demos" / "keep.py", "--steps", "3", "--decoder-steps", "5", "--dim", "16",
+    run_demo("keep.py", "--steps", "3", "--decoder-steps", "5", "--dim", "16",
              "--depth", "1", "--out", tmp_path)
     errors = json.loads((tmp_path / "keep.json").read_text())["decoder_test_mse"]
     assert set(errors) == {"JEPA + SIGReg", "LeJEPA", "MAE", "SimCLR", "random init", "PCA-16 pixels"}
@@ -126,7 +122,7 @@ def test_jepa_demo_on_60000_images_keeps_its_curves_on_a_fixed_subset(tmp_path):
         noise = rng.integers(-40, 40, (n, 8, 8))
         _write_idx(tmp_path / f"{split}-images-idx3-ubyte", np.clip(templates[labels] + noise, 0, 255))
         _write_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels)
-    out = run_demo(ROOT / "demos" / "jepa.py", "--data", f"mnist:{tmp_path}", "--steps", "4",
+    out = run_demo("jepa.py", "--data", f"mnist:{tmp_path}", "--steps", "4",
                    "--eval-every", "2", "--no-mae", "--dim", "16", "--depth", "1", "--heads", "2",
                    "--draws", "3", "--out", tmp_path / "run")
     assert "60000 train" in out, out[-2000:]
