@@ -1,7 +1,8 @@
-"""Test helpers shared by the joint-embedding objectives' tests (BYOL, SimSiam, VICReg, Barlow
-Twins, DINO): tiny encoders, random images, a gradcheck of a whole objective with respect to
-every trained parameter, a short run on digits, and the exact-resume check (2N steps in one run
-against N steps, a checkpoint, a fresh model loaded from it and N more)."""
+"""Test helpers shared by the self-supervised objectives' tests (the contrastive ones, BYOL,
+SimSiam, VICReg, Barlow Twins, DINO): float64 tensors and host copies, unit rows, tiny encoders,
+random images, a gradcheck of a whole objective with respect to every trained parameter, a
+short run on digits, and the exact-resume check (2N steps in one run against N steps, a
+checkpoint, a fresh model loaded from it and N more)."""
 import numpy as np
 
 import minienc
@@ -18,6 +19,11 @@ def host(x):
 def t64(array, device, grad=True):
     return minienc.tensor(np.asarray(array, dtype=np.float64), requires_grad=grad,
                           dtype="float64", device=device)
+
+
+def unit(x):
+    """Each row of a host array scaled to unit length."""
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def images(n, device, seed, size=4, dtype="float32"):
