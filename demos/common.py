@@ -92,19 +92,25 @@ def add_threads_flag(parser):
                              "chosen at start-up by a quick probe, see minienc.tuning)")
 
 
-def tune_process(threads=None):
-    """The process-wide CPU settings every demo starts with (see minienc.tuning): freed
-    temporaries are reused across steps, and `threads` host threads (None: the probe's choice,
-    printed with its timings)."""
+def start_process(args, seed_offset=0):
+    """The process-wide set-up every demo starts with: the seed (--seed + seed_offset), the CPU
+    settings of minienc.tuning (freed temporaries reused across steps; --threads host threads,
+    without it the probe's choice, printed with its timings) and the default device (--device,
+    then set to the one in use)."""
+    minienc.manual_seed(args.seed + seed_offset)
     tuning.tune_host_allocator()
     advice = tuning.openblas_kernel_advice()
     if advice:
         print(f"note: {advice}")
+    threads = args.threads
     if threads is None:
         threads, timings = tuning.choose_threads()
         probe = ", ".join(f"{n}: {t * 1e3:.1f} ms" for n, t in timings.items())
         print(f"threads: {threads} (probe step with {probe})")
     tuning.set_threads(threads)
+    if args.device:
+        minienc.set_device(args.device)
+    args.device = minienc.get_device()
 
 
 # ----- set-up: seed, device, folder, data, config.json ---------------------------------------------
@@ -119,11 +125,7 @@ def start_run(args):
     do; --overwrite removes the old run's checkpoint, metrics and results first. With
     --distributed, setup_distributed first (and each rank's random stream seeded apart)."""
     setup_distributed(args)
-    minienc.manual_seed(args.seed + _rank())
-    tune_process(args.threads)
-    if args.device:
-        minienc.set_device(args.device)
-    args.device = minienc.get_device()
+    start_process(args, seed_offset=_rank())
     if args.out is None:
         args.out = os.path.join("runs", demo_name())
     if args.resume and args.overwrite:
@@ -333,18 +335,15 @@ def mlp_encoder(data, latent_dim, hidden=(512, 512)):
 def two_view_augment(args, data):
     """Two-view augmentations. Colour images (CIFAR-10): SimCLR's CIFAR recipe (crop, flip,
     colour jitter at strength 0.5, grayscale; minienc.data.simclr_augment) with crops down to
-    --crop of the area (SimCLR: 0.08). Grey digits: a resized crop, a small rotation and shear,
-    brightness/contrast jitter, noise and an erased patch; no flips (a mirrored 2 is not a 2)."""
+    --crop of the area (SimCLR: 0.08). Grey digits: minienc.data.contrastive_augment (a resized
+    crop, a small rotation, brightness/contrast jitter, noise and an erased patch; no flips: a
+    mirrored 2 is not a 2), with crops down to --crop, --noise, a 15 degree rotation, a 10
+    degree shear and erasing at p 0.3."""
     channels, size, _ = data.image_shape
     if channels == 3:
         return D.simclr_augment(image_size=size, strength=0.5, crop_scale=(args.crop, 1.0))
-    return D.Compose([
-        D.RandomResizedCrop(scale=(args.crop, 1.0), ratio=(3 / 4, 4 / 3)),
-        D.RandomAffine(degrees=15.0, translate=0.0, scale=(1.0, 1.0), shear=10.0),
-        D.BrightnessContrast(0.4, 0.4, p=0.8),
-        D.GaussianNoise(args.noise, clip=(0.0, 1.0)),
-        D.RandomErasing(p=0.3, scale=(0.02, 0.15)),
-    ])
+    return D.contrastive_augment(crop_scale=(args.crop, 1.0), degrees=15.0, shear=10.0,
+                                 noise=args.noise, erase_p=0.3)
 
 
 def train_contrastive(args, data, name, loss_fn, models, params, encoder, callbacks=(),
