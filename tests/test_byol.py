@@ -12,7 +12,7 @@ from minienc.objectives.byol import BYOL, byol_loss, byol_mlp, mean_cosine_simil
 from minienc.optim import SGD, param_groups_without_decay
 
 from ssl_check import (gradcheck_objective, host, images, on_device, resume_matches, short_run, t64,
-                       tiny_encoder, unit)
+                       tiny_encoder, two_views, unit)
 
 
 def tiny_byol(device):
@@ -41,9 +41,8 @@ def test_loss_gradcheck(device):
 
 def test_trained_parts_gradcheck(device):
     byol = tiny_byol(device)
-    v1, v2 = images(5, device, 1), images(5, device, 2)
-    assert gradcheck_objective(byol, byol.loss, v1, v2, trained=("online_network", "predictor"),
-                               directions=2)
+    assert gradcheck_objective(byol, byol.loss, *two_views(device),
+                               trained=("online_network", "predictor"), directions=2)
 
 
 def test_target_gets_no_gradient_and_is_never_optimised(device):

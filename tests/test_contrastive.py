@@ -17,7 +17,8 @@ from minienc.objectives.contrastive import (LARGE_NUM, MoCo, SimCLR, info_nce, i
                                             view_triplet_loss)
 from minienc.optim import SGD
 
-from ssl_check import host, images, on_device, t64, unit
+from ssl_check import (assert_loss_of_projected_views, host, layer_names, on_device, t64, two_views,
+                       unit)
 
 
 def log_softmax(logits):
@@ -177,12 +178,10 @@ def test_simclr_loss_is_nt_xent_of_the_projected_views_and_forward_is_the_repres
     encoder = on_device(device, lambda: Sequential(Flatten(), MLPEncoder(16, (8,), 6)))
     model = on_device(device, lambda: SimCLR(encoder, projection_head(6, 8, 5, batch_norm=False),
                                              temperature=0.3))
-    v1, v2 = images(4, device, 1), images(4, device, 2)
-    z1, z2 = model.head(encoder(v1)), model.head(encoder(v2))
-    assert model.loss(v1, v2).item() == pytest.approx(nt_xent(z1, z2, 0.3).item(), rel=1e-5)
-    np.testing.assert_array_equal(host(model(v1)), host(encoder(v1)))
+    assert_loss_of_projected_views(model, model.head, lambda a, b: nt_xent(a, b, 0.3),
+                                   *two_views(device, 4))
     head = projection_head(6, 8, 5)       # SimCLR's: Linear-BN-ReLU, then a Linear without ReLU
-    assert [type(m).__name__ for m in head.layers] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert layer_names(head) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
 
 
 @pytest.mark.parametrize("method", ["simclr", "moco", "triplet"])
