@@ -116,27 +116,32 @@ def markdown(rows, header):
 
 
 def bar_chart(rows, path, title):
+    """Horizontal grouped bars, one group per row (baselines hatched), so that long baseline
+    names ("random triplet, SimCLR, ...") stay readable."""
+    import textwrap
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    width = 0.27
-    fig, ax = plt.subplots(figsize=(max(8, 0.75 * len(rows)), 4.2))
+    height = 0.27
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 0.42 * len(rows)))
     names = {"linear": "linear probe", "fewshot": "5-shot probe", "knn": "k-NN"}
     for i, column in enumerate(COLUMNS):
-        xs = [j + (i - 1) * width for j in range(len(rows))]
-        bars = ax.bar(xs, [r[column] * 100 for r in rows], width, label=names[column])
+        ys = [j + (i - 1) * height for j in range(len(rows))]
+        bars = ax.barh(ys, [r[column] * 100 for r in rows], height, label=names[column])
         for bar, r in zip(bars, rows):
             if r.get("baseline"):
                 bar.set_hatch("//")
                 bar.set_alpha(0.55)
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([r["method"] for r in rows], rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([textwrap.fill(r["method"], 34) for r in rows], fontsize=8)
+    ax.invert_yaxis()    # the table's order, top to bottom
+    ax.set_xlabel("test accuracy (%)")
     low = min(r[c] for r in rows for c in COLUMNS) * 100
-    ax.set_ylim(max(0, low - 5), 100)
+    ax.set_xlim(max(0, low - 5), 100)
     ax.set_title(title, fontsize=10, pad=22)
     ax.legend(fontsize=8, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

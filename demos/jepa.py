@@ -44,7 +44,7 @@ PAPER = dict(targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
              masks="multiblock", mask_keep=0.5,
              # the scaled-down run: a 64-d, 4-block ViT on 4x4-pixel patches of the 32x32 canvas
              data="digits-canvas:32", patch_size=4, batch_size=64, steps=400)
-# The previous default (the first small-scale study, README's I-JEPA section): I-JEPA with
+# The previous default (docs/jepa_study.md, study 1, run 1.D5): I-JEPA with
 # VICReg's variance/covariance terms. Departures from PAPER, each measured there:
 VICREG = dict(
     PAPER,
@@ -68,14 +68,14 @@ VICREG = dict(
                                   # would keep 1/11 of its random init (prod m = exp(-2.4); at
                                   # 0.99: exp(-6)) and lag the context encoder by ~250 steps
 )
-# The default: the predictor study's best (docs/jepa_study.md, run G8), VICREG's optimiser,
+# The default: the predictor study's best (docs/jepa_study.md, run 2.G8), VICREG's optimiser,
 # grid and init with the collapse guarded by LeJEPA instead of VICReg's terms:
 SMALL = dict(
     VICREG,
     var_weight=0.0, cov_weight=0.0,   # no VICReg terms
     target_encoder="shared",          # no EMA copy: the encoder is its own target...
     stop_gradient=1,                  # ...but the predictor's targets are constants (without:
-                                      # the per-patch targets collapse onto position, run G1)
+                                      # the per-patch targets collapse onto position, run 2.G1)
     sigreg_on="views",                # LeJEPA between the two views, pooled and projected: what
     sigreg_weight=0.02,               # keeps the embeddings spread (lambda, the authors' 0.02)
     sigreg_proj_dim=32,               # its BatchNorm-MLP projector (256 -> 32)
@@ -175,7 +175,7 @@ def pixel_standardizer(args, data):
     return lambda images: (images - mean) / std
 
 
-def mask_picture(images, context, targets, patch_size, path):
+def mask_picture(images, context, targets, patch_size, path, title):
     """Rows: the images; the context the encoder sees (the rest dimmed); the target blocks, one
     colour per block, over the dimmed image."""
     np = backend.numpy
@@ -200,7 +200,7 @@ def mask_picture(images, context, targets, patch_size, path):
         target_row = np.where(upscale(block)[:, None], tint, target_row)
     plot_image_grid([pixels, context_row.astype(np.float32), target_row.astype(np.float32)], path,
                     row_titles=["image", "context", "targets"],
-                    title=f"I-JEPA masks: {context.shape[1]} context patches, "
+                    title=f"{title}: {context.shape[1]} context patches, "
                           f"{targets.shape[1]} x {targets.shape[2]} target patches")
 
 
@@ -256,7 +256,10 @@ def train_jepa(args, data, vit, standardize):
         jepa.update_target(trainer.values["ema_momentum"])
 
     context, targets = masks(8)
-    mask_picture(data.x_train[:8], context, targets, args.patch_size, f"{args.out}/masks.png")
+    title = {"multiblock": "I-JEPA's multi-block masks", "halves": "two random halves",
+             "whole": "a random context, the whole grid as target"}
+    mask_picture(data.x_train[:8], context, targets, args.patch_size, f"{args.out}/masks.png",
+                 title[args.masks])
     # held-out curves (k-NN, 5-shot, RankMe, std) on a FIXED subset of 1,000 train / 500 test
     # images, so an evaluation costs the same on digits and on 60,000 images
     evaluator = CPUTimed(Evaluator(embed, data, seed=args.seed)) if args.eval_every else None

@@ -11,7 +11,7 @@ the reason, elsewhere).
 The registry, CASES: name -> a class built from a seed, with `.model` (the Module whose weights
 are compared) and `parts(device)` -> (optimizer, loss_fn, after). It holds the benchmark's
 workloads (MLP AE, SimCLR/NT-Xent MLP, conv AE, MAE, I-JEPA: benchmarks/bench_*.py) and one small
-case per remaining objective (VAE, triplet, MoCo, BERT MLM, BYOL, SimSiam, VICReg, Barlow Twins,
+case per remaining objective (VAE, triplet, MoCo, BERT MLM, BYOL, SimSiam, VICReg, Barlow Twins, DINO,
 LeJEPA). Random draws inside a step (VAE noise, masks, SIGReg's directions) are made on the host
 once, so both devices see the same ones.
 """
@@ -25,6 +25,7 @@ from minienc.objectives import (LeJEPA, MoCo, build_model, mask_tokens, projecti
                                 random_directions, view_triplet_loss)
 from minienc.objectives.barlow import BarlowTwins, barlow_projector
 from minienc.objectives.byol import BYOL, byol_mlp
+from minienc.objectives.dino import DINO, dino_head
 from minienc.objectives.simsiam import SimSiam, simsiam_predictor, simsiam_projector
 from minienc.objectives.vicreg import VICReg, vicreg_expander
 from minienc.objectives.masked_language import MaskedLanguageModel, TokenMasking
@@ -154,6 +155,23 @@ class TwoViewCase:
         return Adam(params, lr=1e-3), lambda: model.loss(v1, v2), after
 
 
+class DinoCase(TwoViewCase):
+    """DINO on the same encoder and views: a small head, the two views as the global crops, the
+    centre moving every step and the teacher's EMA update after it."""
+
+    builders = {"dino": lambda: DINO(_mlp_encoder(), dino_head(16, 32, hidden_features=32,
+                                                                bottleneck_features=8))}
+
+    def __init__(self, seed=0, batch=16):
+        super().__init__("dino", seed, batch)
+
+    def parts(self, device):
+        model = self.model.to(device)
+        v1, v2 = (minienc.tensor(v, device=device) for v in self.views)
+        return (Adam(model.student.parameters(), lr=1e-3), lambda: model.loss([v1, v2]),
+                lambda: model.update_teacher(0.99))
+
+
 class LeJEPACase:
     """LeJEPA on an MLP encoder over 4x4 images, two views; SIGReg's directions drawn once on the host."""
 
@@ -178,7 +196,7 @@ def _small(workload):
 
 CASES = {**{w.name: _small(w) for w in bench_mlp.WORKLOADS + bench_vision.WORKLOADS},
          "vae": VaeCase, "triplet": TripletCase, "moco": MocoCase, "mlm": MlmCase,
-         "lejepa": LeJEPACase,
+         "lejepa": LeJEPACase, "dino": DinoCase,
          **{name: (lambda name: lambda seed=0: TwoViewCase(name, seed))(name)
             for name in TwoViewCase.builders}}
 
@@ -203,7 +221,7 @@ def first_losses(name, device, steps=STEPS):
 
 
 # ----- on every machine: the registry itself works ---------------------------------------------
-@pytest.mark.parametrize("name", ["vae", "triplet", "moco", "mlm", "lejepa", *TwoViewCase.builders])
+@pytest.mark.parametrize("name", ["vae", "triplet", "moco", "mlm", "lejepa", "dino", *TwoViewCase.builders])
 def test_registry_cases_train_on_the_cpu(name):
     losses = first_losses(name, "cpu", steps=3)
     assert all(np.isfinite(losses)) and losses[0] != losses[-1]
@@ -241,7 +259,7 @@ def _sync_detector():
 
 
 @needs_gpu
-@pytest.mark.parametrize("name", ["mlp_ae", "conv_ae", "vit_mae", "vit_jepa", "moco", "byol", "lejepa"])
+@pytest.mark.parametrize("name", ["mlp_ae", "conv_ae", "vit_mae", "vit_jepa", "moco", "byol", "dino", "lejepa"])
 def test_a_trainer_step_reads_the_device_only_at_the_log_interval(name, monkeypatch):
     cupyx = _sync_detector()
     case = build_on(name, "cuda")

@@ -30,3 +30,44 @@ def test_quickstart_loss_falls():
     losses = [float(v) for v in re.findall(r"loss\s+([0-9.]+(?:e-?\d+)?)", run.stdout)]
     assert len(losses) >= 2, run.stdout
     assert losses[-1] < 0.5 * losses[0], run.stdout
+
+
+COMMAND = re.compile(r"python ((?:demos|benchmarks)/\w+\.py)([^`\n|]*)`?(?: \(([^)\n]*)\))?")
+BARE = re.compile(r"`(\w+\.py) (--[^`]*)`")   # `dino.py --no-center`, a demo named by its file
+
+
+def readme_commands():
+    """(script, flags) of every command README shows: `python demos/x.py --flag`, a table's
+    `python demos/x.py` (`--flag`), and a demo named bare, `x.py --flag`."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = [(script, rest + " " + more) for script, rest, more in COMMAND.findall(text)]
+    found += [(f"demos/{script}", rest) for script, rest in BARE.findall(text)]
+    return sorted({(script, tuple(re.findall(r"(?<![\w-])--[a-z][\w-]*", rest)))
+                   for script, rest in found})
+
+
+def help_text(script, capsys, monkeypatch):
+    """`python <script> --help` as the script's own parser prints it (run in this process)."""
+    import runpy
+    monkeypatch.setattr(sys, "argv", [str(ROOT / script), "--help"])
+    monkeypatch.syspath_prepend(str((ROOT / script).parent))
+    monkeypatch.syspath_prepend(str(ROOT))
+    try:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    except SystemExit as stop:
+        assert stop.code in (0, None), f"{script} --help exited {stop.code}"
+    return capsys.readouterr().out
+
+
+def test_every_command_in_readme_names_a_script_and_flags_it_has(capsys, monkeypatch):
+    """A renamed flag or a moved script breaks README's commands silently; this catches both."""
+    commands = readme_commands()
+    assert len(commands) >= 10, commands
+    helps = {}
+    for script, flags in commands:
+        assert (ROOT / script).is_file(), f"README runs {script}, which does not exist"
+        if flags and script not in helps:
+            helps[script] = help_text(script, capsys, monkeypatch)
+        for flag in flags:
+            assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", helps[script]), \
+                f"README passes {flag} to {script}, whose --help does not list it"
