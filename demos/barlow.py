@@ -11,16 +11,14 @@ metrics.jsonl.
 """
 import copy
 
-from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, image_parser,
-                    mlp_encoder, save_training_curves, setup, train_contrastive)
+from common import finish, joint_embedding_parser, mlp_encoder, setup, train_joint_embedding
 
 from minienc.nn import Sequential
 from minienc.objectives.barlow import BarlowTwins, barlow_projector
 
 
 def main():
-    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64,
-                                                           batch_size=256, lr=1.0)))
+    parser = joint_embedding_parser(__doc__)
     parser.add_argument("--projector", type=int, default=256, help="projector output width")
     parser.add_argument("--lambd", type=float, default=5e-3, help="weight of the off-diagonal term")
     args = parser.parse_args()
@@ -29,12 +27,9 @@ def main():
     random_encoder = copy.deepcopy(encoder)
     model = BarlowTwins(encoder, barlow_projector(args.latent_dim, args.hidden, args.projector),
                         args.lambd, distributed=args.distributed)   # C of the global batch
-    gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
-                            projection=Sequential(encoder, model.projector))
-    gauges.record(0)
-    train_contrastive(args, data, "Barlow Twins", model.terms, model, model, encoder,
-                      callbacks=[gauges])
-    save_training_curves(args, "Barlow Twins", gauges, terms=("on_diagonal", "off_diagonal"))
+    train_joint_embedding(args, data, "Barlow Twins", model.terms, model, model, encoder,
+                          dict(encoder=encoder, projection=Sequential(encoder, model.projector)),
+                          terms=("on_diagonal", "off_diagonal"))
     finish(args, data, "Barlow Twins", encoder, random_encoder)
 
 

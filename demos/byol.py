@@ -17,16 +17,14 @@ the online encoder and projection over training), embeddings.png, results.json, 
 """
 import copy
 
-from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, image_parser,
-                    mlp_encoder, save_training_curves, setup, train_contrastive)
+from common import finish, joint_embedding_parser, mlp_encoder, setup, train_joint_embedding
 
 from minienc.objectives.byol import BYOL, byol_mlp
 from minienc.optim import Cosine
 
 
 def main():
-    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64,
-                                                           batch_size=256, lr=1.0)))
+    parser = joint_embedding_parser(__doc__)
     parser.add_argument("--projection", type=int, default=64, help="projector / predictor output width")
     parser.add_argument("--ema", type=float, default=0.99, help="tau_base: the target's starting momentum")
     args = parser.parse_args()
@@ -36,15 +34,14 @@ def main():
     byol = BYOL(encoder, byol_mlp(args.latent_dim, args.hidden, args.projection),
                 byol_mlp(args.projection, args.hidden, args.projection))
     steps = args.epochs * (len(data.x_train) // args.batch_size) if args.epochs else args.steps
-    gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
-                            projection=byol.online_network)
-    gauges.record(0)
-    # the target follows the online network after every optimizer step
-    callbacks = [lambda trainer: byol.update_target(trainer.values["ema_momentum"]), gauges]
-    train_contrastive(args, data, "BYOL", byol.loss, models={"byol": byol},
-                      params=byol.trained_modules(), encoder=encoder, callbacks=callbacks,
-                      schedules={"ema_momentum": Cosine(args.ema, 1.0, steps)})
-    save_training_curves(args, "BYOL", gauges)
+
+    def update_target(trainer):   # the target follows the online network after every step
+        byol.update_target(trainer.values["ema_momentum"])
+
+    train_joint_embedding(args, data, "BYOL", byol.loss, {"byol": byol}, byol.trained_modules(),
+                          encoder, dict(encoder=encoder, projection=byol.online_network),
+                          callbacks=[update_target],
+                          schedules={"ema_momentum": Cosine(args.ema, 1.0, steps)})
     finish(args, data, "BYOL", encoder, random_encoder)
 
 

@@ -19,7 +19,7 @@ import argparse
 import json
 import os
 
-from common import add_threads_flag, tune_process
+from common import add_threads_flag, start_process
 
 import minienc
 from minienc import nn
@@ -186,10 +186,7 @@ def table(results, header):
 
 def main():
     args = parse_args()
-    minienc.manual_seed(args.seed)
-    tune_process(args.threads)
-    if args.device:
-        minienc.set_device(args.device)
+    start_process(args)
     os.makedirs(args.out, exist_ok=True)
     data = load_dataset(args.data, seed=args.seed)
     print(f"data: {data}; {len(args.only)} variants x {args.steps} steps")

@@ -1,5 +1,6 @@
 """What every demo shares: the same flags, the same set-up, the same training call and the same
-evaluation report -- and the two recipes that several demos share (two views; autoencoders).
+evaluation report -- and the recipes that several demos share (two views; two views without
+negatives; autoencoders).
 
     args = image_parser(__doc__, steps=1500, latent_dim=64).parse_args()
     data = setup(args)                   # seed, device, dataset, output folder, config.json
@@ -28,11 +29,12 @@ import minienc  # noqa: E402
 from minienc import backend  # noqa: E402
 from minienc import data as D  # noqa: E402
 from minienc import tuning  # noqa: E402
-from minienc.eval import (Evaluator, baseline_records, encode, evaluate, plot_embeddings,  # noqa: E402
-                          plot_image_grid, print_table)
+from minienc.eval import (CollapseGauges, Evaluator, baseline_records, encode, evaluate,  # noqa: E402
+                          plot_curves, plot_embeddings, plot_image_grid, print_table)
 from minienc.nn import Flatten, MLPEncoder, Sequential, SyncBatchNorm  # noqa: E402
 from minienc.objectives.reconstruction import LIKELIHOODS, build_model  # noqa: E402
 from minienc.optim import Adam, LARS, WarmupCosine, param_groups_without_decay  # noqa: E402
+from minienc.progress import MetricsFile  # noqa: E402
 from minienc.train import Trainer  # noqa: E402
 
 RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "results.json")   # a folder with one holds a run
@@ -90,19 +92,25 @@ def add_threads_flag(parser):
                              "chosen at start-up by a quick probe, see minienc.tuning)")
 
 
-def tune_process(threads=None):
-    """The process-wide CPU settings every demo starts with (see minienc.tuning): freed
-    temporaries are reused across steps, and `threads` host threads (None: the probe's choice,
-    printed with its timings)."""
+def start_process(args, seed_offset=0):
+    """The process-wide set-up every demo starts with: the seed (--seed + seed_offset), the CPU
+    settings of minienc.tuning (freed temporaries reused across steps; --threads host threads,
+    without it the probe's choice, printed with its timings) and the default device (--device,
+    then set to the one in use)."""
+    minienc.manual_seed(args.seed + seed_offset)
     tuning.tune_host_allocator()
     advice = tuning.openblas_kernel_advice()
     if advice:
         print(f"note: {advice}")
+    threads = args.threads
     if threads is None:
         threads, timings = tuning.choose_threads()
         probe = ", ".join(f"{n}: {t * 1e3:.1f} ms" for n, t in timings.items())
         print(f"threads: {threads} (probe step with {probe})")
     tuning.set_threads(threads)
+    if args.device:
+        minienc.set_device(args.device)
+    args.device = minienc.get_device()
 
 
 # ----- set-up: seed, device, folder, data, config.json ---------------------------------------------
@@ -117,11 +125,7 @@ def start_run(args):
     do; --overwrite removes the old run's checkpoint, metrics and results first. With
     --distributed, setup_distributed first (and each rank's random stream seeded apart)."""
     setup_distributed(args)
-    minienc.manual_seed(args.seed + _rank())
-    tune_process(args.threads)
-    if args.device:
-        minienc.set_device(args.device)
-    args.device = minienc.get_device()
+    start_process(args, seed_offset=_rank())
     if args.out is None:
         args.out = os.path.join("runs", demo_name())
     if args.resume and args.overwrite:
@@ -284,8 +288,7 @@ def _training_seconds(out):
     """Wall-clock seconds of the run's training loop (its held-out evaluations left out), as
     the Trainer logged them."""
     try:
-        with open(os.path.join(out, "metrics.jsonl")) as f:
-            last = json.loads([line for line in f if line.strip()][-1])
+        last = MetricsFile(os.path.join(out, "metrics.jsonl")).read()[-1]
         return round(last["elapsed_s"] - last.get("eval_s", 0.0), 1)
     except (OSError, IndexError, KeyError, ValueError):
         return None
@@ -332,18 +335,15 @@ def mlp_encoder(data, latent_dim, hidden=(512, 512)):
 def two_view_augment(args, data):
     """Two-view augmentations. Colour images (CIFAR-10): SimCLR's CIFAR recipe (crop, flip,
     colour jitter at strength 0.5, grayscale; minienc.data.simclr_augment) with crops down to
-    --crop of the area (SimCLR: 0.08). Grey digits: a resized crop, a small rotation and shear,
-    brightness/contrast jitter, noise and an erased patch; no flips (a mirrored 2 is not a 2)."""
+    --crop of the area (SimCLR: 0.08). Grey digits: minienc.data.contrastive_augment (a resized
+    crop, a small rotation, brightness/contrast jitter, noise and an erased patch; no flips: a
+    mirrored 2 is not a 2), with crops down to --crop, --noise, a 15 degree rotation, a 10
+    degree shear and erasing at p 0.3."""
     channels, size, _ = data.image_shape
     if channels == 3:
         return D.simclr_augment(image_size=size, strength=0.5, crop_scale=(args.crop, 1.0))
-    return D.Compose([
-        D.RandomResizedCrop(scale=(args.crop, 1.0), ratio=(3 / 4, 4 / 3)),
-        D.RandomAffine(degrees=15.0, translate=0.0, scale=(1.0, 1.0), shear=10.0),
-        D.BrightnessContrast(0.4, 0.4, p=0.8),
-        D.GaussianNoise(args.noise, clip=(0.0, 1.0)),
-        D.RandomErasing(p=0.3, scale=(0.02, 0.15)),
-    ])
+    return D.contrastive_augment(crop_scale=(args.crop, 1.0), degrees=15.0, shear=10.0,
+                                 noise=args.noise, erase_p=0.3)
 
 
 def train_contrastive(args, data, name, loss_fn, models, params, encoder, callbacks=(),
@@ -430,62 +430,35 @@ def train_reconstruction(args, data, model, loss_fn, schedules=None):
     return trainer
 
 
-# ----- collapse gauges over training (the joint-embedding demos: BYOL, SimSiam, VICReg, Barlow
-# Twins, DINO). Without negatives nothing in the loss itself forbids mapping every image to one
-# point; these two numbers show whether the method's own remedy is working.
+# ----- the joint-embedding recipe: BYOL, SimSiam, VICReg, Barlow Twins, DINO ----------------------
+# The two-view recipe without negatives: nothing in the loss itself forbids mapping every image to
+# one point, so collapse gauges over training show whether each method's own remedy is working.
 
-def add_gauge_flags(parser, every=100):
-    parser.add_argument("--monitor-every", type=int, default=every,
+def joint_embedding_parser(description):
+    """image_parser and the two-view recipe's flags at SimCLR's budget (1,500 steps of 256
+    images, LARS at base lr 1.0), and --monitor-every for the collapse gauges."""
+    parser = add_recipe_flags(image_parser(description, steps=1500, latent_dim=64, batch_size=256,
+                                           lr=1.0))
+    parser.add_argument("--monitor-every", type=int, default=100,
                         help="steps between RankMe / embedding-std checks (collapse: both fall)")
     return parser
 
 
-class CollapseGauges:
-    """A Trainer callback: every `every` steps, RankMe and the embedding std of each of
-    `encoders` (name -> a Module or a function of image batches: the representation, and the
-    output the loss sees, where collapse shows first) on `images`, kept in `curves`. Call
-    `record(0)` before training for the starting point."""
-
-    def __init__(self, images, every, **encoders):
-        self.images, self.every, self.encoders = images, max(1, every), encoders
-        self.curves = {"step": []}
-        for name in encoders:
-            self.curves[f"RankMe ({name})"] = []
-            self.curves[f"embedding std ({name})"] = []
-
-    def record(self, step):
-        from minienc.eval import embedding_std, encode, rankme
-        self.curves["step"].append(step)
-        for name, encoder in self.encoders.items():
-            features = encode(encoder, self.images)
-            self.curves[f"RankMe ({name})"].append(rankme(features))
-            self.curves[f"embedding std ({name})"].append(embedding_std(features))
-
-    def __call__(self, trainer):
-        if trainer.step % self.every == 0:
-            self.record(trainer.step)
-
-
-def save_training_curves(args, name, gauges, terms=(), log_scale=("loss",)):
-    """<out>/curves.png: the loss and each logged term in `terms` (as the Trainer wrote them to
-    metrics.jsonl, one point per log interval); <out>/gauges.png and gauges.json: the collapse
-    gauges over training."""
-    from minienc.eval import plot_curves
-    with open(os.path.join(args.out, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    rows = [row for row in rows if "loss" in row]   # (a held-out evaluation's own line has none)
-    steps = [row["step"] for row in rows]
-    curves = {key: (steps, [row[key] for row in rows]) for key in ("loss", *terms)}
+def train_joint_embedding(args, data, name, loss_fn, models, params, encoder, gauged, terms=(),
+                          log_scale=("loss",), callbacks=(), **options):
+    """train_contrastive (options: views, schedules, optimizer) with minienc.eval.CollapseGauges
+    of `gauged` (name -> encoder: the representation, and the output the loss sees, where
+    collapse shows first) at step 0 and every --monitor-every steps after `callbacks`; then
+    curves.png (the loss and logged `terms`), gauges.png and gauges.json. Returns the Trainer."""
+    gauges = CollapseGauges(data.x_train, args.monitor_every, **gauged)
+    gauges.record(0)
+    trainer = train_contrastive(args, data, name, loss_fn, models, params, encoder,
+                                callbacks=[*callbacks, gauges], **options)
+    curves = MetricsFile(os.path.join(args.out, "metrics.jsonl")).curves(("loss", *terms))
     print("saved", plot_curves(curves, os.path.join(args.out, "curves.png"),
                                title=f"{name}: loss over training", log_scale=log_scale))
-    with open(os.path.join(args.out, "gauges.json"), "w") as f:
-        json.dump(gauges.curves, f)
-    steps = gauges.curves["step"]
-    path = plot_curves({k: (steps, v) for k, v in gauges.curves.items() if k != "step"},
-                       os.path.join(args.out, "gauges.png"),
-                       title=f"{name}: collapse gauges on the train images (eval mode)")
-    print("saved", path)
-    return path
+    print("saved", gauges.save(args.out, f"{name}: collapse gauges on the train images (eval mode)"))
+    return trainer
 
 
 # ----- several processes (minienc.distributed) --------------------------------------------------

@@ -27,24 +27,30 @@ from minienc.progress import progress_bar  # noqa: E402
 
 # name -> (label, script, extra flags, flags for --quick)
 OBJECTIVES = {
-    "ae": ("autoencoder", "autoencoder.py", [], ["--epochs", "2"]),
-    "dae": ("denoising AE", "denoising.py", [], ["--epochs", "2"]),
-    "vae": ("VAE", "vae.py", [], ["--epochs", "2"]),
-    "triplet": ("triplet", "triplet.py", [], ["--epochs", "2"]),
-    "simclr": ("SimCLR", "simclr.py", [], ["--epochs", "2"]),
-    "moco": ("MoCo v2", "moco.py", [], ["--epochs", "2"]),
-    "mae": ("MAE", "mae.py", [], ["--epochs", "2"]),
-    "jepa": ("JEPA", "jepa.py", ["--no-mae"], ["--steps", "10", "--monitor-every", "5"]),
-    "lejepa": ("LeJEPA", "lejepa.py", [], ["--steps", "10", "--monitor-every", "5"]),
+    "ae": ("autoencoder", "autoencoder.py", [], ["--steps", "10"]),
+    "dae": ("denoising AE", "denoising.py", [], ["--steps", "10"]),
+    "vae": ("VAE", "vae.py", [], ["--steps", "10"]),
+    "triplet": ("triplet", "triplet.py", [], ["--steps", "10"]),
+    "simclr": ("SimCLR", "simclr.py", [], ["--steps", "10"]),
+    "moco": ("MoCo v2", "moco.py", [], ["--steps", "10", "--queue", "256"]),
+    "mae": ("MAE", "mae.py", [], ["--steps", "10", "--dim", "16", "--depth", "1",
+                                  "--decoder-depth", "1"]),
+    "jepa": ("JEPA", "jepa.py", ["--no-mae"], ["--steps", "10", "--monitor-every", "5",
+                                                 "--dim", "16", "--depth", "1"]),
+    "lejepa": ("LeJEPA", "lejepa.py", [], ["--steps", "10", "--monitor-every", "5",
+                                           "--dim", "16", "--depth", "1", "--num-views", "2"]),
 }
 # the joint-embedding methods without negatives (SimCLR's encoder, augmentations and budget)
 OBJECTIVES.update({
-    "byol": ("BYOL", "byol.py", [], ["--epochs", "2", "--monitor-every", "5"]),
-    "simsiam": ("SimSiam", "simsiam.py", [], ["--epochs", "2", "--monitor-every", "5"]),
-    "vicreg": ("VICReg", "vicreg.py", [], ["--epochs", "2", "--monitor-every", "5"]),
-    "barlow": ("Barlow Twins", "barlow.py", [], ["--epochs", "2", "--monitor-every", "5"]),
-    "dino": ("DINO", "dino.py", [], ["--epochs", "2", "--monitor-every", "5"]),
+    "byol": ("BYOL", "byol.py", [], ["--steps", "10", "--monitor-every", "5"]),
+    "simsiam": ("SimSiam", "simsiam.py", [], ["--steps", "10", "--monitor-every", "5"]),
+    "vicreg": ("VICReg", "vicreg.py", [], ["--steps", "10", "--monitor-every", "5"]),
+    "barlow": ("Barlow Twins", "barlow.py", [], ["--steps", "10", "--monitor-every", "5"]),
+    "dino": ("DINO", "dino.py", [], ["--steps", "10", "--monitor-every", "5"]),
 })
+# and with --quick every demo trains on a few hundred images (a smoke run: most of its time is
+# then the imports, the figures and the evaluation, whatever it trains)
+QUICK_DATA = ["--max-train", "300", "--max-test", "100"]
 COLUMNS = ("linear", "fewshot", "knn")
 
 
@@ -57,9 +63,10 @@ def run_objective(name, args, say=print):
     os.makedirs(out, exist_ok=True)
     command = [sys.executable, os.path.join(HERE, script), "--data", args.data, "--seed", str(args.seed),
                "--out", out, "--draws", str(args.draws), "--overwrite", *extra,
-               *(quick if args.quick else [])]
-    if args.device:
-        command += ["--device", args.device]
+               *(quick + QUICK_DATA if args.quick else [])]
+    for flag, value in (("--device", args.device), ("--threads", args.threads)):
+        if value is not None:
+            command += [flag, str(value)]
     start = time.perf_counter()
     with open(os.path.join(out, "log.txt"), "w") as log:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
@@ -145,10 +152,13 @@ def main(argv=None):
     parser.add_argument("--only", default=",".join(OBJECTIVES), help=f"from {','.join(OBJECTIVES)}")
     parser.add_argument("--data", default="digits")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="each demo's --threads (default: its own start-up probe)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--out", default=os.path.join("runs", "compare"))
-    parser.add_argument("--quick", action="store_true", help="a few steps each (a smoke run, not a result)")
+    parser.add_argument("--quick", action="store_true", help="10 steps each on 300 train and 100 test images, small ViTs "
+                        "(a smoke run, not a result)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in OBJECTIVES]

@@ -28,11 +28,9 @@ student), centre norm), gauges.png (RankMe and embedding std of the teacher's en
 student's, and of the teacher's logits), embeddings.png, results.json, metrics.jsonl.
 """
 import copy
-import os
 
-from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, image_parser,
-                    mlp_encoder, save_grid, save_training_curves, setup, train_contrastive,
-                    two_view_augment)
+from common import (finish, joint_embedding_parser, mlp_encoder, save_grid, setup,
+                    train_joint_embedding, two_view_augment)
 
 from minienc.data import Compose, MultiCrop, RandomResizedCrop
 from minienc.objectives.dino import DINO, dino_head
@@ -45,8 +43,7 @@ def pair(text):
 
 
 def main():
-    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64,
-                                                           batch_size=256, lr=1.0)))
+    parser = joint_embedding_parser(__doc__)
     parser.add_argument("--prototypes", type=int, default=1024, help="K, the head's output size")
     parser.add_argument("--bottleneck", type=int, default=64, help="the head's bottleneck width")
     parser.add_argument("--local-crops", type=int, default=0)
@@ -101,19 +98,22 @@ def main():
         position["step"] = step
         return warmup(step)
 
-    gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=dino, student=encoder,
-                            logits=dino.teacher)   # the head: where DINO's collapse shows
-    gauges.record(0)
     schedules = {"ema_momentum": Cosine(args.ema, 1.0, steps), "teacher_temperature": teacher_temperature}
     if args.weight_decay_end is not None:
         schedules["weight_decay"] = Cosine(args.weight_decay, args.weight_decay_end, steps)
     adamw = (lambda groups: AdamW(groups, lr=args.lr)) if args.optimizer == "adamw" else None
-    train_contrastive(args, data, name, lambda *crops: dino.terms(crops, warmup(position["step"])),
-                      models={"dino": dino}, params=dino.trained_modules(), encoder=dino,
-                      callbacks=[lambda trainer: dino.update_teacher(trainer.values["ema_momentum"]),
-                                 gauges],
-                      views=multicrop, schedules=schedules, optimizer=adamw)
-    save_training_curves(args, name, gauges, terms=("teacher_entropy", "kl", "center_norm"))
+
+    def update_teacher(trainer):
+        dino.update_teacher(trainer.values["ema_momentum"])
+
+    def loss(*crops):
+        return dino.terms(crops, warmup(position["step"]))
+
+    train_joint_embedding(args, data, name, loss, {"dino": dino}, dino.trained_modules(), dino,
+                          dict(encoder=dino, student=encoder,
+                               logits=dino.teacher),   # the head: where DINO's collapse shows
+                          terms=("teacher_entropy", "kl", "center_norm"), callbacks=[update_teacher],
+                          views=multicrop, schedules=schedules, optimizer=adamw)
     finish(args, data, name, dino, random_encoder)   # the teacher's encoder, as DINO evaluates
 
 

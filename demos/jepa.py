@@ -19,7 +19,6 @@ terms and the held-out curves), embeddings.png, results.json, metrics.jsonl.
 """
 import argparse
 import copy
-import json
 import time
 
 from common import finish, fit, image_parser, make_trainer, setup
@@ -32,6 +31,7 @@ from minienc.objectives.jepa import IJEPA
 from minienc.objectives.masked_image import MAE, random_masking
 from minienc.objectives.multiblock import MultiBlockMaskSampler
 from minienc.optim import AdamW, Cosine, LinearSchedule, WarmupCosine, param_groups_without_decay
+from minienc.progress import MetricsFile
 
 # The released I-JEPA settings (configs/in1k_vith14_ep300.yaml, src/helper.py), on a small ViT.
 PAPER = dict(targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
@@ -288,14 +288,9 @@ class CPUTimed:
 
 def logged_terms(metrics_path):
     """Each loss term the Trainer logged (prediction, invariance, SIGReg, variance), as curves."""
-    with open(metrics_path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    rows = [row for row in rows if "loss" in row]   # (a held-out evaluation's own line has none)
-    steps = [row["step"] for row in rows]
     names = {"prediction": "prediction loss", "invariance": "invariance term",
              "sigreg": "SIGReg term", "variance": "variance term"}
-    return {label: (steps, [row[key] for row in rows]) for key, label in names.items()
-            if rows and key in rows[-1]}
+    return {names[key]: curve for key, curve in MetricsFile(metrics_path).curves(names).items()}
 
 
 def train_mae(args, data, vit, standardize, steps, out):

@@ -21,7 +21,7 @@ import json
 import os
 import time
 
-from common import add_threads_flag, tune_process
+from common import add_threads_flag, start_process
 
 import minienc
 from minienc import backend, nn
@@ -126,10 +126,7 @@ def fit_decoder(z_train, x_train, z_test, steps, seed):
 
 def main():
     args = parse_args()
-    minienc.manual_seed(args.seed)
-    tune_process(args.threads)
-    if args.device:
-        minienc.set_device(args.device)
+    start_process(args)
     os.makedirs(args.out, exist_ok=True)
     data = load_dataset("digits", seed=args.seed)
     mean, std = float(data.x_train.mean()), float(data.x_train.std())

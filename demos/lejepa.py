@@ -15,19 +15,18 @@ curves.png, evaluation.png, metrics.jsonl, results.json.
 """
 import argparse
 import copy
-import json
 import time
 
 from common import finish, fit, image_parser, make_trainer, setup
 
 import minienc
 from minienc import backend, nn
-from minienc.data import (BatchIterator, BrightnessContrast, Compose, GaussianNoise, RandomAffine,
-                          RandomErasing, RandomResizedCrop)
+from minienc.data import BatchIterator, contrastive_augment
 from minienc.eval import plot_curves, plot_image_grid
 from minienc.objectives.lejepa import LeJEPA
 from minienc.objectives.masked_image import random_masking
 from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay
+from minienc.progress import MetricsFile
 
 
 def parse_args():
@@ -53,18 +52,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def augmentations(crop):
-    """The views' pixel augmentations (digits: no flips); global views crop 40-100% of the
-    image, local ones 10-40%, resized back to the full size."""
-    return Compose([
-        RandomResizedCrop(scale=crop),
-        RandomAffine(degrees=10, translate=0.0, scale=(1.0, 1.0)),
-        BrightnessContrast(0.4, 0.4, p=0.8),
-        GaussianNoise(0.05, clip=(0.0, 1.0)),
-        RandomErasing(p=0.25, scale=(0.02, 0.15)),
-    ])
-
-
 def pixel_standardizer(data):
     """images -> (images - mean) / std with the train set's pixel statistics, applied AFTER
     the augmentations (as Normalize ends the authors' transform)."""
@@ -85,14 +72,6 @@ def make_views(args, images, num_patches, global_aug, local_aug):
     return views, local, None, None
 
 
-def logged_terms(path, names):
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    rows = [row for row in rows if "loss" in row]   # (a held-out evaluation's own line has none)
-    steps = [row["step"] for row in rows]
-    return {name: (steps, [row[name] for row in rows]) for name in names}
-
-
 def main():
     args = parse_args()
     data = setup(args)
@@ -106,8 +85,10 @@ def main():
     if args.distributed:
         nn.SyncBatchNorm.convert(model)              # the projector's batch norm too
     standardize = pixel_standardizer(data)
-    global_aug = augmentations((0.4, 1.0))
-    local_aug = augmentations((0.1, 0.4))
+    # the views' pixel augmentations (digits: no flips): global views crop 40-100% of the image,
+    # local ones 10-40%, resized back to the full size
+    global_aug = contrastive_augment(crop_scale=(0.4, 1.0))
+    local_aug = contrastive_augment(crop_scale=(0.1, 0.4))
     views = "masked" if args.views == "mask" else "augmented"
     print(f"LeJEPA: {args.num_views} global + {args.local_views} local {views} views, lambda "
           f"{args.lam}, projector {args.hidden} -> {args.proj_dim}; ViT {args.dim}d x {args.depth} "
@@ -155,7 +136,7 @@ def main():
     fit(args, trainer, loader, args.steps)
     print(f"LeJEPA: {args.steps} steps in {time.process_time() - start:.0f} s CPU, of which "
           f"{trainer.eval_s:.0f} s wall for {len(trainer.evaluations)} held-out evaluations")
-    curves = logged_terms(f"{args.out}/metrics.jsonl", ["prediction", "sigreg"])
+    curves = MetricsFile(f"{args.out}/metrics.jsonl").curves(["prediction", "sigreg"])
     for key, name in (("rankme", "RankMe"), ("std", "embedding std"), ("fewshot", "5-shot (subset)")):
         if trainer.evaluations:
             curves[name] = ([e["step"] for e in trainer.evaluations], [e[key] for e in trainer.evaluations])

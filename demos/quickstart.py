@@ -46,12 +46,12 @@ def main():
         prediction = (x @ w1 + b1).tanh() @ w2 + b2
         loss = minienc.mse_loss(prediction, y)
         for p in params:
-            p.grad = None
+            p.zero_grad()
         loss.backward()
         average()                                # each .grad <- its mean over the processes
-        with minienc.no_grad():
+        with minienc.no_grad():                  # an update in place, outside the graph
             for p in params:
-                p.data -= 0.1 * p.grad
+                p -= 0.1 * p.grad
         if step % 50 == 0 and distributed.is_main():
             print(f"step {step:4d}  loss {loss.item():.4f}" +
                   (" (rank 0's points)" if distributed.world_size() > 1 else ""))

@@ -14,16 +14,14 @@ below the random init's: seed 0, docs/ssl_methods.md).
 """
 import copy
 
-from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, image_parser,
-                    mlp_encoder, save_training_curves, setup, train_contrastive)
+from common import finish, joint_embedding_parser, mlp_encoder, setup, train_joint_embedding
 
 from minienc.nn import Sequential
 from minienc.objectives.simsiam import SimSiam, simsiam_predictor, simsiam_projector
 
 
 def main():
-    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64,
-                                                           batch_size=256, lr=1.0)))
+    parser = joint_embedding_parser(__doc__)
     parser.add_argument("--projection", type=int, default=256, help="projector output width")
     parser.add_argument("--bottleneck", type=int, default=64, help="predictor hidden width")
     parser.add_argument("--no-stop-gradient", action="store_true",
@@ -36,12 +34,9 @@ def main():
                     simsiam_predictor(args.projection, args.bottleneck),
                     stop_gradient=not args.no_stop_gradient)
     name = "SimSiam" + (" (no stop-gradient)" if args.no_stop_gradient else "")
-    gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
-                            projection=Sequential(encoder, model.projector))
-    gauges.record(0)
-    train_contrastive(args, data, name, model.loss, model, model, encoder,
-                      callbacks=[gauges])
-    save_training_curves(args, name, gauges, log_scale=())
+    train_joint_embedding(args, data, name, model.loss, model, model, encoder,
+                          dict(encoder=encoder, projection=Sequential(encoder, model.projector)),
+                          log_scale=())
     finish(args, data, name, encoder, random_encoder)
 
 

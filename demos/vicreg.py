@@ -11,16 +11,14 @@ results.json, metrics.jsonl.
 """
 import copy
 
-from common import (CollapseGauges, add_gauge_flags, add_recipe_flags, finish, image_parser,
-                    mlp_encoder, save_training_curves, setup, train_contrastive)
+from common import finish, joint_embedding_parser, mlp_encoder, setup, train_joint_embedding
 
 from minienc.nn import Sequential
 from minienc.objectives.vicreg import VICReg, vicreg_expander
 
 
 def main():
-    parser = add_gauge_flags(add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64,
-                                                           batch_size=256, lr=1.0)))
+    parser = joint_embedding_parser(__doc__)
     parser.add_argument("--expander", type=int, default=256, help="expander output width")
     parser.add_argument("--invariance-weight", type=float, default=25.0)
     parser.add_argument("--variance-weight", type=float, default=25.0)
@@ -32,12 +30,9 @@ def main():
     model = VICReg(encoder, vicreg_expander(args.latent_dim, args.hidden, args.expander),
                    args.invariance_weight, args.variance_weight, args.covariance_weight,
                    distributed=args.distributed)   # variance, covariance over the global batch
-    gauges = CollapseGauges(data.x_train, args.monitor_every, encoder=encoder,
-                            embedding=Sequential(encoder, model.expander))
-    gauges.record(0)
-    train_contrastive(args, data, "VICReg", model.terms, model, model, encoder,
-                      callbacks=[gauges])
-    save_training_curves(args, "VICReg", gauges, terms=("invariance", "variance", "covariance"))
+    train_joint_embedding(args, data, "VICReg", model.terms, model, model, encoder,
+                          dict(encoder=encoder, embedding=Sequential(encoder, model.expander)),
+                          terms=("invariance", "variance", "covariance"))
     finish(args, data, "VICReg", encoder, random_encoder)
 
 

@@ -64,6 +64,15 @@ class MetricsFile:
         with open(self.path) as f:
             return [json.loads(line) for line in f if line.strip()]
 
+    def curves(self, names):
+        """{name: (steps, values)} of each of `names` over the training lines (those with a
+        "loss": a held-out evaluation's own line has none); a name the last one lacks is left
+        out."""
+        rows = [row for row in self.read() if "loss" in row]
+        steps = [row["step"] for row in rows]
+        return {name: (steps, [row[name] for row in rows]) for name in names
+                if rows and name in rows[-1]}
+
     def append(self, record):
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")

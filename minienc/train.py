@@ -45,26 +45,26 @@ once, without the checkpoint (the ranks would not agree on the step to stop afte
 """
 import contextlib
 import math
-import os
 import signal
 import threading
 import time
 
 from . import backend, distributed
-from .checkpoint import load_checkpoint, save_checkpoint
 from .progress import MetricsFile, estimate_line, evaluation_summary, plan_line, progress_bar
 from .optim.clip import clip_grad_norm
 from .optim.optimizer import set_hyperparameter
+from .run_folder import RunFolder
 
 OPTIMIZER_KEYS = ("lr", "weight_decay")
-RUN_FILES = ("checkpoint.npz", "metrics.jsonl")   # a folder holding either holds a run
 EVAL_BUDGET = 0.15   # the largest share of the run's time evaluations may take, by default
 PLAN_AFTER = 10      # steps timed before the plan's estimate is printed
 _END = object()
 
 
-class Trainer:
-    """Runs `step_fn` under `optimizer` over batches; see the module docstring.
+class Trainer(RunFolder):
+    """Runs `step_fn` under `optimizer` over batches; see the module docstring. What it keeps in
+    out_dir (metrics.jsonl, checkpoint.npz, the figures) and how it resumes: RunFolder
+    (minienc/run_folder.py).
 
     models: a Module or dict name -> Module, saved in checkpoints (and restored on resume).
     schedules: {"lr": f, "weight_decay": f, other: f}: each f(step) is applied before the step;
@@ -129,14 +129,6 @@ class Trainer:
         self._eval_postfix = ""     # the latest evaluation, shown on the bar
         self._parallel = None       # a distributed.DataParallel when several processes train
         self._writes_metrics = True
-
-    # ----- paths -------------------------------------------------------------------------------
-    def _path(self, name):
-        return None if self.out_dir is None else os.path.join(self.out_dir, name)
-
-    @property
-    def checkpoint_path(self):
-        return self._path("checkpoint.npz")
 
     # ----- the loop ----------------------------------------------------------------------------
     def fit(self, data, steps=None, epochs=None, resume=False, overwrite=False):
@@ -214,39 +206,6 @@ class Trainer:
         if self.out_dir is not None and distributed.is_main():
             self.plot()
         return self
-
-    def _open_run(self, resume, overwrite):
-        """Load what `resume` asks for and make sure out_dir holds no other run."""
-        if resume is True and self.out_dir is None:
-            raise ValueError("Trainer.fit: resume=True continues the run in out_dir, but out_dir "
-                             "is None; set out_dir or pass the checkpoint's path as resume=")
-        if resume and resume is not True:
-            if not os.path.isfile(resume):
-                raise FileNotFoundError(f"Trainer.fit: resume={resume!r}: no such checkpoint file")
-            self.load(resume)
-        elif resume and (found := self._main_checkpoint()):
-            self.load(found)
-        elif resume and self.progress:
-            print(f"Trainer: no checkpoint in {self.out_dir} to resume: starting from step 0")
-        if self.out_dir is None:
-            return
-        existing = [n for n in RUN_FILES if os.path.exists(self._path(n))]
-        if existing and not (resume or overwrite or self._owns_out_dir):
-            raise FileExistsError(
-                f"Trainer.fit: {self.out_dir} already holds a run ({', '.join(existing)}); pass "
-                f"resume=True to continue it or overwrite=True to start it again (a demo's "
-                f"--resume / --overwrite), or choose another out_dir")
-        if not self._writes_metrics:
-            return
-        if overwrite and not resume and self.step == 0 and os.path.exists(self.checkpoint_path):
-            os.remove(self.checkpoint_path)   # a later resume must not find the old run's state
-        os.makedirs(self.out_dir, exist_ok=True)
-        self._trim_metrics()
-
-    def _main_checkpoint(self):
-        """Rank 0's checkpoint path if it exists there, else None: every rank resumes from it."""
-        path = self.checkpoint_path
-        return distributed.engine().bcast_object(path if os.path.exists(path) else None)
 
     @contextlib.contextmanager
     def _stop_on_interrupt(self):
@@ -447,74 +406,6 @@ class Trainer:
                 f"lower the learning rate, clip gradients (clip_grad=), or find the op with "
                 f"minienc.detect_anomaly()")
 
-    def _write_record(self, record):
-        self.records.append(record)
-        if self.out_dir is not None and self._writes_metrics:
-            MetricsFile(self._path("metrics.jsonl")).append(record)
-
-    def _trim_metrics(self):
-        """Start metrics.jsonl afresh, or on resume keep only the lines up to the resumed step
-        (an interrupted run may have logged past its last checkpoint) and read them back."""
-        kept = MetricsFile(self._path("metrics.jsonl")).keep_until(self.step)
-        if not self._owns_out_dir:
-            self.records = kept
-            self.evaluations = [e for e in map(_evaluation_of, kept) if e]
-
-    def plot(self, path=None):
-        """loss.png (the loss, raw and smoothed) and, with an evaluator, evaluation.png beside it
-        (the loss and each evaluation number over the steps). Without matplotlib one line says
-        so and nothing is drawn (the numbers are in metrics.jsonl). Returns the paths written."""
-        path = path or self._path("loss.png")
-        if path is None or not self.losses:
-            return []
-        try:
-            import matplotlib  # noqa: F401  (the demos extra; the core install is NumPy only)
-        except ImportError:
-            print(f"Trainer: matplotlib is not installed, so no {os.path.basename(path)} is drawn "
-                  f"(pip install matplotlib); the numbers are in metrics.jsonl")
-            return []
-        from .eval.plots import plot_training
-        evaluation_path = os.path.join(os.path.dirname(path), "evaluation.png")
-        return plot_training(self.losses, path, self.evaluations, evaluation_path, self.eval_every)
-
-    # ----- checkpoints -------------------------------------------------------------------------
-    def state(self):
-        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "epoch_rng": self._epoch_rng, "values": self.values,
-                "elapsed_s": self.elapsed_s, "eval_s": self.eval_s, "last_eval": self._last_eval}
-
-    def save(self, path=None):
-        """Checkpoint models, optimizer, position, RNG state and the loss history (a host sync)."""
-        path = path or self.checkpoint_path
-        if path is None:
-            raise ValueError("Trainer.save: give a path or set out_dir")
-        self._log()  # the losses so far belong in the file
-        state = self.state()
-        if self._parallel is not None:  # every rank's random state, so resume restores each
-            state["ranks"] = self._parallel.gather_rank_states(
-                {"rng": backend.get_rng_state(), "epoch_rng": self._epoch_rng})
-            if not distributed.is_main():
-                return path
-        losses = backend.numpy.asarray(self.losses, dtype=backend.numpy.float64)
-        return save_checkpoint(path, self.models, self.optimizer, trainer=state,
-                               extra=self.extra, extra_arrays={"losses": losses})
-
-    def load(self, path):
-        meta = load_checkpoint(path, self.models, self.optimizer)
-        state = meta["trainer"]
-        self.step, self.epoch = state["step"], state["epoch"]
-        self.batch_in_epoch, self._epoch_rng = state["batch_in_epoch"], state["epoch_rng"]
-        self.values = dict(state.get("values", {}))
-        self.elapsed_s, self.eval_s = state.get("elapsed_s", 0.0), state.get("eval_s", 0.0)
-        self._last_eval = state.get("last_eval")
-        ranks = state.get("ranks") or []
-        if distributed.rank() < len(ranks):  # this rank's own random state (rank 0's was loaded)
-            backend.set_rng_state(ranks[distributed.rank()]["rng"])
-            self._epoch_rng = ranks[distributed.rank()]["epoch_rng"]
-        self.losses = [float(v) for v in meta["arrays"].get("losses", [])]
-        self._pending, self._micro = [], []
-        return meta
-
 
 def _to_floats(arrays):
     """Python floats from a list of 0-d device arrays (or numbers), with one device read."""
@@ -522,12 +413,6 @@ def _to_floats(arrays):
         return [float(a) for a in arrays]
     xp = backend.get_xp(arrays[0])
     return [float(v) for v in backend.to_host(xp.stack([a.reshape(()) for a in arrays]))]
-
-
-def _evaluation_of(record):
-    """The evaluation a metrics record carries ({"step", name: value}), or None."""
-    scores = {k[len("eval_"):]: v for k, v in record.items() if k.startswith("eval_") and k != "eval_s"}
-    return {"step": record["step"], **scores} if scores else None
 
 
 def _guess_batch_size(batch):

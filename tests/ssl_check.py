@@ -1,8 +1,10 @@
-"""Test helpers shared by the joint-embedding objectives' tests (BYOL, SimSiam, VICReg, Barlow
-Twins, DINO): tiny encoders, random images, a gradcheck of a whole objective with respect to
-every trained parameter, a short run on digits, and the exact-resume check (2N steps in one run
-against N steps, a checkpoint, a fresh model loaded from it and N more)."""
+"""Test helpers shared by the self-supervised objectives' tests (the contrastive ones, BYOL,
+SimSiam, VICReg, Barlow Twins, DINO): float64 tensors and host copies, unit rows, tiny encoders,
+random images, a gradcheck of a whole objective with respect to every trained parameter, a
+short run on digits, and the exact-resume check (2N steps in one run against N steps, a
+checkpoint, a fresh model loaded from it and N more)."""
 import numpy as np
+import pytest
 
 import minienc
 from minienc import backend, nn
@@ -20,9 +22,32 @@ def t64(array, device, grad=True):
                           dtype="float64", device=device)
 
 
+def unit(x):
+    """Each row of a host array scaled to unit length."""
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
 def images(n, device, seed, size=4, dtype="float32"):
     data = np.random.default_rng(seed).random((n, 1, size, size))
     return minienc.tensor(data, dtype=dtype, device=device)
+
+
+def two_views(device, n=5):
+    """Two batches of n random 4x4 images (seeds 1 and 2): the two views the tests feed."""
+    return images(n, device, 1), images(n, device, 2)
+
+
+def layer_names(head):
+    """The class names of a Sequential head's layers, in order."""
+    return [type(m).__name__ for m in head.layers]
+
+
+def assert_loss_of_projected_views(model, head, loss_fn, v1, v2):
+    """model(x) is its encoder's representation, and model.loss(v1, v2) is `loss_fn` of both
+    views through the encoder and then `head`."""
+    np.testing.assert_array_equal(host(model(v1)), host(model.encoder(v1)))
+    z1, z2 = head(model.encoder(v1)), head(model.encoder(v2))
+    assert model.loss(v1, v2).item() == pytest.approx(loss_fn(z1, z2).item(), rel=1e-5)
 
 
 def tiny_encoder(in_features=16, hidden=8, out=6, batch_norm=True):

@@ -10,7 +10,8 @@ import minienc
 from minienc.objectives.barlow import (BarlowTwins, barlow_projector, barlow_twins_loss,
                                        barlow_twins_terms, cross_correlation, redundancy_reduction)
 
-from ssl_check import gradcheck_objective, host, images, on_device, short_run, t64, tiny_encoder
+from ssl_check import (assert_loss_of_projected_views, gradcheck_objective, host, layer_names,
+                       on_device, short_run, t64, tiny_encoder, two_views)
 
 
 def numpy_correlation(z1, z2, eps=1e-5):
@@ -72,19 +73,15 @@ def test_loss_gradcheck(device):
 
 def test_whole_objective_gradcheck(device):
     model = on_device(device, lambda: BarlowTwins(tiny_encoder(), barlow_projector(6, 8, 5), lambd=0.1))
-    v1, v2 = images(5, device, 1), images(5, device, 2)
-    assert gradcheck_objective(model, model.loss, v1, v2, directions=2)
+    assert gradcheck_objective(model, model.loss, *two_views(device), directions=2)
 
 
 def test_forward_is_the_representation_and_the_projector_is_the_papers(device):
     model = on_device(device, lambda: BarlowTwins(tiny_encoder(), barlow_projector(6, 8, 5)))
-    v1, v2 = images(5, device, 1), images(5, device, 2)
-    np.testing.assert_array_equal(host(model(v1)), host(model.encoder(v1)))
-    z1, z2 = model.projector(model.encoder(v1)), model.projector(model.encoder(v2))
-    assert model.loss(v1, v2).item() == pytest.approx(barlow_twins_loss(z1, z2).item(), rel=1e-5)
+    assert_loss_of_projected_views(model, model.projector, barlow_twins_loss, *two_views(device))
     head = barlow_projector(6, 8, 5)
-    assert [type(m).__name__ for m in head.layers] == ["Linear", "BatchNorm1d", "ReLU", "Linear",
-                                                       "BatchNorm1d", "ReLU", "Linear"]
+    assert layer_names(head) == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU",
+                                 "Linear"]
     assert all(m.bias is None for m in head.layers if type(m).__name__ == "Linear")
 
 

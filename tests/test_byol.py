@@ -12,7 +12,7 @@ from minienc.objectives.byol import BYOL, byol_loss, byol_mlp, mean_cosine_simil
 from minienc.optim import SGD, param_groups_without_decay
 
 from ssl_check import (gradcheck_objective, host, images, on_device, resume_matches, short_run, t64,
-                       tiny_encoder)
+                       tiny_encoder, two_views, unit)
 
 
 def tiny_byol(device):
@@ -24,7 +24,6 @@ def tiny_byol(device):
 def test_loss_is_the_squared_distance_of_unit_vectors(b, d, seed):
     rng = np.random.default_rng(seed)
     p, z = rng.standard_normal((b, d)) + 0.1, rng.standard_normal((b, d)) - 0.1
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)   # noqa: E731
     expected = np.mean(np.sum((unit(p) - unit(z)) ** 2, axis=1))
     value = byol_loss(t64(p, "cpu"), t64(z, "cpu")).item()
     assert value == pytest.approx(expected, rel=1e-9, abs=1e-12)
@@ -42,9 +41,8 @@ def test_loss_gradcheck(device):
 
 def test_trained_parts_gradcheck(device):
     byol = tiny_byol(device)
-    v1, v2 = images(5, device, 1), images(5, device, 2)
-    assert gradcheck_objective(byol, byol.loss, v1, v2, trained=("online_network", "predictor"),
-                               directions=2)
+    assert gradcheck_objective(byol, byol.loss, *two_views(device),
+                               trained=("online_network", "predictor"), directions=2)
 
 
 def test_target_gets_no_gradient_and_is_never_optimised(device):

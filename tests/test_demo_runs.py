@@ -7,9 +7,6 @@ overwritten unless asked.
 The demos run in this process (runpy, as `python demos/x.py` would) so the suite pays the
 imports once; the resume test runs real processes, since it sends a real SIGINT."""
 import json
-import os
-import pathlib
-import runpy
 import signal
 import struct
 import subprocess
@@ -19,12 +16,10 @@ import time
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-DEMOS = ROOT / "demos"
-ENV = dict(os.environ, MPLBACKEND="Agg", MINIENC_DEVICE="cpu", OPENBLAS_NUM_THREADS="1")
+from demo_check import DEMOS, ENV, ROOT, THREADS, run_in_process
 
 QUICK = ["--steps", "2", "--max-train", "100", "--max-test", "50", "--draws", "2",
-         "--batch-size", "32"]
+         "--batch-size", "32", *THREADS]
 # demo -> (its own flags for a smoke run, the pictures it writes)
 IMAGE_DEMOS = {
     "autoencoder": ([], ["loss", "reconstructions", "embeddings"]),
@@ -99,22 +94,15 @@ def data_kinds(mnist_folder, cifar10_folder):
             "cifar10": f"cifar10:{cifar10_folder}"}
 
 
-def run_in_process(demo, argv, monkeypatch):
-    monkeypatch.setattr(sys, "argv", [str(DEMOS / f"{demo}.py"), *argv])
-    monkeypatch.syspath_prepend(str(DEMOS))
-    runpy.run_path(str(DEMOS / f"{demo}.py"), run_name="__main__")
-
-
 # "digits" is every demo's default: tests/test_demos.py runs them all on it (compare --quick)
 @pytest.mark.parametrize("kind", ["digits-canvas", "mnist", "cifar10"])
 @pytest.mark.parametrize("demo", sorted(IMAGE_DEMOS))
 def test_every_image_demo_runs_on_every_data_kind(demo, kind, data_kinds, tmp_path, monkeypatch):
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     flags, pictures = IMAGE_DEMOS[demo]
     if demo in ("mae", "jepa", "lejepa"):
         flags = flags + PATCHES[kind]
-    run_in_process(demo, ["--data", data_kinds[kind], "--out", str(tmp_path),
-                          *QUICK, *flags], monkeypatch)
+    run_in_process(f"{demo}.py", "--data", data_kinds[kind], "--out", tmp_path, *QUICK, *flags,
+                   monkeypatch=monkeypatch)
     records = json.loads((tmp_path / "results.json").read_text())
     assert records[0]["dim"] > 0 and 0.0 <= records[0]["fewshot"] <= 1.0
     for name in pictures:
@@ -128,8 +116,8 @@ def test_every_image_demo_runs_on_every_data_kind(demo, kind, data_kinds, tmp_pa
 
 
 def test_eval_every_draws_the_curves_and_reports_its_share(tmp_path, monkeypatch, capsys):
-    run_in_process("simclr", ["--out", str(tmp_path), *QUICK[2:], "--steps", "6",
-                              "--eval-every", "3"], monkeypatch)
+    run_in_process("simclr.py", "--out", tmp_path, *QUICK[2:], "--steps", "6", "--eval-every", "3",
+                   monkeypatch=monkeypatch)
     out = capsys.readouterr().out
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     evaluated = [r["step"] for r in lines if "eval_knn" in r]
@@ -147,7 +135,7 @@ def demo_process(*argv):
 
 
 def test_a_stopped_demo_resumed_ends_with_the_uninterrupted_numbers(tmp_path):
-    flags = ["--steps", "600", "--draws", "3", "--max-train", "400", "--max-test", "100"]
+    flags = ["--steps", "600", "--draws", "3", "--max-train", "400", "--max-test", "100", *THREADS]
     full = demo_process("--out", tmp_path / "full", *flags)
     assert full.wait(timeout=600) == 0, full.stdout.read()
 

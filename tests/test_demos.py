@@ -1,27 +1,27 @@
 """Every demo command README names runs end to end (a few steps each: a smoke run, so README
 cannot point at a broken script). The numbers they print are not asserted here beyond being
-accuracies; each objective's own tests check that its training lowers its loss."""
+accuracies; each objective's own tests check that its training lowers its loss.
+
+The demos run in this process (tests/demo_check.py: the imports are paid once), compare.py's
+too, each as `python demos/x.py` would run it; tests/test_demo_runs.py runs one in processes of
+its own (it stops it with a real Ctrl-C), as do tests/test_readme.py and test_distributed.py."""
 import json
-import os
-import pathlib
 import subprocess
-import sys
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-ENV = dict(os.environ, MPLBACKEND="Agg", MINIENC_DEVICE="cpu", OPENBLAS_NUM_THREADS="1")
+from demo_check import THREADS, call_in_process, run_in_process
+
+SUBSET = ["--max-train", "300", "--max-test", "100"]   # of the digits (a smoke run's data)
 
 
-def run_demo(*args, timeout=600):
-    run = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
-                         timeout=timeout, cwd=ROOT, env=ENV)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return run.stdout
-
-
-def test_compare_runs_every_image_objective(tmp_path):
-    out = run_demo(ROOT / "demos" / "compare.py", "--quick", "--draws", "3", "--out", tmp_path)
+def test_compare_runs_every_image_objective(tmp_path, monkeypatch, capsys):
+    """compare.py's own code from end to end; the process it starts for each objective runs in
+    this one instead (call_in_process: the same command, its output into the same log.txt)."""
+    monkeypatch.setattr(subprocess, "call", call_in_process(monkeypatch))
+    run_in_process("compare.py", "--quick", "--draws", "3", *THREADS, "--out", tmp_path,
+                   monkeypatch=monkeypatch)
+    out = capsys.readouterr().out
     rows = json.loads((tmp_path / "compare.json").read_text())
     trained = [r["method"] for r in rows if not r.get("baseline")]
     assert trained == ["autoencoder", "denoising AE", "VAE", "triplet", "SimCLR", "MoCo v2", "MAE",
@@ -44,21 +44,22 @@ def test_compare_runs_every_image_objective(tmp_path):
         assert (tmp_path / name / "gauges.png").stat().st_size > 0
 
 
-def test_mlm_demo_runs(tmp_path):
-    out = run_demo(ROOT / "demos" / "mlm.py", "--epochs", "1", "--dim", "32", "--depth", "1",
-                   "--heads", "2", "--out", tmp_path)
+def test_mlm_demo_runs(tmp_path, monkeypatch, capsys):
+    run_in_process("mlm.py", "--steps", "10", "--dim", "32", "--depth", "1", "--heads", "2",
+                   *THREADS, "--out", tmp_path, monkeypatch=monkeypatch)
+    out = capsys.readouterr().out
     assert "frequency" in out.lower(), out
 
 
-def test_augmentations_demo_runs(tmp_path):
-    run_demo(ROOT / "demos" / "augmentations.py", "--out", tmp_path)
+def test_augmentations_demo_runs(tmp_path, monkeypatch):
+    run_in_process("augmentations.py", "--out", tmp_path, monkeypatch=monkeypatch)
     assert list(tmp_path.glob("*.png"))
 
 
-def test_jepa_demo_runs_with_its_mae_row(tmp_path):
+def test_jepa_demo_runs_with_its_mae_row(tmp_path, monkeypatch):
     """README's main demo, with the side-by-side MAE run that compare.py skips."""
-    run_demo(ROOT / "demos" / "jepa.py", "--steps", "6", "--monitor-every", "3", "--draws", "3",
-             "--out", tmp_path)
+    run_in_process("jepa.py", "--steps", "6", "--monitor-every", "3", "--draws", "3", "--dim", "16",
+                   "--depth", "1", *SUBSET, *THREADS, "--out", tmp_path, monkeypatch=monkeypatch)
     methods = [r["method"] for r in json.loads((tmp_path / "results.json").read_text())]
     assert methods[0] == "JEPA (pooled)", methods
     assert "MAE (same steps)" in methods and "MAE (same CPU time)" in methods, methods
@@ -66,34 +67,39 @@ def test_jepa_demo_runs_with_its_mae_row(tmp_path):
     assert (tmp_path / "masks.png").stat().st_size > 0
 
 
-def test_lejepa_demo_runs_with_augmented_masked_and_local_views(tmp_path):
+def test_lejepa_demo_runs_with_augmented_masked_and_local_views(tmp_path, monkeypatch):
     for i, flags in enumerate([["--num-views", "2", "--local-views", "2"],
                                ["--views", "mask", "--local-views", "1"]]):
         folder = tmp_path / str(i)
-        out = run_demo(ROOT / "demos" / "lejepa.py", "--steps", "4", "--monitor-every", "2",
-                       "--draws", "3", "--dim", "16", "--depth", "1", "--out", folder, *flags)
+        run_in_process("lejepa.py", "--steps", "4", "--monitor-every", "2", "--draws", "3",
+                       "--dim", "16", "--depth", "1", *SUBSET, *THREADS, "--out", folder, *flags,
+                       monkeypatch=monkeypatch)
         records = json.loads((folder / "results.json").read_text())
-        assert records[0]["method"] == "LeJEPA" and "random init" in [r["method"] for r in records], out
+        assert records[0]["method"] == "LeJEPA" and "random init" in [r["method"] for r in records], records
         terms = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         assert {"prediction", "sigreg"} <= set(terms[-1]), terms[-1]
         assert (folder / "views.png").stat().st_size > 0 and (folder / "curves.png").stat().st_size > 0
 
 
-def test_the_collapse_ablations_are_one_flag_away(tmp_path):
+def test_the_collapse_ablations_are_one_flag_away(tmp_path, monkeypatch):
     """SimSiam without its stop-gradient and DINO without centring (and with multi-crop) run;
     their rows and gauges say which variant ran."""
     for script, flags, name in [("simsiam.py", ["--no-stop-gradient"], "SimSiam (no stop-gradient)"),
                                 ("dino.py", ["--no-center", "--local-crops", "2"], "DINO (no centring)")]:
         out = tmp_path / script
-        run_demo(ROOT / "demos" / script, *flags, "--epochs", "1", "--monitor-every", "5",
-                 "--draws", "3", "--out", out)
+        run_in_process(script, *flags, "--steps", "5", "--monitor-every", "5", "--draws", "3",
+                       *SUBSET, *THREADS, "--out", out,
+                       monkeypatch=monkeypatch)
         assert json.loads((out / "results.json").read_text())[0]["method"] == name
         assert (out / "gauges.png").stat().st_size > 0
     rows = [json.loads(line) for line in (tmp_path / "dino.py" / "metrics.jsonl").read_text().splitlines()]
     assert all(row["center_norm"] == 0.0 for row in rows)          # no centring: c stays 0
-def test_collapse_lab_runs_and_draws_every_variant(tmp_path):
-    run_demo(ROOT / "demos" / "collapse.py", "--steps", "4", "--every", "2", "--dim", "16",
-             "--depth", "1", "--only", "default,ijepa-no-sg,lejepa", "--out", tmp_path)
+
+
+def test_collapse_lab_runs_and_draws_every_variant(tmp_path, monkeypatch):
+    run_in_process("collapse.py", "--steps", "4", "--every", "2", "--dim", "16", "--depth", "1",
+                   "--only", "default,ijepa-no-sg,lejepa", *THREADS, "--out", tmp_path,
+                   monkeypatch=monkeypatch)
     results = json.loads((tmp_path / "collapse.json").read_text())
     assert [r["name"] for r in results] == ["default", "ijepa-no-sg", "lejepa"]
     for r in results:
@@ -102,9 +108,9 @@ def test_collapse_lab_runs_and_draws_every_variant(tmp_path):
     assert "| I-JEPA - EMA - stop-grad |" in (tmp_path / "collapse.md").read_text()
 
 
-def test_keep_demo_decodes_every_encoder(tmp_path):
-    run_demo(ROOT / "demos" / "keep.py", "--steps", "3", "--decoder-steps", "5", "--dim", "16",
-             "--depth", "1", "--out", tmp_path)
+def test_keep_demo_decodes_every_encoder(tmp_path, monkeypatch):
+    run_in_process("keep.py", "--steps", "3", "--decoder-steps", "5", "--dim", "16", "--depth", "1",
+                   *THREADS, "--out", tmp_path, monkeypatch=monkeypatch)
     errors = json.loads((tmp_path / "keep.json").read_text())["decoder_test_mse"]
     assert set(errors) == {"JEPA + SIGReg", "LeJEPA", "MAE", "SimCLR", "random init", "PCA-16 pixels"}
     assert all(0.0 < e < 1.0 for e in errors.values())
@@ -116,7 +122,7 @@ def _write_idx(path, array):
     path.write_bytes(header + np.asarray(array, np.uint8).tobytes())
 
 
-def test_jepa_demo_on_60000_images_keeps_its_curves_on_a_fixed_subset(tmp_path):
+def test_jepa_demo_on_60000_images_keeps_its_curves_on_a_fixed_subset(tmp_path, monkeypatch, capsys):
     """Issue 14's scale: on a 60,000-image IDX folder the held-out curves still encode a fixed
     1,000 / 500-image subset, and the final evaluation's cost is printed."""
     rng = np.random.default_rng(0)
@@ -126,9 +132,10 @@ def test_jepa_demo_on_60000_images_keeps_its_curves_on_a_fixed_subset(tmp_path):
         noise = rng.integers(-40, 40, (n, 8, 8))
         _write_idx(tmp_path / f"{split}-images-idx3-ubyte", np.clip(templates[labels] + noise, 0, 255))
         _write_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels)
-    out = run_demo(ROOT / "demos" / "jepa.py", "--data", f"mnist:{tmp_path}", "--steps", "4",
-                   "--eval-every", "2", "--no-mae", "--dim", "16", "--depth", "1", "--heads", "2",
-                   "--draws", "3", "--out", tmp_path / "run")
+    run_in_process("jepa.py", "--data", f"mnist:{tmp_path}", "--steps", "4", "--eval-every", "2",
+                   "--no-mae", "--dim", "16", "--depth", "1", "--heads", "2", "--draws", "3",
+                   *THREADS, "--out", tmp_path / "run", monkeypatch=monkeypatch)
+    out = capsys.readouterr().out
     assert "60000 train" in out, out[-2000:]
     assert "Evaluator(1000 train / 500 test images" in out, out[-2000:]
     assert "final evaluation:" in out and "budgets:" in out

@@ -11,7 +11,8 @@ from minienc.engine import no_grad
 from minienc.objectives.simsiam import (SimSiam, negative_cosine, simsiam_loss, simsiam_predictor,
                                         simsiam_projector)
 
-from ssl_check import gradcheck_objective, host, images, on_device, short_run, t64, tiny_encoder
+from ssl_check import (gradcheck_objective, host, images, layer_names, on_device, short_run, t64,
+                       tiny_encoder, two_views)
 
 
 def tiny_simsiam(device, stop_gradient=True):
@@ -62,14 +63,13 @@ def test_model_gradient_is_that_of_constant_targets(device):
 
 def test_whole_objective_gradcheck_without_stop_gradient(device):
     model = tiny_simsiam(device, stop_gradient=False)
-    v1, v2 = images(5, device, 1), images(5, device, 2)
-    assert gradcheck_objective(model, model.loss, v1, v2, directions=2)
+    assert gradcheck_objective(model, model.loss, *two_views(device), directions=2)
 
 
 def test_projector_and_predictor_are_the_released_ones(device):
     model = tiny_simsiam(device)
-    names = [type(m).__name__ for m in model.projector.layers]
-    assert names == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert layer_names(model.projector) == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d",
+                                            "ReLU", "Linear", "BatchNorm1d"]
     assert model.projector.layers[-1].weight is None            # the output BN has no affine
     assert [m.out_features for m in model.predictor.layers if type(m).__name__ == "Linear"] == [3, 6]
     x = images(4, device, 1)

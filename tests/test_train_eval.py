@@ -1,6 +1,7 @@
 """Gradient accumulation equals the big batch where the loss is a per-example mean (and is
-documented to differ where the loss couples a batch's examples), and the evaluation callback
-logs its numbers at the asked steps, at a reported cost, without changing the training."""
+documented to differ where the loss couples a batch's examples), the evaluation callback
+logs its numbers at the asked steps, at a reported cost, without changing the training, and the
+collapse gauges tell a collapsed encoder from a spread one."""
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import minienc
 from minienc import nn
 from minienc.data import ImageDataset
-from minienc.eval import Evaluator
+from minienc.eval import CollapseGauges, Evaluator
 from minienc.objectives.contrastive import nt_xent
 from minienc.optim import SGD, Adam
 from minienc.train import Trainer
@@ -207,3 +208,21 @@ def test_evaluator_refuses_bad_sizes():
         Evaluator(lambda x: x, data, train_size=0)
     with pytest.raises(ValueError, match="fewer than shots=5"):
         Evaluator(lambda x: x, data, train_size=6)
+
+
+def test_collapse_gauges_record_every_n_steps_and_tell_a_collapsed_encoder(tmp_path):
+    data = _blobs()
+    gauges = CollapseGauges(data.x_train, 5, spread=lambda x: x.reshape(x.shape[0], -1),
+                            collapsed=lambda x: minienc.ones(x.shape[0], 4))
+    gauges.record(0)
+    w = nn.Parameter(np.ones(3, dtype=np.float32))
+    Trainer(lambda _: (w * w).sum(), SGD([w], lr=0.1), callbacks=[gauges],
+            progress=False).fit(list(range(4)), steps=12)
+    curves = gauges.curves
+    assert curves["step"] == [0, 5, 10]
+    assert min(curves["RankMe (spread)"]) > 2.0 and min(curves["embedding std (spread)"]) > 0.05
+    assert curves["embedding std (collapsed)"] == [0.0] * 3
+    assert all(1.0 <= r < 1.0 + 1e-4 for r in curves["RankMe (collapsed)"])
+    path = gauges.save(str(tmp_path), "gauges")
+    assert path == str(tmp_path / "gauges.png") and (tmp_path / "gauges.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "gauges.json").read_text()) == curves

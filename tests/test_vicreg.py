@@ -11,7 +11,8 @@ from minienc.objectives import jepa, vicreg
 from minienc.objectives.vicreg import (VICReg, variance_covariance, vicreg_expander, vicreg_loss,
                                        vicreg_terms)
 
-from ssl_check import gradcheck_objective, host, images, on_device, short_run, t64, tiny_encoder
+from ssl_check import (assert_loss_of_projected_views, gradcheck_objective, layer_names, on_device,
+                       short_run, t64, tiny_encoder, two_views)
 
 
 def numpy_terms(z1, z2, gamma=1.0, eps=1e-4):
@@ -88,19 +89,15 @@ def test_loss_gradcheck(device):
 
 def test_whole_objective_gradcheck(device):
     model = on_device(device, lambda: VICReg(tiny_encoder(), vicreg_expander(6, 8, 5)))
-    v1, v2 = images(5, device, 1), images(5, device, 2)
-    assert gradcheck_objective(model, model.loss, v1, v2, directions=2)
+    assert gradcheck_objective(model, model.loss, *two_views(device), directions=2)
 
 
 def test_forward_is_the_representation_and_each_view_runs_alone(device):
     model = on_device(device, lambda: VICReg(tiny_encoder(), vicreg_expander(6, 8, 5)))
-    v1, v2 = images(5, device, 1), images(5, device, 2)
-    np.testing.assert_array_equal(host(model(v1)), host(model.encoder(v1)))
-    z1, z2 = model.expander(model.encoder(v1)), model.expander(model.encoder(v2))
-    assert model.loss(v1, v2).item() == pytest.approx(vicreg_loss(z1, z2).item(), rel=1e-5)
+    assert_loss_of_projected_views(model, model.expander, vicreg_loss, *two_views(device))
     head = vicreg_expander(6, 8, 5)
-    assert [type(m).__name__ for m in head.layers] == ["Linear", "BatchNorm1d", "ReLU", "Linear",
-                                                       "BatchNorm1d", "ReLU", "Linear"]
+    assert layer_names(head) == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU",
+                                 "Linear"]
     assert head.layers[-1].bias is None
 
 

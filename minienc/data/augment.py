@@ -333,16 +333,17 @@ class SaltAndPepperNoise(MaskingNoise):
         return xp.where(coin, xp.asarray(self.high, dtype=x.dtype), xp.asarray(self.low, dtype=x.dtype))
 
 
-def contrastive_augment():
-    """A starting recipe for two-view methods on small grey digits: SimCLR's crop and jitter,
-    a small rotation, noise and erasing. No flips (a mirrored 2 is not a 2). Strengths are
-    milder than SimCLR's ImageNet recipe because an 8x8 digit has little to lose."""
+def contrastive_augment(crop_scale=(0.6, 1.0), degrees=10.0, shear=0.0, noise=0.05, erase_p=0.25):
+    """A starting recipe for two-view methods on small grey digits: SimCLR's crop (`crop_scale`
+    of the area) and brightness/contrast jitter, a small rotation (and `shear`), Gaussian noise
+    and an erased patch. No flips (a mirrored 2 is not a 2). Strengths are milder than SimCLR's
+    ImageNet recipe because an 8x8 digit has little to lose."""
     return Compose([
-        RandomResizedCrop(scale=(0.6, 1.0)),
-        RandomAffine(degrees=10, translate=0.0, scale=(1.0, 1.0)),
+        RandomResizedCrop(scale=crop_scale, ratio=(3 / 4, 4 / 3)),
+        RandomAffine(degrees=degrees, translate=0.0, scale=(1.0, 1.0), shear=shear),
         BrightnessContrast(0.4, 0.4, p=0.8),
-        GaussianNoise(0.05, clip=(0.0, 1.0)),
-        RandomErasing(p=0.25, scale=(0.02, 0.15)),
+        GaussianNoise(noise, clip=(0.0, 1.0)),
+        RandomErasing(p=erase_p, scale=(0.02, 0.15)),
     ])
 
 

@@ -29,6 +29,7 @@ keys of its own images.
 """
 from .. import backend
 from ..engine import Function, as_array, as_tensor
+from ..ops.norm import BatchNorm, batch_norm
 from .engines import WorldOfOne
 
 
@@ -84,55 +85,37 @@ def all_gather(x):
     return AllGather(engine)(x)
 
 
-class SyncBatchNormFunction(Function):
+class SyncBatchNormFunction(BatchNorm):
     """Training-mode batch norm of (N, C, *spatial) over every axis but C of the GLOBAL batch:
-    ops.norm.BatchNorm's formulas with each average a local sum, all-reduced, over the global
+    ops.norm.BatchNorm with each of its averages a local sum, all-reduced, over the global
     count. Three all-reduces per call, as each costs a latency: (sum x, count), then
     sum (x - mean)^2, and in backward sum dxhat and sum dxhat * xhat together. The running
-    statistics get the global mean and unbiased variance, the same on every rank."""
+    statistics get the global mean and unbiased variance, the same on every rank; the
+    parameters' gradients stay local sums (GradientReducer adds the ranks' up)."""
+
+    name = "sync_batch_norm"
 
     def __init__(self, engine, running_mean, running_var, momentum=0.1, eps=1e-5):
-        self.engine, self.running_mean, self.running_var = engine, running_mean, running_var
-        self.momentum, self.eps = momentum, eps
+        super().__init__(running_mean, running_var, True, momentum, eps)
+        self.engine = engine
 
     def _global_sums(self, *local, count=None):
         return global_sums(self.engine, *local, count=count)
 
-    def forward(self, x, weight=None, bias=None):
-        if x.ndim < 2:
-            raise ValueError(f"sync_batch_norm: input {tuple(x.shape)} needs shape (N, C, ...)")
-        self.axes = axes = (0,) + tuple(range(2, x.ndim))
-        view = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-        total, self.count = self._global_sums(x.sum(axis=axes, keepdims=True),
+    def _batch_statistics(self, x):
+        total, self.count = self._global_sums(x.sum(axis=self.axes, keepdims=True),
                                               count=x.size // x.shape[1])
         mean = total / self.count
         centered = x - mean
-        squares, = self._global_sums((centered * centered).sum(axis=axes, keepdims=True))
+        squares, = self._global_sums((centered * centered).sum(axis=self.axes, keepdims=True))
         var = squares / self.count
-        self.rstd = 1.0 / backend.get_xp(x).sqrt(var + self.eps)
-        self.xhat = centered * self.rstd
-        if self.running_mean is not None:
-            m, n = self.momentum, self.count
-            self.running_mean *= 1.0 - m
-            self.running_mean += m * mean.reshape(-1)
-            self.running_var *= 1.0 - m
-            self.running_var += (m * n / (n - 1)) * var.reshape(-1)
-        self.weight = None if weight is None else weight.reshape(view)
-        return self.xhat if weight is None else self.xhat * self.weight + bias.reshape(view)
+        rstd = 1.0 / backend.get_xp(x).sqrt(var + self.eps)
+        return centered * rstd, rstd, mean, var, self.count
 
-    def backward(self, g):
-        gxhat = g if self.weight is None else g * self.weight
-        gx = None
-        if self.needs_grad[0]:
-            sum_g, sum_g_xhat = self._global_sums(gxhat.sum(axis=self.axes, keepdims=True),
-                                                  (gxhat * self.xhat).sum(axis=self.axes,
-                                                                          keepdims=True))
-            gx = self.rstd * (gxhat - sum_g / self.count - self.xhat * (sum_g_xhat / self.count))
-        if self.weight is None:
-            return gx
-        # the parameters' gradients stay local sums: GradientReducer adds the ranks' up
-        gw = (g * self.xhat).sum(axis=self.axes) if self.needs_grad[1] else None
-        return gx, gw, (g.sum(axis=self.axes) if self.needs_grad[2] else None)
+    def _batch_statistics_backward(self, gxhat):
+        sum_g, sum_g_xhat = self._global_sums(gxhat.sum(axis=self.axes, keepdims=True),
+                                              (gxhat * self.xhat).sum(axis=self.axes, keepdims=True))
+        return self.rstd * (gxhat - sum_g / self.count - self.xhat * (sum_g_xhat / self.count))
 
 
 def sync_batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None,
@@ -141,7 +124,6 @@ def sync_batch_norm(x, weight=None, bias=None, running_mean=None, running_var=No
     the plain ops.batch_norm."""
     engine = _engine()
     if isinstance(engine, WorldOfOne):
-        from ..ops.norm import batch_norm
         return batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
     fn = SyncBatchNormFunction(engine, running_mean, running_var, momentum, eps)
     return fn(x) if weight is None else fn(x, weight, bias)

@@ -8,4 +8,4 @@ from .health import alignment, embedding_std, rankme, uniformity
 from .knn import knn_accuracy, knn_predict
 from .plots import plot_curves, plot_embeddings, plot_image_grid
 from .probe import few_shot_probe, fit_softmax_regression, linear_probe, standardize
-from .monitor import EVAL_NAMES, Evaluator
+from .monitor import EVAL_NAMES, CollapseGauges, Evaluator

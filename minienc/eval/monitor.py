@@ -12,7 +12,13 @@ subset is smaller than the dataset, and the probe is fitted for 100 steps instea
 about a point on digits, at a third of the cost: the probe is most of an evaluation's time). The probes draw from their own seeded generators, so an
 evaluation never moves the training's random stream; the Trainer also puts its models in eval
 mode while it runs, so batch-norm statistics are not updated by it.
+
+CollapseGauges is the cheaper look the joint-embedding demos take every N steps: RankMe and the
+embedding std of a few encoders (a Trainer callback).
 """
+import json
+import os
+
 from .. import backend
 from ..data.datasets import stratified_subset
 from .evaluate import encode
@@ -70,3 +76,42 @@ class Evaluator:
     def __repr__(self):
         return (f"Evaluator({len(self.x_train)} train / {len(self.x_test)} test images, "
                 f"{self.shots}-shot x {self.draws} draws, k={self.k})")
+
+
+class CollapseGauges:
+    """A Trainer callback: every `every` steps, RankMe and the embedding std of each of
+    `encoders` (name -> a Module or a function of image batches) on `images`, kept in `curves`
+    ({"step": [...], "RankMe (name)": [...], "embedding std (name)": [...]}). Call `record(0)`
+    before training for the starting point.
+
+    Without negatives (BYOL, SimSiam, VICReg, Barlow Twins, DINO) nothing in the loss itself
+    forbids mapping every image to one point; both gauges fall when that happens. Gauge the
+    representation and the output the loss sees, where collapse shows first."""
+
+    def __init__(self, images, every, **encoders):
+        self.images, self.every, self.encoders = images, max(1, every), encoders
+        self.curves = {"step": []}
+        for name in encoders:
+            self.curves[f"RankMe ({name})"] = []
+            self.curves[f"embedding std ({name})"] = []
+
+    def record(self, step):
+        self.curves["step"].append(step)
+        for name, encoder in self.encoders.items():
+            features = encode(encoder, self.images)
+            self.curves[f"RankMe ({name})"].append(rankme(features))
+            self.curves[f"embedding std ({name})"].append(embedding_std(features))
+
+    def __call__(self, trainer):
+        if trainer.step % self.every == 0:
+            self.record(trainer.step)
+
+    def save(self, folder, title="collapse gauges"):
+        """<folder>/gauges.json (the curves) and gauges.png (one panel per gauge over the
+        steps). Returns the picture's path."""
+        from .plots import plot_curves
+        with open(os.path.join(folder, "gauges.json"), "w") as f:
+            json.dump(self.curves, f)
+        steps = self.curves["step"]
+        return plot_curves({k: (steps, v) for k, v in self.curves.items() if k != "step"},
+                           os.path.join(folder, "gauges.png"), title=title)

@@ -68,11 +68,15 @@ class BatchNorm(Function):
 
     Training: batch statistics, and the running statistics (arrays owned by the layer) are updated
     in place, on the device: running = (1 - momentum) * running + momentum * batch, with the
-    unbiased batch variance as PyTorch. Evaluation: the running statistics, a fixed affine map."""
+    unbiased batch variance as PyTorch. Evaluation: the running statistics, a fixed affine map.
+    The batch's averages are taken by `_batch_statistics` and `_batch_statistics_backward`, which
+    minienc.distributed's SyncBatchNormFunction takes over every process's share instead."""
+
+    name = "batch_norm"
 
     def __init__(self, running_mean, running_var, training, momentum=0.1, eps=1e-5):
-        checks.in_range("batch_norm", "momentum", momentum, 0.0, 1.0)
-        checks.non_negative("batch_norm", "eps", eps)
+        checks.in_range(self.name, "momentum", momentum, 0.0, 1.0)
+        checks.non_negative(self.name, "eps", eps)
         self.running_mean, self.running_var = running_mean, running_var
         self.training, self.momentum, self.eps = training, momentum, eps
 
@@ -81,16 +85,12 @@ class BatchNorm(Function):
         expected = expected.shape[0] if expected is not None else None
         channels = x.shape[1] if x.ndim >= 2 else None
         if channels is None or expected not in (None, channels):
-            raise ValueError(f"batch_norm: input {tuple(x.shape)} needs shape (N, C, ...) with "
+            raise ValueError(f"{self.name}: input {tuple(x.shape)} needs shape (N, C, ...) with "
                              f"C = {expected} channels")
         self.axes = (0,) + tuple(range(2, x.ndim))
         view = (1, channels) + (1,) * (x.ndim - 2)
-        count = x.size // channels
         if self.training:
-            if count < 2:
-                raise ValueError(f"batch_norm: training needs more than one value per channel, "
-                                 f"got input of shape {tuple(x.shape)}")
-            self.xhat, self.rstd, mean, var = _standardize(x, self.axes, self.eps)
+            self.xhat, self.rstd, mean, var, count = self._batch_statistics(x)
             if self.running_mean is not None:
                 m = self.momentum
                 self.running_mean *= 1.0 - m
@@ -103,12 +103,23 @@ class BatchNorm(Function):
         self.weight = None if weight is None else weight.reshape(view)
         return self.xhat if weight is None else self.xhat * self.weight + bias.reshape(view)
 
+    def _batch_statistics(self, x):
+        """(xhat, rstd, mean, var, count): x standardised over this batch's `count` values per
+        channel."""
+        count = x.size // x.shape[1]
+        if count < 2:
+            raise ValueError(f"batch_norm: training needs more than one value per channel, "
+                             f"got input of shape {tuple(x.shape)}")
+        return (*_standardize(x, self.axes, self.eps), count)
+
+    def _batch_statistics_backward(self, gxhat):
+        return _standardize_backward(gxhat, self.xhat, self.rstd, self.axes)
+
     def backward(self, g):
         gxhat = g if self.weight is None else g * self.weight
         gx = None
         if self.needs_grad[0]:
-            gx = _standardize_backward(gxhat, self.xhat, self.rstd, self.axes) if self.training \
-                else gxhat * self.rstd
+            gx = self._batch_statistics_backward(gxhat) if self.training else gxhat * self.rstd
         if self.weight is None:
             return gx
         gw = (g * self.xhat).sum(axis=self.axes) if self.needs_grad[1] else None
