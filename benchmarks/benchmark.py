@@ -32,7 +32,6 @@ import argparse
 import datetime
 import gc
 import os
-import platform
 import statistics
 import sys
 import time

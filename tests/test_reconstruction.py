@@ -14,7 +14,7 @@ import minienc
 from minienc import backend, nn
 from minienc.data import BatchIterator, MaskingNoise, SaltAndPepperNoise, load_digits
 from minienc.objectives.reconstruction import (
-    VAE, Autoencoder, DenoisingAutoencoder, build_encoder_decoder,
+    VAE, DenoisingAutoencoder, build_encoder_decoder,
     build_model, corruption, decoder_mean, kl_to_standard_normal, kl_weight_schedule,
     reconstruction_loss, reparameterize)
 from minienc.optim import Adam
