@@ -137,7 +137,7 @@ def main():
     vit = nn.VisionTransformer(image_size=8, patch_size=2, dim=args.dim, depth=args.depth,
                                num_heads=4, weight_init="xavier")
     names = [n.strip() for n in args.only.split(",") if n.strip()]
-    labels = {"jepa": "JEPA + SIGReg", "lejepa": "LeJEPA", "mae": "MAE", "simclr": "SimCLR"}
+    labels = {"jepa": "JEPA", "lejepa": "LeJEPA", "mae": "MAE", "simclr": "SimCLR"}
     np = backend.numpy
     show = np.array([int(np.flatnonzero(data.y_test == k)[i]) for i in range(2) for k in range(10)])
     x_train, x_test = backend.to_host(data.x_train), backend.to_host(data.x_test)
