@@ -104,6 +104,22 @@ def test_sync_batch_norm_convert_keeps_each_layers_shapes_and_eval_mode():
     assert model(x).shape == (1, 4)
 
 
+def test_sync_batch_norm_convert_reaches_every_batch_norm_the_module_holds():
+    """Regression: convert walked only direct attributes and flat lists, so a batch norm in a dict
+    or a nested list (which parameters() and state_dict() find) silently stayed local."""
+    class Holder(nn.Module):
+        def __init__(self):
+            self.heads = {"a": nn.BatchNorm1d(2)}
+            self.stages = [[nn.BatchNorm1d(2)], (nn.BatchNorm1d(2),)]
+            self.norm = nn.BatchNorm1d(2)
+    holder = Holder()
+    weights = [p for p in holder.parameters()]
+    nn.SyncBatchNorm.convert(holder)
+    norms = [m for m in holder.modules() if isinstance(m, nn.BatchNorm1d) or isinstance(m, nn.SyncBatchNorm)]
+    assert len(norms) == 4 and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    assert [p for p in holder.parameters()] == weights and isinstance(holder.stages[1], tuple)
+
+
 @given(n=st.integers(1, 60), per_rank=st.integers(1, 6), world=st.integers(1, 4),
        drop_last=st.booleans(), shuffle=st.booleans())
 def test_batch_iterator_shards_are_disjoint_slices_of_the_one_process_batches(

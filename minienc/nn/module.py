@@ -237,23 +237,25 @@ def functional_call(module, params, *args, **kwargs):
     originals = [(m, attribute, vars(m)[attribute]) for m, attribute, _ in swaps.values()]
     try:
         for m, attribute, replacements in swaps.values():
-            vars(m)[attribute] = _substituted(vars(m)[attribute], replacements)
+            vars(m)[attribute] = _substituted(vars(m)[attribute],
+                                              lambda leaf, r=replacements: r.get(id(leaf), leaf))
         return module(*args, **kwargs)
     finally:
         for m, attribute, original in originals:
             vars(m)[attribute] = original
 
 
-def _substituted(value, replacements):
-    """`value` with each Parameter whose id is in `replacements` swapped for its replacement; the
-    lists, tuples and dicts on the way are rebuilt (the caller's own containers stay intact)."""
-    if isinstance(value, Parameter):
-        return replacements.get(id(value), value)
+def _substituted(value, swap):
+    """`value` with each Parameter or Module `leaf` in it replaced by `swap(leaf)`; the lists,
+    tuples and dicts on the way are rebuilt (the caller's own containers stay intact), so this
+    reaches every member that `_members` names."""
+    if isinstance(value, (Parameter, Module)):
+        return swap(value)
     if isinstance(value, (list, tuple)):
-        items = [_substituted(v, replacements) for v in value]
+        items = [_substituted(v, swap) for v in value]
         return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)  # namedtuple
     if isinstance(value, dict):
-        return type(value)((k, _substituted(v, replacements)) for k, v in value.items())
+        return type(value)((k, _substituted(v, swap)) for k, v in value.items())
     return value
 
 

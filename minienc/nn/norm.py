@@ -2,7 +2,7 @@
 minienc/ops/norm.py)."""
 from .. import backend, checks, ops
 from . import init
-from .module import Module
+from .module import Module, _substituted
 
 
 class LayerNorm(Module):
@@ -94,12 +94,7 @@ class SyncBatchNorm(_BatchNorm):
             return synced(module)
         for m in list(module.modules()):
             for name, value in list(vars(m).items()):
-                if isinstance(value, _BatchNorm):
-                    setattr(m, name, synced(value))
-                elif isinstance(value, list):
-                    value[:] = [synced(v) for v in value]
-                elif isinstance(value, tuple):
-                    setattr(m, name, tuple(synced(v) for v in value))
+                vars(m)[name] = _substituted(value, synced)
         return module
 
     def __repr__(self):
