@@ -13,7 +13,7 @@ values and gradients of each against the reference.
 import threading
 
 from .. import backend
-from ..ops import attention, elementwise, losses, norm, shape
+from ..ops import attention, elementwise, losses, norm, reduce, shape
 from ..ops.embedding import EmbeddingFunction as _ReferenceEmbedding
 from . import threads
 from ..optim import adam, ema, sgd
@@ -168,8 +168,8 @@ def attend(q, k, v, scale, attn_mask=None, key_padding_mask=None, out=None):
     shape = q.shape[:-1] + k.shape[-2:-1]
     if q.ndim == 2 or attn_mask is not None and np.broadcast_shapes(shape, attn_mask.shape) != shape:
         return attention.attention_forward(q, k, v, scale, attn_mask, key_padding_mask)
-    if key_padding_mask is not None:
-        attention.padding_bias(key_padding_mask, shape, q.dtype)   # checks its shape
+    padding = (None if key_padding_mask is None else   # (B, 1, 1, Lk) of 0 and -inf, checked once
+               attention.padding_bias(key_padding_mask, shape, q.dtype))
     batch, masked = q.shape[0], attn_mask is not None or key_padding_mask is not None
     st = np.empty(q.shape[:1] + k.shape[-2:-1] + q.shape[1:-1], dtype=q.dtype)
     out = np.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype) if out is None else out
@@ -181,12 +181,9 @@ def attend(q, k, v, scale, attn_mask=None, key_padding_mask=None, out=None):
         s = _rows_view(sts)
         if attn_mask is not None:
             s += _batch_part(attn_mask, b, batch, len(shape))
-        if key_padding_mask is not None:
-            s += attention.padding_bias(key_padding_mask[b], s.shape, s.dtype)
-        top = sts.max(axis=1, keepdims=True)
-        if masked:
-            top[top == float("-inf")] = 0
-        sts -= top
+        if padding is not None:
+            s += padding[b]
+        sts -= reduce.shift_for_exp(sts, 1) if masked else sts.max(axis=1, keepdims=True)
         np.exp(sts, out=sts)
         total = sts.sum(axis=1, keepdims=True)
         if masked:
@@ -267,12 +264,6 @@ class MSELoss(losses.MSELoss):
         flat = self.diff.reshape(-1)
         total = np.dot(flat, flat)
         return total * (1.0 / flat.size) if self.reduction == "mean" else total
-
-    def backward(self, g):
-        if self.reduction == "none" or self.diff.size == 0:   # forward took the reference path
-            return super().backward(g)
-        g = self.diff * (g * (2.0 / self.diff.size if self.reduction == "mean" else 2.0))
-        return g, (-g if self.needs_grad[1] else None)
 
 
 # ----- scatter-add (the backward of indexing and of embedding) ---------------------------------
