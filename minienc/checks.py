@@ -52,9 +52,9 @@ def non_negative(owner, name, value):
 
 def in_range(owner, name, value, low, high, include_low=True, include_high=True):
     """low <= value <= high (either end open when its include_ flag is False)."""
-    above = value >= low if include_low else value > low
-    below = value <= high if include_high else value < high
-    if not (_is_real(value) and above and below):
+    inside = _is_real(value) and ((value >= low if include_low else value > low) and
+                                  (value <= high if include_high else value < high))
+    if not inside:   # (a value that is not a number, None, is refused here, not by a bare >=)
         interval = f"{'[' if include_low else '('}{low}, {high}{']' if include_high else ')'}"
         raise ValueError(f"{owner}: {name} must be in {interval}, got {value!r}")
     return value

@@ -113,3 +113,17 @@ def test_bad_augmentation_arguments_are_refused_naming_owner_and_argument(case):
     make, message = AUGMENTATIONS[case]
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("value", [None, "0.5", [0.5]])
+def test_a_range_check_refuses_a_value_that_is_not_a_number_by_name(value):
+    """Regression: checks.in_range compared before it checked the type, so None gave a bare
+    TypeError ('>=' not supported) instead of the named error."""
+    from minienc import checks
+    with pytest.raises(ValueError, match=r"EMA: momentum must be in \[0, 1\]"):
+        checks.in_range("EMA", "momentum", value, 0, 1)
+
+
+def test_a_loss_refuses_an_unknown_reduction_by_name():
+    with pytest.raises(ValueError, match=r"mse_loss: reduction must be one of \('mean', 'sum', 'none'\)"):
+        minienc.mse_loss(minienc.zeros(2), minienc.zeros(2), reduction="avg")

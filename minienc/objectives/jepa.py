@@ -197,8 +197,7 @@ class IJEPA(Module):
                                      ("sigreg_on", sigreg_on, SIGREG_INPUTS),
                                      ("target_sees", target_sees, TARGET_VIEWS),
                                      ("prediction_level", prediction_level, PREDICTION_LEVELS)):
-            if value not in choices:
-                raise ValueError(f"IJEPA: {name} must be one of {choices}, got {value!r}")
+            checks.one_of("IJEPA", name, value, choices)
         if target_encoder == "ema" and not stop_gradient:
             raise ValueError("IJEPA: an EMA target encoder never gets a gradient; stop_gradient=False "
                              "needs target_encoder='shared'")

@@ -11,8 +11,7 @@ from .reduce import reciprocal, shift_for_exp
 
 
 def _check_reduction(name, reduction):
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    checks.one_of(name, "reduction", reduction, ("mean", "sum", "none"))
 
 
 def _reduce(loss, reduction):
