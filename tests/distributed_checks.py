@@ -262,6 +262,15 @@ def ijepa_with_sigreg_in_projection():
 
 
 @check
+def ijepa_views_with_lejepa():
+    """The jepa demo's default: a shared encoder, the predictor's targets behind a stop-gradient,
+    and LeJEPA's loss between the two pooled, projected views (SIGReg on the gathered batch)."""
+    return _ijepa("I-JEPA views + LeJEPA", target_encoder="shared", stop_gradient=True,
+                  sigreg_weight=0.5, sigreg_on="views", sigreg_proj_dim=4, sigreg_hidden=8,
+                  target_sees="targets", num_directions=8, distributed=True)
+
+
+@check
 def mlp_with_sync_batch_norm():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((24, 5)).astype(np.float32)

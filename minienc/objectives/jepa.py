@@ -322,9 +322,10 @@ class IJEPA(Module):
             # LeJEPA's loss between the two views, pooled and projected: the context view and
             # the target pass; beside it the predictor's own loss (I-JEPA's) as it is
             views = self.projector(ops.concatenate([context.mean(axis=1), pooled_target], axis=0))
-            views = self._views(views.reshape(2, b, self.projector_dim))
-            lejepa = lejepa_terms(views, lam=self.sigreg_weight, directions=directions,
-                                  num_directions=self.num_directions)
+            # (lejepa_terms gathers the batch for SIGReg itself; the invariance stays per process)
+            lejepa = lejepa_terms(views.reshape(2, b, self.projector_dim), lam=self.sigreg_weight,
+                                  directions=directions, num_directions=self.num_directions,
+                                  distributed=self.distributed)
             out["invariance"], out["sigreg"] = lejepa["prediction"], lejepa["sigreg"]
             loss = loss + lejepa["loss"]
         if self.sigreg_weight and self.sigreg_on not in ("projection", "views"):
