@@ -25,7 +25,7 @@ import minienc
 from minienc import nn
 from minienc.data import BatchIterator, contrastive_augment, load_dataset
 from minienc.eval import Evaluator
-from minienc.objectives.jepa import IJEPA
+from minienc.objectives.jepa import IJEPA, LEJEPA_VIEWS
 from minienc.objectives.lejepa import LeJEPA
 from minienc.objectives.masked_image import random_masking
 from minienc.objectives.multiblock import MultiBlockMaskSampler
@@ -34,8 +34,7 @@ from minienc.train import Trainer
 
 # The JEPA family on one ViT; every variant is the DEFAULT below (demos/jepa.py's default, the
 # predictor study's best: docs/jepa_study.md) with the named change.
-DEFAULT = dict(target_encoder="shared", stop_gradient=True, sigreg_weight=0.02, sigreg_on="views",
-               sigreg_proj_dim=32, target_sees="targets", masks="halves", views="augment")
+DEFAULT = dict(LEJEPA_VIEWS, masks="halves", views="augment")
 # I-JEPA's own guards (EMA target, stop-gradient, predictor) on its multi-block masks
 RELEASED = dict(target_encoder="ema", stop_gradient=True, sigreg_weight=0.0, target_sees="image",
                 masks="multiblock", views="mask")
@@ -127,9 +126,8 @@ def run_variant(args, name, data):
     _, size, _ = data.image_shape
     vit = nn.VisionTransformer(image_size=size, patch_size=args.patch_size, dim=args.dim,
                                depth=args.depth, num_heads=4, weight_init="xavier")
-    mean, std = float(data.x_train.mean()), float(data.x_train.std())
     model, opt, step_fn, embed, schedules, update = build(args, family, options, vit,
-                                                          lambda x: (x - mean) / std)
+                                                          data.standardizer())
     schedules["lr"] = WarmupCosine(args.lr, args.steps, args.steps // 8, final=1e-6, start=args.lr / 5)
     # the curves: k-NN, 5-shot, RankMe and std on the Evaluator's fixed subset (1,000 train /
     # 500 test images), every `every` steps, none skipped (eval_budget=None)

@@ -27,7 +27,7 @@ import minienc
 from minienc import backend, nn
 from minienc.data import BatchIterator, RandomResizedCrop, contrastive_augment
 from minienc.eval import Evaluator, evaluate, plot_curves, plot_image_grid
-from minienc.objectives.jepa import IJEPA
+from minienc.objectives.jepa import IJEPA, LEJEPA_VIEWS
 from minienc.objectives.masked_image import MAE, random_masking
 from minienc.objectives.multiblock import MultiBlockMaskSampler
 from minienc.optim import AdamW, Cosine, LinearSchedule, WarmupCosine, param_groups_without_decay
@@ -73,14 +73,10 @@ VICREG = dict(
 SMALL = dict(
     VICREG,
     var_weight=0.0, cov_weight=0.0,   # no VICReg terms
-    target_encoder="shared",          # no EMA copy: the encoder is its own target...
-    stop_gradient=1,                  # ...but the predictor's targets are constants (without:
-                                      # the per-patch targets collapse onto position, run 2.G1)
-    sigreg_on="views",                # LeJEPA between the two views, pooled and projected: what
-    sigreg_weight=0.02,               # keeps the embeddings spread (lambda, the authors' 0.02)
-    sigreg_proj_dim=32,               # its BatchNorm-MLP projector (256 -> 32)
+    **LEJEPA_VIEWS,                   # a shared encoder, stop-gradient targets, LeJEPA between
+                                      # the views (minienc/objectives/jepa.py says why each)
     masks="halves", mask_keep=0.5,    # the context view keeps a random half of the patches, the
-    target_sees="targets",            # target view another half: the predictor fills in the
+                                      # target view another half: the predictor fills in the
                                       # target view's embeddings from the context view's
     views="augment",                  # and each view is its own augmentation of the digit
 )
@@ -164,15 +160,6 @@ def make_vit(args, data):
     return nn.VisionTransformer(image_size=size, patch_size=args.patch_size,
                                 in_channels=data.image_shape[0], dim=args.dim,
                                 depth=args.depth, num_heads=args.heads, weight_init=args.init)
-
-
-def pixel_standardizer(args, data):
-    """images -> (images - mean) / std with the train set's pixel statistics (I-JEPA's
-    transforms end with Normalize(ImageNet mean, std)); the identity with --standardize 0."""
-    if not args.standardize:
-        return lambda images: images
-    mean, std = float(data.x_train.mean()), float(data.x_train.std())
-    return lambda images: (images - mean) / std
 
 
 def mask_picture(images, context, targets, patch_size, path, title):
@@ -336,7 +323,8 @@ def main():
     print(f"ViT {args.dim}d x {args.depth} on a {vit.grid_size} grid, predictor "
           f"{args.pred_dim}d x {args.pred_depth}; preset {args.preset}")
     start = time.process_time()
-    standardize = pixel_standardizer(args, data)
+    # I-JEPA's Normalize (the train pixels' mean and std); the identity with --standardize 0
+    standardize = data.standardizer() if args.standardize else (lambda images: images)
     jepa_embed, trainer, evaluator = train_jepa(args, data, vit, standardize)
     eval_cpu = evaluator.seconds if evaluator else 0.0
     jepa_cpu = time.process_time() - start - eval_cpu   # training alone

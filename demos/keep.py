@@ -28,7 +28,7 @@ from minienc import backend, nn
 from minienc.data import BatchIterator, contrastive_augment, load_dataset
 from minienc.eval import encode, fit_pca, plot_image_grid
 from minienc.objectives.contrastive import SimCLR, projection_head
-from minienc.objectives.jepa import IJEPA
+from minienc.objectives.jepa import IJEPA, LEJEPA_VIEWS
 from minienc.objectives.lejepa import LeJEPA
 from minienc.objectives.masked_image import MAE, random_masking
 from minienc.optim import Adam, AdamW, WarmupCosine, param_groups_without_decay
@@ -36,8 +36,7 @@ from minienc.train import Trainer
 
 # demos/jepa.py's default (docs/jepa_study.md): a predictor and LeJEPA between two views, each
 # view a random half of the patches of its own augmentation of the digit
-JEPA = dict(predictor_dim=32, predictor_depth=4, target_encoder="shared", stop_gradient=True,
-            sigreg_weight=0.02, sigreg_on="views", sigreg_proj_dim=32, target_sees="targets")
+JEPA = dict(LEJEPA_VIEWS, predictor_dim=32, predictor_depth=4)
 
 
 class Pooled(nn.Module):
@@ -129,10 +128,7 @@ def main():
     start_process(args)
     os.makedirs(args.out, exist_ok=True)
     data = load_dataset("digits", seed=args.seed)
-    mean, std = float(data.x_train.mean()), float(data.x_train.std())
-
-    def standardize(x):
-        return (x - mean) / std
+    standardize = data.standardizer()
 
     vit = nn.VisionTransformer(image_size=8, patch_size=2, dim=args.dim, depth=args.depth,
                                num_heads=4, weight_init="xavier")

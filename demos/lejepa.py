@@ -52,13 +52,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def pixel_standardizer(data):
-    """images -> (images - mean) / std with the train set's pixel statistics, applied AFTER
-    the augmentations (as Normalize ends the authors' transform)."""
-    mean, std = float(data.x_train.mean()), float(data.x_train.std())
-    return lambda images: (images - mean) / std
-
-
 def make_views(args, images, num_patches, global_aug, local_aug):
     """The step's views: (global, local, global masks, local masks) for LeJEPA.terms."""
     b = images.shape[0]
@@ -84,7 +77,7 @@ def main():
                    distributed=args.distributed)   # SIGReg over the global batch
     if args.distributed:
         nn.SyncBatchNorm.convert(model)              # the projector's batch norm too
-    standardize = pixel_standardizer(data)
+    standardize = data.standardizer()
     # the views' pixel augmentations (digits: no flips): global views crop 40-100% of the image,
     # local ones 10-40%, resized back to the full size
     global_aug = contrastive_augment(crop_scale=(0.4, 1.0))

@@ -406,3 +406,12 @@ def test_load_cifar10_names_what_is_wrong(tmp_path):
         D.load_cifar10(str(folder))
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         D.load_cifar10(str(tmp_path / "nowhere"))
+
+
+def test_the_standardizer_uses_the_train_pixels_statistics():
+    from minienc.data import load_dataset
+    data = load_dataset("digits", max_train=300, max_test=100)
+    standardize = data.standardizer()
+    z = standardize(data.x_train)
+    assert z.dtype == data.x_train.dtype and abs(float(z.mean())) < 1e-5 and abs(float(z.std()) - 1) < 1e-4
+    assert float(standardize(data.x_test).mean()) != float(data.x_test.mean())   # test pixels shifted alike

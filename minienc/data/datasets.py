@@ -42,6 +42,12 @@ class ImageDataset:
     def num_classes(self):
         return int(max(self.y_train.max(), self.y_test.max())) + 1
 
+    def standardizer(self):
+        """images -> (images - mean) / std with the train images' pixel mean and std: the
+        Normalize that ends I-JEPA's and LeJEPA's transforms (apply it after the augmentations)."""
+        mean, std = float(self.x_train.mean()), float(self.x_train.std())
+        return lambda images: (images - mean) / std
+
     def __repr__(self):
         return (f"ImageDataset({self.name!r}: {len(self.x_train)} train, {len(self.x_test)} test, "
                 f"images {self.image_shape}, {self.num_classes} classes)")

@@ -151,6 +151,19 @@ class JEPAPredictor(Module):
         return x.reshape(b, t, kt, self.embed_dim)
 
 
+# The guards against collapse that docs/jepa_study.md found best at small scale (run 2.G8), the
+# default of demos/jepa.py, the collapse lab and the keep demo: IJEPA(vit, **LEJEPA_VIEWS).
+LEJEPA_VIEWS = dict(
+    target_encoder="shared",   # no EMA copy: the encoder is its own target...
+    stop_gradient=True,        # ...but the predictor's targets are constants (without: the
+                               # per-patch targets collapse onto position, run 2.G1)
+    sigreg_on="views",         # LeJEPA between the two views, pooled and projected, keeps the
+    sigreg_weight=0.02,        # embeddings spread (lambda, the authors' 0.02)
+    sigreg_proj_dim=32,        # through its BatchNorm-MLP projector (256 -> 32)
+    target_sees="targets",     # the target pass sees only the target view's patches
+)
+
+
 class IJEPA(Module):
     """Context encoder + target encoder + predictor, and the loss between them.
 
