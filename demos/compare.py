@@ -35,9 +35,9 @@ OBJECTIVES = {
     "moco": ("MoCo v2", "moco.py", [], ["--steps", "10", "--queue", "256"]),
     "mae": ("MAE", "mae.py", [], ["--steps", "10", "--dim", "16", "--depth", "1",
                                   "--decoder-depth", "1"]),
-    "jepa": ("JEPA", "jepa.py", ["--no-mae"], ["--steps", "10", "--monitor-every", "5",
+    "jepa": ("JEPA", "jepa.py", ["--no-mae"], ["--steps", "10", "--eval-every", "5",
                                                  "--dim", "16", "--depth", "1"]),
-    "lejepa": ("LeJEPA", "lejepa.py", [], ["--steps", "10", "--monitor-every", "5",
+    "lejepa": ("LeJEPA", "lejepa.py", [], ["--steps", "10", "--eval-every", "5",
                                            "--dim", "16", "--depth", "1", "--num-views", "2"]),
 }
 # the joint-embedding methods without negatives (SimCLR's encoder, augmentations and budget)

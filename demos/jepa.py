@@ -17,7 +17,6 @@ ViT for the same number of steps and for the same training CPU time (both budget
 Writes to runs/jepa/: masks.png (sampled context and target patches), curves.png (the loss
 terms and the held-out curves), embeddings.png, results.json, metrics.jsonl.
 """
-import argparse
 import copy
 import time
 
@@ -142,7 +141,6 @@ def parse_args():
                        help="mask: context and targets from one image; augment: the target pass "
                             "sees a second augmentation of it")
     parser.set_defaults(eval_every=100)
-    parser.add_argument("--monitor-every", type=int, dest="eval_every", help=argparse.SUPPRESS)
     parser.add_argument("--no-mae", action="store_true", help="skip the side-by-side MAE runs")
     parser.add_argument("--mae-budget", choices=["steps", "both"], default="both",
                         help="MAE at the same steps, or also at the same training CPU time")

@@ -66,7 +66,7 @@ def parse_args():
 
 
 def pretrain(name, vit, data, args, standardize):
-    """Train `vit` in place with objective `name`; returns the trained model's parameters."""
+    """Train `vit` in place with objective `name` for --steps steps."""
     augment = contrastive_augment()
     if name == "jepa":
         model = IJEPA(vit, **JEPA)

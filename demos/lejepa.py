@@ -13,7 +13,6 @@ the embedding std and a 5-shot probe of the pooled encoder output while training
 it beside raw pixels, PCA and the same ViT at random init. Writes to runs/lejepa/: views.png,
 curves.png, evaluation.png, metrics.jsonl, results.json.
 """
-import argparse
 import copy
 import time
 
@@ -48,7 +47,6 @@ def parse_args():
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup", type=float, default=0.05, help="warmup, a fraction of the steps")
     parser.set_defaults(eval_every=100)   # held-out curves (common.py's --eval-every)
-    parser.add_argument("--monitor-every", type=int, dest="eval_every", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 

@@ -28,7 +28,8 @@ def main():
     device = args.device or minienc.get_device()
     minienc.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    x = rng.uniform(-1, 1, size=(256, 1)).astype(np.float32)
+    points = 256
+    x = rng.uniform(-1, 1, size=(points, 1)).astype(np.float32)
     y = np.sin(3 * x) + 0.05 * rng.standard_normal(x.shape).astype(np.float32)
     x, y = minienc.tensor(x, device=device), minienc.tensor(y, device=device)
     hidden = 64
@@ -37,8 +38,8 @@ def main():
     w2 = minienc.tensor(rng.standard_normal((hidden, 1)) / hidden ** 0.5, requires_grad=True, device=device)
     b2 = minienc.tensor(np.zeros(1), requires_grad=True, device=device)
     params = [w1, b1, w2, b2]
-    share = slice(distributed.rank() * 256 // distributed.world_size(),
-                  (distributed.rank() + 1) * 256 // distributed.world_size())
+    share = slice(distributed.rank() * points // distributed.world_size(),
+                  (distributed.rank() + 1) * points // distributed.world_size())
     x, y = x[share], y[share]                    # this process's points (all of them alone)
     distributed.broadcast_parameters(*params)    # rank 0's weights everywhere
     average = distributed.GradientReducer(params)

@@ -172,7 +172,7 @@ if os.path.exists(os.path.join(OUT, "evaluation.png")):
 
 # %%
 for name, model in (("BYOL", encoder), ("random init", random_encoder)):
-    record = evaluate(model, data, name=name, draws=20)
+    evaluate(model, data, name=name, draws=20)   # prints its row
 path = plot_embeddings(encode(encoder, data.x_test), data.y_test, os.path.join(OUT, "embeddings.png"),
                        title=f"BYOL after {STEPS} steps: test embeddings", tsne=True)
 show(path)

@@ -58,7 +58,7 @@ def test_augmentations_demo_runs(tmp_path, monkeypatch):
 
 def test_jepa_demo_runs_with_its_mae_row(tmp_path, monkeypatch):
     """README's main demo, with the side-by-side MAE run that compare.py skips."""
-    run_in_process("jepa.py", "--steps", "6", "--monitor-every", "3", "--draws", "3", "--dim", "16",
+    run_in_process("jepa.py", "--steps", "6", "--eval-every", "3", "--draws", "3", "--dim", "16",
                    "--depth", "1", *SUBSET, *THREADS, "--out", tmp_path, monkeypatch=monkeypatch)
     methods = [r["method"] for r in json.loads((tmp_path / "results.json").read_text())]
     assert methods[0] == "JEPA (pooled)", methods
@@ -71,7 +71,7 @@ def test_lejepa_demo_runs_with_augmented_masked_and_local_views(tmp_path, monkey
     for i, flags in enumerate([["--num-views", "2", "--local-views", "2"],
                                ["--views", "mask", "--local-views", "1"]]):
         folder = tmp_path / str(i)
-        run_in_process("lejepa.py", "--steps", "4", "--monitor-every", "2", "--draws", "3",
+        run_in_process("lejepa.py", "--steps", "4", "--eval-every", "2", "--draws", "3",
                        "--dim", "16", "--depth", "1", *SUBSET, *THREADS, "--out", folder, *flags,
                        monkeypatch=monkeypatch)
         records = json.loads((folder / "results.json").read_text())
