@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 import zlib
 
-from . import backend
+from . import backend, checks
 
 FORMAT, VERSION = "minienc-checkpoint", 1
 _META = "__meta__"
@@ -250,30 +250,22 @@ def _check_meta(archive, meta):
                "'optimizer' must hold a type, param_groups and state")
         for group in opt["param_groups"]:
             expect(isinstance(group, dict) and isinstance(group.get("params"), list)
-                   and all(_is_count(i) for i in group["params"]),
+                   and all(checks.is_count(i) for i in group["params"]),
                    "each optimizer parameter group must list integer parameter indices")
         for index, entry in opt["state"].items():
-            expect(index.isdigit() and isinstance(entry, dict) and _is_count(entry.get("step"))
+            expect(index.isdigit() and isinstance(entry, dict) and checks.is_count(entry.get("step"))
                    and strings(entry.get("arrays")),
                    f"optimizer state {index!r} must hold an integer step >= 0 and array names")
     expect(_valid_rng_state(meta["rng"].get("cpu")), "'rng.cpu' is not a NumPy PCG64 state")
     trainer = meta["trainer"]
     for key in ("step", "epoch", "batch_in_epoch"):
-        expect(key not in trainer or _is_count(trainer[key]),
+        expect(key not in trainer or checks.is_count(trainer[key]),
                f"trainer.{key} must be an integer >= 0, got {trainer.get(key)!r}")
     expect(trainer.get("epoch_rng") is None or _valid_rng_state(trainer["epoch_rng"]),
            "trainer.epoch_rng is not a NumPy PCG64 state")
     values = trainer.get("values", {})
-    expect(isinstance(values, dict) and all(_is_number(v) for v in values.values()),
+    expect(isinstance(values, dict) and all(checks.is_real(v) for v in values.values()),
            "trainer.values must map names to numbers")
-
-
-def _is_count(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _valid_rng_state(state):

@@ -10,49 +10,56 @@ import math
 import numbers
 
 
-def _is_int(value):
+def is_int(value):
+    """An integer, and not a bool (True is an int to Python, never a count or a size here)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _is_real(value):
+def is_count(value):
+    """An integer >= 0 (a step, an index), not a bool."""
+    return is_int(value) and value >= 0
+
+
+def is_real(value):
+    """A real number (int or float), not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def positive_int(owner, name, value):
-    if not (_is_int(value) and value > 0):
+    if not (is_int(value) and value > 0):
         raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def non_negative_int(owner, name, value):
-    if not (_is_int(value) and value >= 0):
+    if not (is_int(value) and value >= 0):
         raise ValueError(f"{owner}: {name} must be an integer >= 0, got {value!r}")
     return int(value)
 
 
 def finite(owner, name, value):
     """Any finite number (a margin may be negative)."""
-    if not (_is_real(value) and math.isfinite(value)):
+    if not (is_real(value) and math.isfinite(value)):
         raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
     return value
 
 
 def positive(owner, name, value):
     """A finite number > 0 (a temperature, a learning rate's scale, an eps)."""
-    if not (_is_real(value) and math.isfinite(value) and value > 0):
+    if not (is_real(value) and math.isfinite(value) and value > 0):
         raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}")
     return value
 
 
 def non_negative(owner, name, value):
-    if not (_is_real(value) and math.isfinite(value) and value >= 0):
+    if not (is_real(value) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}")
     return value
 
 
 def in_range(owner, name, value, low, high, include_low=True, include_high=True):
     """low <= value <= high (either end open when its include_ flag is False)."""
-    inside = _is_real(value) and ((value >= low if include_low else value > low) and
+    inside = is_real(value) and ((value >= low if include_low else value > low) and
                                   (value <= high if include_high else value < high))
     if not inside:   # (a value that is not a number, None, is refused here, not by a bare >=)
         interval = f"{'[' if include_low else '('}{low}, {high}{']' if include_high else ')'}"
@@ -62,7 +69,7 @@ def in_range(owner, name, value, low, high, include_low=True, include_high=True)
 
 def span(owner, name, value, low=0.0, high=math.inf):
     """A (min, max) pair of numbers with low < min <= max <= high (a scale or ratio range)."""
-    ok = _is_sequence(value) and len(value) == 2 and all(_is_real(v) for v in value)
+    ok = _is_sequence(value) and len(value) == 2 and all(is_real(v) for v in value)
     if not (ok and low < value[0] <= value[1] <= high):
         top = "" if high == math.inf else f" <= {high}"
         raise ValueError(f"{owner}: {name} must be (min, max) with {low} < min <= max{top}, "
@@ -79,8 +86,8 @@ def one_of(owner, name, value, choices):
 def pair(owner, name, value, minimum=None):
     """(value, value) for an int, else the two ints of a sequence -- how a kernel size, stride,
     padding, image size or grid size is given -- each at least `minimum` when one is given."""
-    values = (value, value) if _is_int(value) else tuple(value) if _is_sequence(value) else None
-    if values is None or len(values) != 2 or not all(_is_int(v) for v in values) or (
+    values = (value, value) if is_int(value) else tuple(value) if _is_sequence(value) else None
+    if values is None or len(values) != 2 or not all(is_int(v) for v in values) or (
             minimum is not None and min(values) < minimum):
         bound = f" >= {minimum}" if minimum is not None else ""
         raise ValueError(f"{owner}: {name} must be an integer{bound} or a pair of them, got {value!r}")

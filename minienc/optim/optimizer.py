@@ -149,7 +149,7 @@ class Optimizer:
                 raise ValueError(f"{name}.load_state_dict: state for parameter {i}, but there are "
                                  f"only {len(params)}")
             step = saved.get("step", 0)
-            if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+            if not checks.is_count(step):
                 raise ValueError(f"{name}.load_state_dict: parameter {i} has step {step!r}, not an "
                                  f"integer >= 0")
             for k, value in saved.items():
@@ -194,7 +194,7 @@ def _same_kind(saved, own):
     bool for a bool, a same-length sequence of numbers for a sequence (betas), a string for a
     string."""
     def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return checks.is_real(v) and math.isfinite(v)
     if isinstance(own, bool):
         return isinstance(saved, bool)
     if isinstance(own, (int, float)):
