@@ -39,16 +39,21 @@ def uniform(gen, low, high, n, dtype):
     return low + (high - low) * gen.random(n, dtype=dtype)
 
 
-def probability(owner, p):
-    """The probability of applying an augmentation to each image: in [0, 1]."""
-    return checks.in_range(owner, "p", p, 0.0, 1.0)
-
-
 class Augmentation:
     """Base class: checks the input, finds the generator, applies `self.apply` to the raw array,
     keeps each image unchanged with probability 1 - p, and gives back the caller's type."""
 
-    p = 1.0
+    _p = 1.0
+
+    @property
+    def p(self):
+        """The probability of applying the augmentation to each image, in [0, 1] (checked here,
+        once for every augmentation, when a subclass sets it)."""
+        return self._p
+
+    @p.setter
+    def p(self, value):
+        self._p = checks.in_range(type(self).__name__, "p", value, 0.0, 1.0)
 
     def __call__(self, x, rng=None):
         data = as_array(x)
@@ -71,7 +76,7 @@ class Augmentation:
         raise NotImplementedError
 
     def __repr__(self):
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        fields = ", ".join(f"{'p' if k == '_p' else k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({fields})"
 
 
@@ -148,7 +153,7 @@ class RandomCrop(Augmentation):
 
     def __init__(self, padding=2, p=1.0):
         self.padding = checks.non_negative_int("RandomCrop", "padding", padding)
-        self.p = probability("RandomCrop", p)
+        self.p = p
 
     def apply(self, x, gen, xp):
         n, c, h, w = x.shape
@@ -175,7 +180,7 @@ class RandomAffine(Augmentation):
         self.translate = checks.in_range("RandomAffine", "translate", translate, 0.0, 1.0)
         self.scale = checks.span("RandomAffine", "scale", tuple(scale))
         self.shear = checks.non_negative("RandomAffine", "shear", shear)
-        self.p = probability("RandomAffine", p)
+        self.p = p
 
     def apply(self, x, gen, xp):
         n, _, h, w = x.shape
@@ -198,7 +203,7 @@ class RandomResizedCrop(Augmentation):
     which keeps the draw a fixed number of device operations (no data-dependent loop)."""
 
     def __init__(self, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), p=1.0, size=None):
-        self.scale, self.ratio, self.p = tuple(scale), tuple(ratio), probability("RandomResizedCrop", p)
+        self.scale, self.ratio, self.p = tuple(scale), tuple(ratio), p
         checks.span("RandomResizedCrop", "scale", self.scale, high=1.0)
         checks.span("RandomResizedCrop", "ratio", self.ratio)
         self.size = None if size is None else checks.pair("RandomResizedCrop", "size", size, minimum=1)
@@ -229,7 +234,7 @@ class GaussianNoise(Augmentation):
 
     def __init__(self, std=0.1, clip=None, p=1.0):
         self.std, self.clip = checks.non_negative("GaussianNoise", "std", std), clip
-        self.p = probability("GaussianNoise", p)
+        self.p = p
 
     def apply(self, x, gen, xp):
         out = x + self.std * gen.standard_normal(x.shape, dtype=x.dtype)
@@ -241,7 +246,7 @@ class RandomErasing(Augmentation):
     the area and aspect `ratio` to `value`. Box sides are clipped to the image (no retry loop)."""
 
     def __init__(self, p=0.5, scale=(0.02, 0.25), ratio=(0.3, 3.3), value=0.0):
-        self.p, self.value = probability("RandomErasing", p), value
+        self.p, self.value = p, value
         self.scale, self.ratio = tuple(scale), tuple(ratio)
         checks.span("RandomErasing", "scale", self.scale, high=1.0)
         checks.span("RandomErasing", "ratio", self.ratio)
@@ -272,7 +277,7 @@ class BrightnessContrast(Augmentation):
         checks.in_range("BrightnessContrast", "brightness", brightness, 0.0, 1.0)
         checks.in_range("BrightnessContrast", "contrast", contrast, 0.0, 1.0)
         self.brightness, self.contrast, self.clip = brightness, contrast, clip
-        self.p = probability("BrightnessContrast", p)
+        self.p = p
 
     def apply(self, x, gen, xp):
         n = x.shape[0]

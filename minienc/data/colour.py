@@ -19,7 +19,7 @@ Formulas (torchvision's ColorJitter and friends, which the PyTorch SimCLR/BYOL/D
 ColorJitter applies brightness, contrast, saturation, hue in that fixed order; torchvision
 shuffles the order per call, which a batched, sync-free pipeline cannot do per image.
 """
-from .augment import Augmentation, Compose, RandomResizedCrop, probability, uniform
+from .augment import Augmentation, Compose, RandomResizedCrop, uniform
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -76,7 +76,7 @@ class ColorJitter(Augmentation):
             raise ValueError(f"ColorJitter: hue must be in [0, 0.5] (a fraction of the colour "
                              f"wheel), got {hue}")
         self.brightness, self.contrast, self.saturation, self.hue, self.p = (
-            brightness, contrast, saturation, hue, probability("ColorJitter", p))
+            brightness, contrast, saturation, hue, p)
 
     def apply(self, x, gen, xp):
         n, dt = x.shape[0], x.dtype
@@ -100,7 +100,7 @@ class RandomGrayscale(Augmentation):
     """With probability p per image, its luma in every channel (grey images: unchanged)."""
 
     def __init__(self, p=0.2):
-        self.p = probability("RandomGrayscale", p)
+        self.p = p
 
     def apply(self, x, gen, xp):
         return xp.broadcast_to(gray(x, xp), x.shape).copy()
@@ -116,7 +116,7 @@ class GaussianBlur(Augmentation):
             raise ValueError(f"GaussianBlur: kernel_size must be odd and positive, got {kernel_size}")
         if not 0 < sigma[0] <= sigma[1]:
             raise ValueError(f"GaussianBlur: sigma must be a range 0 < low <= high, got {sigma}")
-        self.kernel_size, self.sigma, self.p = kernel_size, tuple(sigma), probability("GaussianBlur", p)
+        self.kernel_size, self.sigma, self.p = kernel_size, tuple(sigma), p
 
     def apply(self, x, gen, xp):
         n, dt, k = x.shape[0], x.dtype, self.kernel_size // 2
@@ -147,7 +147,7 @@ class Solarize(Augmentation):
     """With probability p per image, every value above `threshold` becomes 1 - value."""
 
     def __init__(self, threshold=0.5, p=0.2):
-        self.threshold, self.p = threshold, probability("Solarize", p)
+        self.threshold, self.p = threshold, p
 
     def apply(self, x, gen, xp):
         return xp.where(x > self.threshold, 1 - x, x)
@@ -157,7 +157,7 @@ class RandomHorizontalFlip(Augmentation):
     """With probability p per image, mirrored left to right."""
 
     def __init__(self, p=0.5):
-        self.p = probability("RandomHorizontalFlip", p)
+        self.p = p
 
     def apply(self, x, gen, xp):
         return xp.ascontiguousarray(x[..., ::-1])
