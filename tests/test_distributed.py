@@ -104,6 +104,21 @@ def test_sync_batch_norm_convert_keeps_each_layers_shapes_and_eval_mode():
     assert model(x).shape == (1, 4)
 
 
+def test_broadcast_covers_every_parameter_and_buffer_the_module_holds():
+    """Regression: the broadcast walked direct attributes only, so a frozen Parameter in a list
+    (parameters() and state_dict() find it) would have kept each rank's own random values."""
+    from minienc.distributed.parallel import _arrays_of
+
+    class Holder(nn.Module):
+        def __init__(self):
+            self.frozen = [nn.Parameter(minienc.randn(2).data, requires_grad=False)]
+            self.norm = nn.BatchNorm1d(2)
+    holder = Holder()
+    found = {id(a) for a in _arrays_of([holder])}
+    wanted = [p.data for p in holder.parameters()] + [a for _, a in holder.named_buffers()]
+    assert len(wanted) == 5 and all(id(a) in found for a in wanted)
+
+
 def test_sync_batch_norm_convert_reaches_every_batch_norm_the_module_holds():
     """Regression: convert walked only direct attributes and flat lists, so a batch norm in a dict
     or a nested list (which parameters() and state_dict() find) silently stayed local."""

@@ -32,7 +32,7 @@ def _arrays_of(models):
         if isinstance(item, Tensor):
             arrays = [item.data]
         else:
-            arrays = []
+            arrays = [p.data for p in item.parameters()]   # those in lists and dicts too
             for m in item.modules():
                 arrays += [v.data for v in vars(m).values() if isinstance(v, Tensor)]
                 arrays += list(vars(m).get("_buffers", {}).values())
