@@ -90,8 +90,8 @@ def to_dot(output, names=None, max_nodes=MAX_NODES):
                 lines.append(f'  f{id(t._creator)} -> f{id(fn)} [label={_quote(_shape(t))}];')
                 continue
             node = f"t{id(t)}"
-            if id(t) not in labels and not t.requires_grad and _view_of(t, data):
-                labels[id(t)] = _view_of(t, data)
+            if id(t) not in labels and not t.requires_grad and (view := _view_of(t, data)):
+                labels[id(t)] = view
             if node not in leaves:
                 leaves.add(node)
                 lines.append(f"  {node} {_leaf_style(t, labels.get(id(t)))};")

@@ -267,6 +267,12 @@ class IJEPA(Module):
             # a target is predictable from its position alone and the encoder lowers the
             # loss by shrinking what varies between images. Standardising each position's
             # feature over the batch leaves only that variation, at unit scale.
+            if self.distributed and not h.requires_grad:
+                # constants (an EMA or stop-gradient target): the global mean and variance by two
+                # all-reduces of (1, N, D), not the whole batch's tokens gathered
+                mean = dist.batch_mean(h)
+                std = backend.get_xp(mean).sqrt(dist.batch_mean((h - mean) ** 2) + 1e-5)
+                return (h - mean) / std
             batch = dist.all_gather(h) if self.distributed else h
             h = (h - batch.mean(axis=0, keepdims=True)) / (batch.var(axis=0, keepdims=True) + 1e-5).sqrt()
         return h
