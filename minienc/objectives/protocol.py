@@ -1,0 +1,57 @@
+"""One protocol for every objective: each is an answer to "what signal trains the encoder?"
+
+    objective = SimCLR(encoder, head, augment=two_views)   # or MAE(...), VAE(...), IJEPA(...)
+    opt = AdamW(objective.param_groups(weight_decay=0.05), lr=1e-3)
+    for step, batch in enumerate(loader):
+        terms = objective.loss(batch)        # {"loss": scalar Tensor, other terms to log}
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+        objective.after_step(step / steps)   # EMA targets, centres, queues
+    features = objective.embed(images)       # the representation a probe evaluates
+
+or, with progress, checkpoints and evaluation beside the same step: Trainer(objective, opt).
+
+- `loss(batch)`: the objective makes its own training signal from the raw batch (its noise,
+  views, masks) and returns a dict with "loss" (what backward starts from) and any other scalar
+  terms worth logging. `batch` is what the data loader yields: images (B, C, H, W) for the image
+  objectives, token ids (B, T) for masked language modeling; an objective that reads labels
+  (triplet loss with class labels) takes (images, labels).
+- `embed(x)`: the representation that is evaluated (probes, k-NN, RankMe), never the head.
+- `param_groups(weight_decay)`: what the optimizer trains -- weights with `weight_decay`,
+  biases and norm parameters without -- and never a target network (EMA copies hold
+  requires_grad=False parameters and are left out).
+- `after_step(progress)`: called once after every optimizer step with the fraction of the run
+  done, in [0, 1]; objectives with a momentum target, a centre or a queue move them here, and a
+  schedule that depends on the run's progress (BYOL's momentum, DINO's teacher temperature)
+  reads it here. Objectives without such state inherit the no-op.
+
+The functional losses (`nt_xent`, `sigreg`, `vicreg_loss`, ...) stay beneath as the formulas.
+"""
+from ..nn.module import Module
+from ..optim.optimizer import param_groups_without_decay
+
+
+class Objective(Module):
+    """The base of every objective (see the module docstring)."""
+
+    def loss(self, batch):
+        raise NotImplementedError(f"{type(self).__name__}.loss(batch) is not written")
+
+    def embed(self, x):
+        """The evaluated representation: the encoder's output, unless an objective says other."""
+        return self.encoder(x)
+
+    def param_groups(self, weight_decay=0.0):
+        """The trained parameters in two groups (weights decayed, biases and norms not); a
+        target network's parameters (requires_grad=False) are never among them."""
+        groups = param_groups_without_decay(self, weight_decay)
+        for group in groups:
+            group["params"] = [p for p in group["params"] if p.requires_grad]
+        return [g for g in groups if g["params"]]
+
+    def after_step(self, progress):
+        """Nothing to move after an optimizer step."""
+
+    def forward(self, x):
+        return self.embed(x)
