@@ -1,6 +1,6 @@
 """Evaluation: linear and few-shot probes, weighted k-NN, collapse checks, alignment and
-uniformity, baselines, anomaly scores with their AUROC, plots, and one `evaluate` that every demo reports with (plots import
-matplotlib only when called)."""
+uniformity, baselines, anomaly scores with their AUROC, plots, and one `evaluate` that every
+demo reports with (plots import matplotlib only when called)."""
 from .anomaly import (autoencoder_scores, knn_scores, pca_scores, reconstruction_per_example,
                       roc_auc, vae_scores)
 from .baselines import baseline_records, fit_pca, pca_features, raw_pixels
