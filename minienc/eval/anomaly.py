@@ -75,11 +75,13 @@ def reconstruction_per_example(output, images, likelihood="bernoulli", sigma=1.0
     return backend.to_host(values.data.reshape(len(values.data), -1).sum(axis=1))
 
 
-def _in_batches(fn, images, batch_size):
-    """fn(batch) -> host rows, over `images` in batches without a graph, concatenated (float64)."""
+def _in_batches(fn, images, batch_size, device):
+    """fn(batch) -> host rows, over `images` in batches on `device` without a graph, concatenated
+    (float64)."""
     np = backend.numpy
     with no_grad():
-        parts = [fn(as_tensor(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+        parts = [fn(as_tensor(backend.to_device(images[i:i + batch_size], device)))
+                 for i in range(0, len(images), batch_size)]
     return np.concatenate(parts).astype(np.float64)
 
 
@@ -96,7 +98,7 @@ def vae_scores(vae, images, samples=8, batch_size=256):
         kl = backend.to_host(((mu * mu + logvar.exp() - 1.0 - logvar) * 0.5).data.sum(axis=1))
         return np.stack([recon / samples, kl], axis=1)
 
-    both = _in_batches(terms, images, batch_size)
+    both = _in_batches(terms, images, batch_size, vae.device)
     return {"neg_elbo": both[:, 0] + both[:, 1], "reconstruction": both[:, 0], "kl": both[:, 1]}
 
 
@@ -104,7 +106,7 @@ def autoencoder_scores(model, images, batch_size=256):
     """The reconstruction error of each image under an (deterministic) autoencoder: -log p(x |
     decoder(encoder(x))), a host array (N,)."""
     return _in_batches(lambda x: reconstruction_per_example(model(x), x, model.likelihood, model.sigma),
-                       images, batch_size)
+                       images, batch_size, model.device)
 
 
 def pca_scores(train_images, images, dim):
