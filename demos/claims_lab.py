@@ -276,6 +276,14 @@ def negatives(lab, batch_sizes=(16, 64, 256, 512), queues=(32, 128, 512, 1024), 
 
 # ----- 5. masked modeling gives richer embeddings -----------------------------------------------------
 
+def patch_size(lab):
+    """2x2 patches on small images (the 8x8 digits: a 4x4 grid, as demos/mae.py and jepa.py),
+    4x4 on larger ones (the 32x32 canvas, 28x28 MNIST), 1x1 where neither divides the size."""
+    h = lab.data.image_shape[1]
+    wanted = 2 if h <= 16 else 4
+    return wanted if h % wanted == 0 else 1
+
+
 def mae_or_autoencoder(mae, hide=True):
     """images -> MAE's loss (its mask ratio hidden), or with hide=False the same ViT and decoder
     as a plain autoencoder: every patch seen, every patch reconstructed and counted."""
@@ -291,10 +299,10 @@ def mae_or_autoencoder(mae, hide=True):
 
 
 def vit_mae(lab, mask_ratio):
-    """demos/mae.py's model (a 64-d, 4-block ViT on 2x2 patches, decoder 32-d x 2, norm-pix
-    targets); mask_ratio 0: the same ViT and decoder as a plain autoencoder."""
+    """demos/mae.py's model (a 64-d, 4-block ViT, decoder 32-d x 2, norm-pix targets);
+    mask_ratio 0: the same ViT and decoder as a plain autoencoder."""
     c, h, _ = lab.data.image_shape
-    patch = 2 if h % 2 == 0 else 1
+    patch = patch_size(lab)
     model = MAE(image_size=h, patch_size=patch, in_channels=c, dim=64, depth=4, num_heads=4,
                 decoder_dim=32, decoder_depth=2, mask_ratio=mask_ratio or 0.75,
                 norm_pix_loss=patch * patch * c > 1)
@@ -307,11 +315,11 @@ def train_vit(lab, mask_ratio, seed, steps):
     return recipe
 
 
-def text_task(modules=10, test_fraction=0.25, seed=0):
+def text_task(modules=10, per_module=None, test_fraction=0.25, seed=0):
     """The built-in corpus with a real label (the stdlib module of each sentence): a stratified
     split of the labelled sentences; the MLM trains on every other sentence of the corpus too
     (never on a labelled test sentence)."""
-    sentences, labels, names = builtin_corpus_by_module(modules)
+    sentences, labels, names = builtin_corpus_by_module(modules, per_module)
     train_idx, test_idx = stratified_split(labels, test_fraction, seed)
     held_out = {sentences[i] for i in test_idx}
     unlabelled = [s for s in builtin_corpus() if s not in held_out]
@@ -354,7 +362,7 @@ def train_mlm(lab, task, tok, mask_prob, seed, steps, max_len=32):
 def masking(lab, ratios=(0.25, 0.5, 0.75, 0.9), steps=500, text_rates=(0.15, 0.4), text_steps=800):
     images = {ratio: [probes(train_vit(lab, ratio, seed, steps).embed, lab.data, lab.draws)
                       for seed in lab.seeds] for ratio in (0.0, *lab.pick(ratios))}
-    task = text_task()
+    task = text_task(**(dict(modules=4, per_module=60) if lab.quick else {}))
     tok = Tokenizer.fit(task["unlabelled"], min_freq=2)
     text = {"bag of words": [text_probe(bag_of_words(tok, task["train"]), task["y_train"],
                                         bag_of_words(tok, task["test"]), task["y_test"])],
@@ -373,9 +381,9 @@ LOW_LEVEL = (("noise", 0.2), ("shift", 1), ("contrast", 0.5), ("stroke", 1), ("s
 
 
 def vit(lab):
-    """demos/jepa.py's ViT: 64-d, 4 blocks, 2x2 patches (1x1 on odd sizes), xavier init."""
+    """demos/jepa.py's ViT: 64-d, 4 blocks, xavier init, on `patch_size` patches."""
     c, h, _ = lab.data.image_shape
-    return VisionTransformer(image_size=h, patch_size=2 if h % 2 == 0 else 1, in_channels=c, dim=64,
+    return VisionTransformer(image_size=h, patch_size=patch_size(lab), in_channels=c, dim=64,
                              depth=4, num_heads=4, weight_init="xavier")
 
 
