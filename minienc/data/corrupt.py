@@ -17,7 +17,7 @@ The first two are the denoising autoencoder's own corruptions (minienc/data/augm
 three are the low-level changes a "semantic" representation should shrug off.
 """
 from .. import checks
-from .augment import Augmentation, GaussianNoise, MaskingNoise
+from .augment import Augmentation, GaussianNoise, MaskingNoise, windows
 
 KINDS = ("noise", "mask", "shift", "contrast", "stroke")
 # the strengths the robustness curves sweep (0 first: the clean images)
@@ -42,10 +42,7 @@ class Shift(Augmentation):
         direction = xp.floor(gen.random(n) * 4).astype(xp.int64)
         oy = xp.asarray([0, 2 * s, s, s])[direction]
         ox = xp.asarray([s, s, 0, 2 * s])[direction]
-        rows = oy[:, None] + xp.arange(h)
-        cols = ox[:, None] + xp.arange(w)
-        out = padded[xp.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-        return xp.ascontiguousarray(out.transpose(0, 3, 1, 2))   # (N, H, W, C) -> (N, C, H, W)
+        return windows(padded, oy, ox, h, w)
 
 
 class Contrast(Augmentation):
