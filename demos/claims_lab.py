@@ -25,7 +25,7 @@ from minienc.nn import Flatten, MLPEncoder, Sequential, VisionTransformer
 from minienc.objectives import MAE, MaskedLanguageModel, mask_tokens
 from minienc.objectives.contrastive import MoCo, SimCLR, projection_head, view_triplet_loss
 from minienc.objectives.reconstruction import build_model
-from minienc.optim import LARS, AdamW, WarmupCosine, param_groups_without_decay
+from minienc.optim import LARS, AdamW, Cosine, WarmupCosine, param_groups_without_decay
 from minienc.optim.optimizer import set_hyperparameter
 
 
@@ -51,18 +51,23 @@ class Recipe:
             self._after(progress)
 
 
-def fit(objective, arrays, steps, batch_size=128, lr=2e-3, weight_decay=0.0, seed=0, lars=False):
+def fit(objective, arrays, steps, batch_size=128, lr=2e-3, weight_decay=0.0, seed=0, lars=False,
+        warmup=1 / 20, start_lr=0.0, final_lr=0.0, final_weight_decay=None):
     """Train `objective` for `steps` steps on batches of `arrays` (AdamW, or LARS as the two-view
-    recipe), the learning rate warmed up over 1/20 of the run then cosine-decayed. Returns the
-    last step's loss."""
+    recipe): the learning rate warmed up from `start_lr` over `warmup` of the run, then cosine
+    to `final_lr`; with `final_weight_decay`, the weight decay cosine from `weight_decay` to it
+    (I-JEPA's). Returns the last step's loss."""
     loader = BatchIterator(*arrays, batch_size=batch_size, drop_last=True, seed=seed)
     groups = objective.param_groups(weight_decay)
     optimizer = LARS(groups, lr=lr, weight_decay=weight_decay) if lars else AdamW(groups, lr=lr)
-    schedule = WarmupCosine(lr, steps, warmup_steps=steps // 20)
+    schedules = {"lr": WarmupCosine(lr, steps, int(warmup * steps), final=final_lr, start=start_lr)}
+    if final_weight_decay is not None:
+        schedules["weight_decay"] = Cosine(weight_decay, final_weight_decay, steps)
     step, loss = 0, float("nan")
     while step < steps:
         for batch in loader:
-            set_hyperparameter(optimizer, "lr", schedule(step))
+            for key, schedule in schedules.items():
+                set_hyperparameter(optimizer, key, schedule(step))
             terms = objective.loss(batch)
             optimizer.zero_grad()
             terms["loss"].backward()
@@ -436,7 +441,10 @@ def jepa(lab, steps=600, names=("JEPA", "JEPA without predictor", "MAE", "AE")):
         trained = {}
         for name in names:
             recipe = seeded(seed, lambda: vit_objective(lab, name))
-            fit(recipe, (lab.data.x_train,), lab.steps(steps), lr=2e-3, weight_decay=0.04, seed=seed)
+            # demos/jepa.py's optimizer for all four: AdamW at 2e-3, warmed up from lr / 5 over
+            # 40/300 of the run, cosine to 1e-6; weight decay cosine from 0.04 to 0.4
+            fit(recipe, (lab.data.x_train,), lab.steps(steps), lr=2e-3, weight_decay=0.04, seed=seed,
+                warmup=40 / 300, start_lr=2e-3 / 5, final_lr=1e-6, final_weight_decay=0.4)
             runs[name].append(probes(recipe.embed, lab.data, lab.draws))
             trained[name] = recipe.embed
         trained["raw pixels"] = lambda x: x.reshape(x.shape[0], -1)

@@ -10,11 +10,13 @@ how far does each embedding move?
 image's embedding and its perturbed image's embedding, divided by the mean distance between the
 embeddings of two different images (the same pairs for every encoder),
 
-    shift = mean_i ||f(x_i') - f(x_i)|| / mean_i ||f(x_i) - f(x_pi(i))||,    pi a fixed derangement,
+    shift = mean_i ||f(x_i') - f(x_i)|| / mean_i ||f(x_i) - f(x_pi(i))||,    pi a fixed derangement.
 
-after standardising each embedding dimension with the clean embeddings' statistics (so a
-dimension with a large scale does not dominate). 0: the perturbation does not move the
-embedding at all; 1: it moves it as far as swapping the image for another would.
+A ratio of two distances in the same space: a rescaled (or rotated) embedding gives the same
+number, so encoders of any size and scale compare. 0: the perturbation does not move the
+embedding at all; 1: it moves it as far as swapping the image for another would. (Scaling each
+dimension by its own spread first would let a nearly constant dimension -- a raw pixel at the
+image's edge -- dominate.)
 """
 from .. import backend
 from ..engine import enable_grad
@@ -56,9 +58,6 @@ def relative_shift(clean, perturbed, seed=0):
     if clean.shape != perturbed.shape or clean.ndim != 2 or len(clean) < 2:
         raise ValueError(f"relative_shift: clean {clean.shape} and perturbed {perturbed.shape} must "
                          f"be the same (N, D), N >= 2")
-    mean, std = clean.mean(axis=0), clean.std(axis=0)
-    std = np.where(std > 1e-12, std, 1.0)
-    clean, perturbed = (clean - mean) / std, (perturbed - mean) / std
     n = len(clean)
     # a derangement: a random permutation followed by a shift of one, so no image meets itself
     order = np.random.default_rng(seed).permutation(n)
