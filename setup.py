@@ -16,6 +16,9 @@ setup(
         # scikit-learn is used only for the 1,797 real digits it ships inside its package (no download)
         # threadpoolctl caps the host BLAS threads (see minienc.tuning.set_blas_threads)
         "demos": ["matplotlib>=3.7", "scikit-learn>=1.3", "threadpoolctl>=3"],
+        # --data folder:PATH decodes PNG, JPEG, ... with Pillow (a codec per format is no job to
+        # write again); 9.1 for Image.Resampling
+        "images": ["pillow>=9.1"],
         # minienc.distributed: mpi4py over MPICH's PyPI wheel (mpiexec included), so pip is enough
         "distributed": ["mpi4py>=4.0", "mpich"],
     },
