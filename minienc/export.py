@@ -26,6 +26,7 @@ import json
 import os
 
 from . import __version__, backend
+from .checkpoint import atomic_file
 from .nn import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten,
                  GELU, Identity, LayerNorm, Linear, MaxPool2d, ReLU, Sequential, Sigmoid,
                  SyncBatchNorm, Tanh, TextTransformer, Unflatten, VisionTransformer)
@@ -170,21 +171,6 @@ def exported_tensors(module):
 
 # ----- saving and loading -------------------------------------------------------------------------
 
-def _write_json(path, data):
-    import tempfile
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def timm_arguments(architecture, pooling="mean"):
     """The keyword arguments of timm's VisionTransformer that compute what minienc's ViT does
     (forward_features = every token after the final norm; forward = its `pooling`), or None for
@@ -223,7 +209,8 @@ def save_encoder(encoder, folder, **notes):
     if timm is not None:
         config["timm"] = timm
     save_file(tensors, os.path.join(folder, WEIGHTS), metadata={"format": "pt", "producer": f"minienc {__version__}"})
-    _write_json(os.path.join(folder, CONFIG), config)
+    with atomic_file(os.path.join(folder, CONFIG), "w", ".json") as f:
+        json.dump(config, f, indent=1)
     return folder
 
 

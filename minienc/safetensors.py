@@ -11,15 +11,15 @@ The writer orders tensors as the `safetensors` package does (by its dtype order,
 by name) and pads the header to 8 bytes, so its files are byte for byte the package's (tests/test_export.py
 checks both directions where the package is installed). The reader checks the whole header
 before it trusts an offset and names the tensor when it refuses; nothing is ever unpickled.
-Writes are atomic: a temporary file in the same folder, fsync'ed, then renamed over the target.
+Writes are atomic (minienc.checkpoint.atomic_file).
 """
 import json
 import math
-import os
 import struct
-import tempfile
 
 import numpy
+
+from .checkpoint import atomic_file
 
 # in the order of the package's Dtype enum, by which it sorts a file's tensors (last first)
 DTYPES = {"BOOL": numpy.bool_, "U8": numpy.uint8, "I8": numpy.int8, "I16": numpy.int16,
@@ -65,20 +65,10 @@ def save_file(tensors, path, metadata=None):
         offset += array.nbytes
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-(8 + len(text)) % 8)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".safetensors")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(struct.pack("<Q", len(text)) + text)
-            for name in order:
-                f.write(arrays[name][1].tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_file(path, suffix=".safetensors") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        for name in order:
+            f.write(arrays[name][1].tobytes())
     return path
 
 

@@ -384,3 +384,46 @@ def test_pytorch_sequentials_load_the_mlp_and_conv_encoders(tmp_path):
         with no_grad(), torch.no_grad():
             ours, theirs = encoder(x).numpy(), twin.eval()(torch.from_numpy(x.numpy())).numpy()
         assert relative_error(ours, theirs) < 1e-5, kind
+
+
+# ----- demos/export.py: what a demo trained, taken out of its run ---------------------------------
+
+def exported_embedding(folder):
+    """The demo's embedding from an exported folder alone: load_encoder, then what config.json's
+    notes say the demo did around it (normalise, pool, keep the posterior mean)."""
+    encoder = load_encoder(folder)
+    notes = json.loads((folder / CONFIG).read_text())["notes"]
+
+    def embed(images):
+        if "normalize" in notes:
+            images = (images - notes["normalize"]["mean"]) / notes["normalize"]["std"]
+        out = encoder(images)
+        if notes.get("pooling") == "mean":
+            out = out[:, 1 if getattr(encoder, "cls_token", None) is not None else 0:].mean(axis=1)
+        if "output" in notes:   # the VAE: the posterior mean, then its log-variance
+            out = out[:, :out.shape[1] // 2]
+        return out
+    return embed
+
+
+# one of each kind the export script rebuilds: a conv stack, an MLP behind a Flatten (VAE: the
+# posterior mean), the whole model (triplet), a nested teacher (DINO), ViTs with and without
+# the input normalisation (MAE, JEPA)
+@pytest.mark.parametrize("demo, extra", [("autoencoder", ["--arch", "conv"]), ("vae", []),
+                                         ("triplet", []), ("dino", []), ("mae", []), ("jepa", [])])
+def test_an_exported_demo_encoder_evaluates_as_the_demo_did(demo, extra, tmp_path, monkeypatch):
+    from demo_check import run_in_process
+    from test_demo_runs import IMAGE_DEMOS, QUICK
+    from minienc.data import load_dataset
+    from minienc.eval import evaluate
+    flags, _ = IMAGE_DEMOS[demo]
+    run_in_process(f"{demo}.py", "--out", tmp_path / "run", *QUICK, *flags, *extra,
+                   monkeypatch=monkeypatch)
+    run_in_process("export.py", tmp_path / "run" / "checkpoint.npz", "--out", tmp_path / "exported",
+                   monkeypatch=monkeypatch)
+    trained = json.loads((tmp_path / "run" / "results.json").read_text())[0]
+    data = load_dataset("digits", max_train=100, max_test=50)
+    again = evaluate(exported_embedding(tmp_path / "exported"), data, draws=2, verbose=False)
+    for key in ("dim", "linear", "fewshot", "knn"):
+        assert again[key] == pytest.approx(trained[key], abs=1e-6), (demo, key)
+    assert again["rankme"] == pytest.approx(trained["rankme"], rel=1e-4), demo
