@@ -13,7 +13,7 @@ from test_demo_runs import IMAGE_DEMOS, PATCHES, QUICK
 
 Image = pytest.importorskip("PIL.Image")
 
-from minienc.data import UNLABELED, decode_picture, load_dataset, load_folder  # noqa: E402
+from minienc.data import UNLABELED, decode_picture, load_dataset, load_folder, subsample  # noqa: E402
 from minienc.eval import Evaluator, evaluate_features, linear_probe  # noqa: E402
 
 PER_CLASS = 24
@@ -152,6 +152,14 @@ def test_folders_that_cannot_be_a_dataset_are_refused_by_name(tmp_path):
     (tmp_path / "broken" / "a.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(ValueError, match=r"none of its 1 picture files could be read, e\.g\. .*a\.png"):
         load_folder(tmp_path / "broken")
+
+
+def test_a_subset_is_chosen_before_decoding_as_subsample_would(loose_folder):
+    early = load_folder(loose_folder, image_size=8, seed=2, max_train=10, max_test=5)
+    late = subsample(load_folder(loose_folder, image_size=8, seed=2), max_train=10, max_test=5, seed=2)
+    assert len(early.x_train) == 10 and len(early.x_test) == 5
+    np.testing.assert_array_equal(early.x_train, late.x_train)
+    np.testing.assert_array_equal(early.x_test, late.x_test)
 
 
 def test_load_dataset_reads_a_folder_and_refuses_image_size_elsewhere(loose_folder):

@@ -319,9 +319,8 @@ def load_dataset(spec="digits", seed=0, max_train=None, max_test=None, image_siz
     kind, _, arg = spec.partition(":")
     if kind == "folder" and arg:
         from .folder import load_folder
-        data = load_folder(arg, image_size=32 if image_size is None else image_size, seed=seed,
-                           **options)
-        return subsample(data, max_train, max_test, seed)
+        return load_folder(arg, image_size=32 if image_size is None else image_size, seed=seed,
+                           max_train=max_train, max_test=max_test, **options)
     if image_size is not None:
         raise ValueError(f"--image-size resizes the pictures of --data folder:PATH; --data "
                          f"{spec!r} has its own size")

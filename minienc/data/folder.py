@@ -31,7 +31,7 @@ import warnings
 
 import numpy
 
-from .datasets import UNLABELED, ImageDataset, stratified_split
+from .datasets import UNLABELED, ImageDataset, stratified_split, stratified_subset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm", ".pbm")
@@ -152,11 +152,13 @@ def _decode_into(files, out, channels, Image, bar):
 
 # ----- the dataset --------------------------------------------------------------------------------
 
-def load_folder(path, image_size=32, test_fraction=0.25, seed=0, progress=True):
+def load_folder(path, image_size=32, test_fraction=0.25, seed=0, max_train=None, max_test=None,
+                progress=True):
     """An `ImageDataset` from a folder of pictures (layouts in the module docstring), every
     picture float32 (C, image_size, image_size) in [0, 1]; `dataset.classes` holds the class
     names (empty when unlabeled), `dataset.skipped` the (path, reason) of each file left out.
-    `progress`: a progress bar while decoding (tqdm)."""
+    `max_train` / `max_test` keep a seeded, stratified subset of the files (`subsample`'s), chosen
+    before anything is decoded. `progress`: a progress bar while decoding (tqdm)."""
     from ..checks import positive_int
     from ..progress import progress_bar
     Image = _pillow()
@@ -174,6 +176,10 @@ def load_folder(path, image_size=32, test_fraction=0.25, seed=0, progress=True):
         train, test = stratified_split(labels, test_fraction, seed)
         train_files, y_train = [files[i] for i in train], labels[train]
         test_files, y_test = [files[i] for i in test], labels[test]
+    keep_train = stratified_subset(y_train, max_train or len(y_train), seed)
+    keep_test = stratified_subset(y_test, max_test or len(y_test), seed + 1)
+    train_files, y_train = [train_files[i] for i in keep_train], y_train[keep_train]
+    test_files, y_test = [test_files[i] for i in keep_test], y_test[keep_test]
     modes, skipped = _modes(train_files + test_files, Image)
     if not modes:
         raise ValueError(f"--data folder:{path}: none of its {len(skipped)} picture files could "
