@@ -61,6 +61,8 @@ def image_parser(description, steps=1000, latent_dim=None, batch_size=128, lr=1e
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--data", default=data, help=D.DATA_HELP)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="the side --data folder:PATH pictures are resized and cropped to (32)")
     parser.add_argument("--max-train", type=int, default=None,
                         help="keep a seeded, stratified subset of this many train images")
     parser.add_argument("--max-test", type=int, default=None, help="... and of test images")
@@ -149,7 +151,8 @@ def setup(args):
     """start_run, then the dataset (--data, cut to --max-train / --max-test) and config.json.
     Returns the dataset."""
     start_run(args)
-    data = D.load_dataset(args.data, seed=args.seed, max_train=args.max_train, max_test=args.max_test)
+    data = D.load_dataset(args.data, seed=args.seed, max_train=args.max_train, max_test=args.max_test,
+                          image_size=getattr(args, "image_size", None))
     write_config(args, data=dict(name=data.name, train=len(data.x_train), test=len(data.x_test),
                                  image_shape=list(data.image_shape), classes=data.num_classes))
     print(f"data: {data}   device: {args.device}   output: {args.out}")

@@ -63,7 +63,7 @@ def main():
     train(args, data, step, opt, loader, steps, mae.embed, models=mae, log_every=20,
           schedules={"lr": WarmupCosine(args.lr, steps, warmup_steps=steps // 20)})
 
-    images, _ = display_batch(data, data.num_classes, mae.device)   # one of each class
+    images, _ = display_batch(data, data.num_classes or 10, mae.device)   # one of each class
     out = mae.reconstruct(images)
     ratio = f"{args.mask_ratio:.0%}"
     # norm-pix predictions are per-patch shapes: they are drawn with each patch's TRUE mean and std

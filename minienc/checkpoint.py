@@ -20,6 +20,7 @@ CuPy's random generators cannot be serialised, so only the host generator's stat
 device generator continues its own stream after a resume (exact resumption is promised on CPU).
 Host-side I/O: NumPy comes through `backend.numpy`, as the house rule asks.
 """
+import contextlib
 import json
 import math
 import os
@@ -98,12 +99,23 @@ def save_checkpoint(path, models=None, optimizer=None, trainer=None, extra=None,
                             f"unpickles, could not read it back)")
     arrays[_META] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
 
+    with atomic_file(path, suffix=".npz") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode="wb", suffix=""):
+    """A file to write that becomes `path` only when the block ends without an error: written
+    to a temporary file in the same folder, flushed and fsync'ed, then renamed over `path`
+    (os.replace), so a crash leaves the old file or the new one, never half of one. Checkpoints,
+    exported encoders (minienc.export) and their config.json are written through it."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -119,7 +131,6 @@ def save_checkpoint(path, models=None, optimizer=None, trainer=None, extra=None,
             os.close(dir_fd)
     except OSError:
         pass
-    return path
 
 
 # ----- reading: every entry checked before it is used, and before anything changes ------------
