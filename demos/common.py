@@ -122,7 +122,7 @@ def demo_name():
 def start_run(args):
     """Seed, host threads, default device and output folder from the flags. Refuses (exits with
     the reason) a folder that already holds a run unless --resume or --overwrite says what to
-    do; --overwrite removes the old run's checkpoint, metrics and results first. With
+    do; --overwrite removes the old run's files first (old_run_files). With
     --distributed, setup_distributed first (and each rank's random stream seeded apart)."""
     setup_distributed(args)
     start_process(args, seed_offset=_rank())
@@ -133,9 +133,10 @@ def start_run(args):
                  f"again: choose one")
     found = [name for name in RUN_FILES if os.path.exists(os.path.join(args.out, name))]
     if found and args.overwrite:
-        for name in found:
+        old = old_run_files(args.out)
+        for name in old:
             os.remove(os.path.join(args.out, name))
-        print(f"--overwrite: removed the old run's {', '.join(found)} from {args.out}")
+        print(f"--overwrite: removed the old run's {', '.join(old)} from {args.out}")
     elif found and not args.resume:
         finished = "results.json" in found
         sys.exit(f"{demo_name()}: {args.out} already holds a {'finished' if finished else 'stopped'} "
@@ -143,6 +144,14 @@ def start_run(args):
                  f"{' (it evaluates the trained model again)' if finished else ''}, --overwrite "
                  f"to start it again, or choose another --out.")
     os.makedirs(args.out, exist_ok=True)
+
+
+def old_run_files(out):
+    """What a run left in `out`, which --overwrite removes so that no old picture stays beside the
+    new run's: RUN_FILES, config.json, gauges.json and every picture (*.png, *.dot). Other files
+    stay (compare.py's log.txt, anything of the user's)."""
+    return sorted(name for name in os.listdir(out)
+                  if name in RUN_FILES + ("config.json", "gauges.json") or name.endswith((".png", ".dot")))
 
 
 def setup(args):
