@@ -13,7 +13,6 @@ refuses a folder that holds a comparison unless --resume (each demo continues it
     python demos/compare.py --only ae,simclr,jepa     # a subset
     python demos/compare.py --device cuda             # the same on the GPU
 """
-import argparse
 import datetime
 import json
 import os
@@ -27,7 +26,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 from minienc.progress import progress_bar  # noqa: E402
 
-from common import RUN_FILES  # noqa: E402  (what makes a demo's folder hold a run)
+from common import RUN_FILES, DemoParser  # noqa: E402
 
 # name -> (label, script, extra flags, flags for --quick)
 OBJECTIVES = {
@@ -169,7 +168,7 @@ def bar_chart(rows, path, title, quick=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = DemoParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(OBJECTIVES), help=f"from {','.join(OBJECTIVES)}")
     parser.add_argument("--data", default="digits")
     parser.add_argument("--device", default=None)

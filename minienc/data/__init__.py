@@ -9,8 +9,8 @@ from .augment import MultiCrop  # noqa: F401  (multi-crop views: DINO, SwAV)
 from .colour import (ColorJitter, GaussianBlur, RandomGrayscale, RandomHorizontalFlip, Solarize,
                      simclr_augment)
 from .datasets import (CIFAR10_CLASSES, DATA_HELP, ImageDataset, load_cifar10, load_dataset,
-                       load_digits, load_digits_canvas, load_mnist, read_cifar10_batch, read_idx,
-                       stratified_split, stratified_subset, subsample)
+                       load_digits, load_digits_canvas, load_mnist, parse_data_spec, read_cifar10_batch,
+                       read_idx, stratified_split, stratified_subset, subsample)
 from .loader import BatchIterator
 from .text import (SPECIAL_TOKENS, Tokenizer, builtin_corpus, load_corpus, load_text, split_corpus,
                    split_sentences, tokenize)
