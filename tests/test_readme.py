@@ -89,3 +89,20 @@ def test_readme_test_command_is_what_ci_runs():
     script = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert command in script, f".ci/run does not run README's command {command!r}"
     assert not [line for line in script if line.startswith("export")], "settings belong in conftest.py"
+
+
+def test_every_file_readmes_table_says_a_command_writes_is_written_by_its_code():
+    """"What each command takes and writes": each file a row names appears in the code of the
+    row's scripts (or the shared code they call), so a renamed picture cannot leave README behind."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("## What each command takes and writes")[1].split("\n## ")[0]
+    shared = "".join(p.read_text() for p in [ROOT / "demos" / "common.py", *(ROOT / "minienc").rglob("*.py")])
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 10, table
+    for command, _, writes in rows:
+        scripts = re.findall(r"(\w+\.py)", command)
+        code = shared + "".join((ROOT / folder / s).read_text() for s in scripts
+                                for folder in ("demos", "benchmarks") if (ROOT / folder / s).exists())
+        assert scripts, command
+        for name in re.findall(r"`(\w+\.(?:png|json|md|txt|dot))`", writes):
+            assert name in code, f"README says {', '.join(scripts)} writes {name}; its code never names it"
