@@ -16,7 +16,7 @@ BAD = {   # flag -> (its bad value, what the one line must say)
     "--device": ("cuda", "argument --device: device 'cuda' needs CuPy"),
 }
 CASES = [(demo, flag) for demo in IMAGE_DEMOS for flag in BAD]
-CASES += [("mlm.py", "--steps"), ("mlm.py", "--device"), ("compare.py", "--data"),
+CASES += [("quickstart.py", "--steps"), ("quickstart.py", "--device"), ("mlm.py", "--steps"), ("mlm.py", "--device"), ("compare.py", "--data"),
           ("compare.py", "--device"), ("augmentations.py", "--data"), ("augmentations.py", "--device")]
 
 
@@ -25,8 +25,9 @@ def test_a_bad_flag_is_one_line_naming_it(demo, flag, tmp_path, monkeypatch, cap
     if flag == "--device" and backend.cuda_available():
         pytest.skip("CuPy sees a GPU here, so --device cuda is no mistake")
     value, said = BAD[flag]
+    out = [] if demo == "quickstart.py" else ["--out", tmp_path / "run"]   # it writes nothing
     with pytest.raises(SystemExit) as stop:
-        run_in_process(demo, flag, value, "--out", tmp_path / "run", monkeypatch=monkeypatch)
+        run_in_process(demo, flag, value, *out, monkeypatch=monkeypatch)
     captured = capsys.readouterr()
     assert stop.value.code == 2, captured
     lines = captured.err.strip().splitlines()
