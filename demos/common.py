@@ -44,14 +44,45 @@ RESUME_MAY_CHANGE = {"resume", "overwrite", "device", "threads", "eval_every", "
 
 # ----- flags ---------------------------------------------------------------------------------------
 
+class DemoParser(argparse.ArgumentParser):
+    """argparse for the demos: a flag's value that cannot work (--steps 0, --data foo, --device
+    cuda without CuPy) is refused when the flags are read, in one line that names the flag (exit
+    status 2), not deep inside the run as a traceback; so is any other usage error."""
+
+    POSITIVE = ("steps", "epochs", "batch_size")
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        for name in self.POSITIVE:
+            value = getattr(parsed, name, None)
+            if value is not None and value < 1:
+                self.error(f"argument --{name.replace('_', '-')}: must be at least 1, got {value}")
+        if getattr(parsed, "data", None) is not None:
+            try:
+                D.parse_data_spec(parsed.data)
+            except ValueError as error:
+                self.error(f"argument --data: {error}")
+        if getattr(parsed, "device", None) is not None:
+            try:
+                backend.check_device(parsed.device)
+                if parsed.device == "cuda" and not backend.cuda_available():
+                    backend.cupy()    # says what to install when CuPy is missing
+                    raise RuntimeError("CuPy sees no GPU here")
+            except (ValueError, RuntimeError) as error:
+                self.error(f"argument --device: {error}")
+        return parsed
+
+
 def image_parser(description, steps=1000, latent_dim=None, batch_size=128, lr=1e-3, data="digits",
                  epochs=None):
     """The flags every image demo takes (defaults per demo): --steps (or --epochs) --latent-dim
     --batch-size --lr --data --max-train --max-test --draws --eval-every, and add_run_flags'.
     A demo may define one of them again (its own --steps, say): the later definition wins."""
-    parser = argparse.ArgumentParser(description=description.strip().split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                     conflict_handler="resolve")
+    parser = DemoParser(description=description.strip().split("\n\n")[0],
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, conflict_handler="resolve")
     parser.add_argument("--steps", type=int, default=steps,
                         help="optimizer steps (the learning-rate schedule spans them)")
     parser.add_argument("--epochs", type=int, default=epochs,
@@ -124,7 +155,7 @@ def demo_name():
 def start_run(args):
     """Seed, host threads, default device and output folder from the flags. Refuses (exits with
     the reason) a folder that already holds a run unless --resume or --overwrite says what to
-    do; --overwrite removes the old run's checkpoint, metrics and results first. With
+    do; --overwrite removes the old run's files first (old_run_files). With
     --distributed, setup_distributed first (and each rank's random stream seeded apart)."""
     setup_distributed(args)
     start_process(args, seed_offset=_rank())
@@ -135,9 +166,10 @@ def start_run(args):
                  f"again: choose one")
     found = [name for name in RUN_FILES if os.path.exists(os.path.join(args.out, name))]
     if found and args.overwrite:
-        for name in found:
+        old = old_run_files(args.out)
+        for name in old:
             os.remove(os.path.join(args.out, name))
-        print(f"--overwrite: removed the old run's {', '.join(found)} from {args.out}")
+        print(f"--overwrite: removed the old run's {', '.join(old)} from {args.out}")
     elif found and not args.resume:
         finished = "results.json" in found
         sys.exit(f"{demo_name()}: {args.out} already holds a {'finished' if finished else 'stopped'} "
@@ -147,12 +179,24 @@ def start_run(args):
     os.makedirs(args.out, exist_ok=True)
 
 
+def old_run_files(out):
+    """What a run left in `out`, which --overwrite removes so that no old picture stays beside the
+    new run's: RUN_FILES, config.json, gauges.json and every picture (*.png, *.dot). Other files
+    stay (compare.py's log.txt, anything of the user's)."""
+    return sorted(name for name in os.listdir(out)
+                  if name in RUN_FILES + ("config.json", "gauges.json") or name.endswith((".png", ".dot")))
+
+
 def setup(args):
     """start_run, then the dataset (--data, cut to --max-train / --max-test) and config.json.
     Returns the dataset."""
     start_run(args)
-    data = D.load_dataset(args.data, seed=args.seed, max_train=args.max_train, max_test=args.max_test,
-                          image_size=getattr(args, "image_size", None))
+    try:
+        data = D.load_dataset(args.data, seed=args.seed, max_train=args.max_train,
+                              max_test=args.max_test, image_size=getattr(args, "image_size", None))
+    except (OSError, ValueError) as error:   # a folder without the files, a corrupt file: one line
+        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)   # as argparse's
+        sys.exit(2)
     write_config(args, data=dict(name=data.name, train=len(data.x_train), test=len(data.x_test),
                                  image_shape=list(data.image_shape), classes=data.num_classes))
     print(f"data: {data}   device: {args.device}   output: {args.out}")

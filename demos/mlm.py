@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minienc  # noqa: E402
 from minienc import backend  # noqa: E402
-from common import add_run_flags, fit, make_trainer, start_run, total_steps, write_config  # noqa: E402
+from common import (DemoParser, add_run_flags, fit, make_trainer, start_run, total_steps,  # noqa: E402
+                    write_config)
 from minienc.data import BatchIterator, Tokenizer, load_corpus, split_corpus  # noqa: E402
 from minienc.objectives import MaskedLanguageModel, mask_tokens  # noqa: E402
 from minienc.objectives.masked_language import IGNORE_INDEX  # noqa: E402
@@ -28,8 +29,8 @@ from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay  # noq
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = DemoParser(description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--text", default=None, help="a UTF-8 text file (default: the built-in corpus)")
     parser.add_argument("--steps", type=int, default=2232, help="optimizer steps")
     parser.add_argument("--epochs", type=int, default=None, help="passes over the corpus instead of --steps")

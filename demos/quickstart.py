@@ -7,16 +7,15 @@ written with nothing but minienc tensors, so every step of the loop is visible.
 With --distributed the loop is data parallel by hand: every process starts from rank 0's
 weights, computes the gradient of its own half of the points, and the gradients are averaged
 over the processes before the update, so every process takes the same step."""
-import argparse
-
 import numpy as np
 
 import minienc
+from common import DemoParser   # argparse that refuses --steps 0 or --device cuda without CuPy in one line
 from minienc import distributed
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = DemoParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)

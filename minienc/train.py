@@ -158,6 +158,7 @@ class Trainer(RunFolder):
         self._start_step = self.step
         self._clock = (time.perf_counter(), self.step)
         self._started = time.perf_counter() - self.elapsed_s
+        self._since = (self.elapsed_s, self.eval_s)   # a resumed run's clocks: the estimate starts here
 
         def done():
             return (steps is not None and self.step >= steps) or \
@@ -357,7 +358,9 @@ class Trainer(RunFolder):
     def _say_estimate(self, total):
         if self.progress and total:
             self._log()   # a host sync: the time below is the device's, not the queue's
-            per_step = (self._elapsed() - self.eval_s) / max(self.step - self._start_step, 1)
+            elapsed, evaluating = self._since    # this fit's own steps and time, not the run's
+            training = (self._elapsed() - elapsed) - (self.eval_s - evaluating)
+            per_step = training / max(self.step - self._start_step, 1)
             self._bar.write(estimate_line(self, total, per_step))
 
     def _say_evaluation_share(self):

@@ -310,32 +310,48 @@ def load_cifar10(path, max_train=None, max_test=None, seed=0):
 
 # ----- one entry point for demos ------------------------------------------------------------------
 
-def load_dataset(spec="digits", seed=0, max_train=None, max_test=None, image_size=None, **options):
-    """Parse a demo's `--data` value and load it (see `DATA_HELP`): "digits", "digits-canvas" /
-    "digits-canvas:SIZE", "mnist:PATH", "cifar10:PATH", "folder:PATH". `max_train` / `max_test`
-    keep a seeded, stratified subset; `image_size` is the side a folder's pictures are resized
-    and cropped to (default 32; the other kinds have their own size); `options` go to the
-    loader (e.g. copies=4 for the canvas)."""
+def parse_data_spec(spec):
+    """(kind, argument) of a demo's `--data` value, checked without loading anything: ("digits",
+    None), ("digits-canvas", SIZE), ("mnist", PATH) (also "fashion-mnist"), ("cifar10", PATH) or
+    ("folder", PATH); a ValueError that names the value otherwise. A PATH must be a folder."""
     kind, _, arg = spec.partition(":")
-    if kind == "folder" and arg:
+    if kind in ("mnist", "fashion-mnist", "cifar10", "folder") and arg:
+        path = os.path.expanduser(arg)
+        if not os.path.isdir(path):
+            raise ValueError(f"{spec!r}: {path!r} is not a folder")
+        return ("mnist" if kind == "fashion-mnist" else kind), path
+    if kind == "digits" and not arg:
+        return kind, None
+    if kind == "digits-canvas":
+        try:
+            size = int(arg) if arg else 32
+        except ValueError:
+            raise ValueError(f"{spec!r}: the canvas size must be an integer, got {arg!r}") from None
+        return kind, size
+    raise ValueError(f"{spec!r} not understood; expected {DATA_HELP}")
+
+
+def load_dataset(spec="digits", seed=0, max_train=None, max_test=None, image_size=None, **options):
+    """Parse a demo's `--data` value (parse_data_spec) and load it (see `DATA_HELP`): "digits",
+    "digits-canvas" / "digits-canvas:SIZE", "mnist:PATH", "cifar10:PATH", "folder:PATH".
+    `max_train` / `max_test` keep a seeded, stratified subset; `image_size` is the side a
+    folder's pictures are resized and cropped to (default 32; the other kinds have their own
+    size); `options` go to the loader (e.g. copies=4 for the canvas)."""
+    try:
+        kind, arg = parse_data_spec(spec)
+    except ValueError as error:
+        raise ValueError(f"--data {error}") from None
+    if kind == "folder":
         from .folder import load_folder
         return load_folder(arg, image_size=32 if image_size is None else image_size, seed=seed,
                            max_train=max_train, max_test=max_test, **options)
     if image_size is not None:
         raise ValueError(f"--image-size resizes the pictures of --data folder:PATH; --data "
                          f"{spec!r} has its own size")
-    if kind in ("mnist", "fashion-mnist") and arg:
-        return load_mnist(os.path.expanduser(arg), max_train, max_test, seed=seed, **options)
-    if kind == "cifar10" and arg:
+    if kind == "mnist":
+        return load_mnist(arg, max_train, max_test, seed=seed, **options)
+    if kind == "cifar10":
         return load_cifar10(arg, max_train, max_test, seed=seed, **options)
-    if kind == "digits" and not arg:
-        data = load_digits(seed=seed, **options)
-    elif kind == "digits-canvas":
-        try:
-            size = int(arg) if arg else 32
-        except ValueError:
-            raise ValueError(f"--data {spec}: the canvas size must be an integer, got {arg!r}") from None
-        data = load_digits_canvas(size=size, seed=seed, **options)
-    else:
-        raise ValueError(f"--data {spec!r} not understood; expected {DATA_HELP}")
+    data = load_digits(seed=seed, **options) if kind == "digits" else \
+        load_digits_canvas(size=arg, seed=seed, **options)
     return subsample(data, max_train, max_test, seed)
