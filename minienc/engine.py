@@ -69,12 +69,8 @@ class Function:
             out = self.forward(*arrays)
         except (IndexError, TypeError, ValueError) as exc:
             if str(exc).startswith(self.name + ":"):
-                raise
-            # re-raised as the plain built-in type (NumPy's subclasses take other constructor
-            # arguments), chained to the original so its traceback still shows the failing line
-            kind = next(k for k in (IndexError, TypeError, ValueError) if isinstance(exc, k))
-            shapes = " and ".join(str(tuple(a.shape)) for a in arrays)
-            raise kind(f"{self.name}: cannot apply to shapes {shapes}: {exc}") from exc
+                raise  # the op's own check, which names it already
+            raise _named_error(self, exc, arrays) from exc   # chained: the failing line stays
         if _modes.anomaly:
             _check_finite(self, out, "output")
         version = tensors[0]._version if self.is_view else [0]
@@ -342,7 +338,15 @@ class Tensor:
     def log_softmax(self, axis=-1): return ops.log_softmax(self, axis)
 
 
-# ----- the guards Tensor.backward calls: what it checks, beside what it computes ----------------
+# ----- the guards: what Function.__call__ and Tensor.backward check, beside what they compute ----
+
+def _named_error(fn, exc, arrays):
+    """An error raised inside fn.forward, with the op's name and its operands' shapes, as the
+    plain built-in type (NumPy's subclasses take other constructor arguments)."""
+    kind = next(k for k in (IndexError, TypeError, ValueError) if isinstance(exc, k))
+    shapes = " and ".join(str(tuple(a.shape)) for a in arrays)
+    return kind(f"{fn.name}: cannot apply to shapes {shapes}: {exc}")
+
 
 def _initial_grad(output, grad):
     """The gradient backward starts from: ones for a scalar output, else `grad`, which must have
