@@ -274,7 +274,7 @@ def test_dino_centre_at_world_of_one_is_the_local_mean(device):
         minienc.manual_seed(2)
         dino = DINO(nn.MLPEncoder(5, (6,), 4).to(device), dino_head(4, 8, 6, 3).to(device),
                     distributed=flag)
-        dino.terms(crops)
+        dino.loss_of_views(*crops)
         centres.append(backend.to_host(dino.center))
     assert np.abs(centres[0]).max() > 0 and np.array_equal(centres[0], centres[1])
 
