@@ -391,8 +391,6 @@ def test_demos_run_under_two_processes(tmp_path):
         return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("minienc-rank1-")}
 
     before = leftovers()
-    out = launch(ROOT / "demos" / "quickstart.py", "--steps", "50", "--distributed")
-    assert out.count("step   50") == 1, out
     out = launch(ROOT / "demos" / "simclr.py", "--distributed", "--epochs", "1", "--draws", "3",
                  "--out", tmp_path)
     assert "distributed: 2 processes (mpi)" in out and out.count("evaluation on digits") == 1, out
