@@ -218,6 +218,25 @@ class Trainer(RunFolder):
             self.plot()
         return self
 
+    # ----- the step: all of training; everything else in this class manages the run -----------
+    def _train_step(self, micro_batches):
+        """One optimizer step on the mean gradient of `micro_batches` (one, or `accumulate`)."""
+        self._apply_schedules()                   # lr, weight decay, the objective's attributes
+        self.optimizer.zero_grad()
+        for batch in micro_batches:
+            terms = self.loss_fn(batch)           # {"loss": scalar Tensor, other terms to log}
+            loss = terms["loss"]
+            (loss if self.accumulate == 1 else loss * (1.0 / self.accumulate)).backward()
+            self._keep(terms)
+        self._average_gradients()                 # over processes; a short group's mean
+        if self.clip_grad is not None:
+            clip_grad_norm(self._trained_parameters(), self.clip_grad)
+        self.optimizer.step()
+        if self.objective is not None:
+            self.objective.after_step(self.step / self._total)   # EMA targets, centres
+        self.step += 1
+
+    # ----- beside the step: signals, the data's position, schedules, gradients ------------------
     @contextlib.contextmanager
     def _stop_on_interrupt(self):
         """In the main thread, the first Ctrl-C asks the loop to stop after the current step."""
@@ -283,24 +302,6 @@ class Trainer(RunFolder):
             if self.batch_in_epoch == epoch_length:   # a known length: no need to ask
                 self._epoch_ended = True
                 return
-
-    # ----- the step: all of training; everything else in this class manages the run -----------
-    def _train_step(self, micro_batches):
-        """One optimizer step on the mean gradient of `micro_batches` (one, or `accumulate`)."""
-        self._apply_schedules()                   # lr, weight decay, the objective's attributes
-        self.optimizer.zero_grad()
-        for batch in micro_batches:
-            terms = self.loss_fn(batch)           # {"loss": scalar Tensor, other terms to log}
-            loss = terms["loss"]
-            (loss if self.accumulate == 1 else loss * (1.0 / self.accumulate)).backward()
-            self._keep(terms)
-        self._average_gradients()                 # over processes; a short group's mean
-        if self.clip_grad is not None:
-            clip_grad_norm(self._trained_parameters(), self.clip_grad)
-        self.optimizer.step()
-        if self.objective is not None:
-            self.objective.after_step(self.step / self._total)   # EMA targets, centres
-        self.step += 1
 
     def _apply_schedules(self):
         for key, schedule in self.schedules.items():
