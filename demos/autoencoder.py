@@ -11,8 +11,9 @@ embeddings.png (PCA of the test codes), results.json; prints the evaluation tabl
 """
 import minienc
 from common import (add_reconstruction_flags, build_reconstruction, display_batch, finish, fit,
-                    image_parser, reconstruction_batches, run_options, save_grid, say_loss, setup)
-from minienc.optim import Adam, WarmupCosine
+                    image_parser, reconstruction_batches, reconstruction_options, save_grid, say_loss,
+                    setup)
+from minienc.optim import Adam
 from minienc.train import Trainer
 
 
@@ -22,9 +23,7 @@ def main():
     objective, initial = build_reconstruction(args, data, "autoencoder")
     loader, steps = reconstruction_batches(args, data)
     optimizer = Adam(objective.param_groups(), lr=args.lr)
-    lr = WarmupCosine(args.lr, steps, warmup_steps=steps // 20)
-    trainer = Trainer(objective, optimizer, **run_options(args, data, objective.embed,
-                                                          schedules={"lr": lr}, log_every=len(loader)))
+    trainer = Trainer(objective, optimizer, **reconstruction_options(args, data, objective, loader, steps))
     say_loss(args, fit(args, trainer, loader, steps))
     x, _ = display_batch(data, 12, args.device)
     with minienc.no_grad():

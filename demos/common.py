@@ -411,6 +411,15 @@ def reconstruction_batches(args, data):
     return loader, total_steps(args, loader)
 
 
+def reconstruction_options(args, data, objective, loader, steps, **schedules):
+    """The autoencoders' Trainer options: the learning rate's warmup over 5% of the run and
+    cosine to 0 (more `schedules` beside it: the VAE's beta), a log line per epoch, and
+    run_options."""
+    lr = WarmupCosine(args.lr, steps, warmup_steps=steps // 20)
+    return run_options(args, data, objective.embed, schedules={"lr": lr, **schedules},
+                       log_every=len(loader))
+
+
 def say_loss(args, trainer):
     """The loss of the first epoch and of the last."""
     logged = [r for r in trainer.records if "loss" in r]   # (an evaluation at step 0 has none)

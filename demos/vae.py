@@ -14,10 +14,11 @@ z ~ N(0, I)), interpolation.png (decoded points between two test digits' means),
 """
 import minienc
 from common import (add_reconstruction_flags, build_reconstruction, display_batch, finish, fit,
-                    image_parser, reconstruction_batches, run_options, save_grid, say_loss, setup)
+                    image_parser, reconstruction_batches, reconstruction_options, save_grid, say_loss,
+                    setup)
 from minienc.eval import plot_curves
 from minienc.objectives.reconstruction import kl_weight_schedule
-from minienc.optim import Adam, WarmupCosine
+from minienc.optim import Adam
 from minienc.train import Trainer
 
 
@@ -31,10 +32,9 @@ def main():
     objective, initial = build_reconstruction(args, data, "vae", beta=args.beta)
     loader, steps = reconstruction_batches(args, data)
     optimizer = Adam(objective.param_groups(), lr=args.lr)
-    lr = WarmupCosine(args.lr, steps, warmup_steps=steps // 20)
     beta = kl_weight_schedule(args.beta, int(args.kl_warmup * steps))   # sets objective.beta
-    trainer = Trainer(objective, optimizer, **run_options(args, data, objective.embed, log_every=len(loader),
-                                                          schedules={"lr": lr, "beta": beta}))
+    trainer = Trainer(objective, optimizer,
+                      **reconstruction_options(args, data, objective, loader, steps, beta=beta))
     logged = say_loss(args, fit(args, trainer, loader, steps))
     epochs = [r["epoch"] for r in logged]
     terms = {"-ELBO (recon + KL)": [r["recon"] + r["kl"] for r in logged],
