@@ -290,7 +290,7 @@ def _simclr_run(device, steps=3):
 
     def step(batch):
         batch = batch.astype(F64)
-        return model.loss(batch * 1.1, batch * 0.9 + 0.1)
+        return model.loss_of_views(batch * 1.1, batch * 0.9 + 0.1)
 
     trainer = Trainer(step, SGD(model.parameters(), lr=0.2, momentum=0.9), models=model,
                       progress=False, log_every=1,
