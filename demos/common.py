@@ -1,12 +1,14 @@
-"""What every demo shares: the same flags, the same set-up, the same training call and the same
+"""What every demo shares: the same flags, the same set-up, the same run options and the same
 evaluation report -- and the recipes that several demos share (two views; two views without
-negatives; autoencoders).
+negatives; autoencoders). The training itself stays in each demo, in view:
 
     args = image_parser(__doc__, steps=1500, latent_dim=64).parse_args()
     data = setup(args)                   # seed, device, dataset, output folder, config.json
-    loader = BatchIterator(data.x_train, batch_size=args.batch_size, seed=args.seed)
-    steps = total_steps(args, loader)    # --steps, or --epochs passes over the loader
-    train(args, data, step, optimizer, loader, steps, encoder, models=model, schedules=...)
+    objective = SimCLR(encoder, head, augment)
+    loader, steps = two_view_batches(args, data, "SimCLR", objective)   # views.png, the batches
+    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args), ...)
+    trainer = Trainer(objective, optimizer, **recipe_options(args, data, objective, loader, steps))
+    fit(args, trainer, loader, steps)    # --resume continues the run, --overwrite restarts it
     finish(args, data, "SimCLR", encoder, random_encoder)   # figures, the table, results.json
 
 A run's folder is its record: config.json (flags, seed, versions, device), metrics.jsonl,
@@ -33,7 +35,7 @@ from minienc.eval import (CollapseGauges, Evaluator, baseline_records, encode, e
                           plot_curves, plot_embeddings, plot_image_grid, print_table)
 from minienc.nn import Flatten, MLPEncoder, Sequential, SyncBatchNorm  # noqa: E402
 from minienc.objectives.reconstruction import LIKELIHOODS, build_model  # noqa: E402
-from minienc.optim import Adam, LARS, WarmupCosine, param_groups_without_decay  # noqa: E402
+from minienc.optim import WarmupCosine  # noqa: E402
 from minienc.progress import MetricsFile  # noqa: E402
 from minienc.train import Trainer  # noqa: E402
 
@@ -267,24 +269,25 @@ def total_steps(args, loader):
     return args.epochs * len(loader) if getattr(args, "epochs", None) else args.steps
 
 
-def make_trainer(args, data, step_fn, optimizer, encoder=None, **options):
-    """A Trainer (options: models, schedules, callbacks, log_every, out_dir, ...) writing into
-    --out, which with --eval-every N evaluates `encoder` on a held-out subset every N steps."""
-    if getattr(args, "eval_every", 0) and encoder is not None:
-        options.update(evaluator=Evaluator(encoder, data, seed=args.seed), eval_every=args.eval_every)
+def run_options(args, data=None, embed=None, **options):
+    """A demo's Trainer options: `options` (schedules, log_every, callbacks, ...), the run's
+    folder (--out) and, with --eval-every N, an evaluation of `embed` on a held-out subset of
+    `data` every N steps."""
     options.setdefault("out_dir", args.out)
-    return Trainer(step_fn, optimizer, **options)
+    if getattr(args, "eval_every", 0) and embed is not None:
+        options.update(evaluator=Evaluator(embed, data, seed=args.seed), eval_every=args.eval_every)
+    return options
+
+
+def make_trainer(args, data, step_fn, optimizer, encoder=None, **options):
+    """A Trainer of `step_fn` (options: models, schedules, callbacks, ...) with run_options."""
+    return Trainer(step_fn, optimizer, **run_options(args, data, encoder, **options))
 
 
 def fit(args, trainer, loader, steps):
     """trainer.fit for `steps` steps, continuing the run with --resume, restarting it with
-    --overwrite."""
+    --overwrite. Returns the Trainer."""
     return trainer.fit(loader, steps=steps, resume=args.resume, overwrite=args.overwrite)
-
-
-def train(args, data, step_fn, optimizer, loader, steps, encoder=None, **options):
-    """make_trainer, then fit. Returns the Trainer."""
-    return fit(args, make_trainer(args, data, step_fn, optimizer, encoder, **options), loader, steps)
 
 
 # ----- the report ----------------------------------------------------------------------------------
@@ -393,44 +396,38 @@ def two_view_augment(args, data):
                                  noise=args.noise, erase_p=0.3)
 
 
-def train_contrastive(args, data, name, loss_fn, models, params, encoder, callbacks=(),
-                      labels=False, views=None, schedules=None, sync_batch_norm=True,
-                      optimizer=None):
-    """LARS (lr scaled as SimCLR: base * batch / 256) with warmup + cosine over the run, on
-    batches of the train images; each step is loss_fn(view1, view2), or loss_fn(view1, view2,
-    labels) with `labels`. `views`: a function images -> the list of views to use instead of two
-    augmented ones; `schedules`: more Trainer schedules (an EMA momentum); `optimizer`: a
-    function param_groups -> optimizer instead of LARS (the schedule still sets its lr). Saves
-    the view pairs (views.png) first. With --distributed and `sync_batch_norm`, every batch norm in `models`
-    normalises over the global batch (SimCLR's global BN; MoCo keeps its own per process).
-    Returns the Trainer."""
+def two_view_batches(args, data, name, model, labels=False, sync_batch_norm=True, augment=None):
+    """The recipe's batches: full batches of the train images (and labels) and the run's steps.
+    Saves the view pairs first (views.png, drawn with `augment`, default the model's). With
+    --distributed and `sync_batch_norm`, every batch norm in `model` normalises over the global
+    batch (SimCLR's global BN; MoCo keeps its own per process)."""
     if getattr(args, "distributed", False) and sync_batch_norm:
-        for model in (models.values() if isinstance(models, dict) else [models]):
-            SyncBatchNorm.convert(model)
-    augment = two_view_augment(args, data)
+        SyncBatchNorm.convert(model)
+    augment = augment or model.augment
     save_grid(args, [data.x_test[:12], augment(data.x_test[:12]), augment(data.x_test[:12])],
               ["original", "view 1", "view 2"], "views.png",
               f"{name}: positive pairs (two random views of each image)")
     arrays = (data.x_train, data.y_train) if labels else (data.x_train,)
     loader = D.BatchIterator(*arrays, batch_size=args.batch_size, drop_last=True, seed=args.seed,
-                           device=args.device)
+                             device=args.device)
     if len(loader) == 0:
         sys.exit(f"{demo_name()}: --batch-size {args.batch_size} is larger than the "
                  f"{len(data.x_train)} train images (batches are never short: batch norm and the "
                  f"negatives want full ones)")
-    steps = total_steps(args, loader)
-    lr = args.lr * args.batch_size / 256
-    groups = param_groups_without_decay(params, args.weight_decay)
-    optimizer = optimizer(groups) if optimizer else LARS(groups, lr=lr, weight_decay=args.weight_decay)
-    schedule = WarmupCosine(lr, steps, warmup_steps=min(args.warmup_steps, steps))
+    return loader, total_steps(args, loader)
 
-    def step(batch):
-        x, *y = batch if labels else (batch,)
-        return loss_fn(*(views(x) if views else (augment(x), augment(x))), *y)
 
-    return train(args, data, step, optimizer, loader, steps, encoder, models=models,
-                 schedules={"lr": schedule, **(schedules or {})}, callbacks=callbacks,
-                 log_every=len(loader))
+def recipe_lr(args):
+    """The recipe's peak learning rate, scaled as SimCLR: base --lr * batch / 256."""
+    return args.lr * args.batch_size / 256
+
+
+def recipe_options(args, data, objective, loader, steps, **schedules):
+    """The recipe's Trainer options: the learning rate's warmup over --warmup-steps and cosine
+    to 0 (more `schedules` beside it), a log line per epoch, and run_options."""
+    lr = WarmupCosine(recipe_lr(args), steps, warmup_steps=min(args.warmup_steps, steps))
+    return run_options(args, data, objective.embed, schedules={"lr": lr, **schedules},
+                       log_every=len(loader))
 
 
 # ----- the autoencoder recipe: autoencoder, denoising and VAE share it -----------------------------
@@ -455,26 +452,27 @@ def build_reconstruction(args, data, kind, **options):
     return model, initial
 
 
-def train_reconstruction(args, data, model, loss_fn, schedules=None):
-    """Adam with a warm-up + cosine learning rate over the run, on batches of the train images;
-    each step is loss_fn(images, **this step's `schedules` values). `schedules`: name ->
-    function(total steps) -> schedule (the VAE's KL weight, beta). Returns the Trainer."""
+def reconstruction_batches(args, data):
+    """Batches of the train images (the last one may be short) and the run's steps."""
     loader = D.BatchIterator(data.x_train, batch_size=args.batch_size, seed=args.seed, device=args.device)
-    steps = total_steps(args, loader)
-    extra = {k: make(steps) for k, make in (schedules or {}).items()}
+    return loader, total_steps(args, loader)
 
-    def step(images):
-        return loss_fn(images, **{k: trainer.values[k] for k in extra})
 
-    trainer = make_trainer(args, data, step, Adam(model.parameters(), lr=args.lr), model.encode,
-                           models=model, log_every=len(loader),
-                           schedules={"lr": WarmupCosine(args.lr, steps, warmup_steps=steps // 20),
-                                      **extra})
-    fit(args, trainer, loader, steps)
+def reconstruction_options(args, data, objective, loader, steps, **schedules):
+    """The autoencoders' Trainer options: the learning rate's warmup over 5% of the run and
+    cosine to 0 (more `schedules` beside it: the VAE's beta), a log line per epoch, and
+    run_options."""
+    lr = WarmupCosine(args.lr, steps, warmup_steps=steps // 20)
+    return run_options(args, data, objective.embed, schedules={"lr": lr, **schedules},
+                       log_every=len(loader))
+
+
+def say_loss(args, trainer):
+    """The loss of the first epoch and of the last."""
     logged = [r for r in trainer.records if "loss" in r]   # (an evaluation at step 0 has none)
     print(f"loss: {logged[0]['loss']:.2f} in the first epoch -> {logged[-1]['loss']:.2f} in the "
           f"last (nats per image; curve in {args.out}/loss.png)")
-    return trainer
+    return logged
 
 
 # ----- the joint-embedding recipe: BYOL, SimSiam, VICReg, Barlow Twins, DINO ----------------------
@@ -491,21 +489,21 @@ def joint_embedding_parser(description):
     return parser
 
 
-def train_joint_embedding(args, data, name, loss_fn, models, params, encoder, gauged, terms=(),
-                          log_scale=("loss",), callbacks=(), **options):
-    """train_contrastive (options: views, schedules, optimizer) with minienc.eval.CollapseGauges
-    of `gauged` (name -> encoder: the representation, and the output the loss sees, where
-    collapse shows first) at step 0 and every --monitor-every steps after `callbacks`; then
-    curves.png (the loss and logged `terms`), gauges.png and gauges.json. Returns the Trainer."""
+def collapse_gauges(args, data, **gauged):
+    """minienc.eval.CollapseGauges of `gauged` (name -> encoder: the representation, and the
+    output the loss sees, where collapse shows first) on the train images, recorded at step 0;
+    a Trainer callback that records them every --monitor-every steps."""
     gauges = CollapseGauges(data.x_train, args.monitor_every, **gauged)
     gauges.record(0)
-    trainer = train_contrastive(args, data, name, loss_fn, models, params, encoder,
-                                callbacks=[*callbacks, gauges], **options)
+    return gauges
+
+
+def save_gauges(args, name, gauges, terms=(), log_scale=("loss",)):
+    """curves.png (the loss and the logged `terms` over training), gauges.png and gauges.json."""
     curves = MetricsFile(os.path.join(args.out, "metrics.jsonl")).curves(("loss", *terms))
     print("saved", plot_curves(curves, os.path.join(args.out, "curves.png"),
                                title=f"{name}: loss over training", log_scale=log_scale))
     print("saved", gauges.save(args.out, f"{name}: collapse gauges on the train images (eval mode)"))
-    return trainer
 
 
 # ----- several processes (minienc.distributed) --------------------------------------------------

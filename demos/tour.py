@@ -147,19 +147,19 @@ except minienc.GradcheckError as error:
 from minienc.data import BatchIterator, contrastive_augment, load_digits  # noqa: E402
 from minienc.eval import Evaluator, evaluate, plot_embeddings, encode  # noqa: E402
 from minienc.objectives.byol import BYOL, byol_mlp  # noqa: E402
-from minienc.optim import Adam, Cosine, WarmupCosine  # noqa: E402
+from minienc.optim import Adam, WarmupCosine  # noqa: E402
 from minienc.train import Trainer  # noqa: E402
 
 data = load_digits()
 encoder = nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (256, 256), 32, batch_norm=True))
 random_encoder = nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (256, 256), 32, batch_norm=True))
 random_encoder.load_state_dict(encoder.state_dict())   # the same start, never trained
-byol = BYOL(encoder, byol_mlp(32, 256, 32), byol_mlp(32, 256, 32))
 augment = contrastive_augment()
+byol = BYOL(encoder, byol_mlp(32, 256, 32), byol_mlp(32, 256, 32), augment, momentum=0.99)
 
 images = minienc.tensor(data.x_train[:8])
 view1, view2 = augment(images), augment(images)
-loss = byol.loss(view1, view2)
+loss = byol.loss_of_views(view1, view2)["loss"]
 minienc.viz.graph(loss, os.path.join(OUT, "graph_byol"),
                   names={"online": byol.online_network, "predictor": byol.predictor,
                          "view 1": view1, "view 2": view2, "loss": loss})
@@ -167,19 +167,16 @@ if os.path.exists(os.path.join(OUT, "graph_byol.png")):
     show(os.path.join(OUT, "graph_byol.png"))
 
 # %% [markdown]
-# The `Trainer` runs the loop: schedules, the EMA update after each step (a callback), a
+# The `Trainer` runs the loop: schedules, the EMA update after each step (BYOL's after_step), a
 # held-out evaluation every 100 steps (k-NN, 5-shot, RankMe, embedding std on a fixed subset),
 # metrics.jsonl, the curves, a checkpoint. Stop it with Ctrl-C and `fit(..., resume=True)`
 # continues where it stopped.
 
 # %%
 loader = BatchIterator(data.x_train, batch_size=128, drop_last=True, seed=0)
-optimizer = Adam([p for m in byol.trained_modules() for p in m.parameters()], lr=2e-3)
-trainer = Trainer(lambda x: byol.loss(augment(x), augment(x)), optimizer, models=byol,
-                  schedules={"lr": WarmupCosine(2e-3, STEPS, STEPS // 10),
-                             "ema": Cosine(0.99, 1.0, STEPS)},
-                  callbacks=[lambda t: byol.update_target(t.values["ema"])],
-                  evaluator=Evaluator(encoder, data), eval_every=100, out_dir=OUT)
+optimizer = Adam(byol.param_groups(), lr=2e-3)
+trainer = Trainer(byol, optimizer, schedules={"lr": WarmupCosine(2e-3, STEPS, STEPS // 10)},
+                  evaluator=Evaluator(byol.embed, data), eval_every=100, out_dir=OUT)
 trainer.fit(loader, steps=STEPS, overwrite=True)   # an earlier tour here: checked at the top
 if os.path.exists(os.path.join(OUT, "evaluation.png")):
     show(os.path.join(OUT, "evaluation.png"))
