@@ -13,51 +13,31 @@ import math
 import numpy as np
 
 import minienc
-from minienc import ops
-from minienc.data import BatchIterator, Tokenizer, contrastive_augment, split_corpus, stratified_split
+from minienc.data import BatchIterator, Tokenizer, contrastive_augment, stratified_split
 from minienc.data.corrupt import STRENGTHS, corruption
 from minienc.data.text import builtin_corpus, builtin_corpus_by_module
-from minienc.eval import (encode, few_shot_probe, knn_accuracy, linear_probe, pca_features,
-                          plot_curves, roc_auc)
+from minienc.eval import encode, few_shot_probe, knn_accuracy, linear_probe, pca_features, roc_auc
 from minienc.eval.anomaly import autoencoder_scores, knn_scores, pca_scores, vae_scores
 from minienc.eval.robustness import LinearProbe, relative_shift
 from minienc.nn import Flatten, MLPEncoder, Sequential, VisionTransformer
-from minienc.objectives import MAE, MaskedLanguageModel, mask_tokens
-from minienc.objectives.contrastive import MoCo, SimCLR, projection_head, view_triplet_loss
-from minienc.objectives.reconstruction import build_model
-from minienc.optim import LARS, AdamW, Cosine, WarmupCosine, param_groups_without_decay
+from minienc.objectives import MAE, MaskedLanguageModel, Objective
+from minienc.objectives.contrastive import MoCo, SimCLR, Triplet, projection_head
+from minienc.objectives.reconstruction import VAE, build_model, kl_weight_schedule
+from minienc.optim import LARS, AdamW, Cosine, WarmupCosine
 from minienc.optim.optimizer import set_hyperparameter
 
 
-# ----- the one training loop, over any objective ----------------------------------------------------
-
-class Recipe:
-    """An objective in the shape of minienc.objectives.protocol: loss(batch) -> {"loss", ...},
-    embed(x), param_groups(weight_decay), after_step(progress). (Until every objective speaks
-    the protocol itself, issue 25, this wraps the pieces of one.)"""
-
-    def __init__(self, loss, embed, trained, after_step=None):
-        self._loss, self.embed, self.trained, self._after = loss, embed, trained, after_step
-
-    def loss(self, batch):
-        out = self._loss(batch)
-        return out if isinstance(out, dict) else {"loss": out}
-
-    def param_groups(self, weight_decay=0.0):
-        return param_groups_without_decay(self.trained, weight_decay)
-
-    def after_step(self, progress):
-        if self._after is not None:
-            self._after(progress)
-
+# ----- the one training loop, over any objective (minienc/objectives/protocol.py) -------------------
 
 def fit(objective, arrays, steps, batch_size=128, lr=2e-3, weight_decay=0.0, seed=0, lars=False,
-        warmup=1 / 20, start_lr=0.0, final_lr=0.0, final_weight_decay=None):
+        warmup=1 / 20, start_lr=0.0, final_lr=0.0, final_weight_decay=None, attributes=None):
     """Train `objective` for `steps` steps on batches of `arrays` (AdamW, or LARS as the two-view
     recipe): the learning rate warmed up from `start_lr` over `warmup` of the run, then cosine
     to `final_lr`; with `final_weight_decay`, the weight decay cosine from `weight_decay` to it
-    (I-JEPA's). Returns the last step's loss."""
-    loader = BatchIterator(*arrays, batch_size=batch_size, drop_last=True, seed=seed)
+    (I-JEPA's); `attributes` (name -> schedule) sets attributes of the objective before each
+    step (a VAE's beta). Batches are never short (batch norm and negatives want full ones) and
+    never larger than the data. Returns the last step's loss."""
+    loader = BatchIterator(*arrays, batch_size=min(batch_size, len(arrays[0])), drop_last=True, seed=seed)
     groups = objective.param_groups(weight_decay)
     optimizer = LARS(groups, lr=lr, weight_decay=weight_decay) if lars else AdamW(groups, lr=lr)
     schedules = {"lr": WarmupCosine(lr, steps, int(warmup * steps), final=final_lr, start=start_lr)}
@@ -68,11 +48,13 @@ def fit(objective, arrays, steps, batch_size=128, lr=2e-3, weight_decay=0.0, see
         for batch in loader:
             for key, schedule in schedules.items():
                 set_hyperparameter(optimizer, key, schedule(step))
+            for name, schedule in (attributes or {}).items():
+                setattr(objective, name, schedule(step))
             terms = objective.loss(batch)
             optimizer.zero_grad()
             terms["loss"].backward()
             optimizer.step()
-            objective.after_step((step + 1) / steps)
+            objective.after_step(step / steps)
             step += 1
             if step == steps:
                 loss = float(terms["loss"].data)
@@ -80,8 +62,49 @@ def fit(objective, arrays, steps, batch_size=128, lr=2e-3, weight_decay=0.0, see
     return loss
 
 
+class Variant(Objective):
+    """An objective seen through a change the lab makes: its images standardised before the
+    loss and before the embedding (`loss_inputs`, `embed_inputs`), or a term of its loss left
+    out (`without`: the objective's other terms train the encoder alone)."""
+
+    def __init__(self, objective, loss_inputs=None, embed_inputs=None, without=None):
+        self.objective, self.without = objective, without
+        self.loss_inputs, self.embed_inputs = loss_inputs or (lambda x: x), embed_inputs or (lambda x: x)
+
+    def loss(self, batch):
+        terms = self.objective.loss(self.loss_inputs(batch))
+        return {**terms, "loss": terms["loss"] - terms[self.without]} if self.without else terms
+
+    def embed(self, x):
+        return self.objective.embed(self.embed_inputs(x))
+
+    def param_groups(self, weight_decay=0.0):
+        return self.objective.param_groups(weight_decay)
+
+    def after_step(self, progress):
+        self.objective.after_step(progress)
+
+
+class EveryPatch(Objective):
+    """An MAE's ViT and decoder as a plain autoencoder: every patch seen, every patch
+    reconstructed and counted in the loss (what masking adds is then the only difference)."""
+
+    def __init__(self, mae):
+        self.mae = mae
+
+    def loss(self, images):
+        b, n = images.shape[0], self.mae.num_patches
+        xp = minienc.backend.get_xp(images.data)
+        order = xp.broadcast_to(xp.arange(n), (b, n))
+        return {"loss": self.mae.masked_prediction(images, (order, order, xp.ones((b, n), images.dtype)))[0]}
+
+    def embed(self, images):
+        return self.mae.embed(images)
+
+
 def probes(embed, data, draws):
-    """Linear probe, 5-shot probe and k-NN of `embed`'s test features (fractions)."""
+    """Linear probe, 5-shot probe and k-NN of `embed`'s test features (fractions); an objective
+    is evaluated in eval mode (minienc.eval.encode)."""
     train, test = encode(embed, data.x_train), encode(embed, data.x_test)
     return {"linear": linear_probe(train, data.y_train, test, data.y_test),
             "fewshot": few_shot_probe(train, data.y_train, test, data.y_test, draws=draws, seed=0),
@@ -100,19 +123,10 @@ def reconstruction_model(lab, kind, latent_dim, **options):
 
 def train_reconstruction(lab, model, seed, steps, x=None, kl_warmup=0.25):
     """demos/autoencoder.py's training (Adam at 2e-3, batches of 128); a VAE's beta ramps from 0
-    to 1 over the first `kl_warmup` of the run."""
-    beta = {"value": 1.0}
-    if hasattr(model, "posterior"):
-        def loss(x):
-            return model.loss(x, beta=beta["value"])
-
-        def warm(progress):
-            beta["value"] = min(1.0, progress / kl_warmup) if kl_warmup else 1.0
-        beta["value"] = 0.0
-        recipe = Recipe(loss, model.encode, model, warm)
-    else:
-        recipe = Recipe(model.loss, model.encode, model)
-    fit(recipe, (lab.data.x_train if x is None else x,), lab.steps(steps), lr=2e-3, seed=seed)
+    to 1 over the first `kl_warmup` of the run (demos/vae.py)."""
+    steps = lab.steps(steps)
+    warm = {"beta": kl_weight_schedule(1.0, int(kl_warmup * steps))} if isinstance(model, VAE) else None
+    fit(model, (lab.data.x_train if x is None else x,), steps, lr=2e-3, seed=seed, attributes=warm)
     return model
 
 
@@ -138,7 +152,7 @@ def autoencoder(lab, sizes=(2, 4, 8, 16, 32), steps=3000):
                 lab, "autoencoder", size)), seed, steps)
             with minienc.no_grad():
                 recon = squared_error(model.reconstruct(minienc.tensor(data.x_test)).data, data.x_test)
-            ae.append({"recon": recon, **probes(model.encoder, data, lab.draws)})
+            ae.append({"recon": recon, **probes(model, data, lab.draws)})
         rows.append({"size": size, "pca": pca, "ae": ae})
     return {"sizes": rows, "steps": lab.steps(steps)}
 
@@ -164,7 +178,7 @@ def denoising(lab, latent_dim=16, steps=3000):
         for seed in lab.seeds:
             model = train_reconstruction(lab, seeded(seed, lambda: reconstruction_model(
                 lab, kind, latent_dim, **options)), seed, steps)
-            curves[name].append(robustness_curves(model.encoder, lab.data, ("noise", "mask")))
+            curves[name].append(robustness_curves(model, lab.data, ("noise", "mask")))
     return {"curves": curves, "strengths": {k: STRENGTHS[k] for k in ("noise", "mask")},
             "steps": lab.steps(steps)}
 
@@ -239,32 +253,26 @@ def two_view_encoder(lab, latent_dim=64):
                                             batch_norm=True))
 
 
-def two_view_recipe(lab, method, batch_size, queue=None):
+def two_view_objective(lab, method, queue=None):
     """SimCLR (NT-Xent, temperature 0.5), the triplet loss (batch-hard, margin 0.5) or MoCo v2 (a
     queue of `queue` keys, temperature 0.2), each with the same encoder and augmentations."""
     augment = contrastive_augment(crop_scale=(0.5, 1.0), degrees=15.0, shear=10.0, noise=0.05,
                                   erase_p=0.3)    # demos/common.py two_view_augment, for digits
     encoder = two_view_encoder(lab)
     if method == "InfoNCE":
-        model = SimCLR(encoder, projection_head(64, 256, 64), temperature=0.5)
-        return Recipe(lambda x: model.loss(augment(x), augment(x)), encoder, model)
+        return SimCLR(encoder, projection_head(64, 256, 64), augment, temperature=0.5)
     if method == "triplet":
-        def loss(x):
-            z = encoder(ops.concatenate([augment(x), augment(x)]))   # one batch: shared batch norm
-            return view_triplet_loss(z[:len(x)], z[len(x):], miner="batch_hard", margin=0.5)
-        return Recipe(loss, encoder, encoder)
-    moco = MoCo(encoder, projection_head(64, 256, 64, batch_norm=False), queue_size=queue,
+        return Triplet(encoder, augment, miner="batch_hard", margin=0.5)
+    return MoCo(encoder, projection_head(64, 256, 64, batch_norm=False), augment, queue_size=queue,
                 momentum=0.99, temperature=0.2, bn_groups=4)
-    return Recipe(lambda x: moco.loss(augment(x), augment(x)), encoder, moco.query_encoder,
-                  lambda progress: moco.update_key_encoder())
 
 
 def train_two_view(lab, method, batch_size, seed, steps, queue=None):
-    recipe = seeded(seed, lambda: two_view_recipe(lab, method, batch_size, queue))
+    objective = seeded(seed, lambda: two_view_objective(lab, method, queue))
     # LARS with SimCLR's linear scaling, base lr 1.0 (demos/simclr.py)
-    fit(recipe, (lab.data.x_train,), lab.steps(steps), batch_size=batch_size,
+    fit(objective, (lab.data.x_train,), lab.steps(steps), batch_size=batch_size,
         lr=1.0 * batch_size / 256, weight_decay=1e-6, seed=seed, lars=True)
-    return probes(recipe.embed, lab.data, lab.draws)
+    return probes(objective, lab.data, lab.draws)
 
 
 def negatives(lab, batch_sizes=(16, 64, 256, 512), queues=(32, 128, 512, 1024), moco_batch=32,
@@ -289,35 +297,21 @@ def patch_size(lab):
     return wanted if h % wanted == 0 else 1
 
 
-def mae_or_autoencoder(mae, hide=True):
-    """images -> MAE's loss (its mask ratio hidden), or with hide=False the same ViT and decoder
-    as a plain autoencoder: every patch seen, every patch reconstructed and counted."""
-    if hide:
-        return lambda x: mae(x)[0]
-    n = mae.num_patches
-
-    def everything(x):
-        xp = minienc.backend.get_xp(x.data)
-        order = xp.broadcast_to(xp.arange(n), (x.shape[0], n))
-        return mae(x, masking=(order, order, xp.ones((x.shape[0], n), dtype=x.dtype)))[0]
-    return everything
-
-
 def vit_mae(lab, mask_ratio):
     """demos/mae.py's model (a 64-d, 4-block ViT, decoder 32-d x 2, norm-pix targets);
-    mask_ratio 0: the same ViT and decoder as a plain autoencoder."""
+    mask_ratio 0: the same ViT and decoder as a plain autoencoder (EveryPatch)."""
     c, h, _ = lab.data.image_shape
     patch = patch_size(lab)
     model = MAE(image_size=h, patch_size=patch, in_channels=c, dim=64, depth=4, num_heads=4,
                 decoder_dim=32, decoder_depth=2, mask_ratio=mask_ratio or 0.75,
                 norm_pix_loss=patch * patch * c > 1)
-    return Recipe(mae_or_autoencoder(model, hide=bool(mask_ratio)), model.embed, model)
+    return model if mask_ratio else EveryPatch(model)
 
 
 def train_vit(lab, mask_ratio, seed, steps):
-    recipe = seeded(seed, lambda: vit_mae(lab, mask_ratio))
-    fit(recipe, (lab.data.x_train,), lab.steps(steps), lr=2e-3, weight_decay=0.05, seed=seed)
-    return recipe
+    objective = seeded(seed, lambda: vit_mae(lab, mask_ratio))
+    fit(objective, (lab.data.x_train,), lab.steps(steps), lr=2e-3, weight_decay=0.05, seed=seed)
+    return objective
 
 
 def text_task(modules=10, per_module=None, test_fraction=0.25, seed=0):
@@ -350,14 +344,11 @@ def train_mlm(lab, task, tok, mask_prob, seed, steps, max_len=32):
     """demos/mlm.py's model at half the width (64-d, 2 blocks, dropout 0.1), AdamW 1e-3, wd 0.01,
     batches of 64; `mask_prob` of the words chosen (BERT's 80/10/10 corruption)."""
     ids = tok.encode_batch(task["unlabelled"], max_len, add_sep=True)
-    model = seeded(seed, lambda: MaskedLanguageModel(len(tok), max_len=max_len, dim=64, depth=2,
-                                                     num_heads=4, pad_id=tok.pad_id, dropout=0.1))
-
-    def loss(batch):
-        return model.loss(mask_tokens(batch, tok.special_ids, tok.mask_id, len(tok), mask_prob=mask_prob))
+    model = seeded(seed, lambda: MaskedLanguageModel(
+        len(tok), max_len=max_len, dim=64, depth=2, num_heads=4, pad_id=tok.pad_id, dropout=0.1,
+        special_ids=tok.special_ids, mask_id=tok.mask_id, mask_prob=mask_prob))
     if steps:
-        fit(Recipe(loss, model.embed, model), (ids,), lab.steps(steps), batch_size=64, lr=1e-3,
-            weight_decay=0.01, seed=seed)
+        fit(model, (ids,), lab.steps(steps), batch_size=64, lr=1e-3, weight_decay=0.01, seed=seed)
     model.eval()
     embed = [encode(model.embed, tok.encode_batch(task[part], max_len, add_sep=True))
              for part in ("train", "test")]
@@ -365,7 +356,7 @@ def train_mlm(lab, task, tok, mask_prob, seed, steps, max_len=32):
 
 
 def masking(lab, ratios=(0.25, 0.5, 0.75, 0.9), steps=500, text_rates=(0.15, 0.4), text_steps=800):
-    images = {ratio: [probes(train_vit(lab, ratio, seed, steps).embed, lab.data, lab.draws)
+    images = {ratio: [probes(train_vit(lab, ratio, seed, steps), lab.data, lab.draws)
                       for seed in lab.seeds] for ratio in (0.0, *lab.pick(ratios))}
     task = text_task(**(dict(modules=4, per_module=60) if lab.quick else {}))
     tok = Tokenizer.fit(task["unlabelled"], min_freq=2)
@@ -396,33 +387,28 @@ def vit_objective(lab, name):
     """The objectives compared on one ViT, all on standardised pixels (I-JEPA's Normalize):
     "JEPA" (demos/jepa.py's MaskedViewsJEPA: a predictor between two augmented, half-masked
     views, LeJEPA as the guard), "JEPA without predictor" (the same objective with its
-    prediction term removed: LeJEPA between the two masked views alone), "MAE" (75% of the
+    prediction term left out: LeJEPA between the two masked views alone), "MAE" (75% of the
     patches hidden, their pixels predicted) and "AE" (the MAE's ViT and decoder, nothing hidden)."""
     from minienc.objectives.jepa import MaskedViewsJEPA
     standardize, augment = lab.data.standardizer(), contrastive_augment()
     encoder = vit(lab)
     if name.startswith("JEPA"):
+        # its two views are standardised inside, after their augmentation
         jepa = MaskedViewsJEPA(encoder, predictor_dim=32, predictor_depth=4,
                                augment=lambda x: standardize(augment(x)))
-        if name == "JEPA":
-            return Recipe(jepa.loss, lambda x: jepa.embed(standardize(x)), jepa)
-
-        def without_prediction(x):
-            terms = jepa.loss(x)
-            return {**terms, "loss": terms["loss"] - terms["prediction"]}
-        return Recipe(without_prediction, lambda x: jepa.embed(standardize(x)), jepa)
+        return Variant(jepa, embed_inputs=standardize,
+                       without="prediction" if name == "JEPA without predictor" else None)
     mae = MAE(encoder=encoder, decoder_dim=32, decoder_depth=4)
-    inner = mae_or_autoencoder(mae, hide=name == "MAE")
-    return Recipe(lambda x: inner(standardize(x)), lambda x: mae.embed(standardize(x)), mae)
+    return Variant(mae if name == "MAE" else EveryPatch(mae), standardize, standardize)
 
 
-def low_level(lab, recipes, seed=0):
-    """For every encoder (name -> embed) and perturbation of LOW_LEVEL: how far the test
+def low_level(lab, encoders, seed=0):
+    """For every encoder (name -> an objective or a function of images) and perturbation of LOW_LEVEL: how far the test
     embeddings move (relative_shift) and the probe's accuracy on the perturbed test images (the
     probe fit on clean train images)."""
     data = lab.data
     out = {}
-    for name, embed in recipes.items():
+    for name, embed in encoders.items():
         clean = encode(embed, data.x_test)
         probe = LinearProbe.fit(encode(embed, data.x_train), data.y_train)
         row = {"clean": probe.accuracy(clean, data.y_test)}
@@ -440,13 +426,13 @@ def jepa(lab, steps=600, names=("JEPA", "JEPA without predictor", "MAE", "AE")):
     for seed in lab.seeds:
         trained = {}
         for name in names:
-            recipe = seeded(seed, lambda: vit_objective(lab, name))
+            objective = seeded(seed, lambda: vit_objective(lab, name))
             # demos/jepa.py's optimizer for all four: AdamW at 2e-3, warmed up from lr / 5 over
             # 40/300 of the run, cosine to 1e-6; weight decay cosine from 0.04 to 0.4
-            fit(recipe, (lab.data.x_train,), lab.steps(steps), lr=2e-3, weight_decay=0.04, seed=seed,
+            fit(objective, (lab.data.x_train,), lab.steps(steps), lr=2e-3, weight_decay=0.04, seed=seed,
                 warmup=40 / 300, start_lr=2e-3 / 5, final_lr=1e-6, final_weight_decay=0.4)
-            runs[name].append(probes(recipe.embed, lab.data, lab.draws))
-            trained[name] = recipe.embed
+            runs[name].append(probes(objective, lab.data, lab.draws))
+            trained[name] = objective
         trained["raw pixels"] = lambda x: x.reshape(x.shape[0], -1)
         perturbations.append(low_level(lab, trained))
     return {"runs": runs, "low_level": perturbations, "steps": lab.steps(steps)}

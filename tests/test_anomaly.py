@@ -99,8 +99,8 @@ def test_autoencoder_scores_are_the_per_image_loss():
     model = build_model("autoencoder", (1, 8, 8), latent_dim=4)
     x = _images()
     scores = autoencoder_scores(model, x, batch_size=5)   # batches of 5, 5, 2
-    assert scores.mean() == pytest.approx(float(model.loss(minienc.tensor(x)).data), rel=1e-4)
-    assert scores[3] == pytest.approx(float(model.loss(minienc.tensor(x[3:4])).data), rel=1e-4)
+    assert scores.mean() == pytest.approx(float(model.loss(minienc.tensor(x))["loss"].data), rel=1e-4)
+    assert scores[3] == pytest.approx(float(model.loss(minienc.tensor(x[3:4]))["loss"].data), rel=1e-4)
 
 
 def test_pca_scores_vanish_inside_the_subspace_and_knn_scores_at_train_points():

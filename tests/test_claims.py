@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from demo_check import DEMOS, THREADS, run_in_process
+from test_demo_runs import mnist_folder  # noqa: F401  (the fixture: a 60 + 30 image MNIST folder)
 
 SMOKE = ["--quick", "--steps", "3", "--draws", "2", "--max-train", "600", "--max-test", "150", *THREADS]
 VERDICTS = {"holds", "holds only partly", "does not hold"}
@@ -49,8 +50,10 @@ def test_a_claim_holds_when_every_comparison_counts(claims):
     assert claims.verdict([False, False]) == "does not hold"
 
 
-def test_the_lab_runs_on_the_digit_canvas(tmp_path, monkeypatch):
-    run_in_process("claims.py", "--claim", "denoising", "--data", "digits-canvas:32", *SMOKE,
-                   "--out", tmp_path, monkeypatch=monkeypatch)
-    (row,) = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert row["verdict"] in VERDICTS
+@pytest.mark.parametrize("claim", ["denoising", "vae"])
+def test_the_lab_runs_on_the_canvas_and_an_mnist_folder(claim, tmp_path, monkeypatch, mnist_folder):
+    for data in ("digits-canvas:32", f"mnist:{mnist_folder}"):
+        run_in_process("claims.py", "--claim", claim, "--data", data, *SMOKE,
+                       "--out", tmp_path / data[:5], monkeypatch=monkeypatch)
+        (row,) = json.loads((tmp_path / data[:5] / "results.json").read_text())["rows"]
+        assert row["verdict"] in VERDICTS

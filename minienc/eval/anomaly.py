@@ -103,9 +103,10 @@ def vae_scores(vae, images, samples=8, batch_size=256):
 
 
 def autoencoder_scores(model, images, batch_size=256):
-    """The reconstruction error of each image under an (deterministic) autoencoder: -log p(x |
-    decoder(encoder(x))), a host array (N,)."""
-    return _in_batches(lambda x: reconstruction_per_example(model(x), x, model.likelihood, model.sigma),
+    """The reconstruction error of each image under a (deterministic) autoencoder: -log p(x |
+    decoder(embed(x))), a host array (N,)."""
+    return _in_batches(lambda x: reconstruction_per_example(model.decoder(model.embed(x)), x,
+                                                            model.likelihood, model.sigma),
                        images, batch_size, model.device)
 
 
