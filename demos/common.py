@@ -131,6 +131,22 @@ def start_run(args):
     if args.resume and args.overwrite:
         sys.exit(f"{demo_name()}: --resume continues the run in {args.out}, --overwrite starts it "
                  f"again: choose one")
+    # rank 0's folder decides, and every rank refuses with it: one rank leaving alone would
+    # leave the others waiting for it
+    from minienc import distributed
+    refusal = _open_out(args) if distributed.is_main() else None
+    refusal = distributed.engine().bcast_object(refusal)
+    if refusal:
+        sys.exit(refusal if distributed.is_main() else 1)
+
+
+def _open_out(args):
+    """Claim --out for this process and apply --overwrite; the reason to refuse it, or None."""
+    from minienc.run_folder import claim_folder
+    try:
+        claim_folder(args.out, demo_name())
+    except FileExistsError as error:
+        return str(error)
     found = [name for name in RUN_FILES if os.path.exists(os.path.join(args.out, name))]
     if found and args.overwrite:
         for name in found:
@@ -138,11 +154,11 @@ def start_run(args):
         print(f"--overwrite: removed the old run's {', '.join(found)} from {args.out}")
     elif found and not args.resume:
         finished = "results.json" in found
-        sys.exit(f"{demo_name()}: {args.out} already holds a {'finished' if finished else 'stopped'} "
-                 f"run ({', '.join(found)}). Add --resume to continue it"
-                 f"{' (it evaluates the trained model again)' if finished else ''}, --overwrite "
-                 f"to start it again, or choose another --out.")
-    os.makedirs(args.out, exist_ok=True)
+        return (f"{demo_name()}: {args.out} already holds a {'finished' if finished else 'stopped'} "
+                f"run ({', '.join(found)}). Add --resume to continue it"
+                f"{' (it evaluates the trained model again)' if finished else ''}, --overwrite "
+                f"to start it again, or choose another --out.")
+    return None
 
 
 def setup(args):

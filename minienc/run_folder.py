@@ -5,7 +5,9 @@
     out_dir/checkpoint.npz      models, optimizer, position in the data, RNG state, losses
     out_dir/loss.png            the loss (and evaluation.png, the evaluations), drawn by fit
 
-A folder holding checkpoint.npz or metrics.jsonl holds a run: fit refuses it unless asked to
+A folder is claimed by the process that runs in it (claim_folder: a lock the system drops when
+the process ends), so a second run started at the same time with the same folder is refused at
+once. A folder holding checkpoint.npz or metrics.jsonl holds a run: fit refuses it unless asked to
 resume it (load the checkpoint, and keep metrics.jsonl up to its step: an interrupted run may
 have logged past its last checkpoint) or to overwrite it. Under minienc.distributed rank 0 writes
 the folder; every rank resumes from rank 0's checkpoint and takes back its own random state.
@@ -20,6 +22,34 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .progress import MetricsFile
 
 RUN_FILES = ("checkpoint.npz", "metrics.jsonl")   # a folder holding either holds a run
+LOCK_FILE = ".minienc-lock"   # held (flock) by the process whose run the folder is
+_claimed = {}                 # real path -> the open lock file of each folder this process holds
+
+
+def claim_folder(path, who="Trainer.fit"):
+    """Make the folder `path` (created if missing) this process's: an exclusive lock (flock)
+    on path/.minienc-lock, taken at once or refused at once with a FileExistsError, so two
+    runs started together with the same folder cannot both pass the check for a run already
+    there. The lock is held until the process exits, when the system releases it (a killed
+    run leaves no stale lock); claiming a folder this process holds again is a no-op. Where
+    there is no fcntl (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    os.makedirs(path, exist_ok=True)
+    key = os.path.realpath(path)
+    if key in _claimed:
+        return
+    handle = open(os.path.join(path, LOCK_FILE), "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise FileExistsError(f"{who}: another process is running in {path} (it holds "
+                              f"{os.path.join(path, LOCK_FILE)}); two runs cannot share a "
+                              f"folder: wait for it to end, or choose another one") from None
+    _claimed[key] = handle
 
 
 class RunFolder:
@@ -50,12 +80,21 @@ class RunFolder:
             print(f"Trainer: no checkpoint in {self.out_dir} to resume: starting from step 0")
         if self.out_dir is None:
             return
-        existing = [n for n in RUN_FILES if os.path.exists(self._path(n))]
-        if existing and not (resume or overwrite or self._owns_out_dir):
-            raise FileExistsError(
+        # a rank sharing rank 0's folder leaves the check to rank 0 (which may already have
+        # written there), and a refusal on any rank is a refusal on every rank
+        refusal = existing = None
+        if self._writes_metrics:
+            try:
+                claim_folder(self.out_dir)
+            except FileExistsError as error:
+                refusal = error
+            existing = [n for n in RUN_FILES if os.path.exists(self._path(n))]
+        if existing and not refusal and not (resume or overwrite or self._owns_out_dir):
+            refusal = FileExistsError(
                 f"Trainer.fit: {self.out_dir} already holds a run ({', '.join(existing)}); pass "
                 f"resume=True to continue it or overwrite=True to start it again (a demo's "
                 f"--resume / --overwrite), or choose another out_dir")
+        distributed.raise_together(refusal)
         if not self._writes_metrics:
             return
         if overwrite and not resume and self.step == 0 and os.path.exists(self.checkpoint_path):

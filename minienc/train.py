@@ -143,14 +143,19 @@ class Trainer(RunFolder):
         self._interrupted = False
         if not distributed.is_main():
             self.progress = False   # rank 0 alone prints
+        epoch_length = len(data) if hasattr(data, "__len__") else None
+        # every rank must run the same collectives: what decides them is compared once, here
+        main_out_dir = distributed.agree("Trainer.fit", {
+            "out_dir (set or None)": self.out_dir is not None, "batches per epoch": epoch_length,
+            "steps": steps, "epochs": epochs, "accumulate": self.accumulate,
+            "checkpoint_every": self.checkpoint_every, "resume": bool(resume),
+            "overwrite": bool(overwrite), "out_dir": self.out_dir}, unchecked=("out_dir",))[0]["out_dir"]
         # rank 0 writes the run; another rank keeps metrics.jsonl only in an out_dir of its own
-        main_out_dir = distributed.engine().bcast_object(self.out_dir)   # (every rank calls it)
         self._writes_metrics = distributed.is_main() or self.out_dir != main_out_dir
         self._open_run(resume, overwrite)
         # after a resume, so that the weights broadcast from rank 0 are the ones it loaded
         self._parallel = distributed.data_parallel(list((self.models or {}).values()),
                                                    self.optimizer)
-        epoch_length = len(data) if hasattr(data, "__len__") else None
         total = steps if steps is not None else (
             math.ceil(epoch_length / self.accumulate) * epochs if epoch_length else None)
         self._say_plan(total, epoch_length)
@@ -243,7 +248,8 @@ class Trainer(RunFolder):
                 raise ValueError(f"Trainer: cannot resume at batch {self.batch_in_epoch} of epoch "
                                  f"{self.epoch}: the data gave only {i} batches")
         backend.set_rng_state(resumed_state)
-        return batches
+        # several processes: where the data ends, the ranks check that theirs ended together
+        return batches if self._parallel is None else self._parallel.batches(batches)
 
     def _end_epoch(self, total=None):
         if self._micro:   # the epoch ended inside an accumulation group: step with what it has

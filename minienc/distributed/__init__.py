@@ -32,8 +32,8 @@ import sys
 from .engines import MPIEngine, NCCLEngine, WorldOfOne, make_nccl_engine  # noqa: F401
 from .ops import all_gather, batch_mean, shuffled_forward, sync_batch_norm  # noqa: F401
 from .watchdog import DEFAULT_TIMEOUT, TIMEOUT_VARIABLE, timeout_from  # noqa: F401
-from .parallel import (DataParallel, GradientReducer, broadcast_parameters,  # noqa: F401
-                       data_parallel)
+from .parallel import (DataParallel, GradientReducer, agree, broadcast_parameters,  # noqa: F401
+                       data_parallel, raise_together)
 
 ENGINES = ("mpi", "nccl")
 # set by the MPI launchers (MPICH/Hydra, Open MPI, PMIx e.g. under Slurm) in every process
