@@ -459,6 +459,102 @@ def trainer_resume_restores_every_rank():
     return "8 steps straight == 3 steps, checkpoint, resume to 8 (weights and losses)"
 
 
+# ----- refused on every rank, with the ranks named, instead of garbage or a hang -----------------
+
+def refused_on_every_rank(fn, *fragments, kind=ValueError):
+    """Run fn() on every rank; assert it raised `kind` on every rank with each of `fragments` in
+    the message. Returns rank 0's message."""
+    try:
+        fn()
+        message = None
+    except kind as error:
+        message = str(error)
+    everyone = distributed.engine().allgather_object(message)
+    for r, said in enumerate(everyone):
+        assert said is not None, f"rank {r} was not refused ({kind.__name__} expected)"
+        for fragment in fragments:
+            assert fragment in said, f"rank {r}: {fragment!r} not in {said!r}"
+    return everyone[0]
+
+
+@check
+def all_gather_refuses_unequal_shapes():
+    """Regression: 4 rows on rank 0 and 3 on rank 1 gave 8 rows, one of uninitialised memory."""
+    rows = minienc.tensor(np.ones((4 - rank(), 3), dtype=np.float32))
+    said = refused_on_every_rank(lambda: distributed.all_gather(rows),
+                                 "rank 0: (4, 3) float32", "rank 1: (3, 3) float32")
+    refused_on_every_rank(lambda: distributed.engine().allgather(np.zeros(2, [np.float32, F64][rank()])),
+                          "rank 0: (2,) float32", "rank 1: (2,) float64")
+    same = distributed.all_gather(minienc.tensor(np.full((2, 3), rank(), dtype=np.float32)))
+    assert same.numpy()[:, 0].tolist() == [r for r in range(world()) for _ in range(2)]
+    return said
+
+
+@check
+def broadcast_refuses_models_that_differ():
+    """Regression: different shapes gave MPICH's 'message sizes do not match', naming nothing;
+    equal sizes in other shapes trained on silently."""
+    transposed = nn.Linear(3, 4) if rank() == 0 else nn.Linear(4, 3)   # 12 weights on both
+    said = refused_on_every_rank(lambda: distributed.broadcast_parameters(transposed),
+                                 "Linear[0].weight", "rank 0 has", "rank 1 has")
+    deeper = nn.Sequential(*[nn.Linear(2, 2) for _ in range(1 + rank())])
+    refused_on_every_rank(lambda: distributed.broadcast_parameters(deeper),
+                          "rank 0 has 2 parameters and buffers, rank 1 has 4")
+    same = nn.Linear(2, 2)
+    distributed.broadcast_parameters(same)
+    same_on_every_rank(weights(same), "a model that agrees is broadcast")
+    return said
+
+
+def _tiny_trainer(out_dir, **options):
+    model = nn.Linear(2, 1)
+    return Trainer(lambda batch: (model(batch) ** 2).mean(), SGD(model.parameters(), lr=0.1),
+                   models=model, out_dir=out_dir, progress=False, **options)
+
+
+@check
+def fit_refuses_ranks_that_would_run_different_steps():
+    """Regression: out_dir on rank 0 only hung at the first checkpoint, and ranks whose data
+    gave different numbers of batches hung where the shorter one stopped."""
+    x = np.ones((8, 2), dtype=np.float32)
+    out = tempfile.mkdtemp(prefix="minienc-check-") if distributed.is_main() else None
+    said = refused_on_every_rank(lambda: _tiny_trainer(out, checkpoint_every=1).fit(
+        BatchIterator(x, batch_size=4, rank=0, world_size=1), steps=2),
+        "out_dir (set or None)", "rank 0: True", "rank 1: False")
+    longer = BatchIterator(x[:4 + 4 * rank()], batch_size=2, rank=0, world_size=1)
+    refused_on_every_rank(lambda: _tiny_trainer(None).fit(longer, epochs=1),
+                          "batches per epoch", "rank 0: 2", "rank 1: 4")
+    refused_on_every_rank(lambda: _tiny_trainer(None).fit([x[:2]] * 3, steps=2 + rank()),
+                          "steps", "rank 0: 2", "rank 1: 3")
+    if out:
+        shutil.rmtree(out)
+    return said
+
+
+@check
+def one_fresh_out_dir_shared_by_every_rank():
+    """Regression: the same fresh out_dir on every rank raced (rank 1 found the metrics.jsonl
+    rank 0 had just made and refused: 3 launches in 5)."""
+    x = np.ones((8, 2), dtype=np.float32)
+    for attempt in range(5):
+        made = tempfile.mkdtemp(prefix="minienc-shared-") if distributed.is_main() else None
+        out = distributed.engine().bcast_object(made)
+        _tiny_trainer(out, log_every=1).fit(BatchIterator(x, batch_size=4), steps=2)
+        distributed.barrier()
+        if distributed.is_main():
+            shutil.rmtree(out)
+    return "5 fresh folders shared by every rank, none refused"
+
+
+@check
+def a_refusal_on_one_rank_is_raised_on_every_rank():
+    error = FileExistsError("the folder is taken") if rank() == world() - 1 else None
+    said = refused_on_every_rank(lambda: distributed.raise_together(error),
+                                 "the folder is taken", kind=FileExistsError)
+    distributed.raise_together(None)   # nobody refuses: nothing raised
+    return said
+
+
 def main(names):
     distributed.init()
     assert distributed.world_size() > 1, "run under mpiexec -n 2 (or more)"

@@ -355,16 +355,71 @@ def two_ranks():
     return results, run.stdout[-3000:] + run.stderr[-3000:]
 
 
-def test_an_exception_on_one_rank_ends_every_rank():
+def _two_processes(*args, timeout=120, **env):
+    """`mpiexec -n 2 python *args`, bounded in time (a hang fails the test, it cannot stall the
+    suite): the finished process. env: variables to add."""
     missing = _mpi_missing()
     if missing:
         pytest.skip(missing)
+    return subprocess.run(["mpiexec", "-n", "2", sys.executable, *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**_launcher_env(), **env}, cwd=ROOT)
+
+
+def test_an_exception_on_one_rank_ends_every_rank():
     code = ("import numpy as np; from minienc import distributed; e = distributed.init(); "
             "assert e.rank != 1, 'rank 1 fails'; e.allreduce_(np.zeros(3)); print('finished')")
-    run = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-c", code], capture_output=True,
-                         text=True, timeout=120, env=_launcher_env(), cwd=ROOT)
+    run = _two_processes("-c", code)
     assert run.returncode != 0 and "rank 1 fails" in run.stderr, run.stdout + run.stderr
-    assert "finished" not in run.stdout
+    assert "rank 1 ended with AssertionError" in run.stderr and "finished" not in run.stdout
+
+
+# the timeout is far above what each scenario needs, so the message shows what ended the job
+@pytest.mark.parametrize("scenario, timeout, said", [
+    ("exit_mid_step", "100", "rank 1 has left (its process ended: the end of its script, "
+                             "sys.exit or SystemExit) after 8 collectives, but rank 0 waits in "
+                             "allreduce_ (collective #9)"),
+    ("data_of_different_lengths", "100", "rank 0's data ended after 2 batches of this epoch "
+                                         "while 1 other rank(s) still had a batch"),
+    ("collective_timeout", "3", "rank 0 has waited 3 s in allreduce_ (collective #7) for the "
+                                "other ranks, past the timeout of 3 s"),
+])
+def test_a_rank_that_parts_from_the_others_ends_every_rank(scenario, timeout, said):
+    """Regression: a rank that left (sys.exit), whose data ended first or that was stuck left
+    the other waiting in a collective forever, spinning a core."""
+    run = _two_processes(ROOT / "tests" / "distributed_exits.py", scenario,
+                         MINIENC_DISTRIBUTED_TIMEOUT=timeout)
+    assert run.returncode != 0 and said in run.stderr, run.stdout + run.stderr
+    assert "finished" not in run.stdout, run.stdout
+
+
+def test_a_normal_end_waits_for_the_slower_rank_and_a_refused_timeout():
+    """The goodbye at exit is no error: rank 0 ends 2 s after rank 1 (which waits asleep)."""
+    code = ("import time, numpy as np; from minienc import distributed; e = distributed.init(); "
+            "e.allreduce_(np.zeros(3)); time.sleep(2 * (e.rank == 0)); print('finished')")
+    run = _two_processes("-c", code, MINIENC_DISTRIBUTED_TIMEOUT="100")
+    assert run.returncode == 0 and run.stdout.count("finished") == 2, run.stdout + run.stderr
+    for bad in ("0", "-1", "inf", "nan", "soon"):
+        os.environ[distributed.TIMEOUT_VARIABLE] = bad
+        try:
+            with pytest.raises(ValueError, match="MINIENC_DISTRIBUTED_TIMEOUT"):
+                distributed.init("mpi")
+        finally:
+            del os.environ[distributed.TIMEOUT_VARIABLE]
+    assert distributed.timeout_from() == distributed.DEFAULT_TIMEOUT == 600
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0"):
+        distributed.init("mpi", timeout=True)
+
+
+def test_a_demo_refused_on_rank_0_is_refused_on_every_rank(tmp_path):
+    """Regression (issue 26): the same `mpiexec -n 2 ... --distributed --out D` run twice: rank 0
+    refused the finished run and left, rank 1 trained and waited forever."""
+    (tmp_path / "results.json").write_text("{}")
+    run = _two_processes(ROOT / "demos" / "simclr.py", "--distributed", "--out", tmp_path,
+                         "--epochs", "1", "--threads", "1")
+    assert run.returncode != 0, run.stdout + run.stderr
+    assert run.stderr.count("already holds a finished run (results.json)") == 1, run.stderr
+    assert "has left" not in run.stderr and "step" not in run.stdout   # both refused, at once
 
 
 @pytest.mark.parametrize("name", list(CHECKS))
