@@ -30,26 +30,35 @@ def claim_folder(path, who="Trainer.fit"):
     """Make the folder `path` (created if missing) this process's: an exclusive lock (flock)
     on path/.minienc-lock, taken at once or refused at once with a FileExistsError, so two
     runs started together with the same folder cannot both pass the check for a run already
-    there. The lock is held until the process exits, when the system releases it (a killed
-    run leaves no stale lock); claiming a folder this process holds again is a no-op. Where
-    there is no fcntl (Windows) nothing is locked."""
+    there. The system drops the lock when the process ends (a killed run leaves no stale
+    lock). Returns True where this call took the lock, False where this process held it
+    already (a demo claims its --out before its Trainer does). Where there is no fcntl
+    (Windows) nothing is locked."""
     try:
         import fcntl
     except ImportError:
-        return
+        return False
     os.makedirs(path, exist_ok=True)
     key = os.path.realpath(path)
     if key in _claimed:
-        return
-    handle = open(os.path.join(path, LOCK_FILE), "a")
+        return False
+    lock = os.open(os.path.join(path, LOCK_FILE), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        handle.close()
+        os.close(lock)
         raise FileExistsError(f"{who}: another process is running in {path} (it holds "
                               f"{os.path.join(path, LOCK_FILE)}); two runs cannot share a "
                               f"folder: wait for it to end, or choose another one") from None
-    _claimed[key] = handle
+    _claimed[key] = lock
+    return True
+
+
+def release_folder(path):
+    """Give up this process's claim on `path` (claim_folder), if it holds one."""
+    lock = _claimed.pop(os.path.realpath(path), None)
+    if lock is not None:
+        os.close(lock)   # (closing the last descriptor drops the flock)
 
 
 class RunFolder:
@@ -84,8 +93,8 @@ class RunFolder:
         # written there), and a refusal on any rank is a refusal on every rank
         refusal = existing = None
         if self._writes_metrics:
-            try:
-                claim_folder(self.out_dir)
+            try:   # held while fit runs (_release_folder), or as long as a demo holds it
+                self._claimed_folder = claim_folder(self.out_dir) and self.out_dir
             except FileExistsError as error:
                 refusal = error
             existing = [n for n in RUN_FILES if os.path.exists(self._path(n))]
@@ -94,13 +103,24 @@ class RunFolder:
                 f"Trainer.fit: {self.out_dir} already holds a run ({', '.join(existing)}); pass "
                 f"resume=True to continue it or overwrite=True to start it again (a demo's "
                 f"--resume / --overwrite), or choose another out_dir")
-        distributed.raise_together(refusal)
+        try:
+            distributed.raise_together(refusal)
+        except Exception:
+            self._release_folder()
+            raise
         if not self._writes_metrics:
             return
         if overwrite and not resume and self.step == 0 and os.path.exists(self.checkpoint_path):
             os.remove(self.checkpoint_path)   # a later resume must not find the old run's state
         os.makedirs(self.out_dir, exist_ok=True)
         self._trim_metrics()
+
+    def _release_folder(self):
+        """The end of fit: give up the claim on out_dir that _open_run took (none where the
+        folder was claimed before, by a demo, or by this process's earlier fit)."""
+        if getattr(self, "_claimed_folder", None):
+            release_folder(self._claimed_folder)
+            self._claimed_folder = None
 
     def _main_checkpoint(self):
         """Rank 0's checkpoint path if it exists there, else None: every rank resumes from it."""

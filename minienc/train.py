@@ -28,7 +28,8 @@ progress bar (tqdm), the JSON-lines metrics file and the NaN check see them. Sch
 functions of the step, so the checkpoint's step is the schedule's position. Resuming restores
 models, optimizer, RNG and position, and replays the data order of the interrupted epoch: the
 losses are the same as those of an uninterrupted run (on CPU; see minienc/checkpoint.py for GPU).
-Ctrl-C finishes the current step, saves a checkpoint and stops (a second Ctrl-C stops at once).
+Ctrl-C or SIGTERM (a batch scheduler's warning before it kills a job) finishes the current
+step, saves a checkpoint and stops (a second one stops at once).
 
 A run's folder is never silently reused: `fit` refuses an out_dir that already holds a run
 (checkpoint.npz or metrics.jsonl) unless `resume=True` (continue it) or `overwrite=True`.
@@ -59,6 +60,7 @@ OPTIMIZER_KEYS = ("lr", "weight_decay")
 EVAL_BUDGET = 0.15   # the largest share of the run's time evaluations may take, by default
 PLAN_AFTER = 10      # steps timed before the plan's estimate is printed
 _END = object()
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # each stops the run after its step, with a checkpoint
 
 
 class Trainer(RunFolder):
@@ -198,6 +200,7 @@ class Trainer(RunFolder):
                 self._elapsed()
         finally:
             self._bar.close()
+            self._release_folder()   # (a second run that starts now finds this one's files)
         self._owns_out_dir = True
         if self.out_dir is not None:
             self.save()
@@ -214,7 +217,8 @@ class Trainer(RunFolder):
 
     @contextlib.contextmanager
     def _stop_on_interrupt(self):
-        """In the main thread, the first Ctrl-C asks the loop to stop after the current step."""
+        """In the main thread, the first Ctrl-C, or SIGTERM (what a batch scheduler sends before
+        it kills a job), asks the loop to stop after the current step."""
         if threading.current_thread() is not threading.main_thread() or \
                 distributed.is_initialized():
             yield
@@ -224,13 +228,16 @@ class Trainer(RunFolder):
             if self._interrupted:
                 raise KeyboardInterrupt
             self._interrupted = True
-            print("\nTrainer: stopping after this step (Ctrl-C again to stop at once)", flush=True)
+            what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            print(f"\nTrainer: {what}: stopping after this step ({what} again to stop at once)",
+                  flush=True)
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {kind: signal.signal(kind, handler) for kind in STOP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+            for kind, handler_before in previous.items():
+                signal.signal(kind, handler_before if handler_before is not None else signal.SIG_DFL)
 
     def _epoch_batches(self, data):
         """An iterator over this epoch's batches, positioned after the ones already trained on."""
