@@ -195,26 +195,48 @@ def versions():
 def write_config(args, **facts):
     """<out>/config.json: the flags, seed, device, versions and command of the run (and `facts`,
     such as the data's size). On --resume the first run's file is kept; the resume is appended
-    to its "resumed" list, and flags that changed are named (they may change the numbers)."""
+    to its "resumed" list, and flags that changed are named (they may change the numbers); that
+    record is written by fit() once the checkpoint has loaded, so a resume that fails leaves the
+    file as it was. A config.json that cannot be read stops the demo, naming it."""
     path = os.path.join(args.out, "config.json")
     flags = json.loads(json.dumps(vars(args), default=str))
     now = datetime.datetime.now().isoformat(timespec="seconds")
     command = " ".join(["python", *sys.argv])
     if args.resume and os.path.exists(path):
-        with open(path) as f:
-            config = json.load(f)
-        changed = {k: [config["flags"].get(k), v] for k, v in flags.items()
-                   if config["flags"].get(k) != v and k not in RESUME_MAY_CHANGE}
+        try:
+            with open(path) as f:
+                config = json.load(f)
+            before = config["flags"]
+        except (ValueError, KeyError, TypeError) as error:
+            sys.exit(f"{demo_name()}: {path} is damaged ({type(error).__name__}: {error}); the "
+                     f"checkpoint does not need it: move it aside and --resume again (a new one "
+                     f"is written), or restore it")
+        changed = {k: [before.get(k), v] for k, v in flags.items()
+                   if before.get(k) != v and k not in RESUME_MAY_CHANGE}
         if changed:
             print(f"--resume with flags that differ from {path} (the numbers may differ from an "
                   f"uninterrupted run): " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
         config.setdefault("resumed", []).append({"at": now, "command": command, "changed": changed})
+        _RESUME_RECORDS[path] = config   # written by fit() once the checkpoint has loaded
+        return path
     else:
         config = {"demo": demo_name(), "command": command, "started": now, "flags": flags,
                   "seed": args.seed, "device": args.device, "versions": versions(), **facts}
     with open(path, "w") as f:
         json.dump(config, f, indent=1)
     return path
+
+
+_RESUME_RECORDS = {}   # config.json path -> its content with this --resume recorded
+
+
+def _write_resume_records(trainer=None):
+    """Write the config.json that write_config prepared for a --resume (a Trainer callback:
+    the first step after the checkpoint loaded, or the end of a run already finished)."""
+    while _RESUME_RECORDS:
+        path, config = _RESUME_RECORDS.popitem()
+        with open(path, "w") as f:
+            json.dump(config, f, indent=1)
 
 
 def _quiet_interrupt(kind, value, traceback):
@@ -247,8 +269,11 @@ def make_trainer(args, data, step_fn, optimizer, encoder=None, **options):
 
 def fit(args, trainer, loader, steps):
     """trainer.fit for `steps` steps, continuing the run with --resume, restarting it with
-    --overwrite."""
-    return trainer.fit(loader, steps=steps, resume=args.resume, overwrite=args.overwrite)
+    --overwrite (config.json records the resume once the checkpoint has loaded)."""
+    trainer.callbacks.insert(0, _write_resume_records)
+    trainer.fit(loader, steps=steps, resume=args.resume, overwrite=args.overwrite)
+    _write_resume_records()
+    return trainer
 
 
 def train(args, data, step_fn, optimizer, loader, steps, encoder=None, **options):

@@ -188,3 +188,23 @@ def test_a_damaged_metrics_line_is_named_and_a_resume_keeps_what_came_before(tmp
     assert (tmp_path / "metrics.jsonl.damaged").read_text() == damaged
     assert _metrics_steps(tmp_path) == [2, 8, 10] and second.step == 10
     assert len(second.losses) == 10                            # the checkpoint kept every loss
+
+
+def test_a_failed_resume_leaves_config_json_and_a_damaged_one_is_named(tmp_path, monkeypatch):
+    """Regression: a --resume that failed (here: a model of another size than the checkpoint's)
+    still appended its record to config.json; a damaged config.json gave a bare
+    JSONDecodeError naming no file."""
+    from demo_check import run_in_process
+    quick = ["--out", tmp_path, "--steps", "2", "--max-train", "64", "--max-test", "32",
+             "--batch-size", "32", "--threads", "1", "--draws", "2"]
+    run_in_process("autoencoder.py", *quick, monkeypatch=monkeypatch)
+    config = (tmp_path / "config.json").read_text()
+    with pytest.raises(Exception, match="shape"):
+        run_in_process("autoencoder.py", *quick, "--latent-dim", "3", "--resume",
+                       monkeypatch=monkeypatch)
+    assert (tmp_path / "config.json").read_text() == config
+    run_in_process("autoencoder.py", *quick, "--resume", monkeypatch=monkeypatch)
+    assert len(json.loads((tmp_path / "config.json").read_text())["resumed"]) == 1
+    (tmp_path / "config.json").write_text('{"flags": {"seed"')
+    with pytest.raises(SystemExit, match=r"config.json is damaged \(JSONDecodeError"):
+        run_in_process("autoencoder.py", *quick, "--resume", monkeypatch=monkeypatch)
