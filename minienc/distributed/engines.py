@@ -223,25 +223,31 @@ class NCCLEngine:
         self.nccl, self.rank, self.size = nccl, rank, size
         self.host = host if host is not None else WorldOfOne()
         self.comm = nccl.NcclCommunicator(size, unique_id, rank)
+        # NCCL's collectives are enqueued, not waited on, so no timeout covers them; they are
+        # counted with the host's, so a rank that leaves before one of them is still found
+        self.watchdog = getattr(self.host, "watchdog", None) or _Unwatched()
 
-    def _type(self, a, op):
+    def _begin(self, a, op):
+        """NCCL's type for `a`, in the collective `op` about to be enqueued (counted with the
+        host's collectives: see __init__)."""
         name = NCCL_TYPES.get(a.dtype.name)
         if name is None:
             raise TypeError(f"distributed.{op}: NCCL has no type for {a.dtype} (shape "
                             f"{tuple(a.shape)}); it moves {sorted(NCCL_TYPES)}")
+        self.watchdog.count += 1
         return getattr(self.nccl, name)
 
     def allreduce_(self, a):
         if a.dtype == bool:
             raise TypeError("distributed.allreduce_: cannot sum booleans; cast them first")
         _contiguous(a, "allreduce_")
-        self.comm.allReduce(_pointer(a), _pointer(a), a.size, self._type(a, "allreduce_"),
+        self.comm.allReduce(_pointer(a), _pointer(a), a.size, self._begin(a, "allreduce_"),
                             self.nccl.NCCL_SUM, _stream(a))
         return a
 
     def broadcast_(self, a, root=0):
         _contiguous(a, "broadcast_")
-        self.comm.bcast(_pointer(a), a.size, self._type(a, "broadcast_"), root, _stream(a))
+        self.comm.bcast(_pointer(a), a.size, self._begin(a, "broadcast_"), root, _stream(a))
         return a
 
     def allgather(self, a):
@@ -253,7 +259,7 @@ class NCCLEngine:
             with self.host.watchdog.watch("allgather (shapes)"):
                 self.host.agree_on_shape(a, "all_gather")
         out = xp.empty((self.size * a.shape[0],) + a.shape[1:], dtype=a.dtype)
-        self.comm.allGather(_pointer(a), _pointer(out), a.size, self._type(a, "allgather"),
+        self.comm.allGather(_pointer(a), _pointer(out), a.size, self._begin(a, "allgather"),
                             _stream(a))
         return out
 
@@ -263,7 +269,7 @@ class NCCLEngine:
         n = _split_rows(self, a, "distributed.reduce_scatter")
         out = xp.empty((n,) + a.shape[1:], dtype=a.dtype)
         self.comm.reduceScatter(_pointer(a), _pointer(out), out.size,
-                                self._type(a, "reduce_scatter"), self.nccl.NCCL_SUM, _stream(a))
+                                self._begin(a, "reduce_scatter"), self.nccl.NCCL_SUM, _stream(a))
         return out
 
     def bcast_object(self, value, root=0):

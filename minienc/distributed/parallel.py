@@ -123,6 +123,7 @@ class GradientReducer:
         self.engine = engine or _engine()
         self.buckets = _buckets(list(unique.values()), bucket_bytes)
         self._flat = [None] * len(self.buckets)
+        self._flag_set = False
 
     def _flat_buffer(self, i):
         """Bucket i's flat buffer; the first one has one more entry, the "I have a batch" flag
@@ -146,6 +147,7 @@ class GradientReducer:
         flat = self._flat_buffer(0)
         flat[...] = 0
         self.engine.allreduce_(flat)
+        self._flag_set = False
         return int(round(float(flat[-1])))
 
     def __call__(self):
@@ -154,8 +156,11 @@ class GradientReducer:
         scale = 1.0 / self.engine.size
         for i, bucket in enumerate(self.buckets):
             flat = self._flat_buffer(i)
-            if i == 0:
-                flat[-1] = 1   # this rank has a batch (no_batch sends 0)
+            if i == 0 and not self._flag_set:
+                # this rank has a batch (no_batch sends 0); the average of the ranks' 1s is 1
+                # again, so the flag is written once, not each step (a kernel launch on a GPU)
+                flat[-1] = 1
+                self._flag_set = True
             offset = 0
             for p in bucket:
                 part = flat[offset:offset + p.size]
