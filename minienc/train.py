@@ -195,7 +195,7 @@ class Trainer(RunFolder):
                             break
                 if (self.evaluator is not None and self._last_eval != self.step
                         and not self._interrupted):
-                    self._evaluate_if_affordable()   # the end point of every curve
+                    self._evaluate()   # the end point of every curve: never skipped by the budget
                 self._log()
                 self._elapsed()
         finally:
