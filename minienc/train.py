@@ -38,7 +38,8 @@ Under minienc.distributed (several processes, after distributed.init()) the same
 parallel: rank 0's weights are broadcast at the start of fit, the gradients are averaged over the
 ranks before each optimizer step, the logged numbers are the ranks' mean, and rank 0 alone
 prints, evaluates and writes metrics, plots and checkpoints (every rank must still call fit and
-save alike, out_dir set on all of them or on none; a rank given an out_dir of its own, as the
+save alike, out_dir set on all of them or on none -- fit checks this, and that the ranks agree on
+steps, epochs and batches per epoch, before anything runs; a rank given an out_dir of its own, as the
 demos give each other rank a temporary one, keeps the same metrics.jsonl there, so code that
 reads it after training runs on every rank). A checkpoint keeps each rank's RNG state;
 on resume every rank reads rank 0's checkpoint and takes back its own. Ctrl-C then stops at

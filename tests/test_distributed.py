@@ -338,6 +338,8 @@ def _launcher_env():
     env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_VARIABLES}
     env.update(PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", MINIENC_DEVICE="cpu",
                MPLBACKEND="Agg")
+    # a collective that hangs ends the job with its name well before the test's own timeout
+    env.setdefault("MINIENC_DISTRIBUTED_TIMEOUT", "100")
     return env
 
 
