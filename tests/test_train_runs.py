@@ -129,10 +129,12 @@ def test_without_matplotlib_it_trains_checkpoints_and_says_why(tmp_path, monkeyp
     assert len(lines) == 1 and "not installed" in lines[0], lines
 
 
-def test_two_runs_started_at_once_in_one_folder_one_refuses_at_once(tmp_path):
+def test_two_runs_started_at_once_in_one_folder_one_refuses_at_once(tmp_path, monkeypatch):
     """Regression: two runs started together with the same out_dir both passed the check for a
     run already there; one failed later, and the folder described the crashed one. The folder
-    is claimed with a lock at the start: the second process is refused before it writes."""
+    is claimed with a lock at the start (by a demo from its first line): the second process is
+    refused before it writes."""
+    from demo_check import run_in_process
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; from minienc.run_folder import claim_folder; "
          "claim_folder(sys.argv[1]); print('claimed', flush=True); sys.stdin.read()",
@@ -143,7 +145,10 @@ def test_two_runs_started_at_once_in_one_folder_one_refuses_at_once(tmp_path):
         trainer, data, _ = make(tmp_path)
         with pytest.raises(FileExistsError, match="another process is running in .*minienc-lock"):
             trainer.fit(data, steps=2)
-        assert not (tmp_path / "metrics.jsonl").exists()      # refused before it wrote
+        with pytest.raises(SystemExit, match="autoencoder: another process is running in"):
+            run_in_process("autoencoder.py", "--out", tmp_path, "--threads", "1",
+                           monkeypatch=monkeypatch)
+        assert os.listdir(tmp_path) == [".minienc-lock"]       # refused before anything was written
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
