@@ -10,8 +10,9 @@ the wait and names who is waiting for what:
               (MPI_Abort) with a line naming this rank, the operation and its number.
     leaving   a process that ends (its script returns, sys.exit, an uncaught SystemExit) says
               so first, from an atexit hook: it sends every other rank the number of
-              collectives it finished, then waits, asleep, until every rank has ended too (or
-              the timeout ends the job). A rank that has called more collectives than a departed
+              collectives it finished, then waits, asleep, until every rank has ended too (for
+              as long as they take: rank 0 may evaluate and plot for many minutes after the
+              others have finished). A rank that has called more collectives than a departed
               rank finished is waiting for a rank that will never come: it ends the job at once,
               naming both. (An uncaught exception already aborts every rank: see init().)
 
@@ -127,20 +128,17 @@ class Watchdog:
 
     # ----- this process ends --------------------------------------------------------------------
     def leave(self):
-        """Tell every other rank how many collectives this one finished, then wait (asleep) until
-        every rank has ended; past the timeout, end the job."""
+        """Tell every other rank how many collectives this one finished, then wait (asleep, with
+        no timeout: a rank still working is not waiting on this one, and one stuck in a
+        collective this one never joins is ended by its own watchdog) until every rank has
+        ended."""
         if self._stop.is_set() or self.MPI.Is_finalized():
             return
         sent = [self.control.isend(self.count, dest=r, tag=GOODBYE)
                 for r in range(self.size) if r != self.rank]
         everyone = self.control.Ibarrier()
-        started, pause = time.monotonic(), 0.001
+        pause = 0.001
         while not everyone.Test():
-            if time.monotonic() - started > self.timeout:
-                self._read_goodbyes()
-                waiting = [r for r in range(self.size) if r != self.rank and r not in self.departed]
-                self._abort(f"rank {self.rank} has ended, but rank(s) {waiting} have not after "
-                            f"{self.timeout:g} s (the timeout)")
             time.sleep(pause)
             pause = min(2 * pause, 0.05)
         self._stop.set()
