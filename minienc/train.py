@@ -42,8 +42,10 @@ save alike, out_dir set on all of them or on none -- fit checks this, and that t
 steps, epochs and batches per epoch, before anything runs; a rank given an out_dir of its own, as the
 demos give each other rank a temporary one, keeps the same metrics.jsonl there, so code that
 reads it after training runs on every rank). A checkpoint keeps each rank's RNG state;
-on resume every rank reads rank 0's checkpoint and takes back its own. Ctrl-C then stops at
-once, without the checkpoint (the ranks would not agree on the step to stop after).
+on resume every rank reads rank 0's checkpoint and takes back its own. Ctrl-C or SIGTERM (the
+launcher passes it to every rank) is a vote carried by the gradient reduction, so every rank
+stops after the same step and the checkpoint is saved (MPI; on NCCL reading the vote would cost
+a device sync per step, so there a signal stops the job at once).
 """
 import contextlib
 import math
@@ -219,16 +221,24 @@ class Trainer(RunFolder):
     @contextlib.contextmanager
     def _stop_on_interrupt(self):
         """In the main thread, the first Ctrl-C, or SIGTERM (what a batch scheduler sends before
-        it kills a job), asks the loop to stop after the current step."""
-        if threading.current_thread() is not threading.main_thread() or \
-                distributed.is_initialized():
+        it kills a job), asks the loop to stop after the current step; under several processes
+        (MPI) the signal is a vote in the gradient reduction, so every rank stops after the same
+        step (DataParallel.stop_together)."""
+        parallel = self._parallel
+        if threading.current_thread() is not threading.main_thread() or (
+                distributed.is_initialized() and not (parallel and parallel.can_stop_together)):
             yield
             return
+        if parallel is None:
+            def stop():
+                self._interrupted = True
+        else:
+            stop = parallel.stop_together(lambda: setattr(self, "_interrupted", True))
 
         def handler(signum, frame):
-            if self._interrupted:
+            if self._interrupted or (parallel and parallel.reduce_gradients.stop_voted):
                 raise KeyboardInterrupt
-            self._interrupted = True
+            stop()
             what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
             print(f"\nTrainer: {what}: stopping after this step ({what} again to stop at once)",
                   flush=True)

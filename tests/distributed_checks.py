@@ -459,6 +459,48 @@ def trainer_resume_restores_every_rank():
     return "8 steps straight == 3 steps, checkpoint, resume to 8 (weights and losses)"
 
 
+@check
+def a_signal_on_one_rank_stops_every_rank_after_the_same_step():
+    """SIGTERM (or Ctrl-C) reaching one rank is a vote in the gradient reduction: every rank
+    stops after the same step, the checkpoint is saved, and the resumed run equals the
+    uninterrupted one (regression: under several processes a signal lost the run)."""
+    import signal
+    made = tempfile.mkdtemp(prefix="minienc-signal-") if distributed.is_main() else None
+    shared = distributed.engine().bcast_object(made)
+    out = shared if distributed.is_main() else tempfile.mkdtemp(prefix="minienc-rank-")
+    x = np.random.default_rng(9).standard_normal((24, 3)).astype(np.float32)
+
+    def run(steps, resume, out_dir, signal_at=None):
+        minienc.manual_seed(11)
+        model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+
+        def raise_on_last_rank(trainer):
+            if trainer.step == signal_at and rank() == world() - 1:
+                signal.raise_signal(signal.SIGTERM)
+        trainer = Trainer(lambda batch: (model(batch) ** 2).mean(),
+                          SGD(model.parameters(), lr=0.05, momentum=0.9), models=model,
+                          out_dir=out_dir, log_every=1, progress=False,
+                          callbacks=[raise_on_last_rank])
+        try:
+            trainer.fit(BatchIterator(x, batch_size=4, seed=2), steps=steps, resume=resume)
+            stopped = False
+        except KeyboardInterrupt:
+            stopped = True
+        return weights(model), trainer.losses, trainer.step, stopped
+
+    straight, straight_losses, _, _ = run(8, False, None)
+    _, _, stopped_at, stopped = run(8, False, out, signal_at=3)
+    # the vote is counted by the next step's reduction: every rank stops after step 4
+    everyone = distributed.engine().allgather_object((stopped_at, stopped))
+    assert everyone == [(4, True)] * world(), everyone
+    resumed, resumed_losses, step, _ = run(8, True, out)
+    assert step == 8 and np.array_equal(straight, resumed), "resumed run differs"
+    assert straight_losses == resumed_losses, (straight_losses, resumed_losses)
+    same_on_every_rank(resumed, "resumed weights")
+    shutil.rmtree(out)
+    return "SIGTERM on the last rank after step 3: every rank stopped after step 4, resumed to 8 exactly"
+
+
 # ----- refused on every rank, with the ranks named, instead of garbage or a hang -----------------
 
 def refused_on_every_rank(fn, *fragments, kind=ValueError):

@@ -317,8 +317,8 @@ def test_training_through_the_nccl_engine_at_world_size_one_matches_one_process(
         kinds = {c[0] for c in calls}
         assert {"bcast", "allGather", "reduceScatter"} <= kinds, kinds
         # all the gradients fit one bucket: one all-reduce of every parameter's values (and the
-        # "I have a batch" flag) per step
-        bucket_sums = [c for c in calls if c[0] == "allReduce" and c[1] == parameter_count + 1]
+        # two flags, "I have a batch" and "stop") per step
+        bucket_sums = [c for c in calls if c[0] == "allReduce" and c[1] == parameter_count + 2]
         assert len(bucket_sums) == 3, calls
 
 

@@ -88,6 +88,10 @@ def _abort_every_rank_on_uncaught_exceptions(engine):
 
     def hook(kind, value, traceback):
         previous(kind, value, traceback)
+        if issubclass(kind, KeyboardInterrupt):
+            # every rank gets the launcher's Ctrl-C or SIGTERM and ends; a rank that did not is
+            # found by the watchdog (its next collective waits for one that left)
+            return
         print(f"minienc.distributed: rank {engine.rank} ended with {kind.__name__}. Ending every "
               f"rank.", file=sys.stderr, flush=True)
         engine.abort(1)

@@ -114,7 +114,14 @@ class GradientReducer:
     """reducer(): the .grad of every parameter in `params` <- its average over the ranks.
 
     A parameter whose .grad is None adds zeros and keeps no gradient: in data parallelism every
-    rank runs the same graph, so a parameter without a gradient has none anywhere."""
+    rank runs the same graph, so a parameter without a gradient has none anywhere.
+
+    Two numbers ride at the end of the first bucket, so the ranks agree on them at no extra
+    collective: "I have a batch" (1; 0 from no_batch) and "stop after this step" (vote_stop).
+    Both are written only when they change: the average of the ranks' 1s is 1 again, and a
+    write is a kernel launch on a GPU."""
+
+    FLAGS = 2   # [has a batch, votes to stop] after the first bucket's gradients
 
     def __init__(self, params, bucket_bytes=BUCKET_BYTES, engine=None):
         unique = {}
@@ -123,15 +130,16 @@ class GradientReducer:
         self.engine = engine or _engine()
         self.buckets = _buckets(list(unique.values()), bucket_bytes)
         self._flat = [None] * len(self.buckets)
-        self._flag_set = False
+        self._flags_written = False
+        self.stop_voted = False     # this rank asks every rank to stop after this step
+        self.on_stop = None         # called when a stop vote is counted (host buffers only)
 
     def _flat_buffer(self, i):
-        """Bucket i's flat buffer; the first one has one more entry, the "I have a batch" flag
-        (see no_batch)."""
+        """Bucket i's flat buffer; the first one ends with the FLAGS."""
         if self._flat[i] is None:
             bucket = self.buckets[i]
             xp = backend.get_xp(bucket[0].data)
-            self._flat[i] = xp.empty(sum(p.size for p in bucket) + (i == 0),
+            self._flat[i] = xp.empty(sum(p.size for p in bucket) + (self.FLAGS if i == 0 else 0),
                                      dtype=bucket[0].dtype)
         return self._flat[i]
 
@@ -147,8 +155,13 @@ class GradientReducer:
         flat = self._flat_buffer(0)
         flat[...] = 0
         self.engine.allreduce_(flat)
-        self._flag_set = False
-        return int(round(float(flat[-1])))
+        self._flags_written = False
+        return int(round(float(flat[-2])))
+
+    def vote_stop(self):
+        """Ask every rank to stop after the step whose reduction first counts this vote (a
+        signal reaches the ranks at different moments; the vote makes them agree on the step)."""
+        self.stop_voted, self._flags_written = True, False
 
     def __call__(self):
         if isinstance(self.engine, WorldOfOne):
@@ -156,11 +169,9 @@ class GradientReducer:
         scale = 1.0 / self.engine.size
         for i, bucket in enumerate(self.buckets):
             flat = self._flat_buffer(i)
-            if i == 0 and not self._flag_set:
-                # this rank has a batch (no_batch sends 0); the average of the ranks' 1s is 1
-                # again, so the flag is written once, not each step (a kernel launch on a GPU)
-                flat[-1] = 1
-                self._flag_set = True
+            if i == 0 and not self._flags_written:
+                flat[-2], flat[-1] = 1, float(self.stop_voted)
+                self._flags_written = True
             offset = 0
             for p in bucket:
                 part = flat[offset:offset + p.size]
@@ -176,6 +187,10 @@ class GradientReducer:
                 if p.grad is not None:
                     p.grad = flat[offset:offset + p.size].reshape(p.shape)
                 offset += p.size
+        # a host read of a host buffer costs nothing; on a GPU it would be a sync, so there no
+        # one listens (DataParallel.can_stop_together)
+        if self.on_stop is not None and self._flat and self._flat[0][-1] > 0:
+            self.on_stop()
 
 
 class DataParallel:
@@ -192,6 +207,19 @@ class DataParallel:
     @property
     def size(self):
         return self.engine.size
+
+    @property
+    def can_stop_together(self):
+        """Whether a signal can stop every rank after the same step (the vote in the gradient
+        reduction is read on the host: free for MPI's host buffers, a device sync on NCCL,
+        where a signal stops the job at once instead)."""
+        return self.engine.name == "mpi"
+
+    def stop_together(self, on_stop):
+        """From now on `on_stop()` runs on every rank after the reduction of a step in which
+        any rank called vote_stop(); returns vote_stop."""
+        self.reduce_gradients.on_stop = on_stop
+        return self.reduce_gradients.vote_stop
 
     def average(self, metrics):
         """{name: 0-d array or number} -> the same names, each the mean over the ranks: one
