@@ -38,10 +38,10 @@ Under minienc.distributed (several processes, after distributed.init()) the same
 parallel: rank 0's weights are broadcast at the start of fit, the gradients are averaged over the
 ranks before each optimizer step, the logged numbers are the ranks' mean, and rank 0 alone
 prints, evaluates and writes metrics, plots and checkpoints (every rank must still call fit and
-save alike, out_dir set on all of them or on none -- fit checks this, and that the ranks agree on
-steps, epochs and batches per epoch, before anything runs; a rank given an out_dir of its own, as the
-demos give each other rank a temporary one, keeps the same metrics.jsonl there, so code that
-reads it after training runs on every rank). A checkpoint keeps each rank's RNG state;
+save alike, out_dir set on all of them or on none -- fit checks this, and that the ranks
+agree on steps, epochs and batches per epoch, before anything runs; a rank given an out_dir of
+its own, as the demos give each other rank a temporary one, keeps the same metrics.jsonl there,
+so code that reads it after training runs on every rank). A checkpoint keeps each rank's RNG state;
 on resume every rank reads rank 0's checkpoint and takes back its own. Ctrl-C or SIGTERM (the
 launcher passes it to every rank) is a vote carried by the gradient reduction, so every rank
 stops after the same step and the checkpoint is saved (MPI; on NCCL reading the vote would cost
@@ -63,7 +63,7 @@ OPTIMIZER_KEYS = ("lr", "weight_decay")
 EVAL_BUDGET = 0.15   # the largest share of the run's time evaluations may take, by default
 PLAN_AFTER = 10      # steps timed before the plan's estimate is printed
 _END = object()
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # each stops the run after its step, with a checkpoint
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # each stops the run after its step, saved
 
 
 class Trainer(RunFolder):
@@ -150,11 +150,12 @@ class Trainer(RunFolder):
             self.progress = False   # rank 0 alone prints
         epoch_length = len(data) if hasattr(data, "__len__") else None
         # every rank must run the same collectives: what decides them is compared once, here
-        main_out_dir = distributed.agree("Trainer.fit", {
+        everyone = distributed.agree("Trainer.fit", {
             "out_dir (set or None)": self.out_dir is not None, "batches per epoch": epoch_length,
             "steps": steps, "epochs": epochs, "accumulate": self.accumulate,
             "checkpoint_every": self.checkpoint_every, "resume": bool(resume),
-            "overwrite": bool(overwrite), "out_dir": self.out_dir}, unchecked=("out_dir",))[0]["out_dir"]
+            "overwrite": bool(overwrite), "out_dir": self.out_dir}, unchecked=("out_dir",))
+        main_out_dir = everyone[0]["out_dir"]
         # rank 0 writes the run; another rank keeps metrics.jsonl only in an out_dir of its own
         self._writes_metrics = distributed.is_main() or self.out_dir != main_out_dir
         self._open_run(resume, overwrite)
@@ -247,8 +248,8 @@ class Trainer(RunFolder):
         try:
             yield
         finally:
-            for kind, handler_before in previous.items():
-                signal.signal(kind, handler_before if handler_before is not None else signal.SIG_DFL)
+            for kind, before in previous.items():
+                signal.signal(kind, before if before is not None else signal.SIG_DFL)
 
     def _epoch_batches(self, data):
         """An iterator over this epoch's batches, positioned after the ones already trained on."""

@@ -498,7 +498,7 @@ def a_signal_on_one_rank_stops_every_rank_after_the_same_step():
     assert straight_losses == resumed_losses, (straight_losses, resumed_losses)
     same_on_every_rank(resumed, "resumed weights")
     shutil.rmtree(out)
-    return "SIGTERM on the last rank after step 3: every rank stopped after step 4, resumed to 8 exactly"
+    return "SIGTERM on the last rank after step 3: all stopped after step 4, resumed to 8 exactly"
 
 
 # ----- refused on every rank, with the ranks named, instead of garbage or a hang -----------------
@@ -525,7 +525,8 @@ def all_gather_refuses_unequal_shapes():
     rows = minienc.tensor(np.ones((4 - rank(), 3), dtype=np.float32))
     said = refused_on_every_rank(lambda: distributed.all_gather(rows),
                                  "rank 0: (4, 3) float32", "rank 1: (3, 3) float32")
-    refused_on_every_rank(lambda: distributed.engine().allgather(np.zeros(2, [np.float32, F64][rank()])),
+    mixed = np.zeros(2, dtype=[np.float32, F64][rank() % 2])
+    refused_on_every_rank(lambda: distributed.engine().allgather(mixed),
                           "rank 0: (2,) float32", "rank 1: (2,) float64")
     same = distributed.all_gather(minienc.tensor(np.full((2, 3), rank(), dtype=np.float32)))
     assert same.numpy()[:, 0].tolist() == [r for r in range(world()) for _ in range(2)]

@@ -248,7 +248,7 @@ def test_the_evaluation_kit_refuses_what_would_make_its_numbers_meaningless():
         E.linear_probe(f_train, y_train, f_test, y_test, steps=0)
     empty = f_test[:0]
     for fn in (E.linear_probe, E.knn_accuracy):
-        with pytest.raises(ValueError, match=r"features_test: no features to evaluate \(shape \(0, 16\)\)"):
+        with pytest.raises(ValueError, match=r"features_test: no features to evaluate \(shape"):
             fn(f_train, y_train, empty, y_test[:0])
     broken = f_train.copy()
     broken[7, 3] = np.nan

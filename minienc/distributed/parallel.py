@@ -271,8 +271,8 @@ def raise_together(error):
     """`error` (an exception, or None where this rank found nothing wrong) raised on EVERY rank
     when any rank has one: the first rank's, its type kept, its message prefixed with the rank
     (one collective). A refusal made on one rank alone would leave the others waiting."""
-    found = [(r, kind, text) for r, (kind, text) in
-             enumerate(_engine().allgather_object((type(error), str(error)) if error else (None, None)))
+    mine = (type(error), str(error)) if error else (None, None)
+    found = [(r, kind, text) for r, (kind, text) in enumerate(_engine().allgather_object(mine))
              if kind is not None]
     if not found:
         return

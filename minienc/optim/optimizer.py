@@ -7,8 +7,9 @@ optimizer's defaults when a group does not set them. Schedules change `group["lr
 
 State lives per parameter (Adam's moments, SGD's momentum buffer), created on the parameter's
 device at its first step, and follows the parameter when it moves or is cast (`opt.to(device)`,
-`opt.astype(dtype)`, or lazily at the next step after `module.to(device)` / `module.astype`). `state_dict()` turns it into host NumPy arrays and
-Python scalars, which is what a checkpoint stores.
+`opt.astype(dtype)`, or lazily at the next step after `module.to(device)` / `module.astype`).
+`state_dict()` turns it into host NumPy arrays and Python scalars, which is what a checkpoint
+stores.
 
 Updates run in place on `p.data` and read no device value back to the host: a step is a stream
 of array operations the GPU can run without waiting for Python. Each optimizer's update is a
