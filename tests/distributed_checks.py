@@ -569,6 +569,15 @@ def fit_refuses_ranks_that_would_run_different_steps():
                           "batches per epoch", "rank 0: 2", "rank 1: 4")
     refused_on_every_rank(lambda: _tiny_trainer(None).fit([x[:2]] * 3, steps=2 + rank()),
                           "steps", "rank 0: 2", "rank 1: 3")
+    # the numbers a step logs are averaged by position: their names must agree
+    model = nn.Linear(2, 1)
+
+    def step(batch):
+        loss = (model(batch) ** 2).mean()
+        return {"loss": loss, ["alpha", "beta"][rank() % 2]: loss * 0}
+    refused_on_every_rank(lambda: Trainer(step, SGD(model.parameters(), lr=0.1), models=model,
+                                          progress=False).fit([x[:2]] * 3, steps=2),
+                          "Trainer: the logged numbers", "'alpha'", "'beta'")
     if out:
         shutil.rmtree(out)
     return said

@@ -203,6 +203,7 @@ class DataParallel:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         broadcast_parameters(*models, *params)
         self.reduce_gradients = GradientReducer(params, engine=self.engine)
+        self._metric_names = None   # the names every rank logs, once agreed
 
     @property
     def size(self):
@@ -223,8 +224,13 @@ class DataParallel:
 
     def average(self, metrics):
         """{name: 0-d array or number} -> the same names, each the mean over the ranks: one
-        all-reduce for all of them, on the device (the Trainer calls it once per step)."""
+        all-reduce for all of them, on the device (the Trainer calls it once per step). The
+        names are compared across ranks the first time (and whenever they change): position i
+        of the sum must be the same number on every rank."""
         names = list(metrics)
+        if names != self._metric_names:
+            agree("Trainer: the logged numbers", {"names (in order)": names})
+            self._metric_names = names
         arrays = [v for v in metrics.values() if hasattr(v, "dtype")]
         xp = backend.get_xp(arrays[0]) if arrays else backend.numpy
         stacked = xp.stack([xp.asarray(metrics[k], dtype=xp.float64).reshape(()) for k in names])
