@@ -186,8 +186,9 @@ class MPIEngine:
             self.comm.Barrier()
 
     def abort(self, code=1):
-        """End every rank's process (MPI_Abort)."""
-        self.comm.Abort(code)
+        """End every rank's process (MPI_Abort), a moment after the last message."""
+        from .watchdog import abort
+        abort(self.comm, code)
 
     def local_rank(self):
         """This process's index among the processes on its machine (picks its GPU)."""

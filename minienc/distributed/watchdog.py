@@ -32,6 +32,7 @@ import time
 DEFAULT_TIMEOUT = 600.0
 TIMEOUT_VARIABLE = "MINIENC_DISTRIBUTED_TIMEOUT"
 GOODBYE = 29    # the tag of a departing rank's message
+ABORT_DELAY = 0.5   # seconds between the last message and MPI_Abort
 
 
 def timeout_from(value=None):
@@ -124,7 +125,8 @@ class Watchdog:
 
     def _abort(self, message):
         print(f"minienc.distributed: {message}. Ending every rank.", file=sys.stderr, flush=True)
-        self.world.Abort(1)
+        abort(self.world)
+
 
     # ----- this process ends --------------------------------------------------------------------
     def leave(self):
@@ -147,3 +149,10 @@ class Watchdog:
             if rank != self.rank and rank not in self.departed:
                 self.departed[rank] = self.control.recv(source=rank, tag=GOODBYE)
         self.MPI.Request.Waitall(sent)
+
+
+def abort(comm, code=1):
+    """MPI_Abort on `comm`, a moment after the message before it: the launcher tears the job
+    down at once, and could drop a line it has not yet passed on."""
+    time.sleep(ABORT_DELAY)
+    comm.Abort(code)
