@@ -1,7 +1,8 @@
 """minienc.distributed: a world of one (no launcher), the NCCL engine's logic at world size 1
 (against a stand-in for cupy.cuda.nccl on the CPU, the real NCCL where a GPU is visible), the
 BatchIterator's shards, and the checks that need two processes, run under `mpiexec -n 2` by
-tests/distributed_checks.py (skipped, with the reason, without mpi4py and a launcher)."""
+tests/distributed_checks.py, and the ways a rank can part from the others (tests/distributed_exits.py),
+each launch bounded in time (skipped, with the reason, without mpi4py and a launcher)."""
 import ctypes
 import json
 import os
