@@ -34,6 +34,8 @@ def claim_folder(path, who="Trainer.fit"):
     lock). Returns True where this call took the lock, False where this process held it
     already (a demo claims its --out before its Trainer does). Where there is no fcntl
     (Windows) nothing is locked."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{who}: {path} is a file, not a folder for the run")
     try:
         import fcntl
     except ImportError:
@@ -95,7 +97,7 @@ class RunFolder:
         if self._writes_metrics:
             try:   # held while fit runs (_release_folder), or as long as a demo holds it
                 self._claimed_folder = claim_folder(self.out_dir) and self.out_dir
-            except FileExistsError as error:
+            except OSError as error:   # taken, a file, not writable: refused on every rank
                 refusal = error
             existing = [n for n in RUN_FILES if os.path.exists(self._path(n))]
         if existing and not refusal and not (resume or overwrite or self._owns_out_dir):

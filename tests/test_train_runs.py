@@ -157,6 +157,13 @@ def test_two_runs_started_at_once_in_one_folder_one_refuses_at_once(tmp_path, mo
     assert trainer.step == 2
 
 
+def test_an_out_dir_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    trainer, data, _ = make(tmp_path / "taken")
+    with pytest.raises(NotADirectoryError, match="Trainer.fit: .*taken is a file, not a folder"):
+        trainer.fit(data, steps=2)
+
+
 def _metrics_steps(folder):
     return [json.loads(x)["step"] for x in (folder / "metrics.jsonl").read_text().splitlines()]
 
