@@ -145,7 +145,7 @@ def _open_out(args):
     from minienc.run_folder import claim_folder
     try:
         claim_folder(args.out, demo_name())
-    except FileExistsError as error:
+    except OSError as error:   # another process runs there, or --out is a file
         return str(error)
     found = [name for name in RUN_FILES if os.path.exists(os.path.join(args.out, name))]
     if found and args.overwrite:
