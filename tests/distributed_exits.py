@@ -27,13 +27,12 @@ def scenario(fn):
 
 def fit(data, on_step=lambda step: None, **options):
     model = nn.Linear(2, 1)
-    trainer = Trainer(None, SGD(model.parameters(), lr=0.1), models=model, progress=False)
 
     def step(batch):
         on_step(trainer.step)
         return (model(batch) ** 2).mean()
 
-    trainer.step_fn = step
+    trainer = Trainer(step, SGD(model.parameters(), lr=0.1), models=model, progress=False)
     return trainer.fit(data, **options)
 
 
