@@ -82,12 +82,13 @@ RISE = ("The prediction loss rises late while RankMe rises: SIGReg spreads the e
         "layer-normed targets carry more about each digit and are harder to predict (not a fault).")
 
 
-def loss_terms(path, metrics_path, method, evaluations=(), note=RISE):
+def loss_terms(path, metrics_path, method, evaluations=(), note=RISE, names=None):
     """curves.png: each logged loss term over training in one row of panels (RankMe beside the
     prediction loss when evaluated, since it explains its shape); the held-out probe curves are
-    in evaluation.png and jepa_vs_mae.png, not repeated here."""
-    logged = MetricsFile(metrics_path).curves(list(TERMS))
-    terms = {TERMS[k]: v for k, v in logged.items() if k != "loss" or len(logged) == 1}
+    in evaluation.png and jepa_vs_mae.png, not repeated here. names: term -> panel title."""
+    names = dict(TERMS, **(names or {}))
+    logged = MetricsFile(metrics_path).curves(list(names))
+    terms = {names[k]: v for k, v in logged.items() if k != "loss" or len(logged) == 1}
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(terms), figsize=(3.4 * len(terms), 3.2), squeeze=False)
     for ax, (name, (steps, values)) in zip(axes[0], terms.items()):
