@@ -58,13 +58,14 @@ class CPUTimed:
             self.seconds += time.process_time() - begin
 
 
-def train(args, data, name, model, loss, opt, schedules, embed, out, steps, eval_every):
-    """Trainer.fit of `loss` (a batch -> its loss terms); returns the trainer and its CPUTimed
-    evaluator (or None)."""
+def train(args, data, name, model, loss, opt, schedules, embed, out, steps, eval_every, after_step=None):
+    """Trainer.fit of `loss` (a batch -> its loss terms), then after_step(step / steps) after
+    each step (an EMA target's schedule); returns the trainer and its CPUTimed evaluator."""
     evaluator = CPUTimed(Evaluator(embed, data, seed=args.seed)) if eval_every else None
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
+    callbacks = [lambda t: after_step((t.step - 1) / steps)] if after_step else []
     trainer = make_trainer(args, data, loss, opt, models={name: model}, out_dir=out,
-                           schedules=schedules, log_every=10,
+                           schedules=schedules, log_every=10, callbacks=callbacks,
                            **(dict(evaluator=evaluator, eval_every=eval_every) if evaluator else {}))
     fit(args, trainer, loader, steps)
     figures.titled_loss(trainer, f"{out}/loss.png", name)
@@ -81,7 +82,9 @@ def curve(trainer, evaluator):
 def train_mae(args, data, vit, standardize, steps, out):
     """MAE from `vit` with JEPA's batch and lr schedule: its embed, training CPU s and trainer."""
     start = time.process_time()
-    mae = MAE(encoder=vit, decoder_dim=args.dim // 2, decoder_depth=max(args.depth, 1))
+    # its decoder as wide and deep as the predictor (demos/jepa_study.py may set them)
+    width, depth = getattr(args, "pred_dim", args.dim // 2), getattr(args, "pred_depth", args.depth)
+    mae = MAE(encoder=vit, decoder_dim=width, decoder_depth=max(depth, 1))
     opt = AdamW(param_groups_without_decay(mae, 0.05), lr=args.lr)
     lr = WarmupCosine(args.lr, steps, int(WARMUP * steps), final=1e-6, start=args.lr / 5)
     embed = (lambda images: mae.embed(standardize(images)))
@@ -90,6 +93,23 @@ def train_mae(args, data, vit, standardize, steps, out):
                                {"lr": lr}, embed, out, steps, every)
     cpu = time.process_time() - start - (evaluator.seconds if evaluator else 0.0)
     return embed, cpu, (curve(trainer, evaluator) if evaluator else None)
+
+
+def mae_rows(args, data, random_vit, standardize, steps, jepa_cpu, runs, budgets):
+    """MAE from the same initial ViT for the same steps and for the same training CPU time (an
+    MAE step is cheaper: it gets the steps that fill JEPA's time): their records, their probe
+    curves (into `runs`) and budget lines."""
+    options = dict(draws=args.draws, seed=args.seed, verbose=False)
+    rows, cpu = [], None
+    for label, out in (("same steps", "mae"), ("same CPU time", "mae_same_time")):
+        n = steps if cpu is None else int(round(steps * jepa_cpu / cpu))
+        if cpu is not None and n <= steps:
+            break
+        embed, cpu, runs[f"MAE ({label})"] = train_mae(args, data, copy.deepcopy(random_vit),
+                                                      standardize, n, f"{args.out}/{out}")
+        rows.append(evaluate(embed, data, name=f"MAE ({label})", **options))
+        budgets.append(f"MAE, {label}: {n} steps in {cpu:.0f} s CPU")
+    return rows, budgets
 
 
 def main():
@@ -133,18 +153,8 @@ def main():
                        trainer.evaluations)
     rows, runs = [], {"JEPA": curve(trainer, evaluator)} if evaluator else {}
     if not args.no_mae:
-        options = dict(draws=args.draws, seed=args.seed, verbose=False)
-        mae_embed, cpu, runs["MAE (same steps)"] = train_mae(
-            args, data, copy.deepcopy(random_vit), standardize, steps, f"{args.out}/mae")
-        rows.append(evaluate(mae_embed, data, name="MAE (same steps)", **options))
-        budgets.append(f"MAE, same steps: {steps} steps in {cpu:.0f} s CPU")
-        same_time = int(round(steps * jepa_cpu / cpu))   # an MAE step is cheaper: more of them
-        if same_time > steps:
-            mae_embed, cpu, runs["MAE (same CPU time)"] = train_mae(
-                args, data, copy.deepcopy(random_vit), standardize, same_time, f"{args.out}/mae_same_time")
-            rows.append(evaluate(mae_embed, data, name="MAE (same CPU time)", **options))
-            budgets.append(f"MAE, same CPU time: {same_time} steps in {cpu:.0f} s CPU")
-    if len(runs) > 1:
+        rows, budgets = mae_rows(args, data, random_vit, standardize, steps, jepa_cpu, runs, budgets)
+    if evaluator and len(runs) > 1:
         figures.jepa_vs_mae(f"{args.out}/jepa_vs_mae.png", runs, data.name)
     start = time.perf_counter()
     finish(args, data, "JEPA (pooled)", embed, extra_records=rows,

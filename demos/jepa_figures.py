@@ -32,19 +32,27 @@ def _seen(indices, n, grid, patch_size):
 
 
 def views_picture(path, images, views, masks, grid, patch_size, method):
-    """Rows: the images; view 1; its context patches (the rest dimmed); view 2; its target
-    patches (the rest dimmed). views: the two augmented views; masks: (context, target) (B, K)."""
+    """Rows: the images; view 1; its context patches; view 2; its target patches. Hidden
+    patches are tinted dark red (the title says so). views: the two augmented views (clipped to
+    the pixels' [0, 1] for display); masks: (context, target) patch indices (B, K)."""
     np = backend.numpy
-    images, views = backend.to_host(images), [backend.to_host(v) for v in views]
-    shown = [np.where(_seen(m, len(images), grid, patch_size), v, 0.15 * v).astype(v.dtype)
-             for v, m in zip(views, masks)]
+    images, views = backend.to_host(images), [backend.to_host(v).clip(0, 1) for v in views]
+
+    def rgb(x):
+        return np.repeat(x.mean(axis=1, keepdims=True), 3, axis=1)
+
+    def masked(view, idx):
+        seen = _seen(idx, len(view), grid, patch_size)                # (B, 1, H, W)
+        hidden = 0.25 * rgb(view) + np.array([0.35, 0.0, 0.0])[None, :, None, None]
+        return np.where(seen, rgb(view), hidden).astype(np.float32)
     k = [backend.to_host(m).shape[1] for m in masks]
     return plot_image_grid(
-        [images, views[0], shown[0], views[1], shown[1]], path,
+        [rgb(images), rgb(views[0]), masked(views[0], masks[0]), rgb(views[1]),
+         masked(views[1], masks[1])], path,
         row_titles=["image", "view 1", f"context\n({k[0]} patches)", "view 2",
                     f"targets\n({k[1]} patches)"],
-        title=f"{method}: two augmented views, each masked to a random half of its patches "
-              f"(dimmed = hidden).\nThe predictor sees the context patches and predicts the "
+        title=f"{method}: two augmented views, each masked to a random half of its patches\n"
+              f"(dark red = hidden). The predictor sees the context patches and predicts the "
               f"target patches' embeddings")
 
 
