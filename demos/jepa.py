@@ -62,6 +62,8 @@ def train(args, data, name, model, loss, opt, schedules, embed, out, steps, eval
     """Trainer.fit of `loss` (a batch -> its loss terms), then after_step(step / steps) after
     each step (an EMA target's schedule); returns the trainer and its CPUTimed evaluator."""
     evaluator = CPUTimed(Evaluator(embed, data, seed=args.seed)) if eval_every else None
+    if evaluator:   # a FIXED subset: an evaluation costs the same on digits and on 60,000 images
+        print(f"{name}: held-out curves every {eval_every} steps: {evaluator.evaluator!r}")
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
     callbacks = [lambda t: after_step((t.step - 1) / steps)] if after_step else []
     trainer = make_trainer(args, data, loss, opt, models={name: model}, out_dir=out,
