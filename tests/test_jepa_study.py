@@ -461,3 +461,11 @@ def test_every_collapse_lab_variant_builds_and_trains_two_steps(name):
     assert any(not np.array_equal(a, p.data) for a, p in zip(before, trained))
     assert model.embed(images).shape == (8, 16)
     assert decay is None or decay == (0.04, 0.4)
+
+
+def test_without_masks_only_terms_can_be_called():
+    jepa = _tiny_jepa("cpu")
+    images, context, targets = _batch("cpu")
+    assert np.isfinite(_loss(jepa, images, context, targets).item())
+    with pytest.raises(ValueError, match="StudyJEPA: loss\\(images\\) draws its masks with `masks`"):
+        jepa.loss(images)

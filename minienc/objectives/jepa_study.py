@@ -108,7 +108,8 @@ def augmented_views(augment, normalise=None, first="target"):
 class StudyJEPA(Objective):
     """A JEPA with every studied guard as a setting (the module docstring).
 
-    masks, views: the parts above (default: I-JEPA's multi-block masks, the image as it is).
+    masks, views: the parts above (views default: the image as it is; without masks only
+        `terms`, which takes them, can be called).
     predictor_depth=0: no predictor; the pooled context predicts the pooled targets (with
         sigreg_on="views": no prediction term, LeJEPA between the views alone).
     target_encoder "ema" | "shared"; stop_gradient: with "shared", whether the targets are
@@ -154,8 +155,7 @@ class StudyJEPA(Objective):
                                        predictor_heads or encoder.num_heads) if predictor_depth else None
         self.projector = projection_head(encoder.dim, sigreg_hidden, sigreg_proj_dim, num_layers=3) \
             if sigreg_weight and sigreg_proj_dim else None
-        self.masks = masks or MultiBlockMaskSampler(encoder.grid_size)
-        self.views = views or image_views()
+        self.masks, self.views = masks, views or image_views()
         self.loss_name, self.target_norm = loss, target_norm
         self.variance_weight, self.covariance_weight = float(variance_weight), float(covariance_weight)
         self.stop_gradient, self.target_sees = bool(stop_gradient), target_sees
@@ -171,15 +171,22 @@ class StudyJEPA(Objective):
     # ----- the protocol -----
     def loss(self, images):
         """The views and masks of this batch, then `terms`."""
+        if self.masks is None:
+            raise ValueError("StudyJEPA: loss(images) draws its masks with `masks` (none given: "
+                             "pass a MultiBlockMaskSampler, halves(...) or whole(...), or call terms)")
         images, target_images = self.views(images)
         context_idx, target_idx = self.masks(images.shape[0])
         return self.terms(images, context_idx, target_idx, target_images)
 
-    def after_step(self, progress):
-        """The EMA step (nothing with a shared encoder), its momentum `progress` of the way."""
+    def update_target(self, momentum):
+        """theta_bar <- m theta_bar + (1 - m) theta (nothing with a shared encoder)."""
         if self._ema is not None:
-            start, end = self.momentum
-            self._ema.update(start + (end - start) * min(max(progress, 0.0), 1.0))
+            self._ema.update(momentum)
+
+    def after_step(self, progress):
+        """The EMA step, its momentum `progress` of the way from start to end."""
+        start, end = self.momentum
+        self.update_target(start + (end - start) * min(max(progress, 0.0), 1.0))
 
     def embed(self, images):
         """(B, D): the target encoder on whole images, average-pooled over patches."""
