@@ -125,7 +125,7 @@ def test_ijepa_gradcheck(device):
     jepa.astype("float64")
     images = _images(device, b=2, dtype="float64")
     masks = _sampler()(2, np.random.default_rng(1))
-    trained = dict(list(jepa.encoder.named_parameters("encoder."))
+    trained = dict(list(jepa.context_encoder.named_parameters("context_encoder."))
                    + list(jepa.predictor.named_parameters("predictor.")))
     names = list(trained)
     jepa.forward = lambda x: jepa.loss(x, masks=masks)["loss"]

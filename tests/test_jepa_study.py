@@ -104,7 +104,7 @@ def test_whole_objective_gradcheck(device):
     jepa = _tiny_jepa(device, variance_weight=0.5, covariance_weight=0.5)
     images, context, targets = _batch(device, b=2)
     jepa.astype("float64")
-    trained = dict(list(jepa.encoder.named_parameters("encoder."))
+    trained = dict(list(jepa.context_encoder.named_parameters("context_encoder."))
                    + list(jepa.predictor.named_parameters("predictor.")))
     names, params = list(trained), list(trained.values())
     images = images.astype("float64") if hasattr(images, "astype") else images
@@ -267,7 +267,7 @@ def test_switched_objectives_gradcheck(device, options):
     images, context, targets = _batch(device, b=3)
     jepa.astype("float64")
     a = minienc.backend.to_device(_directions(options.get("sigreg_proj_dim") or 8, 4), device)
-    parts = {"encoder": jepa.encoder, "predictor": jepa.predictor,
+    parts = {"context_encoder": jepa.context_encoder, "predictor": jepa.predictor,
              "projector": jepa.projector}
     trained = dict(n_p for name, part in parts.items() if part is not None
                    for n_p in part.named_parameters(name + "."))
@@ -350,8 +350,8 @@ def test_views_mode_adds_lejepa_between_the_pooled_views_to_the_prediction_loss(
     minienc.manual_seed(0)
     alone = _tiny_jepa("cpu", target_encoder="shared", stop_gradient=False, sigreg_weight=0.2,
                        sigreg_on="views", sigreg_proj_dim=4, predictor_depth=0)
-    alone.encoder, alone.target_encoder, alone.projector = (jepa.context_encoder,
-                                                            jepa.context_encoder, jepa.projector)
+    alone.context_encoder, alone.target_encoder, alone.projector = (jepa.context_encoder,
+                                                                    jepa.context_encoder, jepa.projector)
     terms = alone.terms(images, context, targets, directions=a)
     assert "prediction" not in terms and terms["loss"].item() == pytest.approx(want["loss"].item(), rel=1e-4)
     with pytest.raises(ValueError, match="StudyJEPA: sigreg_on='views' trains both views"):

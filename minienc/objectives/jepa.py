@@ -153,7 +153,7 @@ class IJEPA(Objective):
 
     def __init__(self, encoder, predictor_dim=None, predictor_depth=6, predictor_heads=None,
                  masks=None, momentum=(0.996, 1.0), transform=None):
-        self.encoder = _vit("IJEPA", encoder)   # the context encoder f
+        self.context_encoder = _vit("IJEPA", encoder)   # f, the one the optimizer trains
         self._ema = EMA(encoder)             # a frozen deep copy: no gradient, not optimised
         self.target_encoder = self._ema.target
         self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim,
@@ -179,8 +179,8 @@ class IJEPA(Objective):
         return {"loss": jepa_loss(s_hat, s_y.reshape(b, t, kt, -1))}
 
     @property
-    def context_encoder(self):
-        return self.encoder
+    def encoder(self):
+        return self.context_encoder
 
     def update_target(self, momentum):
         """theta_bar <- m theta_bar + (1 - m) theta, in place."""

@@ -147,7 +147,7 @@ class StudyJEPA(Objective):
         if sigreg_weight and sigreg_on == "views" and target_encoder != "shared":
             raise ValueError("StudyJEPA: sigreg_on='views' trains both views: it needs "
                              "target_encoder='shared'")
-        self.encoder = encoder
+        self.context_encoder = encoder
         self.shared = target_encoder == "shared"
         self._ema = None if self.shared else EMA(encoder)   # a frozen deep copy
         self.target_encoder = encoder if self.shared else self._ema.target
@@ -165,8 +165,8 @@ class StudyJEPA(Objective):
         self.momentum = checks.span("StudyJEPA", "momentum", momentum, high=1.0)
 
     @property
-    def context_encoder(self):
-        return self.encoder
+    def encoder(self):
+        return self.context_encoder
 
     # ----- the protocol -----
     def loss(self, images):
