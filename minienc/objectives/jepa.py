@@ -130,6 +130,12 @@ class JEPAPredictor(Module):
         return x.reshape(b, t, kt, self.embed_dim)
 
 
+def momentum_at(span, progress):
+    """I-JEPA's EMA momentum schedule: linear from span[0] to span[1] as progress goes 0 -> 1."""
+    start, end = span
+    return start + (end - start) * min(max(progress, 0.0), 1.0)
+
+
 def _vit(owner, encoder):
     if not isinstance(encoder, VisionTransformer) or encoder.cls_token is not None:
         raise ValueError(f"{owner}: the encoder must be a VisionTransformer without a CLS token")
@@ -188,8 +194,7 @@ class IJEPA(Objective):
 
     def after_step(self, progress):
         """The EMA step, its momentum `progress` of the way from start to end."""
-        start, end = self.momentum
-        self.update_target(start + (end - start) * min(max(progress, 0.0), 1.0))
+        self.update_target(momentum_at(self.momentum, progress))
 
     def embed(self, images):
         """(B, D): the TARGET encoder on whole images, average-pooled over patches."""

@@ -32,7 +32,7 @@ from .. import distributed as dist
 from ..engine import no_grad
 from ..optim.ema import EMA
 from .contrastive import projection_head
-from .jepa import JEPAPredictor, _vit, layer_normed, patch_indices
+from .jepa import JEPAPredictor, _vit, layer_normed, momentum_at, patch_indices
 from .lejepa import LeJEPA, lejepa_terms
 from .masked_image import random_masking
 from .multiblock import MultiBlockMaskSampler
@@ -184,9 +184,8 @@ class StudyJEPA(Objective):
             self._ema.update(momentum)
 
     def after_step(self, progress):
-        """The EMA step, its momentum `progress` of the way from start to end."""
-        start, end = self.momentum
-        self.update_target(start + (end - start) * min(max(progress, 0.0), 1.0))
+        """The EMA step (I-JEPA's linear momentum schedule)."""
+        self.update_target(momentum_at(self.momentum, progress))
 
     def embed(self, images):
         """(B, D): the target encoder on whole images, average-pooled over patches."""
