@@ -17,7 +17,7 @@ import time
 
 import jepa_figures as figures
 from common import finish, image_parser, setup
-from jepa import WARMUP, curve, mae_rows, train
+from jepa_vs_mae import WARMUP, curve, mae_rows, train
 
 import minienc
 from minienc import nn

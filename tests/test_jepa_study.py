@@ -18,7 +18,7 @@ from minienc.objectives.jepa_study import (DEFAULT_SETTINGS, IJEPA_SETTINGS, VAR
 from minienc.objectives.multiblock import MultiBlockMaskSampler
 from minienc.objectives.sigreg import sigreg
 from minienc.optim import AdamW
-from nn_check import gradcheck_module, rand
+from nn_check import rand
 
 
 # ----- the model --------------------------------------------------------------------------------
