@@ -84,7 +84,7 @@ class VitMAE:
         images = minienc.tensor(self.images, device=device)
         masking = [backend.to_device(a, device) for a in self.masking]
         opt = AdamW(param_groups_without_decay(model, self.weight_decay), lr=self.lr)
-        return opt, lambda: model(images, masking)[0], None
+        return opt, lambda: model.masked_prediction(images, masking)[0], None
 
     def torch(self, device):
         import torch

@@ -59,6 +59,20 @@ def _sync_for(impl, device):
     return lambda: backend.cupy().cuda.Device().synchronize()
 
 
+NO_TORCH = ("PyTorch is not installed, so its columns, the compute table (its FLOP counter) and "
+            "its process in the alone table are skipped. PyTorch is never a minienc dependency; "
+            "for its columns install its CPU build (docs/benchmarks.md used 2.13.0+cpu): "
+            "pip install torch --index-url https://download.pytorch.org/whl/cpu")
+
+
+def torch_installed():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def build(workload, impl, device):
     """(step, loss) for one implementation, or (None, reason) when it cannot run here."""
     if impl == "minienc":
@@ -68,10 +82,9 @@ def build(workload, impl, device):
             return None, "no hand-written version of this workload"
         return workload.numpy(backend.xp_for(device))
     if impl == "torch":
-        try:
-            import torch
-        except ImportError:
-            return None, "PyTorch not installed (pip install torch; never a minienc dependency)"
+        if not torch_installed():
+            return None, NO_TORCH
+        import torch
         if device == "cuda" and not torch.cuda.is_available():
             return None, "PyTorch has no CUDA here"
         return workload.torch(device)
@@ -205,17 +218,25 @@ def table_rows(results, device):
     return rows
 
 
+def columns(results):
+    """HEADER, less "vs PyTorch" when PyTorch timed nothing (not installed, or not asked for)."""
+    timed_torch = any("torch" in times for times, _, _ in results.values())
+    return HEADER if timed_torch else HEADER[:-1]
+
+
 def table(results, device):
     """The markdown table (what README shows)."""
-    lines = ["| " + " | ".join(HEADER) + " |", "| --- | --- |" + " ---: |" * (len(HEADER) - 2)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results, device)]
+    header = columns(results)
+    lines = ["| " + " | ".join(header) + " |", "| --- | --- |" + " ---: |" * (len(header) - 2)]
+    lines += ["| " + " | ".join(row[:len(header)]) + " |" for row in table_rows(results, device)]
     return "\n".join(lines)
 
 
 def text_table(results, device):
     """The same rows aligned for a terminal."""
-    rows = [HEADER] + table_rows(results, device)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    header = columns(results)
+    rows = [header] + [row[:len(header)] for row in table_rows(results, device)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                                for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
 
@@ -284,13 +305,16 @@ def _threads(n):
 def alone_table(times, setups):
     labels = {impl: f"{LABELS[impl]} ({_threads(setups[impl]['threads'])})" for impl in setups}
     impls = list(setups)
-    lines = ["| workload | " + " | ".join(f"{labels[i]} ms/step" for i in impls) + " | minienc / PyTorch |",
-             "| --- |" + " ---: |" * (len(impls) + 1)]
+    ratio = {"minienc", "torch"} <= set(impls)      # the last column only when both ran
+    lines = ["| workload | " + " | ".join(f"{labels[i]} ms/step" for i in impls) + " |"
+             + (" minienc / PyTorch |" if ratio else ""),
+             "| --- |" + " ---: |" * (len(impls) + ratio)]
     for name, by_impl in times.items():
         med = {impl: statistics.median(t) for impl, t in by_impl.items()}
-        ratio = f"{med['minienc'] / med['torch']:.2f}x" if {"minienc", "torch"} <= set(med) else "-"
-        lines.append(f"| {name} | " + " | ".join(f"{med[i]:.3f}" if i in med else "-" for i in impls)
-                     + f" | {ratio} |")
+        cells = [f"{med[i]:.3f}" if i in med else "-" for i in impls]
+        if ratio:
+            cells.append(f"{med['minienc'] / med['torch']:.2f}x" if {"minienc", "torch"} <= set(med) else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -328,11 +352,16 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown workloads {unknown}; available: {sorted(WORKLOADS)}")
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+    without_torch = "torch" in impls and not torch_installed()
+    if without_torch:
+        impls.remove("torch")      # before anything (the alone table's worker) tries to import it
     tuned = not args.default_malloc and tuning.tune_host_allocator()
     malloc = "glibc malloc tuned (mallopt)" if tuned else "default malloc"
     threads = set_threads(args.threads or None)
     print(f"# minienc benchmark, {datetime.date.today()}, device {args.device}")
     print(f"# {machine.machine_line(args.device, backend)}")
+    if without_torch:
+        print(f"# NOTE: {NO_TORCH}")
     advice = tuning.openblas_kernel_advice()
     if advice:
         print(f"# NOTE: {advice}")
@@ -355,8 +384,9 @@ def main(argv=None):
               "median step time of the table above\n")
         print(compute_table(results, names, args.batch, machine.gemm_peak()))
     if args.alone and args.device == "cpu":
-        print(f"\nalone: each implementation in its own process at its own best (PyTorch: its "
-              f"defaults; minienc and the floor: the threads minienc.tuning's probe picks), asked "
+        pytorch = "PyTorch: its defaults; " if "torch" in impls else ""
+        print(f"\nalone: each implementation in its own process at its own best ({pytorch}"
+              f"minienc and the floor: the threads minienc.tuning's probe picks), asked "
               f"for {args.inner} steps in turn, median of {args.repeats}\n", flush=True)
         times, setups = alone.run_alone(names, impls, args.repeats, args.inner, args.batch, env_for_alone)
         print(alone_table(times, setups))

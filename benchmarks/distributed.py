@@ -47,14 +47,14 @@ def _simclr(share, seed):
     from minienc.objectives.contrastive import SimCLR, projection_head
     from minienc.optim import LARS
     encoder = nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (512, 512), 64, batch_norm=True))
-    model = SimCLR(encoder, projection_head(64, 256, 64), 0.5, distributed=True)
+    model = SimCLR(encoder, projection_head(64, 256, 64), temperature=0.5, distributed=True)
     nn.SyncBatchNorm.convert(model)
     rng = np.random.default_rng(seed + distributed.rank())
     images = rng.random((share, 1, 8, 8), dtype=np.float32)
     views = [minienc.tensor(images + 0.1 * rng.standard_normal(images.shape).astype(np.float32))
              for _ in range(2)]
     optimizer = LARS(model.parameters(), lr=1.0, weight_decay=1e-6)
-    return model, optimizer, lambda: model.loss(*views)
+    return model, optimizer, lambda: model.loss_of_views(*views)["loss"]
 
 
 def _vit_mae(share, seed):

@@ -1,24 +1,25 @@
 """Show what each augmentation in minienc.data does to real digits: one row per augmentation,
 the same digits in every row, plus the larger-canvas digits that patch-based methods train on.
 
-    python demos/augmentations.py --out out/augmentations
+    python demos/augmentations.py                 # writes runs/augmentations/*.png
     python demos/augmentations.py --data cifar10:~/cifar-10-batches-bin   # the colour ones too
 """
 import argparse
 import os
 
 import minienc
+from common import DemoParser
 from minienc import data as D
 from minienc.eval import plot_image_grid
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = DemoParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="digits", help=D.DATA_HELP)
     parser.add_argument("--count", type=int, default=10, help="images per row")
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="out/augmentations")
+    parser.add_argument("--out", default=os.path.join("runs", "augmentations"))
     args = parser.parse_args()
     device = args.device or minienc.get_device()
     minienc.manual_seed(args.seed)

@@ -10,20 +10,26 @@ embeddings.png (PCA of the test codes), results.json; prints the evaluation tabl
     python demos/autoencoder.py --data mnist:~/mnist --device cuda   # 45x the images, same steps
 """
 import minienc
-from common import (add_reconstruction_flags, build_reconstruction, display_batch, finish,
-                    image_parser, save_grid, setup, train_reconstruction)
+from common import (add_reconstruction_flags, build_reconstruction, display_batch, finish, fit,
+                    image_parser, reconstruction_batches, reconstruction_options, save_grid, say_loss,
+                    setup)
+from minienc.optim import Adam
+from minienc.train import Trainer
 
 
 def main():
     args = add_reconstruction_flags(image_parser(__doc__, steps=4400, latent_dim=16, lr=2e-3)).parse_args()
     data = setup(args)
-    model, initial = build_reconstruction(args, data, "autoencoder")
-    train_reconstruction(args, data, model, model.loss)
+    objective, initial = build_reconstruction(args, data, "autoencoder")
+    loader, steps = reconstruction_batches(args, data)
+    optimizer = Adam(objective.param_groups(), lr=args.lr)
+    trainer = Trainer(objective, optimizer, **reconstruction_options(args, data, objective, loader, steps))
+    say_loss(args, fit(args, trainer, loader, steps))
     x, _ = display_batch(data, 12, args.device)
     with minienc.no_grad():
-        save_grid(args, [x, model.reconstruct(x)], ["input", "reconstruction"], "reconstructions.png",
+        save_grid(args, [x, objective.reconstruct(x)], ["input", "reconstruction"], "reconstructions.png",
                   f"autoencoder ({args.arch}): test images and their reconstructions")
-    finish(args, data, f"AE-{args.arch}", model.encode, initial.encode)
+    finish(args, data, f"AE-{args.arch}", objective.embed, initial.embed)
 
 
 if __name__ == "__main__":

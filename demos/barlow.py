@@ -11,10 +11,13 @@ metrics.jsonl.
 """
 import copy
 
-from common import finish, joint_embedding_parser, mlp_encoder, setup, train_joint_embedding
+from common import (collapse_gauges, finish, fit, joint_embedding_parser, mlp_encoder, recipe_lr,
+                    recipe_options, save_gauges, setup, two_view_augment, two_view_batches)
 
 from minienc.nn import Sequential
-from minienc.objectives.barlow import BarlowTwins, barlow_projector
+from minienc.objectives import BarlowTwins, barlow_projector
+from minienc.optim import LARS
+from minienc.train import Trainer
 
 
 def main():
@@ -25,11 +28,18 @@ def main():
     data = setup(args)
     encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
-    model = BarlowTwins(encoder, barlow_projector(args.latent_dim, args.hidden, args.projector),
-                        args.lambd, distributed=args.distributed)   # C of the global batch
-    train_joint_embedding(args, data, "Barlow Twins", model.terms, model, model, encoder,
-                          dict(encoder=encoder, projection=Sequential(encoder, model.projector)),
-                          terms=("on_diagonal", "off_diagonal"))
+    objective = BarlowTwins(encoder, barlow_projector(args.latent_dim, args.hidden, args.projector),
+                            two_view_augment(args, data), lambd=args.lambd,
+                            distributed=args.distributed)   # C of the global batch
+    gauges = collapse_gauges(args, data, encoder=encoder,
+                             projection=Sequential(encoder, objective.projector))
+    loader, steps = two_view_batches(args, data, "Barlow Twins", objective)   # views.png first
+    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
+                     weight_decay=args.weight_decay)
+    trainer = Trainer(objective, optimizer, callbacks=[gauges],
+                      **recipe_options(args, data, objective, loader, steps))
+    fit(args, trainer, loader, steps)
+    save_gauges(args, "Barlow Twins", gauges, terms=("on_diagonal", "off_diagonal"))
     finish(args, data, "Barlow Twins", encoder, random_encoder)
 
 

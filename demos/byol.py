@@ -17,10 +17,12 @@ the online encoder and projection over training), embeddings.png, results.json, 
 """
 import copy
 
-from common import finish, joint_embedding_parser, mlp_encoder, setup, train_joint_embedding
+from common import (collapse_gauges, finish, fit, joint_embedding_parser, mlp_encoder, recipe_lr,
+                    recipe_options, save_gauges, setup, two_view_augment, two_view_batches)
 
-from minienc.objectives.byol import BYOL, byol_mlp
-from minienc.optim import Cosine
+from minienc.objectives import BYOL, byol_mlp
+from minienc.optim import LARS
+from minienc.train import Trainer
 
 
 def main():
@@ -31,17 +33,18 @@ def main():
     data = setup(args)
     encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
-    byol = BYOL(encoder, byol_mlp(args.latent_dim, args.hidden, args.projection),
-                byol_mlp(args.projection, args.hidden, args.projection))
-    steps = args.epochs * (len(data.x_train) // args.batch_size) if args.epochs else args.steps
-
-    def update_target(trainer):   # the target follows the online network after every step
-        byol.update_target(trainer.values["ema_momentum"])
-
-    train_joint_embedding(args, data, "BYOL", byol.loss, {"byol": byol}, byol.trained_modules(),
-                          encoder, dict(encoder=encoder, projection=byol.online_network),
-                          callbacks=[update_target],
-                          schedules={"ema_momentum": Cosine(args.ema, 1.0, steps)})
+    # the target follows the online network in after_step, tau rising from --ema to 1
+    objective = BYOL(encoder, byol_mlp(args.latent_dim, args.hidden, args.projection),
+                     byol_mlp(args.projection, args.hidden, args.projection),
+                     two_view_augment(args, data), momentum=args.ema)
+    gauges = collapse_gauges(args, data, encoder=encoder, projection=objective.online_network)
+    loader, steps = two_view_batches(args, data, "BYOL", objective)   # views.png first
+    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
+                     weight_decay=args.weight_decay)
+    trainer = Trainer(objective, optimizer, callbacks=[gauges],
+                      **recipe_options(args, data, objective, loader, steps))
+    fit(args, trainer, loader, steps)
+    save_gauges(args, "BYOL", gauges)
     finish(args, data, "BYOL", encoder, random_encoder)
 
 

@@ -77,8 +77,7 @@ def run_variant(args, name, data):
     # 500 test images), every `every` steps, none skipped (eval_budget=None)
     evaluator = Evaluator(lambda x: model.embed(standardize(x)), data, seed=args.seed, draws=20)
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
-    trainer = Trainer(model.loss, opt, models={name: model}, schedules=schedules,
-                      callbacks=[lambda t: model.after_step((t.step - 1) / args.steps)],
+    trainer = Trainer(model, opt, schedules=schedules,   # (and model.after_step: an EMA target)
                       log_every=args.steps, progress=False, evaluator=evaluator,
                       eval_every=args.every, eval_budget=None, out_dir=os.path.join(args.out, name))
     trainer.fit(loader, steps=args.steps, resume=args.resume, overwrite=args.overwrite)

@@ -1,12 +1,14 @@
-"""What every demo shares: the same flags, the same set-up, the same training call and the same
+"""What every demo shares: the same flags, the same set-up, the same run options and the same
 evaluation report -- and the recipes that several demos share (two views; two views without
-negatives; autoencoders).
+negatives; autoencoders). The training itself stays in each demo, in view:
 
     args = image_parser(__doc__, steps=1500, latent_dim=64).parse_args()
     data = setup(args)                   # seed, device, dataset, output folder, config.json
-    loader = BatchIterator(data.x_train, batch_size=args.batch_size, seed=args.seed)
-    steps = total_steps(args, loader)    # --steps, or --epochs passes over the loader
-    train(args, data, step, optimizer, loader, steps, encoder, models=model, schedules=...)
+    objective = SimCLR(encoder, head, augment)
+    loader, steps = two_view_batches(args, data, "SimCLR", objective)   # views.png, the batches
+    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args), ...)
+    trainer = Trainer(objective, optimizer, **recipe_options(args, data, objective, loader, steps))
+    fit(args, trainer, loader, steps)    # --resume continues the run, --overwrite restarts it
     finish(args, data, "SimCLR", encoder, random_encoder)   # figures, the table, results.json
 
 A run's folder is its record: config.json (flags, seed, versions, device), metrics.jsonl,
@@ -33,7 +35,7 @@ from minienc.eval import (CollapseGauges, Evaluator, baseline_records, encode, e
                           plot_curves, plot_embeddings, plot_image_grid, print_table)
 from minienc.nn import Flatten, MLPEncoder, Sequential, SyncBatchNorm  # noqa: E402
 from minienc.objectives.reconstruction import LIKELIHOODS, build_model  # noqa: E402
-from minienc.optim import Adam, LARS, WarmupCosine, param_groups_without_decay  # noqa: E402
+from minienc.optim import WarmupCosine  # noqa: E402
 from minienc.progress import MetricsFile  # noqa: E402
 from minienc.train import Trainer  # noqa: E402
 
@@ -44,14 +46,45 @@ RESUME_MAY_CHANGE = {"resume", "overwrite", "device", "threads", "eval_every", "
 
 # ----- flags ---------------------------------------------------------------------------------------
 
+class DemoParser(argparse.ArgumentParser):
+    """argparse for the demos: a flag's value that cannot work (--steps 0, --data foo, --device
+    cuda without CuPy) is refused when the flags are read, in one line that names the flag (exit
+    status 2), not deep inside the run as a traceback; so is any other usage error."""
+
+    POSITIVE = ("steps", "epochs", "batch_size")
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        for name in self.POSITIVE:
+            value = getattr(parsed, name, None)
+            if value is not None and value < 1:
+                self.error(f"argument --{name.replace('_', '-')}: must be at least 1, got {value}")
+        if getattr(parsed, "data", None) is not None:
+            try:
+                D.parse_data_spec(parsed.data)
+            except ValueError as error:
+                self.error(f"argument --data: {error}")
+        if getattr(parsed, "device", None) is not None:
+            try:
+                backend.check_device(parsed.device)
+                if parsed.device == "cuda" and not backend.cuda_available():
+                    backend.cupy()    # says what to install when CuPy is missing
+                    raise RuntimeError("CuPy sees no GPU here")
+            except (ValueError, RuntimeError) as error:
+                self.error(f"argument --device: {error}")
+        return parsed
+
+
 def image_parser(description, steps=1000, latent_dim=None, batch_size=128, lr=1e-3, data="digits",
                  epochs=None):
     """The flags every image demo takes (defaults per demo): --steps (or --epochs) --latent-dim
     --batch-size --lr --data --max-train --max-test --draws --eval-every, and add_run_flags'.
     A demo may define one of them again (its own --steps, say): the later definition wins."""
-    parser = argparse.ArgumentParser(description=description.strip().split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                     conflict_handler="resolve")
+    parser = DemoParser(description=description.strip().split("\n\n")[0],
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, conflict_handler="resolve")
     parser.add_argument("--steps", type=int, default=steps,
                         help="optimizer steps (the learning-rate schedule spans them)")
     parser.add_argument("--epochs", type=int, default=epochs,
@@ -61,6 +94,8 @@ def image_parser(description, steps=1000, latent_dim=None, batch_size=128, lr=1e
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--data", default=data, help=D.DATA_HELP)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="the side --data folder:PATH pictures are resized and cropped to (32)")
     parser.add_argument("--max-train", type=int, default=None,
                         help="keep a seeded, stratified subset of this many train images")
     parser.add_argument("--max-test", type=int, default=None, help="... and of test images")
@@ -122,7 +157,7 @@ def demo_name():
 def start_run(args):
     """Seed, host threads, default device and output folder from the flags. Refuses (exits with
     the reason) a folder that already holds a run unless --resume or --overwrite says what to
-    do; --overwrite removes the old run's checkpoint, metrics and results first. With
+    do; --overwrite removes the old run's files first (old_run_files). With
     --distributed, setup_distributed first (and each rank's random stream seeded apart)."""
     setup_distributed(args)
     start_process(args, seed_offset=_rank())
@@ -133,9 +168,10 @@ def start_run(args):
                  f"again: choose one")
     found = [name for name in RUN_FILES if os.path.exists(os.path.join(args.out, name))]
     if found and args.overwrite:
-        for name in found:
+        old = old_run_files(args.out)
+        for name in old:
             os.remove(os.path.join(args.out, name))
-        print(f"--overwrite: removed the old run's {', '.join(found)} from {args.out}")
+        print(f"--overwrite: removed the old run's {', '.join(old)} from {args.out}")
     elif found and not args.resume:
         finished = "results.json" in found
         sys.exit(f"{demo_name()}: {args.out} already holds a {'finished' if finished else 'stopped'} "
@@ -145,11 +181,24 @@ def start_run(args):
     os.makedirs(args.out, exist_ok=True)
 
 
+def old_run_files(out):
+    """What a run left in `out`, which --overwrite removes so that no old picture stays beside the
+    new run's: RUN_FILES, config.json, gauges.json and every picture (*.png, *.dot). Other files
+    stay (compare.py's log.txt, anything of the user's)."""
+    return sorted(name for name in os.listdir(out)
+                  if name in RUN_FILES + ("config.json", "gauges.json") or name.endswith((".png", ".dot")))
+
+
 def setup(args):
     """start_run, then the dataset (--data, cut to --max-train / --max-test) and config.json.
     Returns the dataset."""
     start_run(args)
-    data = D.load_dataset(args.data, seed=args.seed, max_train=args.max_train, max_test=args.max_test)
+    try:
+        data = D.load_dataset(args.data, seed=args.seed, max_train=args.max_train,
+                              max_test=args.max_test, image_size=getattr(args, "image_size", None))
+    except (OSError, ValueError) as error:   # a folder without the files, a corrupt file: one line
+        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)   # as argparse's
+        sys.exit(2)
     write_config(args, data=dict(name=data.name, train=len(data.x_train), test=len(data.x_test),
                                  image_shape=list(data.image_shape), classes=data.num_classes))
     print(f"data: {data}   device: {args.device}   output: {args.out}")
@@ -220,24 +269,25 @@ def total_steps(args, loader):
     return args.epochs * len(loader) if getattr(args, "epochs", None) else args.steps
 
 
-def make_trainer(args, data, step_fn, optimizer, encoder=None, **options):
-    """A Trainer (options: models, schedules, callbacks, log_every, out_dir, ...) writing into
-    --out, which with --eval-every N evaluates `encoder` on a held-out subset every N steps."""
-    if getattr(args, "eval_every", 0) and encoder is not None:
-        options.update(evaluator=Evaluator(encoder, data, seed=args.seed), eval_every=args.eval_every)
+def run_options(args, data=None, embed=None, **options):
+    """A demo's Trainer options: `options` (schedules, log_every, callbacks, ...), the run's
+    folder (--out) and, with --eval-every N, an evaluation of `embed` on a held-out subset of
+    `data` every N steps."""
     options.setdefault("out_dir", args.out)
-    return Trainer(step_fn, optimizer, **options)
+    if getattr(args, "eval_every", 0) and embed is not None:
+        options.update(evaluator=Evaluator(embed, data, seed=args.seed), eval_every=args.eval_every)
+    return options
+
+
+def make_trainer(args, data, step_fn, optimizer, encoder=None, **options):
+    """A Trainer of `step_fn` (options: models, schedules, callbacks, ...) with run_options."""
+    return Trainer(step_fn, optimizer, **run_options(args, data, encoder, **options))
 
 
 def fit(args, trainer, loader, steps):
     """trainer.fit for `steps` steps, continuing the run with --resume, restarting it with
-    --overwrite."""
+    --overwrite. Returns the Trainer."""
     return trainer.fit(loader, steps=steps, resume=args.resume, overwrite=args.overwrite)
-
-
-def train(args, data, step_fn, optimizer, loader, steps, encoder=None, **options):
-    """make_trainer, then fit. Returns the Trainer."""
-    return fit(args, make_trainer(args, data, step_fn, optimizer, encoder, **options), loader, steps)
 
 
 # ----- the report ----------------------------------------------------------------------------------
@@ -346,44 +396,38 @@ def two_view_augment(args, data):
                                  noise=args.noise, erase_p=0.3)
 
 
-def train_contrastive(args, data, name, loss_fn, models, params, encoder, callbacks=(),
-                      labels=False, views=None, schedules=None, sync_batch_norm=True,
-                      optimizer=None):
-    """LARS (lr scaled as SimCLR: base * batch / 256) with warmup + cosine over the run, on
-    batches of the train images; each step is loss_fn(view1, view2), or loss_fn(view1, view2,
-    labels) with `labels`. `views`: a function images -> the list of views to use instead of two
-    augmented ones; `schedules`: more Trainer schedules (an EMA momentum); `optimizer`: a
-    function param_groups -> optimizer instead of LARS (the schedule still sets its lr). Saves
-    the view pairs (views.png) first. With --distributed and `sync_batch_norm`, every batch norm in `models`
-    normalises over the global batch (SimCLR's global BN; MoCo keeps its own per process).
-    Returns the Trainer."""
+def two_view_batches(args, data, name, model, labels=False, sync_batch_norm=True, augment=None):
+    """The recipe's batches: full batches of the train images (and labels) and the run's steps.
+    Saves the view pairs first (views.png, drawn with `augment`, default the model's). With
+    --distributed and `sync_batch_norm`, every batch norm in `model` normalises over the global
+    batch (SimCLR's global BN; MoCo keeps its own per process)."""
     if getattr(args, "distributed", False) and sync_batch_norm:
-        for model in (models.values() if isinstance(models, dict) else [models]):
-            SyncBatchNorm.convert(model)
-    augment = two_view_augment(args, data)
+        SyncBatchNorm.convert(model)
+    augment = augment or model.augment
     save_grid(args, [data.x_test[:12], augment(data.x_test[:12]), augment(data.x_test[:12])],
               ["original", "view 1", "view 2"], "views.png",
               f"{name}: positive pairs (two random views of each image)")
     arrays = (data.x_train, data.y_train) if labels else (data.x_train,)
     loader = D.BatchIterator(*arrays, batch_size=args.batch_size, drop_last=True, seed=args.seed,
-                           device=args.device)
+                             device=args.device)
     if len(loader) == 0:
         sys.exit(f"{demo_name()}: --batch-size {args.batch_size} is larger than the "
                  f"{len(data.x_train)} train images (batches are never short: batch norm and the "
                  f"negatives want full ones)")
-    steps = total_steps(args, loader)
-    lr = args.lr * args.batch_size / 256
-    groups = param_groups_without_decay(params, args.weight_decay)
-    optimizer = optimizer(groups) if optimizer else LARS(groups, lr=lr, weight_decay=args.weight_decay)
-    schedule = WarmupCosine(lr, steps, warmup_steps=min(args.warmup_steps, steps))
+    return loader, total_steps(args, loader)
 
-    def step(batch):
-        x, *y = batch if labels else (batch,)
-        return loss_fn(*(views(x) if views else (augment(x), augment(x))), *y)
 
-    return train(args, data, step, optimizer, loader, steps, encoder, models=models,
-                 schedules={"lr": schedule, **(schedules or {})}, callbacks=callbacks,
-                 log_every=len(loader))
+def recipe_lr(args):
+    """The recipe's peak learning rate, scaled as SimCLR: base --lr * batch / 256."""
+    return args.lr * args.batch_size / 256
+
+
+def recipe_options(args, data, objective, loader, steps, **schedules):
+    """The recipe's Trainer options: the learning rate's warmup over --warmup-steps and cosine
+    to 0 (more `schedules` beside it), a log line per epoch, and run_options."""
+    lr = WarmupCosine(recipe_lr(args), steps, warmup_steps=min(args.warmup_steps, steps))
+    return run_options(args, data, objective.embed, schedules={"lr": lr, **schedules},
+                       log_every=len(loader))
 
 
 # ----- the autoencoder recipe: autoencoder, denoising and VAE share it -----------------------------
@@ -408,26 +452,27 @@ def build_reconstruction(args, data, kind, **options):
     return model, initial
 
 
-def train_reconstruction(args, data, model, loss_fn, schedules=None):
-    """Adam with a warm-up + cosine learning rate over the run, on batches of the train images;
-    each step is loss_fn(images, **this step's `schedules` values). `schedules`: name ->
-    function(total steps) -> schedule (the VAE's KL weight, beta). Returns the Trainer."""
+def reconstruction_batches(args, data):
+    """Batches of the train images (the last one may be short) and the run's steps."""
     loader = D.BatchIterator(data.x_train, batch_size=args.batch_size, seed=args.seed, device=args.device)
-    steps = total_steps(args, loader)
-    extra = {k: make(steps) for k, make in (schedules or {}).items()}
+    return loader, total_steps(args, loader)
 
-    def step(images):
-        return loss_fn(images, **{k: trainer.values[k] for k in extra})
 
-    trainer = make_trainer(args, data, step, Adam(model.parameters(), lr=args.lr), model.encode,
-                           models=model, log_every=len(loader),
-                           schedules={"lr": WarmupCosine(args.lr, steps, warmup_steps=steps // 20),
-                                      **extra})
-    fit(args, trainer, loader, steps)
+def reconstruction_options(args, data, objective, loader, steps, **schedules):
+    """The autoencoders' Trainer options: the learning rate's warmup over 5% of the run and
+    cosine to 0 (more `schedules` beside it: the VAE's beta), a log line per epoch, and
+    run_options."""
+    lr = WarmupCosine(args.lr, steps, warmup_steps=steps // 20)
+    return run_options(args, data, objective.embed, schedules={"lr": lr, **schedules},
+                       log_every=len(loader))
+
+
+def say_loss(args, trainer):
+    """The loss of the first epoch and of the last."""
     logged = [r for r in trainer.records if "loss" in r]   # (an evaluation at step 0 has none)
     print(f"loss: {logged[0]['loss']:.2f} in the first epoch -> {logged[-1]['loss']:.2f} in the "
           f"last (nats per image; curve in {args.out}/loss.png)")
-    return trainer
+    return logged
 
 
 # ----- the joint-embedding recipe: BYOL, SimSiam, VICReg, Barlow Twins, DINO ----------------------
@@ -444,21 +489,21 @@ def joint_embedding_parser(description):
     return parser
 
 
-def train_joint_embedding(args, data, name, loss_fn, models, params, encoder, gauged, terms=(),
-                          log_scale=("loss",), callbacks=(), **options):
-    """train_contrastive (options: views, schedules, optimizer) with minienc.eval.CollapseGauges
-    of `gauged` (name -> encoder: the representation, and the output the loss sees, where
-    collapse shows first) at step 0 and every --monitor-every steps after `callbacks`; then
-    curves.png (the loss and logged `terms`), gauges.png and gauges.json. Returns the Trainer."""
+def collapse_gauges(args, data, **gauged):
+    """minienc.eval.CollapseGauges of `gauged` (name -> encoder: the representation, and the
+    output the loss sees, where collapse shows first) on the train images, recorded at step 0;
+    a Trainer callback that records them every --monitor-every steps."""
     gauges = CollapseGauges(data.x_train, args.monitor_every, **gauged)
     gauges.record(0)
-    trainer = train_contrastive(args, data, name, loss_fn, models, params, encoder,
-                                callbacks=[*callbacks, gauges], **options)
+    return gauges
+
+
+def save_gauges(args, name, gauges, terms=(), log_scale=("loss",)):
+    """curves.png (the loss and the logged `terms` over training), gauges.png and gauges.json."""
     curves = MetricsFile(os.path.join(args.out, "metrics.jsonl")).curves(("loss", *terms))
     print("saved", plot_curves(curves, os.path.join(args.out, "curves.png"),
                                title=f"{name}: loss over training", log_scale=log_scale))
     print("saved", gauges.save(args.out, f"{name}: collapse gauges on the train images (eval mode)"))
-    return trainer
 
 
 # ----- several processes (minienc.distributed) --------------------------------------------------

@@ -5,13 +5,14 @@ a few minutes of CPU at most) and is evaluated the same way, by demos/common.rep
 probe, a 5-shot probe, weighted k-NN and RankMe on frozen test-split embeddings, with the
 training seconds and parameter count. Beside them: raw pixels, PCA to each encoder's dimension,
 and each encoder at its random initialisation. Writes <out>/compare.md, compare.json and
-compare.png (a bar chart), and each demo's own figures under <out>/<demo>/.
+compare.png (a bar chart), and each demo's own figures under <out>/<demo>/. Like every demo, it
+refuses a folder that holds a comparison unless --resume (each demo continues its own run) or
+--overwrite (each starts again) says what to do.
 
     python demos/compare.py                           # every objective on digits, CPU
     python demos/compare.py --only ae,simclr,jepa     # a subset
     python demos/compare.py --device cuda             # the same on the GPU
 """
-import argparse
 import datetime
 import json
 import os
@@ -24,6 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 from minienc.progress import progress_bar  # noqa: E402
+
+from common import RUN_FILES, DemoParser  # noqa: E402
 
 # name -> (label, script, extra flags, flags for --quick)
 OBJECTIVES = {
@@ -55,14 +58,15 @@ COLUMNS = ("linear", "fewshot", "knn")
 
 
 def run_objective(name, args, say=print):
-    """Run one demo in a subprocess (its own process: no state leaks between objectives), over
-    any earlier run in <out>/<name> (--overwrite); its output goes to <out>/<name>/log.txt, one
-    line to `say`."""
+    """Run one demo in a subprocess (its own process: no state leaks between objectives) in
+    <out>/<name>, continuing (--resume) or starting again over (--overwrite) an earlier run
+    there; its output goes to <out>/<name>/log.txt, one line to `say`."""
     label, script, extra, quick = OBJECTIVES[name]
     out = os.path.join(args.out, name)
     os.makedirs(out, exist_ok=True)
     command = [sys.executable, os.path.join(HERE, script), "--data", args.data, "--seed", str(args.seed),
-               "--out", out, "--draws", str(args.draws), "--overwrite", *extra,
+               "--out", out, "--draws", str(args.draws),
+               "--resume" if args.resume else "--overwrite", *extra,
                *(quick + QUICK_DATA if args.quick else [])]
     for flag, value in (("--device", args.device), ("--threads", args.threads)):
         if value is not None:
@@ -115,9 +119,22 @@ def markdown(rows, header):
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(rows, path, title):
+QUICK_NOTE = "QUICK smoke run (10 steps each, 300 images): not a result"
+
+
+def held_comparison(out):
+    """What in `out` says it holds a comparison: its compare.* files and the demo folders that
+    hold a run."""
+    held = [name for name in ("compare.json", "compare.md", "compare.png")
+            if os.path.exists(os.path.join(out, name))]
+    return held + [f"{name}/" for name in OBJECTIVES
+                   if any(os.path.exists(os.path.join(out, name, f)) for f in RUN_FILES)]
+
+
+def bar_chart(rows, path, title, quick=False):
     """Horizontal grouped bars, one group per row (baselines hatched), so that long baseline
-    names ("random triplet, SimCLR, ...") stay readable."""
+    names ("random triplet, SimCLR, ...") stay readable. The bars start at 0% (lengths compare);
+    a --quick run says so across the figure."""
     import textwrap
 
     import matplotlib
@@ -137,8 +154,11 @@ def bar_chart(rows, path, title):
     ax.set_yticklabels([textwrap.fill(r["method"], 34) for r in rows], fontsize=8)
     ax.invert_yaxis()    # the table's order, top to bottom
     ax.set_xlabel("test accuracy (%)")
-    low = min(r[c] for r in rows for c in COLUMNS) * 100
-    ax.set_xlim(max(0, low - 5), 100)
+    ax.set_xlim(0, 100)
+    if quick:
+        title = f"{title}\n{QUICK_NOTE}"
+        ax.text(0.5, 0.5, "QUICK: not a result", transform=ax.transAxes, rotation=25, fontsize=40,
+                color="red", alpha=0.25, ha="center", va="center")
     ax.set_title(title, fontsize=10, pad=22)
     ax.legend(fontsize=8, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.grid(axis="x", alpha=0.3)
@@ -148,7 +168,7 @@ def bar_chart(rows, path, title):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = DemoParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(OBJECTIVES), help=f"from {','.join(OBJECTIVES)}")
     parser.add_argument("--data", default="digits")
     parser.add_argument("--device", default=None)
@@ -159,11 +179,23 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join("runs", "compare"))
     parser.add_argument("--quick", action="store_true", help="10 steps each on 300 train and 100 test images, small ViTs "
                         "(a smoke run, not a result)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the comparison in --out: each demo continues its own run "
+                             "(a finished one is evaluated again, with the same numbers)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start the comparison in --out again (each demo over its own run)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in OBJECTIVES]
     if unknown:
         parser.error(f"unknown objectives {unknown}; choose from {list(OBJECTIVES)}")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the comparison in --out, --overwrite starts it again: choose one")
+    held = held_comparison(args.out)
+    if held and not (args.resume or args.overwrite):
+        sys.exit(f"compare: {args.out} already holds a comparison ({', '.join(held)}). Add --resume "
+                 f"to continue it (each demo continues its own run), --overwrite to start it "
+                 f"again, or choose another --out.")
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
     bar = progress_bar(len(names), unit="objective")   # each demo's own bar is in its log.txt
@@ -180,13 +212,14 @@ def main(argv=None):
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     header = (f"Embeddings on {args.data} (test split), {datetime.date.today()}, device "
               f"{args.device or 'default'}, {machine}, total {time.perf_counter() - start:.0f} s"
-              f"{' (QUICK smoke run)' if args.quick else ''}")
+              f"{f' ({QUICK_NOTE})' if args.quick else ''}")
     table = markdown(rows, header)
     with open(os.path.join(args.out, "compare.md"), "w") as f:
         f.write(table)
     with open(os.path.join(args.out, "compare.json"), "w") as f:
         json.dump(rows, f, indent=1)
-    bar_chart(rows, os.path.join(args.out, "compare.png"), f"every objective on {args.data}")
+    bar_chart(rows, os.path.join(args.out, "compare.png"), f"every objective on {args.data}",
+              quick=args.quick)
     print("\n" + table)
     print(f"wrote {args.out}/compare.md, compare.json, compare.png")
     return rows

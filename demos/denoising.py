@@ -11,9 +11,12 @@ corrupted / reconstructed), embeddings.png (PCA of the clean test images' codes)
     python demos/denoising.py --data mnist:~/mnist --device cuda
 """
 import minienc
-from common import (add_reconstruction_flags, build_reconstruction, display_batch, finish,
-                    image_parser, save_grid, setup, train_reconstruction)
+from common import (add_reconstruction_flags, build_reconstruction, display_batch, finish, fit,
+                    image_parser, reconstruction_batches, reconstruction_options, save_grid, say_loss,
+                    setup)
 from minienc.objectives.reconstruction import CORRUPTIONS
+from minienc.optim import Adam
+from minienc.train import Trainer
 
 
 def main():
@@ -23,16 +26,21 @@ def main():
                    help="the noise std (gaussian) or the fraction of pixels corrupted (mask, salt_and_pepper)")
     args = p.parse_args()
     data = setup(args)
-    model, initial = build_reconstruction(args, data, "denoising", noise=args.noise, level=args.level)
-    train_reconstruction(args, data, model, model.loss)
+    # the objective corrupts each batch itself (on the device) and rebuilds the clean one
+    objective, initial = build_reconstruction(args, data, "denoising", noise=args.noise,
+                                              level=args.level)
+    loader, steps = reconstruction_batches(args, data)
+    optimizer = Adam(objective.param_groups(), lr=args.lr)
+    trainer = Trainer(objective, optimizer, **reconstruction_options(args, data, objective, loader, steps))
+    say_loss(args, fit(args, trainer, loader, steps))
     x, _ = display_batch(data, 12, args.device)
     with minienc.no_grad():
-        corrupted = model.corrupt(x)
+        corrupted = objective.corrupt(x)
         # Gaussian noise leaves [0, 1]: clip for display only, so every row shares one grey scale
-        save_grid(args, [x, corrupted.clip(0.0, 1.0), model.reconstruct(corrupted)],
+        save_grid(args, [x, corrupted.clip(0.0, 1.0), objective.reconstruct(corrupted)],
                   ["clean", "corrupted", "reconstructed"],
                   "denoising.png", f"denoising autoencoder ({args.noise} {args.level}): test images")
-    finish(args, data, f"DAE-{args.arch} {args.noise} {args.level}", model.encode, initial.encode)
+    finish(args, data, f"DAE-{args.arch} {args.noise} {args.level}", objective.embed, initial.embed)
 
 
 if __name__ == "__main__":

@@ -29,17 +29,34 @@ student's, and of the teacher's logits), embeddings.png, results.json, metrics.j
 """
 import copy
 
-from common import (finish, joint_embedding_parser, mlp_encoder, save_grid, setup,
-                    train_joint_embedding, two_view_augment)
+from common import (collapse_gauges, finish, fit, joint_embedding_parser, mlp_encoder, recipe_lr,
+                    recipe_options, save_gauges, save_grid, setup, two_view_augment,
+                    two_view_batches)
 
 from minienc.data import Compose, MultiCrop, RandomResizedCrop
-from minienc.objectives.dino import DINO, dino_head
-from minienc.optim import AdamW, Cosine, LinearSchedule
+from minienc.objectives import DINO, dino_head
+from minienc.optim import LARS, AdamW, Cosine, LinearSchedule
+from minienc.train import Trainer
 
 
 def pair(text):
     low, high = (float(v) for v in text.split(","))
     return low, high
+
+
+def multicrop_views(args, data, name):
+    """MultiCrop: 2 global and --local-crops local crops, each with the two-view recipe's
+    augmentations after its crop (rotation, jitter, noise, erasing); saves crops.png."""
+    recipe = two_view_augment(args, data).augmentations
+    if not isinstance(recipe[0], RandomResizedCrop):
+        raise RuntimeError(f"dino demo: the two-view recipe should start with its crop, got "
+                           f"{recipe[0]}")
+    multicrop = MultiCrop(2, args.local_crops, args.global_scale, args.local_scale,
+                          transform=Compose(recipe[1:]))
+    save_grid(args, [data.x_test[:10], *multicrop(data.x_test[:10], rng=args.seed)],
+              ["original", "global 1", "global 2"] + [f"local {i + 1}" for i in range(args.local_crops)],
+              "crops.png", f"{name}: multi-crop views")
+    return multicrop
 
 
 def main():
@@ -66,55 +83,34 @@ def main():
                         help="batch norm in the head's hidden layers (DINO's --use_bn_in_head)")
     args = parser.parse_args()
     data = setup(args)
+    name = "DINO" + (" (no centring)" if args.no_center else "")
     encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
-    dino = DINO(encoder, dino_head(args.latent_dim, args.prototypes, args.hidden, args.bottleneck,
-                                   batch_norm=bool(args.head_bn)),
-                student_temperature=args.student_temp, center_momentum=args.center_momentum,
-                centering=not args.no_center,
-                distributed=args.distributed)   # the centre over the global batch (train_contrastive
-                                                # syncs the batch norm of student and teacher)
-    name = "DINO" + (" (no centring)" if args.no_center else "")
-    # the two-view recipe's augmentations after its crop (rotation, jitter, noise, erasing) on
-    # every crop; its crop is what MultiCrop draws
-    recipe = two_view_augment(args, data).augmentations
-    if not isinstance(recipe[0], RandomResizedCrop):
-        raise RuntimeError(f"dino demo: the two-view recipe should start with its crop, got "
-                           f"{recipe[0]}")
-    photometric = Compose(recipe[1:])
-    multicrop = MultiCrop(2, args.local_crops, args.global_scale, args.local_scale,
-                          transform=photometric)
-    save_grid(args, [data.x_test[:10], *multicrop(data.x_test[:10], rng=args.seed)],
-              ["original", "global 1", "global 2"] + [f"local {i + 1}" for i in range(args.local_crops)],
-              "crops.png", f"{name}: multi-crop views")
-    steps = args.epochs * (len(data.x_train) // args.batch_size) if args.epochs else args.steps
+    # the teacher follows the student in after_step, its momentum rising from --ema to 1
+    objective = DINO(encoder, dino_head(args.latent_dim, args.prototypes, args.hidden,
+                                        args.bottleneck, batch_norm=bool(args.head_bn)),
+                     multicrop_views(args, data, name), student_temperature=args.student_temp,
+                     center_momentum=args.center_momentum, momentum=args.ema,
+                     centering=not args.no_center,
+                     distributed=args.distributed)   # the centre over the global batch
+    gauges = collapse_gauges(args, data, encoder=objective, student=encoder,
+                             logits=objective.teacher)   # the head: where DINO's collapse shows
+    loader, steps = two_view_batches(args, data, name, objective,   # views.png: the global crops
+                                     augment=two_view_augment(args, data))
+    # the teacher temperature's warm-up sets objective.teacher_temperature before each step
     warmup = LinearSchedule(args.warmup_teacher_temp, args.teacher_temp,
                             max(1, min(args.warmup_teacher_steps, steps)))
-    position = {"step": 0}
-
-    def teacher_temperature(step):
-        # a Trainer schedule: evaluated at the step about to run (a resumed run's too), it also
-        # tells the loss below which temperature that step uses
-        position["step"] = step
-        return warmup(step)
-
-    schedules = {"ema_momentum": Cosine(args.ema, 1.0, steps), "teacher_temperature": teacher_temperature}
+    schedules = {"teacher_temperature": warmup}
     if args.weight_decay_end is not None:
         schedules["weight_decay"] = Cosine(args.weight_decay, args.weight_decay_end, steps)
-    adamw = (lambda groups: AdamW(groups, lr=args.lr)) if args.optimizer == "adamw" else None
-
-    def update_teacher(trainer):
-        dino.update_teacher(trainer.values["ema_momentum"])
-
-    def loss(*crops):
-        return dino.terms(crops, warmup(position["step"]))
-
-    train_joint_embedding(args, data, name, loss, {"dino": dino}, dino.trained_modules(), dino,
-                          dict(encoder=dino, student=encoder,
-                               logits=dino.teacher),   # the head: where DINO's collapse shows
-                          terms=("teacher_entropy", "kl", "center_norm"), callbacks=[update_teacher],
-                          views=multicrop, schedules=schedules, optimizer=adamw)
-    finish(args, data, name, dino, random_encoder)   # the teacher's encoder, as DINO evaluates
+    groups = objective.param_groups(args.weight_decay)
+    optimizer = AdamW(groups, lr=args.lr) if args.optimizer == "adamw" else \
+        LARS(groups, lr=recipe_lr(args), weight_decay=args.weight_decay)
+    trainer = Trainer(objective, optimizer, callbacks=[gauges],
+                      **recipe_options(args, data, objective, loader, steps, **schedules))
+    fit(args, trainer, loader, steps)
+    save_gauges(args, name, gauges, terms=("teacher_entropy", "kl", "center_norm"))
+    finish(args, data, name, objective, random_encoder)   # the teacher's encoder, as DINO evaluates
 
 
 if __name__ == "__main__":

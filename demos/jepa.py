@@ -70,8 +70,8 @@ def main():
     def embed(images):
         return jepa.embed(standardize(images))
     start = time.process_time()
-    trainer, evaluator = train(args, data, "JEPA", jepa, jepa.loss, opt, schedules, embed, args.out,
-                               steps, args.eval_every)
+    trainer, evaluator = train(args, data, "JEPA", jepa, opt, schedules, embed, args.out, steps,
+                               args.eval_every)
     eval_cpu = evaluator.seconds if evaluator else 0.0
     jepa_cpu = time.process_time() - start - eval_cpu   # training alone
     budgets = [f"JEPA: {steps} steps in {jepa_cpu:.0f} s CPU (+ {eval_cpu:.0f} s for "

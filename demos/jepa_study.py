@@ -162,8 +162,8 @@ def main():
     def embed(images):
         return jepa.embed(standardize(images))
     start = time.process_time()
-    trainer, evaluator = train(args, data, "JEPA", jepa, jepa.loss, opt, schedules, embed,
-                               args.out, steps, args.eval_every, after_step=jepa.after_step)
+    trainer, evaluator = train(args, data, "JEPA", jepa, opt, schedules, embed, args.out, steps,
+                               args.eval_every)   # (the Trainer calls jepa.after_step: the EMA)
     eval_cpu = evaluator.seconds if evaluator else 0.0
     jepa_cpu = time.process_time() - start - eval_cpu
     name = "JEPA (pooled)" if args.target_encoder == "shared" else "I-JEPA (target, pooled)"

@@ -5,12 +5,13 @@ import copy
 import time
 
 import jepa_figures as figures
-from common import fit, make_trainer
+from common import fit
 
 from minienc.data import BatchIterator
 from minienc.eval import Evaluator, evaluate
 from minienc.objectives.masked_image import MAE
 from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay
+from minienc.train import Trainer
 
 WARMUP = 40 / 300   # I-JEPA's warmup share (40 of 300 epochs), for JEPA and MAE alike
 
@@ -32,17 +33,15 @@ class CPUTimed:
             self.seconds += time.process_time() - begin
 
 
-def train(args, data, name, model, loss, opt, schedules, embed, out, steps, eval_every, after_step=None):
-    """Trainer.fit of `loss` (a batch -> its loss terms), then after_step(step / steps) after
-    each step (an EMA target's schedule); returns the trainer and its CPUTimed evaluator."""
+def train(args, data, name, objective, opt, schedules, embed, out, steps, eval_every, models=None):
+    """Trainer(objective, opt).fit (an Objective, or a step function with the `models` it
+    trains); returns the trainer and its CPUTimed evaluator (or None)."""
     evaluator = CPUTimed(Evaluator(embed, data, seed=args.seed)) if eval_every else None
     if evaluator:   # a FIXED subset: an evaluation costs the same on digits and on 60,000 images
         print(f"{name}: held-out curves every {eval_every} steps: {evaluator.evaluator!r}")
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
-    callbacks = [lambda t: after_step((t.step - 1) / steps)] if after_step else []
-    trainer = make_trainer(args, data, loss, opt, models={name: model}, out_dir=out,
-                           schedules=schedules, log_every=10, callbacks=callbacks,
-                           **(dict(evaluator=evaluator, eval_every=eval_every) if evaluator else {}))
+    trainer = Trainer(objective, opt, models=models, out_dir=out, schedules=schedules, log_every=10,
+                      **(dict(evaluator=evaluator, eval_every=eval_every) if evaluator else {}))
     fit(args, trainer, loader, steps)
     figures.titled_loss(trainer, f"{out}/loss.png", name)
     return trainer, evaluator
@@ -65,8 +64,8 @@ def train_mae(args, data, vit, standardize, steps, out):
     lr = WarmupCosine(args.lr, steps, int(WARMUP * steps), final=1e-6, start=args.lr / 5)
     embed = (lambda images: mae.embed(standardize(images)))
     every = args.eval_every and max(args.eval_every, steps // 12)
-    trainer, evaluator = train(args, data, "MAE", mae, lambda images: mae(standardize(images))[0], opt,
-                               {"lr": lr}, embed, out, steps, every)
+    trainer, evaluator = train(args, data, "MAE", lambda images: mae.loss(standardize(images)), opt,
+                               {"lr": lr}, embed, out, steps, every, models={"mae": mae})
     cpu = time.process_time() - start - (evaluator.seconds if evaluator else 0.0)
     return embed, cpu, (curve(trainer, evaluator) if evaluator else None)
 

@@ -83,22 +83,23 @@ def pretrain(name, vit, data, args, standardize):
     elif name == "lejepa":
         model = LeJEPA(vit, proj_dim=32, hidden=256, lam=0.02, num_views=2,
                        augment=lambda x: standardize(augment(x)))
-        params, step = model.param_groups(0.05), model.loss
+        params, step = model.param_groups(0.05), model
     elif name == "mae":
         model = MAE(encoder=vit, decoder_dim=32, decoder_depth=2, norm_pix_loss=True)
         params = param_groups_without_decay(model, 0.05)
 
         def step(x):
-            return model(standardize(x))[0]
+            return model.loss(standardize(x))
     else:
         model = SimCLR(Pooled(vit), projection_head(vit.dim, 256, 64), temperature=0.5)
         params = param_groups_without_decay(model, 0.05)
 
         def step(x):
-            return model.loss(standardize(augment(x)), standardize(augment(x)))
+            return model.loss_of_views(standardize(augment(x)), standardize(augment(x)))
     opt = AdamW(params, lr=args.lr)
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
-    Trainer(step, opt, models={name: model}, log_every=args.steps, progress=False,
+    Trainer(step, opt, models=None if step is model else {name: model}, log_every=args.steps,
+            progress=False,
             schedules={"lr": WarmupCosine(args.lr, args.steps, args.steps // 10, final=1e-6)},
             out_dir=os.path.join(args.out, name)
             ).fit(loader, steps=args.steps, resume=args.resume, overwrite=args.overwrite)

@@ -18,7 +18,7 @@ import copy
 import time
 
 import jepa_figures as figures
-from common import finish, fit, image_parser, make_trainer, setup
+from common import finish, fit, image_parser, run_options, setup
 
 import minienc
 from minienc import backend, nn
@@ -27,6 +27,7 @@ from minienc.eval import plot_image_grid
 from minienc.objectives.lejepa import LeJEPA
 from minienc.objectives.masked_image import random_masking
 from minienc.optim import AdamW, WarmupCosine
+from minienc.train import Trainer
 
 
 def parse_args():
@@ -113,8 +114,8 @@ def main():
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
     start = time.process_time()
     # with --eval-every N (100 here), held-out curves on a fixed subset (1,000 / 500 images)
-    trainer = make_trainer(args, data, model.loss, opt, embed, models={"lejepa": model},
-                           schedules={"lr": schedule}, log_every=10)
+    trainer = Trainer(model, opt, **run_options(args, data, embed, schedules={"lr": schedule},
+                                                log_every=10))
     fit(args, trainer, loader, args.steps)
     print(f"LeJEPA: {args.steps} steps in {time.process_time() - start:.0f} s CPU, of which "
           f"{trainer.eval_s:.0f} s wall for {len(trainer.evaluations)} held-out evaluations")

@@ -12,14 +12,15 @@ Writes <out>/reconstructions.png (original / masked / reconstruction / visible +
 import argparse
 import os
 
-from common import display_batch, finish, image_parser, setup, total_steps, train
+from common import display_batch, finish, fit, image_parser, run_options, setup, total_steps
 
 import minienc
 from minienc import distributed
 from minienc.data import BatchIterator
 from minienc.eval import plot_image_grid
 from minienc.objectives import MAE
-from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay
+from minienc.optim import AdamW, WarmupCosine
+from minienc.train import Trainer
 
 
 def main():
@@ -53,17 +54,14 @@ def main():
 
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, shuffle=True, drop_last=True,
                            seed=args.seed)
-
-    def step(images):
-        loss, _, _ = mae(images)
-        return loss
-
     steps = total_steps(args, loader)
-    opt = AdamW(param_groups_without_decay(mae, args.weight_decay), lr=args.lr, betas=(0.9, 0.95))
-    train(args, data, step, opt, loader, steps, mae.embed, models=mae, log_every=20,
-          schedules={"lr": WarmupCosine(args.lr, steps, warmup_steps=steps // 20)})
+    optimizer = AdamW(mae.param_groups(args.weight_decay), lr=args.lr, betas=(0.9, 0.95))
+    lr = WarmupCosine(args.lr, steps, warmup_steps=steps // 20)
+    trainer = Trainer(mae, optimizer, **run_options(args, data, mae.embed, schedules={"lr": lr},
+                                                    log_every=20))
+    fit(args, trainer, loader, steps)   # each step masks --mask-ratio of every image's patches
 
-    images, _ = display_batch(data, data.num_classes, mae.device)   # one of each class
+    images, _ = display_batch(data, data.num_classes or 10, mae.device)   # one of each class
     out = mae.reconstruct(images)
     ratio = f"{args.mask_ratio:.0%}"
     # norm-pix predictions are per-patch shapes: they are drawn with each patch's TRUE mean and std

@@ -20,16 +20,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minienc  # noqa: E402
 from minienc import backend  # noqa: E402
-from common import add_run_flags, fit, make_trainer, start_run, total_steps, write_config  # noqa: E402
+from common import (DemoParser, add_run_flags, fit, run_options, start_run, total_steps,  # noqa: E402
+                    write_config)
 from minienc.data import BatchIterator, Tokenizer, load_corpus, split_corpus  # noqa: E402
 from minienc.objectives import MaskedLanguageModel, mask_tokens  # noqa: E402
 from minienc.objectives.masked_language import IGNORE_INDEX  # noqa: E402
-from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay  # noqa: E402
+from minienc.optim import AdamW, WarmupCosine  # noqa: E402
+from minienc.train import Trainer  # noqa: E402
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = DemoParser(description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--text", default=None, help="a UTF-8 text file (default: the built-in corpus)")
     parser.add_argument("--steps", type=int, default=2232, help="optimizer steps")
     parser.add_argument("--epochs", type=int, default=None, help="passes over the corpus instead of --steps")
@@ -54,7 +56,7 @@ def predict(mlm, masking, batch_size=256):
         for i in range(0, len(masking.inputs), batch_size):
             inputs, positions = (backend.to_device(a[i:i + batch_size], mlm.device)
                                  for a in (masking.inputs, masking.positions))
-            out.append(backend.to_host(mlm(inputs, positions).data))
+            out.append(backend.to_host(mlm.logits(inputs, positions).data))
         mlm.train()
     return np.concatenate(out)
 
@@ -148,20 +150,18 @@ def main():
                                    vocab=len(tok)))
 
     mlm = MaskedLanguageModel(len(tok), max_len=args.max_len, dim=args.dim, depth=args.depth,
-                              num_heads=args.heads, pad_id=tok.pad_id, dropout=args.dropout)
+                              num_heads=args.heads, pad_id=tok.pad_id, dropout=args.dropout,
+                              special_ids=tok.special_ids, mask_id=tok.mask_id)   # BERT's masking
     print(f"model: {mlm.num_parameters():,} parameters ({mlm.encoder.token_embedding.weight.size:,} "
           f"in the token embedding, shared with the output layer)")
     loader = BatchIterator(train_ids, batch_size=args.batch_size, shuffle=True, drop_last=True,
                            seed=args.seed)
 
-    def step(ids):
-        return mlm.loss(mask_tokens(ids, tok.special_ids, tok.mask_id, len(tok)))
-
     steps = total_steps(args, loader)
-    opt = AdamW(param_groups_without_decay(mlm, args.weight_decay), lr=args.lr)
-    fit(args, make_trainer(args, None, step, opt, models=mlm, log_every=25,
-                           schedules={"lr": WarmupCosine(args.lr, steps, warmup_steps=steps // 20)}),
-        loader, steps)
+    optimizer = AdamW(mlm.param_groups(args.weight_decay), lr=args.lr)
+    lr = WarmupCosine(args.lr, steps, warmup_steps=steps // 20)
+    trainer = Trainer(mlm, optimizer, **run_options(args, schedules={"lr": lr}, log_every=25))
+    fit(args, trainer, loader, steps)   # each step masks the batch's ids as BERT does
 
     scores, count = masked_accuracy(mlm, tok, test_ids, unigram, seed=args.seed)
     print(f"\nmasked-word accuracy on {len(test_sentences)} held-out sentences ({count} blanks over 5 maskings)")

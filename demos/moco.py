@@ -8,10 +8,12 @@ optimizer (demos/common.py's two-view recipe) so the two compare on equal terms.
 """
 import copy
 
-from common import (add_recipe_flags, finish, image_parser, mlp_encoder, setup,
-                    train_contrastive)
+from common import (add_recipe_flags, finish, fit, image_parser, mlp_encoder, recipe_lr,
+                    recipe_options, setup, two_view_augment, two_view_batches)
 
-from minienc.objectives.contrastive import MoCo, projection_head
+from minienc.objectives import MoCo, projection_head
+from minienc.optim import LARS
+from minienc.train import Trainer
 
 
 def main():
@@ -35,14 +37,16 @@ def main():
     encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
     head = projection_head(args.latent_dim, args.hidden, 64, batch_norm=False)
-    moco = MoCo(encoder, head, queue_size=args.queue, momentum=args.momentum,
-                temperature=args.temperature, bn_groups=bn_groups, distributed=args.distributed)
-    # the key encoder follows the query encoder after every optimizer step; MoCo's state (query
-    # and key encoders, queue) is one Module, but only the query encoder is trained
-    train_contrastive(args, data, "MoCo v2", moco.loss, models={"moco": moco},
-                      params=moco.query_encoder, encoder=encoder,
-                      callbacks=[lambda trainer: moco.update_key_encoder()],
-                      sync_batch_norm=False)   # each process's own BN, keys shuffled across them
+    # only the query encoder is trained; the key encoder follows it in after_step
+    objective = MoCo(encoder, head, two_view_augment(args, data), queue_size=args.queue,
+                     momentum=args.momentum, temperature=args.temperature, bn_groups=bn_groups,
+                     distributed=args.distributed)
+    loader, steps = two_view_batches(args, data, "MoCo v2", objective,
+                                     sync_batch_norm=False)   # each process's own BN (shuffle-BN)
+    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
+                     weight_decay=args.weight_decay)
+    trainer = Trainer(objective, optimizer, **recipe_options(args, data, objective, loader, steps))
+    fit(args, trainer, loader, steps)
     finish(args, data, "MoCo v2", encoder, random_encoder)
 
 

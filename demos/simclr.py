@@ -7,15 +7,18 @@ LARS with warmup + cosine; the probe reads the encoder's output (before the head
     mpiexec -n 2 python demos/simclr.py --distributed   # the same run on two processes
 
 The encoder, augmentations and optimizer are demos/common.py's two-view recipe, which
-demos/moco.py and demos/triplet.py use too, so the three objectives compare on equal terms.
+demos/moco.py and demos/triplet.py use too, so the three objectives compare on equal terms;
+the objective, the optimizer and the Trainer are built here, in view.
 Writes to runs/simclr/: views.png, loss.png, embeddings.png, metrics.jsonl, results.json.
 """
 import copy
 
-from common import (add_recipe_flags, finish, image_parser, mlp_encoder, setup,
-                    train_contrastive)
+from common import (add_recipe_flags, finish, fit, image_parser, mlp_encoder, recipe_lr,
+                    recipe_options, setup, two_view_augment, two_view_batches)
 
-from minienc.objectives.contrastive import SimCLR, projection_head
+from minienc.objectives import SimCLR, projection_head
+from minienc.optim import LARS
+from minienc.train import Trainer
 
 
 def main():
@@ -25,9 +28,14 @@ def main():
     data = setup(args)
     encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)   # the same weights, never trained: the baseline
-    model = SimCLR(encoder, projection_head(args.latent_dim, args.hidden, 64), args.temperature,
-                   distributed=args.distributed)   # negatives: every process's views
-    train_contrastive(args, data, "SimCLR", model.loss, model, model, encoder)
+    objective = SimCLR(encoder, projection_head(args.latent_dim, args.hidden, 64),
+                       two_view_augment(args, data), temperature=args.temperature,
+                       distributed=args.distributed)   # negatives: every process's views
+    loader, steps = two_view_batches(args, data, "SimCLR", objective)   # views.png first
+    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
+                     weight_decay=args.weight_decay)
+    trainer = Trainer(objective, optimizer, **recipe_options(args, data, objective, loader, steps))
+    fit(args, trainer, loader, steps)
     finish(args, data, "SimCLR", encoder, random_encoder)
 
 

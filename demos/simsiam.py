@@ -14,10 +14,13 @@ below the random init's: seed 0, docs/ssl_methods.md).
 """
 import copy
 
-from common import finish, joint_embedding_parser, mlp_encoder, setup, train_joint_embedding
+from common import (collapse_gauges, finish, fit, joint_embedding_parser, mlp_encoder, recipe_lr,
+                    recipe_options, save_gauges, setup, two_view_augment, two_view_batches)
 
 from minienc.nn import Sequential
-from minienc.objectives.simsiam import SimSiam, simsiam_predictor, simsiam_projector
+from minienc.objectives import SimSiam, simsiam_predictor, simsiam_projector
+from minienc.optim import LARS
+from minienc.train import Trainer
 
 
 def main():
@@ -30,13 +33,19 @@ def main():
     data = setup(args)
     encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
-    model = SimSiam(encoder, simsiam_projector(args.latent_dim, args.hidden, args.projection),
-                    simsiam_predictor(args.projection, args.bottleneck),
-                    stop_gradient=not args.no_stop_gradient)
+    objective = SimSiam(encoder, simsiam_projector(args.latent_dim, args.hidden, args.projection),
+                        simsiam_predictor(args.projection, args.bottleneck),
+                        two_view_augment(args, data), stop_gradient=not args.no_stop_gradient)
     name = "SimSiam" + (" (no stop-gradient)" if args.no_stop_gradient else "")
-    train_joint_embedding(args, data, name, model.loss, model, model, encoder,
-                          dict(encoder=encoder, projection=Sequential(encoder, model.projector)),
-                          log_scale=())
+    gauges = collapse_gauges(args, data, encoder=encoder,
+                             projection=Sequential(encoder, objective.projector))
+    loader, steps = two_view_batches(args, data, name, objective)   # views.png first
+    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
+                     weight_decay=args.weight_decay)
+    trainer = Trainer(objective, optimizer, callbacks=[gauges],
+                      **recipe_options(args, data, objective, loader, steps))
+    fit(args, trainer, loader, steps)
+    save_gauges(args, name, gauges, log_scale=())
     finish(args, data, name, encoder, random_encoder)
 
 

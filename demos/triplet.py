@@ -10,11 +10,13 @@ two-view recipe).
 """
 import copy
 
-from common import (add_recipe_flags, finish, image_parser, mlp_encoder, setup,
-                    train_contrastive)
+from common import (add_recipe_flags, finish, fit, image_parser, mlp_encoder, recipe_lr,
+                    recipe_options, setup, two_view_augment, two_view_batches)
 
-from minienc import ops
-from minienc.objectives.contrastive import MINERS, batch_triplet_loss, view_triplet_loss
+from minienc.objectives import Triplet
+from minienc.objectives.contrastive import MINERS
+from minienc.optim import LARS
+from minienc.train import Trainer
 
 
 def main():
@@ -29,20 +31,15 @@ def main():
     data = setup(args)
     encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
-    options = dict(miner=args.miner, margin=args.margin, squared=args.squared,
-                   reduction=args.reduction)
-
-    def loss(view1, view2, labels=None):
-        # one batch through the encoder, so batch norm sees both views
-        z = encoder(ops.concatenate([view1, view2]))
-        n = view1.shape[0]
-        if labels is None:
-            return view_triplet_loss(z[:n], z[n:], **options)
-        return batch_triplet_loss(z, ops.concatenate([labels, labels]).data, **options)
-
+    objective = Triplet(encoder, two_view_augment(args, data), labels=args.labels,
+                        miner=args.miner, margin=args.margin, squared=args.squared,
+                        reduction=args.reduction)   # with labels, batches are (images, labels)
     name = f"triplet {args.miner}" + (" +labels" if args.labels else "")
-    train_contrastive(args, data, name, loss, models=encoder, params=encoder, encoder=encoder,
-                      labels=args.labels)
+    loader, steps = two_view_batches(args, data, name, objective, labels=args.labels)
+    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
+                     weight_decay=args.weight_decay)
+    trainer = Trainer(objective, optimizer, **recipe_options(args, data, objective, loader, steps))
+    fit(args, trainer, loader, steps)
     finish(args, data, name, encoder, random_encoder)
 
 

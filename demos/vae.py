@@ -13,10 +13,13 @@ z ~ N(0, I)), interpolation.png (decoded points between two test digits' means),
     python demos/vae.py --data mnist:~/mnist --device cuda    # 45x the images, same steps
 """
 import minienc
-from common import (add_reconstruction_flags, build_reconstruction, display_batch, finish,
-                    image_parser, save_grid, setup, train_reconstruction)
+from common import (add_reconstruction_flags, build_reconstruction, display_batch, finish, fit,
+                    image_parser, reconstruction_batches, reconstruction_options, save_grid, say_loss,
+                    setup)
 from minienc.eval import plot_curves
 from minienc.objectives.reconstruction import kl_weight_schedule
+from minienc.optim import Adam
+from minienc.train import Trainer
 
 
 def main():
@@ -26,13 +29,13 @@ def main():
                    help="fraction of the training steps over which beta ramps up from 0 (0: none)")
     args = p.parse_args()
     data = setup(args)
-    model, initial = build_reconstruction(args, data, "vae")
-
-    def kl_warmup(steps):   # beta, for each step: model.loss(images, beta=...)
-        return kl_weight_schedule(args.beta, int(args.kl_warmup * steps))
-
-    trainer = train_reconstruction(args, data, model, model.loss, {"beta": kl_warmup})
-    logged = [r for r in trainer.records if "loss" in r]   # (an evaluation at step 0 has none)
+    objective, initial = build_reconstruction(args, data, "vae", beta=args.beta)
+    loader, steps = reconstruction_batches(args, data)
+    optimizer = Adam(objective.param_groups(), lr=args.lr)
+    beta = kl_weight_schedule(args.beta, int(args.kl_warmup * steps))   # sets objective.beta
+    trainer = Trainer(objective, optimizer,
+                      **reconstruction_options(args, data, objective, loader, steps, beta=beta))
+    logged = say_loss(args, fit(args, trainer, loader, steps))
     epochs = [r["epoch"] for r in logged]
     terms = {"-ELBO (recon + KL)": [r["recon"] + r["kl"] for r in logged],
              "reconstruction": [r["recon"] for r in logged],
@@ -46,16 +49,16 @@ def main():
     x, labels = display_batch(data, 12, args.device)
     rows = 6
     with minienc.no_grad():
-        save_grid(args, [x, model.reconstruct(x)], ["input", "reconstruction (mu)"], "reconstructions.png",
+        save_grid(args, [x, objective.reconstruct(x)], ["input", "reconstruction (mu)"], "reconstructions.png",
                   f"VAE ({args.arch}): test images and the decoding of their posterior means")
-        samples = model.sample(rows * 12)
+        samples = objective.sample(rows * 12)
         save_grid(args, [samples[i * 12:(i + 1) * 12] for i in range(rows)], None, "samples.png",
                   "VAE: decoder means at z ~ N(0, I)")
         # pairs of different digits: 0->1, 2->3, ... (test_images starts with one of each class)
-        walk = model.interpolate(x[0:10:2], x[1:10:2], steps=10)
+        walk = objective.interpolate(x[0:10:2], x[1:10:2], steps=10)
         save_grid(args, list(walk), [f"{a} -> {b}" for a, b in zip(labels[0:10:2], labels[1:10:2])],
                   "interpolation.png", "VAE: decoding the line between two test digits' posterior means")
-    finish(args, data, f"VAE-{args.arch} beta {args.beta:g}", model.encode, initial.encode)
+    finish(args, data, f"VAE-{args.arch} beta {args.beta:g}", objective.embed, initial.embed)
 
 
 if __name__ == "__main__":

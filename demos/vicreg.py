@@ -11,10 +11,13 @@ results.json, metrics.jsonl.
 """
 import copy
 
-from common import finish, joint_embedding_parser, mlp_encoder, setup, train_joint_embedding
+from common import (collapse_gauges, finish, fit, joint_embedding_parser, mlp_encoder, recipe_lr,
+                    recipe_options, save_gauges, setup, two_view_augment, two_view_batches)
 
 from minienc.nn import Sequential
-from minienc.objectives.vicreg import VICReg, vicreg_expander
+from minienc.objectives import VICReg, vicreg_expander
+from minienc.optim import LARS
+from minienc.train import Trainer
 
 
 def main():
@@ -27,12 +30,19 @@ def main():
     data = setup(args)
     encoder = mlp_encoder(data, args.latent_dim)
     random_encoder = copy.deepcopy(encoder)
-    model = VICReg(encoder, vicreg_expander(args.latent_dim, args.hidden, args.expander),
-                   args.invariance_weight, args.variance_weight, args.covariance_weight,
-                   distributed=args.distributed)   # variance, covariance over the global batch
-    train_joint_embedding(args, data, "VICReg", model.terms, model, model, encoder,
-                          dict(encoder=encoder, embedding=Sequential(encoder, model.expander)),
-                          terms=("invariance", "variance", "covariance"))
+    objective = VICReg(encoder, vicreg_expander(args.latent_dim, args.hidden, args.expander),
+                       two_view_augment(args, data), args.invariance_weight, args.variance_weight,
+                       args.covariance_weight,   # variance, covariance over the global batch:
+                       distributed=args.distributed)
+    gauges = collapse_gauges(args, data, encoder=encoder,
+                             embedding=Sequential(encoder, objective.expander))
+    loader, steps = two_view_batches(args, data, "VICReg", objective)   # views.png first
+    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
+                     weight_decay=args.weight_decay)
+    trainer = Trainer(objective, optimizer, callbacks=[gauges],
+                      **recipe_options(args, data, objective, loader, steps))
+    fit(args, trainer, loader, steps)
+    save_gauges(args, "VICReg", gauges, terms=("invariance", "variance", "covariance"))
     finish(args, data, "VICReg", encoder, random_encoder)
 
 

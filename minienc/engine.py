@@ -15,59 +15,11 @@ is called; if one it saved for backward has changed by the time backward reaches
 refuses (naming the op and the shape) instead of computing a gradient from the new values.
 Writing into `.data` directly bypasses the count: call `bump_version()` after it.
 
-Grad mode (`no_grad`) and anomaly mode (`detect_anomaly`) are per thread.
+Grad mode (`no_grad`) and anomaly mode (`detect_anomaly`) are per thread: minienc/modes.py.
 """
-import contextlib
-import threading
-
 from . import backend
-
-
-class _Modes(threading.local):
-    """Grad mode and anomaly mode, one pair per thread (as in PyTorch): a `no_grad()` block in an
-    evaluation thread never changes what a training thread records. The class attributes are
-    the values every new thread starts with."""
-    grad_enabled = True
-    anomaly = False
-
-
-_modes = _Modes()
-
-
-@contextlib.contextmanager
-def _set_mode(name, value):
-    previous = getattr(_modes, name)
-    setattr(_modes, name, value)
-    try:
-        yield
-    finally:
-        setattr(_modes, name, previous)
-
-
-def no_grad():
-    """Inside this block ops build no graph (inference, EMA updates, evaluation). Per thread."""
-    return _set_mode("grad_enabled", False)
-
-
-def enable_grad():
-    """Build graphs again inside a `no_grad()` block (a probe trained during evaluation)."""
-    return _set_mode("grad_enabled", True)
-
-
-def is_grad_enabled():
-    return _modes.grad_enabled
-
-
-def detect_anomaly():
-    """Raise at the first op whose forward output or backward gradient holds NaN or inf.
-    Costs a host sync per op, so it is a debugging mode, off by default. Per thread."""
-    return _set_mode("anomaly", True)
-
-
-def _check_finite(fn, array, what):
-    if backend.is_floating(array.dtype) and not bool(backend.get_xp(array).isfinite(array).all()):
-        raise FloatingPointError(
-            f"detect_anomaly: {fn.name} produced NaN or inf in its {what} (shape {tuple(array.shape)})")
+from .modes import (_check_finite, _modes, detect_anomaly, enable_grad,  # noqa: F401 (re-exported)
+                    is_grad_enabled, no_grad)
 
 
 def sum_to(grad, shape):
@@ -117,12 +69,8 @@ class Function:
             out = self.forward(*arrays)
         except (IndexError, TypeError, ValueError) as exc:
             if str(exc).startswith(self.name + ":"):
-                raise
-            # re-raised as the plain built-in type (NumPy's subclasses take other constructor
-            # arguments), chained to the original so its traceback still shows the failing line
-            kind = next(k for k in (IndexError, TypeError, ValueError) if isinstance(exc, k))
-            shapes = " and ".join(str(tuple(a.shape)) for a in arrays)
-            raise kind(f"{self.name}: cannot apply to shapes {shapes}: {exc}") from exc
+                raise  # the op's own check, which names it already
+            raise _named_error(self, exc, arrays) from exc   # chained: the failing line stays
         if _modes.anomaly:
             _check_finite(self, out, "output")
         version = tensors[0]._version if self.is_view else [0]
@@ -162,84 +110,6 @@ class ToDevice(Function):
         return backend.to_device(g, self.source)
 
 
-def _initial_grad(output, grad):
-    """The gradient backward starts from: ones for a scalar output, else `grad`, which must have
-    the output's shape and device (and is cast to its dtype: a float64 seed must not upcast the
-    whole pass)."""
-    if not output.requires_grad:
-        raise RuntimeError(f"backward: this tensor (shape {output.shape}) does not require grad "
-                           f"and has no graph; did an input have requires_grad=True?")
-    if grad is None:
-        if output.data.size != 1:
-            raise RuntimeError(f"backward: a gradient can be created implicitly only for a scalar "
-                               f"output, got shape {output.shape}; pass grad= of that shape")
-        return output.xp.ones_like(output.data)
-    grad = as_array(grad)
-    if tuple(grad.shape) != output.shape:
-        raise ValueError(f"backward: grad has shape {tuple(grad.shape)} but the output has "
-                         f"shape {output.shape}")
-    if backend.device_of(grad) != output.device:
-        raise RuntimeError(f"backward: grad is on {backend.device_of(grad)} but the output "
-                           f"is on {output.device}")
-    return grad if grad.dtype == output.data.dtype else grad.astype(output.data.dtype)
-
-
-def _check_versions(fn, output):
-    """Refuse to run fn's backward if an array it saved in forward -- an input or its output --
-    was changed in place since (an optimizer step, an EMA update, copy_, +=): the gradient would
-    be computed from the new values and be silently wrong."""
-    for i, (t, seen) in enumerate(zip((*fn.inputs, output), fn.versions)):
-        if t._version[0] != seen and _saved_by(fn, t.data):
-            what = "its output" if t is output else f"input {i}"
-            raise RuntimeError(
-                f"backward: {fn.name} saved {what} (shape {t.shape}) for its backward, and it was "
-                f"changed in place since (version {seen}, now {t._version[0]}: an optimizer step, "
-                f"an EMA update, copy_ or +=); call backward() before the update, or run the "
-                f"forward again after it")
-
-
-def _saved_by(fn, array):
-    """Whether an array `fn` keeps (an attribute, or an item of a tuple or list attribute) shares
-    memory with `array`: only then can an in-place change of `array` reach fn's backward."""
-    xp = backend.get_xp(array)
-    for value in vars(fn).values():
-        for item in value if isinstance(value, (tuple, list)) else (value,):
-            if type(item) is type(array) and xp.may_share_memory(item, array):
-                return True
-    return False
-
-
-def _input_grads(fn, grad):
-    """fn.backward(grad) as one gradient (or None) per input, each given its input's shape (the
-    broadcast axes summed away) and checked: one per input, the input's dtype, and in anomaly
-    mode no NaN or inf."""
-    grads = fn.backward(grad)
-    if not isinstance(grads, (tuple, list)):
-        grads = (grads,)
-    if len(grads) != len(fn.inputs):
-        raise RuntimeError(f"{fn.name}: backward returned {len(grads)} gradient(s) for "
-                           f"{len(fn.inputs)} input(s); return one per input (None for an input "
-                           f"without a gradient)")
-    fitted = []
-    for i, (inp, g) in enumerate(zip(fn.inputs, grads)):
-        if g is None or not inp.requires_grad:
-            fitted.append(None)
-            continue
-        if _modes.anomaly:
-            _check_finite(fn, g, "gradient (backward)")
-        if g.shape != inp.data.shape:
-            g = sum_to(g, inp.data.shape)
-            if g is None or g.shape != inp.data.shape:
-                raise ValueError(f"{fn.name}: backward returned a gradient of shape "
-                                 f"{tuple(grads[i].shape)} for input {i} of shape {inp.shape}")
-        if g.dtype != inp.data.dtype:  # a leaf's .grad always has the leaf's dtype
-            raise TypeError(f"{fn.name}: backward returned a {g.dtype} gradient for input {i} "
-                            f"of dtype {inp.dtype} (shape {inp.shape}); minienc never upcasts "
-                            f"silently: compute it in the input's dtype")
-        fitted.append(g)
-    return fitted
-
-
 class Tensor:
     """An array with a gradient. See `minienc.tensor` for the constructor users call.
 
@@ -261,6 +131,54 @@ class Tensor:
         t.data, t.grad, t.requires_grad, t._creator = data, None, requires_grad, creator
         t._version = [0] if version is None else version
         return t
+
+    # ----- backward: the chain rule -------------------------------------------------------------
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) * grad into the `.grad` of every leaf that requires it.
+
+        First the order: every node after all the nodes that use it (a depth-first walk kept on
+        a stack, so graphs deeper than Python's recursion limit work). Then the chain rule along
+        it: a node's gradient is complete when the walk reaches it, and its creator's `backward`
+        turns it into one gradient per input. The guards (the contract a Function is held to,
+        in-place changes since forward, a graph already freed) are the helpers below the class."""
+        order, seen, stack = [], set(), [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:  # everything below this node is ordered: the node can follow it
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            fn = node._creator
+            if fn is not None:
+                if fn.inputs is None:
+                    raise _freed_graph_error(fn)
+                for inp in fn.inputs:
+                    if inp.requires_grad and id(inp) not in seen:
+                        stack.append((inp, False))
+
+        grads = {id(self): _initial_grad(self, grad)}   # d(self)/d(node) so far, by node
+        for node in reversed(order):
+            grad_out = grads.pop(id(node), None)
+            if grad_out is None:  # no path from self to this node carries a gradient
+                continue
+            fn = node._creator
+            if fn is None:  # a leaf; its first gradient is copied, as .grad is updated in place
+                if node.grad is None:
+                    node.grad = grad_out.copy()
+                else:
+                    node.grad += grad_out
+                continue
+            _check_versions(fn, node)
+            input_grads = fn.backward(grad_out)   # the chain rule: d(self)/d(input), per input
+            for inp, g in zip(fn.inputs, _fit_to_inputs(fn, input_grads)):
+                if g is not None:  # a tensor used twice sums the gradients of both uses
+                    previous = grads.get(id(inp))
+                    grads[id(inp)] = g if previous is None else previous + g
+            if not retain_graph:
+                fn._free()  # its saved arrays and inputs are needed no more
 
     # ----- what it is -------------------------------------------------------------------------
     shape = property(lambda self: tuple(self.data.shape))
@@ -363,53 +281,6 @@ class Tensor:
     def zero_grad(self):
         self.grad = None
 
-    # ----- backward ---------------------------------------------------------------------------
-    def backward(self, grad=None, retain_graph=False):
-        """Accumulate d(self)/d(leaf) * grad into the `.grad` of every leaf that requires it."""
-        grads = {id(self): _initial_grad(self, grad)}
-        for node in self._reverse_topological_order():
-            g = grads.pop(id(node), None)
-            if g is None:
-                continue
-            fn = node._creator
-            if fn is None:  # a leaf; its first gradient is copied, as .grad is updated in place
-                if node.grad is None:
-                    node.grad = g.copy()
-                else:
-                    node.grad += g
-                continue
-            _check_versions(fn, node)
-            for inp, ig in zip(fn.inputs, _input_grads(fn, g)):
-                if ig is not None:
-                    previous = grads.get(id(inp))
-                    grads[id(inp)] = ig if previous is None else previous + ig
-            if not retain_graph:
-                fn._free()
-
-    def _reverse_topological_order(self):
-        """Nodes that need a gradient, each after every node that uses it (iterative DFS)."""
-        order, seen, stack = [], set(), [(self, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                order.append(node)
-                continue
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            stack.append((node, True))
-            fn = node._creator
-            if fn is not None:
-                if fn.inputs is None:
-                    raise RuntimeError(
-                        f"backward: the graph through {fn.name} was already freed by an earlier "
-                        f"backward(); pass retain_graph=True to the first backward to go through it twice")
-                for inp in fn.inputs:
-                    if inp.requires_grad and id(inp) not in seen:
-                        stack.append((inp, False))
-        order.reverse()
-        return order
-
     # ----- operators: defined in minienc.ops, bound here --------------------------------------
     def __add__(self, other): return ops.add(self, other)
     def __radd__(self, other): return ops.add(other, self)
@@ -465,6 +336,99 @@ class Tensor:
     def clip(self, low=None, high=None): return ops.clip(self, low, high)
     def softmax(self, axis=-1): return ops.softmax(self, axis)
     def log_softmax(self, axis=-1): return ops.log_softmax(self, axis)
+
+
+# ----- the guards: what Function.__call__ and Tensor.backward check, beside what they compute ----
+
+def _named_error(fn, exc, arrays):
+    """An error raised inside fn.forward, with the op's name and its operands' shapes, as the
+    plain built-in type (NumPy's subclasses take other constructor arguments)."""
+    kind = next(k for k in (IndexError, TypeError, ValueError) if isinstance(exc, k))
+    shapes = " and ".join(str(tuple(a.shape)) for a in arrays)
+    return kind(f"{fn.name}: cannot apply to shapes {shapes}: {exc}")
+
+
+def _initial_grad(output, grad):
+    """The gradient backward starts from: ones for a scalar output, else `grad`, which must have
+    the output's shape and device (and is cast to its dtype: a float64 seed must not upcast the
+    whole pass)."""
+    if not output.requires_grad:
+        raise RuntimeError(f"backward: this tensor (shape {output.shape}) does not require grad "
+                           f"and has no graph; did an input have requires_grad=True?")
+    if grad is None:
+        if output.data.size != 1:
+            raise RuntimeError(f"backward: a gradient can be created implicitly only for a scalar "
+                               f"output, got shape {output.shape}; pass grad= of that shape")
+        return output.xp.ones_like(output.data)
+    grad = as_array(grad)
+    if tuple(grad.shape) != output.shape:
+        raise ValueError(f"backward: grad has shape {tuple(grad.shape)} but the output has "
+                         f"shape {output.shape}")
+    if backend.device_of(grad) != output.device:
+        raise RuntimeError(f"backward: grad is on {backend.device_of(grad)} but the output "
+                           f"is on {output.device}")
+    return grad if grad.dtype == output.data.dtype else grad.astype(output.data.dtype)
+
+
+def _freed_graph_error(fn):
+    return RuntimeError(f"backward: the graph through {fn.name} was already freed by an earlier "
+                        f"backward(); pass retain_graph=True to the first backward to go through "
+                        f"it twice")
+
+
+def _check_versions(fn, output):
+    """Refuse to run fn's backward if an array it saved in forward -- an input or its output --
+    was changed in place since (an optimizer step, an EMA update, copy_, +=): the gradient would
+    be computed from the new values and be silently wrong."""
+    for i, (t, seen) in enumerate(zip((*fn.inputs, output), fn.versions)):
+        if t._version[0] != seen and _saved_by(fn, t.data):
+            what = "its output" if t is output else f"input {i}"
+            raise RuntimeError(
+                f"backward: {fn.name} saved {what} (shape {t.shape}) for its backward, and it was "
+                f"changed in place since (version {seen}, now {t._version[0]}: an optimizer step, "
+                f"an EMA update, copy_ or +=); call backward() before the update, or run the "
+                f"forward again after it")
+
+
+def _saved_by(fn, array):
+    """Whether an array `fn` keeps (an attribute, or an item of a tuple or list attribute) shares
+    memory with `array`: only then can an in-place change of `array` reach fn's backward."""
+    xp = backend.get_xp(array)
+    for value in vars(fn).values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if type(item) is type(array) and xp.may_share_memory(item, array):
+                return True
+    return False
+
+
+def _fit_to_inputs(fn, grads):
+    """What fn.backward returned, as one gradient (or None) per input, each given its input's
+    shape (the broadcast axes summed away) and held to the contract: one per input, the input's
+    dtype, and in anomaly mode no NaN or inf."""
+    if not isinstance(grads, (tuple, list)):
+        grads = (grads,)
+    if len(grads) != len(fn.inputs):
+        raise RuntimeError(f"{fn.name}: backward returned {len(grads)} gradient(s) for "
+                           f"{len(fn.inputs)} input(s); return one per input (None for an input "
+                           f"without a gradient)")
+    fitted = []
+    for i, (inp, g) in enumerate(zip(fn.inputs, grads)):
+        if g is None or not inp.requires_grad:
+            fitted.append(None)
+            continue
+        if _modes.anomaly:
+            _check_finite(fn, g, "gradient (backward)")
+        if g.shape != inp.data.shape:
+            g = sum_to(g, inp.data.shape)
+            if g is None or g.shape != inp.data.shape:
+                raise ValueError(f"{fn.name}: backward returned a gradient of shape "
+                                 f"{tuple(grads[i].shape)} for input {i} of shape {inp.shape}")
+        if g.dtype != inp.data.dtype:  # a leaf's .grad always has the leaf's dtype
+            raise TypeError(f"{fn.name}: backward returned a {g.dtype} gradient for input {i} "
+                            f"of dtype {inp.dtype} (shape {inp.shape}); minienc never upcasts "
+                            f"silently: compute it in the input's dtype")
+        fitted.append(g)
+    return fitted
 
 
 def as_tensor(array):

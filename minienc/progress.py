@@ -40,7 +40,10 @@ def progress_bar(total, enabled=True, stream=None, initial=0, unit="step"):
     options = dict(total=total, initial=initial, disable=not enabled, unit=unit)
     if _chosen_tqdm is not plain_tqdm or (hasattr(stream, "isatty") and stream.isatty()):
         return auto_tqdm(file=stream, dynamic_ncols=True, **options)
+    # maxinterval=inf: tqdm's monitor thread otherwise drops miniters to 1 once a line is 10 s
+    # old (a slow run: every line), and the log gets hundreds of lines instead of ten
     return plain_tqdm(file=_LineWriter(stream), mininterval=0, miniters=max(1, (total or 10) // 10),
+                      maxinterval=math.inf,
                       bar_format="{n_fmt}/{total_fmt} {unit}s {percentage:3.0f}% [{elapsed}<"
                                  "{remaining}, {rate_fmt}{postfix}]", **options)
 

@@ -58,8 +58,10 @@ class RunFolder:
                 f"--resume / --overwrite), or choose another out_dir")
         if not self._writes_metrics:
             return
-        if overwrite and not resume and self.step == 0 and os.path.exists(self.checkpoint_path):
-            os.remove(self.checkpoint_path)   # a later resume must not find the old run's state
+        if overwrite and not resume and self.step == 0:   # a later resume must not find the old
+            for name in ("checkpoint.npz", "loss.png", "evaluation.png"):   # state, nor a reader
+                if os.path.exists(self._path(name)):                      # the old pictures
+                    os.remove(self._path(name))
         os.makedirs(self.out_dir, exist_ok=True)
         self._trim_metrics()
 

@@ -1,19 +1,22 @@
 """The training loop every demo shares.
 
-    def step(batch):                        # batch -> loss (a scalar Tensor), or a dict with
-        x = batch                           # "loss" and other scalar Tensors to log
-        return minienc.mse_loss(model(x), x)
-
-    trainer = Trainer(step, opt, models=model, out_dir="runs/ae",
-                      schedules={"lr": WarmupCosine(1e-3, total_steps=2000, warmup_steps=100)},
-                      evaluator=Evaluator(model.encode, data), eval_every=100)
+    objective = SimCLR(encoder, head, augment)     # any Objective (minienc.objectives)
+    optimizer = LARS(objective.param_groups(1e-6), lr=1.0)
+    trainer = Trainer(objective, optimizer, out_dir="runs/simclr",
+                      schedules={"lr": WarmupCosine(1.0, total_steps=2000, warmup_steps=100)},
+                      evaluator=Evaluator(objective.embed, data), eval_every=100)
     trainer.fit(loader, steps=2000)         # progress bar, metrics.jsonl, loss.png, checkpoint.npz
     trainer.fit(loader, steps=4000, resume=True)     # later, or in a new process: continue it
 
-Each optimizer step: apply the schedules for this step, zero the gradients, then for each of
-`accumulate` micro-batches call `step_fn` and backward its loss / accumulate, optionally clip,
-`optimizer.step()`, then the callbacks (an EMA update, say) with the trainer, then (every
-`eval_every` steps) the evaluator.
+In place of an objective, a step function batch -> loss (a scalar Tensor, or a dict with "loss"
+and other scalar Tensors to log) trains whatever it closes over: Trainer(step, opt, models=model).
+
+Each optimizer step (`_train_step`, one screen): apply the schedules for this step, zero the
+gradients, for each of `accumulate` micro-batches the loss and its backward (divided by
+`accumulate`), average the gradients over processes, optionally clip, `optimizer.step()`, and the
+objective's `after_step(step / steps)` (EMA targets; `steps` is the run's length, fit's steps=,
+so a resumed run sees the same progress). Around it, not in it: the callbacks (functions of the
+trainer), the log, the evaluator every `eval_every` steps and the checkpoints.
 
 Gradient accumulation: for a loss that is a mean over examples, k micro-batches of b examples
 give exactly the gradient of one batch of k*b (tests/test_train.py checks it in float64). It is
@@ -44,6 +47,7 @@ on resume every rank reads rank 0's checkpoint and takes back its own. Ctrl-C th
 once, without the checkpoint (the ranks would not agree on the step to stop after).
 """
 import contextlib
+import itertools
 import math
 import signal
 import threading
@@ -51,6 +55,7 @@ import time
 
 from . import backend, distributed
 from .progress import MetricsFile, estimate_line, evaluation_summary, plan_line, progress_bar
+from .objectives.protocol import Objective
 from .optim.clip import clip_grad_norm
 from .optim.optimizer import set_hyperparameter
 from .run_folder import RunFolder
@@ -62,14 +67,19 @@ _END = object()
 
 
 class Trainer(RunFolder):
-    """Runs `step_fn` under `optimizer` over batches; see the module docstring. What it keeps in
-    out_dir (metrics.jsonl, checkpoint.npz, the figures) and how it resumes: RunFolder
+    """Trains `objective` under `optimizer` over batches; see the module docstring. What it keeps
+    in out_dir (metrics.jsonl, checkpoint.npz, the figures) and how it resumes: RunFolder
     (minienc/run_folder.py).
 
+    objective: an Objective -- its loss(batch) is trained, it is saved in checkpoints (as
+        models["objective"]) and its after_step(progress) runs after every optimizer step -- or
+        a step function batch -> loss Tensor or dict with "loss" (then `models` says what to save).
     models: a Module or dict name -> Module, saved in checkpoints (and restored on resume).
     schedules: {"lr": f, "weight_decay": f, other: f}: each f(step) is applied before the step;
-        "lr" and "weight_decay" go into the optimizer's groups, every value is in `self.values`
-        (callbacks read e.g. `trainer.values["ema_momentum"]`) and in the metrics.
+        "lr" and "weight_decay" go into the optimizer's groups, another name that is an
+        attribute of the objective sets it (a VAE's "beta", DINO's "teacher_temperature"), and
+        every value is in `self.values` (callbacks read e.g. `trainer.values["ema"]`) and in the
+        metrics.
     callbacks: functions called as f(trainer) after each optimizer step.
     accumulate: micro-batches (batches of `data`) per optimizer step; each micro-batch's loss is
         divided by `accumulate` so a per-example-mean loss gets the big batch's gradient.
@@ -88,7 +98,7 @@ class Trainer(RunFolder):
     progress: the tqdm bar and the printed plan, estimate and evaluation share.
     """
 
-    def __init__(self, step_fn, optimizer, models=None, schedules=None, callbacks=(),
+    def __init__(self, objective, optimizer, models=None, schedules=None, callbacks=(),
                  clip_grad=None, log_every=10, out_dir=None, checkpoint_every=None,
                  batch_size=None, progress=True, extra=None, accumulate=1, evaluator=None,
                  eval_every=None, eval_budget=EVAL_BUDGET):
@@ -101,8 +111,12 @@ class Trainer(RunFolder):
         if eval_every is not None and evaluator is None:
             raise ValueError("Trainer: eval_every needs an evaluator (e.g. "
                              "minienc.eval.Evaluator(encoder, data))")
-        self.step_fn, self.optimizer = step_fn, optimizer
+        self.objective = objective if isinstance(objective, Objective) else None
+        self.loss_fn = objective.loss if self.objective is not None else _as_terms(objective)
+        self.optimizer = optimizer
         self.models = models if isinstance(models, dict) or models is None else {"model": models}
+        if self.objective is not None:
+            self.models = {"objective": objective, **(self.models or {})}
         self.schedules = dict(schedules or {})
         self.callbacks = list(callbacks)
         self.clip_grad, self.log_every, self.out_dir = clip_grad, log_every, out_dir
@@ -119,6 +133,9 @@ class Trainer(RunFolder):
         self.elapsed_s = self.eval_s = 0.0   # the run's wall-clock and evaluation seconds so far
         self._pending = []          # device losses (and metrics) not yet read back
         self._micro = []            # this step's micro-batch metrics (accumulation)
+        self._batches = None        # this epoch's batch iterator
+        self._epoch_ended = False   # its last batch was fetched (the epoch ends after the step)
+        self._total = None          # the run's steps: after_step's progress is step / _total
         self._epoch_rng = None      # host RNG state when this epoch's iterator was made
         self._last_eval = None      # the step of the latest evaluation
         self._owns_out_dir = False  # this Trainer wrote out_dir's run (a second fit continues it)
@@ -151,13 +168,18 @@ class Trainer(RunFolder):
         self._parallel = distributed.data_parallel(list((self.models or {}).values()),
                                                    self.optimizer)
         epoch_length = len(data) if hasattr(data, "__len__") else None
-        total = steps if steps is not None else (
+        total = self._total = steps if steps is not None else (
             math.ceil(epoch_length / self.accumulate) * epochs if epoch_length else None)
+        if self.objective is not None and total is None:
+            raise ValueError("Trainer.fit: the objective's after_step(progress) needs the run's "
+                             "length: pass steps=, or data with a len()")
         self._say_plan(total, epoch_length)
         self._bar = progress_bar(total, enabled=self.progress, initial=self.step)
         self._start_step = self.step
         self._clock = (time.perf_counter(), self.step)
         self._started = time.perf_counter() - self.elapsed_s
+        self._since = (self.elapsed_s, self.eval_s)   # a resumed run's clocks: the estimate starts here
+        self._batches, self._epoch_ended = None, False
 
         def done():
             return (steps is not None and self.step >= steps) or \
@@ -167,25 +189,15 @@ class Trainer(RunFolder):
             with self._stop_on_interrupt():
                 if self.evaluator is not None and self._last_eval is None:
                     self._evaluate()                 # the starting point of every curve
+                # test done() before fetching: fetching a batch may draw random numbers
                 while not done() and not self._interrupted:
-                    batches = self._epoch_batches(data)
-                    # test before next(): fetching a batch may draw random numbers
-                    while not done() and not self._interrupted:
-                        batch = next(batches, _END)
-                        if batch is _END:
-                            if self.batch_in_epoch == 0:
-                                raise ValueError(
-                                    f"Trainer: epoch {self.epoch} gave no batches (is `data` a "
-                                    f"one-pass iterator? pass a list, a BatchIterator or a "
-                                    f"function epoch -> batches)")
-                            self._end_epoch(total)
-                            break
-                        self._forward_backward(batch)
-                        if len(self._micro) == self.accumulate:
-                            self._optimizer_step(total)
-                        if self.batch_in_epoch == epoch_length:  # known length: no need to ask
-                            self._end_epoch(total)
-                            break
+                    batches = self._step_batches(data, epoch_length)   # fetched as the step asks
+                    first = next(batches, None)      # None: the epoch had already ended
+                    if first is not None:
+                        self._train_step(itertools.chain([first], batches))
+                        self._after_step(total)
+                    if self._epoch_ended:
+                        self._end_epoch()
                 if (self.evaluator is not None and self._last_eval != self.step
                         and not self._interrupted):
                     self._evaluate_if_affordable()   # the end point of every curve
@@ -207,6 +219,25 @@ class Trainer(RunFolder):
             self.plot()
         return self
 
+    # ----- the step: all of training; everything else in this class manages the run -----------
+    def _train_step(self, micro_batches):
+        """One optimizer step on the mean gradient of `micro_batches` (one, or `accumulate`)."""
+        self._apply_schedules()                   # lr, weight decay, the objective's attributes
+        self.optimizer.zero_grad()
+        for batch in micro_batches:
+            terms = self.loss_fn(batch)           # {"loss": scalar Tensor, other terms to log}
+            loss = terms["loss"]
+            (loss if self.accumulate == 1 else loss * (1.0 / self.accumulate)).backward()
+            self._keep(terms)
+        self._average_gradients()                 # over processes; a short group's mean
+        if self.clip_grad is not None:
+            clip_grad_norm(self._trained_parameters(), self.clip_grad)
+        self.optimizer.step()
+        if self.objective is not None:
+            self.objective.after_step(self.step / self._total)   # EMA targets, centres
+        self.step += 1
+
+    # ----- beside the step: signals, the data's position, schedules, gradients ------------------
     @contextlib.contextmanager
     def _stop_on_interrupt(self):
         """In the main thread, the first Ctrl-C asks the loop to stop after the current step."""
@@ -245,48 +276,67 @@ class Trainer(RunFolder):
         backend.set_rng_state(resumed_state)
         return batches
 
-    def _end_epoch(self, total=None):
-        if self._micro:   # the epoch ended inside an accumulation group: step with what it has
-            self._optimizer_step(total)
+    def _end_epoch(self):
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        self._batches, self._epoch_ended = None, False
 
-    def _forward_backward(self, batch):
-        if not self._micro:   # the first micro-batch of a step
-            for key, schedule in self.schedules.items():
-                value = self.values[key] = float(schedule(self.step))
-                if key in OPTIMIZER_KEYS:
-                    set_hyperparameter(self.optimizer, key, value)
-            self.optimizer.zero_grad()
-        out = self.step_fn(batch)
-        metrics = out if isinstance(out, dict) else {"loss": out}
-        loss = metrics["loss"]
-        (loss * (1.0 / self.accumulate) if self.accumulate > 1 else loss).backward()
-        self.batch_in_epoch += 1
-        if self.batch_size is None:
-            micro = _guess_batch_size(batch)
-            self.batch_size = micro * self.accumulate * distributed.world_size() if micro else None
-        # keep the device arrays only (no graph), to be read back together at log time
-        self._micro.append({k: (v.data if hasattr(v, "data") else v) for k, v in metrics.items()})
+    def _step_batches(self, data, epoch_length):
+        """This step's micro-batches, each fetched when the step asks for it: `accumulate` of
+        them, fewer where the epoch ends (a short group steps with what it has; the epoch is
+        closed after the step, so its records still carry the epoch they trained in)."""
+        for _ in range(self.accumulate):
+            if self._batches is None:
+                self._batches = self._epoch_batches(data)
+            batch = next(self._batches, _END)
+            if batch is _END:
+                if self.batch_in_epoch == 0:
+                    raise ValueError(f"Trainer: epoch {self.epoch} gave no batches (is `data` a "
+                                     f"one-pass iterator? pass a list, a BatchIterator or a "
+                                     f"function epoch -> batches)")
+                self._epoch_ended = True
+                return
+            self.batch_in_epoch += 1
+            if self.batch_size is None:
+                micro = _guess_batch_size(batch)
+                self.batch_size = micro * self.accumulate * distributed.world_size() if micro else None
+            yield batch
+            if self.batch_in_epoch == epoch_length:   # a known length: no need to ask
+                self._epoch_ended = True
+                return
 
-    def _optimizer_step(self, total=None):
-        micro, self._micro = self._micro, []
+    def _apply_schedules(self):
+        for key, schedule in self.schedules.items():
+            value = self.values[key] = float(schedule(self.step))
+            if key in OPTIMIZER_KEYS:
+                set_hyperparameter(self.optimizer, key, value)
+            elif self.objective is not None and hasattr(self.objective, key):
+                setattr(self.objective, key, value)
+
+    def _keep(self, terms):
+        """A micro-batch's terms as device arrays (no graph), read back together at log time."""
+        self._micro.append({k: (v.data if hasattr(v, "data") else v) for k, v in terms.items()})
+
+    def _trained_parameters(self):
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _average_gradients(self):
+        """Each gradient the mean over the processes (minienc.distributed; nothing alone) and,
+        for a short group at an epoch's end, over the micro-batches it had."""
         if self._parallel is not None:
             self._parallel.reduce_gradients()
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if len(micro) < self.accumulate:   # a short group at an epoch's end: mean over what it had
-            for p in params:
+        if len(self._micro) < self.accumulate:
+            for p in self._trained_parameters():
                 if p.grad is not None:
-                    p.grad *= self.accumulate / len(micro)
-        if self.clip_grad is not None:
-            clip_grad_norm(params, self.clip_grad)
-        self.optimizer.step()
-        self.step += 1
+                    p.grad *= self.accumulate / len(self._micro)
+
+    # ----- around the step: its numbers, callbacks, the log, evaluation, checkpoints ---------
+    def _after_step(self, total):
+        micro, self._micro = self._micro, []
         metrics = micro[0] if len(micro) == 1 else \
             {k: sum(m[k] for m in micro) * (1.0 / len(micro)) for k in micro[0]}
         if self._parallel is not None:
             metrics = self._parallel.average(metrics)   # on the device: no host read
         self._pending.append(metrics)
-        del micro  # the graph's last handle: callbacks run with nothing left of it
         for callback in self.callbacks:
             callback(self)
         if self.step % self.log_every == 0:
@@ -357,7 +407,9 @@ class Trainer(RunFolder):
     def _say_estimate(self, total):
         if self.progress and total:
             self._log()   # a host sync: the time below is the device's, not the queue's
-            per_step = (self._elapsed() - self.eval_s) / max(self.step - self._start_step, 1)
+            elapsed, evaluating = self._since    # this fit's own steps and time, not the run's
+            training = (self._elapsed() - elapsed) - (self.eval_s - evaluating)
+            per_step = training / max(self.step - self._start_step, 1)
             self._bar.write(estimate_line(self, total, per_step))
 
     def _say_evaluation_share(self):
@@ -415,14 +467,22 @@ def _to_floats(arrays):
     return [float(v) for v in backend.to_host(xp.stack([a.reshape(()) for a in arrays]))]
 
 
+def _as_terms(step_fn):
+    """A step function that may return a bare loss Tensor, as one that returns {"loss": ...}."""
+    def terms(batch):
+        out = step_fn(batch)
+        return out if isinstance(out, dict) else {"loss": out}
+    return terms
+
+
 def _guess_batch_size(batch):
     first = batch[0] if isinstance(batch, (tuple, list)) else batch
     shape = getattr(first, "shape", None)
     return shape[0] if shape else None
 
 
-def train(step_fn, optimizer, data, steps=None, epochs=None, resume=False, overwrite=False,
+def train(objective, optimizer, data, steps=None, epochs=None, resume=False, overwrite=False,
           **options):
-    """`Trainer(step_fn, optimizer, **options).fit(data, steps, epochs, resume, overwrite)`."""
-    trainer = Trainer(step_fn, optimizer, **options)
+    """`Trainer(objective, optimizer, **options).fit(data, steps, epochs, resume, overwrite)`."""
+    trainer = Trainer(objective, optimizer, **options)
     return trainer.fit(data, steps=steps, epochs=epochs, resume=resume, overwrite=overwrite)

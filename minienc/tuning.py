@@ -95,11 +95,19 @@ def choose_threads(candidates=None, repeats=5):
     finally:
         set_threads(previous)
     timings = {n: sorted(t)[len(t) // 2] for n, t in times.items()}
-    best = candidates[0]
-    for n in candidates[1:]:
-        if timings[n] < 0.95 * timings[best]:
+    return fastest_threads(timings), timings
+
+
+def fastest_threads(timings, margin=0.05):
+    """The thread count to use given {count: seconds per step}: the smallest count, replaced by a
+    larger one only when that one is at least `margin` (5%) faster than the best so far. More
+    threads cost cores other work could use, so a tie goes to fewer."""
+    counts = sorted(timings)
+    best = counts[0]
+    for n in counts[1:]:
+        if timings[n] < (1 - margin) * timings[best]:
             best = n
-    return best, timings
+    return best
 
 
 _AVX512 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}   # what SkylakeX kernels use

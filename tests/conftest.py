@@ -1,7 +1,14 @@
 """Every test that takes `device` runs once per backend: cpu always, cuda where CuPy sees a GPU
-(skipped with the reason otherwise)."""
+(skipped with the reason otherwise).
+
+The plain `python -m pytest -q tests` is the whole CI run (.ci/run runs exactly README's command):
+the settings it needs are defaults here, not environment variables to remember. Hypothesis runs
+the derandomized "ci" profile (HYPOTHESIS_PROFILE=dev draws fresh examples each run), and
+matplotlib draws off-screen (Agg; the demos the tests start inherit it)."""
 import os
 import sys
+
+os.environ.setdefault("MPLBACKEND", "Agg")     # before anything imports matplotlib
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -16,7 +23,7 @@ settings.register_profile("ci", deadline=None, derandomize=True, max_examples=20
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None, max_examples=20,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _CUDA = backend.cuda_available()
 DEVICES = [

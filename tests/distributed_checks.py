@@ -60,7 +60,7 @@ def simclr_global_gather_and_sync_bn():
 
     def step(models, batch):
         images, n1, n2 = (t.astype(F64) for t in batch)
-        return models["simclr"].loss(images + n1, images + n2)
+        return models["simclr"].loss_of_views(images + n1, images + n2)["loss"]
 
     return compare_runs("SimCLR", build, lambda sharded: loader((x, *noise), 8, sharded),
                         lambda m: LARS(m["simclr"].parameters(), lr=0.5, weight_decay=1e-4), step)
@@ -86,7 +86,7 @@ def _joint_embedding(name, make_model, seed):
 
     return compare_runs(name, build, lambda sharded: loader(arrays, 8, sharded),
                         lambda m: SGD(m["model"].parameters(), lr=0.05, momentum=0.9),
-                        lambda models, batch: models["model"].loss(*_two_views(batch)))
+                        lambda models, batch: models["model"].loss_of_views(*_two_views(batch))["loss"])
 
 
 @check
@@ -114,7 +114,7 @@ def lejepa():
 
     def step(models, batch):
         views = [v.reshape(v.shape[0], 1, 2, 5) for v in _two_views(batch)]
-        return models["model"].terms(views)["loss"]
+        return models["model"].loss_of_views(views)["loss"]
 
     return compare_runs("LeJEPA", build, lambda sharded: loader(arrays, 8, sharded),
                         lambda m: SGD(m["model"].parameters(), lr=0.05, momentum=0.9), step)
@@ -140,7 +140,7 @@ def dino():
     def build(distributed_centre):
         def make():
             encoder = nn.MLPEncoder(10, (12,), 8, batch_norm=True)
-            model = DINO(encoder, dino_head(8, 16, 12, 4, batch_norm=True),
+            model = DINO(encoder, dino_head(8, 16, 12, 4, batch_norm=True), momentum=0.9,
                          distributed=distributed_centre)
             return {"dino": nn.SyncBatchNorm.convert(model)}
         return make
@@ -148,16 +148,15 @@ def dino():
     def step(models, batch):
         images, *noise = (t.astype(F64) for t in batch)
         crops = [images + n for n in noise]   # 2 global crops, 1 local (of the same size: an MLP)
-        return models["dino"].loss(crops, teacher_temperature=0.04)
+        return models["dino"].loss_of_views(*crops)["loss"]   # teacher temperature 0.04
 
     def optimizer(models):
-        return SGD([p for m in models["dino"].trained_modules() for p in m.parameters()],
-                   lr=0.02, momentum=0.9)   # gently: the head's Linears before batch norm
+        return SGD(models["dino"].param_groups(), lr=0.02, momentum=0.9)   # gently: the head's Linears before batch norm
         # (init std 0.02, gradients ~ 1 / |w|) still grow ~200x in 5 steps; at lr 0.3 the running
         # variances reach 1e6 and rounding alone, amplified, passes 1e-10
 
     def ema(models):
-        return lambda trainer: models["dino"].update_teacher(0.9)
+        return lambda trainer: models["dino"].after_step(0.0)   # momentum 0.9 at progress 0
 
     def centre_gaps(runs):
         reference, _, sharded, _ = runs
@@ -193,7 +192,8 @@ def mae():
 
     def step(models, batch):
         x, keep, restore, m = batch
-        loss, _, _ = models["mae"](x.astype(F64), (keep.data, restore.data, m.data.astype(F64)))
+        loss, _, _ = models["mae"].masked_prediction(x.astype(F64), (keep.data, restore.data,
+                                                                     m.data.astype(F64)))
         return loss
 
     # eps 1e-6, not 1e-8: the attention's key bias has an exactly zero gradient (softmax ignores a
@@ -307,7 +307,7 @@ def moco_queue_and_shuffled_bn():
     distributed.broadcast_parameters(moco, moco.key_encoder)
     before = moco.queue.copy()
     rng_before = backend.rng("cpu").bit_generator.state  # rank 0 draws the permutation from it
-    moco.loss(view_q, view_k)
+    moco.loss_of_views(view_q, view_k)
 
     # the permutation rank 0 drew, replayed; every rank has the same (it was broadcast)
     replay = np.random.Generator(np.random.PCG64())

@@ -43,11 +43,12 @@ def layer_names(head):
 
 
 def assert_loss_of_projected_views(model, head, loss_fn, v1, v2):
-    """model(x) is its encoder's representation, and model.loss(v1, v2) is `loss_fn` of both
-    views through the encoder and then `head`."""
-    np.testing.assert_array_equal(host(model(v1)), host(model.encoder(v1)))
+    """model.embed(x) is its encoder's representation, and model.loss_of_views(v1, v2) is
+    `loss_fn` of both views through the encoder and then `head`."""
+    np.testing.assert_array_equal(host(model.embed(v1)), host(model.encoder(v1)))
     z1, z2 = head(model.encoder(v1)), head(model.encoder(v2))
-    assert model.loss(v1, v2).item() == pytest.approx(loss_fn(z1, z2).item(), rel=1e-5)
+    loss = model.loss_of_views(v1, v2)["loss"]
+    assert loss.item() == pytest.approx(loss_fn(z1, z2).item(), rel=1e-5)
 
 
 def tiny_encoder(in_features=16, hidden=8, out=6, batch_norm=True):
@@ -64,7 +65,8 @@ def on_device(device, build):
 
 
 def gradcheck_objective(model, loss_fn, *inputs, trained=None, **options):
-    """gradcheck of loss_fn(*inputs) (a method of `model`, which is cast to float64) with respect
+    """gradcheck of loss_fn(*inputs) (a method of `model`, which is cast to float64, giving a
+    loss or a dict of terms with "loss") with respect
     to every parameter of the children named in `trained` (default: every parameter that
     requires grad), each bound as an explicit input through functional_call."""
     model.astype("float64")
@@ -88,45 +90,55 @@ class _Call(nn.Module):
         self.model, self._fn = model, loss_fn
 
     def forward(self, *inputs):
-        return self._fn(*inputs)
+        out = self._fn(*inputs)
+        return out["loss"] if isinstance(out, dict) else out
 
 
 def digits_batches(n=256, batch_size=64, seed=0):
     return BatchIterator(load_digits().x_train[:n], batch_size=batch_size, drop_last=True, seed=seed)
 
 
-def short_run(loss_fn, params, after_step=None, epochs=6, lr=0.05, n=512):
-    """Train on two augmented views of digits with SGD; returns the losses (host floats)."""
-    augment = contrastive_augment()
-    opt = SGD(params, lr=lr, momentum=0.9)
+def short_run(objective, epochs=6, lr=0.05, n=512):
+    """Train `objective` on two augmented views of digits with SGD, through the protocol's loop
+    (its augment set here); returns the losses (host floats)."""
+    objective.augment = contrastive_augment()
+    opt = SGD(objective.param_groups(), lr=lr, momentum=0.9)
+    steps = epochs * (n // 128)
     losses = []
     for epoch in range(epochs):
         for batch in BatchIterator(load_digits().x_train[:n], batch_size=128, drop_last=True, seed=epoch):
+            loss = objective.loss(batch)["loss"]
             opt.zero_grad()
-            loss = loss_fn(augment(batch), augment(batch))
             loss.backward()
             opt.step()
-            if after_step is not None:
-                after_step()
+            objective.after_step(len(losses) / steps)
             losses.append(loss.item())
     return losses
 
 
 def resume_matches(tmp_path, build, steps=4, lr=0.05):
-    """Train build() -> (model, step_fn, callbacks) for 2 * steps in one Trainer, and for `steps`,
-    then a FRESH build() resumed from the checkpoint for `steps` more. Returns the two models'
-    state_dicts (they must be equal, key by key, bit for bit on CPU)."""
+    """Train build() -> an objective for 2 * steps in one Trainer; and again, stopped after
+    `steps` as Ctrl-C stops a run (a checkpoint), then a FRESH build() resumed for the rest.
+    Returns the two objectives' state_dicts (they must be equal, key by key, bit for bit on
+    CPU)."""
+    def stop_after(trainer):
+        if trainer.step == steps:
+            trainer._interrupted = True   # what the Ctrl-C handler sets
+
     states = []
-    for run, plan in enumerate([[2 * steps], [steps, 2 * steps]]):
+    for run, parts in enumerate([[[]], [[stop_after], []]]):
         out = tmp_path / f"run{run}"
-        for i, total in enumerate(plan):
+        for i, callbacks in enumerate(parts):
             minienc.manual_seed(7)            # the same init every time (a resume overwrites it)
-            model, step_fn, callbacks = build()
-            opt = SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
-            trainer = Trainer(step_fn, opt, models={"model": model}, callbacks=callbacks,
-                              out_dir=str(out), log_every=1, progress=False)
+            objective = build()
+            opt = SGD(objective.param_groups(), lr=lr, momentum=0.9)
+            trainer = Trainer(objective, opt, callbacks=callbacks, out_dir=str(out), log_every=1,
+                              progress=False)
             if i == 0:
                 minienc.manual_seed(11)       # the data and augmentation stream of the run
-            trainer.fit(digits_batches(), steps=total, resume=i > 0)
-        states.append(model.state_dict())
+            try:
+                trainer.fit(digits_batches(), steps=2 * steps, resume=i > 0)
+            except KeyboardInterrupt:
+                assert callbacks, "only the stopped run is interrupted"
+        states.append(objective.state_dict())
     return states

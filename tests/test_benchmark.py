@@ -5,6 +5,7 @@ table counts each step's matrix-product FLOPs, the alone table runs each impleme
 own process, and an unknown workload is refused by name."""
 import importlib.util
 import pathlib
+import sys
 
 import pytest
 
@@ -29,7 +30,7 @@ def test_benchmark_runs_and_implementations_agree(capsys):
     assert "| mlp_ae | minienc |" in out and "vs NumPy floor" in out
     assert "kernel" in out.splitlines()[1]                    # the header names NumPy's BLAS kernel
     alone_rows = [line for line in out.splitlines() if line.startswith("| mlp_ae |") and
-                  line.count("|") == 5]                       # workload, minienc, floor, ratio
+                  line.count("|") == 4]                       # workload, minienc, floor (no PyTorch: no ratio)
     assert "thread) ms/step" in out or "threads) ms/step" in out
     assert len(alone_rows) == 1, out
 
@@ -64,6 +65,21 @@ def test_every_workload_agrees_with_its_twins(capsys):
     assert "| vit_jepa | minienc |" in out
     if "torch" in impls:
         assert "GEMM peak here" in out and "| vit_mae | " in out.split("compute:")[1]
+
+
+def test_without_pytorch_its_columns_are_skipped_with_how_to_install_it(capsys, monkeypatch):
+    """The README command on a machine without PyTorch: no crash (the alone table's PyTorch worker
+    used to die on the import), a note that names the CPU build, and no PyTorch columns."""
+    monkeypatch.setitem(sys.modules, "torch", None)          # `import torch` now raises ImportError
+    bench = load()
+    results = bench.main(["--workloads", "mlp_ae", "--batch", "8", "--repeats", "1", "--warmup", "0",
+                          "--inner", "1", "--threads", "1"])   # the default --impls asks for PyTorch
+    assert set(results["mlp_ae"][0]) == {"minienc", "numpy"}
+    out = capsys.readouterr().out
+    note = [line for line in out.splitlines() if line.startswith("# NOTE: PyTorch is not installed")]
+    assert len(note) == 1 and "pip install torch --index-url https://download.pytorch.org/whl/cpu" in note[0]
+    assert "PyTorch" not in out.replace(note[0], "")          # no column, table or ratio names it
+    assert "compute:" not in out and "alone:" in out          # the alone table ran without it
 
 
 def test_unknown_workload_is_refused():

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import minienc
 from minienc.data import contrastive_augment
 from minienc.objectives.byol import BYOL, byol_loss, byol_mlp, mean_cosine_similarity
-from minienc.optim import SGD, param_groups_without_decay
+from minienc.optim import SGD
 
 from ssl_check import (gradcheck_objective, host, images, on_device, resume_matches, short_run, t64,
                        tiny_encoder, two_views, unit)
@@ -41,17 +41,19 @@ def test_loss_gradcheck(device):
 
 def test_trained_parts_gradcheck(device):
     byol = tiny_byol(device)
-    assert gradcheck_objective(byol, byol.loss, *two_views(device),
+    assert gradcheck_objective(byol, byol.loss_of_views, *two_views(device),
                                trained=("online_network", "predictor"), directions=2)
 
 
 def test_target_gets_no_gradient_and_is_never_optimised(device):
     byol = tiny_byol(device)
-    byol.loss(images(6, device, 1), images(6, device, 2)).backward()
+    byol.loss_of_views(images(6, device, 1), images(6, device, 2))["loss"].backward()
     target = byol.target_network.parameters()
     assert target and all(p.grad is None and not p.requires_grad for p in target)
-    assert all(p.grad is not None for m in byol.trained_modules() for p in m.parameters())
-    trained = {id(p) for g in param_groups_without_decay(byol.trained_modules(), 1e-6) for p in g["params"]}
+    online = byol.online_network.parameters() + byol.predictor.parameters()
+    assert all(p.grad is not None for p in online)
+    trained = {id(p) for g in byol.param_groups(1e-6) for p in g["params"]}
+    assert trained == {id(p) for p in online}
     assert not trained & {id(p) for p in target}
     assert trained == {id(p) for p in byol.parameters() if p.requires_grad}
     # the target starts as a copy: same values, different arrays
@@ -62,15 +64,17 @@ def test_target_gets_no_gradient_and_is_never_optimised(device):
 
 def test_target_follows_the_ema_exactly(device):
     byol = tiny_byol(device)
-    opt = SGD([p for m in byol.trained_modules() for p in m.parameters()], lr=0.1, momentum=0.9)
-    augment = contrastive_augment()
+    byol.augment = contrastive_augment()
+    opt = SGD(byol.param_groups(), lr=0.1, momentum=0.9)
     x = images(8, device, 3)
-    for m in (0.9, 0.5, 1.0, 0.0):
+    # (tau_base, progress) -> tau = 1 - (1 - tau_base) (cos(pi progress) + 1) / 2
+    for base, progress, m in ((0.9, 0.0, 0.9), (0.0, 0.5, 0.5), (0.3, 1.0, 1.0), (0.0, 0.0, 0.0)):
         old = [host(p).copy() for p in byol.target_network.parameters()]
         opt.zero_grad()
-        byol.loss(augment(x), augment(x)).backward()
+        byol.loss(x)["loss"].backward()
         opt.step()
-        byol.update_target(m)
+        byol.momentum = base
+        byol.after_step(progress)
         for p_old, t, o in zip(old, byol.target_network.parameters(), byol.online_network.parameters()):
             expected = p_old * np.float32(m) + host(o) * np.float32(1.0 - m)
             np.testing.assert_allclose(host(t), expected, rtol=0, atol=1e-7)
@@ -81,16 +85,17 @@ def test_target_follows_the_ema_exactly(device):
         np.testing.assert_array_equal(host(t), host(o))
 
 
-def test_forward_is_the_online_encoder_and_the_target_is_in_state_dict(device):
+def test_embed_is_the_online_encoder_and_the_target_is_in_state_dict(device):
     byol = tiny_byol(device)
     x = images(4, device, 1)
-    np.testing.assert_array_equal(host(byol(x)), host(byol.encoder(x)))
+    np.testing.assert_array_equal(host(byol.embed(x)), host(byol.encoder(x)))
     state = byol.state_dict()
     assert any(k.startswith("target_network.") for k in state)
     assert any(k.startswith("online_network.") for k in state) and any(k.startswith("predictor.") for k in state)
     assert len(state) == len(set(state))
     # a second BYOL loads the first's target exactly
-    byol.update_target(0.0)
+    byol.momentum = 0.0
+    byol.after_step(0.0)
     other = tiny_byol(device).load_state_dict(state)
     for a, b in zip(other.target_network.parameters(), byol.target_network.parameters()):
         np.testing.assert_array_equal(host(a), host(b))
@@ -101,9 +106,8 @@ def test_exact_resume_restores_the_target(tmp_path):
 
     def build():
         from minienc import nn
-        byol = BYOL(nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (16,), 8, batch_norm=True)),
-                    byol_mlp(8, 16, 8), byol_mlp(8, 16, 8))
-        return byol, lambda x: byol.loss(augment(x), augment(x)), [lambda t: byol.update_target(0.8)]
+        return BYOL(nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (16,), 8, batch_norm=True)),
+                    byol_mlp(8, 16, 8), byol_mlp(8, 16, 8), augment, momentum=0.8)
 
     uninterrupted, resumed = resume_matches(tmp_path, build, steps=3)
     assert list(uninterrupted) == list(resumed)
@@ -114,7 +118,6 @@ def test_exact_resume_restores_the_target(tmp_path):
 def test_a_short_run_lowers_the_loss():
     from minienc import nn
     encoder = nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (64,), 16, batch_norm=True))
-    byol = BYOL(encoder, byol_mlp(16, 64, 16), byol_mlp(16, 64, 16))
-    params = [p for m in byol.trained_modules() for p in m.parameters()]
-    losses = short_run(byol.loss, params, after_step=lambda: byol.update_target(0.9), epochs=4)
+    byol = BYOL(encoder, byol_mlp(16, 64, 16), byol_mlp(16, 64, 16), momentum=0.9)
+    losses = short_run(byol, epochs=4)
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 import minienc
 from minienc import backend, nn
 from minienc.nn import Flatten, MLPEncoder, Sequential
-from minienc.objectives.contrastive import (LARGE_NUM, MoCo, SimCLR, info_nce, info_nce_logits,
-                                            nt_xent, projection_head, triplet_loss,
-                                            view_triplet_loss)
+from minienc.objectives.contrastive import (LARGE_NUM, MoCo, SimCLR, Triplet, info_nce,
+                                            info_nce_logits, nt_xent, projection_head,
+                                            triplet_loss)
 from minienc.optim import SGD
 
 from ssl_check import (assert_loss_of_projected_views, host, layer_names, on_device, t64, two_views,
@@ -174,7 +174,7 @@ def test_nt_xent_backward_is_finite_for_identical_views_in_float32(device):
 
 
 # ----- SimCLR and short runs ----------------------------------------------------------------------
-def test_simclr_loss_is_nt_xent_of_the_projected_views_and_forward_is_the_representation(device):
+def test_simclr_loss_is_nt_xent_of_the_projected_views_and_embed_is_the_representation(device):
     encoder = on_device(device, lambda: Sequential(Flatten(), MLPEncoder(16, (8,), 6)))
     model = on_device(device, lambda: SimCLR(encoder, projection_head(6, 8, 5, batch_norm=False),
                                              temperature=0.3))
@@ -191,25 +191,23 @@ def test_short_runs_on_digits_lower_the_loss(method):
     encoder = Sequential(Flatten(), MLPEncoder(64, (64,), 16, batch_norm=True))
     augment = contrastive_augment()
     if method == "simclr":
-        model = SimCLR(encoder, projection_head(16, 64, 16), temperature=0.5)
-        params, loss_fn = model.parameters(), model.loss
+        model = SimCLR(encoder, projection_head(16, 64, 16), augment, temperature=0.5)
     elif method == "moco":
-        model = MoCo(encoder, projection_head(16, 64, 16, batch_norm=False), queue_size=256, bn_groups=2)
-        params, loss_fn = model.parameters(), model.loss
+        model = MoCo(encoder, projection_head(16, 64, 16, batch_norm=False), augment,
+                     queue_size=256, bn_groups=2)
     else:
-        params = encoder.parameters()
-        loss_fn = lambda a, b: view_triplet_loss(encoder(a), encoder(b), margin=0.5)  # noqa: E731
+        model = Triplet(encoder, augment, margin=0.5)
+    params = [p for g in model.param_groups() for p in g["params"]]
     start = copy.deepcopy([p.numpy() for p in params])
-    opt = SGD(params, lr=0.1, momentum=0.9)
+    opt = SGD(model.param_groups(), lr=0.1, momentum=0.9)
     losses = []
     for epoch in range(8):
-        for batch in BatchIterator(x, batch_size=128, drop_last=True, seed=epoch):
+        for step, batch in enumerate(BatchIterator(x, batch_size=128, drop_last=True, seed=epoch)):
+            loss = model.loss(batch)["loss"]
             opt.zero_grad()
-            loss = loss_fn(augment(batch), augment(batch))
             loss.backward()
             opt.step()
-            if method == "moco":
-                model.update_key_encoder()
+            model.after_step((4 * epoch + step) / 32)
             losses.append(loss.item())
     # MoCo starts from a random queue (easy negatives): compare from the first step whose
     # queue holds only real keys (K = 256 is two batches)

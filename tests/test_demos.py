@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from demo_check import THREADS, call_in_process, run_in_process
+from demo_check import ROOT, THREADS, call_in_process, run_in_process
 
 SUBSET = ["--max-train", "300", "--max-test", "100"]   # of the digits (a smoke run's data)
 
@@ -175,3 +175,52 @@ def test_jepa_demo_on_60000_images_keeps_its_curves_on_a_fixed_subset(tmp_path, 
     assert "60000 train" in out, out[-2000:]
     assert "Evaluator(1000 train / 500 test images" in out, out[-2000:]
     assert "final evaluation:" in out and "budgets:" in out
+
+
+def test_overwrite_removes_the_old_runs_pictures_but_not_other_files(tmp_path, monkeypatch, capsys):
+    """--overwrite used to remove only checkpoint, metrics and results: the old run's pictures
+    stayed beside the new run's (a figure the new run does not draw then looked like its own)."""
+    import argparse
+    monkeypatch.syspath_prepend(str(ROOT / "demos"))
+    import common
+    for name in ("checkpoint.npz", "metrics.jsonl", "results.json", "config.json", "gauges.json",
+                 "masks.png", "graph.dot", "log.txt", "notes.md"):
+        (tmp_path / name).write_text("old")
+    args = argparse.Namespace(out=str(tmp_path), overwrite=True, resume=False, threads=1,
+                              device="cpu", seed=0, distributed=False)
+    common.start_run(args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "notes.md"]
+    assert "removed the old run's checkpoint.npz, config.json, gauges.json, graph.dot, masks.png" \
+        in capsys.readouterr().out
+
+
+def test_compare_refuses_a_folder_holding_a_comparison(tmp_path, monkeypatch, capsys):
+    """A --quick run used to replace a full comparison in the same folder without a word."""
+    (tmp_path / "simclr").mkdir()
+    (tmp_path / "simclr" / "results.json").write_text("[]")
+    for flags in ([], ["--quick"]):
+        with pytest.raises(SystemExit) as stop:
+            run_in_process("compare.py", *flags, "--out", tmp_path, monkeypatch=monkeypatch)
+        assert "already holds a comparison (simclr/)" in str(stop.value.code)
+        assert "--resume" in str(stop.value.code) and "--overwrite" in str(stop.value.code)
+    with pytest.raises(SystemExit) as stop:
+        run_in_process("compare.py", "--resume", "--overwrite", "--out", tmp_path, monkeypatch=monkeypatch)
+    assert stop.value.code == 2 and "choose one" in capsys.readouterr().err
+    assert (tmp_path / "simclr" / "results.json").read_text() == "[]"     # nothing touched
+
+
+def test_the_quick_comparison_says_so_and_its_bars_start_at_zero(tmp_path, monkeypatch):
+    import matplotlib.figure
+    monkeypatch.syspath_prepend(str(ROOT / "demos"))
+    import compare
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: drawn.append(fig))
+    rows = [dict(method="SimCLR", linear=0.9, fewshot=0.8, knn=0.85),
+            dict(method="raw pixels", linear=0.95, fewshot=0.83, knn=0.97, baseline=True)]
+    for quick in (False, True):
+        compare.bar_chart(rows, tmp_path / "compare.png", "every objective on digits", quick=quick)
+    for fig, quick in zip(drawn, (False, True)):
+        ax = fig.axes[0]
+        assert ax.get_xlim()[0] == 0
+        texts = ax.get_title() + " ".join(t.get_text() for t in ax.texts)
+        assert ("QUICK" in texts) == quick and ("not a result" in texts) == quick

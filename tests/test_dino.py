@@ -122,30 +122,32 @@ def test_bad_views_are_named():
     with pytest.raises(ValueError, match="student temperature"):
         dino_cross_entropy(p, [t64(np.zeros((2, 3)), "cpu")] * 2, student_temperature=0.0)
     with pytest.raises(ValueError, match="at least two crops"):
-        tiny_dino("cpu").terms([images(4, "cpu", 0)] * 1)
+        tiny_dino("cpu").loss_of_views(*[images(4, "cpu", 0)] * 1)
 
 
 # ----- the model: teacher, centre, state ----------------------------------------------------------
 def test_student_gradcheck(device):
-    dino = tiny_dino(device, centering=False)   # a fixed centre: the function does not change
+    dino = tiny_dino(device, centering=False, teacher_temperature=0.05)   # a fixed centre: the
     dino.center[:] = backend_array(np.random.default_rng(4).standard_normal((1, 7)) * 0.1, device)
-    assert gradcheck_objective(dino, lambda *views: dino.loss(list(views), 0.05), *crops(4, device, 3),
+    assert gradcheck_objective(dino, dino.loss_of_views, *crops(4, device, 3),   # function stays
                                trained=("student",), directions=2)
 
 
 def test_teacher_gets_no_gradient_and_follows_the_ema_exactly(device):
     dino = tiny_dino(device)
-    opt = SGD([p for m in dino.trained_modules() for p in m.parameters()], lr=0.5, momentum=0.9)
-    trained = {id(p) for m in dino.trained_modules() for p in m.parameters()}
-    assert trained == {id(p) for p in dino.parameters() if p.requires_grad}
+    opt = SGD(dino.param_groups(), lr=0.5, momentum=0.9)
+    trained = {id(p) for g in dino.param_groups() for p in g["params"]}
+    assert trained == {id(p) for p in dino.student.parameters()}
     assert not trained & {id(p) for p in dino.teacher.parameters()}
-    for m in (0.9, 0.3, 1.0):
+    # (momentum, progress) -> lambda = 1 - (1 - momentum) (cos(pi progress) + 1) / 2
+    for base, progress, m in ((0.9, 0.0, 0.9), (0.0, 0.5, 0.5), (0.3, 1.0, 1.0)):
         old = [host(p).copy() for p in dino.teacher.parameters()]
         opt.zero_grad()
-        dino.loss(crops(6, device)).backward()
+        dino.loss_of_views(*crops(6, device))["loss"].backward()
         assert all(p.grad is None and not p.requires_grad for p in dino.teacher.parameters())
         opt.step()
-        dino.update_teacher(m)
+        dino.momentum = base
+        dino.after_step(progress)
         for p_old, t, s in zip(old, dino.teacher.parameters(), dino.student.parameters()):
             np.testing.assert_allclose(host(t), p_old * np.float32(m) + host(s) * np.float32(1 - m),
                                        rtol=0, atol=1e-7)
@@ -158,7 +160,8 @@ def test_centre_follows_its_ema_after_the_loss_used_the_old_one(device):
         old = host(dino.center).copy()
         with no_grad():   # the teacher in training mode: the same batch gives the same logits
             logits = host(dino.teacher(minienc.ops.concatenate(views[:2])))
-        terms = dino.terms(views, teacher_temperature=0.05)
+        dino.teacher_temperature = 0.05
+        terms = dino.loss_of_views(*views)
         np.testing.assert_allclose(host(dino.center), 0.8 * old + 0.2 * logits.mean(0, keepdims=True),
                                    rtol=1e-5, atol=1e-7)
         # the loss is the cross-entropy against the teacher centred with the OLD centre
@@ -176,7 +179,7 @@ def test_centre_follows_its_ema_after_the_loss_used_the_old_one(device):
                                rtol=1e-5, atol=1e-7)
     # without centring the centre stays at 0
     plain = tiny_dino(device, centering=False)
-    plain.terms(views)
+    plain.loss_of_views(*views)
     assert not np.any(host(plain.center))
 
 
@@ -189,17 +192,17 @@ def test_student_sees_crops_of_one_resolution_together(device):
     np.testing.assert_allclose(np.concatenate(logits), together, rtol=1e-5, atol=1e-6)
 
 
-def test_state_dict_holds_teacher_and_centre_and_forward_is_the_teacher(device):
+def test_state_dict_holds_teacher_and_centre_and_embed_is_the_teacher(device):
     dino = tiny_dino(device)
-    dino.terms(crops(4, device))
+    dino.loss_of_views(*crops(4, device))
     state = dino.state_dict()
     assert "center" in state and any(k.startswith("teacher.") for k in state)
     other = tiny_dino(device).load_state_dict(state)
     np.testing.assert_array_equal(host(other.center), host(dino.center))
-    other.terms(crops(4, device))   # the loaded centre is the one that moves
+    other.loss_of_views(*crops(4, device))   # the loaded centre is the one that moves
     assert not np.array_equal(host(other.center), host(dino.center))
     x = images(4, device, 9)
-    np.testing.assert_array_equal(host(dino(x)), host(dino.teacher_encoder(x)))
+    np.testing.assert_array_equal(host(dino.embed(x)), host(dino.teacher_encoder(x)))
 
 
 def test_exact_resume_restores_teacher_and_centre(tmp_path):
@@ -207,9 +210,9 @@ def test_exact_resume_restores_teacher_and_centre(tmp_path):
     multicrop = MultiCrop(2, 2, global_scale=(0.5, 1.0), local_scale=(0.2, 0.5), transform=augment)
 
     def build():
-        dino = DINO(nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (16,), 8, batch_norm=True)),
-                    dino_head(8, 12, 16, 4, batch_norm=True))
-        return dino, lambda x: dino.loss(multicrop(x), 0.05), [lambda t: dino.update_teacher(0.8)]
+        return DINO(nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (16,), 8, batch_norm=True)),
+                    dino_head(8, 12, 16, 4, batch_norm=True), multicrop, teacher_temperature=0.05,
+                    momentum=0.8)
 
     uninterrupted, resumed = resume_matches(tmp_path, build, steps=3)
     assert list(uninterrupted) == list(resumed) and "center" in uninterrupted

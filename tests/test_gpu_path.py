@@ -93,11 +93,11 @@ class MocoCase:
 
     def parts(self, device):
         model = self.model.to(device)
-        model.momentum_encoder.target.to(device)
+        model.key_encoder.to(device)
         model._buffers["queue"] = backend.to_device(self.queue.copy(), device)
         vq, vk = (minienc.tensor(v, device=device) for v in self.views)
-        return Adam(model.parameters(), lr=1e-3), lambda: model.loss(vq, vk), \
-            model.update_key_encoder
+        return Adam(model.param_groups(), lr=1e-3), \
+            lambda: model.loss_of_views(vq, vk)["loss"], lambda: model.after_step(0.0)
 
 
 class MlmCase:
@@ -115,7 +115,8 @@ class MlmCase:
         model = self.model.to(device)
         masking = TokenMasking(*(backend.to_device(backend.to_host(a), device)
                                  for a in self.masking))
-        return AdamW(model.parameters(), lr=1e-3), lambda: model.loss(masking), None
+        return AdamW(model.parameters(), lr=1e-3), \
+            lambda: model.loss_of_masking(masking)["loss"], None
 
 
 def _two_views(seed, batch, features=16):
@@ -134,7 +135,7 @@ class TwoViewCase:
     batch-norm heads; `after` is BYOL's EMA target update."""
 
     builders = {
-        "byol": lambda: BYOL(_mlp_encoder(), byol_mlp(16, 32, 8), byol_mlp(8, 32, 8)),
+        "byol": lambda: BYOL(_mlp_encoder(), byol_mlp(16, 32, 8), byol_mlp(8, 32, 8), momentum=0.99),
         "simsiam": lambda: SimSiam(_mlp_encoder(), simsiam_projector(16, 32, 16),
                                    simsiam_predictor(16, 8)),
         "vicreg": lambda: VICReg(_mlp_encoder(), vicreg_expander(16, 32, 16)),
@@ -148,11 +149,9 @@ class TwoViewCase:
 
     def parts(self, device):
         model = self.model.to(device)
-        trained = model.trained_modules() if hasattr(model, "trained_modules") else [model]
-        params = [p for m in trained for p in m.parameters()]
         v1, v2 = (minienc.tensor(v, device=device) for v in self.views)
-        after = (lambda: model.update_target(0.99)) if hasattr(model, "update_target") else None
-        return Adam(params, lr=1e-3), lambda: model.loss(v1, v2), after
+        return Adam(model.param_groups(), lr=1e-3), \
+            lambda: model.loss_of_views(v1, v2)["loss"], lambda: model.after_step(0.0)
 
 
 class DinoCase(TwoViewCase):
@@ -160,7 +159,8 @@ class DinoCase(TwoViewCase):
     centre moving every step and the teacher's EMA update after it."""
 
     builders = {"dino": lambda: DINO(_mlp_encoder(), dino_head(16, 32, hidden_features=32,
-                                                                bottleneck_features=8))}
+                                                                bottleneck_features=8),
+                                     momentum=0.99)}
 
     def __init__(self, seed=0, batch=16):
         super().__init__("dino", seed, batch)
@@ -168,8 +168,8 @@ class DinoCase(TwoViewCase):
     def parts(self, device):
         model = self.model.to(device)
         v1, v2 = (minienc.tensor(v, device=device) for v in self.views)
-        return (Adam(model.student.parameters(), lr=1e-3), lambda: model.loss([v1, v2]),
-                lambda: model.update_teacher(0.99))
+        return (Adam(model.param_groups(), lr=1e-3), lambda: model.loss_of_views(v1, v2)["loss"],
+                lambda: model.after_step(0.0))
 
 
 class LeJEPACase:
@@ -186,7 +186,8 @@ class LeJEPACase:
         model = self.model.to(device)
         views = [minienc.tensor(v, device=device) for v in self.views]
         directions = minienc.tensor(self.directions, device=device)
-        return Adam(model.parameters(), lr=1e-3), lambda: model.terms(views, directions=directions)["loss"], None
+        return (Adam(model.parameters(), lr=1e-3),
+                lambda: model.loss_of_views(views, directions=directions)["loss"], None)
 
 
 def _small(workload):

@@ -59,7 +59,7 @@ def test_lejepa_model_gradcheck_with_augmented_and_masked_views(device):
     minienc.set_device(device)
     try:
         model = LeJEPA(_tiny_vit(), proj_dim=3, hidden=6, lam=0.2)
-        model.forward = lambda *args: model.terms(*args)["loss"]   # the loss of given views
+        model.forward = lambda *args: model.loss_of_views(*args)["loss"]   # the loss of given views
         x = np.random.default_rng(0).random((2, 4, 1, 4, 4))        # V = 2 views of B = 4
         views = backend.to_device(x, device)
         a = backend.to_device(_directions(3, 4), device)
@@ -86,9 +86,9 @@ def test_masked_views_see_only_their_patches_and_local_views_join_the_loss():
     y[:, :, 2:, 2:] = 0.0       # patch 3 is never kept
     np.testing.assert_allclose(model.project_views(y, masks=[keep])[0].data, z.data[0], rtol=1e-6)
     a = _directions(3, 8)
-    same = model.terms([x, x], directions=a)
+    same = model.loss_of_views([x, x], directions=a)
     assert float(same["prediction"].data) < 1e-10, "identical views predict their centre exactly"
-    with_local = model.terms([x, x], local_views=[x[:, :, ::-1].copy()], directions=a)
+    with_local = model.loss_of_views([x, x], local_views=[x[:, :, ::-1].copy()], directions=a)
     assert float(with_local["prediction"].data) > 1e-4
 
 
@@ -122,11 +122,11 @@ def test_bad_input_is_a_clear_error():
     model = LeJEPA(_tiny_vit(), proj_dim=3, hidden=6)
     x = np.zeros((4, 1, 4, 4), np.float32)
     with pytest.raises(ValueError, match=r"LeJEPA: views must be V image batches"):
-        model.terms(x)
+        model.loss_of_views(x)
     with pytest.raises(ValueError, match=r"LeJEPA: no views"):
-        model.terms([])
+        model.loss_of_views([])
     with pytest.raises(ValueError, match=r"LeJEPA: masks must be \(V, B, K\) = \(2, 4, K\)"):
-        model.terms(x, masks=[np.zeros((3, 2), np.int64)] * 2)
+        model.loss_of_views(x, masks=[np.zeros((3, 2), np.int64)] * 2)
     with pytest.raises(ValueError, match="lam must be in"):
         LeJEPA(_tiny_vit(), lam=1.5)
     with pytest.raises(ValueError, match="embed_dim"):

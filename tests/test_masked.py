@@ -155,11 +155,11 @@ def test_mae_encoder_sees_only_visible_patches(device):
     mae = small_mae(device, image_size=8)
     images = backend.to_device(np.random.default_rng(0).random((3, 1, 8, 8)).astype(np.float32), device)
     masking = random_masking(3, mae.num_patches, 0.75, device)
-    loss, pred, mask = mae(images, masking)
+    loss, pred, mask = mae.masked_prediction(images, masking)
     assert pred.shape == (3, 16, 4) and loss.shape == () and host(mask).sum() == 3 * 12
     removed = unpatch(host(mask)[..., None] * np.ones((1, 1, 4), np.float32), mae)
     noisy = images + backend.to_device(removed * 5.0, device)   # change only the removed pixels
-    loss2, pred2, _ = mae(noisy, masking)
+    loss2, pred2, _ = mae.masked_prediction(noisy, masking)
     np.testing.assert_allclose(host(pred2), host(pred), atol=1e-6)   # the encoder never saw them
     assert abs(float(host(loss2)) - float(host(loss))) > 1e-2        # but they are the targets
 
@@ -194,7 +194,7 @@ class lambda_module(nn.Module):
         self.mae = mae
 
     def forward(self, images):
-        return self.mae(images)[0]
+        return self.mae.loss(images)["loss"]
 
 
 def test_mae_reconstruct_and_embed_shapes_and_perfect_prediction_pastes_the_image():
@@ -218,7 +218,7 @@ def test_mae_short_training_lowers_the_loss():
     first = None
     for _ in range(40):
         opt.zero_grad()
-        loss = mae(images, masking)[0]
+        loss = mae.masked_prediction(images, masking)[0]
         loss.backward()
         opt.step()
         first = first if first is not None else float(loss.numpy())
@@ -330,11 +330,11 @@ def test_mlm_head_is_tied_to_the_token_embedding():
     assert "encoder.token_embedding.weight" in names and not any("head" in n and "embedding" in n for n in names)
     ids = token_batch(2, 3, 12)
     m = mask_tokens(ids, SPECIALS, MASK_ID, VOCAB)
-    mlm.loss(m).backward()
+    mlm.loss_of_masking(m)["loss"].backward()
     grad_tokens = mlm.encoder.token_embedding.weight.grad
     assert grad_tokens is not None and np.abs(grad_tokens).sum() > 0
-    logits = mlm(ids)
-    assert logits.shape == (3, 12, VOCAB) and mlm(ids, m.positions).shape == (3, m.positions.shape[1], VOCAB)
+    logits = mlm.logits(ids)
+    assert logits.shape == (3, 12, VOCAB) and mlm.logits(ids, m.positions).shape == (3, m.positions.shape[1], VOCAB)
     with pytest.raises(ValueError, match=r"MLMHead: embedding \(5, 8\)"):
         mlm.head(logits[..., :8], minienc.zeros(5, 8))
 
@@ -349,7 +349,7 @@ def test_mlm_gradcheck(device):
             self.mlm = mlm
 
         def forward(self):
-            return self.mlm.loss(m)
+            return self.mlm.loss_of_masking(m)["loss"]
     assert gradcheck_module(Loss(mlm))
 
 
@@ -375,15 +375,16 @@ def test_mlm_short_training_learns_a_copy_rule():
     pairs = rng.integers(5, VOCAB, size=(256, 2))
     ids = np.concatenate([np.full((256, 1), 2), np.tile(pairs, 5)], axis=1)
     minienc.manual_seed(0)
-    mlm = MaskedLanguageModel(VOCAB, max_len=12, dim=16, depth=1, num_heads=2, mlp_ratio=2.0)
-    opt = minienc.optim.AdamW(mlm.parameters(), lr=3e-2, weight_decay=0.0)
+    mlm = MaskedLanguageModel(VOCAB, max_len=12, dim=16, depth=1, num_heads=2, mlp_ratio=2.0,
+                              special_ids=SPECIALS, mask_id=MASK_ID)   # it masks ids itself
+    opt = minienc.optim.AdamW(mlm.param_groups(), lr=3e-2, weight_decay=0.0)
     for _ in range(60):
         opt.zero_grad()
-        loss = mlm.loss(mask_tokens(ids, SPECIALS, MASK_ID, VOCAB))
+        loss = mlm.loss(ids)["loss"]
         loss.backward()
         opt.step()
     m = mask_tokens(ids, SPECIALS, MASK_ID, VOCAB, mask_fraction=1.0, random_fraction=0.0)
     with minienc.no_grad():
-        guess = mlm(m.inputs, m.positions).numpy().argmax(-1)
+        guess = mlm.logits(m.inputs, m.positions).numpy().argmax(-1)
     used = m.targets != IGNORE_INDEX
     assert (guess[used] == m.targets[used]).mean() > 0.9     # chance: 1 in 35

@@ -45,7 +45,7 @@ def test_moco_loss_uses_the_old_queue_then_enqueues_the_normalised_keys(device):
     old = host(moco.queue).copy()
     q = host(moco.query_encoder(x_q))
     k = unit(host(moco.key_encoder(x_k)))
-    loss = moco.loss(x_q, x_k)
+    loss = moco.loss_of_views(x_q, x_k)["loss"]
     want = info_nce(t64(q, "cpu"), t64(k, "cpu"), t64(old, "cpu"), 0.2).item()
     assert loss.item() == pytest.approx(want, rel=1e-5)
     np.testing.assert_allclose(host(moco.queue)[4:], k, rtol=1e-5, atol=1e-6)
@@ -59,13 +59,16 @@ def test_momentum_one_keeps_the_key_encoder_and_zero_copies_the_query_encoder(de
     for p in moco.query_encoder.parameters():
         p.data += 1.0   # query and key encoders now differ
     before = [host(p).copy() for p in moco.key_encoder.parameters()]
-    moco.update_key_encoder(1.0)
+    moco.momentum = 1.0
+    moco.after_step(0.5)   # a constant momentum: the progress does not matter
     for b, p in zip(before, moco.key_encoder.parameters()):
         np.testing.assert_array_equal(host(p), b)
-    moco.update_key_encoder(0.9)
+    moco.momentum = 0.9
+    moco.after_step(0.0)
     for b, p, q in zip(before, moco.key_encoder.parameters(), moco.query_encoder.parameters()):
         np.testing.assert_allclose(host(p), 0.9 * b + 0.1 * host(q), rtol=1e-6, atol=1e-6)
-    moco.update_key_encoder(0.0)
+    moco.momentum = 0.0
+    moco.after_step(1.0)
     for p, q in zip(moco.key_encoder.parameters(), moco.query_encoder.parameters()):
         np.testing.assert_array_equal(host(p), host(q))
 
@@ -80,11 +83,13 @@ def test_key_encoder_never_receives_gradients_nor_moves_under_the_optimizer(devi
     before = [host(p).copy() for p in moco.key_encoder.parameters()]
     for step in range(2):
         opt.zero_grad()
-        moco.loss(images(4, device, step), images(4, device, step + 10)).backward()
+        moco.loss_of_views(images(4, device, step), images(4, device, step + 10))["loss"].backward()
         assert all(p.grad is None for p in moco.key_encoder.parameters())
         opt.step()
     for b, p in zip(before, moco.key_encoder.parameters()):
-        np.testing.assert_array_equal(host(p), b)   # only update_key_encoder moves it
+        np.testing.assert_array_equal(host(p), b)   # only after_step moves it
+    assert {id(p) for g in moco.param_groups() for p in g["params"]} == \
+        {id(p) for p in moco.query_encoder.parameters()}
 
 
 def test_moco_to_moves_the_key_encoder_and_the_queue_too(device):
@@ -99,13 +104,15 @@ def test_moco_astype_casts_the_key_encoder_and_the_queue_too(device):
     assert moco.queue.dtype == np.float64
     assert {p.dtype for p in moco.key_encoder.parameters()} == {np.dtype("float64")}
     assert {a.dtype for _, a in moco.key_encoder.named_buffers()} == {np.dtype("float64")}
-    loss = moco.loss(images(4, device, 0).astype("float64"), images(4, device, 1).astype("float64"))
+    loss = moco.loss_of_views(images(4, device, 0).astype("float64"),
+                              images(4, device, 1).astype("float64"))["loss"]
     assert loss.dtype == np.float64
 
 
 def test_moco_state_dict_holds_the_key_encoder_and_the_queue(device):
     moco = small_moco(device)
-    moco.update_key_encoder(0.0)
+    moco.momentum = 0.0
+    moco.after_step(0.0)
     moco.enqueue(backend.to_device(np.ones((4, 5), np.float32), device))
     state = moco.state_dict()
     assert {k.split(".")[0] for k in state} == {"query_encoder", "key_encoder", "queue"}

@@ -53,6 +53,16 @@ def test_linear_wrong_input_names_layer_and_shapes():
         nn.Linear(4, 2)(minienc.tensor(np.zeros((3, 5))))
 
 
+def test_linear_input_is_checked_in_one_place():
+    """The layer leaves the check to the op, so both say the same thing."""
+    layer, x = nn.Linear(4, 2), minienc.tensor(np.zeros((3, 5)))
+    with pytest.raises(ValueError) as from_layer:
+        layer(x)
+    with pytest.raises(ValueError) as from_op:
+        minienc.ops.linear(x, layer.weight, layer.bias)
+    assert str(from_layer.value) == str(from_op.value)
+
+
 @pytest.mark.parametrize("layer", [nn.ReLU(), nn.GELU(), nn.Tanh(), nn.Sigmoid(), nn.Identity(),
                                    nn.Flatten(), nn.Unflatten((2, 3))], ids=lambda m: type(m).__name__)
 def test_activation_and_shape_layers_gradcheck(device, layer):

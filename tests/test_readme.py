@@ -71,3 +71,38 @@ def test_every_command_in_readme_names_a_script_and_flags_it_has(capsys, monkeyp
         for flag in flags:
             assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", helps[script]), \
                 f"README passes {flag} to {script}, whose --help does not list it"
+
+
+def setup_commands():
+    """{number: command} of README's "Set up and run" block: the line after each `# N.` comment."""
+    block = re.search(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(encoding="utf-8"),
+                      flags=re.S | re.M).group(1)
+    return dict(re.findall(r"^# (\d+)\..*\n(.+)$", block, flags=re.M))
+
+
+def test_readme_test_command_is_what_ci_runs():
+    """README's second command is .ci/run's, word for word, and .ci/run sets nothing else that the
+    command would need (the test settings are conftest.py's defaults): a reader running README's
+    command runs the suite CI runs, the two-process tests included."""
+    command = setup_commands()["2"]
+    assert "[demos,test,distributed]" in command and command.endswith("python -m pytest -q tests")
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert command in script, f".ci/run does not run README's command {command!r}"
+    assert not [line for line in script if line.startswith("export")], "settings belong in conftest.py"
+
+
+def test_every_file_readmes_table_says_a_command_writes_is_written_by_its_code():
+    """"What each command takes and writes": each file a row names appears in the code of the
+    row's scripts (or the shared code they call), so a renamed picture cannot leave README behind."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("## What each command takes and writes")[1].split("\n## ")[0]
+    shared = "".join(p.read_text() for p in [ROOT / "demos" / "common.py", *(ROOT / "minienc").rglob("*.py")])
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 10, table
+    for command, _, writes in rows:
+        scripts = re.findall(r"(\w+\.py)", command)
+        code = shared + "".join((ROOT / folder / s).read_text() for s in scripts
+                                for folder in ("demos", "benchmarks") if (ROOT / folder / s).exists())
+        assert scripts, command
+        for name in re.findall(r"`(\w+\.(?:png|json|md|txt|dot))`", writes):
+            assert name in code, f"README says {', '.join(scripts)} writes {name}; its code never names it"

@@ -29,9 +29,9 @@ def moco():
     views = batches(2 * 2 * STEPS, (4, 1, 4, 4))
 
     def step(i):
-        return model.loss(views[2 * i], views[2 * i + 1])
-    return model, SGD(model.query_encoder.parameters(), lr=0.5, momentum=0.9), step, \
-        model.update_key_encoder
+        return model.loss_of_views(views[2 * i], views[2 * i + 1])["loss"]
+    return model, SGD(model.param_groups(), lr=0.5, momentum=0.9), step, \
+        lambda: model.after_step(0.0)
 
 
 def ijepa():
@@ -52,8 +52,8 @@ def simclr():
     views = batches(2 * 2 * STEPS, (4, 1, 4, 4))
 
     def step(i):
-        return model.loss(views[2 * i], views[2 * i + 1])
-    return model, SGD(model.parameters(), lr=0.1, momentum=0.9), step, lambda: None
+        return model.loss_of_views(views[2 * i], views[2 * i + 1])["loss"]
+    return model, SGD(model.param_groups(), lr=0.1, momentum=0.9), step, lambda: None
 
 
 def mae():
@@ -62,19 +62,19 @@ def mae():
     images = batches(2 * STEPS, (3, 1, 4, 4))
 
     def step(i):
-        return model(images[i])[0]     # masks drawn from the RNG every step
-    return model, AdamW(model.parameters(), lr=1e-2), step, lambda: None
+        return model.loss(images[i])["loss"]     # masks drawn from the RNG every step
+    return model, AdamW(model.param_groups(), lr=1e-2), step, lambda: None
 
 
 def byol():
     encoder = nn.Sequential(nn.Flatten(), nn.MLPEncoder(16, (8,), 6, batch_norm=True))
-    model = BYOL(encoder, projection_head(6, 8, 5), projection_head(5, 8, 5))   # an EMA target
-    views = batches(2 * 2 * STEPS, (4, 1, 4, 4))
-    opt = SGD([p for m in model.trained_modules() for p in m.parameters()], lr=0.1, momentum=0.9)
+    model = BYOL(encoder, projection_head(6, 8, 5), projection_head(5, 8, 5), momentum=0.9)
+    views = batches(2 * 2 * STEPS, (4, 1, 4, 4))   # an EMA target
+    opt = SGD(model.param_groups(), lr=0.1, momentum=0.9)
 
     def step(i):
-        return model.loss(views[2 * i], views[2 * i + 1])
-    return model, opt, step, lambda: model.update_target(0.9)
+        return model.loss_of_views(views[2 * i], views[2 * i + 1])["loss"]
+    return model, opt, step, lambda: model.after_step(0.0)
 
 
 def lejepa():
@@ -83,7 +83,7 @@ def lejepa():
     views = batches(2 * STEPS, (2, 3, 1, 4, 4))
 
     def step(i):
-        return model.terms(views[i].data)["loss"]
+        return model.loss_of_views(views[i].data)["loss"]
     return model, AdamW(model.parameters(), lr=1e-2), step, lambda: None
 
 

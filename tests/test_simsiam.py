@@ -17,7 +17,7 @@ from ssl_check import (gradcheck_objective, host, images, layer_names, on_device
 
 def tiny_simsiam(device, stop_gradient=True):
     return on_device(device, lambda: SimSiam(tiny_encoder(), simsiam_projector(6, 8, 6),
-                                             simsiam_predictor(6, 3), stop_gradient))
+                                             simsiam_predictor(6, 3), stop_gradient=stop_gradient))
 
 
 @settings(max_examples=25, deadline=None)
@@ -44,7 +44,7 @@ def test_stop_gradient_leaves_the_targets_without_gradient(device):
 def test_model_gradient_is_that_of_constant_targets(device):
     model = tiny_simsiam(device)
     v1, v2 = images(6, device, 1), images(6, device, 2)
-    model.loss(v1, v2).backward()
+    model.loss_of_views(v1, v2)["loss"].backward()
     stopped = [host(p.grad).copy() for p in model.parameters()]
     model.zero_grad()
     with no_grad():   # the same targets (batch statistics: same batch, same values), no graph
@@ -57,13 +57,13 @@ def test_model_gradient_is_that_of_constant_targets(device):
     # and it is not the full derivative: without the stop-gradient the encoder's gradient differs
     model.zero_grad()
     model.stop_gradient = False
-    model.loss(v1, v2).backward()
+    model.loss_of_views(v1, v2)["loss"].backward()
     assert not np.allclose(stopped[0], host(model.parameters()[0].grad), atol=1e-6)
 
 
 def test_whole_objective_gradcheck_without_stop_gradient(device):
     model = tiny_simsiam(device, stop_gradient=False)
-    assert gradcheck_objective(model, model.loss, *two_views(device), directions=2)
+    assert gradcheck_objective(model, model.loss_of_views, *two_views(device), directions=2)
 
 
 def test_projector_and_predictor_are_the_released_ones(device):
@@ -73,12 +73,12 @@ def test_projector_and_predictor_are_the_released_ones(device):
     assert model.projector.layers[-1].weight is None            # the output BN has no affine
     assert [m.out_features for m in model.predictor.layers if type(m).__name__ == "Linear"] == [3, 6]
     x = images(4, device, 1)
-    np.testing.assert_array_equal(host(model(x)), host(model.encoder(x)))
+    np.testing.assert_array_equal(host(model.embed(x)), host(model.encoder(x)))
 
 
 def test_a_short_run_lowers_the_loss():
     from minienc import nn
     encoder = nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (64,), 16, batch_norm=True))
     model = SimSiam(encoder, simsiam_projector(16, 64, 32), simsiam_predictor(32, 8))
-    losses = short_run(model.loss, model.parameters(), epochs=4, lr=0.5)
+    losses = short_run(model, epochs=4, lr=0.5)
     assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.2     # the loss lies in [-1, 1]

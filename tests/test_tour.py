@@ -31,3 +31,14 @@ def test_the_tour_runs_as_a_script(tmp_path):
     for name in pictures + ["graph_relu.dot", "graph_byol.dot", "metrics.jsonl", "checkpoint.npz"]:
         assert (out / name).stat().st_size > 0, name
     assert (out / "graph_byol.dot").read_text().count("no gradient") == 2   # the EMA target's cut
+    again = subprocess.run([sys.executable, str(TOUR)], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=600)    # a second tour is refused, not run over the first
+    assert again.returncode == 1 and "already holds a tour" in again.stderr and not again.stdout
+    assert "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_the_tour_help_prints_its_flags_and_runs_nothing(tmp_path):
+    run = subprocess.run([sys.executable, str(TOUR), "--help"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, MPLBACKEND="Agg"))
+    assert run.returncode == 0 and "--steps" in run.stdout and "--overwrite" in run.stdout
+    assert "L =" not in run.stdout and not (tmp_path / "runs").exists()   # no stop of the tour ran

@@ -112,6 +112,51 @@ def test_progress_bar_writes_lines_off_a_terminal():
     assert "100/100" in lines[-1] and "loss 0.010" in lines[-1], lines[-1]
 
 
+def test_off_a_terminal_a_slow_run_still_writes_one_line_per_tenth():
+    """tqdm's monitor thread sets miniters to 1 once the last line is maxinterval (10 s) old, so a
+    slow run wrote a line per step (123-281 lines a run). Its check is run here on a bar whose
+    last line is an hour old."""
+    import time
+    from tqdm._monitor import TMonitor
+    out = io.StringIO()
+    bar = progress_bar(100, stream=out)
+    bar.last_print_t -= 3600
+    monitor = TMonitor(type(bar), 0.001)
+    woke = monitor.woken
+    while monitor.woken == woke:      # it wakes again only after a pass over every bar
+        time.sleep(0.001)
+    monitor.exit()
+    for _ in range(100):
+        bar.update(1)
+    bar.close()
+    assert bar.miniters == 10 and len(out.getvalue().splitlines()) == 11   # 0%, 10%, ..., 100%
+
+
+def test_the_estimate_after_resume_times_only_the_steps_since_resuming(tmp_path, monkeypatch, capsys):
+    """It divided the whole run's time by the steps since resuming ("5853 ms per step, ~1h23m"
+    for a run that finished in 70 s). The first part is made to look an hour long here."""
+    import re
+    import time
+    from minienc.run_folder import RunFolder
+    model, step, data = regression("cpu")
+    train(step, Adam(model.parameters(), lr=1e-2), data, steps=8, models=model,
+          out_dir=str(tmp_path), progress=False)
+    load = RunFolder.load
+
+    def load_an_hour_later(self, path):
+        meta = load(self, path)
+        self.elapsed_s += 3600
+        return meta
+    monkeypatch.setattr(RunFolder, "load", load_an_hour_later)
+    model, step, data = regression("cpu")
+    began = time.perf_counter()
+    t = Trainer(step, Adam(model.parameters(), lr=1e-2), models=model, out_dir=str(tmp_path))
+    t.fit(data, steps=40, resume=True)
+    took = time.perf_counter() - began
+    per_step = float(re.search(r"estimate: (\d+) ms per step", capsys.readouterr().out).group(1))
+    assert t.elapsed_s > 3600 and per_step * 1e-3 * 10 <= took + 0.01   # 10 steps timed since resuming
+
+
 def _live_functions():
     gc.collect()
     return sum(isinstance(o, Function) for o in gc.get_objects())

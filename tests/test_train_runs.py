@@ -52,6 +52,8 @@ def test_the_same_trainer_may_continue_in_its_own_folder(tmp_path):
 def test_overwrite_starts_again_and_forgets_the_old_checkpoint(tmp_path):
     first, data, _ = make(tmp_path)
     first.fit(data, steps=6)
+    pictures = [name for name in ("loss.png", "evaluation.png") if (tmp_path / name).exists()]
+    assert pictures or "matplotlib" not in sys.modules     # drawn wherever matplotlib is
     second, data, _ = make(tmp_path, checkpoint_every=100)
 
     def stop(trainer):
@@ -61,6 +63,7 @@ def test_overwrite_starts_again_and_forgets_the_old_checkpoint(tmp_path):
     with pytest.raises(RuntimeError):
         second.fit(data, steps=6, overwrite=True)
     assert not (tmp_path / "checkpoint.npz").exists()   # a resume cannot pick up the old run
+    assert not [name for name in pictures if (tmp_path / name).exists()]   # nor a reader its pictures
     third, data, _ = make(tmp_path)
     third.fit(data, steps=6, resume=True)               # so this one starts from step 0
     assert third.losses == first.losses

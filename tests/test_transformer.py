@@ -214,6 +214,22 @@ def test_vit_all_indices_in_order_equals_full_and_shared_indices():
         vit(x, np.array([[0, 16], [1, 2]]))
 
 
+def test_vit_checks_patch_indices_once_per_forward(monkeypatch):
+    """The patch subset is validated once at the ViT's boundary, then used for the patches and
+    their position embeddings (it used to be checked once for each)."""
+    from minienc.nn import vit as vit_module
+    calls = []
+    check = vit_module.patch_index_array
+    monkeypatch.setattr(vit_module, "patch_index_array", lambda *a: calls.append(a[0]) or check(*a))
+    vit = nn.VisionTransformer(8, 2, 1, 8, depth=1, num_heads=2, pos_embed="learned")
+    vit(minienc.tensor(np.zeros((2, 1, 8, 8))), np.array([[0, 5, 9], [1, 2, 15]]))
+    assert calls == ["VisionTransformer"]
+    with pytest.raises(IndexError, match=r"^VisionTransformer: patch indices must lie in \[0, 16\), got values in \[-1, 2\]"):
+        vit(minienc.tensor(np.zeros((2, 1, 8, 8))), np.array([[0, -1], [1, 2]]))
+    with pytest.raises(TypeError, match=r"^gather_tokens: patch indices must be integers"):
+        nn.gather_tokens(minienc.tensor(np.zeros((2, 4, 3))), np.zeros((2, 1)))
+
+
 @pytest.mark.parametrize("cls_token,pos_embed", [(False, "sincos"), (True, "learned")])
 def test_vit_gradcheck(device, cls_token, pos_embed):
     vit = small_vit(device, cls_token=cls_token, pos_embed=pos_embed)

@@ -1,5 +1,6 @@
 """Triplet losses: gradchecks, the hinge zero exactly when every margin is met, each miner
-(batch-all, batch-hard, semi-hard) against a brute-force search, pairwise distances, errors."""
+(batch-all, batch-hard, semi-hard) against a brute-force search, pairwise distances, errors,
+and the Triplet objective (views or labels) against the functional losses, gradchecked."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -7,11 +8,12 @@ from hypothesis import strategies as st
 
 import minienc
 from minienc import backend
-from minienc.objectives.contrastive import (batch_triplet_loss, mine_batch_all, mine_batch_hard,
-                                            mine_semi_hard, pairwise_distances, triplet_loss,
-                                            view_triplet_loss)
+from minienc import ops
+from minienc.objectives.contrastive import (Triplet, batch_triplet_loss, mine_batch_all,
+                                            mine_batch_hard, mine_semi_hard, pairwise_distances,
+                                            triplet_loss, view_triplet_loss)
 
-from ssl_check import host, t64, unit
+from ssl_check import gradcheck_objective, host, on_device, t64, tiny_encoder, two_views, unit
 
 
 # ----- gradchecks ---------------------------------------------------------------------------------
@@ -192,3 +194,19 @@ def test_triplet_errors_name_the_function_and_shapes():
         triplet_loss(x, x, minienc.randn(4, 2))
 
 
+
+
+@pytest.mark.parametrize("labels", [None, np.array([0, 1, 0, 2, 1])])
+def test_triplet_objective_is_the_functional_loss_of_both_views_and_gradchecks(device, labels):
+    model = on_device(device, lambda: Triplet(tiny_encoder(), labels=labels is not None,
+                                              miner="semi_hard", margin=0.5))
+    v1, v2 = two_views(device)
+    z = model.encoder(ops.concatenate([v1, v2]))   # one batch: batch norm sees both views
+    if labels is None:
+        want = view_triplet_loss(z[:5], z[5:], miner="semi_hard", margin=0.5)
+    else:
+        want = batch_triplet_loss(z, np.concatenate([labels, labels]), miner="semi_hard", margin=0.5)
+    extra = () if labels is None else (backend.to_device(labels, device),)
+    assert model.loss_of_views(v1, v2, *extra)["loss"].item() == pytest.approx(want.item(), rel=1e-6)
+    assert gradcheck_objective(model, lambda a, b: model.loss_of_views(a, b, *extra), v1, v2,
+                               directions=2)

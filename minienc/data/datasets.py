@@ -6,8 +6,11 @@ Every loader returns an `ImageDataset`: host NumPy arrays, images float32 (N, C,
 Moving them to a device is the batch iterator's job (`minienc.data.BatchIterator`) or
 `evaluate`'s.
 
-    data = load_dataset("digits")          # or "digits-canvas:32", "mnist:PATH", "cifar10:PATH"
-    data.x_train.shape, data.y_train.shape # (1347, 1, 8, 8), (1347,)
+    data = load_dataset("digits")          # or "digits-canvas:32", "mnist:PATH", "cifar10:PATH",
+    data.x_train.shape, data.y_train.shape # (1347, 1, 8, 8), (1347,)     "folder:PATH"
+
+Your own pictures (a folder with a subfolder per class, or an unlabeled one) load through
+minienc/data/folder.py. An unlabeled dataset marks every label UNLABELED (-1).
 """
 import dataclasses
 import gzip
@@ -20,19 +23,31 @@ import numpy
 DATA_HELP = ("digits (the 1,797 real 8x8 digits bundled with scikit-learn), digits-canvas[:SIZE] "
              "(the same digits enlarged and placed at random on a SIZE x SIZE canvas, default 32), "
              "mnist:PATH (a folder with the four MNIST or Fashion-MNIST IDX files, raw or .gz), "
-             "or cifar10:PATH (the folder of CIFAR-10's binary version: data_batch_1..5.bin, "
-             "test_batch.bin)")
+             "cifar10:PATH (the folder of CIFAR-10's binary version: data_batch_1..5.bin, "
+             "test_batch.bin), or folder:PATH (your own pictures, decoded with Pillow: one "
+             "subfolder per class, or train/ and test/ each so, or loose pictures for an "
+             "unlabeled set; resized and centre-cropped to --image-size)")
+UNLABELED = -1   # the label of every image in an unlabeled dataset
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageDataset:
-    """Train and test images (float32, (N, C, H, W), in [0, 1]) with int64 labels."""
+    """Train and test images (float32, (N, C, H, W), in [0, 1]) with int64 labels (all
+    UNLABELED in an unlabeled dataset); `classes` names the labels where the data does, and
+    `skipped` lists the (path, reason) of files a folder held that could not be decoded."""
 
     x_train: numpy.ndarray
     y_train: numpy.ndarray
     x_test: numpy.ndarray
     y_test: numpy.ndarray
     name: str
+    classes: tuple = ()
+    skipped: tuple = ()
+
+    @property
+    def labeled(self):
+        """False for an unlabeled dataset (every label UNLABELED)."""
+        return bool((self.y_train != UNLABELED).any() or (self.y_test != UNLABELED).any())
 
     @property
     def image_shape(self):
@@ -40,7 +55,8 @@ class ImageDataset:
 
     @property
     def num_classes(self):
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
+        """0 when unlabeled."""
+        return int(max(self.y_train.max(initial=UNLABELED), self.y_test.max(initial=UNLABELED))) + 1
 
     def standardizer(self):
         """images -> (images - mean) / std with the train images' pixel mean and std: the
@@ -49,8 +65,9 @@ class ImageDataset:
         return lambda images: (images - mean) / std
 
     def __repr__(self):
+        classes = f"{self.num_classes} classes" if self.labeled else "unlabeled"
         return (f"ImageDataset({self.name!r}: {len(self.x_train)} train, {len(self.x_test)} test, "
-                f"images {self.image_shape}, {self.num_classes} classes)")
+                f"images {self.image_shape}, {classes})")
 
 
 def stratified_split(labels, test_fraction=0.25, seed=0):
@@ -97,8 +114,8 @@ def subsample(data, max_train=None, max_test=None, seed=0):
         return data
     train = stratified_subset(data.y_train, max_train or len(data.y_train), seed)
     test = stratified_subset(data.y_test, max_test or len(data.y_test), seed + 1)
-    return ImageDataset(data.x_train[train], data.y_train[train], data.x_test[test],
-                        data.y_test[test], data.name)
+    return dataclasses.replace(data, x_train=data.x_train[train], y_train=data.y_train[train],
+                               x_test=data.x_test[test], y_test=data.y_test[test])
 
 
 # ----- the bundled digits -------------------------------------------------------------------------
@@ -293,23 +310,48 @@ def load_cifar10(path, max_train=None, max_test=None, seed=0):
 
 # ----- one entry point for demos ------------------------------------------------------------------
 
-def load_dataset(spec="digits", seed=0, max_train=None, max_test=None, **options):
-    """Parse a demo's `--data` value and load it (see `DATA_HELP`): "digits", "digits-canvas" /
-    "digits-canvas:SIZE", "mnist:PATH", "cifar10:PATH". `max_train` / `max_test` keep a seeded,
-    stratified subset; `options` go to the loader (e.g. copies=4 for the canvas)."""
+def parse_data_spec(spec):
+    """(kind, argument) of a demo's `--data` value, checked without loading anything: ("digits",
+    None), ("digits-canvas", SIZE), ("mnist", PATH) (also "fashion-mnist"), ("cifar10", PATH) or
+    ("folder", PATH); a ValueError that names the value otherwise. A PATH must be a folder."""
     kind, _, arg = spec.partition(":")
-    if kind in ("mnist", "fashion-mnist") and arg:
-        return load_mnist(os.path.expanduser(arg), max_train, max_test, seed=seed, **options)
-    if kind == "cifar10" and arg:
-        return load_cifar10(arg, max_train, max_test, seed=seed, **options)
+    if kind in ("mnist", "fashion-mnist", "cifar10", "folder") and arg:
+        path = os.path.expanduser(arg)
+        if not os.path.isdir(path):
+            raise ValueError(f"{spec!r}: {path!r} is not a folder")
+        return ("mnist" if kind == "fashion-mnist" else kind), path
     if kind == "digits" and not arg:
-        data = load_digits(seed=seed, **options)
-    elif kind == "digits-canvas":
+        return kind, None
+    if kind == "digits-canvas":
         try:
             size = int(arg) if arg else 32
         except ValueError:
-            raise ValueError(f"--data {spec}: the canvas size must be an integer, got {arg!r}") from None
-        data = load_digits_canvas(size=size, seed=seed, **options)
-    else:
-        raise ValueError(f"--data {spec!r} not understood; expected {DATA_HELP}")
+            raise ValueError(f"{spec!r}: the canvas size must be an integer, got {arg!r}") from None
+        return kind, size
+    raise ValueError(f"{spec!r} not understood; expected {DATA_HELP}")
+
+
+def load_dataset(spec="digits", seed=0, max_train=None, max_test=None, image_size=None, **options):
+    """Parse a demo's `--data` value (parse_data_spec) and load it (see `DATA_HELP`): "digits",
+    "digits-canvas" / "digits-canvas:SIZE", "mnist:PATH", "cifar10:PATH", "folder:PATH".
+    `max_train` / `max_test` keep a seeded, stratified subset; `image_size` is the side a
+    folder's pictures are resized and cropped to (default 32; the other kinds have their own
+    size); `options` go to the loader (e.g. copies=4 for the canvas)."""
+    try:
+        kind, arg = parse_data_spec(spec)
+    except ValueError as error:
+        raise ValueError(f"--data {error}") from None
+    if kind == "folder":
+        from .folder import load_folder
+        return load_folder(arg, image_size=32 if image_size is None else image_size, seed=seed,
+                           max_train=max_train, max_test=max_test, **options)
+    if image_size is not None:
+        raise ValueError(f"--image-size resizes the pictures of --data folder:PATH; --data "
+                         f"{spec!r} has its own size")
+    if kind == "mnist":
+        return load_mnist(arg, max_train, max_test, seed=seed, **options)
+    if kind == "cifar10":
+        return load_cifar10(arg, max_train, max_test, seed=seed, **options)
+    data = load_digits(seed=seed, **options) if kind == "digits" else \
+        load_digits_canvas(size=arg, seed=seed, **options)
     return subsample(data, max_train, max_test, seed)

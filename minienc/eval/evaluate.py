@@ -8,12 +8,13 @@ Columns: embedding dimension, linear probe (all train labels), few-shot probe (5
 mean over seeded draws), weighted k-NN (k=20, T=0.07), RankMe, and Wang & Isola's alignment and
 uniformity of two augmented views of the test images (`contrastive_augment`, drawn from the
 evaluation seed: every encoder sees the same pairs). Accuracies are on the test split, probes and
-k-NN see only the train split. Embedding std (collapse) is kept in the record too.
+k-NN see only the train split. Embedding std (collapse) is kept in the record too. Unlabeled
+images (labels -1) have no accuracies: linear, fewshot and knn are None ("no labels" in the table).
 """
 from .. import backend
 from ..data.augment import contrastive_augment
 from ..engine import as_array, as_tensor, no_grad
-from .features import as_features
+from .features import as_features, has_labels
 from .health import alignment, embedding_std, rankme, uniformity
 from .knn import knn_accuracy
 from .probe import few_shot_probe, linear_probe
@@ -55,18 +56,21 @@ def evaluate_features(name, features_train, y_train, features_test, y_test, shot
                       k=20, temperature=0.07, seed=0, verbose=True, views=None):
     """The record of frozen features: a dict with method, dim, linear, fewshot, fewshot_std,
     shots, knn, rankme, std (accuracies as fractions in [0, 1]), and with `views` (the features
-    of two views of the same images, row i a positive pair) align and unif (else None)."""
+    of two views of the same images, row i a positive pair) align and unif (else None).
+    Without labels (unlabeled images, -1) linear, fewshot, fewshot_std and knn are None."""
     f_train, f_test = as_features(features_train, "features_train"), as_features(features_test, "features_test")
+    labeled = has_labels(y_train) and has_labels(y_test)
     fewshot, fewshot_std = few_shot_probe(f_train, y_train, f_test, y_test, shots=shots, draws=draws,
-                                          seed=seed, return_std=True)
+                                          seed=seed, return_std=True) if labeled else (None, None)
     record = {
         "method": name,
         "dim": int(f_train.shape[1]),
-        "linear": linear_probe(f_train, y_train, f_test, y_test),
+        "linear": linear_probe(f_train, y_train, f_test, y_test) if labeled else None,
         "fewshot": fewshot,
         "fewshot_std": fewshot_std,
         "shots": shots,
-        "knn": knn_accuracy(f_train, y_train, f_test, y_test, k=k, temperature=temperature),
+        "knn": knn_accuracy(f_train, y_train, f_test, y_test, k=k,
+                            temperature=temperature) if labeled else None,
         "rankme": rankme(f_train),
         "std": embedding_std(f_train),
         "align": None if views is None else alignment(*views),
@@ -120,9 +124,13 @@ def _optional(value, spec):
 
 
 def format_row(record):
-    fewshot = f"{record['fewshot']:.1%} ±{record['fewshot_std']:.1%}"
-    return _COLUMNS.format(record["method"][:24], record["dim"], f"{record['linear']:.1%}", fewshot,
-                           f"{record['knn']:.1%}", f"{record['rankme']:.1f}",
+    if record["fewshot"] is None:   # unlabeled images
+        fewshot, linear, knn = "no labels", "-", "-"
+    else:
+        fewshot = f"{record['fewshot']:.1%} ±{record['fewshot_std']:.1%}"
+        linear, knn = f"{record['linear']:.1%}", f"{record['knn']:.1%}"
+    return _COLUMNS.format(record["method"][:24], record["dim"], linear, fewshot, knn,
+                           f"{record['rankme']:.1f}",
                            _optional(record.get("align"), ".2f"),
                            _optional(record.get("unif"), ".2f"))
 

@@ -1,5 +1,8 @@
 """Turning what a user hands to the evaluation kit into arrays: features become a float32 (N, D)
-array on their own device, labels an int64 array on the same device."""
+array on their own device, labels an int64 array on the same device.
+
+An unlabeled dataset (minienc.data.load_folder on loose pictures) marks every label -1: the
+probes and k-NN refuse such labels by name, and `evaluate` leaves them out (`has_labels`)."""
 from .. import backend
 from ..engine import as_array
 
@@ -25,4 +28,13 @@ def as_labels(labels, like, name="labels"):
                          f"{tuple(data.shape)}")
     if len(data) != len(like):
         raise ValueError(f"{name}: {len(data)} labels for {len(like)} feature rows")
+    if len(data) and int(data.min()) < 0:
+        raise ValueError(f"{name}: negative labels ({int(data.min())}): the images are unlabeled "
+                         f"(-1), so there is nothing for a probe or k-NN to predict")
     return backend.to_device(data, backend.device_of(like)).astype("int64", copy=False)
+
+
+def has_labels(labels):
+    """False for the labels of an unlabeled dataset (all negative, -1) or no labels at all."""
+    data = as_array(labels)
+    return data is not None and len(data) > 0 and int(data.max()) >= 0

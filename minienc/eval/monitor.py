@@ -22,6 +22,7 @@ import os
 from .. import backend
 from ..data.datasets import stratified_subset
 from .evaluate import encode
+from .features import has_labels
 from .health import embedding_std, rankme
 from .knn import knn_accuracy
 from .probe import few_shot_probe
@@ -35,7 +36,8 @@ class Evaluator:
     """k-NN, few-shot probe, RankMe and embedding std of `encoder` on a fixed subset of `data`
     (an ImageDataset: x_train, y_train, x_test, y_test). `encoder` is a Module or any callable
     from an image batch to embeddings (see minienc.eval.encode). Calling it returns a dict with
-    the keys of EVAL_NAMES.
+    the keys of EVAL_NAMES; for unlabeled images (labels -1) k-NN and the probe are NaN (no
+    value: a gap in the curves), RankMe and the embedding std as usual.
 
     train_size / test_size: the subset (the cost of one call grows with them, not with the data);
     shots, draws, probe_steps: the few-shot probe (draws solved as one batched problem); k: the
@@ -53,8 +55,9 @@ class Evaluator:
         self.encoder = encoder
         self.x_train, self.y_train = data.x_train[train], data.y_train[train]
         self.x_test, self.y_test = data.x_test[test], data.y_test[test]
-        counts = backend.numpy.bincount(backend.to_host(self.y_train))
-        if counts[counts > 0].min() < shots:
+        self.labeled = has_labels(self.y_train) and has_labels(self.y_test)
+        counts = backend.numpy.bincount(backend.to_host(self.y_train)) if self.labeled else None
+        if self.labeled and counts[counts > 0].min() < shots:
             raise ValueError(f"Evaluator: a class has {counts[counts > 0].min()} samples in the "
                              f"{len(train)}-image train subset, fewer than shots={shots}; raise "
                              f"train_size or lower shots")
@@ -64,13 +67,15 @@ class Evaluator:
 
     def __call__(self):
         f_train = encode(self.encoder, self.x_train, self.batch_size)
+        health = {"rankme": rankme(f_train), "std": embedding_std(f_train)}
+        if not self.labeled:
+            return {"knn": float("nan"), "fewshot": float("nan"), **health}
         f_test = encode(self.encoder, self.x_test, self.batch_size)
         return {
             "knn": knn_accuracy(f_train, self.y_train, f_test, self.y_test, k=self.k),
             "fewshot": few_shot_probe(f_train, self.y_train, f_test, self.y_test, shots=self.shots,
                                       draws=self.draws, seed=self.seed, steps=self.probe_steps),
-            "rankme": rankme(f_train),
-            "std": embedding_std(f_train),
+            **health,
         }
 
     def __repr__(self):

@@ -11,7 +11,7 @@ import os
 from .. import backend
 from ..engine import as_array
 from .baselines import fit_pca
-from .features import as_features
+from .features import as_features, has_labels
 
 
 def _pyplot():
@@ -70,6 +70,7 @@ def plot_embeddings(embeddings, labels, path, title="embeddings (PCA)", max_poin
     mean, components = fit_pca(z, 2)
     xy = _host((z - mean) @ components)
     labels = _host(labels)
+    labeled = has_labels(labels)   # unlabeled images (-1) are drawn in one colour
     step = max(1, len(xy) // max_points)     # a regular subsample keeps big sets readable
     panels = [("PC 1", "PC 2", "PCA", xy[::step], labels[::step])]
     if tsne:
@@ -79,12 +80,15 @@ def plot_embeddings(embeddings, labels, path, title="embeddings (PCA)", max_poin
             panels.append(("t-SNE 1", "t-SNE 2", "t-SNE", mapped, labels[::step]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
     for ax, (xlabel, ylabel, name, points, colours) in zip(axes[0], panels):
-        drawn = ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=6, alpha=0.8)
+        drawn = ax.scatter(points[:, 0], points[:, 1], c=colours if labeled else None,
+                           cmap="tab10" if labeled else None, s=6, alpha=0.8)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if len(panels) > 1:
             ax.set_title(name)
-    axes[0, 0].legend(*drawn.legend_elements(), title="label", fontsize=7, loc="best", markerscale=0.8)
+    if labeled:
+        axes[0, 0].legend(*drawn.legend_elements(), title="label", fontsize=7, loc="best",
+                          markerscale=0.8)
     (fig.suptitle if len(panels) > 1 else axes[0, 0].set_title)(title)
     return _save(fig, path)
 

@@ -82,26 +82,33 @@ def get_2d_sincos_pos_embed(dim, grid_size, cls_token=False):
     return emb.astype(np.float32)
 
 
-def _index_array(indices, xp, batch, count):
-    """patch_indices as an integer device array (B, K); a 1-D (K,) is shared by every sample."""
+def patch_index_array(owner, indices, xp, batch, count):
+    """`indices` as an integer device array (B, K), checked: integers, (B, K) or a (K,) shared by
+    every sample, each in [0, count) (that last on the host only, where it costs no device sync).
+    `owner` names the caller in the error."""
     data = xp.asarray(as_array(indices))
     if data.dtype.kind not in "iu":
-        raise TypeError(f"patch_indices must be integers, got {data.dtype}")
+        raise TypeError(f"{owner}: patch indices must be integers, got {data.dtype}")
     if data.ndim == 1:
         data = xp.broadcast_to(data, (batch,) + data.shape)
     if data.ndim != 2 or data.shape[0] != batch:
-        raise ValueError(f"patch_indices must be (B, K) = ({batch}, K) or (K,), got {tuple(data.shape)}")
+        raise ValueError(f"{owner}: patch indices must be (B, K) = ({batch}, K) or (K,), got "
+                         f"{tuple(data.shape)}")
     if not backend.is_cupy(data) and data.size and (data.min() < 0 or data.max() >= count):
-        raise IndexError(f"patch_indices must lie in [0, {count}), got values in "
+        raise IndexError(f"{owner}: patch indices must lie in [0, {count}), got values in "
                          f"[{int(data.min())}, {int(data.max())}]")
     return data
 
 
 def gather_tokens(tokens, indices):
     """tokens (B, N, D), indices (B, K) -> (B, K, D): out[b, j] = tokens[b, indices[b, j]]."""
-    xp = tokens.xp
-    rows = xp.arange(tokens.shape[0]).reshape(-1, 1)
-    return tokens[rows, _index_array(indices, xp, tokens.shape[0], tokens.shape[1])]
+    return _take(tokens, patch_index_array("gather_tokens", indices, tokens.xp, *tokens.shape[:2]))
+
+
+def _take(tokens, index):
+    """gather_tokens for an index array already checked by patch_index_array."""
+    rows = tokens.xp.arange(tokens.shape[0]).reshape(-1, 1)
+    return tokens[rows, index]
 
 
 class PatchEmbed(Module):
@@ -119,6 +126,14 @@ class PatchEmbed(Module):
 
     def forward(self, images, patch_indices=None):
         """(B, C, H, W) -> (B, N, dim), or (B, K, dim) for the patches in patch_indices (B, K)."""
+        patches = self.patches(images)
+        if patch_indices is not None:
+            patches = gather_tokens(patches, patch_indices)
+        return self.proj(patches)
+
+    def patches(self, images):
+        """images (B, C, H, W), a Tensor or a raw batch, checked against image_size and cut into
+        patches (B, N, p*p*C)."""
         if not isinstance(images, Tensor):  # a raw (NumPy/CuPy) batch: float32 on our device
             images = tensor(images, device=self.proj.weight.device)
         if images.ndim == 3 and self.in_channels == 1:
@@ -126,10 +141,7 @@ class PatchEmbed(Module):
         if images.ndim != 4 or tuple(images.shape[1:]) != (self.in_channels,) + self.image_size:
             raise ValueError(f"PatchEmbed: images have shape {images.shape}, expected "
                              f"(B, {self.in_channels}, {self.image_size[0]}, {self.image_size[1]})")
-        patches = patchify(images, self.patch_size)
-        if patch_indices is not None:
-            patches = gather_tokens(patches, patch_indices)
-        return self.proj(patches)
+        return patchify(images, self.patch_size)
 
 
 class VisionTransformer(Module):
@@ -162,20 +174,19 @@ class VisionTransformer(Module):
         else:
             raise ValueError(f"VisionTransformer: pos_embed must be 'sincos', 'learned' or None, got {pos_embed!r}")
 
-    def position_embeddings(self, patch_indices=None, batch=1):
-        """(1, N, dim), or (B, K, dim) for patch_indices; a Tensor (learned) or an array (fixed)."""
-        pos = self.pos_embed
-        if patch_indices is None:
-            return pos
-        xp = backend.get_xp(as_array(pos))
-        return pos[0][_index_array(patch_indices, xp, batch, self.num_patches)]  # (B, K, dim)
-
     def forward(self, images, patch_indices=None):
-        tokens = self.patch_embed(images, patch_indices)
-        b = tokens.shape[0]
-        if self.pos_embed is not None:
-            tokens = tokens + self.position_embeddings(patch_indices, b)
+        patches = self.patch_embed.patches(images)   # (B, N, p*p*C)
+        pos = self.pos_embed                         # (1, N, dim), a Tensor (learned) or an array
+        if patch_indices is not None:  # only these patches go in: indices checked once, used twice
+            index = patch_index_array("VisionTransformer", patch_indices, patches.xp,
+                                      patches.shape[0], self.num_patches)
+            patches = _take(patches, index)
+            pos = None if pos is None else pos[0][index]   # (B, K, dim)
+        tokens = self.patch_embed.proj(patches)
+        if pos is not None:
+            tokens = tokens + pos
         if self.cls_token is not None:
+            b = tokens.shape[0]
             tokens = ops.concatenate([self.cls_token.broadcast_to(b, 1, self.dim), tokens], axis=1)
         for block in self.blocks:
             tokens = block(tokens)

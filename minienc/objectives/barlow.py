@@ -25,8 +25,8 @@ reaches the local embeddings, the gradient is then exactly the one-process one.
 """
 from .. import distributed as dist
 from .. import ops
-from ..nn import Module
 from .contrastive import _check_embeddings, projection_head
+from .protocol import ViewObjective
 
 
 def cross_correlation(z1, z2, eps=1e-5):
@@ -76,28 +76,22 @@ def barlow_projector(in_features, hidden_features=256, out_features=256, num_lay
                            batch_norm=True, last_bias=False)
 
 
-class BarlowTwins(Module):
+class BarlowTwins(ViewObjective):
     """An encoder and a projector; the loss sees both views' projections, the probe the encoder.
 
-    model = BarlowTwins(encoder, barlow_projector(64, 256, 256), lambd=5e-3)
-    loss = model.loss(augment(x), augment(x))
+    model = BarlowTwins(encoder, barlow_projector(64, 256, 256), augment, lambd=5e-3)
+    terms = model.loss(images)   # {"loss", "on_diagonal", "off_diagonal"}
 
     distributed=True: C over every process's batch (minienc.distributed); for the projector's
     batch norm too, `nn.SyncBatchNorm.convert(model)`.
     """
 
-    def __init__(self, encoder, projector, lambd=5e-3, distributed=False):
-        self.encoder, self.projector, self.lambd = encoder, projector, float(lambd)
-        self.distributed = distributed
+    def __init__(self, encoder, projector, augment=None, lambd=5e-3, distributed=False):
+        self.encoder, self.projector, self.augment = encoder, projector, augment
+        self.lambd, self.distributed = float(lambd), distributed
 
-    def forward(self, images):
-        return self.encoder(images)
-
-    def terms(self, view1, view2):
+    def loss_of_views(self, view1, view2):
         # each view its own forward pass, as the released code
         z1 = self.projector(self.encoder(view1))
         z2 = self.projector(self.encoder(view2))
         return barlow_twins_terms(z1, z2, self.lambd, distributed=self.distributed)
-
-    def loss(self, view1, view2):
-        return self.terms(view1, view2)["loss"]

@@ -28,11 +28,13 @@ trained towards it: it is an average of past online networks, and the predictor,
 online branch has, must keep fitting a moving target. The dynamics avoid collapse, as for
 I-JEPA (objectives/jepa.py). minienc.eval's RankMe and embedding std show whether they do.
 """
-from .. import ops
+from .. import checks, ops
 from ..engine import no_grad
-from ..nn import Module, Sequential
+from ..nn import Sequential
 from ..optim.ema import EMA
+from ..optim.schedules import cosine
 from .contrastive import _check_embeddings, projection_head
+from .protocol import ViewObjective
 
 
 def mean_cosine_similarity(predictions, targets):
@@ -54,22 +56,23 @@ def byol_mlp(in_features, hidden_features=256, out_features=64):
                            batch_norm=True, last_bias=False)
 
 
-class BYOL(Module):
+class BYOL(ViewObjective):
     """Online encoder + projector + predictor, and the EMA target encoder + projector.
 
-    byol = BYOL(encoder, byol_mlp(64, 256, 64), byol_mlp(64, 256, 64))
-    opt = LARS(param_groups_without_decay(byol.trained_modules(), 1e-6), lr=1.0)
-    loss = byol.loss(augment(x), augment(x))
-    loss.backward(); opt.step(); byol.update_target(momentum)     # after every step
+    byol = BYOL(encoder, byol_mlp(64, 256, 64), byol_mlp(64, 256, 64), augment, momentum=0.99)
+    opt = LARS(byol.param_groups(1e-6), lr=1.0)      # online network and predictor only
+    terms = byol.loss(images)                        # L of two augmented views
+    byol.after_step(step / steps)                    # the target follows, tau_k on its cosine
 
     The target is a child module (`target_network`): its parameters are in state_dict (a
     checkpoint resumes it exactly) and move with `to()`, but have requires_grad=False and are
-    never in `trained_modules()`. `forward` is the online encoder, the representation BYOL keeps.
+    never in `param_groups`. `embed` is the online encoder, the representation BYOL keeps.
     """
 
-    def __init__(self, encoder, projector, predictor):
+    def __init__(self, encoder, projector, predictor, augment=None, momentum=0.996):
+        checks.in_range("BYOL", "momentum", momentum, 0.0, 1.0)
         self.online_network = Sequential(encoder, projector)
-        self.predictor = predictor
+        self.predictor, self.augment, self.momentum = predictor, augment, momentum
         self._ema = EMA(self.online_network)   # a frozen deep copy of encoder + projector
         self.target_network = self._ema.target
 
@@ -77,25 +80,14 @@ class BYOL(Module):
     def encoder(self):
         return self.online_network[0]
 
-    @property
-    def target_encoder(self):
-        return self.target_network[0]
-
-    def trained_modules(self):
-        """The modules the optimizer trains: online encoder + projector, and the predictor."""
-        return [self.online_network, self.predictor]
-
-    def forward(self, images):
-        return self.encoder(images)
-
-    def loss(self, view1, view2):
+    def loss_of_views(self, view1, view2):
         # each view its own forward pass (batch norm sees one view), as the released code
         p1 = self.predictor(self.online_network(view1))
         p2 = self.predictor(self.online_network(view2))
         with no_grad():   # no graph: no gradient can reach the target network
             z1, z2 = self.target_network(view1), self.target_network(view2)
-        return byol_loss(p1, z2) + byol_loss(p2, z1)
+        return {"loss": byol_loss(p1, z2) + byol_loss(p2, z1)}
 
-    def update_target(self, momentum):
-        """xi <- m * xi + (1 - m) * theta for every parameter, in place (after a step)."""
-        self._ema.update(momentum)
+    def after_step(self, progress):
+        """xi <- tau xi + (1 - tau) theta, tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2."""
+        self._ema.update(cosine(progress, self.momentum, 1.0, 1.0))

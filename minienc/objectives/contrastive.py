@@ -49,9 +49,10 @@ from collections import namedtuple
 
 from .. import backend, checks, ops
 from .. import distributed as dist
-from ..nn import BatchNorm1d, Linear, Module, ReLU, Sequential
+from ..nn import BatchNorm1d, Linear, ReLU, Sequential
 from ..optim import EMA
 from ..engine import as_array, no_grad
+from .protocol import ViewObjective
 
 LARGE_NUM = 1e9  # the logit of an excluded entry (finite on purpose: see the module docstring)
 REDUCTIONS = ("mean", "mean_nonzero", "sum", "none")
@@ -308,30 +309,63 @@ def projection_head(in_features, hidden_features=256, out_features=64, num_layer
     return Sequential(*layers)
 
 
-class SimCLR(Module):
-    """An encoder f and a projection head g: the loss sees z = g(f(x)), the probe h = f(x).
+class SimCLR(ViewObjective):
+    """An encoder f and a projection head g: the loss sees z = g(f(x)) of two views, the probe
+    h = f(x).
 
-    model = SimCLR(encoder, projection_head(64, 256, 64))
-    loss = model.loss(augment(x), augment(x))        # NT-Xent of the two views
-    features = model(x)                              # the representation (before the head)
+    model = SimCLR(encoder, projection_head(64, 256, 64), augment=contrastive_augment())
+    terms = model.loss(images)                       # NT-Xent of two augmented views
+    features = model.embed(images)                   # the representation (before the head)
 
     distributed=True: the negatives are every process's views (minienc.distributed); for the
     paper's global batch norm too, `nn.SyncBatchNorm.convert(model)`.
     """
 
-    def __init__(self, encoder, head, temperature=0.5, distributed=False):
+    def __init__(self, encoder, head, augment=None, temperature=0.5, distributed=False):
         checks.positive("SimCLR", "temperature", temperature)
-        self.encoder, self.head, self.temperature = encoder, head, temperature
-        self.distributed = distributed
+        self.encoder, self.head, self.augment = encoder, head, augment
+        self.temperature, self.distributed = temperature, distributed
 
-    def forward(self, images):
-        return self.encoder(images)
-
-    def loss(self, view1, view2):
+    def loss_of_views(self, view1, view2):
         n = view1.shape[0]
         # both views in one batch, so batch norm sees all 2N views (SimCLR's global BN)
         z = self.head(self.encoder(ops.concatenate([view1, view2])))
-        return nt_xent(z[:n], z[n:], self.temperature, self.distributed)
+        return {"loss": nt_xent(z[:n], z[n:], self.temperature, self.distributed)}
+
+
+class Triplet(ViewObjective):
+    """The triplet loss on an encoder's embeddings (FaceNet trains the embedding itself, no head).
+
+    Triplet(encoder, augment): loss(images) -- the positive of a view is the other view of the
+        same image, the negatives the other images' views (`view_triplet_loss`).
+    Triplet(encoder, augment, labels=True): loss((images, labels)) -- the positives are the
+        other views of the same class (FaceNet's supervised form, `batch_triplet_loss`).
+    miner, margin, squared, normalize, reduction: as `batch_triplet_loss`.
+    """
+
+    def __init__(self, encoder, augment=None, labels=False, miner="batch_hard", margin=0.2,
+                 squared=False, normalize=True, reduction="mean"):
+        if miner not in MINERS:
+            raise ValueError(f"Triplet: miner must be one of {sorted(MINERS)}, got {miner!r}")
+        self.encoder, self.augment, self.labels = encoder, augment, bool(labels)
+        self.options = dict(miner=miner, margin=margin, squared=squared, normalize=normalize,
+                            reduction=reduction)
+
+    def loss(self, batch):
+        if not self.labels:
+            return super().loss(batch)
+        images, labels = batch
+        return self.loss_of_views(*self.views(images), labels=labels)
+
+    def loss_of_views(self, view1, view2, labels=None):
+        n = view1.shape[0]
+        # one batch through the encoder, so batch norm sees both views
+        z = self.encoder(ops.concatenate([view1, view2]))
+        if labels is None:
+            return {"loss": view_triplet_loss(z[:n], z[n:], **self.options)}
+        labels = as_array(labels)
+        both = backend.get_xp(labels).concatenate([labels, labels])
+        return {"loss": batch_triplet_loss(z, both, **self.options)}
 
 
 def _in_groups(module, images, groups, order=None):
@@ -353,14 +387,15 @@ def _in_groups(module, images, groups, order=None):
     return out[xp.argsort(order)]
 
 
-class MoCo(Module):
+class MoCo(ViewObjective):
     """MoCo v2: a query encoder (encoder + head) trained by the optimizer, a key encoder that is
     its momentum average, and a queue of the last `queue_size` keys as negatives.
 
-    moco = MoCo(encoder, projection_head(64, 256, 64, batch_norm=False), queue_size=1024)
-    opt = SGD(moco.query_encoder.parameters(), ...)  # the trained part
-    loss = moco.loss(augment(x), augment(x))         # keys under no_grad, then enqueued
-    moco.update_key_encoder()                        # after every optimizer step
+    moco = MoCo(encoder, projection_head(64, 256, 64, batch_norm=False), augment,
+                queue_size=1024)
+    opt = SGD(moco.param_groups(), ...)              # the query encoder: the trained part
+    terms = moco.loss(images)                        # keys under no_grad, then enqueued
+    moco.after_step(progress)                        # the key encoder follows, momentum m
 
     Batch-norm leakage (MoCo's shuffle-BN), single process. With batch norm, the positive key and
     its query could share batch statistics, a signature that finds the pair without learning
@@ -375,24 +410,25 @@ class MoCo(Module):
     of the global batch join the queue in rank order, so the queue is the same everywhere.
 
     State. The key encoder is an `optim.EMA` target: a deep copy of the query encoder whose
-    parameters have requires_grad=False (no gradient ever reaches them; an optimizer given all
-    of `moco.parameters()` skips them). It is a child module, as in MoCo's code, so
+    parameters have requires_grad=False (no gradient ever reaches them; `param_groups` leaves
+    them out). It is a child module, as in MoCo's code, so
     `state_dict()`, `to()` and `astype()` include it; it stays in training mode (batch
     statistics) as in MoCo. The queue is a buffer with the newest keys last: enqueueing drops the
     oldest rows and appends, which is what MoCo's write pointer does, with no pointer to save.
     """
 
-    def __init__(self, encoder, head, queue_size=1024, momentum=0.99, temperature=0.2,
-                 bn_groups=4, seed=None, distributed=False):
+    def __init__(self, encoder, head, augment=None, queue_size=1024, momentum=0.99,
+                 temperature=0.2, bn_groups=4, seed=None, distributed=False):
         checks.positive_int("MoCo", "queue_size", queue_size)
         checks.in_range("MoCo", "momentum", momentum, 0.0, 1.0)
         checks.positive("MoCo", "temperature", temperature)
         checks.positive_int("MoCo", "bn_groups", bn_groups)
-        self.encoder, self.head, self.distributed = encoder, head, distributed
+        self.encoder, self.head, self.augment = encoder, head, augment
         self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
+        self.distributed = distributed
         self.query_encoder = Sequential(encoder, head)
-        self.momentum_encoder = EMA(self.query_encoder, momentum=momentum)
-        self.key_encoder = self.momentum_encoder.target
+        self._ema = EMA(self.query_encoder, momentum=momentum)
+        self.key_encoder = self._ema.target
         device = encoder.device
         xp = backend.xp_for(device)
         out_features = head.layers[-1].out_features
@@ -401,15 +437,12 @@ class MoCo(Module):
         queue /= xp.linalg.norm(queue, axis=1, keepdims=True)
         self.register_buffer("queue", queue)   # (K, D) normalised keys, the newest last
 
-    def forward(self, images):
-        return self.encoder(images)
-
     def named_children(self):
         # the encoder and head are reached through query_encoder; list them once
         yield "query_encoder", self.query_encoder
         yield "key_encoder", self.key_encoder
 
-    def loss(self, view_q, view_k):
+    def loss_of_views(self, view_q, view_k):
         """InfoNCE of the queries of view_q against the keys of view_k and the queue; then the
         keys join the queue."""
         q = _in_groups(self.query_encoder, view_q, self.bn_groups)
@@ -429,7 +462,7 @@ class MoCo(Module):
         # the keys of the global batch join in rank order; enqueue makes a new queue array, so
         # the loss's graph keeps the one it used
         self.enqueue((dist.all_gather(k) if self.distributed else k).data)
-        return loss
+        return {"loss": loss}
 
     def enqueue(self, keys):
         """Drop the oldest len(keys) rows of the queue and append `keys` (FIFO)."""
@@ -443,6 +476,6 @@ class MoCo(Module):
         queue = self.queue
         self._buffers["queue"] = backend.get_xp(queue).concatenate([queue[keys.shape[0]:], keys])
 
-    def update_key_encoder(self, momentum=None):
-        """theta_k <- m theta_k + (1 - m) theta_q, in place, no graph."""
-        self.momentum_encoder.update(self.momentum if momentum is None else momentum)
+    def after_step(self, progress):
+        """theta_k <- m theta_k + (1 - m) theta_q, in place, no graph (m constant, as MoCo)."""
+        self._ema.update(self.momentum)

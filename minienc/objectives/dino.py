@@ -28,7 +28,7 @@ Sharpening alone (c = 0) lets one prototype dominate: every teacher output becom
 one-hot, its entropy falls to 0 (`DINO(..., centering=False)`, `demos/dino.py --no-center`).
 Centring alone flattens the teacher towards the uniform distribution (entropy log K). Together
 they keep the teacher's entropy in between; in both collapses the student matches the teacher
-perfectly, so KL(P_t || P_s) = H(P_t, P_s) - H(P_t) falls to 0. `terms` returns the teacher's
+perfectly, so KL(P_t || P_s) = H(P_t, P_s) - H(P_t) falls to 0. `loss` returns the teacher's
 entropy, this KL and the centre's norm, the paper's gauges (its figure 7).
 
 `batch_center` is the one place the teacher's batch statistics are taken. Across processes
@@ -38,11 +38,13 @@ the local sums all-reduced and divided by the global count, as the released code
 """
 import math
 
-from .. import backend, ops
+from .. import backend, checks, ops
 from .. import distributed as dist
 from ..engine import as_array, as_tensor, no_grad
 from ..nn import GELU, BatchNorm1d, Linear, Module, Sequential, init
 from ..optim.ema import EMA
+from ..optim.schedules import cosine
+from .protocol import ViewObjective
 
 
 # ----- the head ---------------------------------------------------------------------------------
@@ -153,29 +155,36 @@ def entropy(probs):
 
 # ----- the model --------------------------------------------------------------------------------
 
-class DINO(Module):
+class DINO(ViewObjective):
     """Student (encoder + head), its EMA teacher, and the teacher's centre.
 
-    dino = DINO(encoder, dino_head(64, 1024, 256, 64))
-    opt = LARS(param_groups_without_decay(dino.trained_modules(), 1e-6), lr=1.0)
-    crops = MultiCrop(2, 6)(x)                         # two global crops first
-    terms = dino.terms(crops, teacher_temperature)   # loss, teacher_entropy, kl, center_norm
-    terms["loss"].backward(); opt.step(); dino.update_teacher(momentum)
+    dino = DINO(encoder, dino_head(64, 1024, 256, 64), augment=MultiCrop(2, 6), momentum=0.996)
+    opt = LARS(dino.param_groups(1e-6), lr=1.0)      # the student only
+    terms = dino.loss(images)          # loss, teacher_entropy, kl, center_norm; the centre moves
+    dino.after_step(step / steps)      # the teacher follows, lambda on its cosine to 1
 
-    The teacher (`teacher`) is a child module and the centre a buffer, so both are in
-    state_dict and a checkpoint resumes them exactly; the teacher's parameters have
-    requires_grad=False and are never in `trained_modules()`. `forward` is the TEACHER's encoder,
-    the network DINO evaluates. centering=False keeps c = 0 (the collapse ablation).
-    distributed=True: c moves by the mean over every process's batch (minienc.distributed); for
-    batch norm in the heads, `nn.SyncBatchNorm.convert(dino)` (student and teacher).
+    `augment` turns a batch into its crops, the global ones first (minienc.data.MultiCrop).
+    `teacher_temperature` is an attribute the loss reads: its warm-up is a Trainer schedule,
+    schedules={"teacher_temperature": LinearSchedule(0.04, 0.07, warmup_steps)}. The centre
+    moves in the loss, after it is used, as the released DINOLoss does (each micro-batch of an
+    accumulated step moves it). The teacher (`teacher`) is a child module and the centre a
+    buffer, so both are in state_dict and a checkpoint resumes them exactly; the teacher's
+    parameters have requires_grad=False and are never in `param_groups`. `embed` is the
+    TEACHER's encoder, the network DINO evaluates. centering=False keeps c = 0 (the collapse
+    ablation). distributed=True: c moves by the mean over every process's batch
+    (minienc.distributed); for batch norm in the heads, `nn.SyncBatchNorm.convert(dino)`.
     """
 
-    def __init__(self, encoder, head, student_temperature=0.1, center_momentum=0.9,
-                 global_crops=2, centering=True, distributed=False):
+    def __init__(self, encoder, head, augment=None, student_temperature=0.1,
+                 teacher_temperature=0.04, center_momentum=0.9, momentum=0.996, global_crops=2,
+                 centering=True, distributed=False):
+        checks.in_range("DINO", "momentum", momentum, 0.0, 1.0)
         self.student = Sequential(encoder, head)
         self._ema = EMA(self.student)    # a frozen deep copy: the teacher
         self.teacher = self._ema.target
+        self.augment, self.momentum = augment, momentum
         self.student_temperature = float(student_temperature)
+        self.teacher_temperature = float(teacher_temperature)
         self.center_momentum = float(center_momentum)
         self.global_crops, self.centering = int(global_crops), bool(centering)
         self.distributed = bool(distributed)
@@ -191,35 +200,38 @@ class DINO(Module):
     def teacher_encoder(self):
         return self.teacher[0]
 
-    def trained_modules(self):
-        return [self.student]
-
-    def forward(self, images):
+    def embed(self, images):
         return self.teacher_encoder(images)
 
-    def terms(self, crops, teacher_temperature=0.04):
-        """The loss over multi-crop `crops` (a list of batches, the global crops first) and the
-        gauges; then the centre moves (so the loss used the centre from before this batch)."""
-        crops = list(crops)
+    def views(self, images):
+        if self.augment is None:
+            return super().views(images)   # says what is missing
+        return list(self.augment(images))
+
+    def loss_of_views(self, *crops):
+        """The loss over multi-crop `crops` (the global crops first) and the gauges; then the
+        centre moves (so the loss used the centre from before this batch)."""
         if len(crops) < max(2, self.global_crops):
             raise ValueError(f"DINO: needs the {self.global_crops} global crops and at least two "
                              f"crops in all, got {len(crops)}")
         b = crops[0].shape[0]
         with no_grad():
             teacher_logits = self.teacher(ops.concatenate(crops[:self.global_crops]))
-        teacher_probs = teacher_distribution(teacher_logits, self.center, teacher_temperature)
+        teacher_probs = teacher_distribution(teacher_logits, self.center, self.teacher_temperature)
         per_crop = [teacher_probs[i * b:(i + 1) * b] for i in range(self.global_crops)]
         loss = dino_cross_entropy(per_crop, self._student_logits(crops), self.student_temperature)
         teacher_entropy = entropy(teacher_probs)
         if self.centering:
-            self.update_center(teacher_logits)
+            self._update_center(teacher_logits)
         xp = backend.get_xp(self.center)
         return {"loss": loss, "teacher_entropy": as_tensor(teacher_entropy),
                 "kl": as_tensor(loss.data - teacher_entropy),
                 "center_norm": as_tensor(xp.sqrt((self.center * self.center).sum()))}
 
-    def loss(self, crops, teacher_temperature=0.04):
-        return self.terms(crops, teacher_temperature)["loss"]
+    def after_step(self, progress):
+        """theta_t <- lambda theta_t + (1 - lambda) theta_s, lambda from `momentum` to 1 along a
+        cosine over the run (the released cosine_scheduler)."""
+        self._ema.update(cosine(progress, self.momentum, 1.0, 1.0))
 
     def _student_logits(self, crops):
         """The student on every crop: crops of one resolution in one batch (so batch norm sees
@@ -235,13 +247,9 @@ class DINO(Module):
             start = end
         return logits
 
-    def update_center(self, teacher_logits):
+    def _update_center(self, teacher_logits):
         """c <- m c + (1 - m) batch_center(teacher logits), in place on the device."""
         m = self.center_momentum
         center = self.center    # the buffer's array, changed in place (`self.center *= m` would
         center *= m             # also bind an attribute that a later load_state_dict leaves stale)
         center += (1.0 - m) * batch_center(teacher_logits, self.distributed)
-
-    def update_teacher(self, momentum):
-        """theta_t <- m * theta_t + (1 - m) * theta_s for every parameter, in place."""
-        self._ema.update(momentum)

@@ -94,7 +94,7 @@ class LeJEPA(Objective):
     The views: augment (images -> one view; default none) drawn num_views times, and
     local_augment num_local_views times; or, with mask_keep, ONE augment of the images seen
     through num_views random masks keeping that share of the patches (and num_local_views
-    masks keeping local_keep). `terms` takes views made elsewhere.
+    masks keeping local_keep). `loss_of_views` takes views made elsewhere (a test's fixed ones).
     """
 
     def __init__(self, encoder, proj_dim=32, hidden=256, lam=0.02, num_directions=NUM_DIRECTIONS,
@@ -118,16 +118,16 @@ class LeJEPA(Objective):
         self.mask_keep, self.local_keep = mask_keep, local_keep
 
     def loss(self, images):
-        """This batch's views (see the class docstring), then `terms`."""
+        """This batch's views (see the class docstring), then `loss_of_views`."""
         if self.mask_keep is None:
             views = [self.augment(images) for _ in range(self.num_views)]
             local = [self.local_augment(images) for _ in range(self.num_local_views)] or None
-            return self.terms(views, local)
+            return self.loss_of_views(views, local)
         b, n = images.shape[0], self.encoder.num_patches
         masks = [random_masking(b, n, 1 - self.mask_keep)[0] for _ in range(self.num_views)]
         local_masks = [random_masking(b, n, 1 - self.local_keep)[0]
                        for _ in range(self.num_local_views)] or None
-        return self.terms(self.augment(images), None, masks, local_masks)
+        return self.loss_of_views(self.augment(images), None, masks, local_masks)
 
     def embed(self, images, patch_indices=None):
         """(B, D): the encoder's tokens mean-pooled (or its features as they are)."""
@@ -153,7 +153,7 @@ class LeJEPA(Objective):
         z = self.projector(self.embed(tensor_of(flat, self.device), idx))
         return z.reshape(v, b, z.shape[-1])
 
-    def terms(self, views, local_views=None, masks=None, local_masks=None, directions=None):
+    def loss_of_views(self, views, local_views=None, masks=None, local_masks=None, directions=None):
         """{"loss", "prediction", "sigreg"} (a Trainer step_fn may return the dict to log each)."""
         global_z = self.project_views(views, masks)
         local_z = None

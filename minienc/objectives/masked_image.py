@@ -27,7 +27,7 @@ The encoder is a plain `nn.VisionTransformer`: after pre-training it embeds whol
 from .. import backend, checks, ops
 from ..nn import init
 from ..nn.layers import Linear
-from ..nn.module import Module
+from .protocol import Objective
 from ..nn.norm import LayerNorm
 from ..nn.transformer import TransformerBlock, init_transformer_weights
 from ..nn.vit import VisionTransformer, gather_tokens, get_2d_sincos_pos_embed, patchify, unpatchify
@@ -108,15 +108,16 @@ def mae_loss(pred, target, mask):
     return (per_patch * mask).sum() / removed
 
 
-class MAE(Module):
+class MAE(Objective):
     """A masked autoencoder: a ViT encoder over the visible patches and a light decoder.
 
         mae = MAE(image_size=8, patch_size=2, dim=64, depth=4, decoder_dim=32, decoder_depth=2)
-        loss, pred, mask = mae(images)          # images (B, C, H, W); pred (B, N, p*p*C)
+        terms = mae.loss(images)                # {"loss"}: a fresh mask at mask_ratio per image
         features = mae.embed(images)            # (B, dim): mean of the encoder's patch tokens
+        loss, pred, mask = mae.masked_prediction(images, masking)   # pred (B, N, p*p*C)
 
-    forward(images, masking=None): masking is (ids_keep, ids_restore, mask) from random_masking;
-    by default a fresh one at self.mask_ratio. `mae.encoder` is an nn.VisionTransformer with
+    masked_prediction(images, masking=None): masking is (ids_keep, ids_restore, mask) from
+    random_masking; by default a fresh one at self.mask_ratio. `mae.encoder` is an nn.VisionTransformer with
     fixed sin-cos positions (or pass your own `encoder=`, which must have patch_size,
     num_patches, grid_size, dim and forward(images, patch_indices)). Weights as MAE: xavier_uniform
     Linears, zero biases, the mask token N(0, 0.02).
@@ -170,7 +171,10 @@ class MAE(Module):
         x = self.decoder_pred(self.decoder_norm(x))
         return x[:, 1:] if has_cls else x
 
-    def forward(self, images, masking=None):
+    def loss(self, images):
+        return {"loss": self.masked_prediction(images)[0]}
+
+    def masked_prediction(self, images, masking=None):
         """-> (loss, pred (B, N, p*p*C) in target units, mask (B, N) with 1 = removed)."""
         images = self._images(images)
         if masking is None:
@@ -194,7 +198,7 @@ class MAE(Module):
         predicted) -- and "mask" (B, N)."""
         images = self._images(images)
         with no_grad():
-            _, pred, mask = self(images, masking)
+            _, pred, mask = self.masked_prediction(images, masking)
         _, mean, std = patch_targets(images, self.patch_size, self.norm_pix_loss)
         pixels = pred.data * std + mean
         original = patchify(images.data, self.patch_size)

@@ -40,6 +40,7 @@ from ..nn.transformer import init_transformer_weights
 from ..nn.vit import gather_tokens
 from ..nn import init
 from ..engine import as_array
+from .protocol import Objective
 
 IGNORE_INDEX = -100
 
@@ -133,32 +134,45 @@ class MLMHead(Module):
         return ops.linear(self.norm(self.act(self.dense(hidden))), embedding_weight, self.bias)
 
 
-class MaskedLanguageModel(Module):
+class MaskedLanguageModel(Objective):
     """A TextTransformer encoder with BERT's MLM head tied to its token embedding.
 
-        mlm = MaskedLanguageModel(vocab_size=len(tok), max_len=32, dim=128, depth=2)
-        m = mask_tokens(ids, tok.special_ids, tok.mask_id, len(tok))
-        loss = mlm.loss(m)                       # cross-entropy at the chosen positions
-        logits = mlm(ids, positions)             # (B, M, V); (B, L, V) without positions
+        mlm = MaskedLanguageModel(len(tok), special_ids=tok.special_ids, mask_id=tok.mask_id,
+                                  max_len=32, dim=128, depth=2)
+        terms = mlm.loss(ids)                    # BERT's masking of ids (B, L), then the loss
+        logits = mlm.logits(ids, positions)      # (B, M, V); (B, L, V) without positions
         sentence_vectors = mlm.embed(ids)        # (B, dim): mean over non-padding tokens
+
+    special_ids, mask_id: the tokenizer's (never chosen, never drawn as random words);
+    mask_prob: the share of each sequence's words chosen (`mask_tokens`).
     """
 
     def __init__(self, vocab_size, max_len=64, dim=128, depth=2, num_heads=4, mlp_ratio=4.0,
-                 pad_id=0, dropout=0.0, ignore_index=IGNORE_INDEX):
+                 pad_id=0, dropout=0.0, ignore_index=IGNORE_INDEX, special_ids=(), mask_id=None,
+                 mask_prob=0.15):
         self.encoder = TextTransformer(vocab_size, max_len, dim, depth, num_heads, mlp_ratio,
                                        pad_id=pad_id, dropout=dropout)
         self.head = MLMHead(dim, vocab_size)
-        self.pad_id, self.ignore_index = pad_id, ignore_index
+        self.vocab_size, self.pad_id, self.ignore_index = vocab_size, pad_id, ignore_index
+        self.special_ids, self.mask_id, self.mask_prob = tuple(special_ids), mask_id, mask_prob
 
-    def forward(self, inputs, positions=None):
+    def loss(self, ids):
+        if self.mask_id is None:
+            raise ValueError("MaskedLanguageModel.loss(ids) masks the ids itself: give the "
+                             "tokenizer's special_ids and mask_id to the constructor")
+        masking = mask_tokens(ids, self.special_ids, self.mask_id, self.vocab_size, self.mask_prob)
+        return self.loss_of_masking(masking)
+
+    def loss_of_masking(self, masking):
+        """The MLM loss of one TokenMasking: cross-entropy at its chosen positions."""
+        logits = self.logits(masking.inputs, masking.positions)
+        return {"loss": mlm_loss(logits, masking.targets, self.ignore_index)}
+
+    def logits(self, inputs, positions=None):
         hidden = self.encoder(inputs)
         if positions is not None:
             hidden = gather_tokens(hidden, positions)
         return self.head(hidden, self.encoder.token_embedding.weight)
-
-    def loss(self, masking):
-        """The MLM loss of one TokenMasking."""
-        return mlm_loss(self(masking.inputs, masking.positions), masking.targets, self.ignore_index)
 
     def embed(self, ids):
         """Sentence embeddings (B, dim): the encoder's outputs averaged over non-padding tokens."""

@@ -1,6 +1,6 @@
 """One protocol for every objective: each is an answer to "what signal trains the encoder?"
 
-    objective = SimCLR(encoder, head, augment=two_views)   # or MAE(...), VAE(...), IJEPA(...)
+    objective = SimCLR(encoder, head, augment=two_views)   # or MAE(...), VAE(...), BYOL(...)
     opt = AdamW(objective.param_groups(weight_decay=0.05), lr=1e-3)
     for step, batch in enumerate(loader):
         terms = objective.loss(batch)        # {"loss": scalar Tensor, other terms to log}
@@ -21,10 +21,18 @@ or, with progress, checkpoints and evaluation beside the same step: Trainer(obje
 - `param_groups(weight_decay)`: what the optimizer trains -- weights with `weight_decay`,
   biases and norm parameters without -- and never a target network (EMA copies hold
   requires_grad=False parameters and are left out).
-- `after_step(progress)`: called once after every optimizer step with the fraction of the run
-  done, in [0, 1]; objectives with a momentum target, a centre or a queue move them here, and a
-  schedule that depends on the run's progress (BYOL's momentum, DINO's teacher temperature)
-  reads it here. Objectives without such state inherit the no-op.
+- `after_step(progress)`: called once after every optimizer step with the progress of the step
+  just taken, step / steps for step = 0, 1, ..., steps - 1 (so the first is 0, as BYOL's and
+  DINO's momentum schedules count); objectives with a momentum target, a centre or a queue
+  move them here. Objectives without such state inherit the no-op. A number the LOSS reads
+  (a VAE's KL weight, DINO's teacher temperature) is a plain attribute instead, which a loop
+  sets before the step -- the Trainer's `schedules` set any attribute of the objective they
+  name -- so it is exact for the step that uses it and on resume.
+
+The objectives on augmented views (SimCLR, MoCo, triplet, BYOL, SimSiam, VICReg, Barlow
+Twins, DINO) derive from `ViewObjective`: `loss(images)` draws the views with the objective's
+own `augment` and hands them to `loss_of_views(*views)`, which is the objective's formula (and
+what a test calls on views it holds fixed).
 
 The functional losses (`nt_xent`, `sigreg`, `vicreg_loss`, ...) stay beneath as the formulas.
 """
@@ -55,3 +63,22 @@ class Objective(Module):
 
     def forward(self, x):
         return self.embed(x)
+
+
+class ViewObjective(Objective):
+    """An objective on augmented views of each image: `augment` (a callable images -> one view,
+    drawn twice: view 1, then view 2) makes them, `loss_of_views` is the formula on them."""
+
+    augment = None
+
+    def views(self, images):
+        if self.augment is None:
+            raise ValueError(f"{type(self).__name__}.loss(images) draws its views with `augment`, "
+                             f"but none was given: pass augment= (or call loss_of_views on views)")
+        return [self.augment(images), self.augment(images)]
+
+    def loss(self, images):
+        return self.loss_of_views(*self.views(images))
+
+    def loss_of_views(self, *views):
+        raise NotImplementedError(f"{type(self).__name__}.loss_of_views(*views) is not written")

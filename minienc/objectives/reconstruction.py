@@ -38,10 +38,11 @@ Reconstruction term, -log p(x | decoder output), for two decoders:
 """
 from .. import backend, checks
 from ..data.augment import GaussianNoise, MaskingNoise, SaltAndPepperNoise
-from ..nn import ConvDecoder, ConvEncoder, Flatten, MLPEncoder, Module, Sequential, Unflatten
+from ..nn import ConvDecoder, ConvEncoder, Flatten, MLPEncoder, Sequential, Unflatten
 from ..ops import binary_cross_entropy_with_logits, mse_loss, sigmoid
 from ..optim import Constant, LinearSchedule
 from ..engine import as_tensor, no_grad
+from .protocol import Objective
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -124,8 +125,8 @@ def kl_to_standard_normal(mu, logvar):
 
 def kl_weight_schedule(beta=1.0, warmup_steps=0):
     """beta as a function of the step: a linear warm-up from 0 to `beta` over `warmup_steps`
-    (0: constant beta). Give it to the Trainer: schedules={"beta": kl_weight_schedule(1.0, 500)}
-    and read trainer.values["beta"] in the step."""
+    (0: constant beta). Give it to the Trainer, which sets the VAE's `beta` before each step:
+    Trainer(vae, optimizer, schedules={"beta": kl_weight_schedule(1.0, 500)})."""
     checks.non_negative("kl_weight_schedule", "beta", beta)
     checks.non_negative_int("kl_weight_schedule", "warmup_steps", warmup_steps)
     return LinearSchedule(0.0, beta, warmup_steps) if warmup_steps else Constant(beta)
@@ -169,13 +170,10 @@ def build_encoder_decoder(image_shape, latent_dim, code_dim=None, arch="mlp", hi
     raise ValueError(f"build_encoder_decoder: arch must be 'mlp' or 'conv', got {arch!r}")
 
 
-# ----- the three models -------------------------------------------------------------------------------
+# ----- the three objectives ---------------------------------------------------------------------------
 
-class Autoencoder(Module):
-    """z = encoder(x), output = decoder(z); loss(x) = reconstruction_loss(output, x).
-
-    forward(x) gives the decoder's raw output (logits for "bernoulli"); reconstruct(x) its mean
-    (the image); encode(x) the embedding."""
+class Autoencoder(Objective):
+    """z = encoder(x);  loss(x) = R(decoder(z), x).  embed(x) is z; reconstruct(x) the image."""
 
     def __init__(self, encoder, decoder, likelihood="bernoulli", sigma=1.0):
         _check_likelihood(type(self).__name__, likelihood)
@@ -183,27 +181,22 @@ class Autoencoder(Module):
         self.encoder, self.decoder = encoder, decoder
         self.likelihood, self.sigma = likelihood, sigma
 
-    def encode(self, x):
-        return self.encoder(x)
-
-    def forward(self, x):
-        return self.decoder(self.encode(x))
+    def loss(self, x):
+        return {"loss": reconstruction_loss(self.decoder(self.embed(x)), x, self.likelihood, self.sigma)}
 
     def reconstruct(self, x):
-        return decoder_mean(self(x), self.likelihood)
-
-    def loss(self, x):
-        return reconstruction_loss(self(x), x, self.likelihood, self.sigma)
+        """The decoder's mean for x: the image it rebuilds."""
+        return self.decode(self.embed(x))
 
     def decode(self, z):
         """The images (decoder means) for codes z (N, J)."""
         return decoder_mean(self.decoder(z), self.likelihood)
 
     def interpolate(self, x_start, x_end, steps=8):
-        """Decode `steps` evenly spaced points on the line from encode(x_start) to encode(x_end)
+        """Decode `steps` evenly spaced points on the line from embed(x_start) to embed(x_end)
         (P pairs of images) -> (P, steps, C, H, W), without a graph."""
         with no_grad():
-            z_start, z_end = self.encode(x_start).data, self.encode(x_end).data
+            z_start, z_end = self.embed(x_start).data, self.embed(x_end).data
             xp = backend.get_xp(z_start)
             t = xp.linspace(0.0, 1.0, steps, dtype=z_start.dtype)[None, :, None]
             z = z_start[:, None, :] * (1.0 - t) + z_end[:, None, :] * t       # (P, steps, J)
@@ -212,7 +205,8 @@ class Autoencoder(Module):
 
 
 class DenoisingAutoencoder(Autoencoder):
-    """An autoencoder trained to undo a corruption: loss(x) = R(decoder(encoder(x~)), x)."""
+    """x~ = corrupt(x);  loss(x) = R(decoder(encoder(x~)), x), the target the CLEAN x.
+    `rng` holds the corruption fixed (tests); by default it is drawn on the device."""
 
     def __init__(self, encoder, decoder, noise="mask", level=0.25, likelihood="bernoulli", sigma=1.0):
         super().__init__(encoder, decoder, likelihood, sigma)
@@ -221,18 +215,22 @@ class DenoisingAutoencoder(Autoencoder):
 
     def loss(self, x, rng=None):
         corrupted = self.corrupt(x, rng)
-        return reconstruction_loss(self(corrupted), x, self.likelihood, self.sigma)  # the CLEAN x
+        return {"loss": reconstruction_loss(self.decoder(self.embed(corrupted)), x, self.likelihood,
+                                            self.sigma)}
 
 
 class VAE(Autoencoder):
-    """encoder(x) -> (B, 2J): the first J columns are mu, the last J log sigma^2; decoder(z) ->
-    logits (bernoulli) or means (gaussian). loss(x, beta) -> {"loss", "recon", "kl"}.
+    """(mu, log sigma^2) = encoder(x) split in two (B, J) halves;  z = mu + sigma * eps;
+    loss(x) = R(decoder(z), x) + beta KL(q(z|x) || N(0, I)) -> {"loss", "recon", "kl"}.
 
-    encode(x) is mu (the embedding), forward(x) decodes mu (a deterministic reconstruction)."""
+    embed(x) is mu. `beta` is an attribute: a KL warm-up sets it before each step (the
+    Trainer's schedules={"beta": kl_weight_schedule(1.0, 500)}); `eps` (B, J) holds the noise
+    fixed (tests), otherwise it is drawn on the device."""
 
-    def __init__(self, encoder, decoder, latent_dim, likelihood="bernoulli", sigma=1.0):
+    def __init__(self, encoder, decoder, latent_dim, likelihood="bernoulli", sigma=1.0, beta=1.0):
         super().__init__(encoder, decoder, likelihood, sigma)
         self.latent_dim = checks.positive_int("VAE", "latent_dim", latent_dim)
+        self.beta = checks.non_negative("VAE", "beta", beta)
 
     def posterior(self, x):
         """(mu, logvar) of q(z | x), each (B, J)."""
@@ -242,17 +240,15 @@ class VAE(Autoencoder):
                              f"(B, 2 * latent_dim) = (B, {2 * self.latent_dim})")
         return h[:, :self.latent_dim], h[:, self.latent_dim:]
 
-    def encode(self, x):
+    def embed(self, x):
         return self.posterior(x)[0]
 
-    def loss(self, x, beta=1.0, eps=None):
-        """Reconstruction of one reparameterised z per example plus beta times the KL; `eps`
-        (B, J) holds the noise fixed (tests), otherwise it is drawn on the device."""
+    def loss(self, x, eps=None):
         mu, logvar = self.posterior(x)
         z = reparameterize(mu, logvar, eps)
         recon = reconstruction_loss(self.decoder(z), x, self.likelihood, self.sigma)
         kl = kl_to_standard_normal(mu, logvar)
-        return {"loss": recon + kl * beta, "recon": recon, "kl": kl}
+        return {"loss": recon + kl * self.beta, "recon": recon, "kl": kl}
 
     def sample(self, n, rng=None):
         """n new images: decoder means at z ~ N(0, I), drawn on the model's device."""
@@ -264,13 +260,13 @@ class VAE(Autoencoder):
 
 def build_model(kind, image_shape, latent_dim=16, arch="mlp", likelihood="bernoulli", sigma=1.0,
                 hidden=(256, 128), channels=(16, 32), **options):
-    """An "autoencoder", "denoising" (options: noise, level) or "vae" model with encoder and
-    decoder from `build_encoder_decoder`."""
+    """An "autoencoder", "denoising" (options: noise, level) or "vae" (option: beta) objective
+    with encoder and decoder from `build_encoder_decoder`."""
     models = {"autoencoder": Autoencoder, "denoising": DenoisingAutoencoder, "vae": VAE}
     if kind not in models:
         raise ValueError(f"build_model: kind must be one of {tuple(models)}, got {kind!r}")
     code_dim = 2 * latent_dim if kind == "vae" else latent_dim
     encoder, decoder = build_encoder_decoder(image_shape, latent_dim, code_dim, arch, hidden, channels)
     if kind == "vae":
-        return VAE(encoder, decoder, latent_dim, likelihood, sigma)
+        return VAE(encoder, decoder, latent_dim, likelihood, sigma, **options)
     return models[kind](encoder, decoder, likelihood=likelihood, sigma=sigma, **options)

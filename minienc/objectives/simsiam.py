@@ -23,9 +23,10 @@ batch) and the encoder loses dimensions. `python demos/simsiam.py --no-stop-grad
 The paper reads SimSiam as an alternation (an EM-like step on the targets, a step on the
 network), which the stop-gradient implements.
 """
-from ..nn import BatchNorm1d, Module, Sequential
+from ..nn import BatchNorm1d, Sequential
 from .byol import mean_cosine_similarity
 from .contrastive import projection_head
+from .protocol import ViewObjective
 
 
 def negative_cosine(predictions, targets):
@@ -54,23 +55,21 @@ def simsiam_predictor(features=256, bottleneck=64):
     return projection_head(features, bottleneck, features, num_layers=2, batch_norm=True)
 
 
-class SimSiam(Module):
+class SimSiam(ViewObjective):
     """Encoder + projector + predictor, one set of weights for both branches.
 
-    model = SimSiam(encoder, simsiam_projector(64, 256, 256), simsiam_predictor(256, 64))
-    loss = model.loss(augment(x), augment(x))
+    model = SimSiam(encoder, simsiam_projector(64, 256, 256), simsiam_predictor(256, 64), augment)
+    terms = model.loss(images)
     model.stop_gradient = False          # the ablation: collapse
     """
 
-    def __init__(self, encoder, projector, predictor, stop_gradient=True):
+    def __init__(self, encoder, projector, predictor, augment=None, stop_gradient=True):
         self.encoder, self.projector, self.predictor = encoder, projector, predictor
-        self.stop_gradient = bool(stop_gradient)
+        self.augment, self.stop_gradient = augment, bool(stop_gradient)
 
-    def forward(self, images):
-        return self.encoder(images)
-
-    def loss(self, view1, view2):
+    def loss_of_views(self, view1, view2):
         # each view its own forward pass, as the released code
         z1 = self.projector(self.encoder(view1))
         z2 = self.projector(self.encoder(view2))
-        return simsiam_loss(self.predictor(z1), self.predictor(z2), z1, z2, self.stop_gradient)
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        return {"loss": simsiam_loss(p1, p2, z1, z2, self.stop_gradient)}

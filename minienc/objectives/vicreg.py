@@ -32,8 +32,8 @@ every process's embeddings; the invariance term stays each process's own mean).
 """
 from .. import distributed as dist
 from .. import ops
-from ..nn import Module
 from .contrastive import _check_embeddings, projection_head
+from .protocol import ViewObjective
 
 
 def variance_covariance(embeddings, gamma=1.0, eps=1e-4):
@@ -83,33 +83,27 @@ def vicreg_expander(in_features, hidden_features=256, out_features=256, num_laye
                            batch_norm=True, last_bias=False)
 
 
-class VICReg(Module):
+class VICReg(ViewObjective):
     """An encoder f and an expander h; the loss sees z = h(f(x)) of two views, the probe f(x).
 
-    model = VICReg(encoder, vicreg_expander(64, 256, 256))
-    loss = model.loss(augment(x), augment(x))
-    terms = model.terms(augment(x), augment(x))   # a dict a Trainer step may return to log each
+    model = VICReg(encoder, vicreg_expander(64, 256, 256), augment)
+    terms = model.loss(images)   # {"loss", "invariance", "variance", "covariance"}
 
     distributed=True: the batch statistics over every process's batch (minienc.distributed);
     for the expander's too, `nn.SyncBatchNorm.convert(model)`.
     """
 
-    def __init__(self, encoder, expander, invariance_weight=25.0, variance_weight=25.0,
-                 covariance_weight=1.0, gamma=1.0, eps=1e-4, distributed=False):
-        self.encoder, self.expander = encoder, expander
+    def __init__(self, encoder, expander, augment=None, invariance_weight=25.0,
+                 variance_weight=25.0, covariance_weight=1.0, gamma=1.0, eps=1e-4,
+                 distributed=False):
+        self.encoder, self.expander, self.augment = encoder, expander, augment
         self.weights = dict(invariance_weight=float(invariance_weight),
                             variance_weight=float(variance_weight),
                             covariance_weight=float(covariance_weight), gamma=float(gamma),
                             eps=float(eps), distributed=bool(distributed))
 
-    def forward(self, images):
-        return self.encoder(images)
-
-    def terms(self, view1, view2):
+    def loss_of_views(self, view1, view2):
         # each view its own forward pass, as the released code (batch norm sees one view)
         z1 = self.expander(self.encoder(view1))
         z2 = self.expander(self.encoder(view2))
         return vicreg_terms(z1, z2, **self.weights)
-
-    def loss(self, view1, view2):
-        return self.terms(view1, view2)["loss"]

@@ -8,13 +8,24 @@ The weight has PyTorch's layout (out_features, in_features).
 from ..engine import Function
 
 
+def _check_shapes(x, weight):
+    """The one check of a linear map's shapes, for nn.Linear and direct callers alike (the error
+    names the layer the weight would make)."""
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape "
+                         f"{tuple(weight.shape)}")
+    out_features, in_features = weight.shape
+    if x.ndim < 1 or x.shape[-1] != in_features:
+        raise ValueError(f"linear: a weight of shape {tuple(weight.shape)}, as in "
+                         f"Linear({in_features}, {out_features}), takes inputs (..., {in_features}); "
+                         f"got shape {tuple(x.shape)}")
+
+
 class LinearFunction(Function):
     name = "linear"
 
     def forward(self, x, weight, bias=None):
-        if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
-            raise ValueError(f"linear: input of shape {tuple(x.shape)} does not match a weight of "
-                             f"shape {tuple(weight.shape)} (out_features, in_features)")
+        _check_shapes(x, weight)
         self.x2, self.weight, self.has_bias = x.reshape(-1, x.shape[-1]), weight, bias is not None
         out = self.x2 @ weight.T
         if bias is not None:

@@ -1,0 +1,44 @@
+"""A demo's user error is one line that names the flag, with argparse's exit status 2, before
+anything runs: `--steps 0` used to surface as "WarmupCosine: total_steps" inside a traceback,
+`--data foo` and `--device cuda` without CuPy as tracebacks too (issue 26)."""
+import pytest
+
+from minienc import backend
+
+from demo_check import run_in_process
+
+IMAGE_DEMOS = ["autoencoder.py", "denoising.py", "vae.py", "triplet.py", "simclr.py", "moco.py",
+               "mae.py", "jepa.py", "lejepa.py", "byol.py", "simsiam.py", "vicreg.py", "barlow.py",
+               "dino.py"]
+BAD = {   # flag -> (its bad value, what the one line must say)
+    "--steps": ("0", "argument --steps: must be at least 1, got 0"),
+    "--data": ("foo", "argument --data: 'foo' not understood"),
+    "--device": ("cuda", "argument --device: device 'cuda' needs CuPy"),
+}
+CASES = [(demo, flag) for demo in IMAGE_DEMOS for flag in BAD]
+CASES += [("quickstart.py", "--steps"), ("quickstart.py", "--device"), ("mlm.py", "--steps"), ("mlm.py", "--device"), ("compare.py", "--data"),
+          ("compare.py", "--device"), ("augmentations.py", "--data"), ("augmentations.py", "--device")]
+
+
+@pytest.mark.parametrize("demo, flag", CASES)
+def test_a_bad_flag_is_one_line_naming_it(demo, flag, tmp_path, monkeypatch, capsys):
+    if flag == "--device" and backend.cuda_available():
+        pytest.skip("CuPy sees a GPU here, so --device cuda is no mistake")
+    value, said = BAD[flag]
+    out = [] if demo == "quickstart.py" else ["--out", tmp_path / "run"]   # it writes nothing
+    with pytest.raises(SystemExit) as stop:
+        run_in_process(demo, flag, value, *out, monkeypatch=monkeypatch)
+    captured = capsys.readouterr()
+    assert stop.value.code == 2, captured
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and said in lines[0] and lines[0].startswith(f"{demo}: error:"), lines
+    assert not (tmp_path / "run").exists()              # refused before anything was written
+
+
+def test_a_data_folder_that_is_not_there_is_named(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as stop:
+        run_in_process("simclr.py", "--data", f"mnist:{tmp_path / 'nowhere'}", "--out", tmp_path / "run",
+                       monkeypatch=monkeypatch)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and "argument --data:" in lines[0]
+    assert "nowhere' is not a folder" in lines[0]
