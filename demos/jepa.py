@@ -17,15 +17,16 @@ import copy
 import time
 
 import jepa_figures as figures
-from common import finish, image_parser, setup
-from jepa_vs_mae import WARMUP, curve, mae_rows, train
+from common import finish, fit, image_parser, setup
+from jepa_vs_mae import WARMUP, curve, held_out_curves, mae_rows
 
 import minienc
 from minienc import nn
-from minienc.data import contrastive_augment
+from minienc.data import BatchIterator, contrastive_augment
 from minienc.objectives.jepa import MaskedViewsJEPA
 from minienc.objectives.masked_image import random_masking
 from minienc.optim import AdamW, Cosine, WarmupCosine
+from minienc.train import Trainer
 
 
 def parse_args():
@@ -61,17 +62,23 @@ def main():
     opt = AdamW(jepa.param_groups(weight_decay=0.04), lr=args.lr)
     schedules = {"lr": WarmupCosine(args.lr, steps, int(WARMUP * steps), final=1e-6, start=args.lr / 5),
                  "weight_decay": Cosine(0.04, 0.4, steps)}
+    # masks.png: the masks drawn from the run's stream (as the study's runs drew them), the
+    # views from generators of their own
     shown = data.x_train[:8]
     masks = [random_masking(8, vit.num_patches, 1 - jepa.keep, device="cpu")[0] for _ in range(2)]
-    pictured = [augment(shown, rng=args.seed + i) for i in range(2)]   # (rng: the run's stream untouched)
+    pictured = [augment(shown, rng=args.seed + i) for i in range(2)]
     figures.views_picture(f"{args.out}/masks.png", shown, pictured, masks, vit.grid_size,
                           args.patch_size, "MaskedViewsJEPA")
 
     def embed(images):
         return jepa.embed(standardize(images))
     start = time.process_time()
-    trainer, evaluator = train(args, data, "JEPA", jepa, opt, schedules, embed, args.out, steps,
-                               args.eval_every)
+    loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
+    evaluator = held_out_curves(args, data, "JEPA", embed, args.eval_every)
+    trainer = Trainer(jepa, opt, out_dir=args.out, schedules=schedules, log_every=10,
+                      evaluator=evaluator, eval_every=args.eval_every or None)
+    fit(args, trainer, loader, steps)   # --resume continues the run, --overwrite restarts it
+    figures.titled_loss(trainer, f"{args.out}/loss.png", "MaskedViewsJEPA")
     eval_cpu = evaluator.seconds if evaluator else 0.0
     jepa_cpu = time.process_time() - start - eval_cpu   # training alone
     budgets = [f"JEPA: {steps} steps in {jepa_cpu:.0f} s CPU (+ {eval_cpu:.0f} s for "

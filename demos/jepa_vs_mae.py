@@ -33,15 +33,23 @@ class CPUTimed:
             self.seconds += time.process_time() - begin
 
 
+def held_out_curves(args, data, name, embed, every):
+    """A CPUTimed Evaluator of `embed` on a FIXED subset (an evaluation costs the same on digits
+    and on 60,000 images), or None when every is 0."""
+    if not every:
+        return None
+    evaluator = CPUTimed(Evaluator(embed, data, seed=args.seed))
+    print(f"{name}: held-out curves every {every} steps: {evaluator.evaluator!r}")
+    return evaluator
+
+
 def train(args, data, name, objective, opt, schedules, embed, out, steps, eval_every, models=None):
-    """Trainer(objective, opt).fit (an Objective, or a step function with the `models` it
-    trains); returns the trainer and its CPUTimed evaluator (or None)."""
-    evaluator = CPUTimed(Evaluator(embed, data, seed=args.seed)) if eval_every else None
-    if evaluator:   # a FIXED subset: an evaluation costs the same on digits and on 60,000 images
-        print(f"{name}: held-out curves every {eval_every} steps: {evaluator.evaluator!r}")
+    """Trainer(objective, opt).fit as demos/jepa.py's (an Objective, or a step function with the
+    `models` it trains); returns the trainer and its CPUTimed evaluator (or None)."""
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
+    evaluator = held_out_curves(args, data, name, embed, eval_every)
     trainer = Trainer(objective, opt, models=models, out_dir=out, schedules=schedules, log_every=10,
-                      **(dict(evaluator=evaluator, eval_every=eval_every) if evaluator else {}))
+                      evaluator=evaluator, eval_every=eval_every or None)
     fit(args, trainer, loader, steps)
     figures.titled_loss(trainer, f"{out}/loss.png", name)
     return trainer, evaluator

@@ -140,10 +140,12 @@ def test_given_masks_are_checked_once_with_clear_errors():
     jepa = _ijepa("cpu")
     images = _images("cpu")
     context, targets = _sampler()(4, np.random.default_rng(0))
-    with pytest.raises(ValueError, match=r"IJEPA: target_idx must be integer indices \(4, 'T', 'Kt'\)"):
+    with pytest.raises(ValueError, match=r"IJEPA target_idx: expected \(B, T, K\) patch indices, got shape \(4, 1\)"):
         jepa.loss(images, masks=(context, targets[:, 0]))
-    with pytest.raises(IndexError, match=r"IJEPA: context_idx must lie in \[0, 16\)"):
+    with pytest.raises(IndexError, match=r"IJEPA context_idx: patch indices must lie in \[0, 16\)"):
         jepa.loss(images, masks=(context + 100, targets))
+    with pytest.raises(ValueError, match=r"IJEPA target_idx: patch indices must be \(B, K\) = \(4, K\)"):
+        jepa.loss(images, masks=(context, targets[:3]))
     with pytest.raises(ValueError, match="jepa_loss"):
         jepa_loss(rand("cpu", 2, 3), rand("cpu", 3, 2))
     with pytest.raises(ValueError, match="IJEPA: the encoder must be a VisionTransformer without a CLS"):

@@ -52,7 +52,7 @@ from ..nn.layers import Linear
 from ..nn.module import Module
 from ..nn.norm import LayerNorm
 from ..nn.transformer import TransformerBlock, init_transformer_weights
-from ..nn.vit import VisionTransformer, gather_tokens, get_2d_sincos_pos_embed
+from ..nn.vit import VisionTransformer, gather_tokens, get_2d_sincos_pos_embed, patch_index_array
 from ..optim.ema import EMA
 from .contrastive import projection_head
 from .lejepa import lejepa_terms
@@ -75,17 +75,16 @@ def layer_normed(tokens):
     return ops.layer_norm(tokens, eps=1e-5)
 
 
-def patch_indices(owner, name, idx, shape, num_patches, device):
-    """User-given mask indices as an integer array on `device`, checked ONCE (shape (B, K) or
-    (B, T, K) as `shape` says, values in [0, num_patches)); the objective's own masks are not."""
+def patch_indices(owner, idx, ndim, batch, num_patches, device):
+    """User-given masks as an integer array on `device`, checked ONCE where they enter the
+    objective (ndim 2: (B, K); 3: (B, T, K) blocks; values in [0, num_patches)) by the ViT's own
+    patch_index_array; the objective's own masks are not checked at all."""
     data = backend.to_device(as_array(idx), device)
-    if data.dtype.kind not in "iu" or data.ndim != len(shape) or data.shape[0] != shape[0]:
-        raise ValueError(f"{owner}: {name} must be integer indices {shape} with B = {shape[0]}, "
-                         f"got a {data.dtype} array of shape {tuple(data.shape)}")
-    if not backend.is_cupy(data) and data.size and (data.min() < 0 or data.max() >= num_patches):
-        raise IndexError(f"{owner}: {name} must lie in [0, {num_patches}), got "
-                         f"[{int(data.min())}, {int(data.max())}]")
-    return data
+    if data.ndim != ndim:
+        raise ValueError(f"{owner}: expected {'(B, K)' if ndim == 2 else '(B, T, K)'} patch "
+                         f"indices, got shape {tuple(data.shape)}")
+    flat = data.reshape(data.shape[0], -1)
+    return patch_index_array(owner, flat, backend.xp_for(device), batch, num_patches).reshape(data.shape)
 
 
 class JEPAPredictor(Module):
@@ -175,8 +174,8 @@ class IJEPA(Objective):
         if masks is None:
             context_idx, target_idx = (backend.to_device(m, device) for m in self.masks(b))
         else:
-            context_idx = patch_indices("IJEPA", "context_idx", masks[0], (b, "Kc"), n, device)
-            target_idx = patch_indices("IJEPA", "target_idx", masks[1], (b, "T", "Kt"), n, device)
+            context_idx = patch_indices("IJEPA context_idx", masks[0], 2, b, n, device)
+            target_idx = patch_indices("IJEPA target_idx", masks[1], 3, b, n, device)
         _, t, kt = target_idx.shape
         with no_grad():                                                        # s_y: constants
             s_y = gather_tokens(layer_normed(self.target_encoder(images)), target_idx.reshape(b, t * kt))
@@ -235,8 +234,8 @@ class MaskedViewsJEPA(Objective):
             context_idx, target_idx = (random_masking(b, n, 1.0 - self.keep, device=device)[0]
                                        for _ in range(2))
         else:
-            context_idx = patch_indices("MaskedViewsJEPA", "context_idx", masks[0], (b, "Kc"), n, device)
-            target_idx = patch_indices("MaskedViewsJEPA", "target_idx", masks[1], (b, "Kt"), n, device)
+            context_idx = patch_indices("MaskedViewsJEPA context_idx", masks[0], 2, b, n, device)
+            target_idx = patch_indices("MaskedViewsJEPA target_idx", masks[1], 2, b, n, device)
         h_t = self.encoder(target_view, target_idx)                        # (B, Kt, D)
         h_c = self.encoder(context_view, context_idx)                      # (B, Kc, D)
         s_hat = self.predictor(h_c, context_idx, target_idx[:, None, :])   # (B, 1, Kt, D)

@@ -197,8 +197,8 @@ class StudyJEPA(Objective):
         for given masks (checked here, once). target_images: what the target pass sees (default
         the same images). directions: SIGReg's, fixed (else drawn)."""
         b, n, device = images.shape[0], self.encoder.num_patches, self.encoder.device
-        context_idx = patch_indices("StudyJEPA", "context_idx", context_idx, (b, "Kc"), n, device)
-        target_idx = patch_indices("StudyJEPA", "target_idx", target_idx, (b, "T", "Kt"), n, device)
+        context_idx = patch_indices("StudyJEPA context_idx", context_idx, 2, b, n, device)
+        target_idx = patch_indices("StudyJEPA target_idx", target_idx, 3, b, n, device)
         target_images = images if target_images is None else target_images
         pooled_target = None
         if self.shared and (not self.stop_gradient or (self.sigreg_weight and self.sigreg_on in ("target", "views"))):
