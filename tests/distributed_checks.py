@@ -23,7 +23,8 @@ import minienc  # noqa: E402
 from minienc import backend, distributed, nn  # noqa: E402
 from minienc.data import BatchIterator  # noqa: E402
 from minienc.engine import no_grad  # noqa: E402
-from minienc.objectives import MAE, IJEPA, MultiBlockMaskSampler, random_masking  # noqa: E402
+from minienc.objectives import MAE, MultiBlockMaskSampler, random_masking  # noqa: E402
+from minienc.objectives.jepa_study import StudyJEPA  # noqa: E402
 from minienc.objectives.barlow import BarlowTwins, barlow_projector  # noqa: E402
 from minienc.objectives.dino import DINO, dino_head  # noqa: E402
 from minienc.objectives.lejepa import LeJEPA  # noqa: E402
@@ -113,7 +114,7 @@ def lejepa():
 
     def step(models, batch):
         views = [v.reshape(v.shape[0], 1, 2, 5) for v in _two_views(batch)]
-        return models["model"](views)
+        return models["model"].loss_of_views(views)["loss"]
 
     return compare_runs("LeJEPA", build, lambda sharded: loader(arrays, 8, sharded),
                         lambda m: SGD(m["model"].parameters(), lr=0.05, momentum=0.9), step)
@@ -214,7 +215,7 @@ def _ijepa(name, **options):
 
     def build():
         vit = nn.VisionTransformer(image_size=4, patch_size=2, dim=8, depth=1, num_heads=2)
-        jepa = IJEPA(vit, predictor_dim=8, predictor_depth=1, **options)
+        jepa = StudyJEPA(vit, predictor_dim=8, predictor_depth=1, **options)   # I-JEPA and the study's guards
         return {"jepa": nn.SyncBatchNorm.convert(jepa)}   # (SIGReg's projector has batch norm)
 
     def data(sharded):
@@ -225,7 +226,7 @@ def _ijepa(name, **options):
 
     def step(models, batch):
         images, context, targets = batch
-        return models["jepa"](minienc.tensor(images, dtype=F64), context, targets)
+        return models["jepa"].terms(minienc.tensor(images, dtype=F64), context, targets)["loss"]
 
     def ema(models):
         return lambda trainer: models["jepa"].update_target(0.9)
