@@ -122,7 +122,8 @@ class VitJEPA:
         images = minienc.tensor(self.images, device=device)
         ctx, tgt = (backend.to_device(a, device) for a in (self.context_idx, self.target_idx))
         opt = AdamW(model.param_groups(self.weight_decay), lr=self.lr)
-        return opt, lambda: model(images, ctx, tgt), lambda: model.update_target(self.momentum)
+        return (opt, lambda: model.loss(images, masks=(ctx, tgt))["loss"],
+                lambda: model.update_target(self.momentum))
 
     def torch(self, device):
         import torch

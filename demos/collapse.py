@@ -9,56 +9,28 @@ A joint-embedding objective can always be minimised by mapping every image to th
 but a guard: an EMA target encoder that trails the trained one, a stop-gradient on the targets,
 a predictor between the two branches, a term that spreads the embeddings (SIGReg, VICReg's
 variance term), and what the views are (masks of one image, or augmentations). This lab trains
-the same ViT on 8x8 digits with each variant below (minienc/objectives/jepa.py's switches and
-minienc/objectives/lejepa.py), and draws RankMe (the embeddings' effective rank: 1 = collapsed),
-the embedding std (0 = collapsed) and a 5-shot probe of the pooled encoder on a fixed subset,
-every variant on one figure, then prints a table. Writes runs/collapse/collapse.png,
-collapse.md and collapse.json.
+the same ViT on 8x8 digits with each variant (built by composition in
+minienc/objectives/jepa_study.py: VARIANTS), and draws RankMe (the embeddings' effective rank:
+1 = collapsed), the embedding std (0 = collapsed) and a 5-shot probe of the pooled encoder on a
+fixed subset, every variant on one figure, then prints a table. Writes runs/collapse/:
+collapse.png, collapse.md, collapse.json (= results.json), and each variant's Trainer run in a
+folder of its own. A folder holding a lab is refused: --resume continues it (finished variants
+are read back), --overwrite starts it again.
 """
 import argparse
 import json
 import os
 
-from common import add_threads_flag, start_process
+from common import add_threads_flag, start_run
 
 import minienc
 from minienc import nn
 from minienc.data import BatchIterator, contrastive_augment, load_dataset
 from minienc.eval import Evaluator
-from minienc.objectives.jepa import IJEPA, LEJEPA_VIEWS
-from minienc.objectives.lejepa import LeJEPA
-from minienc.objectives.masked_image import random_masking
-from minienc.objectives.multiblock import MultiBlockMaskSampler
-from minienc.optim import AdamW, Cosine, LinearSchedule, WarmupCosine
+from minienc.objectives.jepa_study import VARIANTS, collapse_variant
+from minienc.optim import AdamW, Cosine, WarmupCosine
+from minienc.progress import MetricsFile
 from minienc.train import Trainer
-
-# The JEPA family on one ViT; every variant is the DEFAULT below (demos/jepa.py's default, the
-# predictor study's best: docs/jepa_study.md) with the named change.
-DEFAULT = dict(LEJEPA_VIEWS, masks="halves", views="augment")
-# I-JEPA's own guards (EMA target, stop-gradient, predictor) on its multi-block masks
-RELEASED = dict(target_encoder="ema", stop_gradient=True, sigreg_weight=0.0, target_sees="image",
-                masks="multiblock", views="mask")
-VARIANTS = {
-    # name: (label, family, options)
-    "default": ("JEPA default: predictor + LeJEPA views", "jepa", {}),
-    "no-lejepa": ("default - LeJEPA terms", "jepa", dict(sigreg_weight=0.0)),
-    "no-predictor": ("default - predictor", "jepa", dict(predictor_depth=0)),
-    "no-sg": ("default - stop-gradient", "jepa", dict(stop_gradient=False)),
-    "masks": ("default, masks only (no augmentation)", "jepa", dict(views="mask")),
-    "ijepa": ("I-JEPA: EMA + stop-grad + predictor", "jepa", RELEASED),
-    "ijepa-no-ema": ("I-JEPA - EMA", "jepa", dict(RELEASED, target_encoder="shared")),
-    "ijepa-no-sg": ("I-JEPA - EMA - stop-grad", "jepa", dict(RELEASED, target_encoder="shared",
-                                                             stop_gradient=False)),
-    "ijepa-no-predictor": ("I-JEPA - predictor", "jepa", dict(RELEASED, predictor_depth=0)),
-    "ijepa-vicreg": ("I-JEPA + VICReg var/cov", "jepa", dict(RELEASED, variance_weight=0.01,
-                                                              covariance_weight=0.01)),
-    "lejepa": ("LeJEPA, masked views", "lejepa", dict(lam=0.02)),
-    "lejepa-no-sigreg": ("LeJEPA - SIGReg", "lejepa", dict(lam=0.0)),
-}
-# The shared setting: demos/jepa.py's small preset (8x8 digits, 2x2 patches, ViT 64d x 4,
-# predictor 32d x 4, two target blocks on a full-grid context, AdamW with I-JEPA's schedules).
-SAMPLER = dict(num_targets=2, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
-               context_scale=(1.0, 1.0), min_context=4, cut="random")
 
 
 def parse_args():
@@ -74,7 +46,10 @@ def parse_args():
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--out", default=os.path.join("runs", "collapse"))
+    parser.add_argument("--out", default=None, help="output folder (default: runs/collapse)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the lab in --out (finished variants are read back)")
+    parser.add_argument("--overwrite", action="store_true", help="start the lab in --out again")
     add_threads_flag(parser)
     args = parser.parse_args()
     args.only = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -84,59 +59,28 @@ def parse_args():
     return args
 
 
-def build(args, family, options, vit, standardize):
-    """(model, optimizer, step_fn, embed, schedules, after_step) of one variant."""
-    augment = contrastive_augment()
-    if family == "lejepa":
-        model = LeJEPA(vit, proj_dim=32, hidden=256, **options)
-        opt = AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-
-        def step_fn(images):
-            masks = [random_masking(images.shape[0], vit.num_patches, 0.5)[0] for _ in range(2)]
-            return model.terms(standardize(images), masks=masks)
-        return model, opt, step_fn, lambda x: model.embed(standardize(x)), {}, lambda trainer: None
-    options = dict(DEFAULT, **options)
-    views, masks = options.pop("views"), options.pop("masks")
-    model = IJEPA(vit, predictor_dim=args.dim // 2, predictor_depth=options.pop("predictor_depth", args.depth),
-                  **options)
-    opt = AdamW(model.param_groups(0.04), lr=args.lr)
-    sampler = MultiBlockMaskSampler(vit.grid_size, **SAMPLER)
-
-    def sample(batch):   # I-JEPA's blocks, or two random halves (context view, target view)
-        if masks == "multiblock":
-            return sampler(batch)
-        halves = [random_masking(batch, vit.num_patches, 0.5, device="cpu")[0] for _ in range(2)]
-        return halves[0], halves[1][:, None, :]
-
-    def step_fn(images):
-        target_images = None
-        if views == "augment":
-            images, target_images = augment(images), standardize(augment(images))
-        context, targets = sample(images.shape[0])
-        return model.terms(standardize(images), context, targets, target_images)
-    schedules = {"weight_decay": Cosine(0.04, 0.4, args.steps),
-                 "ema_momentum": LinearSchedule(0.99, 1.0, args.steps)}
-    return (model, opt, step_fn, lambda x: model.embed(standardize(x)), schedules,
-            lambda trainer: model.update_target(trainer.values["ema_momentum"]))
-
-
 def run_variant(args, name, data):
-    label, family, options = VARIANTS[name]
+    """Train variant `name` into <out>/<name> (a Trainer run: --resume continues it)."""
+    label = VARIANTS[name][0]
     minienc.manual_seed(args.seed)   # every variant starts from the same ViT
     _, size, _ = data.image_shape
     vit = nn.VisionTransformer(image_size=size, patch_size=args.patch_size, dim=args.dim,
                                depth=args.depth, num_heads=4, weight_init="xavier")
-    model, opt, step_fn, embed, schedules, update = build(args, family, options, vit,
-                                                          data.standardizer())
-    schedules["lr"] = WarmupCosine(args.lr, args.steps, args.steps // 8, final=1e-6, start=args.lr / 5)
+    standardize = data.standardizer()
+    # the objective, built by composition in minienc/objectives/jepa_study.py
+    model, groups, decay = collapse_variant(name, vit, standardize, contrastive_augment(), args.depth)
+    opt = AdamW(groups, lr=args.lr)
+    schedules = {"lr": WarmupCosine(args.lr, args.steps, args.steps // 8, final=1e-6, start=args.lr / 5)}
+    if decay:
+        schedules["weight_decay"] = Cosine(*decay, args.steps)
     # the curves: k-NN, 5-shot, RankMe and std on the Evaluator's fixed subset (1,000 train /
     # 500 test images), every `every` steps, none skipped (eval_budget=None)
-    evaluator = Evaluator(embed, data, seed=args.seed, draws=20)
+    evaluator = Evaluator(lambda x: model.embed(standardize(x)), data, seed=args.seed, draws=20)
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
-    trainer = Trainer(step_fn, opt, models={name: model}, schedules=schedules, callbacks=[update],
+    trainer = Trainer(model, opt, schedules=schedules,   # (and model.after_step: an EMA target)
                       log_every=args.steps, progress=False, evaluator=evaluator,
-                      eval_every=args.every, eval_budget=None)
-    trainer.fit(loader, steps=args.steps)
+                      eval_every=args.every, eval_budget=None, out_dir=os.path.join(args.out, name))
+    trainer.fit(loader, steps=args.steps, resume=args.resume, overwrite=args.overwrite)
     curves = {key: [e[key] for e in trainer.evaluations] for key in ("step", "rankme", "std", "fewshot", "knn")}
     curves["train_s"] = trainer.elapsed_s - trainer.eval_s   # wall seconds, evaluations left out
     print(f"{label:<38} RankMe {curves['rankme'][0]:5.1f} -> {curves['rankme'][-1]:5.1f}   std "
@@ -184,16 +128,22 @@ def table(results, header):
 
 def main():
     args = parse_args()
-    start_process(args)
-    os.makedirs(args.out, exist_ok=True)
+    start_run(args)   # seed, threads, device, and a folder holding a lab refused unless asked
     data = load_dataset(args.data, seed=args.seed)
     print(f"data: {data}; {len(args.only)} variants x {args.steps} steps")
-    results = [run_variant(args, name, data) for name in args.only]
+    progress = MetricsFile(os.path.join(args.out, "metrics.jsonl"))   # one line per variant done
+    results = []
+    for name in args.only:
+        results.append(run_variant(args, name, data))
+        if name not in {line.get("variant") for line in progress.read()}:
+            progress.append({"variant": name, "rankme": results[-1]["rankme"][-1],
+                             "fewshot": results[-1]["fewshot"][-1]})
     header = (f"The collapse lab on {data.name}: ViT {args.dim}d x {args.depth}, {args.steps} steps "
               f"each, seed {args.seed}; curves on a fixed subset of (at most) 1,000 train / 500 "
               f"test images")
-    with open(os.path.join(args.out, "collapse.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    for name in ("collapse.json", "results.json"):   # results.json: the run is finished
+        with open(os.path.join(args.out, name), "w") as f:
+            json.dump(results, f, indent=1)
     md = table(results, header)
     with open(os.path.join(args.out, "collapse.md"), "w") as f:
         f.write(md)

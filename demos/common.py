@@ -166,6 +166,22 @@ def start_run(args):
     if args.resume and args.overwrite:
         sys.exit(f"{demo_name()}: --resume continues the run in {args.out}, --overwrite starts it "
                  f"again: choose one")
+    # rank 0's folder decides, and every rank refuses with it: one rank leaving alone would
+    # leave the others waiting for it
+    from minienc import distributed
+    refusal = _open_out(args) if distributed.is_main() else None
+    refusal = distributed.engine().bcast_object(refusal)
+    if refusal:
+        sys.exit(refusal if distributed.is_main() else 1)
+
+
+def _open_out(args):
+    """Claim --out for this process and apply --overwrite; the reason to refuse it, or None."""
+    from minienc.run_folder import claim_folder
+    try:
+        claim_folder(args.out, demo_name())
+    except OSError as error:   # another process runs there, or --out is a file
+        return str(error)
     found = [name for name in RUN_FILES if os.path.exists(os.path.join(args.out, name))]
     if found and args.overwrite:
         old = old_run_files(args.out)
@@ -174,11 +190,11 @@ def start_run(args):
         print(f"--overwrite: removed the old run's {', '.join(old)} from {args.out}")
     elif found and not args.resume:
         finished = "results.json" in found
-        sys.exit(f"{demo_name()}: {args.out} already holds a {'finished' if finished else 'stopped'} "
-                 f"run ({', '.join(found)}). Add --resume to continue it"
-                 f"{' (it evaluates the trained model again)' if finished else ''}, --overwrite "
-                 f"to start it again, or choose another --out.")
-    os.makedirs(args.out, exist_ok=True)
+        return (f"{demo_name()}: {args.out} already holds a {'finished' if finished else 'stopped'} "
+                f"run ({', '.join(found)}). Add --resume to continue it"
+                f"{' (it evaluates the trained model again)' if finished else ''}, --overwrite "
+                f"to start it again, or choose another --out.")
+    return None
 
 
 def old_run_files(out):
@@ -228,26 +244,48 @@ def versions():
 def write_config(args, **facts):
     """<out>/config.json: the flags, seed, device, versions and command of the run (and `facts`,
     such as the data's size). On --resume the first run's file is kept; the resume is appended
-    to its "resumed" list, and flags that changed are named (they may change the numbers)."""
+    to its "resumed" list, and flags that changed are named (they may change the numbers); that
+    record is written by fit() once the checkpoint has loaded, so a resume that fails leaves the
+    file as it was. A config.json that cannot be read stops the demo, naming it."""
     path = os.path.join(args.out, "config.json")
     flags = json.loads(json.dumps(vars(args), default=str))
     now = datetime.datetime.now().isoformat(timespec="seconds")
     command = " ".join(["python", *sys.argv])
     if args.resume and os.path.exists(path):
-        with open(path) as f:
-            config = json.load(f)
-        changed = {k: [config["flags"].get(k), v] for k, v in flags.items()
-                   if config["flags"].get(k) != v and k not in RESUME_MAY_CHANGE}
+        try:
+            with open(path) as f:
+                config = json.load(f)
+            before = config["flags"]
+        except (ValueError, KeyError, TypeError) as error:
+            sys.exit(f"{demo_name()}: {path} is damaged ({type(error).__name__}: {error}); the "
+                     f"checkpoint does not need it: move it aside and --resume again (a new one "
+                     f"is written), or restore it")
+        changed = {k: [before.get(k), v] for k, v in flags.items()
+                   if before.get(k) != v and k not in RESUME_MAY_CHANGE}
         if changed:
             print(f"--resume with flags that differ from {path} (the numbers may differ from an "
                   f"uninterrupted run): " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
         config.setdefault("resumed", []).append({"at": now, "command": command, "changed": changed})
+        _RESUME_RECORDS[path] = config   # written by fit() once the checkpoint has loaded
+        return path
     else:
         config = {"demo": demo_name(), "command": command, "started": now, "flags": flags,
                   "seed": args.seed, "device": args.device, "versions": versions(), **facts}
     with open(path, "w") as f:
         json.dump(config, f, indent=1)
     return path
+
+
+_RESUME_RECORDS = {}   # config.json path -> its content with this --resume recorded
+
+
+def _write_resume_records(trainer=None):
+    """Write the config.json that write_config prepared for a --resume (a Trainer callback:
+    the first step after the checkpoint loaded, or the end of a run already finished)."""
+    while _RESUME_RECORDS:
+        path, config = _RESUME_RECORDS.popitem()
+        with open(path, "w") as f:
+            json.dump(config, f, indent=1)
 
 
 def _quiet_interrupt(kind, value, traceback):
@@ -286,8 +324,12 @@ def make_trainer(args, data, step_fn, optimizer, encoder=None, **options):
 
 def fit(args, trainer, loader, steps):
     """trainer.fit for `steps` steps, continuing the run with --resume, restarting it with
-    --overwrite. Returns the Trainer."""
-    return trainer.fit(loader, steps=steps, resume=args.resume, overwrite=args.overwrite)
+    --overwrite (config.json records the resume once the checkpoint has loaded). Returns the
+    Trainer."""
+    trainer.callbacks.insert(0, _write_resume_records)
+    trainer.fit(loader, steps=steps, resume=args.resume, overwrite=args.overwrite)
+    _write_resume_records()
+    return trainer
 
 
 # ----- the report ----------------------------------------------------------------------------------

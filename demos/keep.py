@@ -13,7 +13,9 @@ steps for all) from embeddings to images. Its reconstructions of the same held-o
 by side, show what each objective keeps: MAE's embeddings are trained to hold pixels, the
 joint-embedding ones only what the views or the hidden blocks share. The random-init ViT and a
 PCA to 64 numbers of the raw pixels (an exact code: every pixel is kept) are the references.
-Writes runs/keep/keep.png and keep.json (the test error of each decoder).
+Writes runs/keep/: keep.png, keep.json (= results.json: the test error of each decoder) and
+each pre-training's Trainer run in a folder of its own. A folder holding a run is refused:
+--resume continues it, --overwrite starts it again.
 """
 import argparse
 import copy
@@ -21,22 +23,18 @@ import json
 import os
 import time
 
-from common import add_threads_flag, start_process
+from common import add_threads_flag, start_run
 
 import minienc
 from minienc import backend, nn
 from minienc.data import BatchIterator, contrastive_augment, load_dataset
 from minienc.eval import encode, fit_pca, plot_image_grid
 from minienc.objectives.contrastive import SimCLR, projection_head
-from minienc.objectives.jepa import IJEPA, LEJEPA_VIEWS
+from minienc.objectives.jepa_study import DEFAULT_SETTINGS, StudyJEPA, augmented_views, halves
 from minienc.objectives.lejepa import LeJEPA
-from minienc.objectives.masked_image import MAE, random_masking
+from minienc.objectives.masked_image import MAE
 from minienc.optim import Adam, AdamW, WarmupCosine, param_groups_without_decay
 from minienc.train import Trainer
-
-# demos/jepa.py's default (docs/jepa_study.md): a predictor and LeJEPA between two views, each
-# view a random half of the patches of its own augmentation of the digit
-JEPA = dict(LEJEPA_VIEWS, predictor_dim=32, predictor_depth=4)
 
 
 class Pooled(nn.Module):
@@ -60,46 +58,51 @@ def parse_args():
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--out", default=os.path.join("runs", "keep"))
+    parser.add_argument("--out", default=None, help="output folder (default: runs/keep)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out (finished pre-trainings are read back)")
+    parser.add_argument("--overwrite", action="store_true", help="start the run in --out again")
     add_threads_flag(parser)
     return parser.parse_args()
 
 
 def pretrain(name, vit, data, args, standardize):
-    """Train `vit` in place with objective `name` for --steps steps."""
+    """Train `vit` in place with objective `name` for --steps steps (a Trainer run in
+    <out>/<name>: --resume continues it)."""
     augment = contrastive_augment()
-    if name == "jepa":
-        model = IJEPA(vit, **JEPA)
+    if name == "jepa":   # demos/jepa.py's default (MaskedViewsJEPA), as the 3.KEEP run built it
+        model = StudyJEPA(vit, predictor_dim=32, predictor_depth=4, masks=halves(vit.num_patches),
+                          views=augmented_views(augment, standardize, first="context"),
+                          **DEFAULT_SETTINGS)
         params = model.param_groups(0.04)
 
-        def step(x):
-            context, target = (random_masking(x.shape[0], vit.num_patches, 0.5, device="cpu")[0]
-                               for _ in range(2))
-            return model.terms(standardize(augment(x)), context, target[:, None, :],
-                               standardize(augment(x)))
+        def step(x):   # (its masks drawn before its views: the order of the 3.KEEP run)
+            context, target = model.masks(x.shape[0])
+            images, target_images = model.views(x)
+            return model.terms(images, context, target, target_images)
     elif name == "lejepa":
-        model = LeJEPA(vit, proj_dim=32, hidden=256, lam=0.02)
-        params = param_groups_without_decay(model, 0.05)
-
-        def step(x):
-            return model.terms([standardize(augment(x)) for _ in range(2)])
+        model = LeJEPA(vit, proj_dim=32, hidden=256, lam=0.02, num_views=2,
+                       augment=lambda x: standardize(augment(x)))
+        params, step = model.param_groups(0.05), model
     elif name == "mae":
         model = MAE(encoder=vit, decoder_dim=32, decoder_depth=2, norm_pix_loss=True)
         params = param_groups_without_decay(model, 0.05)
 
         def step(x):
-            return model(standardize(x))[0]
+            return model.loss(standardize(x))
     else:
         model = SimCLR(Pooled(vit), projection_head(vit.dim, 256, 64), temperature=0.5)
         params = param_groups_without_decay(model, 0.05)
 
         def step(x):
-            return model.loss(standardize(augment(x)), standardize(augment(x)))
+            return model.loss_of_views(standardize(augment(x)), standardize(augment(x)))
     opt = AdamW(params, lr=args.lr)
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
-    Trainer(step, opt, models={name: model}, log_every=args.steps, progress=False,
-            schedules={"lr": WarmupCosine(args.lr, args.steps, args.steps // 10, final=1e-6)}
-            ).fit(loader, steps=args.steps)
+    Trainer(step, opt, models=None if step is model else {name: model}, log_every=args.steps,
+            progress=False,
+            schedules={"lr": WarmupCosine(args.lr, args.steps, args.steps // 10, final=1e-6)},
+            out_dir=os.path.join(args.out, name)
+            ).fit(loader, steps=args.steps, resume=args.resume, overwrite=args.overwrite)
 
 
 def fit_decoder(z_train, x_train, z_test, steps, seed):
@@ -125,8 +128,7 @@ def fit_decoder(z_train, x_train, z_test, steps, seed):
 
 def main():
     args = parse_args()
-    start_process(args)
-    os.makedirs(args.out, exist_ok=True)
+    start_run(args)   # seed, threads, device, and a folder holding a run refused unless asked
     data = load_dataset("digits", seed=args.seed)
     standardize = data.standardizer()
 
@@ -165,8 +167,9 @@ def main():
     path = plot_image_grid(rows, os.path.join(args.out, "keep.png"), row_titles=titles,
                            title=f"What the embeddings keep: an MLP decoder redraws held-out digits "
                                  f"from each frozen {args.dim}-d embedding")
-    with open(os.path.join(args.out, "keep.json"), "w") as f:
-        json.dump({"decoder_test_mse": errors, "steps": args.steps}, f, indent=1)
+    for name in ("keep.json", "results.json"):   # results.json: the run is finished
+        with open(os.path.join(args.out, name), "w") as f:
+            json.dump({"decoder_test_mse": errors, "steps": args.steps}, f, indent=1)
     print("saved", path)
 
 

@@ -10,22 +10,24 @@ isotropic Gaussian -- no EMA teacher, no stop-gradient, no predictor, one knob (
 Trains a ViT (the same 64-d x 4 ViT on 2x2 patches as demos/mae.py and demos/jepa.py) with
 minienc/objectives/lejepa.py, logs the prediction and SIGReg terms and, on a fixed subset, RankMe,
 the embedding std and a 5-shot probe of the pooled encoder output while training, then evaluates
-it beside raw pixels, PCA and the same ViT at random init. Writes to runs/lejepa/: views.png,
-curves.png, evaluation.png, metrics.jsonl, results.json.
+it beside raw pixels, PCA and the same ViT at random init. Writes to runs/lejepa/: views.png
+(every view a step uses), curves.png (the loss terms), loss.png, evaluation.png (the held-out
+curves), embeddings.png, metrics.jsonl, results.json.
 """
 import copy
 import time
 
-from common import finish, fit, image_parser, make_trainer, setup
+import jepa_figures as figures
+from common import finish, fit, image_parser, run_options, setup
 
 import minienc
 from minienc import backend, nn
 from minienc.data import BatchIterator, contrastive_augment
-from minienc.eval import plot_curves, plot_image_grid
+from minienc.eval import plot_image_grid
 from minienc.objectives.lejepa import LeJEPA
 from minienc.objectives.masked_image import random_masking
-from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay
-from minienc.progress import MetricsFile
+from minienc.optim import AdamW, WarmupCosine
+from minienc.train import Trainer
 
 
 def parse_args():
@@ -50,17 +52,29 @@ def parse_args():
     return parser.parse_args()
 
 
-def make_views(args, images, num_patches, global_aug, local_aug):
-    """The step's views: (global, local, global masks, local masks) for LeJEPA.terms."""
-    b = images.shape[0]
+def views_picture(args, path, sample, global_aug, local_aug, grid):
+    """Every view one training step uses, of 10 test digits: --num-views global views and
+    --local-views local ones (drawn from a generator of their own: the run's stream untouched)."""
+    np, rng = backend.numpy, backend.numpy.random.default_rng(args.seed)
+    rows, titles = [sample], ["image"]
     if args.views == "mask":
-        masks = [random_masking(b, num_patches, 1 - args.mask_keep)[0] for _ in range(args.num_views)]
-        local_masks = [random_masking(b, num_patches, 1 - args.local_keep)[0]
-                       for _ in range(args.local_views)] or None
-        return images, None, masks, local_masks
-    views = [global_aug(images) for _ in range(args.num_views)]
-    local = [local_aug(images) for _ in range(args.local_views)] or None
-    return views, local, None, None
+        def masked(keep):
+            ids = random_masking(len(sample), grid[0] * grid[1], 1 - keep, device="cpu", rng=rng)[0]
+            seen = np.zeros((len(sample), grid[0] * grid[1]), bool)
+            seen[np.arange(len(sample))[:, None], ids] = True
+            mask = seen.reshape(-1, 1, *grid).repeat(args.patch_size, 2).repeat(args.patch_size, 3)
+            return sample * np.where(mask, 1.0, 0.15).astype(sample.dtype)
+        views = [masked(args.mask_keep) for _ in range(args.num_views)]
+        local = [masked(args.local_keep) for _ in range(args.local_views)]
+    else:
+        views = [backend.to_host(global_aug(sample, rng=rng)) for _ in range(args.num_views)]
+        local = [backend.to_host(local_aug(sample, rng=rng)) for _ in range(args.local_views)]
+    rows += views + local
+    titles += [f"view {i + 1}" for i in range(len(views))] + [f"local {i + 1}" for i in range(len(local))]
+    kind = "masked (dimmed = hidden)" if args.views == "mask" else "augmented"
+    return plot_image_grid(rows, path, row_titles=titles,
+                           title=f"LeJEPA: the {len(views)} global + {len(local)} local {kind} views "
+                                 f"of each digit that one step uses (all pulled to one centre)")
 
 
 def main():
@@ -71,50 +85,28 @@ def main():
                                dim=args.dim, depth=args.depth, num_heads=args.heads,
                                weight_init="xavier")
     random_vit = copy.deepcopy(vit)   # the same ViT at the same random initialisation
-    model = LeJEPA(vit, proj_dim=args.proj_dim, hidden=args.hidden, lam=args.lam,
-                   distributed=args.distributed)   # SIGReg over the global batch
-    if args.distributed:
-        nn.SyncBatchNorm.convert(model)              # the projector's batch norm too
     standardize = data.standardizer()
     # the views' pixel augmentations (digits: no flips): global views crop 40-100% of the image,
     # local ones 10-40%, resized back to the full size
     global_aug = contrastive_augment(crop_scale=(0.4, 1.0))
     local_aug = contrastive_augment(crop_scale=(0.1, 0.4))
-    views = "masked" if args.views == "mask" else "augmented"
-    print(f"LeJEPA: {args.num_views} global + {args.local_views} local {views} views, lambda "
+    masked = args.views == "mask"
+    model = LeJEPA(vit, proj_dim=args.proj_dim, hidden=args.hidden, lam=args.lam,
+                   distributed=args.distributed,   # SIGReg over the global batch
+                   augment=standardize if masked else (lambda x: standardize(global_aug(x))),
+                   num_views=args.num_views, num_local_views=args.local_views,
+                   local_augment=None if masked else (lambda x: standardize(local_aug(x))),
+                   mask_keep=args.mask_keep if masked else None, local_keep=args.local_keep)
+    if args.distributed:
+        nn.SyncBatchNorm.convert(model)              # the projector's batch norm too
+    print(f"LeJEPA: {args.num_views} global + {args.local_views} local {args.views}ed views, lambda "
           f"{args.lam}, projector {args.hidden} -> {args.proj_dim}; ViT {args.dim}d x {args.depth} "
           f"on a {vit.grid_size} grid")
+    views_picture(args, f"{args.out}/views.png", data.x_test[:10], global_aug, local_aug, vit.grid_size)
 
-    sample = data.x_test[:10]
-    rows, titles = [sample], ["image"]
-    if args.views == "mask":
-        for i in range(min(args.num_views, 3)):
-            keep = backend.to_host(random_masking(10, vit.num_patches, 1 - args.mask_keep)[0])
-            seen = backend.numpy.zeros((10, vit.num_patches), bool)
-            seen[backend.numpy.arange(10)[:, None], keep] = True
-            g = vit.grid_size
-            mask = seen.reshape(10, 1, *g).repeat(args.patch_size, 2).repeat(args.patch_size, 3)
-            rows.append(sample * backend.numpy.where(mask, 1.0, 0.15).astype(sample.dtype))
-            titles.append(f"view {i + 1}")
-    else:
-        for i in range(min(args.num_views, 3)):
-            rows.append(backend.to_host(global_aug(sample)))
-            titles.append(f"view {i + 1}")
-        if args.local_views:
-            rows.append(backend.to_host(local_aug(sample)))
-            titles.append("local view")
-    plot_image_grid(rows, f"{args.out}/views.png", row_titles=titles,
-                    title=f"LeJEPA: {views} views of each digit (all pulled to one centre)")
-
-    opt = AdamW(param_groups_without_decay(model, args.weight_decay), lr=args.lr)
+    opt = AdamW(model.param_groups(args.weight_decay), lr=args.lr)
     schedule = WarmupCosine(args.lr, args.steps, int(args.warmup * args.steps), final=args.lr / 1000,
                             start=args.lr / 100)
-
-    def step_fn(images):
-        views_, local, masks, local_masks = make_views(args, images, vit.num_patches, global_aug, local_aug)
-        views_ = [standardize(v) for v in views_] if isinstance(views_, list) else standardize(views_)
-        local = [standardize(v) for v in local] if local else None
-        return model.terms(views_, local, masks, local_masks)   # each term goes to metrics.jsonl
 
     def embed(images):
         return model.embed(standardize(images))
@@ -122,17 +114,15 @@ def main():
     loader = BatchIterator(data.x_train, batch_size=args.batch_size, drop_last=True, seed=args.seed)
     start = time.process_time()
     # with --eval-every N (100 here), held-out curves on a fixed subset (1,000 / 500 images)
-    trainer = make_trainer(args, data, step_fn, opt, embed, models={"lejepa": model},
-                           schedules={"lr": schedule}, log_every=10)
+    trainer = Trainer(model, opt, **run_options(args, data, embed, schedules={"lr": schedule},
+                                                log_every=10))
     fit(args, trainer, loader, args.steps)
     print(f"LeJEPA: {args.steps} steps in {time.process_time() - start:.0f} s CPU, of which "
           f"{trainer.eval_s:.0f} s wall for {len(trainer.evaluations)} held-out evaluations")
-    curves = MetricsFile(f"{args.out}/metrics.jsonl").curves(["prediction", "sigreg"])
-    for key, name in (("rankme", "RankMe"), ("std", "embedding std"), ("fewshot", "5-shot (subset)")):
-        if trainer.evaluations:
-            curves[name] = ([e["step"] for e in trainer.evaluations], [e[key] for e in trainer.evaluations])
-    plot_curves(curves, f"{args.out}/curves.png", title="LeJEPA training (pooled encoder output)",
-                log_scale=("prediction", "sigreg"))
+    figures.titled_loss(trainer, f"{args.out}/loss.png", "LeJEPA")
+    figures.loss_terms(f"{args.out}/curves.png", f"{args.out}/metrics.jsonl", "LeJEPA",
+                       trainer.evaluations, note=None,
+                       names={"prediction": "prediction (views -> their centre)"})
     start = time.perf_counter()
     finish(args, data, "LeJEPA", embed, random_encoder=lambda x: random_vit(standardize(x)).mean(axis=1),
            params=model.num_parameters())

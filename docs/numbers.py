@@ -97,7 +97,7 @@ def lejepa(seed):
 
 
 def no_predictor(seed):
-    return f"python demos/jepa.py --seed {seed} --pred-depth 0 --no-mae --out runs/numbers/jepa_nopred_s{seed}"
+    return f"python demos/jepa_study.py --seed {seed} --pred-depth 0 --no-mae --out runs/numbers/jepa_nopred_s{seed}"
 
 
 CANVAS = "python demos/jepa.py --data digits-canvas:32 --patch-size 4 --no-mae --out runs/numbers/jepa_canvas"

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import sys
+import warnings
 
 from tqdm.auto import tqdm as auto_tqdm   # a notebook widget in Jupyter, a text bar elsewhere
 from tqdm.autonotebook import tqdm as _chosen_tqdm   # (loaded by tqdm.auto: what it chose)
@@ -56,16 +57,50 @@ def format_seconds(s):
 
 
 class MetricsFile:
-    """metrics.jsonl: one JSON record per line, each with its "step"."""
+    """metrics.jsonl: one JSON record per line, each with its "step".
+
+    A process killed while appending leaves its last line cut short (no newline at its end):
+    reading drops that line with a warning, as TensorBoard's reader drops a truncated last
+    event, since everything before it is whole. Any other line that is not a JSON record with
+    a "step" is damage that no crash explains: read() refuses it, naming the file and the line;
+    keep_until (a resume) keeps the whole records before it, moves the damaged file aside to
+    metrics.jsonl.damaged and says so, so that a damaged log never blocks a resume the
+    checkpoint can serve."""
 
     def __init__(self, path):
         self.path = path
 
-    def read(self):
+    def _parse(self):
+        """(records, the first damaged line's (number, reason) or None); a cut last line is
+        dropped with a warning."""
         if not os.path.exists(self.path):
-            return []
+            return [], None
         with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            lines = f.readlines()
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or "step" not in record:
+                    raise ValueError("not a record with a \"step\"")
+            except ValueError as error:
+                if number == len(lines) and not line.endswith("\n"):
+                    warnings.warn(f"{self.path}: its last line (line {number}) was cut short, "
+                                  f"as a process killed while writing it leaves it; that line "
+                                  f"is dropped", RuntimeWarning, stacklevel=3)
+                    break
+                return records, (number, f"{error}")
+            records.append(record)
+        return records, None
+
+    def read(self):
+        records, damage = self._parse()
+        if damage:
+            raise ValueError(f"{self.path}: line {damage[0]} is not a JSON record with a "
+                             f"\"step\" ({damage[1]}); the file is damaged")
+        return records
 
     def curves(self, names):
         """{name: (steps, values)} of each of `names` over the training lines (those with a
@@ -85,8 +120,20 @@ class MetricsFile:
         self._write(lines[:-1] + [record])
 
     def keep_until(self, step):
-        """Keep the records up to `step` (none for step 0: a fresh run) and return them."""
-        kept = [r for r in self.read() if r["step"] <= step] if step else []
+        """Keep the records up to `step` (none for step 0: a fresh run) and return them. A
+        damaged file keeps its whole records before the damage; the file itself is moved aside
+        (metrics.jsonl.damaged) with a warning naming both."""
+        if not step:
+            self._write([])
+            return []
+        records, damage = self._parse()
+        if damage:
+            aside = self.path + ".damaged"
+            os.replace(self.path, aside)
+            warnings.warn(f"{self.path}: line {damage[0]} is not a JSON record with a \"step\" "
+                          f"({damage[1]}); the {len(records)} records before it are kept, the "
+                          f"file as it was is now {aside}", RuntimeWarning, stacklevel=3)
+        kept = [r for r in records if r["step"] <= step]
         self._write(kept)
         return kept
 

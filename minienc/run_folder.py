@@ -5,7 +5,9 @@
     out_dir/checkpoint.npz      models, optimizer, position in the data, RNG state, losses
     out_dir/loss.png            the loss (and evaluation.png, the evaluations), drawn by fit
 
-A folder holding checkpoint.npz or metrics.jsonl holds a run: fit refuses it unless asked to
+A folder is claimed by the process that runs in it (claim_folder: a lock the system drops when
+the process ends), so a second run started at the same time with the same folder is refused at
+once. A folder holding checkpoint.npz or metrics.jsonl holds a run: fit refuses it unless asked to
 resume it (load the checkpoint, and keep metrics.jsonl up to its step: an interrupted run may
 have logged past its last checkpoint) or to overwrite it. Under minienc.distributed rank 0 writes
 the folder; every rank resumes from rank 0's checkpoint and takes back its own random state.
@@ -20,6 +22,45 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .progress import MetricsFile
 
 RUN_FILES = ("checkpoint.npz", "metrics.jsonl")   # a folder holding either holds a run
+LOCK_FILE = ".minienc-lock"   # held (flock) by the process whose run the folder is
+_claimed = {}                 # real path -> the open lock file of each folder this process holds
+
+
+def claim_folder(path, who="Trainer.fit"):
+    """Make the folder `path` (created if missing) this process's: an exclusive lock (flock)
+    on path/.minienc-lock, taken at once or refused at once with a FileExistsError, so two
+    runs started together with the same folder cannot both pass the check for a run already
+    there. The system drops the lock when the process ends (a killed run leaves no stale
+    lock). Returns True where this call took the lock, False where this process held it
+    already (a demo claims its --out before its Trainer does). Where there is no fcntl
+    (Windows) nothing is locked."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{who}: {path} is a file, not a folder for the run")
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    os.makedirs(path, exist_ok=True)
+    key = os.path.realpath(path)
+    if key in _claimed:
+        return False
+    lock = os.open(os.path.join(path, LOCK_FILE), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(lock)
+        raise FileExistsError(f"{who}: another process is running in {path} (it holds "
+                              f"{os.path.join(path, LOCK_FILE)}); two runs cannot share a "
+                              f"folder: wait for it to end, or choose another one") from None
+    _claimed[key] = lock
+    return True
+
+
+def release_folder(path):
+    """Give up this process's claim on `path` (claim_folder), if it holds one."""
+    lock = _claimed.pop(os.path.realpath(path), None)
+    if lock is not None:
+        os.close(lock)   # (closing the last descriptor drops the flock)
 
 
 class RunFolder:
@@ -50,12 +91,25 @@ class RunFolder:
             print(f"Trainer: no checkpoint in {self.out_dir} to resume: starting from step 0")
         if self.out_dir is None:
             return
-        existing = [n for n in RUN_FILES if os.path.exists(self._path(n))]
-        if existing and not (resume or overwrite or self._owns_out_dir):
-            raise FileExistsError(
+        # a rank sharing rank 0's folder leaves the check to rank 0 (which may already have
+        # written there), and a refusal on any rank is a refusal on every rank
+        refusal = existing = None
+        if self._writes_metrics:
+            try:   # held while fit runs (_release_folder), or as long as a demo holds it
+                self._claimed_folder = claim_folder(self.out_dir) and self.out_dir
+            except OSError as error:   # taken, a file, not writable: refused on every rank
+                refusal = error
+            existing = [n for n in RUN_FILES if os.path.exists(self._path(n))]
+        if existing and not refusal and not (resume or overwrite or self._owns_out_dir):
+            refusal = FileExistsError(
                 f"Trainer.fit: {self.out_dir} already holds a run ({', '.join(existing)}); pass "
                 f"resume=True to continue it or overwrite=True to start it again (a demo's "
                 f"--resume / --overwrite), or choose another out_dir")
+        try:
+            distributed.raise_together(refusal)
+        except Exception:
+            self._release_folder()
+            raise
         if not self._writes_metrics:
             return
         if overwrite and not resume and self.step == 0:   # a later resume must not find the old
@@ -64,6 +118,13 @@ class RunFolder:
                     os.remove(self._path(name))
         os.makedirs(self.out_dir, exist_ok=True)
         self._trim_metrics()
+
+    def _release_folder(self):
+        """The end of fit: give up the claim on out_dir that _open_run took (none where the
+        folder was claimed before, by a demo, or by this process's earlier fit)."""
+        if getattr(self, "_claimed_folder", None):
+            release_folder(self._claimed_folder)
+            self._claimed_folder = None
 
     def _main_checkpoint(self):
         """Rank 0's checkpoint path if it exists there, else None: every rank resumes from it."""

@@ -17,9 +17,10 @@ import json
 import math
 import struct
 
-import numpy
-
+from . import backend
 from .checkpoint import atomic_file
+
+numpy = backend.numpy   # host-side file I/O: the format's bytes are NumPy's
 
 # in the order of the package's Dtype enum, by which it sorts a file's tensors (last first)
 DTYPES = {"BOOL": numpy.bool_, "U8": numpy.uint8, "I8": numpy.int8, "I16": numpy.int16,

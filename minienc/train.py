@@ -31,7 +31,8 @@ progress bar (tqdm), the JSON-lines metrics file and the NaN check see them. Sch
 functions of the step, so the checkpoint's step is the schedule's position. Resuming restores
 models, optimizer, RNG and position, and replays the data order of the interrupted epoch: the
 losses are the same as those of an uninterrupted run (on CPU; see minienc/checkpoint.py for GPU).
-Ctrl-C finishes the current step, saves a checkpoint and stops (a second Ctrl-C stops at once).
+Ctrl-C or SIGTERM (a batch scheduler's warning before it kills a job) finishes the current
+step, saves a checkpoint and stops (a second one stops at once).
 
 A run's folder is never silently reused: `fit` refuses an out_dir that already holds a run
 (checkpoint.npz or metrics.jsonl) unless `resume=True` (continue it) or `overwrite=True`.
@@ -40,11 +41,14 @@ Under minienc.distributed (several processes, after distributed.init()) the same
 parallel: rank 0's weights are broadcast at the start of fit, the gradients are averaged over the
 ranks before each optimizer step, the logged numbers are the ranks' mean, and rank 0 alone
 prints, evaluates and writes metrics, plots and checkpoints (every rank must still call fit and
-save alike, out_dir set on all of them or on none; a rank given an out_dir of its own, as the
-demos give each other rank a temporary one, keeps the same metrics.jsonl there, so code that
-reads it after training runs on every rank). A checkpoint keeps each rank's RNG state;
-on resume every rank reads rank 0's checkpoint and takes back its own. Ctrl-C then stops at
-once, without the checkpoint (the ranks would not agree on the step to stop after).
+save alike, out_dir set on all of them or on none -- fit checks this, and that the ranks
+agree on steps, epochs and batches per epoch, before anything runs; a rank given an out_dir of
+its own, as the demos give each other rank a temporary one, keeps the same metrics.jsonl there,
+so code that reads it after training runs on every rank). A checkpoint keeps each rank's RNG state;
+on resume every rank reads rank 0's checkpoint and takes back its own. Ctrl-C or SIGTERM (the
+launcher passes it to every rank) is a vote carried by the gradient reduction, so every rank
+stops after the same step and the checkpoint is saved (MPI; on NCCL reading the vote would cost
+a device sync per step, so there a signal stops the job at once).
 """
 import contextlib
 import itertools
@@ -64,6 +68,7 @@ OPTIMIZER_KEYS = ("lr", "weight_decay")
 EVAL_BUDGET = 0.15   # the largest share of the run's time evaluations may take, by default
 PLAN_AFTER = 10      # steps timed before the plan's estimate is printed
 _END = object()
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)   # each stops the run after its step, saved
 
 
 class Trainer(RunFolder):
@@ -160,19 +165,25 @@ class Trainer(RunFolder):
         self._interrupted = False
         if not distributed.is_main():
             self.progress = False   # rank 0 alone prints
-        # rank 0 writes the run; another rank keeps metrics.jsonl only in an out_dir of its own
-        main_out_dir = distributed.engine().bcast_object(self.out_dir)   # (every rank calls it)
-        self._writes_metrics = distributed.is_main() or self.out_dir != main_out_dir
-        self._open_run(resume, overwrite)
-        # after a resume, so that the weights broadcast from rank 0 are the ones it loaded
-        self._parallel = distributed.data_parallel(list((self.models or {}).values()),
-                                                   self.optimizer)
         epoch_length = len(data) if hasattr(data, "__len__") else None
         total = self._total = steps if steps is not None else (
             math.ceil(epoch_length / self.accumulate) * epochs if epoch_length else None)
         if self.objective is not None and total is None:
             raise ValueError("Trainer.fit: the objective's after_step(progress) needs the run's "
                              "length: pass steps=, or data with a len()")
+        # every rank must run the same collectives: what decides them is compared once, here
+        everyone = distributed.agree("Trainer.fit", {
+            "out_dir (set or None)": self.out_dir is not None, "batches per epoch": epoch_length,
+            "steps": steps, "epochs": epochs, "accumulate": self.accumulate,
+            "checkpoint_every": self.checkpoint_every, "resume": bool(resume),
+            "overwrite": bool(overwrite), "out_dir": self.out_dir}, unchecked=("out_dir",))
+        main_out_dir = everyone[0]["out_dir"]
+        # rank 0 writes the run; another rank keeps metrics.jsonl only in an out_dir of its own
+        self._writes_metrics = distributed.is_main() or self.out_dir != main_out_dir
+        self._open_run(resume, overwrite)
+        # after a resume, so that the weights broadcast from rank 0 are the ones it loaded
+        self._parallel = distributed.data_parallel(list((self.models or {}).values()),
+                                                   self.optimizer)
         self._say_plan(total, epoch_length)
         self._bar = progress_bar(total, enabled=self.progress, initial=self.step)
         self._start_step = self.step
@@ -200,11 +211,12 @@ class Trainer(RunFolder):
                         self._end_epoch()
                 if (self.evaluator is not None and self._last_eval != self.step
                         and not self._interrupted):
-                    self._evaluate_if_affordable()   # the end point of every curve
+                    self._evaluate()   # the end point of every curve: never skipped by the budget
                 self._log()
                 self._elapsed()
         finally:
             self._bar.close()
+            self._release_folder()   # (a second run that starts now finds this one's files)
         self._owns_out_dir = True
         if self.out_dir is not None:
             self.save()
@@ -240,23 +252,35 @@ class Trainer(RunFolder):
     # ----- beside the step: signals, the data's position, schedules, gradients ------------------
     @contextlib.contextmanager
     def _stop_on_interrupt(self):
-        """In the main thread, the first Ctrl-C asks the loop to stop after the current step."""
-        if threading.current_thread() is not threading.main_thread() or \
-                distributed.is_initialized():
+        """In the main thread, the first Ctrl-C, or SIGTERM (what a batch scheduler sends before
+        it kills a job), asks the loop to stop after the current step; under several processes
+        (MPI) the signal is a vote in the gradient reduction, so every rank stops after the same
+        step (DataParallel.stop_together)."""
+        parallel = self._parallel
+        if threading.current_thread() is not threading.main_thread() or (
+                distributed.is_initialized() and not (parallel and parallel.can_stop_together)):
             yield
             return
+        if parallel is None:
+            def stop():
+                self._interrupted = True
+        else:
+            stop = parallel.stop_together(lambda: setattr(self, "_interrupted", True))
 
         def handler(signum, frame):
-            if self._interrupted:
+            if self._interrupted or (parallel and parallel.reduce_gradients.stop_voted):
                 raise KeyboardInterrupt
-            self._interrupted = True
-            print("\nTrainer: stopping after this step (Ctrl-C again to stop at once)", flush=True)
+            stop()
+            what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            print(f"\nTrainer: {what}: stopping after this step ({what} again to stop at once)",
+                  flush=True)
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {kind: signal.signal(kind, handler) for kind in STOP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+            for kind, before in previous.items():
+                signal.signal(kind, before if before is not None else signal.SIG_DFL)
 
     def _epoch_batches(self, data):
         """An iterator over this epoch's batches, positioned after the ones already trained on."""
@@ -274,7 +298,8 @@ class Trainer(RunFolder):
                 raise ValueError(f"Trainer: cannot resume at batch {self.batch_in_epoch} of epoch "
                                  f"{self.epoch}: the data gave only {i} batches")
         backend.set_rng_state(resumed_state)
-        return batches
+        # several processes: where the data ends, the ranks check that theirs ended together
+        return batches if self._parallel is None else self._parallel.batches(batches)
 
     def _end_epoch(self):
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0

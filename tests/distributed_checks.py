@@ -23,7 +23,8 @@ import minienc  # noqa: E402
 from minienc import backend, distributed, nn  # noqa: E402
 from minienc.data import BatchIterator  # noqa: E402
 from minienc.engine import no_grad  # noqa: E402
-from minienc.objectives import MAE, IJEPA, MultiBlockMaskSampler, random_masking  # noqa: E402
+from minienc.objectives import MAE, MultiBlockMaskSampler, random_masking  # noqa: E402
+from minienc.objectives.jepa_study import StudyJEPA  # noqa: E402
 from minienc.objectives.barlow import BarlowTwins, barlow_projector  # noqa: E402
 from minienc.objectives.dino import DINO, dino_head  # noqa: E402
 from minienc.objectives.lejepa import LeJEPA  # noqa: E402
@@ -113,7 +114,7 @@ def lejepa():
 
     def step(models, batch):
         views = [v.reshape(v.shape[0], 1, 2, 5) for v in _two_views(batch)]
-        return models["model"](views)
+        return models["model"].loss_of_views(views)["loss"]
 
     return compare_runs("LeJEPA", build, lambda sharded: loader(arrays, 8, sharded),
                         lambda m: SGD(m["model"].parameters(), lr=0.05, momentum=0.9), step)
@@ -214,7 +215,7 @@ def _ijepa(name, **options):
 
     def build():
         vit = nn.VisionTransformer(image_size=4, patch_size=2, dim=8, depth=1, num_heads=2)
-        jepa = IJEPA(vit, predictor_dim=8, predictor_depth=1, **options)
+        jepa = StudyJEPA(vit, predictor_dim=8, predictor_depth=1, **options)   # I-JEPA and the study's guards
         return {"jepa": nn.SyncBatchNorm.convert(jepa)}   # (SIGReg's projector has batch norm)
 
     def data(sharded):
@@ -225,7 +226,7 @@ def _ijepa(name, **options):
 
     def step(models, batch):
         images, context, targets = batch
-        return models["jepa"](minienc.tensor(images, dtype=F64), context, targets)
+        return models["jepa"].terms(minienc.tensor(images, dtype=F64), context, targets)["loss"]
 
     def ema(models):
         return lambda trainer: models["jepa"].update_target(0.9)
@@ -448,7 +449,8 @@ def trainer_resume_restores_every_rank():
     assert straight_losses == resumed_losses, (straight_losses, resumed_losses)
     # the other ranks keep only metrics.jsonl in their own folder, with rank 0's numbers
     if not distributed.is_main():
-        assert os.listdir(out) == ["metrics.jsonl"], f"rank {rank()} wrote {os.listdir(out)}"
+        kept = sorted(os.listdir(out))   # (and the lock by which its process claims the folder)
+        assert kept == [".minienc-lock", "metrics.jsonl"], f"rank {rank()} wrote {kept}"
     with open(os.path.join(out, "metrics.jsonl")) as f:
         logged = [json.loads(line)["loss"] for line in f if line.strip()]
     assert logged == resumed_losses, (logged, resumed_losses)
@@ -456,6 +458,154 @@ def trainer_resume_restores_every_rank():
     same_on_every_rank(resumed, "resumed weights")   # (also: rank 0 is done reading the files)
     shutil.rmtree(out)
     return "8 steps straight == 3 steps, checkpoint, resume to 8 (weights and losses)"
+
+
+@check
+def a_signal_on_one_rank_stops_every_rank_after_the_same_step():
+    """SIGTERM (or Ctrl-C) reaching one rank is a vote in the gradient reduction: every rank
+    stops after the same step, the checkpoint is saved, and the resumed run equals the
+    uninterrupted one (regression: under several processes a signal lost the run)."""
+    import signal
+    made = tempfile.mkdtemp(prefix="minienc-signal-") if distributed.is_main() else None
+    shared = distributed.engine().bcast_object(made)
+    out = shared if distributed.is_main() else tempfile.mkdtemp(prefix="minienc-rank-")
+    x = np.random.default_rng(9).standard_normal((24, 3)).astype(np.float32)
+
+    def run(steps, resume, out_dir, signal_at=None):
+        minienc.manual_seed(11)
+        model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+
+        def raise_on_last_rank(trainer):
+            if trainer.step == signal_at and rank() == world() - 1:
+                signal.raise_signal(signal.SIGTERM)
+        trainer = Trainer(lambda batch: (model(batch) ** 2).mean(),
+                          SGD(model.parameters(), lr=0.05, momentum=0.9), models=model,
+                          out_dir=out_dir, log_every=1, progress=False,
+                          callbacks=[raise_on_last_rank])
+        try:
+            trainer.fit(BatchIterator(x, batch_size=4, seed=2), steps=steps, resume=resume)
+            stopped = False
+        except KeyboardInterrupt:
+            stopped = True
+        return weights(model), trainer.losses, trainer.step, stopped
+
+    straight, straight_losses, _, _ = run(8, False, None)
+    _, _, stopped_at, stopped = run(8, False, out, signal_at=3)
+    # the vote is counted by the next step's reduction: every rank stops after step 4
+    everyone = distributed.engine().allgather_object((stopped_at, stopped))
+    assert everyone == [(4, True)] * world(), everyone
+    resumed, resumed_losses, step, _ = run(8, True, out)
+    assert step == 8 and np.array_equal(straight, resumed), "resumed run differs"
+    assert straight_losses == resumed_losses, (straight_losses, resumed_losses)
+    same_on_every_rank(resumed, "resumed weights")
+    shutil.rmtree(out)
+    return "SIGTERM on the last rank after step 3: all stopped after step 4, resumed to 8 exactly"
+
+
+# ----- refused on every rank, with the ranks named, instead of garbage or a hang -----------------
+
+def refused_on_every_rank(fn, *fragments, kind=ValueError):
+    """Run fn() on every rank; assert it raised `kind` on every rank with each of `fragments` in
+    the message. Returns rank 0's message."""
+    try:
+        fn()
+        message = None
+    except kind as error:
+        message = str(error)
+    everyone = distributed.engine().allgather_object(message)
+    for r, said in enumerate(everyone):
+        assert said is not None, f"rank {r} was not refused ({kind.__name__} expected)"
+        for fragment in fragments:
+            assert fragment in said, f"rank {r}: {fragment!r} not in {said!r}"
+    return everyone[0]
+
+
+@check
+def all_gather_refuses_unequal_shapes():
+    """Regression: 4 rows on rank 0 and 3 on rank 1 gave 8 rows, one of uninitialised memory."""
+    rows = minienc.tensor(np.ones((4 - rank(), 3), dtype=np.float32))
+    said = refused_on_every_rank(lambda: distributed.all_gather(rows),
+                                 "rank 0: (4, 3) float32", "rank 1: (3, 3) float32")
+    mixed = np.zeros(2, dtype=[np.float32, F64][rank() % 2])
+    refused_on_every_rank(lambda: distributed.engine().allgather(mixed),
+                          "rank 0: (2,) float32", "rank 1: (2,) float64")
+    same = distributed.all_gather(minienc.tensor(np.full((2, 3), rank(), dtype=np.float32)))
+    assert same.numpy()[:, 0].tolist() == [r for r in range(world()) for _ in range(2)]
+    return said
+
+
+@check
+def broadcast_refuses_models_that_differ():
+    """Regression: different shapes gave MPICH's 'message sizes do not match', naming nothing;
+    equal sizes in other shapes trained on silently."""
+    transposed = nn.Linear(3, 4) if rank() == 0 else nn.Linear(4, 3)   # 12 weights on both
+    said = refused_on_every_rank(lambda: distributed.broadcast_parameters(transposed),
+                                 "Linear[0].weight", "rank 0 has", "rank 1 has")
+    deeper = nn.Sequential(*[nn.Linear(2, 2) for _ in range(1 + rank())])
+    refused_on_every_rank(lambda: distributed.broadcast_parameters(deeper),
+                          "rank 0 has 2 parameters and buffers, rank 1 has 4")
+    same = nn.Linear(2, 2)
+    distributed.broadcast_parameters(same)
+    same_on_every_rank(weights(same), "a model that agrees is broadcast")
+    return said
+
+
+def _tiny_trainer(out_dir, **options):
+    model = nn.Linear(2, 1)
+    return Trainer(lambda batch: (model(batch) ** 2).mean(), SGD(model.parameters(), lr=0.1),
+                   models=model, out_dir=out_dir, progress=False, **options)
+
+
+@check
+def fit_refuses_ranks_that_would_run_different_steps():
+    """Regression: out_dir on rank 0 only hung at the first checkpoint, and ranks whose data
+    gave different numbers of batches hung where the shorter one stopped."""
+    x = np.ones((8, 2), dtype=np.float32)
+    out = tempfile.mkdtemp(prefix="minienc-check-") if distributed.is_main() else None
+    said = refused_on_every_rank(lambda: _tiny_trainer(out, checkpoint_every=1).fit(
+        BatchIterator(x, batch_size=4, rank=0, world_size=1), steps=2),
+        "out_dir (set or None)", "rank 0: True", "rank 1: False")
+    longer = BatchIterator(x[:4 + 4 * rank()], batch_size=2, rank=0, world_size=1)
+    refused_on_every_rank(lambda: _tiny_trainer(None).fit(longer, epochs=1),
+                          "batches per epoch", "rank 0: 2", "rank 1: 4")
+    refused_on_every_rank(lambda: _tiny_trainer(None).fit([x[:2]] * 3, steps=2 + rank()),
+                          "steps", "rank 0: 2", "rank 1: 3")
+    # the numbers a step logs are averaged by position: their names must agree
+    model = nn.Linear(2, 1)
+
+    def step(batch):
+        loss = (model(batch) ** 2).mean()
+        return {"loss": loss, ["alpha", "beta"][rank() % 2]: loss * 0}
+    refused_on_every_rank(lambda: Trainer(step, SGD(model.parameters(), lr=0.1), models=model,
+                                          progress=False).fit([x[:2]] * 3, steps=2),
+                          "Trainer: the logged numbers", "'alpha'", "'beta'")
+    if out:
+        shutil.rmtree(out)
+    return said
+
+
+@check
+def one_fresh_out_dir_shared_by_every_rank():
+    """Regression: the same fresh out_dir on every rank raced (rank 1 found the metrics.jsonl
+    rank 0 had just made and refused: 3 launches in 5)."""
+    x = np.ones((8, 2), dtype=np.float32)
+    for attempt in range(5):
+        made = tempfile.mkdtemp(prefix="minienc-shared-") if distributed.is_main() else None
+        out = distributed.engine().bcast_object(made)
+        _tiny_trainer(out, log_every=1).fit(BatchIterator(x, batch_size=4), steps=2)
+        distributed.barrier()
+        if distributed.is_main():
+            shutil.rmtree(out)
+    return "5 fresh folders shared by every rank, none refused"
+
+
+@check
+def a_refusal_on_one_rank_is_raised_on_every_rank():
+    error = FileExistsError("the folder is taken") if rank() == world() - 1 else None
+    said = refused_on_every_rank(lambda: distributed.raise_together(error),
+                                 "the folder is taken", kind=FileExistsError)
+    distributed.raise_together(None)   # nobody refuses: nothing raised
+    return said
 
 
 def main(names):

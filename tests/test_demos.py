@@ -65,7 +65,11 @@ def test_jepa_demo_runs_with_its_mae_row(tmp_path, monkeypatch):
     assert methods[0] == "JEPA (pooled)", methods
     assert "MAE (same steps)" in methods and "MAE (same CPU time)" in methods, methods
     assert "I-JEPA context encoder" not in methods, "a shared encoder is its own target"
-    assert (tmp_path / "masks.png").stat().st_size > 0
+    for name in ("masks", "curves", "jepa_vs_mae", "loss", "mae/loss", "mae_same_time/loss"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000, name
+    runs = json.loads((tmp_path / "jepa_vs_mae.json").read_text())
+    assert set(runs) == {"JEPA", "MAE (same steps)", "MAE (same CPU time)"}
+    assert runs["JEPA"]["step"][0] == 0 and len(runs["JEPA"]["cpu_s"]) == len(runs["JEPA"]["fewshot"])
 
 
 def test_lejepa_demo_runs_with_augmented_masked_and_local_views(tmp_path, monkeypatch):
@@ -97,25 +101,56 @@ def test_the_collapse_ablations_are_one_flag_away(tmp_path, monkeypatch):
     assert all(row["center_norm"] == 0.0 for row in rows)          # no centring: c stays 0
 
 
-def test_collapse_lab_runs_and_draws_every_variant(tmp_path, monkeypatch):
-    run_in_process("collapse.py", "--steps", "4", "--every", "2", "--dim", "16", "--depth", "1",
-                   "--only", "default,ijepa-no-sg,lejepa", *THREADS, "--out", tmp_path,
-                   monkeypatch=monkeypatch)
+def _refused_then_resumed(script, flags, tmp_path, monkeypatch, result):
+    """A second run into a finished folder is refused; --resume reads the run back with the same
+    numbers (nothing trained again)."""
+    first = json.loads((tmp_path / result).read_text())
+    with pytest.raises(SystemExit, match="already holds a finished run"):
+        run_in_process(script, *flags, monkeypatch=monkeypatch)
+    run_in_process(script, *flags, "--resume", monkeypatch=monkeypatch)
+    again = json.loads((tmp_path / result).read_text())
+    for records in (first, again):
+        for r in (records if isinstance(records, list) else []):
+            r.pop("train_s")
+    assert again == first
+
+
+def test_collapse_lab_runs_draws_every_variant_and_resumes(tmp_path, monkeypatch):
+    flags = ["--steps", "4", "--every", "2", "--dim", "16", "--depth", "1",
+             "--only", "default,ijepa-no-sg,lejepa", *THREADS, "--out", tmp_path]
+    run_in_process("collapse.py", *flags, monkeypatch=monkeypatch)
     results = json.loads((tmp_path / "collapse.json").read_text())
     assert [r["name"] for r in results] == ["default", "ijepa-no-sg", "lejepa"]
     for r in results:
         assert r["step"] == [0, 2, 4] and len(r["rankme"]) == len(r["fewshot"]) == 3
     assert (tmp_path / "collapse.png").stat().st_size > 0
     assert "| I-JEPA - EMA - stop-grad |" in (tmp_path / "collapse.md").read_text()
+    _refused_then_resumed("collapse.py", flags, tmp_path, monkeypatch, "collapse.json")
 
 
-def test_keep_demo_decodes_every_encoder(tmp_path, monkeypatch):
-    run_in_process("keep.py", "--steps", "3", "--decoder-steps", "5", "--dim", "16", "--depth", "1",
-                   *THREADS, "--out", tmp_path, monkeypatch=monkeypatch)
+def test_keep_demo_decodes_every_encoder_and_resumes(tmp_path, monkeypatch):
+    flags = ["--steps", "3", "--decoder-steps", "5", "--dim", "16", "--depth", "1", *THREADS,
+             "--out", tmp_path]
+    run_in_process("keep.py", *flags, monkeypatch=monkeypatch)
     errors = json.loads((tmp_path / "keep.json").read_text())["decoder_test_mse"]
     assert set(errors) == {"JEPA", "LeJEPA", "MAE", "SimCLR", "random init", "PCA-16 pixels"}
     assert all(0.0 < e < 1.0 for e in errors.values())
     assert (tmp_path / "keep.png").stat().st_size > 0
+    _refused_then_resumed("keep.py", flags, tmp_path, monkeypatch, "keep.json")
+
+
+def test_the_jepa_study_demo_runs_the_released_preset(tmp_path, monkeypatch):
+    """demos/jepa_study.py --preset paper: I-JEPA's EMA target, multi-block masks and crop on the
+    canvas, with its context-encoder row."""
+    run_in_process("jepa_study.py", "--preset", "paper", "--steps", "3", "--eval-every", "3",
+                   "--no-mae", "--dim", "16", "--depth", "1", "--draws", "3", *SUBSET, *THREADS,
+                   "--out", tmp_path, monkeypatch=monkeypatch)
+    methods = [r["method"] for r in json.loads((tmp_path / "results.json").read_text())]
+    assert methods[:2] == ["I-JEPA (target, pooled)", "I-JEPA context encoder"], methods
+    config = json.loads((tmp_path / "config.json").read_text())["flags"]
+    assert config["masks"] == "multiblock" and config["ema"] == [0.996, 1.0] and config["targets"] == 4
+    for name in ("masks", "curves", "loss", "evaluation", "embeddings"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000, name
 
 
 def _write_idx(path, array):

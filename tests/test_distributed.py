@@ -1,11 +1,13 @@
 """minienc.distributed: a world of one (no launcher), the NCCL engine's logic at world size 1
 (against a stand-in for cupy.cuda.nccl on the CPU, the real NCCL where a GPU is visible), the
 BatchIterator's shards, and the checks that need two processes, run under `mpiexec -n 2` by
-tests/distributed_checks.py (skipped, with the reason, without mpi4py and a launcher)."""
+tests/distributed_checks.py, and the ways a rank can part from the others (tests/distributed_exits.py),
+each launch bounded in time (skipped, with the reason, without mpi4py and a launcher)."""
 import ctypes
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -227,6 +229,8 @@ def test_nccl_engine_collectives_at_world_size_one(device):
         engine.allreduce_(a[:, 1:])
     with pytest.raises(TypeError, match="NCCL has no type for complex128"):
         engine.broadcast_(xp.zeros(2, dtype=xp.complex128))
+    # counted with the host's collectives, so the watchdog finds a rank that left before one
+    assert engine.watchdog.count == 4
     if calls is not None:
         assert calls == [("allReduce", 6, FakeNccl.NCCL_FLOAT64, True),
                          ("allGather", 4, FakeNccl.NCCL_FLOAT64),
@@ -314,8 +318,9 @@ def test_training_through_the_nccl_engine_at_world_size_one_matches_one_process(
     if calls is not None:
         kinds = {c[0] for c in calls}
         assert {"bcast", "allGather", "reduceScatter"} <= kinds, kinds
-        # all the gradients fit one bucket: one all-reduce of every parameter's values per step
-        bucket_sums = [c for c in calls if c[0] == "allReduce" and c[1] == parameter_count]
+        # all the gradients fit one bucket: one all-reduce of every parameter's values (and the
+        # two flags, "I have a batch" and "stop") per step
+        bucket_sums = [c for c in calls if c[0] == "allReduce" and c[1] == parameter_count + 2]
         assert len(bucket_sums) == 3, calls
 
 
@@ -335,6 +340,8 @@ def _launcher_env():
     env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_VARIABLES}
     env.update(PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", MINIENC_DEVICE="cpu",
                MPLBACKEND="Agg")
+    # a collective that hangs ends the job with its name well before the test's own timeout
+    env.setdefault("MINIENC_DISTRIBUTED_TIMEOUT", "100")
     return env
 
 
@@ -354,16 +361,76 @@ def two_ranks():
     return results, run.stdout[-3000:] + run.stderr[-3000:]
 
 
-def test_an_exception_on_one_rank_ends_every_rank():
+def _two_processes(*args, timeout=120, **env):
+    """`mpiexec -n 2 python *args`, bounded in time (a hang fails the test, it cannot stall the
+    suite): the finished process. env: variables to add."""
     missing = _mpi_missing()
     if missing:
         pytest.skip(missing)
+    return subprocess.run(["mpiexec", "-n", "2", sys.executable, *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**_launcher_env(), **env}, cwd=ROOT)
+
+
+def test_an_exception_on_one_rank_ends_every_rank():
     code = ("import numpy as np; from minienc import distributed; e = distributed.init(); "
             "assert e.rank != 1, 'rank 1 fails'; e.allreduce_(np.zeros(3)); print('finished')")
-    run = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-c", code], capture_output=True,
-                         text=True, timeout=120, env=_launcher_env(), cwd=ROOT)
+    run = _two_processes("-c", code)
     assert run.returncode != 0 and "rank 1 fails" in run.stderr, run.stdout + run.stderr
-    assert "finished" not in run.stdout
+    assert "rank 1 ended with AssertionError" in run.stderr and "finished" not in run.stdout
+
+
+# the timeout is far above what each scenario needs, so the message shows what ended the job
+@pytest.mark.parametrize("scenario, timeout, said", [
+    ("exit_mid_step", "100", r"rank 1 has left \(its process ended: the end of its script, "
+                             r"sys.exit or SystemExit\) after (\d+) collectives, but rank 0 "
+                             r"waits in allreduce_ \(collective #(\d+)\)"),
+    ("data_of_different_lengths", "100", r"rank 0's data ended after 2 batches of this epoch "
+                                         r"while 1 other rank\(s\) still had a batch"),
+    ("collective_timeout", "3", r"rank 0 has waited 3 s in allreduce_ \(collective #\d+\) for "
+                                r"the other ranks, past the timeout of 3 s"),
+])
+def test_a_rank_that_parts_from_the_others_ends_every_rank(scenario, timeout, said):
+    """Regression: a rank that left (sys.exit), whose data ended first or that was stuck left
+    the other waiting in a collective forever, spinning a core."""
+    run = _two_processes(ROOT / "tests" / "distributed_exits.py", scenario,
+                         MINIENC_DISTRIBUTED_TIMEOUT=timeout)
+    found = re.search(said, run.stderr)
+    assert run.returncode != 0 and found, run.stdout + run.stderr
+    if scenario == "exit_mid_step":   # rank 0 waits in the very next collective
+        assert int(found[2]) == int(found[1]) + 1, found[0]
+    assert "finished" not in run.stdout, run.stdout
+
+
+def test_a_normal_end_waits_for_the_slower_rank_and_a_refused_timeout():
+    """The goodbye at exit is no error: rank 0 ends 5 s after rank 1, which waits asleep and
+    past the collectives' timeout (3 s here): at its end rank 0 evaluates and plots for as long
+    as that takes, and nobody waits on the rank that has finished."""
+    code = ("import time, numpy as np; from minienc import distributed; e = distributed.init(); "
+            "e.allreduce_(np.zeros(3)); time.sleep(5 * (e.rank == 0)); print('finished')")
+    run = _two_processes("-c", code, MINIENC_DISTRIBUTED_TIMEOUT="3")
+    assert run.returncode == 0 and run.stdout.count("finished") == 2, run.stdout + run.stderr
+    for bad in ("0", "-1", "inf", "nan", "soon"):
+        os.environ[distributed.TIMEOUT_VARIABLE] = bad
+        try:
+            with pytest.raises(ValueError, match="MINIENC_DISTRIBUTED_TIMEOUT"):
+                distributed.init("mpi")
+        finally:
+            del os.environ[distributed.TIMEOUT_VARIABLE]
+    assert distributed.timeout_from() == distributed.DEFAULT_TIMEOUT == 600
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0"):
+        distributed.init("mpi", timeout=True)
+
+
+def test_a_demo_refused_on_rank_0_is_refused_on_every_rank(tmp_path):
+    """Regression (issue 26): the same `mpiexec -n 2 ... --distributed --out D` run twice: rank 0
+    refused the finished run and left, rank 1 trained and waited forever."""
+    (tmp_path / "results.json").write_text("{}")
+    run = _two_processes(ROOT / "demos" / "simclr.py", "--distributed", "--out", tmp_path,
+                         "--epochs", "1", "--threads", "1")
+    assert run.returncode != 0, run.stdout + run.stderr
+    assert run.stderr.count("already holds a finished run (results.json)") == 1, run.stderr
+    assert "has left" not in run.stderr and "step" not in run.stdout   # both refused, at once
 
 
 @pytest.mark.parametrize("name", list(CHECKS))

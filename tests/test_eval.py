@@ -224,3 +224,35 @@ def test_rankme_equals_the_entropy_of_numpys_singular_values(device):
         p = s / s.sum() + 1e-7
         expected = np.exp(-(p * np.log(p)).sum())
         assert abs(E.rankme(backend.to_device(z.astype(np.float32), device)) - expected) < 1e-4 * expected
+
+
+def test_the_evaluation_kit_refuses_what_would_make_its_numbers_meaningless():
+    """Regression (issue 28): one class gave 100%; k <= 0, temperature 0, shots 0, draws 0 and
+    empty sets gave raw NumPy errors or NaN; one NaN embedding dropped a probe to chance and made
+    RankMe raise LinAlgError without a word about NaN."""
+    f_train, y_train, f_test, y_test = _blobs("cpu")
+    one_class = np.zeros_like(y_train)
+    for fn in (E.linear_probe, E.few_shot_probe, E.knn_accuracy):
+        with pytest.raises(ValueError, match=r"the train labels hold a single class \(0\)"):
+            fn(f_train, one_class, f_test, y_test)
+    for options, said in (({"k": 0}, "knn: k must be a positive integer"),
+                          ({"k": -3}, "knn: k must be a positive integer"),
+                          ({"temperature": 0}, "knn: temperature must be a finite number > 0")):
+        with pytest.raises(ValueError, match=said):
+            E.knn_accuracy(f_train, y_train, f_test, y_test, **options)
+    for options, said in (({"shots": 0}, "few_shot_probe: shots must be a positive integer"),
+                          ({"draws": 0}, "few_shot_probe: draws must be a positive integer")):
+        with pytest.raises(ValueError, match=said):
+            E.few_shot_probe(f_train, y_train, f_test, y_test, **options)
+    with pytest.raises(ValueError, match="probe: steps must be a positive integer"):
+        E.linear_probe(f_train, y_train, f_test, y_test, steps=0)
+    empty = f_test[:0]
+    for fn in (E.linear_probe, E.knn_accuracy):
+        with pytest.raises(ValueError, match=r"features_test: no features to evaluate \(shape"):
+            fn(f_train, y_train, empty, y_test[:0])
+    broken = f_train.copy()
+    broken[7, 3] = np.nan
+    for call in (lambda: E.linear_probe(broken, y_train, f_test, y_test),
+                 lambda: E.rankme(broken), lambda: E.knn_accuracy(broken, y_train, f_test, y_test)):
+        with pytest.raises(ValueError, match=r"1 of 120 rows hold NaN or inf \(the first: row 7\)"):
+            call()

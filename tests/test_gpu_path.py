@@ -186,7 +186,8 @@ class LeJEPACase:
         model = self.model.to(device)
         views = [minienc.tensor(v, device=device) for v in self.views]
         directions = minienc.tensor(self.directions, device=device)
-        return Adam(model.parameters(), lr=1e-3), lambda: model(views, directions=directions), None
+        return (Adam(model.parameters(), lr=1e-3),
+                lambda: model.loss_of_views(views, directions=directions)["loss"], None)
 
 
 def _small(workload):

@@ -1,94 +1,196 @@
-"""I-JEPA: the target encoder's stop-gradient and exact EMA step, the predictor following target
-positions, gradchecks of the predictor and the loss on every backend, a short run whose loss
-falls, and the guards against collapse as switches. The multi-block sampler:
+"""IJEPA and MaskedViewsJEPA (minienc/objectives/jepa.py) on the Objective protocol: the loss
+matches its formula, gradchecks in float64 on every backend, the target encoder is never
+trained nor among the param_groups, after_step moves it by the EMA (not at all with momentum 1),
+the masks have the sizes asked, the predictor follows target positions, and a short run
+lowers the loss. The study's variants: tests/test_jepa_study.py; the sampler:
 tests/test_multiblock.py."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import minienc
 from minienc import nn
-from minienc.objectives.jepa import IJEPA, JEPAPredictor, jepa_loss, variance_covariance
+from minienc.objectives import IJEPA, MaskedViewsJEPA
+from minienc.objectives.protocol import Objective
+from minienc.objectives.jepa import JEPAPredictor, jepa_loss
+from minienc.objectives.lejepa import lejepa_terms
 from minienc.objectives.multiblock import MultiBlockMaskSampler
-from minienc.objectives.sigreg import sigreg
 from minienc.optim import AdamW
 from nn_check import gradcheck_module, rand
 
+HOST = minienc.backend.to_host
 
-# ----- the model --------------------------------------------------------------------------------
 
-def _tiny_jepa(device, **options):
+def _vit(device, dim=16):
     with_device = minienc.get_device()
     minienc.set_device(device)
     try:
-        vit = nn.VisionTransformer(image_size=8, patch_size=2, dim=16, depth=1, num_heads=2)
-        return IJEPA(vit, **dict(dict(predictor_dim=8, predictor_depth=1), **options))
+        return nn.VisionTransformer(image_size=8, patch_size=2, dim=dim, depth=1, num_heads=2)
     finally:
         minienc.set_device(with_device)
 
 
-def _batch(device, b=4, seed=0):
-    images = np.random.default_rng(seed).random((b, 1, 8, 8), dtype=np.float32)
-    sampler = MultiBlockMaskSampler(4, num_targets=2, target_scale=(0.15, 0.2),
-                                    context_scale=(1.0, 1.0), min_context=4, cut="random")
-    context, targets = sampler(b, np.random.default_rng(seed))
-    return minienc.tensor(images, device=device), context, targets
+def _sampler(**options):
+    return MultiBlockMaskSampler(4, **dict(dict(num_targets=2, context_scale=(1.0, 1.0),
+                                                min_context=4, cut="random"), **options))
 
 
-def test_target_encoder_gets_no_gradient_and_is_not_optimized(device):
-    jepa = _tiny_jepa(device)
-    images, context, targets = _batch(device)
-    jepa(images, context, targets).backward()
+def _ijepa(device, **options):
+    with_device = minienc.get_device()
+    minienc.set_device(device)
+    try:
+        return IJEPA(_vit(device), **dict(dict(predictor_dim=8, predictor_depth=1, masks=_sampler()),
+                                           **options))
+    finally:
+        minienc.set_device(with_device)
+
+
+def _images(device, b=4, seed=0, dtype="float32"):
+    return minienc.tensor(np.random.default_rng(seed).random((b, 1, 8, 8)), dtype=dtype, device=device)
+
+
+def _trained(objective):
+    return {id(p) for g in objective.param_groups(0.04) for p in g["params"]}
+
+
+# ----- IJEPA ---------------------------------------------------------------------------------------
+
+def test_ijepa_speaks_the_protocol_and_never_trains_its_target(device):
+    jepa = _ijepa(device)
+    assert isinstance(jepa, Objective)
+    terms = jepa.loss(_images(device))
+    assert set(terms) == {"loss"} and terms["loss"].ndim == 0
+    terms["loss"].backward()
     assert all(p.grad is None and not p.requires_grad for p in jepa.target_encoder.parameters())
     assert all(p.grad is not None for p in jepa.predictor.parameters())
     assert all(p.grad is not None for p in jepa.context_encoder.parameters())
-    in_optimizer = {id(p) for g in jepa.param_groups(0.04) for p in g["params"]}
-    assert not in_optimizer & {id(p) for p in jepa.target_encoder.parameters()}
-    trained = list(jepa.context_encoder.parameters()) + list(jepa.predictor.parameters())
-    assert in_optimizer == {id(p) for p in trained}
+    assert not _trained(jepa) & {id(p) for p in jepa.target_encoder.parameters()}
+    assert _trained(jepa) == {id(p) for m in (jepa.context_encoder, jepa.predictor) for p in m.parameters()}
     no_decay = [g for g in jepa.param_groups(0.04) if g["weight_decay"] == 0.0][0]["params"]
     assert no_decay and all(p.ndim == 1 for p in no_decay), "biases and norms are not decayed"
+    assert jepa.embed(_images(device)).shape == (4, 16)
 
 
-def test_target_follows_the_ema_exactly_after_a_step(device):
-    jepa = _tiny_jepa(device)
+def test_ijepa_loss_is_its_formula():
+    """s_y = LN(target encoder(whole image)) at the target patches, s_hat = g(f(x_C), pos(B_i)),
+    L = mean smooth_l1(s_hat - s_y), recomputed here by hand."""
+    jepa = _ijepa("cpu")
+    images = _images("cpu")
+    context, targets = _sampler()(4, np.random.default_rng(0))
+    got = jepa.loss(images, masks=(context, targets))["loss"].item()
+    with minienc.no_grad():
+        s_y = minienc.layer_norm(jepa.target_encoder(images), eps=1e-5).data      # (B, N, D)
+        s_y = s_y[np.arange(4)[:, None, None], targets]                             # (B, T, Kt, D)
+        s_hat = jepa.predictor(jepa.context_encoder(images, context), context, targets).data
+    d = s_hat - s_y
+    assert got == pytest.approx(np.where(np.abs(d) < 1, 0.5 * d * d, np.abs(d) - 0.5).mean(), rel=1e-5)
+
+
+def test_ijepa_draws_its_masks_with_the_sizes_asked():
+    jepa = _ijepa("cpu", masks=_sampler(num_targets=3, target_scale=(0.25, 0.25), target_aspect=(1, 1)))
+    drawn = []
+    sampler = jepa.masks
+    jepa.masks = lambda b: drawn.append(sampler(b)) or drawn[-1]
+    jepa.loss(_images("cpu", b=5))
+    context, targets = drawn[0]
+    assert targets.shape == (5, 3, 4)            # 3 blocks of 2x2 = 25% of the 4x4 grid
+    assert context.shape[0] == 5 and 4 <= context.shape[1] <= 16 - 4
+    for c, t in zip(context, targets):
+        assert not set(c.tolist()) & set(t.ravel().tolist()), "no target patch is context"
+    default = IJEPA(_vit("cpu"), predictor_dim=8, predictor_depth=1)
+    assert default.masks.num_targets == 4 and default.masks.target_scale == (0.15, 0.2)
+
+
+def test_after_step_is_the_ema_with_a_linear_momentum(device):
+    jepa = _ijepa(device, momentum=(0.9, 1.0))
     opt = AdamW(jepa.param_groups(0.04), lr=1e-2)
-    images, context, targets = _batch(device)
-    for _ in range(2):  # after the first step the context and target encoders differ
-        old = [minienc.backend.to_host(p.data).copy() for p in jepa.target_encoder.parameters()]
+    images = _images(device)
+    for progress, m in ((0.0, 0.9), (0.5, 0.95), (1.0, 1.0)):
+        old = [HOST(p.data).copy() for p in jepa.target_encoder.parameters()]
         opt.zero_grad()
-        jepa(images, context, targets).backward()
+        jepa.loss(images)["loss"].backward()
         opt.step()
-        m = 0.9
-        jepa.update_target(m)
+        jepa.after_step(progress)
         for p_old, t, o in zip(old, jepa.target_encoder.parameters(), jepa.context_encoder.parameters()):
-            online = minienc.backend.to_host(o.data)
-            expected = p_old * np.float32(m) + online * np.float32(1.0 - m)
-            np.testing.assert_allclose(minienc.backend.to_host(t.data), expected, rtol=0, atol=1e-7)
-    changed = [not np.array_equal(a, minienc.backend.to_host(t.data))
-               for a, t in zip(old, jepa.target_encoder.parameters())]
-    assert any(changed)
+            expected = p_old * np.float32(m) + HOST(o.data) * np.float32(1.0 - m)
+            np.testing.assert_allclose(HOST(t.data), expected, rtol=0, atol=1e-7)
+            if m == 1.0:   # momentum 1: the target stays exactly where it was
+                np.testing.assert_array_equal(HOST(t.data), p_old)
+    assert any(not np.array_equal(HOST(t.data), HOST(o.data)) for t, o in
+               zip(jepa.target_encoder.parameters(), jepa.context_encoder.parameters()))
 
+
+def test_ijepa_gradcheck(device):
+    """Float64, with respect to every trained parameter (context encoder and predictor)."""
+    jepa = _ijepa(device)
+    jepa.astype("float64")
+    images = _images(device, b=2, dtype="float64")
+    masks = _sampler()(2, np.random.default_rng(1))
+    trained = dict(list(jepa.context_encoder.named_parameters("context_encoder."))
+                   + list(jepa.predictor.named_parameters("predictor.")))
+    names = list(trained)
+    jepa.forward = lambda x: jepa.loss(x, masks=masks)["loss"]
+
+    def fn(*params):
+        return nn.functional_call(jepa, dict(zip(names, params)), images)
+
+    assert minienc.gradcheck(fn, *trained.values(), directions=2)
+
+
+def test_given_masks_are_checked_once_with_clear_errors():
+    jepa = _ijepa("cpu")
+    images = _images("cpu")
+    context, targets = _sampler()(4, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"IJEPA target_idx: expected \(B, T, K\) patch indices, got shape \(4, 1\)"):
+        jepa.loss(images, masks=(context, targets[:, 0]))
+    with pytest.raises(IndexError, match=r"IJEPA context_idx: patch indices must lie in \[0, 16\)"):
+        jepa.loss(images, masks=(context + 100, targets))
+    with pytest.raises(ValueError, match=r"IJEPA target_idx: patch indices must be \(B, K\) = \(4, K\)"):
+        jepa.loss(images, masks=(context, targets[:3]))
+    with pytest.raises(ValueError, match="jepa_loss"):
+        jepa_loss(rand("cpu", 2, 3), rand("cpu", 3, 2))
+    with pytest.raises(ValueError, match="IJEPA: the encoder must be a VisionTransformer without a CLS"):
+        IJEPA(nn.VisionTransformer(8, 2, dim=16, depth=1, num_heads=2, cls_token=True))
+    with pytest.raises(ValueError, match="JEPAPredictor"):
+        jepa.predictor(jepa.encoder(images, context), context[:, :2], targets)
+
+
+def test_a_short_ijepa_run_lowers_the_loss():
+    jepa = _ijepa("cpu")
+    opt = AdamW(jepa.param_groups(0.04), lr=3e-3)
+    images = _images("cpu", b=16)
+    masks = _sampler()(16, np.random.default_rng(0))
+    losses = []
+    for step in range(30):
+        opt.zero_grad()
+        loss = jepa.loss(images, masks=masks)["loss"]
+        loss.backward()
+        opt.step()
+        jepa.after_step(step / 30)
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+# ----- the predictor -------------------------------------------------------------------------------
 
 def test_predictions_follow_the_target_positions(device):
-    jepa = _tiny_jepa(device)
-    images, context, targets = _batch(device)
-    tokens = jepa.context_encoder(images, context)
+    jepa = _ijepa(device)
+    images = _images(device)
+    context, targets = _sampler()(4, np.random.default_rng(0))
+    ctx, tgt = (minienc.backend.to_device(a, device) for a in (context, targets))
+    tokens = jepa.context_encoder(images, ctx)
     with minienc.no_grad():
-        base = jepa.predictor(tokens, context, targets).data
+        base = HOST(jepa.predictor(tokens, ctx, tgt).data)
         perm = np.random.default_rng(3).permutation(targets.shape[2])
-        permuted = jepa.predictor(tokens, context, targets[:, :, perm]).data
-        swapped = jepa.predictor(tokens, context, targets[:, ::-1]).data
+        permuted = HOST(jepa.predictor(tokens, ctx, tgt[:, :, perm]).data)
+        swapped = HOST(jepa.predictor(tokens, ctx, tgt[:, ::-1]).data)
         other = targets.copy()
         other[:, 1] = (other[:, 1] + 1) % 16   # move block 1 only
-        moved = jepa.predictor(tokens, context, other).data
-    host = minienc.backend.to_host
-    np.testing.assert_allclose(host(permuted), host(base)[:, :, perm], atol=1e-5)
-    np.testing.assert_allclose(host(swapped), host(base)[:, ::-1], atol=1e-5)
-    np.testing.assert_allclose(host(moved)[:, 0], host(base)[:, 0], atol=1e-5,
+        moved = HOST(jepa.predictor(tokens, ctx, minienc.backend.to_device(other, device)).data)
+    np.testing.assert_allclose(permuted, base[:, :, perm], atol=1e-5)
+    np.testing.assert_allclose(swapped, base[:, ::-1], atol=1e-5)
+    np.testing.assert_allclose(moved[:, 0], base[:, 0], atol=1e-5,
                                err_msg="blocks of one image must not see each other")
-    assert not np.allclose(host(moved)[:, 1], host(base)[:, 1]), "position changes the prediction"
+    assert not np.allclose(moved[:, 1], base[:, 1]), "position changes the prediction"
 
 
 def test_predictor_gradcheck(device):
@@ -97,344 +199,119 @@ def test_predictor_gradcheck(device):
         predictor = JEPAPredictor((3, 3), embed_dim=8, dim=4, depth=1, num_heads=2)
     finally:
         minienc.set_device("cpu")
-    context_idx = np.array([[0, 2, 4], [1, 5, 8]])
-    target_idx = np.array([[[6, 7], [3, 7]], [[0, 3], [4, 7]]])
+    context_idx = minienc.backend.to_device(np.array([[0, 2, 4], [1, 5, 8]]), device)
+    target_idx = minienc.backend.to_device(np.array([[[6, 7], [3, 7]], [[0, 3], [4, 7]]]), device)
     assert gradcheck_module(predictor, rand(device, 2, 3, 8), context_idx, target_idx)
 
 
-@pytest.mark.parametrize("loss", ["smooth_l1", "l2"])
-def test_loss_gradcheck_and_values(device, loss):
+def test_jepa_loss_gradcheck_and_values(device):
     pred, target = rand(device, 2, 2, 3, 4, seed=1, scale=1.5), rand(device, 2, 2, 3, 4, seed=2,
                                                                       requires_grad=False)
-    assert minienc.gradcheck(lambda p: jepa_loss(p, target, loss), pred)
-    d = minienc.backend.to_host(pred.data - target.data)
-    expected = np.where(np.abs(d) < 1, 0.5 * d * d, np.abs(d) - 0.5) if loss == "smooth_l1" else d * d
-    assert jepa_loss(pred, target, loss).item() == pytest.approx(expected.mean(), rel=1e-9)
+    assert minienc.gradcheck(lambda p: jepa_loss(p, target), pred)
+    d = HOST(pred.data - target.data)
+    expected = np.where(np.abs(d) < 1, 0.5 * d * d, np.abs(d) - 0.5)
+    assert jepa_loss(pred, target).item() == pytest.approx(expected.mean(), rel=1e-9)
 
 
-@settings(max_examples=25, deadline=None)
-@given(b=st.integers(2, 9), d=st.integers(1, 7), scale=st.floats(0.01, 3.0), seed=st.integers(0, 2**16))
-def test_variance_covariance_matches_its_formula_and_gradcheck(b, d, scale, seed):
-    z = rand("cpu", b, d, seed=seed, scale=scale)
-    variance, covariance = variance_covariance(z)
-    x = z.data - z.data.mean(0)
-    cov = x.T @ x / (b - 1)
-    expected_var = np.maximum(0.0, 1.0 - np.sqrt(np.diag(cov) + 1e-4)).mean()
-    expected_cov = ((cov ** 2).sum() - (np.diag(cov) ** 2).sum()) / d
-    assert variance.item() == pytest.approx(expected_var, rel=1e-9, abs=1e-12)
-    assert covariance.item() == pytest.approx(expected_cov, rel=1e-9, abs=1e-12)
-    # away from the hinge's kink (std = 1) the finite differences are exact enough
-    if np.all(np.abs(np.sqrt(np.diag(cov) + 1e-4) - 1.0) > 1e-3):
-        assert minienc.gradcheck(lambda t: sum(variance_covariance(t)), z)
+# ----- MaskedViewsJEPA -----------------------------------------------------------------------------
+
+def _masked_views(device, **options):
+    minienc.set_device(device)
+    try:
+        return MaskedViewsJEPA(_vit(device), **dict(dict(predictor_dim=8, predictor_depth=1, proj_dim=4,
+                                                          hidden=8, num_directions=6), **options))
+    finally:
+        minienc.set_device("cpu")
 
 
-def test_variance_covariance_gradcheck_on_every_backend(device):
-    z = rand(device, 6, 4, seed=5, scale=0.3)   # every std below 1: the variance hinge is active
-    assert minienc.gradcheck(lambda t: variance_covariance(t)[0] + 0.5 * variance_covariance(t)[1], z)
-    # whitened embeddings with unit std cost nothing
-    centred = np.random.default_rng(0).standard_normal((8, 3))
-    centred -= centred.mean(0)
-    white = np.linalg.qr(centred)[0] * np.sqrt(7.0)   # orthonormal, centred columns: Var = 1, Cov = 0
-    variance, covariance = variance_covariance(minienc.tensor(white, dtype="float64", device=device))
-    assert variance.item() == 0.0 and abs(covariance.item()) < 1e-12
-    with pytest.raises(ValueError, match=r"variance_covariance.*\(1, 4\)"):
-        variance_covariance(rand(device, 1, 4))
+def _halves(b, seed=0):
+    rng = np.random.default_rng(seed)
+    return tuple(np.argsort(rng.random((b, 16)), axis=1)[:, :8] for _ in range(2))
 
-
-def test_variance_covariance_terms_join_the_loss():
-    images, context, targets = _batch("cpu", b=6)
-    minienc.manual_seed(0)
-    plain = _tiny_jepa("cpu")
-    minienc.manual_seed(0)
-    regularised = _tiny_jepa("cpu", variance_weight=0.3, covariance_weight=0.2)
-    pooled = plain.context_encoder(images, context).mean(axis=1)
-    variance, covariance = variance_covariance(pooled)
-    expected = plain(images, context, targets).item() + 0.3 * variance.item() + 0.2 * covariance.item()
-    assert regularised(images, context, targets).item() == pytest.approx(expected, rel=1e-5)
-    terms = regularised.terms(images, context, targets)
-    assert terms["variance"].item() == pytest.approx(variance.item(), rel=1e-5)
-    assert terms["covariance"].item() == pytest.approx(covariance.item(), rel=1e-5)
-    assert terms["prediction"].item() == pytest.approx(plain(images, context, targets).item(), rel=1e-5)
-    assert set(plain.terms(images, context, targets)) == {"loss", "prediction"}
-
-
-def test_whole_objective_gradcheck(device):
-    jepa = _tiny_jepa(device, variance_weight=0.5, covariance_weight=0.5)
-    images, context, targets = _batch(device, b=2)
-    jepa.astype("float64")
-    trained = dict(list(jepa.context_encoder.named_parameters("context_encoder."))
-                   + list(jepa.predictor.named_parameters("predictor.")))
-    names, params = list(trained), list(trained.values())
-    images = images.astype("float64") if hasattr(images, "astype") else images
-
-    def fn(*args):
-        return nn.functional_call(jepa, dict(zip(names, args)), images, context, targets)
-
-    assert minienc.gradcheck(fn, *params, directions=2)
-
-
-def test_bad_masks_are_named():
-    jepa = _tiny_jepa("cpu")
-    images, context, targets = _batch("cpu")
-    with pytest.raises(ValueError, match="IJEPA target_idx.*\\(B, T, K\\)"):
-        jepa(images, context, targets[:, 0])
-    with pytest.raises(IndexError, match="IJEPA context_idx"):
-        jepa(images, context + 100, targets)
-    with pytest.raises(ValueError, match="jepa_loss"):
-        jepa_loss(rand("cpu", 2, 3), rand("cpu", 3, 2))
-    with pytest.raises(ValueError, match="CLS"):
-        IJEPA(nn.VisionTransformer(8, 2, dim=16, depth=1, num_heads=2, cls_token=True))
-
-
-def test_a_short_run_lowers_the_loss():
-    minienc.manual_seed(0)
-    jepa = _tiny_jepa("cpu")
-    opt = AdamW(jepa.param_groups(0.04), lr=3e-3)
-    images, context, targets = _batch("cpu", b=16)
-    losses = []
-    for _ in range(30):
-        opt.zero_grad()
-        loss = jepa(images, context, targets)
-        loss.backward()
-        opt.step()
-        jepa.update_target(0.996)
-        losses.append(loss.item())
-    assert losses[-1] < 0.7 * losses[0]
-    assert jepa.embed(images).shape == (16, 16)
-
-
-def _pooled_std_after_training(seed, weight, steps=40):
-    minienc.manual_seed(seed)
-    jepa = _tiny_jepa("cpu", variance_weight=weight, covariance_weight=weight)
-    opt = AdamW(jepa.param_groups(0.04), lr=3e-3)
-    images, context, targets = _batch("cpu", b=32, seed=seed)
-
-    def pooled_std():
-        with minienc.no_grad():
-            return float(jepa.context_encoder(images).mean(axis=1).data.std(0).mean())
-
-    before = pooled_std()
-    for _ in range(steps):
-        opt.zero_grad()
-        jepa(images, context, targets).backward()
-        opt.step()
-        jepa.update_target(0.9)
-    return before, pooled_std()
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_the_variance_terms_stop_the_collapse(seed):
-    """The failure the terms fix, in miniature: plain I-JEPA leaves what varies between images
-    tiny (the pooled embeddings' std), with the terms it grows several-fold."""
-    before, plain = _pooled_std_after_training(seed, 0.0)
-    _, regularised = _pooled_std_after_training(seed, 0.1)
-    assert regularised > 5 * before
-    assert regularised > 5 * plain
-
-
-def test_target_norms():
-    images, context, targets = _batch("cpu", b=8)
-    layer = _tiny_jepa("cpu").targets(images, targets).data                       # (B, T, Kt, D)
-    np.testing.assert_allclose(layer.mean(-1), 0.0, atol=1e-5)
-    np.testing.assert_allclose(layer.var(-1), 1.0, rtol=1e-3)
-    jepa = _tiny_jepa("cpu", target_norm="layer+batch")
-    all_patches = np.arange(16).reshape(1, 1, 16).repeat(8, 0)
-    every = jepa.targets(images, all_patches).data
-    jepa.target_norm = "layer"
-    layer = jepa.targets(images, all_patches).data
-    # each (position, feature) standardised over the images of the batch
-    expected = (layer - layer.mean(0)) / np.sqrt(layer.var(0) + 1e-5)
-    np.testing.assert_allclose(every, expected, rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(every.mean(0), 0.0, atol=1e-4)
-    with pytest.raises(ValueError, match="target_norm"):
-        _tiny_jepa("cpu", target_norm="batch")
-
-
-# ----- the guards as switches: shared encoder, stop-gradient, no predictor, SIGReg ---------------
 
 def _directions(d, m=6, seed=0):
     a = np.random.default_rng(seed).standard_normal((d, m))
     return a / np.linalg.norm(a, axis=0)
 
 
-def test_a_shared_target_is_the_context_encoder_listed_once():
-    jepa = _tiny_jepa("cpu", target_encoder="shared")
-    assert jepa.target_encoder is jepa.context_encoder
-    ids = [id(p) for p in jepa.parameters()]
-    assert len(ids) == len(set(ids)) == len(jepa.context_encoder.parameters()) + len(jepa.predictor.parameters())
-    before = [p.data.copy() for p in jepa.context_encoder.parameters()]
-    jepa.update_target(0.5)   # its own target: nothing to average
-    assert all(np.array_equal(a, p.data) for a, p in zip(before, jepa.context_encoder.parameters()))
-
-
-def test_stop_gradient_decides_whether_the_targets_train_the_encoder():
-    images, context, targets = _batch("cpu", b=6)
-    grads = {}
-    for stop in (True, False):
-        minienc.manual_seed(0)
-        jepa = _tiny_jepa("cpu", target_encoder="shared", stop_gradient=stop)
-        jepa(images, context, targets).backward()
-        grads[stop] = [p.grad.copy() for p in jepa.context_encoder.parameters()]
-        # the loss itself is the same either way: only the gradient's path differs
-        if stop:
-            value = jepa(images, context, targets).item()
-        else:
-            assert jepa(images, context, targets).item() == pytest.approx(value, rel=1e-6)
-    # the patch embedding of a patch that is only ever a target gets a gradient only through
-    # the target pass, so the two gradients differ
-    assert any(not np.allclose(a, b) for a, b in zip(grads[True], grads[False]))
-
-
-@pytest.mark.parametrize("on", ["context", "target", "tokens"])
-def test_sigreg_term_is_sigreg_of_the_chosen_embeddings(on):
-    images, context, targets = _batch("cpu", b=6)
-    a = _directions(16)
-    minienc.manual_seed(0)
-    jepa = _tiny_jepa("cpu", target_encoder="shared", sigreg_weight=0.3, sigreg_on=on)
-    terms = jepa.terms(images, context, targets, directions=a)
-    with minienc.no_grad():
-        ctx = jepa.context_encoder(images, context)
-        z = {"context": ctx.mean(axis=1), "target": jepa.context_encoder(images).mean(axis=1),
-             "tokens": ctx.reshape(-1, 16)}[on]
-        expected = sigreg(z, a).item()
-    assert terms["sigreg"].item() == pytest.approx(expected, rel=1e-5)
-    assert terms["loss"].item() == pytest.approx(terms["prediction"].item() + 0.3 * expected, rel=1e-5)
-
-
-@pytest.mark.parametrize("options", [
-    dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.5, sigreg_on="target"),
-    # (a stop-gradient through SHARED weights is not the loss's gradient, so finite differences
-    # cannot check it: test_stop_gradient_decides_... covers that switch)
-    dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.5, sigreg_on="tokens",
-         target_sees="targets"),
-    dict(predictor_depth=0, sigreg_weight=0.5, sigreg_on="context"),
-    dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.5, sigreg_on="projection",
-         sigreg_proj_dim=3, sigreg_hidden=5, loss="l2"),
-    dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.5, sigreg_on="projection",
-         sigreg_proj_dim=3, sigreg_hidden=5, prediction_level="image"),
-    dict(target_encoder="shared", stop_gradient=False, sigreg_weight=0.3, sigreg_on="views",
-         sigreg_proj_dim=3, sigreg_hidden=5, target_sees="targets"),
-])
-def test_switched_objectives_gradcheck(device, options):
-    minienc.set_device(device)
-    try:
-        vit = nn.VisionTransformer(image_size=8, patch_size=2, dim=8, depth=1, num_heads=2)
-        options = dict(dict(predictor_dim=4, predictor_depth=1), **options)
-        jepa = IJEPA(vit, **options)
-    finally:
-        minienc.set_device("cpu")
-    images, context, targets = _batch(device, b=3)
-    jepa.astype("float64")
-    a = minienc.backend.to_device(_directions(options.get("sigreg_proj_dim") or 8, 4), device)
-    parts = {"context_encoder": jepa.context_encoder, "predictor": jepa.predictor,
-             "projector": jepa.projector}
-    trained = dict(n_p for name, part in parts.items() if part is not None
-                   for n_p in part.named_parameters(name + "."))
-    names, params = list(trained), list(trained.values())
-    images = images.astype("float64")
-
-    def fn(*args):
-        with_params = dict(zip(names, args))
-        return nn.functional_call(jepa, with_params, images, context, targets)
-
-    jepa.num_directions = 4   # drawn directions would differ between calls: fix them instead
-    jepa.forward = lambda images, c, t: jepa.terms(images, c, t, directions=a)["loss"]
-    assert minienc.gradcheck(fn, *params, directions=2, atol=1e-4)
-
-
-def test_target_sees_only_the_target_patches_when_asked():
-    images, context, targets = _batch("cpu", b=4)
-    jepa = _tiny_jepa("cpu", target_sees="targets")
-    b, t, kt = targets.shape
-    got = jepa.targets(images, targets).data
-    with minienc.no_grad():
-        alone = minienc.layer_norm(jepa.target_encoder(images, targets.reshape(b, t * kt)), eps=1e-5).data
-    np.testing.assert_allclose(got, alone.reshape(b, t, kt, -1), rtol=1e-5, atol=1e-6)
-    full = _tiny_jepa("cpu").targets(images, targets).data
-    assert not np.allclose(got, full, atol=1e-3), "a token seen alone differs from one in the image"
-
-
-def test_no_predictor_matches_pooled_context_to_pooled_targets():
-    images, context, targets = _batch("cpu", b=4)
-    jepa = _tiny_jepa("cpu", predictor_depth=0)
-    assert jepa.predictor is None and len(jepa.param_groups(0.1)[0]["params"]) > 0
-    with minienc.no_grad():
-        pooled = jepa.context_encoder(images, context).mean(axis=1).data
-        want = jepa.targets(images, targets).data.mean(axis=(1, 2))
-    d = pooled - want
-    expected = np.where(np.abs(d) < 1, 0.5 * d * d, np.abs(d) - 0.5).mean()
-    assert jepa(images, context, targets).item() == pytest.approx(expected, rel=1e-5)
-
-
-def test_projection_mode_measures_the_prediction_where_sigreg_acts():
-    images, context, targets = _batch("cpu", b=6)
+def test_masked_views_loss_is_its_formula():
+    """prediction = smooth_l1(g(f(x1_C), pos(T)), sg(LN(f(x2_T)))); LeJEPA between the pooled,
+    projected views; loss = prediction + LeJEPA's loss. Without augment both views are x."""
+    jepa = _masked_views("cpu")
+    images = _images("cpu", b=6)
+    context, target = _halves(6)
     a = _directions(4)
-    jepa = _tiny_jepa("cpu", target_encoder="shared", stop_gradient=False, sigreg_weight=0.2,
-                      sigreg_on="projection", sigreg_proj_dim=4, loss="l2")
-    terms = jepa.terms(images, context, targets, directions=a)
-    terms["loss"].backward()
-    assert all(p.grad is not None for p in jepa.projector.parameters()), "the projector is trained"
-    assert any(id(p) in {id(q) for g in jepa.param_groups(0.1) for q in g["params"]}
-               for p in jepa.projector.parameters())
+    terms = jepa.loss(images, masks=(context, target), directions=a)
     with minienc.no_grad():
-        jepa.projector.train()
-        ctx = jepa.context_encoder(images, context)
-        pred = jepa.predictor(ctx, context, targets).data.reshape(-1, 16)
-        targ = jepa.targets(images, targets).data.reshape(-1, 16)
-        z = jepa.projector(minienc.tensor(np.concatenate([pred, targ]))).data.reshape(2, 6, -1, 4)
-    np.testing.assert_allclose(terms["prediction"].item(), ((z[0] - z[1]) ** 2).mean(), rtol=1e-4)
-    expected = sigreg(minienc.tensor(z.mean(axis=2)), a).item()
-    np.testing.assert_allclose(terms["sigreg"].item(), expected, rtol=1e-4)
-
-
-def test_views_mode_adds_lejepa_between_the_pooled_views_to_the_prediction_loss():
-    from minienc.objectives.lejepa import lejepa_terms
-    images, context, targets = _batch("cpu", b=6)
-    a = _directions(4)
-    minienc.manual_seed(0)
-    jepa = _tiny_jepa("cpu", target_encoder="shared", stop_gradient=False, sigreg_weight=0.2,
-                      sigreg_on="views", sigreg_proj_dim=4)
-    terms = jepa.terms(images, context, targets, directions=a)
-    with minienc.no_grad():
-        ctx = jepa.context_encoder(images, context)
-        full = jepa.context_encoder(images)
-        plain = jepa_loss(jepa.predictor(ctx, context, targets), jepa.targets(images, targets)).item()
-        z = jepa.projector(minienc.ops.concatenate([ctx.mean(axis=1), full.mean(axis=1)])).reshape(2, 6, 4)
-        want = lejepa_terms(z, lam=0.2, directions=a)
-    assert terms["prediction"].item() == pytest.approx(plain, rel=1e-5)
+        h_t = jepa.encoder(images, target)
+        h_c = jepa.encoder(images, context)
+        s_y = minienc.layer_norm(h_t, eps=1e-5).data[:, None]
+        s_hat = jepa.predictor(h_c, context, target[:, None]).data
+        z = jepa.projector(minienc.ops.concatenate([h_c.mean(axis=1), h_t.mean(axis=1)])).reshape(2, 6, 4)
+        want = lejepa_terms(z, lam=0.02, directions=a)
+    d = s_hat - s_y
+    prediction = np.where(np.abs(d) < 1, 0.5 * d * d, np.abs(d) - 0.5).mean()
+    assert terms["prediction"].item() == pytest.approx(prediction, rel=1e-5)
     assert terms["invariance"].item() == pytest.approx(want["prediction"].item(), rel=1e-4)
     assert terms["sigreg"].item() == pytest.approx(want["sigreg"].item(), rel=1e-4)
-    assert terms["loss"].item() == pytest.approx(plain + want["loss"].item(), rel=1e-4)
-    # without a predictor, the views mode is LeJEPA between the two views and nothing else
-    minienc.manual_seed(0)
-    alone = _tiny_jepa("cpu", target_encoder="shared", stop_gradient=False, sigreg_weight=0.2,
-                       sigreg_on="views", sigreg_proj_dim=4, predictor_depth=0)
-    alone.context_encoder, alone.target_encoder, alone.projector = (jepa.context_encoder,
-                                                                    jepa.context_encoder, jepa.projector)
-    terms = alone.terms(images, context, targets, directions=a)
-    assert "prediction" not in terms and terms["loss"].item() == pytest.approx(want["loss"].item(), rel=1e-4)
-    with pytest.raises(ValueError, match="trains both views: it needs target_encoder='shared'"):
-        _tiny_jepa("cpu", sigreg_weight=0.2, sigreg_on="views", sigreg_proj_dim=4)
+    assert terms["loss"].item() == pytest.approx(prediction + want["loss"].item(), rel=1e-4)
 
 
-def test_image_level_prediction_pools_predictions_and_targets_per_image():
-    images, context, targets = _batch("cpu", b=4)
-    jepa = _tiny_jepa("cpu", prediction_level="image", loss="l2")
+def test_masked_views_draw_two_halves_of_two_views():
+    seen = []
+
+    def augment(x):
+        seen.append(x)
+        return x
+    jepa = _masked_views("cpu", augment=augment, keep=0.25)
+    calls = []
+    encoder = jepa.encoder.forward
+    jepa.encoder.forward = lambda x, idx=None: calls.append(idx) or encoder(x, idx)
+    jepa.loss(_images("cpu", b=3))
+    assert len(seen) == 2, "two views per batch"
+    assert [HOST(idx).shape for idx in calls] == [(3, 4), (3, 4)]   # a quarter of 16 patches each
+    assert isinstance(jepa, Objective) and not [p for g in jepa.param_groups(0.1) for p in g["params"]
+                                                if not p.requires_grad]
+
+
+def test_masked_views_targets_are_constants():
+    """The prediction term's gradient reaches the encoder through the context view alone: it
+    equals the gradient of the same term with the target view's tokens computed beforehand."""
+    jepa = _masked_views("cpu")
+    images = _images("cpu", b=4)
+    context, target = _halves(4, seed=1)
     with minienc.no_grad():
-        pred = jepa.predictor(jepa.context_encoder(images, context), context, targets).data
-        want = jepa.targets(images, targets).data
-    expected = ((pred.mean(axis=(1, 2)) - want.mean(axis=(1, 2))) ** 2).mean()
-    assert jepa(images, context, targets).item() == pytest.approx(expected, rel=1e-5)
+        s_y = minienc.layer_norm(jepa.encoder(images, target), eps=1e-5)
+    h_c = jepa.encoder(images, context)
+    jepa_loss(jepa.predictor(h_c, context, target[:, None]), s_y.reshape(4, 1, 8, 16)).backward()
+    want = [p.grad.copy() for p in jepa.encoder.parameters()]
+    for p in jepa.parameters():
+        p.grad = None
+    jepa.loss(images, masks=(context, target), directions=_directions(4))["prediction"].backward()
+    for w, p in zip(want, jepa.encoder.parameters()):
+        np.testing.assert_allclose(p.grad, w, rtol=1e-5, atol=1e-7)
 
 
-def test_switch_errors_are_named():
-    with pytest.raises(ValueError, match="EMA target encoder never gets a gradient"):
-        _tiny_jepa("cpu", stop_gradient=False)
-    with pytest.raises(ValueError, match="SIGReg on the target pass needs"):
-        _tiny_jepa("cpu", sigreg_weight=0.1, sigreg_on="target")
-    with pytest.raises(ValueError, match="sigreg_on must be one of"):
-        _tiny_jepa("cpu", sigreg_on="pixels")
-    with pytest.raises(ValueError, match="target_encoder must be one of"):
-        _tiny_jepa("cpu", target_encoder="frozen")
-    with pytest.raises(ValueError, match="needs a projector"):
-        _tiny_jepa("cpu", sigreg_weight=0.1, sigreg_on="projection")
+def test_masked_views_gradcheck(device):
+    """Float64. The whole loss with respect to the predictor and the projector (the stop-gradient
+    path holds none of them); LeJEPA's terms with respect to every parameter. (Finite differences
+    of the whole loss in the encoder would also move the stop-gradient targets, which the
+    gradient rightly ignores: test_masked_views_targets_are_constants checks that path.)"""
+    jepa = _masked_views(device)
+    jepa.astype("float64")
+    images = _images(device, b=4, dtype="float64")
+    masks = _halves(4, seed=2)
+    a = minienc.backend.to_device(_directions(4), device)
+    for parts, term in ((("predictor", "projector"), "loss"), (("encoder", "projector"), "lejepa")):
+        trained = dict(n_p for name in parts for n_p in getattr(jepa, name).named_parameters(name + "."))
+        names = list(trained)
+
+        def forward(x, term=term):
+            terms = jepa.loss(x, masks=masks, directions=a)
+            return terms["loss"] if term == "loss" else \
+                (1 - jepa.lam) * terms["invariance"] + jepa.lam * terms["sigreg"]
+        jepa.forward = forward
+
+        def fn(*params):
+            return nn.functional_call(jepa, dict(zip(names, params)), images)
+        assert minienc.gradcheck(fn, *trained.values(), directions=2, atol=1e-4), (parts, term)

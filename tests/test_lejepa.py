@@ -1,7 +1,8 @@
 """LeJEPA: the loss against its formula (centre of the global views, SIGReg view by view, the
 lambda mix), gradchecks of the loss and of the whole model (ViT + BatchNorm projector) on every
-backend with fixed SIGReg directions, masked views, and a short run on digits whose loss falls
-while the projections' rank grows."""
+backend with fixed SIGReg directions, masked views, the protocol's loss(images) drawing the
+views it is told to, and a short run on digits whose loss falls while the projections' rank
+grows."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,7 +13,6 @@ from minienc import backend, nn
 from minienc.data import load_dataset
 from minienc.eval import rankme
 from minienc.objectives.lejepa import LeJEPA, lejepa_terms
-from minienc.objectives.masked_image import random_masking
 from minienc.objectives.sigreg import sigreg
 from minienc.optim import AdamW
 from nn_check import gradcheck_module, rand
@@ -59,6 +59,7 @@ def test_lejepa_model_gradcheck_with_augmented_and_masked_views(device):
     minienc.set_device(device)
     try:
         model = LeJEPA(_tiny_vit(), proj_dim=3, hidden=6, lam=0.2)
+        model.forward = lambda *args: model.loss_of_views(*args)["loss"]   # the loss of given views
         x = np.random.default_rng(0).random((2, 4, 1, 4, 4))        # V = 2 views of B = 4
         views = backend.to_device(x, device)
         a = backend.to_device(_directions(3, 4), device)
@@ -85,21 +86,47 @@ def test_masked_views_see_only_their_patches_and_local_views_join_the_loss():
     y[:, :, 2:, 2:] = 0.0       # patch 3 is never kept
     np.testing.assert_allclose(model.project_views(y, masks=[keep])[0].data, z.data[0], rtol=1e-6)
     a = _directions(3, 8)
-    same = model.terms([x, x], directions=a)
+    same = model.loss_of_views([x, x], directions=a)
     assert float(same["prediction"].data) < 1e-10, "identical views predict their centre exactly"
-    with_local = model.terms([x, x], local_views=[x[:, :, ::-1].copy()], directions=a)
+    with_local = model.loss_of_views([x, x], local_views=[x[:, :, ::-1].copy()], directions=a)
     assert float(with_local["prediction"].data) > 1e-4
+
+
+def test_loss_draws_the_views_it_is_told_to():
+    """The protocol's loss(images): num_views augmentations (and num_local_views local ones), or
+    one augmentation seen through num_views masks keeping mask_keep of the patches."""
+    drawn = []
+
+    def augment(tag):
+        return lambda x: drawn.append(tag) or x
+    x = np.random.default_rng(0).random((4, 1, 4, 4)).astype(np.float32)
+    model = LeJEPA(_tiny_vit(), proj_dim=3, hidden=6, augment=augment("global"), num_views=3,
+                   local_augment=augment("local"), num_local_views=2)
+    terms = model.loss(x)
+    assert drawn == ["global"] * 3 + ["local"] * 2 and set(terms) == {"loss", "prediction", "sigreg"}
+    drawn.clear()
+    masked = LeJEPA(_tiny_vit(), proj_dim=3, hidden=6, augment=augment("once"), num_views=4,
+                    mask_keep=0.5, num_local_views=1, local_keep=0.25)
+    seen = []
+    encoder = masked.encoder.forward
+    masked.encoder.forward = lambda images, idx=None: seen.append(None if idx is None else idx.shape) \
+        or encoder(images, idx)
+    masked.loss(x)
+    assert drawn == ["once"] and seen == [(16, 2), (4, 1)]   # 4 views x 4 images, then 1 local
+    assert all(p.requires_grad for g in masked.param_groups(0.05) for p in g["params"])
+    with pytest.raises(ValueError, match="LeJEPA: num_local_views augmented views need a local_augment"):
+        LeJEPA(_tiny_vit(), num_local_views=2)
 
 
 def test_bad_input_is_a_clear_error():
     model = LeJEPA(_tiny_vit(), proj_dim=3, hidden=6)
     x = np.zeros((4, 1, 4, 4), np.float32)
     with pytest.raises(ValueError, match=r"LeJEPA: views must be V image batches"):
-        model.terms(x)
+        model.loss_of_views(x)
     with pytest.raises(ValueError, match=r"LeJEPA: no views"):
-        model.terms([])
+        model.loss_of_views([])
     with pytest.raises(ValueError, match=r"LeJEPA: masks must be \(V, B, K\) = \(2, 4, K\)"):
-        model.terms(x, masks=[np.zeros((3, 2), np.int64)] * 2)
+        model.loss_of_views(x, masks=[np.zeros((3, 2), np.int64)] * 2)
     with pytest.raises(ValueError, match="lam must be in"):
         LeJEPA(_tiny_vit(), lam=1.5)
     with pytest.raises(ValueError, match="embed_dim"):
@@ -115,8 +142,9 @@ def test_short_run_on_digits_lowers_the_loss_and_keeps_the_rank():
     minienc.manual_seed(0)
     data = load_dataset("digits")
     model = LeJEPA(nn.VisionTransformer(image_size=8, patch_size=2, dim=32, depth=1, num_heads=2,
-                                        weight_init="xavier"), proj_dim=16, hidden=64, lam=0.05)
-    opt = AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+                                        weight_init="xavier"), proj_dim=16, hidden=64, lam=0.05,
+                   num_views=2, mask_keep=0.5)
+    opt = AdamW(model.param_groups(0.05), lr=2e-3)
     x = data.x_train[:128]
 
     def projected_rank():   # what SIGReg shapes: the projector's output, on running BN stats
@@ -129,8 +157,7 @@ def test_short_run_on_digits_lowers_the_loss_and_keeps_the_rank():
     before = projected_rank()
     losses = []
     for step in range(30):
-        masks = [random_masking(128, 16, 0.5)[0] for _ in range(2)]
-        loss = model(x, masks=masks)
+        loss = model.loss(x)["loss"]   # two masked views, each half of the patches
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -308,3 +308,26 @@ def test_state_follows_a_parameter_moved_after_the_first_step(device):
     assert all(minienc.backend.device_of(s["momentum_buffer"]) == device
                for s in opt.state.values())
     close(m.bias.numpy(), B0 - 0.1 - 0.1 * 1.9)   # second step: buffer 0.9 * 1 + 1
+
+
+@pytest.mark.parametrize("make", [lambda ps: minienc.optim.Adam(ps, lr=1e-2),
+                                  lambda ps: minienc.optim.SGD(ps, lr=1e-2, momentum=0.9),
+                                  lambda ps: minienc.optim.LARS(ps, lr=1e-2)])
+def test_optimizer_state_follows_astype_as_it_follows_to(make):
+    """Regression (issue 28): after model.astype(float64) the moments stayed float32, so the
+    float64 run kept float32 rounding in its updates."""
+    minienc.manual_seed(0)
+    model = minienc.nn.Linear(3, 2)
+    opt = make(model.parameters())
+    x = minienc.randn(4, 3)
+    (model(x) ** 2).mean().backward()
+    opt.step()
+    model.astype(np.float64)
+    opt.zero_grad()
+    (model(x.astype(np.float64)) ** 2).mean().backward()
+    opt.step()                                     # lazily, at the next step
+    kinds = {v.dtype for s in opt.state.values() for k, v in s.items() if k != "step"}
+    assert kinds == {np.dtype(np.float64)}, kinds
+    assert opt.astype(np.float32) is opt           # and at once, when asked
+    kinds = {v.dtype for s in opt.state.values() for k, v in s.items() if k != "step"}
+    assert kinds == {np.dtype(np.float32)}, kinds

@@ -9,12 +9,13 @@ import pytest
 import minienc
 from minienc import nn
 from minienc.data import MultiCrop, contrastive_augment
-from minienc.objectives import (BYOL, DINO, MAE, BarlowTwins, MaskedLanguageModel, MoCo,
-                                Objective, SimCLR, SimSiam, Triplet, VICReg, barlow_projector,
-                                build_model, byol_mlp, dino_head, projection_head,
-                                simsiam_predictor, simsiam_projector, vicreg_expander)
+from minienc.objectives import (BYOL, DINO, IJEPA, MAE, BarlowTwins, LeJEPA, MaskedLanguageModel,
+                                MaskedViewsJEPA, MoCo, Objective, SimCLR, SimSiam, Triplet, VICReg,
+                                barlow_projector, build_model, byol_mlp, dino_head,
+                                projection_head, simsiam_predictor, simsiam_projector,
+                                vicreg_expander)
 from minienc.objectives.multiblock import MultiBlockMaskSampler
-from minienc.optim import SGD, Cosine
+from minienc.optim import SGD
 from minienc.train import Trainer
 
 STEPS, BATCH, VOCAB = 3, 8, 20
@@ -26,58 +27,6 @@ def mlp():
 
 def vit():
     return nn.VisionTransformer(image_size=8, patch_size=2, dim=16, depth=1, num_heads=2)
-
-
-# ----- the JEPA family: adapters over today's IJEPA / LeJEPA ---------------------------------------
-# TO BE REPLACED AT MERGE by the `jepa` branch's protocol classes (I-JEPA, LeJEPA and the JEPA
-# default): each entry below becomes one line `objective = TheClass(...)` like the others.
-
-class _JEPAAdapter(Objective):
-    """IJEPA (old API) behind the protocol: its own masks, the EMA target in after_step."""
-
-    def __init__(self, model, momentum=0.5):
-        self.model, self.momentum = model, momentum
-        self.sampler = MultiBlockMaskSampler(4, num_targets=2, min_context=2)
-
-    def loss(self, images):
-        context, targets = self.sampler(images.shape[0])
-        return self.model.terms(images, context, targets)
-
-    def embed(self, images):
-        return self.model.embed(images)
-
-    def after_step(self, progress):
-        if not self.model.shared:
-            self.model.update_target(Cosine(self.momentum, 1.0, 1)(progress))
-
-
-class _LeJEPAAdapter(Objective):
-    """LeJEPA (old API) behind the protocol: two augmented views of each image."""
-
-    def __init__(self, model):
-        self.model, self.augment = model, contrastive_augment()
-
-    def loss(self, images):
-        return self.model.terms([self.augment(images), self.augment(images)])
-
-    def embed(self, images):
-        return self.model.embed(images)
-
-
-def ijepa():
-    from minienc.objectives.jepa import IJEPA
-    return _JEPAAdapter(IJEPA(vit(), predictor_dim=8, predictor_depth=1))
-
-
-def lejepa():
-    from minienc.objectives.lejepa import LeJEPA
-    return _LeJEPAAdapter(LeJEPA(vit(), proj_dim=4, hidden=8, num_directions=8))
-
-
-def jepa_default():
-    from minienc.objectives.jepa import IJEPA, LEJEPA_VIEWS
-    return _JEPAAdapter(IJEPA(vit(), predictor_dim=8, predictor_depth=1,
-                              **{**LEJEPA_VIEWS, "sigreg_proj_dim": 4}))
 
 
 # ----- the registry: one line per objective --------------------------------------------------------
@@ -100,9 +49,11 @@ OBJECTIVES = {
     "barlow": lambda: BarlowTwins(mlp(), barlow_projector(8, 16, 8), augment),
     "dino": lambda: DINO(mlp(), dino_head(8, 16, 16, 4, batch_norm=True),
                          MultiCrop(2, 1, transform=augment), momentum=0.5),
-    "ijepa": ijepa,                # the jepa branch's I-JEPA at merge
-    "lejepa": lejepa,              # the jepa branch's LeJEPA at merge
-    "jepa_default": jepa_default,  # the jepa branch's JEPA default at merge
+    "ijepa": lambda: IJEPA(vit(), predictor_dim=8, predictor_depth=1, momentum=(0.5, 1.0),
+                           masks=MultiBlockMaskSampler(4, num_targets=2, min_context=2)),
+    "lejepa": lambda: LeJEPA(vit(), proj_dim=4, hidden=8, num_directions=8, augment=augment),
+    "jepa_default": lambda: MaskedViewsJEPA(vit(), predictor_dim=8, predictor_depth=1, proj_dim=4,
+                                            hidden=8, num_directions=8, augment=augment),
 }
 
 

@@ -42,7 +42,7 @@ def ijepa():
 
     def step(i):
         context, targets = sampler(3)   # drawn from the host RNG, saved with the checkpoint
-        return model(images[i], context, targets)
+        return model.loss(images[i], masks=(context, targets))["loss"]
     return model, AdamW(model.param_groups(0.05), lr=1e-2), step, lambda: model.update_target(0.9)
 
 
@@ -83,7 +83,7 @@ def lejepa():
     views = batches(2 * STEPS, (2, 3, 1, 4, 4))
 
     def step(i):
-        return model(views[i].data)
+        return model.loss_of_views(views[i].data)["loss"]
     return model, AdamW(model.parameters(), lr=1e-2), step, lambda: None
 
 

@@ -226,3 +226,19 @@ def test_collapse_gauges_record_every_n_steps_and_tell_a_collapsed_encoder(tmp_p
     path = gauges.save(str(tmp_path), "gauges")
     assert path == str(tmp_path / "gauges.png") and (tmp_path / "gauges.png").stat().st_size > 1000
     assert json.loads((tmp_path / "gauges.json").read_text()) == curves
+
+
+def test_the_budget_never_skips_the_evaluation_after_the_last_step():
+    """Regression (issue 28): with eval_every=1 the budget skipped the last step's evaluation
+    and then the final one that the Trainer promises after the last step."""
+    import time
+    w = nn.Parameter(np.ones(3, dtype=np.float32))
+
+    def slow_evaluator():
+        time.sleep(0.02)
+        return {"knn": 0.5}
+
+    trainer = Trainer(lambda _: (w * w).sum(), SGD([w], lr=0.1), evaluator=slow_evaluator,
+                      eval_every=1, eval_budget=0.15, progress=False)
+    trainer.fit(list(range(10)), steps=20)
+    assert trainer.eval_skipped > 0 and trainer.evaluations[-1]["step"] == 20

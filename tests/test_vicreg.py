@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minienc
-from minienc.objectives import jepa, vicreg
+from minienc.objectives import jepa_study, vicreg
 from minienc.objectives.vicreg import (VICReg, variance_covariance, vicreg_expander, vicreg_loss,
                                        vicreg_terms)
 
@@ -74,8 +74,8 @@ def test_identical_views_cost_no_invariance_and_the_loss_is_symmetric():
     assert a == pytest.approx(b, rel=1e-12)
 
 
-def test_ijepa_uses_the_same_variance_covariance():
-    assert jepa.variance_covariance is vicreg.variance_covariance
+def test_the_jepa_study_uses_the_same_variance_covariance():
+    assert jepa_study.variance_covariance is vicreg.variance_covariance
 
 
 def test_loss_gradcheck(device):

@@ -31,8 +31,9 @@ import sys
 
 from .engines import MPIEngine, NCCLEngine, WorldOfOne, make_nccl_engine  # noqa: F401
 from .ops import all_gather, batch_mean, shuffled_forward, sync_batch_norm  # noqa: F401
-from .parallel import (DataParallel, GradientReducer, broadcast_parameters,  # noqa: F401
-                       data_parallel)
+from .watchdog import DEFAULT_TIMEOUT, TIMEOUT_VARIABLE, timeout_from  # noqa: F401
+from .parallel import (DataParallel, GradientReducer, agree, broadcast_parameters,  # noqa: F401
+                       data_parallel, raise_together)
 
 ENGINES = ("mpi", "nccl")
 # set by the MPI launchers (MPICH/Hydra, Open MPI, PMIx e.g. under Slurm) in every process
@@ -46,12 +47,14 @@ def launched():
     return any(name in os.environ for name in LAUNCHER_VARIABLES)
 
 
-def init(engine=None):
+def init(engine=None, timeout=None):
     """Join the launcher's processes and return the engine. engine: "mpi", "nccl", None (NCCL
     when the default device is cuda, else MPI; a world of one without a launcher), or an engine
     object (the tests' stand-ins). Asked for by name without a launcher, an engine still starts,
     as a world of one whose collectives really run (how the GPU check tests NCCL on one GPU).
-    Calling init() again returns the engine already joined."""
+    timeout: the seconds a collective may wait for the other ranks before the job ends with a
+    message naming the rank and the operation (None: $MINIENC_DISTRIBUTED_TIMEOUT, else 600;
+    minienc/distributed/watchdog.py). Calling init() again returns the engine already joined."""
     global _engine
     if not isinstance(_engine, WorldOfOne):
         return _engine
@@ -66,10 +69,11 @@ def init(engine=None):
     if engine not in ENGINES:
         raise ValueError(f"distributed.init: engine must be one of {ENGINES} or None, "
                          f"got {engine!r}")
+    timeout = timeout_from(timeout)   # checked before any process is joined
     if engine == "mpi":
-        _engine = MPIEngine()
+        _engine = MPIEngine(timeout=timeout)
     else:
-        _engine = make_nccl_engine(MPIEngine() if launched() else None)
+        _engine = make_nccl_engine(MPIEngine(timeout=timeout) if launched() else None)
     if _engine.size > 1:
         _abort_every_rank_on_uncaught_exceptions(_engine)
     return _engine
@@ -78,12 +82,18 @@ def init(engine=None):
 def _abort_every_rank_on_uncaught_exceptions(engine):
     """An exception that ends one rank would leave the others waiting in their next collective
     forever (the launcher does not stop them): print it, then abort every rank (what
-    `python -m mpi4py` does)."""
+    `python -m mpi4py` does). A rank that ends otherwise (sys.exit, SystemExit, the end of its
+    script) is the watchdog's to report (minienc/distributed/watchdog.py)."""
     previous = sys.excepthook
 
     def hook(kind, value, traceback):
         previous(kind, value, traceback)
-        sys.stderr.flush()
+        if issubclass(kind, KeyboardInterrupt):
+            # every rank gets the launcher's Ctrl-C or SIGTERM and ends; a rank that did not is
+            # found by the watchdog (its next collective waits for one that left)
+            return
+        print(f"minienc.distributed: rank {engine.rank} ended with {kind.__name__}. Ending every "
+              f"rank.", file=sys.stderr, flush=True)
         engine.abort(1)
 
     sys.excepthook = hook

@@ -15,6 +15,11 @@
                made on rank 0 and sent to the others over MPI (as ChainerMN and PyTorch's
                launchers do); host values go over that MPI link too.
 
+Every collective of `MPIEngine` is numbered and watched (minienc/distributed/watchdog.py): one
+that waits past a timeout, or for a rank that has left, ends the job with a line naming the rank
+and the operation. `allgather` first gathers every rank's shape (a small host collective, over
+MPI for NCCL too) and refuses shapes that differ, naming each rank's.
+
 Only `MPIEngine` imports mpi4py, and only `make_nccl_engine` asks backend.nccl() for
 cupy.cuda.nccl, when one is made.
 NOTE: NCCLEngine has run only against a fake in the tests (no GPU where it was written); see
@@ -75,14 +80,46 @@ def _split_rows(engine, a, op):
     return a.shape[0] // engine.size
 
 
+MAX_DIMS = 64   # NumPy's limit on ndim: a shape travels as one fixed-size row of integers
+
+
+def _shape_row(a):
+    row = np.full(2 + MAX_DIMS, -1, dtype=np.int64)
+    row[0], row[1] = a.ndim, ord(a.dtype.char)
+    row[2:2 + a.ndim] = a.shape
+    return row
+
+
+def _describe(row):
+    return f"{tuple(int(n) for n in row[2:2 + row[0]])} {np.dtype(chr(row[1])).name}"
+
+
+class _Unwatched:
+    """The watch of a world of one: nobody to wait for."""
+    count = 0
+
+    def watch(self, op):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 class MPIEngine:
-    """Collectives over MPI on host NumPy arrays (the CPU engine)."""
+    """Collectives over MPI on host NumPy arrays (the CPU engine), each watched (see the module
+    docstring); timeout: seconds a collective may wait (None: watchdog.timeout_from())."""
     name = "mpi"
 
-    def __init__(self, comm=None):
+    def __init__(self, comm=None, timeout=None):
         self.MPI = _import_mpi()
         self.comm = comm if comm is not None else self.MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        from .watchdog import Watchdog, timeout_from
+        timeout = timeout_from(timeout)
+        self.watchdog = Watchdog(self.comm, timeout) if self.size > 1 else _Unwatched()
 
     def _check(self, a, op, in_place=False):
         if backend.is_cupy(a):
@@ -94,44 +131,69 @@ class MPIEngine:
         return np.ascontiguousarray(a)
 
     def allreduce_(self, a):
-        self.comm.Allreduce(self.MPI.IN_PLACE, self._check(a, "allreduce_", True), op=self.MPI.SUM)
+        a = self._check(a, "allreduce_", True)
+        with self.watchdog.watch("allreduce_"):
+            self.comm.Allreduce(self.MPI.IN_PLACE, a, op=self.MPI.SUM)
         return a
 
     def broadcast_(self, a, root=0):
-        self.comm.Bcast(self._check(a, "broadcast_", True), root=root)
+        a = self._check(a, "broadcast_", True)
+        with self.watchdog.watch("broadcast_"):
+            self.comm.Bcast(a, root=root)
         return a
 
     def allgather(self, a):
         a = self._check(a, "allgather")
         if a.ndim == 0:
             raise ValueError("distributed.allgather: stacks arrays along axis 0; got a 0-d array")
-        out = np.empty((self.size * a.shape[0],) + a.shape[1:], dtype=a.dtype)
-        self.comm.Allgather(a, out)
+        with self.watchdog.watch("allgather"):
+            self.agree_on_shape(a, "all_gather")
+            out = np.empty((self.size * a.shape[0],) + a.shape[1:], dtype=a.dtype)
+            self.comm.Allgather(a, out)
         return out
+
+    def agree_on_shape(self, a, op):
+        """Every rank's shape and dtype of `a` (one small Allgather); a ValueError on every rank,
+        naming each rank's, where they differ (a gather of unequal blocks would hand back
+        memory nobody wrote)."""
+        mine = _shape_row(a)
+        rows = np.empty((self.size, mine.size), dtype=np.int64)
+        self.comm.Allgather(mine, rows)
+        if (rows != mine).any():
+            shapes = ", ".join(f"rank {r}: {_describe(row)}" for r, row in enumerate(rows))
+            raise ValueError(f"distributed.{op}: every rank must give an array of the same shape "
+                             f"and dtype, got {shapes} (pad to the largest first dimension, or "
+                             f"gather the sizes first)")
 
     def reduce_scatter(self, a):
         a = self._check(a, "reduce_scatter")
         n = _split_rows(self, a, "distributed.reduce_scatter")
         out = np.empty((n,) + a.shape[1:], dtype=a.dtype)
-        self.comm.Reduce_scatter_block(a, out, op=self.MPI.SUM)
+        with self.watchdog.watch("reduce_scatter"):
+            self.comm.Reduce_scatter_block(a, out, op=self.MPI.SUM)
         return out
 
     def bcast_object(self, value, root=0):
-        return self.comm.bcast(value, root=root)
+        with self.watchdog.watch("bcast_object"):
+            return self.comm.bcast(value, root=root)
 
     def allgather_object(self, value):
-        return self.comm.allgather(value)
+        with self.watchdog.watch("allgather_object"):
+            return self.comm.allgather(value)
 
     def barrier(self):
-        self.comm.Barrier()
+        with self.watchdog.watch("barrier"):
+            self.comm.Barrier()
 
     def abort(self, code=1):
-        """End every rank's process (MPI_Abort)."""
-        self.comm.Abort(code)
+        """End every rank's process (MPI_Abort), a moment after the last message."""
+        from .watchdog import abort
+        abort(self.comm, code)
 
     def local_rank(self):
         """This process's index among the processes on its machine (picks its GPU)."""
-        return self.comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_rank()
+        with self.watchdog.watch("local_rank"):
+            return self.comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_rank()
 
 
 # numpy dtype name -> the name of NCCL's constant in cupy.cuda.nccl
@@ -162,25 +224,31 @@ class NCCLEngine:
         self.nccl, self.rank, self.size = nccl, rank, size
         self.host = host if host is not None else WorldOfOne()
         self.comm = nccl.NcclCommunicator(size, unique_id, rank)
+        # NCCL's collectives are enqueued, not waited on, so no timeout covers them; they are
+        # counted with the host's, so a rank that leaves before one of them is still found
+        self.watchdog = getattr(self.host, "watchdog", None) or _Unwatched()
 
-    def _type(self, a, op):
+    def _begin(self, a, op):
+        """NCCL's type for `a`, in the collective `op` about to be enqueued (counted with the
+        host's collectives: see __init__)."""
         name = NCCL_TYPES.get(a.dtype.name)
         if name is None:
             raise TypeError(f"distributed.{op}: NCCL has no type for {a.dtype} (shape "
                             f"{tuple(a.shape)}); it moves {sorted(NCCL_TYPES)}")
+        self.watchdog.count += 1
         return getattr(self.nccl, name)
 
     def allreduce_(self, a):
         if a.dtype == bool:
             raise TypeError("distributed.allreduce_: cannot sum booleans; cast them first")
         _contiguous(a, "allreduce_")
-        self.comm.allReduce(_pointer(a), _pointer(a), a.size, self._type(a, "allreduce_"),
+        self.comm.allReduce(_pointer(a), _pointer(a), a.size, self._begin(a, "allreduce_"),
                             self.nccl.NCCL_SUM, _stream(a))
         return a
 
     def broadcast_(self, a, root=0):
         _contiguous(a, "broadcast_")
-        self.comm.bcast(_pointer(a), a.size, self._type(a, "broadcast_"), root, _stream(a))
+        self.comm.bcast(_pointer(a), a.size, self._begin(a, "broadcast_"), root, _stream(a))
         return a
 
     def allgather(self, a):
@@ -188,8 +256,11 @@ class NCCLEngine:
         a = xp.ascontiguousarray(a)
         if a.ndim == 0:
             raise ValueError("distributed.allgather: stacks arrays along axis 0; got a 0-d array")
+        if hasattr(self.host, "agree_on_shape"):   # host metadata over MPI: no device sync
+            with self.host.watchdog.watch("allgather (shapes)"):
+                self.host.agree_on_shape(a, "all_gather")
         out = xp.empty((self.size * a.shape[0],) + a.shape[1:], dtype=a.dtype)
-        self.comm.allGather(_pointer(a), _pointer(out), a.size, self._type(a, "allgather"),
+        self.comm.allGather(_pointer(a), _pointer(out), a.size, self._begin(a, "allgather"),
                             _stream(a))
         return out
 
@@ -199,7 +270,7 @@ class NCCLEngine:
         n = _split_rows(self, a, "distributed.reduce_scatter")
         out = xp.empty((n,) + a.shape[1:], dtype=a.dtype)
         self.comm.reduceScatter(_pointer(a), _pointer(out), out.size,
-                                self._type(a, "reduce_scatter"), self.nccl.NCCL_SUM, _stream(a))
+                                self._begin(a, "reduce_scatter"), self.nccl.NCCL_SUM, _stream(a))
         return out
 
     def bcast_object(self, value, root=0):

@@ -6,8 +6,8 @@ samples, and neighbour j votes for its label with weight exp(s_j / T), s_j the c
 The class with the largest total vote wins. With T = 0.07 a closer neighbour counts far more than a
 farther one (a similarity 0.07 higher weighs e times more).
 """
-from .. import backend
-from .features import as_features, as_labels
+from .. import backend, checks
+from .features import as_features, as_labels, check_classes
 
 
 def _normalize(x, eps=1e-12):
@@ -18,9 +18,13 @@ def _normalize(x, eps=1e-12):
 def knn_predict(features_train, y_train, features_test, k=20, temperature=0.07, num_classes=None,
                 chunk=1024):
     """Predicted labels (int64 array on the features' device) for every test row."""
+    checks.positive_int("knn", "k", k)
+    checks.positive("knn", "temperature", temperature)
+    checks.positive_int("knn", "chunk", chunk)
     f_train = _normalize(as_features(features_train, "features_train"))
     f_test = _normalize(as_features(features_test, "features_test"))
     y_train = as_labels(y_train, f_train, "y_train")
+    check_classes("knn", y_train)
     if f_train.shape[1] != f_test.shape[1]:
         raise ValueError(f"knn: train features have {f_train.shape[1]} dimensions, test features "
                          f"{f_test.shape[1]}")

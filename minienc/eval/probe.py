@@ -16,12 +16,12 @@ standardised with the statistics of the whole (unlabelled) train set: mean and s
 labels, and 50 samples estimate them badly.
 """
 
-from .. import backend
+from .. import backend, checks
 from ..nn import Parameter
 from ..ops import cross_entropy
 from ..optim import Adam
 from ..engine import as_tensor, enable_grad
-from .features import as_features, as_labels
+from .features import as_features, as_labels, check_classes
 
 PROBE_STEPS = 300
 PROBE_LR = 0.05
@@ -56,6 +56,9 @@ def fit_softmax_regression(x, y, num_classes, steps=PROBE_STEPS, lr=PROBE_LR,
                            weight_decay=PROBE_WEIGHT_DECAY):
     """Fit W (..., D, C) and b (..., 1, C) to features x (..., n, D) and labels y (..., n), any
     leading batch axes being independent problems. Returns the weight and bias arrays."""
+    checks.positive_int("probe", "steps", steps)
+    checks.positive("probe", "lr", lr)
+    checks.non_negative("probe", "weight_decay", weight_decay)
     xp = backend.get_xp(x)
     lead, n, dim = x.shape[:-2], x.shape[-2], x.shape[-1]
     w = Parameter(xp.zeros(lead + (dim, num_classes), dtype=x.dtype))
@@ -88,6 +91,7 @@ def linear_probe(features_train, y_train, features_test, y_test, steps=PROBE_STE
     (see `standardize`), trained on all of the train set. Runs on the features' device."""
     f_train, f_test = as_features(features_train, "features_train"), as_features(features_test, "features_test")
     y_train, y_test = as_labels(y_train, f_train, "y_train"), as_labels(y_test, f_test, "y_test")
+    check_classes("linear_probe", y_train)
     num_classes = num_classes or _num_classes(y_train, y_test)
     f_train, f_test = standardize(f_train, f_test, mode=standardize_mode)
     with enable_grad():  # the probe trains even when the caller is inside no_grad()
@@ -98,6 +102,8 @@ def linear_probe(features_train, y_train, features_test, y_test, steps=PROBE_STE
 def few_shot_indices(y_train, shots, draws, seed=0):
     """(draws, shots * classes) host indices into the train set: for every draw, `shots` samples
     of each class without replacement, seeded."""
+    checks.positive_int("few_shot_probe", "shots", shots)
+    checks.positive_int("few_shot_probe", "draws", draws)
     np = backend.numpy
     y = backend.to_host(y_train)
     rng = np.random.default_rng(seed)
@@ -120,6 +126,7 @@ def few_shot_probe(features_train, y_train, features_test, y_test, shots=5, draw
     seeded random draws (with return_std: (mean, std over draws))."""
     f_train, f_test = as_features(features_train, "features_train"), as_features(features_test, "features_test")
     y_train, y_test = as_labels(y_train, f_train, "y_train"), as_labels(y_test, f_test, "y_test")
+    check_classes("few_shot_probe", y_train)
     num_classes = _num_classes(y_train, y_test)
     f_train, f_test = standardize(f_train, f_test, mode=standardize_mode)
     index = backend.to_device(few_shot_indices(y_train, shots, draws, seed), backend.device_of(f_train))

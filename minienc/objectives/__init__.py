@@ -11,7 +11,8 @@ after_step):
     vicreg           VICReg
     barlow           BarlowTwins
     dino             DINO
-    jepa             IJEPA (with multiblock's mask sampler)
+    jepa             IJEPA (with multiblock's mask sampler) and MaskedViewsJEPA (the default
+                     that learns at small scale); the study's variants in jepa_study
     sigreg, lejepa   SIGReg and LeJEPA
 """
 from .protocol import Objective, ViewObjective  # noqa: F401
@@ -28,7 +29,7 @@ from .simsiam import SimSiam, simsiam_loss, simsiam_predictor, simsiam_projector
 from .vicreg import VICReg, variance_covariance, vicreg_expander, vicreg_loss  # noqa: F401
 from .barlow import BarlowTwins, barlow_projector, barlow_twins_loss  # noqa: F401
 from .dino import DINO, dino_head  # noqa: F401
-from .jepa import IJEPA, JEPAPredictor, jepa_loss  # noqa: F401
+from .jepa import IJEPA, JEPAPredictor, MaskedViewsJEPA, jepa_loss  # noqa: F401
 from .multiblock import MultiBlockMaskSampler, block_size  # noqa: F401
 from .sigreg import epps_pulley, random_directions, sigreg  # noqa: F401
 from .lejepa import LeJEPA, lejepa_terms  # noqa: F401

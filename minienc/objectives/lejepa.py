@@ -35,11 +35,12 @@ encoder sees only those patches (`masks=`). Local views here keep the encoder's 
 (small crops are resized back up, or fewer patches are kept), so one ViT and one position
 table serve every view.
 """
-from .. import backend
+from .. import backend, checks
 from .. import distributed as dist
 from ..engine import Tensor, as_array, as_tensor, tensor
-from ..nn.module import Module
 from .contrastive import projection_head
+from .masked_image import random_masking
+from .protocol import Objective
 from .sigreg import NUM_DIRECTIONS, shared_directions, sigreg
 
 
@@ -75,14 +76,14 @@ def _concatenate(tensors):
     return concatenate(tensors, axis=0)
 
 
-class LeJEPA(Module):
-    """Encoder + BatchNorm-MLP projector and the LeJEPA loss.
+class LeJEPA(Objective):
+    """Encoder + BatchNorm-MLP projector and the LeJEPA loss; the views are its own.
 
-    model = LeJEPA(VisionTransformer(...), proj_dim=32, lam=0.02)
-    loss = model([augment(x) for _ in range(4)])             # V = 4 augmented views
-    loss = model(x, masks=[keep_1, keep_2])                  # 2 masked views of the same x
-    loss = model(globals_, local_views=locals_)              # 2 global + 6 local crops
-    features = model.embed(x)                                # (B, D): pooled, before the projector
+    model = LeJEPA(VisionTransformer(...), augment=lambda x: normalise(augment(x)), num_views=4)
+    terms = model.loss(images)      # {"loss", "prediction", "sigreg"}: V = 4 augmented views
+    LeJEPA(vit, augment=normalise, num_views=2, mask_keep=0.5)   # 2 masked views of each image
+    LeJEPA(vit, augment=..., num_views=2, local_augment=..., num_local_views=6)  # + local crops
+    features = model.embed(x)       # (B, D): pooled, before the projector
     distributed=True: SIGReg over every process's batch (minienc.distributed); for the
     projector's batch norm too, `nn.SyncBatchNorm.convert(model)`.
 
@@ -90,20 +91,43 @@ class LeJEPA(Module):
     with masks it must take patch_indices (a VisionTransformer). embed_dim: D (read from a
     ViT's .dim when not given). projector: any module (B, D) -> (B, K) instead of the default
     Linear-BN-ReLU-Linear-BN-ReLU-Linear of width `hidden`.
+    The views: augment (images -> one view; default none) drawn num_views times, and
+    local_augment num_local_views times; or, with mask_keep, ONE augment of the images seen
+    through num_views random masks keeping that share of the patches (and num_local_views
+    masks keeping local_keep). `loss_of_views` takes views made elsewhere (a test's fixed ones).
     """
 
     def __init__(self, encoder, proj_dim=32, hidden=256, lam=0.02, num_directions=NUM_DIRECTIONS,
-                 embed_dim=None, projector=None, distributed=False):
+                 embed_dim=None, projector=None, distributed=False, augment=None, num_views=2,
+                 local_augment=None, num_local_views=0, mask_keep=None, local_keep=0.25):
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"LeJEPA: lam must be in [0, 1], got {lam}")
         embed_dim = embed_dim or getattr(encoder, "dim", None)
         if projector is None and embed_dim is None:
             raise ValueError("LeJEPA: pass embed_dim (the encoder's output width) or a projector")
+        checks.positive_int("LeJEPA", "num_views", num_views)
+        if num_local_views and mask_keep is None and local_augment is None:
+            raise ValueError("LeJEPA: num_local_views augmented views need a local_augment")
         self.encoder = encoder
         self.projector = projector if projector is not None else projection_head(
             embed_dim, hidden, proj_dim, num_layers=3, batch_norm=True)
         self.lam, self.num_directions = float(lam), int(num_directions)
         self.distributed = distributed
+        self.augment, self.num_views = augment or (lambda x: x), num_views
+        self.local_augment, self.num_local_views = local_augment, num_local_views
+        self.mask_keep, self.local_keep = mask_keep, local_keep
+
+    def loss(self, images):
+        """This batch's views (see the class docstring), then `loss_of_views`."""
+        if self.mask_keep is None:
+            views = [self.augment(images) for _ in range(self.num_views)]
+            local = [self.local_augment(images) for _ in range(self.num_local_views)] or None
+            return self.loss_of_views(views, local)
+        b, n = images.shape[0], self.encoder.num_patches
+        masks = [random_masking(b, n, 1 - self.mask_keep)[0] for _ in range(self.num_views)]
+        local_masks = [random_masking(b, n, 1 - self.local_keep)[0]
+                       for _ in range(self.num_local_views)] or None
+        return self.loss_of_views(self.augment(images), None, masks, local_masks)
 
     def embed(self, images, patch_indices=None):
         """(B, D): the encoder's tokens mean-pooled (or its features as they are)."""
@@ -129,7 +153,7 @@ class LeJEPA(Module):
         z = self.projector(self.embed(tensor_of(flat, self.device), idx))
         return z.reshape(v, b, z.shape[-1])
 
-    def terms(self, views, local_views=None, masks=None, local_masks=None, directions=None):
+    def loss_of_views(self, views, local_views=None, masks=None, local_masks=None, directions=None):
         """{"loss", "prediction", "sigreg"} (a Trainer step_fn may return the dict to log each)."""
         global_z = self.project_views(views, masks)
         local_z = None
@@ -137,9 +161,6 @@ class LeJEPA(Module):
             local_z = self.project_views(views if local_views is None else local_views, local_masks)
         return lejepa_terms(global_z, local_z, self.lam, directions, self.num_directions,
                             self.distributed)
-
-    def forward(self, views, local_views=None, masks=None, local_masks=None, directions=None):
-        return self.terms(views, local_views, masks, local_masks, directions)["loss"]
 
 
 def tensor_of(images, device):

@@ -6,9 +6,10 @@ optimizer's defaults when a group does not set them. Schedules change `group["lr
 `group["weight_decay"]` between steps; a subclass only writes `_update(p, group, state)`.
 
 State lives per parameter (Adam's moments, SGD's momentum buffer), created on the parameter's
-device at its first step, and follows the parameter when it moves (`opt.to(device)`, or lazily at
-the next step after `module.to(device)`). `state_dict()` turns it into host NumPy arrays and
-Python scalars, which is what a checkpoint stores.
+device at its first step, and follows the parameter when it moves or is cast (`opt.to(device)`,
+`opt.astype(dtype)`, or lazily at the next step after `module.to(device)` / `module.astype`).
+`state_dict()` turns it into host NumPy arrays and Python scalars, which is what a checkpoint
+stores.
 
 Updates run in place on `p.data` and read no device value back to the host: a step is a stream
 of array operations the GPU can run without waiting for Python. Each optimizer's update is a
@@ -85,16 +86,18 @@ class Optimizer:
             return state
         for key, value in state.items():
             if key != "step":
-                if type(value) is not type(p.data):  # the parameter moved: its state follows it
-                    self._move_state(state, backend.device_of(p.data))
+                # the parameter moved or was cast (Module.to / astype): its state follows it
+                if type(value) is not type(p.data) or value.dtype != p.data.dtype:
+                    self._move_state(state, backend.device_of(p.data), p.data.dtype)
                 break
         return state
 
     @staticmethod
-    def _move_state(state, device):
+    def _move_state(state, device, dtype=None):
         for key, value in state.items():
             if key != "step":
-                state[key] = backend.to_device(value, device)
+                value = value if device is None else backend.to_device(value, device)
+                state[key] = value if dtype is None else value.astype(dtype, copy=False)
 
     def _init_state(self, p, state):
         """Create this optimizer's per-parameter arrays (zeros like p.data) in `state`."""
@@ -104,6 +107,13 @@ class Optimizer:
         """Move every state array to `device` (parameters are moved by `Module.to`)."""
         for state in self.state.values():
             self._move_state(state, device)
+        return self
+
+    def astype(self, dtype):
+        """Cast every state array to `dtype` (parameters are cast by `Module.astype`; a step
+        after it casts the state of a parameter whose dtype changed in any case)."""
+        for state in self.state.values():
+            self._move_state(state, None, dtype)
         return self
 
     def _indexed_params(self):
