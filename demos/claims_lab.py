@@ -9,6 +9,7 @@ the demos' defaults (demos/autoencoder.py, denoising.py, vae.py, simclr.py, trip
 mae.py, mlm.py), at the budgets written below.
 """
 import math
+import time
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def fit(objective, arrays, steps, batch_size=128, lr=2e-3, weight_decay=0.0, see
     schedules = {"lr": WarmupCosine(lr, steps, int(warmup * steps), final=final_lr, start=start_lr)}
     if final_weight_decay is not None:
         schedules["weight_decay"] = Cosine(weight_decay, final_weight_decay, steps)
-    step, loss = 0, float("nan")
+    step, loss, start = 0, float("nan"), time.perf_counter()
     while step < steps:
         for batch in loader:
             for key, schedule in schedules.items():
@@ -59,6 +60,9 @@ def fit(objective, arrays, steps, batch_size=128, lr=2e-3, weight_decay=0.0, see
             if step == steps:
                 loss = float(terms["loss"].data)
                 break
+    name = type(getattr(objective, "objective", objective)).__name__
+    print(f"  {name}: {steps} steps of {loader.batch_size}, last loss {loss:.4g} "
+          f"({time.perf_counter() - start:.0f} s)", flush=True)
     return loss
 
 
