@@ -2,7 +2,7 @@
 models of one controlled comparison (same data, same encoder size, same optimizer and steps within
 the comparison, several seeds where a difference is small) and returning its numbers.
 
-Every function takes the lab `lab` (data, seeds, steps, output folder; see claims.py) and returns
+Every function takes the lab `lab` (data, seeds, probe draws, budget; see claims.py) and returns
 a dict of the measured numbers; claims.py turns them into a verdict with the rule it states, and
 into the claim's figure. Nothing here chooses a setting after seeing a result: the settings are
 the demos' defaults (demos/autoencoder.py, denoising.py, vae.py, simclr.py, triplet.py, moco.py,
