@@ -1,7 +1,7 @@
 """The textbook's claims, each a measured experiment: does what the chapter says hold here?
 
-    python demos/claims.py                          # all six on the built-in digits (~30 CPU min)
-    python demos/claims.py --claim vae              # one claim (a few minutes)
+    python demos/claims.py                          # all six on the built-in digits (~20 CPU min)
+    python demos/claims.py --claim vae              # one claim (2-14 CPU min; vae: 1.5)
     python demos/claims.py --data digits-canvas:32  # the same lab on other data (--data as every demo)
     python demos/claims.py --quick                  # fewer sizes, one seed, 5% of the steps
 
@@ -215,9 +215,11 @@ def judge_jepa(result, figure):
     # JEPA steadier under a change: MAE's and the AE's embeddings both move more than JEPA's
     steadier = [counts(shift["MAE"][k], shift["JEPA"][k])[0] and counts(shift["AE"][k], shift["JEPA"][k])[0]
                 for k in kinds]
-    plot_curves({"5-shot probe": (list(shots), [mean(v) for v in shots.values()]),
-                 "embedding movement (relative)": [(kinds, [mean(shift[e][k]) for k in kinds], e) for e in encoders],
-                 "probe accuracy, perturbed": [(kinds, [mean(accuracy[e][k]) for k in kinds], e) for e in encoders]},
+    short = {"JEPA without predictor": "no pred.", "stroke +1": "thicker", "stroke -1": "thinner"}
+    ticks = [short.get(k, k.split()[0]) for k in kinds]
+    plot_curves({"5-shot probe": ([short.get(n, n) for n in shots], [mean(v) for v in shots.values()]),
+                 "embedding movement (relative)": [(ticks, [mean(shift[e][k]) for k in kinds], e) for e in encoders],
+                 "probe accuracy, perturbed": [(ticks, [mean(accuracy[e][k]) for k in kinds], e) for e in encoders]},
                 figure, title="Claim 6: JEPA against pixel prediction", xlabel="")
     numbers = ("5-shot: " + ", ".join(f"{n} {pct(mean(v))}" for n, v in shots.items()) +
                "; movement under low-level changes (mean over " + ", ".join(kinds) + "): " +

@@ -197,7 +197,9 @@ def readme_claims():
                ("AUROC 0.91", "vae", "the mean over held-out digits of the -ELBO's AUROC"),
                ("5-NN in pixels 0.99", "vae", "the mean over held-out digits of the 5-NN distance's AUROC"),
                ("+12 points", "negatives", "InfoNCE's 5-shot at batch 512 minus at batch 16 (means over seeds)"),
-               ("by 2 points", "masking", "MAE 0.75's 5-shot minus the plain ViT autoencoder's (the detail)"))
+               ("by 2 points", "masking", "MAE 0.75's 5-shot minus the plain ViT autoencoder's (the detail)"),
+               ("84.5% 5-shot", "jepa", "JEPA's 5-shot, the mean over seeds (the row's numbers)"),
+               ("MAE's 59.5%", "jepa", "MAE's 5-shot, the mean over seeds (the row's numbers)"))
     return [Number("README.md", quoted, claims(name), how=how) for quoted, name, how in entries]
 
 
