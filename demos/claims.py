@@ -1,7 +1,7 @@
 """The textbook's claims, each a measured experiment: does what the chapter says hold here?
 
     python demos/claims.py                          # all six on the built-in digits (~20 CPU min)
-    python demos/claims.py --claim vae              # one claim (1.5 to 14 minutes here)
+    python demos/claims.py --claim vae              # one claim (half a minute to 8 minutes)
     python demos/claims.py --data digits-canvas:32  # the same lab on other data (--data as every demo)
     python demos/claims.py --quick                  # fewer sizes, one seed, 5% of the steps
 
