@@ -136,7 +136,7 @@ def main():
     for name in args.only:
         results.append(run_variant(args, name, data))
         if name not in {line.get("variant") for line in progress.read()}:
-            progress.append({"variant": name, "rankme": results[-1]["rankme"][-1],
+            progress.append({"variant": name, "step": args.steps, "rankme": results[-1]["rankme"][-1],
                              "fewshot": results[-1]["fewshot"][-1]})
     header = (f"The collapse lab on {data.name}: ViT {args.dim}d x {args.depth}, {args.steps} steps "
               f"each, seed {args.seed}; curves on a fixed subset of (at most) 1,000 train / 500 "

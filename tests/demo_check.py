@@ -14,6 +14,8 @@ import subprocess
 import sys
 import traceback
 
+from minienc import run_folder
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEMOS = ROOT / "demos"
 ENV = dict(os.environ, MPLBACKEND="Agg", MINIENC_DEVICE="cpu", OPENBLAS_NUM_THREADS="1")
@@ -32,9 +34,14 @@ def run_in_process(script, *args, monkeypatch):
     """demos/<script> run as __main__ in this process with sys.argv = [script, *args]."""
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.syspath_prepend(str(DEMOS))
-    with monkeypatch.context() as patch:
-        patch.setattr(sys, "argv", [str(DEMOS / script), *map(str, args)])
-        runpy.run_path(str(DEMOS / script), run_name="__main__")
+    held = set(run_folder._claimed)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "argv", [str(DEMOS / script), *map(str, args)])
+            runpy.run_path(str(DEMOS / script), run_name="__main__")
+    finally:   # the demo's process would end here, and with it its claim on --out
+        for folder in set(run_folder._claimed) - held:
+            run_folder.release_folder(folder)
 
 
 def call_in_process(monkeypatch):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from demo_check import ROOT, THREADS, call_in_process, run_in_process
+from minienc import run_folder
 
 SUBSET = ["--max-train", "300", "--max-test", "100"]   # of the digits (a smoke run's data)
 
@@ -189,7 +190,9 @@ def test_overwrite_removes_the_old_runs_pictures_but_not_other_files(tmp_path, m
     args = argparse.Namespace(out=str(tmp_path), overwrite=True, resume=False, threads=1,
                               device="cpu", seed=0, distributed=False)
     common.start_run(args)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "notes.md"]
+    run_folder.release_folder(tmp_path)   # (the process's claim, which its exit would drop)
+    # (.minienc-lock: the folder's claim, which start_run takes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".minienc-lock", "log.txt", "notes.md"]
     assert "removed the old run's checkpoint.npz, config.json, gauges.json, graph.dot, masks.png" \
         in capsys.readouterr().out
 
