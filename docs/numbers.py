@@ -184,10 +184,29 @@ def elsewhere():
             for quoted, row in (("91.2%", "BYOL"), ("76.9%", "random init"))]
 
 
+# ----- the claims lab: README's short form of docs/claims.md ------------------------------------
+def claims(name):
+    return f"python demos/claims.py --claim {name} --out runs/numbers/claims_{name}"
+
+
+def readme_claims():
+    """README's "Do the chapter's claims hold here?": each number with the claim that measures it
+    (runs/numbers/claims_<name>/results.json keeps every seed; claims.md the row)."""
+    entries = (("codes of 2-16, not at 32", "autoencoder", "the sizes where the AE beats PCA on both "
+                "error and 5-shot (the row's detail)"),
+               ("AUROC 0.91", "vae", "the mean over held-out digits of the -ELBO's AUROC"),
+               ("5-NN in pixels 0.99", "vae", "the mean over held-out digits of the 5-NN distance's AUROC"),
+               ("+12 points", "negatives", "InfoNCE's 5-shot at batch 512 minus at batch 16 (means over seeds)"),
+               ("by 2 points", "masking", "MAE 0.75's 5-shot minus the plain ViT autoencoder's (the detail)"),
+               ("84.5% 5-shot", "jepa", "JEPA's 5-shot, the mean over seeds (the row's numbers)"),
+               ("MAE's 59.5%", "jepa", "MAE's 5-shot, the mean over seeds (the row's numbers)"))
+    return [Number("README.md", quoted, claims(name), how=how) for quoted, name, how in entries]
+
+
 def registry():
     return (table_numbers("README.md", "## Every objective, side by side")
             + table_numbers("docs/compare.md", "# Every objective, side by side")
-            + readme_jepa() + study_section_3() + elsewhere())
+            + readme_jepa() + study_section_3() + elsewhere() + readme_claims())
 
 
 # ----- reading a run's value ---------------------------------------------------------------------

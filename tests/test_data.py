@@ -415,3 +415,13 @@ def test_the_standardizer_uses_the_train_pixels_statistics():
     z = standardize(data.x_train)
     assert z.dtype == data.x_train.dtype and abs(float(z.mean())) < 1e-5 and abs(float(z.std()) - 1) < 1e-4
     assert float(standardize(data.x_test).mean()) != float(data.x_test.mean())   # test pixels shifted alike
+
+
+def test_builtin_corpus_by_module_labels_each_sentence_with_its_source_module():
+    from minienc.data.text import builtin_corpus_by_module
+    sentences, labels, names = builtin_corpus_by_module(5, per_module=50)
+    assert len(names) == 5 and len(set(names)) == 5
+    assert len(sentences) == len(labels) and set(labels.tolist()) == set(range(5))
+    assert np.bincount(labels).max() <= 50
+    corpus = set(D.builtin_corpus())
+    assert all(s in corpus for s in sentences)   # the same sentences, now with a label

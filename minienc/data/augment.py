@@ -164,11 +164,18 @@ class RandomCrop(Augmentation):
         # offsets in {0, ..., 2*pad}, drawn per image
         oy = xp.floor(gen.random(n) * (2 * pad + 1)).astype(xp.int64)
         ox = xp.floor(gen.random(n) * (2 * pad + 1)).astype(xp.int64)
-        rows = oy[:, None] + xp.arange(h)
-        cols = ox[:, None] + xp.arange(w)
-        # the sliced channel axis sits between advanced indices, so NumPy puts it last: (N, H, W, C)
-        out = padded[xp.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-        return xp.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        return windows(padded, oy, ox, h, w)
+
+
+def windows(images, top, left, h, w):
+    """The (h, w) window of each image (N, C, H', W') whose corner is at per-image (top, left)
+    device arrays (N,): (N, C, h, w), one gather."""
+    xp = backend.get_xp(images)
+    rows = top[:, None] + xp.arange(h)
+    cols = left[:, None] + xp.arange(w)
+    # the sliced channel axis sits between advanced indices, so NumPy puts it last: (N, h, w, C)
+    out = images[xp.arange(len(images))[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return xp.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
 class RandomAffine(Augmentation):

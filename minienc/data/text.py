@@ -10,6 +10,7 @@ comparable on one interpreter. `load_text(path)` reads any UTF-8 file the same w
     sentences = load_corpus()                       # or load_corpus("book.txt")
     train, test = split_corpus(sentences)
     tok = Tokenizer.fit(train, min_freq=3)
+    sentences, labels, modules = builtin_corpus_by_module(10)   # a real label: the source module
     ids = tok.encode_batch(train, max_len=32)       # int64 (N, 32), [CLS] first, [PAD] after the end
 """
 import ast
@@ -98,32 +99,57 @@ def _stdlib_files():
     return root, files
 
 
+def _module_name(root, path):
+    """The top-level stdlib module or package a file belongs to: email/mime/text.py -> "email"."""
+    first = os.path.relpath(path, root).split(os.sep)[0]
+    return first[:-3] if first.endswith(".py") else first
+
+
 @functools.lru_cache(maxsize=1)
 def _builtin_sentences():
+    """(sentence, module) pairs: each sentence once, with the module of its first appearance."""
     root, files = _stdlib_files()
-    sentences = []
+    found = {}
     for path in files:
         try:
             with open(path, encoding="utf-8") as f:
                 tree = ast.parse(f.read())
         except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
             continue   # a stdlib file this interpreter cannot parse adds nothing
+        module = _module_name(root, path)
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 doc = ast.get_docstring(node)
                 for para in _docstring_paragraphs(doc or ""):
-                    sentences += split_sentences(para)
-    sentences = _dedupe(sentences)
-    if len(sentences) < 1000:
-        raise RuntimeError(f"builtin corpus: found only {len(sentences)} sentences in the standard "
+                    for sentence in split_sentences(para):
+                        found.setdefault(sentence, module)   # keeps first occurrences, in order
+    if len(found) < 1000:
+        raise RuntimeError(f"builtin corpus: found only {len(found)} sentences in the standard "
                            f"library's sources under {root} (is this a stripped Python without .py "
                            f"files?); pass a text file instead (--text FILE)")
-    return tuple(sentences)
+    return tuple(found.items())
 
 
 def builtin_corpus():
     """Sentences of real English prose from the standard library's docstrings (a cached list)."""
-    return list(_builtin_sentences())
+    return [sentence for sentence, _ in _builtin_sentences()]
+
+
+def builtin_corpus_by_module(modules=10, per_module=None):
+    """A real label for the built-in corpus: (sentences, labels, names) for the sentences of the
+    `modules` standard-library modules or packages with the most sentences (the label is the
+    index of the sentence's module in `names`, most sentences first). `per_module` keeps at
+    most that many sentences of each (the first ones, in file order), to balance the classes."""
+    pairs = _builtin_sentences()
+    counts = collections.Counter(module for _, module in pairs)
+    names = [name for name, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:modules]]
+    index = {name: i for i, name in enumerate(names)}
+    kept, taken = [], collections.Counter()
+    for sentence, module in pairs:
+        if module in index and (per_module is None or taken[module] < per_module):
+            kept.append((sentence, index[module]))
+            taken[module] += 1
+    return [s for s, _ in kept], numpy.array([y for _, y in kept], dtype=numpy.int64), names
 
 
 def load_text(path, prose_only=False):

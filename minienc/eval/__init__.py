@@ -1,6 +1,8 @@
 """Evaluation: linear and few-shot probes, weighted k-NN, collapse checks, alignment and
-uniformity, baselines, plots, and one `evaluate` that every demo reports with (plots import
-matplotlib only when called)."""
+uniformity, baselines, anomaly scores with their AUROC, plots, and one `evaluate` that every
+demo reports with (plots import matplotlib only when called)."""
+from .anomaly import (autoencoder_scores, knn_scores, pca_scores, reconstruction_per_example,
+                      roc_auc, vae_scores)
 from .baselines import baseline_records, fit_pca, pca_features, raw_pixels
 from .evaluate import (encode, evaluate, evaluate_features, format_header, format_row, print_row,
                        print_table, view_pairs)
