@@ -58,18 +58,24 @@ def test_augmentations_demo_runs(tmp_path, monkeypatch):
     assert list(tmp_path.glob("*.png"))
 
 
-def test_jepa_demo_runs_with_its_mae_row(tmp_path, monkeypatch):
-    """README's main demo, with the side-by-side MAE run that compare.py skips."""
+def test_jepa_demo_runs_with_its_mae_row(tmp_path, monkeypatch, capsys):
+    """README's main demo, with the side-by-side MAE run that compare.py skips. The MAE run at
+    the same CPU time exists only where an MAE step is cheaper than a JEPA step, which 6 steps
+    of a 16-wide ViT on a busy machine need not show (it failed a run of the suite): the demo
+    then says why in its budget lines, and the test holds it to one or the other."""
     run_in_process("jepa.py", "--steps", "6", "--eval-every", "3", "--draws", "3", "--dim", "16",
                    "--depth", "1", *SUBSET, *THREADS, "--out", tmp_path, monkeypatch=monkeypatch)
     methods = [r["method"] for r in json.loads((tmp_path / "results.json").read_text())]
     assert methods[0] == "JEPA (pooled)", methods
-    assert "MAE (same steps)" in methods and "MAE (same CPU time)" in methods, methods
+    same_time = "MAE (same CPU time)" in methods
+    assert "MAE (same steps)" in methods, methods
+    assert same_time or "MAE, same CPU time: not run" in capsys.readouterr().out, methods
     assert "I-JEPA context encoder" not in methods, "a shared encoder is its own target"
-    for name in ("masks", "curves", "jepa_vs_mae", "loss", "mae/loss", "mae_same_time/loss"):
+    for name in ("masks", "curves", "jepa_vs_mae", "loss", "mae/loss") + \
+            (("mae_same_time/loss",) if same_time else ()):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000, name
     runs = json.loads((tmp_path / "jepa_vs_mae.json").read_text())
-    assert set(runs) == {"JEPA", "MAE (same steps)", "MAE (same CPU time)"}
+    assert set(runs) == {"JEPA", "MAE (same steps)"} | ({"MAE (same CPU time)"} if same_time else set())
     assert runs["JEPA"]["step"][0] == 0 and len(runs["JEPA"]["cpu_s"]) == len(runs["JEPA"]["fewshot"])
 
 
