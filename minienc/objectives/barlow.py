@@ -47,11 +47,8 @@ def redundancy_reduction(c, lambd=5e-3):
         raise ValueError(f"redundancy_reduction: expected a square matrix (D, D), got "
                          f"{tuple(c.shape)}")
     i = c.xp.arange(c.shape[0])
-    diagonal = c[i, i]
-    on_diagonal = ((1.0 - diagonal) ** 2).sum()
-    # the off-diagonal sum as the whole sum minus the diagonal
-    off_diagonal = (c * c).sum() - (diagonal * diagonal).sum()
-    return on_diagonal, off_diagonal
+    on_diagonal = ((1.0 - c[i, i]) ** 2).sum()
+    return on_diagonal, ops.off_diagonal_square_sum(c)
 
 
 def barlow_twins_terms(z1, z2, lambd=5e-3, eps=1e-5, distributed=False):

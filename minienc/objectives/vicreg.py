@@ -48,8 +48,7 @@ def variance_covariance(embeddings, gamma=1.0, eps=1e-4):
     var = centred.var(axis=0, ddof=1)
     variance = (gamma - (var + eps).sqrt()).relu().mean()
     cov = (centred.T @ centred) / (b - 1)
-    # the off-diagonal sum as the whole sum minus the diagonal (var is exactly diag(cov))
-    covariance = ((cov * cov).sum() - (var * var).sum()) / d
+    covariance = ops.off_diagonal_square_sum(cov) / d
     return variance, covariance
 
 

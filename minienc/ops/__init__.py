@@ -7,7 +7,7 @@ from .elementwise import (abs, add, astype, clip, div, exp, gelu, log, maximum, 
 from .linalg import matmul
 from .losses import (binary_cross_entropy_with_logits, cross_entropy, log_softmax, logsumexp,
                      mse_loss, normalize, smooth_l1_loss, softmax)
-from .reduce import max, mean, min, sum, var
+from .reduce import max, mean, min, off_diagonal_square_sum, sum, var
 from .shape import (broadcast_to, concatenate, getitem, reshape, squeeze, stack, transpose,
                     unsqueeze)
 from .linear import linear

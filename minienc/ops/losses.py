@@ -186,11 +186,12 @@ class MSELoss(Function):
 
 
 class SmoothL1Loss(Function):
-    """Huber-style: 0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (PyTorch's definition)."""
+    """Huber-style: 0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (PyTorch's definition;
+    beta = 0 is the L1 loss |d|, as in PyTorch)."""
 
     def __init__(self, beta=1.0, reduction="mean"):
         _check_reduction("smooth_l1_loss", reduction)
-        checks.positive("smooth_l1_loss", "beta", beta)
+        checks.non_negative("smooth_l1_loss", "beta", beta)
         self.beta, self.reduction = beta, reduction
 
     def forward(self, pred, target):
@@ -200,13 +201,17 @@ class SmoothL1Loss(Function):
                              f"{tuple(target.shape)} must have the same shape")
         self.diff = pred - target
         size = xp.abs(self.diff)
+        if self.beta == 0:                       # no quadratic zone: the L1 loss
+            self.small = None
+            return _reduce(size, self.reduction)
         self.small = size < self.beta
         loss = xp.where(self.small, 0.5 * self.diff * self.diff / self.beta, size - 0.5 * self.beta)
         return _reduce(loss, self.reduction)
 
     def backward(self, g):
         xp = get_xp(g)
-        slope = xp.where(self.small, self.diff / self.beta, xp.sign(self.diff))
+        slope = xp.sign(self.diff) if self.small is None else \
+            xp.where(self.small, self.diff / self.beta, xp.sign(self.diff))
         g = _reduced_grad(g, self.diff.shape, self.reduction, self.diff.size) * slope
         return g, (-g if self.needs_grad[1] else None)
 

@@ -113,3 +113,15 @@ def mean(x, axis=None, keepdims=False): return Mean(axis, keepdims)(x)
 def max(x, axis=None, keepdims=False): return Max(axis, keepdims)(x)  # noqa: A001
 def min(x, axis=None, keepdims=False): return Min(axis, keepdims)(x)  # noqa: A001
 def var(x, axis=None, keepdims=False, ddof=0): return Var(axis, keepdims, ddof)(x)
+
+
+def off_diagonal_square_sum(m):
+    """sum_{i != j} m_ij^2 of a square matrix (D, D), summed over the off-diagonal entries
+    themselves: the whole sum minus the diagonal's cancels in float32 exactly where VICReg and
+    Barlow Twins aim (a decorrelated batch), leaving noise, even below zero."""
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"off_diagonal_square_sum: expected a square matrix (D, D), got "
+                         f"{tuple(m.shape)}")
+    xp = get_xp(m.data)
+    off_diagonal = 1 - xp.eye(m.shape[0], dtype=m.dtype)   # a constant: no gradient of its own
+    return (m * m * off_diagonal).sum()
