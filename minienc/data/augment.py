@@ -380,9 +380,8 @@ class MultiCrop:
     def __init__(self, global_crops=2, local_crops=6, global_scale=(0.4, 1.0),
                  local_scale=(0.05, 0.4), global_size=None, local_size=None, ratio=(3 / 4, 4 / 3),
                  transform=None, local_transform=None):
-        if global_crops < 1 or local_crops < 0:
-            raise ValueError(f"MultiCrop: needs global_crops >= 1 and local_crops >= 0, got "
-                             f"{global_crops} and {local_crops}")
+        checks.positive_int("MultiCrop", "global_crops", global_crops)
+        checks.non_negative_int("MultiCrop", "local_crops", local_crops)
         for name, (low, high) in (("global_scale", global_scale), ("local_scale", local_scale)):
             if not 0.0 < low <= high <= 1.0:
                 raise ValueError(f"MultiCrop: {name} must satisfy 0 < low <= high <= 1, got {(low, high)}")

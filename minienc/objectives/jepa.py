@@ -56,7 +56,7 @@ from ..nn.vit import VisionTransformer, gather_tokens, get_2d_sincos_pos_embed, 
 from ..optim.ema import EMA
 from .contrastive import projection_head
 from .lejepa import lejepa_terms
-from .masked_image import random_masking
+from .masked_image import kept_patches, random_masking
 from .multiblock import MultiBlockMaskSampler
 from .protocol import Objective
 from .sigreg import NUM_DIRECTIONS
@@ -83,6 +83,9 @@ def patch_indices(owner, idx, ndim, batch, num_patches, device):
     if data.ndim != ndim:
         raise ValueError(f"{owner}: expected {'(B, K)' if ndim == 2 else '(B, T, K)'} patch "
                          f"indices, got shape {tuple(data.shape)}")
+    if data.shape[-1] == 0:   # an empty context or target block: attention over nothing, 0/0
+        raise ValueError(f"{owner}: needs at least one patch per block, got shape "
+                         f"{tuple(data.shape)}")
     flat = data.reshape(data.shape[0], -1)
     return patch_index_array(owner, flat, backend.xp_for(device), batch, num_patches).reshape(data.shape)
 
@@ -221,6 +224,12 @@ class MaskedViewsJEPA(Objective):
                                        predictor_depth, predictor_heads or encoder.num_heads)
         self.projector = projection_head(encoder.dim, hidden, proj_dim, num_layers=3)
         checks.in_range("MaskedViewsJEPA", "keep", keep, 0.0, 1.0, include_low=False, include_high=False)
+        kept = int(encoder.num_patches * keep)
+        if not 1 <= kept < encoder.num_patches:   # none kept: attention over nothing, 0/0
+            raise ValueError(f"MaskedViewsJEPA: keep={keep} of the encoder's "
+                             f"{encoder.num_patches} patches keeps {kept}; each view must keep "
+                             f"at least 1 patch and mask at least 1")
+        kept_patches("MaskedViewsJEPA", encoder.num_patches, 1.0 - keep)   # as random_masking counts
         self.augment, self.keep, self.lam = augment, keep, lam
         self.num_directions, self.distributed = num_directions, distributed
 
