@@ -425,3 +425,41 @@ def test_builtin_corpus_by_module_labels_each_sentence_with_its_source_module():
     assert np.bincount(labels).max() <= 50
     corpus = set(D.builtin_corpus())
     assert all(s in corpus for s in sentences)   # the same sentences, now with a label
+
+
+# ----- counts and sizes in the wrong form (issue 28) ------------------------------------------------
+
+@pytest.mark.parametrize("options, message", [
+    (dict(max_train=0), r"^load_dataset: max_train must be a positive integer, got 0"),
+    (dict(max_train=-5), r"^load_dataset: max_train must be a positive integer, got -5"),
+    (dict(max_test=0), r"^load_dataset: max_test must be a positive integer, got 0"),
+    (dict(max_train=2.5), r"^load_dataset: max_train"),
+])
+def test_a_subset_of_no_images_is_refused_not_read_as_no_limit(options, message):
+    with pytest.raises(ValueError, match=message):
+        D.load_dataset("digits", **options)
+
+
+def test_every_loader_refuses_a_subset_of_no_images(tmp_path, digits):
+    _write_cifar10(tmp_path)
+    with pytest.raises(ValueError, match=r"^load_cifar10: max_train must be a positive integer, got 0"):
+        D.load_cifar10(str(tmp_path), max_train=0)     # 0 was "no limit" for CIFAR
+    with pytest.raises(ValueError, match=r"^load_dataset: max_test must be a positive integer"):
+        D.load_dataset(f"cifar10:{tmp_path}", max_test=-1)
+    with pytest.raises(ValueError, match=r"^subsample: max_train must be a positive integer, got -5"):
+        D.subsample(digits, max_train=-5)               # kept 676 images (a slice to -5)
+    pytest.importorskip("PIL")
+    with pytest.raises(ValueError, match=r"^load_folder: max_test must be a positive integer, got 0"):
+        D.load_folder(str(tmp_path), max_test=0)
+
+
+@pytest.mark.parametrize("spec", ["digits-canvas:0", "digits-canvas:-3"])
+def test_a_canvas_of_no_pixels_is_a_bad_data_value(spec):
+    with pytest.raises(ValueError, match=rf"^--data '{spec}': the canvas size must be a positive integer"):
+        D.load_dataset(spec)
+
+
+@pytest.mark.parametrize("max_len", [-1, 0, 2.5])
+def test_encode_batch_refuses_a_length_that_is_not_a_positive_count(max_len):
+    with pytest.raises(ValueError, match=r"^encode_batch: max_len must be a positive integer"):
+        TOKENIZER.encode_batch(["the cat"], max_len=max_len)

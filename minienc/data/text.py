@@ -22,6 +22,8 @@ import sysconfig
 
 import numpy
 
+from .. import checks
+
 # ----- cleaning and sentence splitting ------------------------------------------------------------
 
 _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__",
@@ -240,6 +242,7 @@ class Tokenizer:
     def encode_batch(self, sentences, max_len, add_cls=True, add_sep=False):
         """int64 array (N, max_len): optional [CLS] first, the tokens (cut to fit), optional [SEP],
         then [PAD]. A host NumPy array; the batch iterator moves it to the device."""
+        checks.positive_int("encode_batch", "max_len", max_len)
         out = numpy.full((len(sentences), max_len), self.pad_id, dtype=numpy.int64)
         room = max_len - int(add_cls) - int(add_sep)
         if room < 1:
