@@ -211,6 +211,21 @@ OBJECTIVES = {
     "IJEPA empty target blocks": (lambda: ijepa_loss((2, 3), (2, 1, 0)), "IJEPA", "target_idx"),
     "MaskedViewsJEPA keeps no patch": (lambda: MaskedViewsJEPA(small_vit(), predictor_dim=8, predictor_depth=1,
                                                                keep=0.01), "MaskedViewsJEPA", "keep=0.01"),
+    "LeJEPA mask_keep 0": (lambda: LeJEPA(small_vit(), mask_keep=0.0), "LeJEPA", "mask_keep"),
+    "LeJEPA mask_keep above 1": (lambda: LeJEPA(small_vit(), mask_keep=1.5), "LeJEPA", "mask_keep"),
+    "LeJEPA local_keep 0": (lambda: LeJEPA(small_vit(), mask_keep=0.5, num_local_views=2,
+                                           local_keep=0.0), "LeJEPA", "local_keep"),
+    "MaskedViewsJEPA lam 2": (lambda: MaskedViewsJEPA(small_vit(), predictor_dim=8, lam=2.0),
+                              "MaskedViewsJEPA", "lam"),
+    "MaskedViewsJEPA 0 directions": (lambda: MaskedViewsJEPA(small_vit(), predictor_dim=8,
+                                                             num_directions=0),
+                                     "MaskedViewsJEPA", "num_directions"),
+    "IJEPA predictor width 0": (lambda: IJEPA(small_vit(), predictor_dim=0), "JEPAPredictor", "dim"),
+    "IJEPA predictor heads 0": (lambda: IJEPA(small_vit(), predictor_heads=0), "JEPAPredictor",
+                                "num_heads"),
+    "IJEPA predictor depth -1": (lambda: IJEPA(small_vit(), predictor_depth=-1), "JEPAPredictor",
+                                 "depth"),
+    "IJEPA masks not a sampler": (lambda: IJEPA(small_vit(), masks=4), "IJEPA", "masks"),
 }
 
 
