@@ -463,3 +463,22 @@ def test_a_canvas_of_no_pixels_is_a_bad_data_value(spec):
 def test_encode_batch_refuses_a_length_that_is_not_a_positive_count(max_len):
     with pytest.raises(ValueError, match=r"^encode_batch: max_len must be a positive integer"):
         TOKENIZER.encode_batch(["the cat"], max_len=max_len)
+
+
+@pytest.mark.parametrize("make, owner", [
+    (lambda: D.BrightnessContrast(0.4, 0.4), "BrightnessContrast"),
+    (lambda: D.GaussianNoise(0.1, clip=(0.0, 1.0)), "GaussianNoise"),
+    (lambda: D.contrastive_augment(), "BrightnessContrast"),
+])
+def test_augmentations_that_clip_to_0_1_refuse_pixels_in_0_255(make, owner):
+    """Regression (issue 28): [0, 255] pixels were saturated to 1.0 without a word."""
+    x = np.random.default_rng(0).integers(0, 256, (2, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=rf"^{owner}: expects images in \[0, 1\].*divide by 255"):
+        make()(x, rng=0)
+    make()(x / 255, rng=0)   # the same images in [0, 1] pass
+
+
+def test_augmentations_without_a_clip_take_any_range():
+    x = np.random.default_rng(0).normal(0, 3, (2, 1, 8, 8)).astype(np.float32)   # standardised
+    assert D.GaussianNoise(0.1)(x, rng=0).shape == x.shape
+    assert D.BrightnessContrast(0.4, 0.4, clip=None)(x, rng=0).shape == x.shape

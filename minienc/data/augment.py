@@ -39,6 +39,24 @@ def uniform(gen, low, high, n, dtype):
     return low + (high - low) * gen.random(n, dtype=dtype)
 
 
+RANGE_SLACK = 0.5   # how far outside its range, as a share of it, a pixel may stray (an overshoot)
+
+
+def check_range(owner, x, low=0.0, high=1.0):
+    """Refuse images clearly outside [low, high], the range an augmentation clips its result to
+    (pixels in [0, 255], or images already standardised, would be saturated silently). Checked
+    on the host only: on a GPU reading the extremes back would be a sync every step."""
+    if backend.is_cupy(x) or not x.size:
+        return
+    slack = RANGE_SLACK * (high - low)
+    smallest, largest = float(x.min()), float(x.max())
+    if smallest < low - slack or largest > high + slack:
+        hint = " (pixels in [0, 255]? divide by 255)" if (low, high) == (0.0, 1.0) and largest > 2 else ""
+        raise ValueError(f"{owner}: expects images in [{low:g}, {high:g}], got values in "
+                         f"[{smallest:g}, {largest:g}]{hint}; normalise after the augmentations "
+                         f"that clip, not before")
+
+
 class Augmentation:
     """Base class: checks the input, finds the generator, applies `self.apply` to the raw array,
     keeps each image unchanged with probability 1 - p, and gives back the caller's type."""
@@ -244,6 +262,8 @@ class GaussianNoise(Augmentation):
         self.p = p
 
     def apply(self, x, gen, xp):
+        if self.clip is not None:
+            check_range("GaussianNoise", x, *self.clip)
         out = x + self.std * gen.standard_normal(x.shape, dtype=x.dtype)
         return xp.clip(out, *self.clip) if self.clip is not None else out
 
@@ -287,6 +307,8 @@ class BrightnessContrast(Augmentation):
         self.p = p
 
     def apply(self, x, gen, xp):
+        if self.clip is not None:
+            check_range("BrightnessContrast", x, *self.clip)
         n = x.shape[0]
         dt = x.dtype
         b = uniform(gen, 1 - self.brightness, 1 + self.brightness, n, dt)[:, None, None, None]

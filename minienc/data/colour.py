@@ -19,18 +19,16 @@ Formulas (torchvision's ColorJitter and friends, which the PyTorch SimCLR/BYOL/D
 ColorJitter applies brightness, contrast, saturation, hue in that fixed order; torchvision
 shuffles the order per call, which a batched, sync-free pipeline cannot do per image.
 """
-from .. import backend
-from .augment import Augmentation, Compose, RandomResizedCrop, uniform
+from .augment import Augmentation, Compose, RandomResizedCrop, check_range, uniform
 
 LUMA = (0.299, 0.587, 0.114)
-RANGE_SLACK = 0.5   # how far outside [0, 1] a pixel may stray (an interpolation's overshoot)
 
 
 def check_colour_images(owner, x):
     """Refuse what a colour augmentation would silently turn into garbage: channels other than 1
     (grey) or 3 (RGB) -- channels-last (N, H, W, C) images among them -- and pixels outside
-    [0, 1] such as [0, 255] bytes, which the clipping would saturate to 1. The range is checked
-    on the host only: on a GPU it would cost a sync every step."""
+    [0, 1] such as [0, 255] bytes, which the clipping would saturate to 1 (checked on the host
+    only: see check_range)."""
     channels = x.shape[1]
     if channels not in (1, 3):
         layout = ("; it looks channels-last (N, H, W, C): move the channels first, "
@@ -38,12 +36,7 @@ def check_colour_images(owner, x):
                   "; drop the alpha channel of RGBA images, x[:, :3]" if channels == 4 else "")
         raise ValueError(f"{owner}: expects channels-first images (N, C, H, W) with C = 1 (grey) "
                          f"or 3 (RGB), got shape {tuple(x.shape)}{layout}")
-    if not backend.is_cupy(x) and x.size:
-        low, high = float(x.min()), float(x.max())
-        if low < -RANGE_SLACK or high > 1.0 + RANGE_SLACK:
-            raise ValueError(f"{owner}: expects images in [0, 1], got values in [{low:g}, {high:g}]"
-                             f"{' (pixels in [0, 255]? divide by 255)' if high > 2 else ''}; "
-                             f"normalise after the colour augmentations, not before")
+    check_range(owner, x)
 
 
 def gray(x, xp):
