@@ -482,3 +482,14 @@ def test_augmentations_without_a_clip_take_any_range():
     x = np.random.default_rng(0).normal(0, 3, (2, 1, 8, 8)).astype(np.float32)   # standardised
     assert D.GaussianNoise(0.1)(x, rng=0).shape == x.shape
     assert D.BrightnessContrast(0.4, 0.4, clip=None)(x, rng=0).shape == x.shape
+
+
+@pytest.mark.parametrize("options, argument", [
+    (dict(size=0), "size"),       # was a dataset of (1, 0, 0) images
+    (dict(size=-4), "size"),      # was NumPy's "expected non-negative integer"
+    (dict(size=16, copies=0), "copies"),
+    (dict(size=16, copies=1.5), "copies"),
+])
+def test_the_canvas_loader_names_a_bad_size_or_count(options, argument):
+    with pytest.raises(ValueError, match=rf"^load_digits_canvas: {argument} must be a positive integer"):
+        D.load_digits_canvas(**options)

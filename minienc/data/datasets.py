@@ -162,6 +162,8 @@ def load_digits_canvas(size=32, copies=1, extent=(0.45, 0.75), degrees=15.0, tra
     is placed `copies` times (different placements, same label); each test digit once."""
     from .augment import affine_matrices, affine_sample   # the same sampler the augmentations use
 
+    checks.positive_int("load_digits_canvas", "size", size)
+    checks.positive_int("load_digits_canvas", "copies", copies)
     images, labels = _sklearn_digits()
     train, test = stratified_split(labels, test_fraction, seed)
     rng = numpy.random.default_rng([seed, size])
