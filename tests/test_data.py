@@ -12,6 +12,7 @@ import minienc
 from minienc import backend
 from minienc import data as D
 from minienc.data import augment as A
+from minienc.data import text as text_data
 
 
 # ----- digits ---------------------------------------------------------------------------------------
@@ -493,3 +494,17 @@ def test_augmentations_without_a_clip_take_any_range():
 def test_the_canvas_loader_names_a_bad_size_or_count(options, argument):
     with pytest.raises(ValueError, match=rf"^load_digits_canvas: {argument} must be a positive integer"):
         D.load_digits_canvas(**options)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: D.Tokenizer.fit(SENTENCES, min_freq=0), r"^Tokenizer.fit: min_freq must be a positive integer"),
+    (lambda: D.Tokenizer.fit(SENTENCES, max_size=-5), r"^Tokenizer.fit: max_size must be an integer >= 5"),
+    (lambda: D.Tokenizer.fit(SENTENCES, max_size=3), r"^Tokenizer.fit: max_size .* \(the special tokens\)"),
+    (lambda: D.split_corpus(SENTENCES, test_fraction=1.0), r"^split_corpus: test_fraction must be in \[0.0, 1.0\)"),
+    (lambda: D.split_corpus(SENTENCES, test_fraction=-0.1), r"^split_corpus: test_fraction"),
+    (lambda: text_data.builtin_corpus_by_module(0), r"^builtin_corpus_by_module: modules must be a positive integer"),
+    (lambda: text_data.builtin_corpus_by_module(2, per_module=0), r"^builtin_corpus_by_module: per_module"),
+])
+def test_text_counts_and_fractions_are_checked_where_given(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
