@@ -164,7 +164,7 @@ def rgb(*shape, scale=1.0):
 
 WRONG_FORM = {   # issue 28: data in the wrong form refused where it enters, not made garbage
     "simclr channels-last": (lambda: D.simclr_augment(image_size=32)(rgb(2, 32, 32, 3), rng=0),
-                             r"^ColorJitter: expects channels-first images \(N, C, H, W\).*"
+                             r"^Compose: expects channels-first images \(N, C, H, W\), "
                              r"got shape \(2, 32, 32, 3\); it looks channels-last"),
     "jitter channels-last": (lambda: D.ColorJitter()(rgb(2, 8, 8, 3), rng=0),
                              r"^ColorJitter: expects channels-first.*channels-last"),

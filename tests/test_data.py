@@ -508,3 +508,14 @@ def test_the_canvas_loader_names_a_bad_size_or_count(options, argument):
 def test_text_counts_and_fractions_are_checked_where_given(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("make", [lambda: A.RandomResizedCrop(), lambda: A.RandomCrop(2),
+                                  lambda: A.contrastive_augment(), lambda: A.MultiCrop(2, 2)])
+@pytest.mark.parametrize("shape", [(2, 28, 28, 1), (2, 32, 32, 3), (2, 16, 16, 4)])
+def test_channels_last_images_are_refused_by_every_augmentation(make, shape):
+    """Regression (issue 28): (N, H, W, C) images went through as H channels of W x C images."""
+    x = np.random.default_rng(0).random(shape).astype(np.float32)
+    with pytest.raises(ValueError, match=r"^\w+: expects channels-first images \(N, C, H, W\), "
+                                         r"got shape .*; it looks channels-last"):
+        make()(x, rng=0)

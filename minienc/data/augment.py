@@ -57,6 +57,12 @@ def check_range(owner, x, low=0.0, high=1.0):
                          f"that clip, not before")
 
 
+def looks_channels_last(shape):
+    """(N, H, W, C) images given where (N, C, H, W) is expected: a last axis of 1, 3 or 4
+    (grey, RGB, RGBA) after more than 4 "channels". (N, C, H, W) images are never that narrow."""
+    return shape[-1] in (1, 3, 4) and shape[1] > 4
+
+
 class Augmentation:
     """Base class: checks the input, finds the generator, applies `self.apply` to the raw array,
     keeps each image unchanged with probability 1 - p, and gives back the caller's type."""
@@ -78,6 +84,10 @@ class Augmentation:
         name = type(self).__name__
         if data.ndim != 4:
             raise ValueError(f"{name}: expects a batch of images (N, C, H, W), got shape {tuple(data.shape)}")
+        if looks_channels_last(data.shape):
+            raise ValueError(f"{name}: expects channels-first images (N, C, H, W), got shape "
+                             f"{tuple(data.shape)}; it looks channels-last (N, H, W, C), as CIFAR "
+                             f"or PIL arrays come: move the channels first, x.transpose(0, 3, 1, 2)")
         if not backend.is_floating(data.dtype):
             raise TypeError(f"{name}: expects floating-point images, got dtype {data.dtype}")
         gen = generator(rng, data)

@@ -26,14 +26,12 @@ LUMA = (0.299, 0.587, 0.114)
 
 def check_colour_images(owner, x):
     """Refuse what a colour augmentation would silently turn into garbage: channels other than 1
-    (grey) or 3 (RGB) -- channels-last (N, H, W, C) images among them -- and pixels outside
-    [0, 1] such as [0, 255] bytes, which the clipping would saturate to 1 (checked on the host
-    only: see check_range)."""
+    (grey) or 3 (RGB) -- 2, or RGBA's 4 -- and pixels outside [0, 1] such as [0, 255] bytes,
+    which the clipping would saturate to 1 (checked on the host only: see check_range).
+    Channels-last images are refused before, by every augmentation."""
     channels = x.shape[1]
     if channels not in (1, 3):
-        layout = ("; it looks channels-last (N, H, W, C): move the channels first, "
-                  "x.transpose(0, 3, 1, 2)" if x.shape[-1] in (1, 3, 4) and channels > 4 else
-                  "; drop the alpha channel of RGBA images, x[:, :3]" if channels == 4 else "")
+        layout = "; drop the alpha channel of RGBA images, x[:, :3]" if channels == 4 else ""
         raise ValueError(f"{owner}: expects channels-first images (N, C, H, W) with C = 1 (grey) "
                          f"or 3 (RGB), got shape {tuple(x.shape)}{layout}")
     check_range(owner, x)
