@@ -9,7 +9,11 @@ import minienc
 from minienc import data as D
 from minienc import nn, optim
 from minienc.data import colour
-from minienc.objectives import MAE, build_model, kl_to_standard_normal, reconstruction_loss
+from minienc.objectives import (DINO, IJEPA, MAE, BarlowTwins, LeJEPA, MaskedViewsJEPA, VICReg,
+                                barlow_projector, build_model, dino_head, kl_to_standard_normal,
+                                reconstruction_loss, vicreg_expander)
+from minienc.objectives.dino import WeightNormLinear
+from minienc.objectives.multiblock import MultiBlockMaskSampler
 from minienc.objectives.reconstruction import kl_weight_schedule
 
 
@@ -102,7 +106,10 @@ AUGMENTATIONS = {
     "noise std": (lambda: D.GaussianNoise(std=-0.1), r"^GaussianNoise: std"),
     "erasing scale": (lambda: D.RandomErasing(scale=(0.1, 2.0)), r"^RandomErasing: scale"),
     "jitter": (lambda: D.BrightnessContrast(brightness=1.5), r"^BrightnessContrast: brightness"),
-    "multi-crop": (lambda: D.MultiCrop(global_crops=0), r"^MultiCrop: needs global_crops >= 1"),
+    "multi-crop": (lambda: D.MultiCrop(global_crops=0), r"^MultiCrop: global_crops must be a positive integer"),
+    "multi-crop float count": (lambda: D.MultiCrop(2.5, 1), r"^MultiCrop: global_crops must be a positive integer, got 2.5"),
+    "multi-crop local count": (lambda: D.MultiCrop(2, -1), r"^MultiCrop: local_crops must be an integer >= 0"),
+    "multi-crop local float": (lambda: D.MultiCrop(2, 1.5), r"^MultiCrop: local_crops"),
     "blur p": (lambda: colour.GaussianBlur(p=-0.1), r"^GaussianBlur: p must be in \[0.0, 1.0\]"),
     "flip p": (lambda: colour.RandomHorizontalFlip(p=2), r"^RandomHorizontalFlip: p"),
 }
@@ -127,3 +134,111 @@ def test_a_range_check_refuses_a_value_that_is_not_a_number_by_name(value):
 def test_a_loss_refuses_an_unknown_reduction_by_name():
     with pytest.raises(ValueError, match=r"mse_loss: reduction must be one of \('mean', 'sum', 'none'\)"):
         minienc.mse_loss(minienc.zeros(2), minienc.zeros(2), reduction="avg")
+
+
+# ----- the objectives: every constructor refuses what it cannot train with (issue 28) ---------
+
+def small_vit():
+    return nn.VisionTransformer(image_size=8, patch_size=2, in_channels=1, dim=16, depth=1,
+                                num_heads=2)
+
+
+def dino(**kwargs):
+    return DINO(nn.Linear(4, 8), dino_head(8, 16, 8, 4, num_layers=2), **kwargs)
+
+
+def vicreg(**kwargs):
+    return VICReg(nn.Linear(4, 8), vicreg_expander(8, 8, 8), **kwargs)
+
+
+def barlow(**kwargs):
+    return BarlowTwins(nn.Linear(4, 8), barlow_projector(8, 8, 8), **kwargs)
+
+
+def lejepa(**kwargs):
+    return LeJEPA(nn.Linear(4, 8), embed_dim=8, **kwargs)
+
+
+def sampler(**kwargs):
+    return MultiBlockMaskSampler(4, **{"min_context": 1, **kwargs})
+
+
+def ijepa_loss(context, targets):
+    model = IJEPA(small_vit(), predictor_dim=8, predictor_depth=1)
+    return model.loss(minienc.tensor(np.zeros((2, 1, 8, 8), dtype=np.float32)),
+                      masks=(np.zeros(context, dtype=np.int64), np.zeros(targets, dtype=np.int64)))
+
+
+def dino_head_(**kwargs):
+    return dino_head(**{"in_features": 8, "out_features": 16, "hidden_features": 8,
+                        "bottleneck_features": 4, "num_layers": 2, **kwargs})
+
+
+OBJECTIVES = {
+    "DINO centre momentum above 1": (lambda: dino(center_momentum=1.5), "DINO", "center_momentum"),
+    "DINO centre momentum negative": (lambda: dino(center_momentum=-1), "DINO", "center_momentum"),
+    "DINO centre momentum NaN": (lambda: dino(center_momentum=float("nan")), "DINO", "center_momentum"),
+    "DINO teacher temperature inf": (lambda: dino(teacher_temperature=float("inf")), "DINO",
+                                     "teacher_temperature"),
+    "DINO teacher temperature 0": (lambda: dino(teacher_temperature=0.0), "DINO", "teacher_temperature"),
+    "DINO student temperature negative": (lambda: dino(student_temperature=-0.1), "DINO",
+                                          "student_temperature"),
+    "DINO global crops 0": (lambda: dino(global_crops=0), "DINO", "global_crops"),
+    "DINO momentum NaN": (lambda: dino(momentum=float("nan")), "DINO", "momentum"),
+    "dino_head no prototypes": (lambda: dino_head_(out_features=0), "dino_head", "out_features"),
+    "dino_head -2 layers": (lambda: dino_head_(num_layers=-2), "dino_head", "num_layers"),
+    "dino_head 0 layers": (lambda: dino_head_(num_layers=0), "dino_head", "num_layers"),
+    "dino_head bottleneck 0": (lambda: dino_head_(bottleneck_features=0), "dino_head",
+                               "bottleneck_features"),
+    "WeightNormLinear 0 prototypes": (lambda: WeightNormLinear(8, 0), "WeightNormLinear", "out_features"),
+    "VICReg eps negative": (lambda: vicreg(eps=-1e-4), "VICReg", "eps"),
+    "VICReg weight negative": (lambda: vicreg(variance_weight=-25.0), "VICReg", "variance_weight"),
+    "VICReg weight NaN": (lambda: vicreg(covariance_weight=float("nan")), "VICReg", "covariance_weight"),
+    "VICReg invariance weight inf": (lambda: vicreg(invariance_weight=float("inf")), "VICReg",
+                                     "invariance_weight"),
+    "BarlowTwins lambd negative": (lambda: barlow(lambd=-5e-3), "BarlowTwins", "lambd"),
+    "BarlowTwins lambd NaN": (lambda: barlow(lambd=float("nan")), "BarlowTwins", "lambd"),
+    "LeJEPA 0 directions": (lambda: lejepa(num_directions=0), "LeJEPA", "num_directions"),
+    "LeJEPA one view": (lambda: lejepa(num_views=1), "LeJEPA", "num_views"),
+    "LeJEPA negative local views": (lambda: lejepa(num_local_views=-1), "LeJEPA", "num_local_views"),
+    "sampler batch 0": (lambda: sampler()(0), "MultiBlockMaskSampler", "batch_size"),
+    "sampler targets 0": (lambda: sampler(num_targets=0), "MultiBlockMaskSampler", "num_targets"),
+    "sampler targets float": (lambda: sampler(num_targets=2.5), "MultiBlockMaskSampler", "num_targets"),
+    "sampler max_tries 0": (lambda: sampler(max_tries=0), "MultiBlockMaskSampler", "max_tries"),
+    "sampler min_context 0": (lambda: sampler(min_context=0), "MultiBlockMaskSampler", "min_context"),
+    "sampler cut": (lambda: sampler(cut="middle"), "MultiBlockMaskSampler", "cut"),
+    "IJEPA empty context": (lambda: ijepa_loss((2, 0), (2, 1, 2)), "IJEPA", "context_idx"),
+    "IJEPA empty target blocks": (lambda: ijepa_loss((2, 3), (2, 1, 0)), "IJEPA", "target_idx"),
+    "MaskedViewsJEPA keeps no patch": (lambda: MaskedViewsJEPA(small_vit(), predictor_dim=8, predictor_depth=1,
+                                                               keep=0.01), "MaskedViewsJEPA", "keep=0.01"),
+    "LeJEPA mask_keep 0": (lambda: LeJEPA(small_vit(), mask_keep=0.0), "LeJEPA", "mask_keep"),
+    "LeJEPA mask_keep above 1": (lambda: LeJEPA(small_vit(), mask_keep=1.5), "LeJEPA", "mask_keep"),
+    "LeJEPA local_keep 0": (lambda: LeJEPA(small_vit(), mask_keep=0.5, num_local_views=2,
+                                           local_keep=0.0), "LeJEPA", "local_keep"),
+    "MaskedViewsJEPA lam 2": (lambda: MaskedViewsJEPA(small_vit(), predictor_dim=8, lam=2.0),
+                              "MaskedViewsJEPA", "lam"),
+    "MaskedViewsJEPA 0 directions": (lambda: MaskedViewsJEPA(small_vit(), predictor_dim=8,
+                                                             num_directions=0),
+                                     "MaskedViewsJEPA", "num_directions"),
+    "IJEPA predictor width 0": (lambda: IJEPA(small_vit(), predictor_dim=0), "JEPAPredictor", "dim"),
+    "IJEPA predictor heads 0": (lambda: IJEPA(small_vit(), predictor_heads=0), "JEPAPredictor",
+                                "num_heads"),
+    "IJEPA predictor depth -1": (lambda: IJEPA(small_vit(), predictor_depth=-1), "JEPAPredictor",
+                                 "depth"),
+    "IJEPA masks not a sampler": (lambda: IJEPA(small_vit(), masks=4), "IJEPA", "masks"),
+}
+
+
+@pytest.mark.parametrize("case", list(OBJECTIVES))
+def test_bad_objective_arguments_are_refused_naming_owner_and_argument(case):
+    make, owner, argument = OBJECTIVES[case]
+    with pytest.raises(ValueError) as error:
+        make()
+    message = str(error.value)
+    assert message.startswith(f"{owner}") and argument in message, message
+
+
+def test_lejepa_one_global_view_with_local_views_is_allowed():
+    """The guard against a single view counts every view: one global and local ones still have
+    an invariance term (the local views predict the global view)."""
+    assert lejepa(num_views=1, local_augment=lambda x: x, num_local_views=2).num_views == 1

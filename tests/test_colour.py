@@ -156,3 +156,46 @@ def test_hsv_agrees_with_matplotlib(x):
     # hue is circular (0 and 1 are the same colour), and undefined where saturation is 0
     gap = np.abs(h - reference[..., 0])
     assert np.all((np.minimum(gap, 1 - gap) < 1e-9) | (s == 0))
+
+
+def rgb(*shape, scale=1.0):
+    return (np.random.default_rng(0).random(shape) * scale).astype(np.float32)
+
+
+WRONG_FORM = {   # issue 28: data in the wrong form refused where it enters, not made garbage
+    "simclr channels-last": (lambda: D.simclr_augment(image_size=32)(rgb(2, 32, 32, 3), rng=0),
+                             r"^Compose: expects channels-first images \(N, C, H, W\), "
+                             r"got shape \(2, 32, 32, 3\); it looks channels-last"),
+    "jitter channels-last": (lambda: D.ColorJitter()(rgb(2, 8, 8, 3), rng=0),
+                             r"^ColorJitter: expects channels-first.*channels-last"),
+    "grayscale channels-last": (lambda: D.RandomGrayscale(p=1.0)(rgb(2, 8, 8, 1), rng=0),
+                                r"^RandomGrayscale: expects channels-first.*channels-last"),
+    "jitter 2 channels": (lambda: D.ColorJitter()(rgb(2, 2, 8, 8), rng=0),
+                          r"^ColorJitter: .*C = 1 \(grey\) or 3 \(RGB\), got shape \(2, 2, 8, 8\)$"),
+    "jitter RGBA": (lambda: D.ColorJitter()(rgb(2, 4, 8, 8), rng=0),
+                    r"^ColorJitter: .*got shape \(2, 4, 8, 8\); drop the alpha channel"),
+    "jitter RGBA with a coin": (lambda: D.ColorJitter(p=0.5)(rgb(2, 4, 8, 8), rng=0), r"^ColorJitter: "),
+    "jitter pixels in [0, 255]": (lambda: D.ColorJitter()(rgb(2, 3, 8, 8, scale=255), rng=0),
+                                  r"^ColorJitter: expects images in \[0, 1\], got values in .*divide by 255"),
+    "simclr pixels in [0, 255]": (lambda: D.simclr_augment(image_size=8)(rgb(2, 3, 8, 8, scale=255), rng=0),
+                                  r"^ColorJitter: expects images in \[0, 1\]"),
+    "jitter standardised images": (lambda: D.ColorJitter()(rgb(2, 3, 8, 8) * 4 - 2, rng=0),
+                                   r"^ColorJitter: expects images in \[0, 1\].*normalise after"),
+    "grayscale pixels in [0, 255]": (lambda: D.RandomGrayscale(p=0.5)(rgb(2, 1, 8, 8, scale=255), rng=0),
+                                     r"^RandomGrayscale: expects images in \[0, 1\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_FORM))
+def test_images_in_the_wrong_form_are_refused_naming_what_is_expected(case):
+    make, message = WRONG_FORM[case]
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_a_small_overshoot_of_the_range_is_not_refused():
+    """An interpolation or noise may stray a little outside [0, 1]: only a clearly wrong range
+    (more than RANGE_SLACK outside) is refused; the jitter clips the rest as before."""
+    x = rgb(2, 3, 8, 8) * 1.2 - 0.1
+    out = D.ColorJitter()(x, rng=0)
+    assert out.min() >= 0.0 and out.max() <= 1.0

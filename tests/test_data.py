@@ -12,6 +12,7 @@ import minienc
 from minienc import backend
 from minienc import data as D
 from minienc.data import augment as A
+from minienc.data import text as text_data
 
 
 # ----- digits ---------------------------------------------------------------------------------------
@@ -425,3 +426,96 @@ def test_builtin_corpus_by_module_labels_each_sentence_with_its_source_module():
     assert np.bincount(labels).max() <= 50
     corpus = set(D.builtin_corpus())
     assert all(s in corpus for s in sentences)   # the same sentences, now with a label
+
+
+# ----- counts and sizes in the wrong form (issue 28) ------------------------------------------------
+
+@pytest.mark.parametrize("options, message", [
+    (dict(max_train=0), r"^load_dataset: max_train must be a positive integer, got 0"),
+    (dict(max_train=-5), r"^load_dataset: max_train must be a positive integer, got -5"),
+    (dict(max_test=0), r"^load_dataset: max_test must be a positive integer, got 0"),
+    (dict(max_train=2.5), r"^load_dataset: max_train"),
+])
+def test_a_subset_of_no_images_is_refused_not_read_as_no_limit(options, message):
+    with pytest.raises(ValueError, match=message):
+        D.load_dataset("digits", **options)
+
+
+def test_every_loader_refuses_a_subset_of_no_images(tmp_path, digits):
+    _write_cifar10(tmp_path)
+    with pytest.raises(ValueError, match=r"^load_cifar10: max_train must be a positive integer, got 0"):
+        D.load_cifar10(str(tmp_path), max_train=0)     # 0 was "no limit" for CIFAR
+    with pytest.raises(ValueError, match=r"^load_dataset: max_test must be a positive integer"):
+        D.load_dataset(f"cifar10:{tmp_path}", max_test=-1)
+    with pytest.raises(ValueError, match=r"^subsample: max_train must be a positive integer, got -5"):
+        D.subsample(digits, max_train=-5)               # kept 676 images (a slice to -5)
+    pytest.importorskip("PIL")
+    with pytest.raises(ValueError, match=r"^load_folder: max_test must be a positive integer, got 0"):
+        D.load_folder(str(tmp_path), max_test=0)
+
+
+@pytest.mark.parametrize("spec", ["digits-canvas:0", "digits-canvas:-3"])
+def test_a_canvas_of_no_pixels_is_a_bad_data_value(spec):
+    with pytest.raises(ValueError, match=rf"^--data '{spec}': the canvas size must be a positive integer"):
+        D.load_dataset(spec)
+
+
+@pytest.mark.parametrize("max_len", [-1, 0, 2.5])
+def test_encode_batch_refuses_a_length_that_is_not_a_positive_count(max_len):
+    with pytest.raises(ValueError, match=r"^encode_batch: max_len must be a positive integer"):
+        TOKENIZER.encode_batch(["the cat"], max_len=max_len)
+
+
+@pytest.mark.parametrize("make, owner", [
+    (lambda: D.BrightnessContrast(0.4, 0.4), "BrightnessContrast"),
+    (lambda: D.GaussianNoise(0.1, clip=(0.0, 1.0)), "GaussianNoise"),
+    (lambda: D.contrastive_augment(), "BrightnessContrast"),
+])
+def test_augmentations_that_clip_to_0_1_refuse_pixels_in_0_255(make, owner):
+    """Regression (issue 28): [0, 255] pixels were saturated to 1.0 without a word."""
+    x = np.random.default_rng(0).integers(0, 256, (2, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=rf"^{owner}: expects images in \[0, 1\].*divide by 255"):
+        make()(x, rng=0)
+    make()(x / 255, rng=0)   # the same images in [0, 1] pass
+
+
+def test_augmentations_without_a_clip_take_any_range():
+    x = np.random.default_rng(0).normal(0, 3, (2, 1, 8, 8)).astype(np.float32)   # standardised
+    assert D.GaussianNoise(0.1)(x, rng=0).shape == x.shape
+    assert D.BrightnessContrast(0.4, 0.4, clip=None)(x, rng=0).shape == x.shape
+
+
+@pytest.mark.parametrize("options, argument", [
+    (dict(size=0), "size"),       # was a dataset of (1, 0, 0) images
+    (dict(size=-4), "size"),      # was NumPy's "expected non-negative integer"
+    (dict(size=16, copies=0), "copies"),
+    (dict(size=16, copies=1.5), "copies"),
+])
+def test_the_canvas_loader_names_a_bad_size_or_count(options, argument):
+    with pytest.raises(ValueError, match=rf"^load_digits_canvas: {argument} must be a positive integer"):
+        D.load_digits_canvas(**options)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: D.Tokenizer.fit(SENTENCES, min_freq=0), r"^Tokenizer.fit: min_freq must be a positive integer"),
+    (lambda: D.Tokenizer.fit(SENTENCES, max_size=-5), r"^Tokenizer.fit: max_size must be an integer >= 5"),
+    (lambda: D.Tokenizer.fit(SENTENCES, max_size=3), r"^Tokenizer.fit: max_size .* \(the special tokens\)"),
+    (lambda: D.split_corpus(SENTENCES, test_fraction=1.0), r"^split_corpus: test_fraction must be in \[0.0, 1.0\)"),
+    (lambda: D.split_corpus(SENTENCES, test_fraction=-0.1), r"^split_corpus: test_fraction"),
+    (lambda: text_data.builtin_corpus_by_module(0), r"^builtin_corpus_by_module: modules must be a positive integer"),
+    (lambda: text_data.builtin_corpus_by_module(2, per_module=0), r"^builtin_corpus_by_module: per_module"),
+])
+def test_text_counts_and_fractions_are_checked_where_given(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("make", [lambda: A.RandomResizedCrop(), lambda: A.RandomCrop(2),
+                                  lambda: A.contrastive_augment(), lambda: A.MultiCrop(2, 2)])
+@pytest.mark.parametrize("shape", [(2, 28, 28, 1), (2, 32, 32, 3), (2, 16, 16, 4)])
+def test_channels_last_images_are_refused_by_every_augmentation(make, shape):
+    """Regression (issue 28): (N, H, W, C) images went through as H channels of W x C images."""
+    x = np.random.default_rng(0).random(shape).astype(np.float32)
+    with pytest.raises(ValueError, match=r"^\w+: expects channels-first images \(N, C, H, W\), "
+                                         r"got shape .*; it looks channels-last"):
+        make()(x, rng=0)

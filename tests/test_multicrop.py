@@ -78,8 +78,8 @@ def test_transforms_apply_per_kind_of_crop():
 
 
 @pytest.mark.parametrize("options, match", [
-    (dict(global_crops=0), "global_crops >= 1"),
-    (dict(local_crops=-1), "local_crops >= 0"),
+    (dict(global_crops=0), "global_crops must be a positive integer"),
+    (dict(local_crops=-1), "local_crops must be an integer >= 0"),
     (dict(local_scale=(0.0, 0.4)), "local_scale"),
     (dict(global_scale=(0.8, 0.5)), "global_scale"),
 ])

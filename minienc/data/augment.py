@@ -39,6 +39,30 @@ def uniform(gen, low, high, n, dtype):
     return low + (high - low) * gen.random(n, dtype=dtype)
 
 
+RANGE_SLACK = 0.5   # how far outside its range, as a share of it, a pixel may stray (an overshoot)
+
+
+def check_range(owner, x, low=0.0, high=1.0):
+    """Refuse images clearly outside [low, high], the range an augmentation clips its result to
+    (pixels in [0, 255], or images already standardised, would be saturated silently). Checked
+    on the host only: on a GPU reading the extremes back would be a sync every step."""
+    if backend.is_cupy(x) or not x.size:
+        return
+    slack = RANGE_SLACK * (high - low)
+    smallest, largest = float(x.min()), float(x.max())
+    if smallest < low - slack or largest > high + slack:
+        hint = " (pixels in [0, 255]? divide by 255)" if (low, high) == (0.0, 1.0) and largest > 2 else ""
+        raise ValueError(f"{owner}: expects images in [{low:g}, {high:g}], got values in "
+                         f"[{smallest:g}, {largest:g}]{hint}; normalise after the augmentations "
+                         f"that clip, not before")
+
+
+def looks_channels_last(shape):
+    """(N, H, W, C) images given where (N, C, H, W) is expected: a last axis of 1, 3 or 4
+    (grey, RGB, RGBA) after more than 4 "channels". (N, C, H, W) images are never that narrow."""
+    return shape[-1] in (1, 3, 4) and shape[1] > 4
+
+
 class Augmentation:
     """Base class: checks the input, finds the generator, applies `self.apply` to the raw array,
     keeps each image unchanged with probability 1 - p, and gives back the caller's type."""
@@ -60,6 +84,10 @@ class Augmentation:
         name = type(self).__name__
         if data.ndim != 4:
             raise ValueError(f"{name}: expects a batch of images (N, C, H, W), got shape {tuple(data.shape)}")
+        if looks_channels_last(data.shape):
+            raise ValueError(f"{name}: expects channels-first images (N, C, H, W), got shape "
+                             f"{tuple(data.shape)}; it looks channels-last (N, H, W, C), as CIFAR "
+                             f"or PIL arrays come: move the channels first, x.transpose(0, 3, 1, 2)")
         if not backend.is_floating(data.dtype):
             raise TypeError(f"{name}: expects floating-point images, got dtype {data.dtype}")
         gen = generator(rng, data)
@@ -244,6 +272,8 @@ class GaussianNoise(Augmentation):
         self.p = p
 
     def apply(self, x, gen, xp):
+        if self.clip is not None:
+            check_range("GaussianNoise", x, *self.clip)
         out = x + self.std * gen.standard_normal(x.shape, dtype=x.dtype)
         return xp.clip(out, *self.clip) if self.clip is not None else out
 
@@ -287,6 +317,8 @@ class BrightnessContrast(Augmentation):
         self.p = p
 
     def apply(self, x, gen, xp):
+        if self.clip is not None:
+            check_range("BrightnessContrast", x, *self.clip)
         n = x.shape[0]
         dt = x.dtype
         b = uniform(gen, 1 - self.brightness, 1 + self.brightness, n, dt)[:, None, None, None]
@@ -380,9 +412,8 @@ class MultiCrop:
     def __init__(self, global_crops=2, local_crops=6, global_scale=(0.4, 1.0),
                  local_scale=(0.05, 0.4), global_size=None, local_size=None, ratio=(3 / 4, 4 / 3),
                  transform=None, local_transform=None):
-        if global_crops < 1 or local_crops < 0:
-            raise ValueError(f"MultiCrop: needs global_crops >= 1 and local_crops >= 0, got "
-                             f"{global_crops} and {local_crops}")
+        checks.positive_int("MultiCrop", "global_crops", global_crops)
+        checks.non_negative_int("MultiCrop", "local_crops", local_crops)
         for name, (low, high) in (("global_scale", global_scale), ("local_scale", local_scale)):
             if not 0.0 < low <= high <= 1.0:
                 raise ValueError(f"MultiCrop: {name} must satisfy 0 < low <= high <= 1, got {(low, high)}")

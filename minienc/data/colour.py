@@ -19,9 +19,22 @@ Formulas (torchvision's ColorJitter and friends, which the PyTorch SimCLR/BYOL/D
 ColorJitter applies brightness, contrast, saturation, hue in that fixed order; torchvision
 shuffles the order per call, which a batched, sync-free pipeline cannot do per image.
 """
-from .augment import Augmentation, Compose, RandomResizedCrop, uniform
+from .augment import Augmentation, Compose, RandomResizedCrop, check_range, uniform
 
 LUMA = (0.299, 0.587, 0.114)
+
+
+def check_colour_images(owner, x):
+    """Refuse what a colour augmentation would silently turn into garbage: channels other than 1
+    (grey) or 3 (RGB) -- 2, or RGBA's 4 -- and pixels outside [0, 1] such as [0, 255] bytes,
+    which the clipping would saturate to 1 (checked on the host only: see check_range).
+    Channels-last images are refused before, by every augmentation."""
+    channels = x.shape[1]
+    if channels not in (1, 3):
+        layout = "; drop the alpha channel of RGBA images, x[:, :3]" if channels == 4 else ""
+        raise ValueError(f"{owner}: expects channels-first images (N, C, H, W) with C = 1 (grey) "
+                         f"or 3 (RGB), got shape {tuple(x.shape)}{layout}")
+    check_range(owner, x)
 
 
 def gray(x, xp):
@@ -79,6 +92,7 @@ class ColorJitter(Augmentation):
             brightness, contrast, saturation, hue, p)
 
     def apply(self, x, gen, xp):
+        check_colour_images("ColorJitter", x)
         n, dt = x.shape[0], x.dtype
         if self.brightness:
             x = xp.clip(x * _factor(gen, self.brightness, n, dt), 0.0, 1.0)
@@ -103,6 +117,7 @@ class RandomGrayscale(Augmentation):
         self.p = p
 
     def apply(self, x, gen, xp):
+        check_colour_images("RandomGrayscale", x)
         return xp.broadcast_to(gray(x, xp), x.shape).copy()
 
 

@@ -20,6 +20,8 @@ import zlib
 
 import numpy
 
+from .. import checks
+
 DATA_HELP = ("digits (the 1,797 real 8x8 digits bundled with scikit-learn), digits-canvas[:SIZE] "
              "(the same digits enlarged and placed at random on a SIZE x SIZE canvas, default 32), "
              "mnist:PATH (a folder with the four MNIST or Fashion-MNIST IDX files, raw or .gz), "
@@ -107,9 +109,17 @@ def stratified_subset(labels, size, seed=0):
     return numpy.sort(numpy.concatenate(picks))
 
 
+def subset_limits(owner, max_train, max_test):
+    """`max_train`, `max_test` checked: None (keep every image) or a positive count (0 or a
+    negative count would keep nothing, or a slice's worth, rather than mean "no limit")."""
+    return tuple(None if value is None else checks.positive_int(owner, name, value)
+                 for name, value in (("max_train", max_train), ("max_test", max_test)))
+
+
 def subsample(data, max_train=None, max_test=None, seed=0):
     """`data` with at most `max_train` train and `max_test` test images, each a seeded,
     stratified subset (for CPU-sized runs on MNIST or CIFAR-10, or quick smoke runs)."""
+    max_train, max_test = subset_limits("subsample", max_train, max_test)
     if max_train is None and max_test is None:
         return data
     train = stratified_subset(data.y_train, max_train or len(data.y_train), seed)
@@ -152,6 +162,8 @@ def load_digits_canvas(size=32, copies=1, extent=(0.45, 0.75), degrees=15.0, tra
     is placed `copies` times (different placements, same label); each test digit once."""
     from .augment import affine_matrices, affine_sample   # the same sampler the augmentations use
 
+    checks.positive_int("load_digits_canvas", "size", size)
+    checks.positive_int("load_digits_canvas", "copies", copies)
     images, labels = _sklearn_digits()
     train, test = stratified_split(labels, test_fraction, seed)
     rng = numpy.random.default_rng([seed, size])
@@ -287,6 +299,7 @@ def load_cifar10(path, max_train=None, max_test=None, seed=0):
     an `ImageDataset` of float32 (N, 3, 32, 32) RGB images in [0, 1]. `max_train` / `max_test`
     keep a seeded, stratified subset, cut before the images become float32 (all 60,000 take
     720 MB as float32, 180 MB as the bytes)."""
+    max_train, max_test = subset_limits("load_cifar10", max_train, max_test)
     folder = os.path.expanduser(path)
     if os.path.isdir(os.path.join(folder, "cifar-10-batches-bin")):
         folder = os.path.join(folder, "cifar-10-batches-bin")
@@ -327,6 +340,8 @@ def parse_data_spec(spec):
             size = int(arg) if arg else 32
         except ValueError:
             raise ValueError(f"{spec!r}: the canvas size must be an integer, got {arg!r}") from None
+        if size < 1:
+            raise ValueError(f"{spec!r}: the canvas size must be a positive integer, got {arg!r}")
         return kind, size
     raise ValueError(f"{spec!r} not understood; expected {DATA_HELP}")
 
@@ -341,6 +356,7 @@ def load_dataset(spec="digits", seed=0, max_train=None, max_test=None, image_siz
         kind, arg = parse_data_spec(spec)
     except ValueError as error:
         raise ValueError(f"--data {error}") from None
+    max_train, max_test = subset_limits("load_dataset", max_train, max_test)
     if kind == "folder":
         from .folder import load_folder
         return load_folder(arg, image_size=32 if image_size is None else image_size, seed=seed,

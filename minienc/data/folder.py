@@ -31,7 +31,7 @@ import warnings
 
 import numpy
 
-from .datasets import UNLABELED, ImageDataset, stratified_split, stratified_subset
+from .datasets import UNLABELED, ImageDataset, stratified_split, stratified_subset, subset_limits
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm", ".pbm")
@@ -163,6 +163,7 @@ def load_folder(path, image_size=32, test_fraction=0.25, seed=0, max_train=None,
     from ..progress import progress_bar
     Image = _pillow()
     positive_int("load_folder", "image_size", image_size)
+    max_train, max_test = subset_limits("load_folder", max_train, max_test)
     root = os.path.expanduser(path)
     pair = [os.path.join(root, s) for s in ("train", "test")]
     if all(os.path.isdir(p) for p in pair):

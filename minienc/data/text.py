@@ -22,6 +22,8 @@ import sysconfig
 
 import numpy
 
+from .. import checks
+
 # ----- cleaning and sentence splitting ------------------------------------------------------------
 
 _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__",
@@ -140,6 +142,9 @@ def builtin_corpus_by_module(modules=10, per_module=None):
     `modules` standard-library modules or packages with the most sentences (the label is the
     index of the sentence's module in `names`, most sentences first). `per_module` keeps at
     most that many sentences of each (the first ones, in file order), to balance the classes."""
+    checks.positive_int("builtin_corpus_by_module", "modules", modules)
+    if per_module is not None:
+        checks.positive_int("builtin_corpus_by_module", "per_module", per_module)
     pairs = _builtin_sentences()
     counts = collections.Counter(module for _, module in pairs)
     names = [name for name, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:modules]]
@@ -176,6 +181,7 @@ def load_corpus(path=None):
 
 def split_corpus(sentences, test_fraction=0.1, seed=0):
     """A seeded random split of sentences into (train, test) lists."""
+    checks.in_range("split_corpus", "test_fraction", test_fraction, 0.0, 1.0, include_high=False)
     order = numpy.random.default_rng(seed).permutation(len(sentences))
     cut = len(sentences) - int(round(test_fraction * len(sentences)))
     return [sentences[i] for i in order[:cut]], [sentences[i] for i in order[cut:]]
@@ -214,6 +220,10 @@ class Tokenizer:
     def fit(cls, sentences, min_freq=2, max_size=None):
         """Build the vocabulary from `sentences`: words with count >= min_freq, at most
         `max_size` entries in all (specials included)."""
+        checks.positive_int("Tokenizer.fit", "min_freq", min_freq)
+        if max_size is not None and not (checks.is_int(max_size) and max_size >= len(SPECIAL_TOKENS)):
+            raise ValueError(f"Tokenizer.fit: max_size must be an integer >= {len(SPECIAL_TOKENS)} "
+                             f"(the special tokens), got {max_size!r}")
         counts = collections.Counter(t for s in sentences for t in tokenize(s) if t not in SPECIAL_TOKENS)
         words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
         if max_size is not None:
@@ -240,6 +250,7 @@ class Tokenizer:
     def encode_batch(self, sentences, max_len, add_cls=True, add_sep=False):
         """int64 array (N, max_len): optional [CLS] first, the tokens (cut to fit), optional [SEP],
         then [PAD]. A host NumPy array; the batch iterator moves it to the device."""
+        checks.positive_int("encode_batch", "max_len", max_len)
         out = numpy.full((len(sentences), max_len), self.pad_id, dtype=numpy.int64)
         room = max_len - int(add_cls) - int(add_sep)
         if room < 1:

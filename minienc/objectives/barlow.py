@@ -24,7 +24,7 @@ so C is that of the global batch; unlike the released code's all_reduce, whose g
 reaches the local embeddings, the gradient is then exactly the one-process one.
 """
 from .. import distributed as dist
-from .. import ops
+from .. import checks, ops
 from .contrastive import _check_embeddings, projection_head
 from .protocol import ViewObjective
 
@@ -84,6 +84,7 @@ class BarlowTwins(ViewObjective):
     """
 
     def __init__(self, encoder, projector, augment=None, lambd=5e-3, distributed=False):
+        checks.non_negative("BarlowTwins", "lambd", lambd)
         self.encoder, self.projector, self.augment = encoder, projector, augment
         self.lambd, self.distributed = float(lambd), distributed
 

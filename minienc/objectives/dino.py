@@ -55,7 +55,8 @@ class WeightNormLinear(Module):
     not a parameter, so every row of W is a unit vector. No bias."""
 
     def __init__(self, in_features, out_features, fixed_norm=True):
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features = checks.positive_int("WeightNormLinear", "in_features", in_features)
+        self.out_features = checks.positive_int("WeightNormLinear", "out_features", out_features)
         # V gets nn.Linear's default initialisation, as DINOHead's last layer
         self.weight_v = init.kaiming_uniform(init.empty((out_features, in_features)),
                                              a=math.sqrt(5.0))
@@ -89,6 +90,10 @@ def dino_head(in_features, out_features=65536, hidden_features=2048, bottleneck_
     batch_norm, the released --use_bn_in_head), a Linear to the bottleneck, L2 normalisation,
     then the weight-normalised prototypes (no bias). The MLP's Linears are re-initialised
     trunc_normal(0.02) with zero biases, as the released head."""
+    for name, value in (("in_features", in_features), ("out_features", out_features),
+                        ("hidden_features", hidden_features),
+                        ("bottleneck_features", bottleneck_features), ("num_layers", num_layers)):
+        checks.positive_int("dino_head", name, value)
     layers, width = [], in_features
     for _ in range(num_layers - 1):
         norm = [BatchNorm1d(hidden_features)] if batch_norm else []
@@ -179,6 +184,10 @@ class DINO(ViewObjective):
                  teacher_temperature=0.04, center_momentum=0.9, momentum=0.996, global_crops=2,
                  centering=True, distributed=False):
         checks.in_range("DINO", "momentum", momentum, 0.0, 1.0)
+        checks.in_range("DINO", "center_momentum", center_momentum, 0.0, 1.0)
+        checks.positive("DINO", "student_temperature", student_temperature)
+        checks.positive("DINO", "teacher_temperature", teacher_temperature)
+        checks.positive_int("DINO", "global_crops", global_crops)
         self.student = Sequential(encoder, head)
         self._ema = EMA(self.student)    # a frozen deep copy: the teacher
         self.teacher = self._ema.target

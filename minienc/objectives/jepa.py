@@ -56,7 +56,7 @@ from ..nn.vit import VisionTransformer, gather_tokens, get_2d_sincos_pos_embed, 
 from ..optim.ema import EMA
 from .contrastive import projection_head
 from .lejepa import lejepa_terms
-from .masked_image import random_masking
+from .masked_image import kept_patches, random_masking
 from .multiblock import MultiBlockMaskSampler
 from .protocol import Objective
 from .sigreg import NUM_DIRECTIONS
@@ -83,6 +83,9 @@ def patch_indices(owner, idx, ndim, batch, num_patches, device):
     if data.ndim != ndim:
         raise ValueError(f"{owner}: expected {'(B, K)' if ndim == 2 else '(B, T, K)'} patch "
                          f"indices, got shape {tuple(data.shape)}")
+    if data.shape[-1] == 0:   # an empty context or target block: attention over nothing, 0/0
+        raise ValueError(f"{owner}: needs at least one patch per block, got shape "
+                         f"{tuple(data.shape)}")
     flat = data.reshape(data.shape[0], -1)
     return patch_index_array(owner, flat, backend.xp_for(device), batch, num_patches).reshape(data.shape)
 
@@ -99,7 +102,11 @@ class JEPAPredictor(Module):
     """
 
     def __init__(self, grid_size, embed_dim, dim=None, depth=6, num_heads=4, mlp_ratio=4.0):
-        dim = dim or embed_dim // 2
+        dim = embed_dim // 2 if dim is None else dim
+        checks.positive_int("JEPAPredictor", "embed_dim", embed_dim)
+        checks.positive_int("JEPAPredictor", "dim", dim)
+        checks.non_negative_int("JEPAPredictor", "depth", depth)   # 0: no blocks, a linear map
+        checks.positive_int("JEPAPredictor", "num_heads", num_heads)
         self.grid_size = checks.pair("JEPAPredictor", "grid_size", grid_size, minimum=1)
         self.embed_dim, self.dim = embed_dim, dim
         self.embed = Linear(embed_dim, dim)
@@ -162,7 +169,10 @@ class IJEPA(Objective):
         self._ema = EMA(encoder)             # a frozen deep copy: no gradient, not optimised
         self.target_encoder = self._ema.target
         self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim,
-                                       predictor_depth, predictor_heads or encoder.num_heads)
+                                       predictor_depth, encoder.num_heads if predictor_heads is None else predictor_heads)
+        if masks is not None and not callable(masks):
+            raise ValueError(f"IJEPA: masks must be a sampler, batch_size -> (context, targets), "
+                             f"got {masks!r}")
         self.masks = masks or MultiBlockMaskSampler(encoder.grid_size)
         self.momentum = checks.span("IJEPA", "momentum", momentum, high=1.0)
         self.transform = transform
@@ -218,9 +228,17 @@ class MaskedViewsJEPA(Objective):
                  num_directions=NUM_DIRECTIONS, distributed=False):
         self.encoder = _vit("MaskedViewsJEPA", encoder)
         self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim,
-                                       predictor_depth, predictor_heads or encoder.num_heads)
+                                       predictor_depth, encoder.num_heads if predictor_heads is None else predictor_heads)
         self.projector = projection_head(encoder.dim, hidden, proj_dim, num_layers=3)
         checks.in_range("MaskedViewsJEPA", "keep", keep, 0.0, 1.0, include_low=False, include_high=False)
+        kept = int(encoder.num_patches * keep)
+        if not 1 <= kept < encoder.num_patches:   # none kept: attention over nothing, 0/0
+            raise ValueError(f"MaskedViewsJEPA: keep={keep} of the encoder's "
+                             f"{encoder.num_patches} patches keeps {kept}; each view must keep "
+                             f"at least 1 patch and mask at least 1")
+        kept_patches("MaskedViewsJEPA", encoder.num_patches, 1.0 - keep)   # as random_masking counts
+        checks.in_range("MaskedViewsJEPA", "lam", lam, 0.0, 1.0)
+        checks.positive_int("MaskedViewsJEPA", "num_directions", num_directions)
         self.augment, self.keep, self.lam = augment, keep, lam
         self.num_directions, self.distributed = num_directions, distributed
 

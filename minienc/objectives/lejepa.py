@@ -106,6 +106,17 @@ class LeJEPA(Objective):
         if projector is None and embed_dim is None:
             raise ValueError("LeJEPA: pass embed_dim (the encoder's output width) or a projector")
         checks.positive_int("LeJEPA", "num_views", num_views)
+        checks.non_negative_int("LeJEPA", "num_local_views", num_local_views)
+        checks.positive_int("LeJEPA", "num_directions", num_directions)
+        if mask_keep is not None:   # the share of patches a masked view keeps
+            checks.in_range("LeJEPA", "mask_keep", mask_keep, 0.0, 1.0, include_low=False,
+                            include_high=False)
+            checks.in_range("LeJEPA", "local_keep", local_keep, 0.0, 1.0, include_low=False,
+                            include_high=False)
+        if num_views + num_local_views < 2:   # one view is its own centre: prediction = 0
+            raise ValueError(f"LeJEPA: needs at least 2 views in all (num_views + "
+                             f"num_local_views), got num_views={num_views}, "
+                             f"num_local_views={num_local_views}")
         if num_local_views and mask_keep is None and local_augment is None:
             raise ValueError("LeJEPA: num_local_views augmented views need a local_augment")
         self.encoder = encoder

@@ -65,10 +65,10 @@ class MultiBlockMaskSampler:
                  min_context=10, cut="raster", max_tries=100):
         self.grid_size = checks.pair("MultiBlockMaskSampler", "grid_size", grid_size, minimum=1)
         gh, gw = self.grid_size
-        if num_targets < 1:
-            raise ValueError(f"MultiBlockMaskSampler: num_targets must be >= 1, got {num_targets}")
-        if cut not in CUTS:
-            raise ValueError(f"MultiBlockMaskSampler: cut must be one of {CUTS}, got {cut!r}")
+        checks.positive_int("MultiBlockMaskSampler", "num_targets", num_targets)
+        checks.one_of("MultiBlockMaskSampler", "cut", cut, CUTS)
+        checks.positive_int("MultiBlockMaskSampler", "max_tries", max_tries)
+        checks.positive_int("MultiBlockMaskSampler", "min_context", min_context)
         self.num_targets, self.cut, self.max_tries = num_targets, cut, max_tries
         self.target_scale = checks.span("MultiBlockMaskSampler", "target_scale", target_scale, high=1.0)
         self.target_aspect = checks.span("MultiBlockMaskSampler", "target_aspect", target_aspect)
@@ -118,6 +118,7 @@ class MultiBlockMaskSampler:
         return targets, context
 
     def __call__(self, batch_size, rng=None):
+        checks.positive_int("MultiBlockMaskSampler", "batch_size", batch_size)
         np = backend.numpy
         rng = backend.host_rng() if rng is None else rng
         target_size = self.sample_size(rng, self.target_scale, self.target_aspect)

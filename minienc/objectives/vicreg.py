@@ -31,7 +31,7 @@ statistics over the batch are taken (the released code all-gathers z from every 
 every process's embeddings; the invariance term stays each process's own mean).
 """
 from .. import distributed as dist
-from .. import ops
+from .. import checks, ops
 from .contrastive import _check_embeddings, projection_head
 from .protocol import ViewObjective
 
@@ -95,6 +95,11 @@ class VICReg(ViewObjective):
     def __init__(self, encoder, expander, augment=None, invariance_weight=25.0,
                  variance_weight=25.0, covariance_weight=1.0, gamma=1.0, eps=1e-4,
                  distributed=False):
+        for name, value in (("invariance_weight", invariance_weight),
+                            ("variance_weight", variance_weight),
+                            ("covariance_weight", covariance_weight), ("gamma", gamma),
+                            ("eps", eps)):
+            checks.non_negative("VICReg", name, value)
         self.encoder, self.expander, self.augment = encoder, expander, augment
         self.weights = dict(invariance_weight=float(invariance_weight),
                             variance_weight=float(variance_weight),
