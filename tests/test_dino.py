@@ -219,3 +219,18 @@ def test_exact_resume_restores_teacher_and_centre(tmp_path):
     assert np.any(uninterrupted["center"])
     for key in uninterrupted:
         np.testing.assert_array_equal(uninterrupted[key], resumed[key], err_msg=key)
+
+
+def test_a_head_that_does_not_say_its_prototypes_is_refused_by_name():
+    """Regression (issue 28): a head that is not a Sequential gave a bare AttributeError."""
+    from minienc import nn
+    from minienc.objectives import DINO
+
+    class Head(nn.Module):
+        def forward(self, x):
+            return x
+
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
+    with pytest.raises(TypeError, match=r"^DINO: the head must end in a layer with out_features"):
+        DINO(encoder, Head())
+    assert DINO(encoder, nn.Linear(8, 4)).center.shape[-1] == 4   # a bare layer says it

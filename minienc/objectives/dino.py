@@ -197,7 +197,7 @@ class DINO(ViewObjective):
         self.center_momentum = float(center_momentum)
         self.global_crops, self.centering = int(global_crops), bool(centering)
         self.distributed = bool(distributed)
-        out_features = head.layers[-1].out_features
+        out_features = _prototypes(head)
         xp = backend.xp_for(encoder.device)
         self.register_buffer("center", xp.zeros((1, out_features), dtype=backend.DEFAULT_DTYPE))
 
@@ -262,3 +262,14 @@ class DINO(ViewObjective):
         center = self.center    # the buffer's array, changed in place (`self.center *= m` would
         center *= m             # also bind an attribute that a later load_state_dict leaves stale)
         center += (1.0 - m) * batch_center(teacher_logits, self.distributed)
+
+
+def _prototypes(head):
+    """The number of prototypes K: the out_features of the head's last layer (dino_head's
+    weight-normalised one), named when the head does not say."""
+    layers = getattr(head, "layers", None)
+    last = layers[-1] if layers else head
+    if not isinstance(getattr(last, "out_features", None), int):
+        raise TypeError(f"DINO: the head must end in a layer with out_features (the prototypes, as "
+                        f"dino_head(...) builds it), got {type(head).__name__}")
+    return last.out_features
