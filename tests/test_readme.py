@@ -91,10 +91,11 @@ def test_readme_test_command_is_what_ci_runs():
     assert not [line for line in script if line.startswith("export")], "settings belong in conftest.py"
 
 
-def test_every_file_readmes_table_says_a_command_writes_is_written_by_its_code():
-    """"What each command takes and writes": each file a row names appears in the code of the
-    row's scripts (or the shared code they call), so a renamed picture cannot leave README behind."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_every_file_the_commands_table_says_a_command_writes_is_written_by_its_code():
+    """"What each command takes and writes" (docs/training.md, which README links): each file a
+    row names appears in the code of the row's scripts (or the shared code they call), so a
+    renamed picture cannot leave the table behind."""
+    text = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
     table = text.split("## What each command takes and writes")[1].split("\n## ")[0]
     shared = "".join(p.read_text() for p in [ROOT / "demos" / "common.py", *(ROOT / "minienc").rglob("*.py")])
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| `")]
