@@ -57,7 +57,7 @@ import signal
 import threading
 import time
 
-from . import backend, distributed
+from . import backend, checks, distributed
 from .progress import MetricsFile, estimate_line, evaluation_summary, plan_line, progress_bar
 from .objectives.protocol import Objective
 from .optim.clip import clip_grad_norm
@@ -107,12 +107,10 @@ class Trainer(RunFolder):
                  clip_grad=None, log_every=10, out_dir=None, checkpoint_every=None,
                  batch_size=None, progress=True, extra=None, accumulate=1, evaluator=None,
                  eval_every=None, eval_budget=EVAL_BUDGET):
-        if log_every < 1:
-            raise ValueError(f"Trainer: log_every must be >= 1, got {log_every}")
-        if not isinstance(accumulate, int) or accumulate < 1:
-            raise ValueError(f"Trainer: accumulate must be a positive integer, got {accumulate!r}")
-        if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):
-            raise ValueError(f"Trainer: eval_every must be a positive integer or None, got {eval_every!r}")
+        log_every = checks.positive_int("Trainer", "log_every", log_every)
+        accumulate = checks.positive_int("Trainer", "accumulate", accumulate)
+        if eval_every is not None:
+            eval_every = checks.positive_int("Trainer", "eval_every", eval_every)
         if eval_every is not None and evaluator is None:
             raise ValueError("Trainer: eval_every needs an evaluator (e.g. "
                              "minienc.eval.Evaluator(encoder, data))")
