@@ -58,7 +58,7 @@ import threading
 import time
 
 from . import backend, checks, distributed
-from .progress import MetricsFile, estimate_line, evaluation_summary, plan_line, progress_bar
+from .progress import estimate_line, evaluation_summary, plan_line, progress_bar
 from .objectives.protocol import Objective
 from .optim.clip import clip_grad_norm
 from .optim.optimizer import set_hyperparameter
@@ -405,14 +405,8 @@ class Trainer(RunFolder):
         self.eval_s += seconds
         self._last_eval = self.step
         self.evaluations.append({"step": self.step, **result})
-        scores = {f"eval_{k}": v for k, v in result.items()}
-        if self.records and self.records[-1]["step"] == self.step:
-            self.records[-1].update(scores, eval_s=self.eval_s, elapsed_s=self._elapsed())
-            if self.out_dir is not None:
-                MetricsFile(self._path("metrics.jsonl")).replace_last(self.records[-1])
-        else:   # step 0, or a step whose losses were already logged by an earlier evaluation
-            self._write_record({"step": self.step, "epoch": self.epoch, **scores,
-                                "eval_s": self.eval_s, "elapsed_s": self._elapsed()})
+        self._write_evaluation({f"eval_{k}": v for k, v in result.items()},
+                               {"eval_s": self.eval_s, "elapsed_s": self._elapsed()})
         shown = "  ".join(f"{k} {v:.3g}" for k, v in result.items())
         # a line at the start, then at most one per tenth of the run; the bar shows the latest
         if self._bar is not None and self.progress and (
