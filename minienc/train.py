@@ -58,7 +58,7 @@ import threading
 import time
 
 from . import backend, checks, distributed
-from .progress import estimate_line, evaluation_summary, plan_line, progress_bar
+from .progress import bar_postfix, estimate_line, evaluation_summary, plan_line, progress_bar
 from .objectives.protocol import Objective
 from .optim.clip import clip_grad_norm
 from .optim.optimizer import set_hyperparameter
@@ -460,14 +460,9 @@ class Trainer(RunFolder):
         if self.evaluator is not None:
             record["eval_s"] = self.eval_s
         self._write_record(record)
-        text = f"loss {record['loss']:.4f}"
-        if "lr" in self.values:
-            text += f" lr {self.values['lr']:.2e}"
-        if self.batch_size:
-            text += f" {rate * self.batch_size:.0f} samples/s"
-        text += self._eval_postfix
         if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.set_postfix_str(bar_postfix(record, self.values, self._eval_postfix),
+                                      refresh=False)
             self._bar.update(self.step - self._bar.n)
         if bad:
             raise FloatingPointError(
