@@ -144,6 +144,17 @@ class MetricsFile:
 
 # ----- the lines a Trainer prints (see minienc/train.py) -----------------------------------------
 
+def bar_postfix(record, values, evaluation=""):
+    """The bar's text after the count: the logged loss, the scheduled lr, samples/s where the
+    batch size is known, and the latest evaluation."""
+    text = f"loss {record['loss']:.4f}"
+    if "lr" in values:
+        text += f" lr {values['lr']:.2e}"
+    if "samples_per_s" in record:
+        text += f" {record['samples_per_s']:.0f} samples/s"
+    return text + evaluation
+
+
 def plan_line(trainer, total, epoch_length):
     """What the run will do, printed before it starts."""
     parts = [f"{total:,} optimizer steps" if total else "steps: until the data ends"]

@@ -137,6 +137,17 @@ class RunFolder:
         if self.out_dir is not None and self._writes_metrics:
             MetricsFile(self._path("metrics.jsonl")).append(record)
 
+    def _write_evaluation(self, scores, clocks):
+        """An evaluation's numbers in this step's record: merged into the last line where this
+        step's losses were just logged, else a line of their own (step 0, or a step whose losses
+        an earlier evaluation logged)."""
+        if self.records and self.records[-1]["step"] == self.step:
+            self.records[-1].update(scores, **clocks)
+            if self.out_dir is not None and self._writes_metrics:
+                MetricsFile(self._path("metrics.jsonl")).replace_last(self.records[-1])
+        else:
+            self._write_record({"step": self.step, "epoch": self.epoch, **scores, **clocks})
+
     def _trim_metrics(self):
         """Start metrics.jsonl afresh, or on resume keep only the lines up to the resumed step
         (an interrupted run may have logged past its last checkpoint) and read them back."""

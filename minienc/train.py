@@ -57,8 +57,8 @@ import signal
 import threading
 import time
 
-from . import backend, distributed
-from .progress import MetricsFile, estimate_line, evaluation_summary, plan_line, progress_bar
+from . import backend, checks, distributed
+from .progress import bar_postfix, estimate_line, evaluation_summary, plan_line, progress_bar
 from .objectives.protocol import Objective
 from .optim.clip import clip_grad_norm
 from .optim.optimizer import set_hyperparameter
@@ -107,12 +107,10 @@ class Trainer(RunFolder):
                  clip_grad=None, log_every=10, out_dir=None, checkpoint_every=None,
                  batch_size=None, progress=True, extra=None, accumulate=1, evaluator=None,
                  eval_every=None, eval_budget=EVAL_BUDGET):
-        if log_every < 1:
-            raise ValueError(f"Trainer: log_every must be >= 1, got {log_every}")
-        if not isinstance(accumulate, int) or accumulate < 1:
-            raise ValueError(f"Trainer: accumulate must be a positive integer, got {accumulate!r}")
-        if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):
-            raise ValueError(f"Trainer: eval_every must be a positive integer or None, got {eval_every!r}")
+        log_every = checks.positive_int("Trainer", "log_every", log_every)
+        accumulate = checks.positive_int("Trainer", "accumulate", accumulate)
+        if eval_every is not None:
+            eval_every = checks.positive_int("Trainer", "eval_every", eval_every)
         if eval_every is not None and evaluator is None:
             raise ValueError("Trainer: eval_every needs an evaluator (e.g. "
                              "minienc.eval.Evaluator(encoder, data))")
@@ -407,14 +405,8 @@ class Trainer(RunFolder):
         self.eval_s += seconds
         self._last_eval = self.step
         self.evaluations.append({"step": self.step, **result})
-        scores = {f"eval_{k}": v for k, v in result.items()}
-        if self.records and self.records[-1]["step"] == self.step:
-            self.records[-1].update(scores, eval_s=self.eval_s, elapsed_s=self._elapsed())
-            if self.out_dir is not None:
-                MetricsFile(self._path("metrics.jsonl")).replace_last(self.records[-1])
-        else:   # step 0, or a step whose losses were already logged by an earlier evaluation
-            self._write_record({"step": self.step, "epoch": self.epoch, **scores,
-                                "eval_s": self.eval_s, "elapsed_s": self._elapsed()})
+        self._write_evaluation({f"eval_{k}": v for k, v in result.items()},
+                               {"eval_s": self.eval_s, "elapsed_s": self._elapsed()})
         shown = "  ".join(f"{k} {v:.3g}" for k, v in result.items())
         # a line at the start, then at most one per tenth of the run; the bar shows the latest
         if self._bar is not None and self.progress and (
@@ -468,14 +460,9 @@ class Trainer(RunFolder):
         if self.evaluator is not None:
             record["eval_s"] = self.eval_s
         self._write_record(record)
-        text = f"loss {record['loss']:.4f}"
-        if "lr" in self.values:
-            text += f" lr {self.values['lr']:.2e}"
-        if self.batch_size:
-            text += f" {rate * self.batch_size:.0f} samples/s"
-        text += self._eval_postfix
         if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.set_postfix_str(bar_postfix(record, self.values, self._eval_postfix),
+                                      refresh=False)
             self._bar.update(self.step - self._bar.n)
         if bad:
             raise FloatingPointError(

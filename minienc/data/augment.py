@@ -184,21 +184,22 @@ class RandomCrop(Augmentation):
         self.p = p
 
     def apply(self, x, gen, xp):
-        n, c, h, w = x.shape
+        n = x.shape[0]
         pad = self.padding
         if pad == 0:
             return x.copy()
-        padded = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
         # offsets in {0, ..., 2*pad}, drawn per image
         oy = xp.floor(gen.random(n) * (2 * pad + 1)).astype(xp.int64)
         ox = xp.floor(gen.random(n) * (2 * pad + 1)).astype(xp.int64)
-        return windows(padded, oy, ox, h, w)
+        return padded_windows(x, pad, oy, ox)
 
 
-def windows(images, top, left, h, w):
-    """The (h, w) window of each image (N, C, H', W') whose corner is at per-image (top, left)
-    device arrays (N,): (N, C, h, w), one gather."""
-    xp = backend.get_xp(images)
+def padded_windows(x, pad, top, left):
+    """Each image of x (N, C, h, w), zero-padded by `pad` pixels on every side, cut back to
+    (h, w) at its corner (top, left) (device arrays (N,), in [0, 2*pad]): one gather."""
+    xp = backend.get_xp(x)
+    h, w = x.shape[2:]
+    images = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     rows = top[:, None] + xp.arange(h)
     cols = left[:, None] + xp.arange(w)
     # the sliced channel axis sits between advanced indices, so NumPy puts it last: (N, h, w, C)

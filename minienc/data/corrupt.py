@@ -17,7 +17,7 @@ The first two are the denoising autoencoder's own corruptions (minienc/data/augm
 three are the low-level changes a "semantic" representation should shrug off.
 """
 from .. import checks
-from .augment import Augmentation, GaussianNoise, MaskingNoise, windows
+from .augment import Augmentation, GaussianNoise, MaskingNoise, padded_windows
 
 KINDS = ("noise", "mask", "shift", "contrast", "stroke")
 # the strengths the robustness curves sweep (0 first: the clean images)
@@ -33,16 +33,14 @@ class Shift(Augmentation):
         self.pixels = checks.non_negative_int("Shift", "pixels", pixels)
 
     def apply(self, x, gen, xp):
-        n, _, h, w = x.shape
         s = self.pixels
         if s == 0:
             return x.copy()
-        padded = xp.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))
         # the four directions as window offsets into the padded image: (0, s) (2s, s) (s, 0) (s, 2s)
-        direction = xp.floor(gen.random(n) * 4).astype(xp.int64)
+        direction = xp.floor(gen.random(x.shape[0]) * 4).astype(xp.int64)
         oy = xp.asarray([0, 2 * s, s, s])[direction]
         ox = xp.asarray([s, s, 0, 2 * s])[direction]
-        return windows(padded, oy, ox, h, w)
+        return padded_windows(x, s, oy, ox)
 
 
 class Contrast(Augmentation):

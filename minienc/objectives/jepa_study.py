@@ -30,6 +30,7 @@ loss for loss). VARIANTS and `collapse_variant` build the collapse lab's twelve 
 from .. import backend, checks, ops
 from .. import distributed as dist
 from ..engine import no_grad
+from ..nn.vit import gather_tokens
 from ..optim.ema import EMA
 from .contrastive import projection_head
 from .jepa import JEPAPredictor, _vit, layer_normed, momentum_at, patch_indices
@@ -286,8 +287,7 @@ class StudyJEPA(Objective):
     def _gather(self, h, target_idx):
         b, t, kt = target_idx.shape
         if self.target_sees == "image":
-            xp = backend.get_xp(target_idx)
-            h = h[xp.arange(b)[:, None], target_idx.reshape(b, t * kt)]
+            h = gather_tokens(h, target_idx.reshape(b, t * kt))
         return h.reshape(b, t, kt, h.shape[-1])
 
     def _in_projection(self, predictions, targets, directions):
