@@ -444,7 +444,7 @@ class Trainer(RunFolder):
             return
         pending, self._pending = self._pending, []
         columns = {k: [m[k] for m in pending] for k in pending[0]}
-        host = {k: _to_floats(v) for k, v in columns.items()}
+        host = _to_floats(columns)
         first_step = self.step - len(pending) + 1
         self.losses.extend(host["loss"])
         bad = [first_step + i for i, v in enumerate(host["loss"]) if not math.isfinite(v)]
@@ -471,12 +471,16 @@ class Trainer(RunFolder):
                 f"minienc.detect_anomaly()")
 
 
-def _to_floats(arrays):
-    """Python floats from a list of 0-d device arrays (or numbers), with one device read."""
-    if not arrays or not hasattr(arrays[0], "dtype"):
-        return [float(a) for a in arrays]
-    xp = backend.get_xp(arrays[0])
-    return [float(v) for v in backend.to_host(xp.stack([a.reshape(()) for a in arrays]))]
+def _to_floats(columns):
+    """{name: Python floats} from {name: a list of 0-d device arrays (or numbers)}, every
+    device column in one read (stacking promotes float32 to float64 exactly, never down)."""
+    host = {k: [float(a) for a in v] for k, v in columns.items() if not hasattr(v[0], "dtype")}
+    device = [k for k in columns if k not in host]
+    if device:
+        xp = backend.get_xp(columns[device[0]][0])
+        table = xp.stack([xp.stack([a.reshape(()) for a in columns[k]]) for k in device])
+        host.update(zip(device, backend.to_host(table).tolist()))
+    return {k: host[k] for k in columns}
 
 
 def _as_terms(step_fn):

@@ -54,7 +54,16 @@ def test_loss_is_read_back_only_at_the_log_interval(monkeypatch, device):
     monkeypatch.setattr(backend, "to_host", lambda a: reads.append(a.shape) or real(a))
     monkeypatch.setattr(Tensor, "item", lambda self: pytest.fail("item() called in the loop"))
     train(step, Adam(model.parameters()), data, steps=30, log_every=10, progress=False)
-    assert reads == [(10,), (10,), (10,)]  # one read of 10 stacked losses per interval
+    assert reads == [(1, 10)] * 3   # one read of the 10 stacked losses per interval
+
+    def terms(batch):   # several logged terms: still one read per interval, not one per term
+        loss = step(batch)
+        return {"loss": loss, "half": loss * 0.5, "double": loss.astype("float64") * 2.0}
+
+    reads.clear()
+    t = train(terms, Adam(model.parameters()), data, steps=20, log_every=10, progress=False)
+    assert reads == [(3, 10)] * 2
+    assert t.records[-1]["half"] == pytest.approx(t.records[-1]["loss"] / 2, rel=1e-6)
 
 
 def test_schedules_set_the_optimizer_and_values_callbacks_see_them(device):
