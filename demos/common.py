@@ -6,7 +6,7 @@ negatives; autoencoders). The training itself stays in each demo, in view:
     data = setup(args)                   # seed, device, dataset, output folder, config.json
     objective = SimCLR(encoder, head, augment)
     loader, steps = two_view_batches(args, data, "SimCLR", objective)   # views.png, the batches
-    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args), ...)
+    optimizer = recipe_lars(args, objective)   # LARS at base lr * batch / 256
     trainer = Trainer(objective, optimizer, **recipe_options(args, data, objective, loader, steps))
     fit(args, trainer, loader, steps)    # --resume continues the run, --overwrite restarts it
     finish(args, data, "SimCLR", encoder, random_encoder)   # figures, the table, results.json
@@ -34,7 +34,7 @@ from minienc.eval import (CollapseGauges, Evaluator, baseline_records, encode, e
                           plot_curves, plot_embeddings, plot_image_grid, print_table)
 from minienc.nn import Flatten, MLPEncoder, Sequential, SyncBatchNorm  # noqa: E402
 from minienc.objectives.reconstruction import build_model  # noqa: E402
-from minienc.optim import WarmupCosine  # noqa: E402
+from minienc.optim import LARS, WarmupCosine  # noqa: E402
 from minienc.progress import MetricsFile  # noqa: E402
 from minienc.train import Trainer  # noqa: E402
 
@@ -371,6 +371,13 @@ def two_view_batches(args, data, name, model, labels=False, sync_batch_norm=True
 def recipe_lr(args):
     """The recipe's peak learning rate, scaled as SimCLR: base --lr * batch / 256."""
     return args.lr * args.batch_size / 256
+
+
+def recipe_lars(args, objective):
+    """The recipe's optimizer: LARS over the objective's parameter groups (biases and norms
+    without weight decay or adaptation) at recipe_lr, with --weight-decay."""
+    return LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
+                weight_decay=args.weight_decay)
 
 
 def recipe_options(args, data, objective, loader, steps, **schedules):
