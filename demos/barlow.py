@@ -11,12 +11,11 @@ metrics.jsonl.
 """
 import copy
 
-from common import (collapse_gauges, finish, fit, joint_embedding_parser, mlp_encoder, recipe_lr,
+from common import (collapse_gauges, finish, fit, joint_embedding_parser, mlp_encoder, recipe_lars,
                     recipe_options, save_gauges, setup, two_view_augment, two_view_batches)
 
 from minienc.nn import Sequential
 from minienc.objectives import BarlowTwins, barlow_projector
-from minienc.optim import LARS
 from minienc.train import Trainer
 
 
@@ -34,8 +33,7 @@ def main():
     gauges = collapse_gauges(args, data, encoder=encoder,
                              projection=Sequential(encoder, objective.projector))
     loader, steps = two_view_batches(args, data, "Barlow Twins", objective)   # views.png first
-    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
-                     weight_decay=args.weight_decay)
+    optimizer = recipe_lars(args, objective)
     trainer = Trainer(objective, optimizer, callbacks=[gauges],
                       **recipe_options(args, data, objective, loader, steps))
     fit(args, trainer, loader, steps)

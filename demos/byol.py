@@ -17,11 +17,10 @@ the online encoder and projection over training), embeddings.png, results.json, 
 """
 import copy
 
-from common import (collapse_gauges, finish, fit, joint_embedding_parser, mlp_encoder, recipe_lr,
+from common import (collapse_gauges, finish, fit, joint_embedding_parser, mlp_encoder, recipe_lars,
                     recipe_options, save_gauges, setup, two_view_augment, two_view_batches)
 
 from minienc.objectives import BYOL, byol_mlp
-from minienc.optim import LARS
 from minienc.train import Trainer
 
 
@@ -39,8 +38,7 @@ def main():
                      two_view_augment(args, data), momentum=args.ema)
     gauges = collapse_gauges(args, data, encoder=encoder, projection=objective.online_network)
     loader, steps = two_view_batches(args, data, "BYOL", objective)   # views.png first
-    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
-                     weight_decay=args.weight_decay)
+    optimizer = recipe_lars(args, objective)
     trainer = Trainer(objective, optimizer, callbacks=[gauges],
                       **recipe_options(args, data, objective, loader, steps))
     fit(args, trainer, loader, steps)

@@ -8,11 +8,10 @@ optimizer (demos/common.py's two-view recipe) so the two compare on equal terms.
 """
 import copy
 
-from common import (add_recipe_flags, finish, fit, image_parser, mlp_encoder, recipe_lr,
+from common import (add_recipe_flags, finish, fit, image_parser, mlp_encoder, recipe_lars,
                     recipe_options, setup, two_view_augment, two_view_batches)
 
 from minienc.objectives import MoCo, projection_head
-from minienc.optim import LARS
 from minienc.train import Trainer
 
 
@@ -43,8 +42,7 @@ def main():
                      distributed=args.distributed)
     loader, steps = two_view_batches(args, data, "MoCo v2", objective,
                                      sync_batch_norm=False)   # each process's own BN (shuffle-BN)
-    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
-                     weight_decay=args.weight_decay)
+    optimizer = recipe_lars(args, objective)
     trainer = Trainer(objective, optimizer, **recipe_options(args, data, objective, loader, steps))
     fit(args, trainer, loader, steps)
     finish(args, data, "MoCo v2", encoder, random_encoder)

@@ -13,11 +13,10 @@ Writes to runs/simclr/: views.png, loss.png, embeddings.png, metrics.jsonl, resu
 """
 import copy
 
-from common import (add_recipe_flags, finish, fit, image_parser, mlp_encoder, recipe_lr,
+from common import (add_recipe_flags, finish, fit, image_parser, mlp_encoder, recipe_lars,
                     recipe_options, setup, two_view_augment, two_view_batches)
 
 from minienc.objectives import SimCLR, projection_head
-from minienc.optim import LARS
 from minienc.train import Trainer
 
 
@@ -32,8 +31,7 @@ def main():
                        two_view_augment(args, data), temperature=args.temperature,
                        distributed=args.distributed)   # negatives: every process's views
     loader, steps = two_view_batches(args, data, "SimCLR", objective)   # views.png first
-    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
-                     weight_decay=args.weight_decay)
+    optimizer = recipe_lars(args, objective)
     trainer = Trainer(objective, optimizer, **recipe_options(args, data, objective, loader, steps))
     fit(args, trainer, loader, steps)
     finish(args, data, "SimCLR", encoder, random_encoder)

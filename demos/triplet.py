@@ -10,12 +10,11 @@ two-view recipe).
 """
 import copy
 
-from common import (add_recipe_flags, finish, fit, image_parser, mlp_encoder, recipe_lr,
+from common import (add_recipe_flags, finish, fit, image_parser, mlp_encoder, recipe_lars,
                     recipe_options, setup, two_view_augment, two_view_batches)
 
 from minienc.objectives import Triplet
 from minienc.objectives.contrastive import MINERS
-from minienc.optim import LARS
 from minienc.train import Trainer
 
 
@@ -36,8 +35,7 @@ def main():
                         reduction=args.reduction)   # with labels, batches are (images, labels)
     name = f"triplet {args.miner}" + (" +labels" if args.labels else "")
     loader, steps = two_view_batches(args, data, name, objective, labels=args.labels)
-    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
-                     weight_decay=args.weight_decay)
+    optimizer = recipe_lars(args, objective)
     trainer = Trainer(objective, optimizer, **recipe_options(args, data, objective, loader, steps))
     fit(args, trainer, loader, steps)
     finish(args, data, name, encoder, random_encoder)

@@ -11,12 +11,11 @@ results.json, metrics.jsonl.
 """
 import copy
 
-from common import (collapse_gauges, finish, fit, joint_embedding_parser, mlp_encoder, recipe_lr,
+from common import (collapse_gauges, finish, fit, joint_embedding_parser, mlp_encoder, recipe_lars,
                     recipe_options, save_gauges, setup, two_view_augment, two_view_batches)
 
 from minienc.nn import Sequential
 from minienc.objectives import VICReg, vicreg_expander
-from minienc.optim import LARS
 from minienc.train import Trainer
 
 
@@ -37,8 +36,7 @@ def main():
     gauges = collapse_gauges(args, data, encoder=encoder,
                              embedding=Sequential(encoder, objective.expander))
     loader, steps = two_view_batches(args, data, "VICReg", objective)   # views.png first
-    optimizer = LARS(objective.param_groups(args.weight_decay), lr=recipe_lr(args),
-                     weight_decay=args.weight_decay)
+    optimizer = recipe_lars(args, objective)
     trainer = Trainer(objective, optimizer, callbacks=[gauges],
                       **recipe_options(args, data, objective, loader, steps))
     fit(args, trainer, loader, steps)

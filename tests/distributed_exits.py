@@ -4,7 +4,12 @@ tests/test_distributed.py as
     mpiexec -n 2 python tests/distributed_exits.py <scenario>
 
 Each must end the whole job promptly, with a line that names the rank and what it was doing,
-never leave a rank waiting in a collective (docs/distributed.md, "Errors")."""
+never leave a rank waiting in a collective (docs/distributed.md, "Errors").
+
+A script, not a test module (pytest collects no file of this name): the assertions are in
+tests/test_distributed.py::test_a_rank_that_parts_from_the_others_ends_every_rank, which fails a
+scenario whose job ends with status 0, whose stderr lacks its expected line, in which a rank
+prints "finished", or that outlasts the launch's time limit (a rank left waiting)."""
 import os
 import sys
 import time
