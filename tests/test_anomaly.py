@@ -57,6 +57,23 @@ def test_mismatched_lengths_and_nan_scores_are_errors():
         roc_auc([1.0, float("nan")], [0, 1])
 
 
+@pytest.mark.parametrize("labels, shown", [([0, 1, 2], "[2]"), ([-1, 0, 1], "[-1]"),
+                                           ([0.0, 0.5, 1.0], "[0.5]"), ([0.0, float("nan"), 1.0], "[nan]"),
+                                           (["no", "yes", "no"], "no")])
+def test_labels_other_than_booleans_or_0_1_are_refused(labels, shown):
+    """-1 for "anomalous" (scikit-learn's outlier detectors) or a class index counted as
+    anomalous by a cast to bool: the AUROC of the wrong question, with no word."""
+    with pytest.raises(ValueError, match=r"^roc_auc: is_anomaly must be booleans or 0/1") as error:
+        roc_auc([1.0, 2.0, 3.0], labels)
+    assert shown in str(error.value)
+    assert roc_auc([1.0, 2.0, 3.0], np.array([0.0, 0.0, 1.0])) == 1.0   # 0/1 floats are labels
+
+
+def test_scores_that_are_not_numbers_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"^roc_auc: scores must be numbers, got dtype <U1"):
+        roc_auc(["a", "b"], [0, 1])
+
+
 def test_average_ranks_share_the_mean_rank_of_a_tie():
     np.testing.assert_array_equal(average_ranks(np.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1.0, 3.5, 2.0])
 
@@ -116,6 +133,38 @@ def test_pca_scores_vanish_inside_the_subspace_and_knn_scores_at_train_points():
         knn_scores(train, inside, k=51)
 
 
+BASELINE_CASES = {
+    "knn k 0": (lambda x: knn_scores(x, x, k=0), r"^knn_scores: k must be a positive integer, got 0"),
+    "knn k True": (lambda x: knn_scores(x, x, k=True), r"^knn_scores: k must be a positive integer, got True"),
+    "knn k 2.5": (lambda x: knn_scores(x, x, k=2.5), r"^knn_scores: k must be a positive integer, got 2.5"),
+    "knn batch 0": (lambda x: knn_scores(x, x, batch_size=0), r"^knn_scores: batch_size"),
+    "knn empty test": (lambda x: knn_scores(x, x[:0]), r"^knn_scores: images: no features"),
+    "knn empty train": (lambda x: knn_scores(x[:0], x), r"^knn_scores: train_images: no features"),
+    "knn NaN train image": (lambda x: knn_scores(np.where(np.arange(12)[:, None, None, None] == 0, np.nan, x), x),
+                            r"^knn_scores: train_images: 1 of 12 rows hold NaN or inf \(the first: row 0\)"),
+    "knn other image size": (lambda x: knn_scores(x, x[:, :, :4, :4]),
+                             r"^knn_scores: images have 16 values each but train_images 64"),
+    "pca dim 0": (lambda x: pca_scores(x, x, 0), r"^pca_scores: dim must be a positive integer, got 0"),
+    "pca dim -1": (lambda x: pca_scores(x, x, -1), r"^pca_scores: dim must be a positive integer, got -1"),
+    "pca dim True": (lambda x: pca_scores(x, x, True), r"^pca_scores: dim must be a positive integer, got True"),
+    "pca more directions than images": (lambda x: pca_scores(x[:3], x, 3),
+                                        r"^pca_scores: 3 train images span at most 2 principal directions"),
+    "pca NaN image": (lambda x: pca_scores(x, np.full_like(x, np.nan), 2), r"^pca_scores: images: 12 of 12 rows hold NaN"),
+    "pca empty train": (lambda x: pca_scores(x[:0], x, 2), r"^pca_scores: train_images: no features"),
+    "pca other image size": (lambda x: pca_scores(x, x[:, :, :4, :4], 2), r"^pca_scores: images have 16"),
+}
+
+
+@pytest.mark.parametrize("case", list(BASELINE_CASES))
+def test_baseline_scores_refuse_what_they_cannot_score_by_name(case):
+    """Each used to give a raw NumPy error (reshape, range, matmul, SVD did not converge), or a
+    silent answer: a NaN train image left out of every k-NN, k=True as k=1, dim -1 as every
+    direction but the last, more PCA directions than the train images span (arbitrary ones)."""
+    make, message = BASELINE_CASES[case]
+    with pytest.raises(ValueError, match=message):
+        make(_images(12))
+
+
 def test_an_anomalous_class_scores_higher_for_every_baseline():
     """Normal: images of small values; anomalies: bright noise. Every score separates them."""
     rng = np.random.default_rng(0)
@@ -166,6 +215,21 @@ def test_stroke_width_dilates_and_erodes_a_plus():
     np.testing.assert_array_equal(StrokeWidth(-1)(np.ones((1, 1, 8, 8), np.float32)), 1.0)
     with pytest.raises(ValueError, match="whole number"):
         StrokeWidth(0.5)
+
+
+@pytest.mark.parametrize("rounds", [float("nan"), float("inf"), None, True])
+def test_stroke_width_refuses_what_is_not_a_whole_number_by_name(rounds):
+    """NaN, inf and None leaked int()'s errors; True passed as one round."""
+    with pytest.raises(ValueError, match=r"^StrokeWidth: rounds must be a whole number"):
+        corruption("stroke", rounds)
+
+
+def test_a_shift_as_large_as_the_image_is_refused():
+    """Shifting 8x8 images by 8 or more pixels blanked every image without a word."""
+    x = _images(3)
+    assert Shift(7)(x, rng=0).shape == x.shape
+    with pytest.raises(ValueError, match=r"^Shift: 8 pixels moves every 8x8 image out of view"):
+        Shift(8)(x, rng=0)
 
 
 def test_unknown_corruption_names_the_choices():

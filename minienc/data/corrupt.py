@@ -16,6 +16,8 @@ kinds and what their strength means (strength 0 leaves every image as it is):
 The first two are the denoising autoencoder's own corruptions (minienc/data/augment.py); the last
 three are the low-level changes a "semantic" representation should shrug off.
 """
+import math
+
 from .. import checks
 from .augment import Augmentation, GaussianNoise, MaskingNoise, padded_windows
 
@@ -36,6 +38,9 @@ class Shift(Augmentation):
         s = self.pixels
         if s == 0:
             return x.copy()
+        if s >= min(x.shape[2:]):   # every image would come out blank
+            raise ValueError(f"Shift: {s} pixels moves every {x.shape[2]}x{x.shape[3]} image out of "
+                             f"view (at most {min(x.shape[2:]) - 1})")
         # the four directions as window offsets into the padded image: (0, s) (2s, s) (s, 0) (s, 2s)
         direction = xp.floor(gen.random(x.shape[0]) * 4).astype(xp.int64)
         oy = xp.asarray([0, 2 * s, s, s])[direction]
@@ -62,9 +67,10 @@ class StrokeWidth(Augmentation):
     counts as 0 for the dilation and is ignored by the erosion."""
 
     def __init__(self, rounds=1):
+        # (a bool is not a count; NaN, inf and None are not whole numbers: refused by name)
+        if not (checks.is_real(rounds) and math.isfinite(rounds) and int(rounds) == rounds):
+            raise ValueError(f"StrokeWidth: rounds must be a whole number, got {rounds!r}")
         self.rounds = int(rounds)
-        if self.rounds != rounds:
-            raise ValueError(f"StrokeWidth: rounds must be a whole number, got {rounds}")
 
     def apply(self, x, gen, xp):
         pick = xp.maximum if self.rounds > 0 else xp.minimum

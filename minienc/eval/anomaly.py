@@ -22,20 +22,31 @@ with R_anomalous the sum of the anomalies' ranks among all scores (tied scores s
 rank). 1: every anomaly above every normal image; 0.5: chance; 0: the score is reversed. It
 depends only on the order of the scores, so any increasing transform leaves it unchanged.
 """
-from .. import backend
+from .. import backend, checks
 from ..engine import as_tensor, no_grad
 from ..objectives.reconstruction import reparameterize
 from ..ops import binary_cross_entropy_with_logits, mse_loss
-from .baselines import fit_pca, raw_pixels
+from .baselines import fit_pca
+from .features import as_features
 
 
 def roc_auc(scores, is_anomaly):
-    """Area under the ROC curve of `scores` (N,) against boolean `is_anomaly` (N,): rank-based
-    (the Mann-Whitney U), tied scores averaged. Errors when either class is empty or a score
-    is not finite."""
+    """Area under the ROC curve of `scores` (N,) against `is_anomaly` (N,), booleans or 0/1:
+    rank-based (the Mann-Whitney U), tied scores averaged. Errors when either class is empty, a
+    score is not a finite number, or a label is anything but 0/1 (-1 for "anomalous", as
+    scikit-learn's outlier detectors mark it, would otherwise count as anomalous and 0 as normal
+    with no word)."""
     np = backend.numpy
-    scores = np.asarray(backend.to_host(scores), dtype=np.float64).reshape(-1)
-    positive = np.asarray(backend.to_host(is_anomaly)).reshape(-1).astype(bool)
+    scores = np.asarray(backend.to_host(scores)).reshape(-1)
+    labels = np.asarray(backend.to_host(is_anomaly)).reshape(-1)
+    if scores.dtype.kind not in "biuf":
+        raise ValueError(f"roc_auc: scores must be numbers, got dtype {scores.dtype}")
+    if labels.dtype != bool and not (labels.dtype.kind in "iuf" and np.isin(labels, (0, 1)).all()):
+        odd = [v for v in np.unique(labels[~np.isin(labels, (0, 1))] if labels.dtype.kind in "iuf"
+                                    else labels)[:5].tolist()]
+        raise ValueError(f"roc_auc: is_anomaly must be booleans or 0/1 (1 = anomalous), got "
+                         f"{labels.dtype} values such as {odd}")
+    scores, positive = scores.astype(np.float64), labels.astype(bool)
     if scores.shape != positive.shape:
         raise ValueError(f"roc_auc: scores {scores.shape} and is_anomaly {positive.shape} must have "
                          f"the same length")
@@ -110,12 +121,30 @@ def autoencoder_scores(model, images, batch_size=256):
                        images, batch_size, model.device)
 
 
+def _pixel_rows(owner, train_images, images):
+    """The train and scored images as host float64 rows (N, D), both checked (non-empty, finite,
+    one D): NaN pixels would otherwise drop out of a k-NN unnoticed and break PCA's SVD."""
+    np = backend.numpy
+    train, test = (np.asarray(backend.to_host(as_features(x, f"{owner}: {name}",
+                                                     "the pixels are not finite")),
+                              dtype=np.float64)
+                   for x, name in ((train_images, "train_images"), (images, "images")))
+    if train.shape[1] != test.shape[1]:
+        raise ValueError(f"{owner}: images have {test.shape[1]} values each but train_images "
+                         f"{train.shape[1]}")
+    return train, test
+
+
 def pca_scores(train_images, images, dim):
     """Squared distance of each image to the `dim`-dimensional principal subspace of the
-    train images (the linear autoencoder's reconstruction error), a host array (N,)."""
-    np = backend.numpy
-    train, test = (np.asarray(backend.to_host(raw_pixels(x)), dtype=np.float64)
-                   for x in (train_images, images))
+    train images (the linear autoencoder's reconstruction error), a host array (N,). N train
+    images span at most N - 1 directions: asking for more (short of every pixel) is an error,
+    as the extra directions would be arbitrary."""
+    checks.positive_int("pca_scores", "dim", dim)
+    train, test = _pixel_rows("pca_scores", train_images, images)
+    if min(dim, train.shape[1]) > len(train) - 1:
+        raise ValueError(f"pca_scores: {len(train)} train images span at most {len(train) - 1} "
+                         f"principal directions, dim {dim} asks for more")
     mean, components = fit_pca(train, dim)
     centred = test - mean
     residual = centred - (centred @ components) @ components.T
@@ -127,9 +156,10 @@ def knn_scores(train_images, images, k=5, batch_size=512):
     a host array (N,). An image that is itself among the train images counts as its own
     neighbour (distance 0): score held-out images."""
     np = backend.numpy
-    train = np.asarray(backend.to_host(raw_pixels(train_images)), dtype=np.float64)
-    test = np.asarray(backend.to_host(raw_pixels(images)), dtype=np.float64)
-    if not 1 <= k <= len(train):
+    checks.positive_int("knn_scores", "k", k)
+    checks.positive_int("knn_scores", "batch_size", batch_size)
+    train, test = _pixel_rows("knn_scores", train_images, images)
+    if k > len(train):
         raise ValueError(f"knn_scores: k must be in [1, {len(train)}] (the train images), got {k}")
     train_sq = (train * train).sum(axis=1)
     out = []

@@ -10,9 +10,10 @@ from .. import backend
 from ..engine import as_array
 
 
-def as_features(features, name="features"):
+def as_features(features, name="features", source="the encoder's output is not finite"):
     """(N >= 1, ...) Tensor / NumPy / CuPy array of finite numbers -> float32 (N, D) array on the
-    same device. (Finiteness costs one device read: evaluation is not a hot path.)"""
+    same device. (Finiteness costs one device read: evaluation is not a hot path.) `source`: what
+    the message says of rows that are not finite."""
     data = as_array(features)
     if not hasattr(data, "dtype"):
         data = backend.numpy.asarray(data)
@@ -26,7 +27,7 @@ def as_features(features, name="features"):
     if not bool(finite.all()):
         bad = backend.to_host(xp.flatnonzero(~finite))
         raise ValueError(f"{name}: {len(bad)} of {len(data)} rows hold NaN or inf (the first: row "
-                         f"{int(bad[0])}); the encoder's output is not finite, and no probe, k-NN "
+                         f"{int(bad[0])}); {source}, and no probe, k-NN "
                          f"or RankMe of it means anything")
     return data.astype(backend.DEFAULT_DTYPE, copy=False)
 
