@@ -154,6 +154,68 @@ def test_folders_that_cannot_be_a_dataset_are_refused_by_name(tmp_path):
         load_folder(tmp_path / "broken")
 
 
+def test_a_folder_linked_into_itself_is_walked_once(tmp_path):
+    """A link to a folder above it made os.walk go round until the depth limit: 4 pictures of
+    class a were read as 126. A link to a picture still counts (it is a file of its class)."""
+    write_loose_folder(tmp_path / "a", count=4)
+    write_loose_folder(tmp_path / "b", count=4, seed=2)
+    os.symlink(tmp_path / "a", tmp_path / "a" / "loop")
+    os.symlink(tmp_path / "a" / "000.png", tmp_path / "b" / "linked.png")
+    data = load_folder(tmp_path, image_size=4, test_fraction=0.5)
+    assert np.bincount(np.concatenate([data.y_train, data.y_test])).tolist() == [4, 5]
+
+
+@pytest.mark.parametrize("splits", [("train",), ("test",), ("train", "val"), ("Train", "valid")])
+def test_a_split_that_is_not_train_and_test_is_refused(tmp_path, splits):
+    """photos/train/<class>/ without test/, or train/ + val/, was read as classes named "train"
+    (and "val"), the real classes merged inside each: a dataset with no word of the mistake."""
+    for split in splits:
+        write_class_folder(tmp_path / split, per_class=2)
+    with pytest.raises(ValueError, match=rf"^--data folder:.*: {splits[0]}/.* holds class subfolders, as a "
+                                         r"split does, but a kept split must be train/ and test/"):
+        load_folder(tmp_path, image_size=4)
+
+
+def test_a_class_named_train_holding_pictures_is_still_a_class(tmp_path):
+    write_loose_folder(tmp_path / "train", count=4)
+    write_loose_folder(tmp_path / "bus", count=4, seed=2)
+    assert load_folder(tmp_path, image_size=4, test_fraction=0.5).classes == ("bus", "train")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seed": -1}, r"^load_folder: seed must be an integer >= 0, got -1"),
+    ({"seed": 1.5}, r"^load_folder: seed must be an integer >= 0, got 1.5"),
+    ({"seed": None}, r"^load_folder: seed must be an integer >= 0, got None"),
+])
+def test_load_folder_names_a_seed_it_cannot_use(loose_folder, kwargs, message):
+    """A negative, fractional or missing seed leaked NumPy's SeedSequence errors."""
+    with pytest.raises(ValueError, match=message):
+        load_folder(loose_folder, image_size=4, **kwargs)
+
+
+@pytest.mark.parametrize("path", [None, b"pictures", 3])
+def test_load_folder_names_a_path_that_is_not_one(path):
+    with pytest.raises(TypeError, match=r"^load_folder: path must be a folder's path"):
+        load_folder(path)
+
+
+def test_a_32_bit_picture_beyond_16_bits_is_left_out_by_name(tmp_path):
+    """A 32-bit integer picture was scaled as a 16-bit one: values up to 1.5, outside the [0, 1]
+    the docstring promises, with no word."""
+    for i in range(4):
+        Image.fromarray(np.full((6, 6), 1000 * i, np.int32)).save(tmp_path / f"{i}.tif")
+    Image.fromarray(np.full((6, 6), 100000, np.int32)).save(tmp_path / "bright.tif")
+    with pytest.warns(UserWarning, match=r"bright\.tif \(ValueError: pixel values 100000 to 100000 in "
+                                         r"a mode I picture: only 8- and 16-bit pictures"):
+        data = load_folder(tmp_path, image_size=4, test_fraction=0.5)
+    assert len(data.skipped) == 1 and 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+    os.remove(tmp_path / "0.tif")
+    for i in range(1, 4):
+        os.remove(tmp_path / f"{i}.tif")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"could not be read|could not be decoded"):
+        load_folder(tmp_path, image_size=4, test_fraction=0.5)
+
+
 def test_a_subset_is_chosen_before_decoding_as_subsample_would(loose_folder):
     early = load_folder(loose_folder, image_size=8, seed=2, max_train=10, max_test=5)
     late = subsample(load_folder(loose_folder, image_size=8, seed=2), max_train=10, max_test=5, seed=2)

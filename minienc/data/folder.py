@@ -37,6 +37,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
                     ".pgm", ".pbm")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")
+SPLIT_NAMES = ("train", "test", "val", "valid", "validation")   # folders a split is often kept in
 SHOW_SKIPPED = 10   # files named in the warning (all of them are in dataset.skipped)
 PROGRESS_FROM = 256   # pictures from which decoding shows a progress bar (fewer load in a blink)
 
@@ -57,9 +58,16 @@ def _visible(names):
 
 
 def _pictures_under(folder):
-    """Every picture file under `folder`, at any depth, in sorted order."""
-    found = []
+    """Every picture file under `folder`, at any depth, in sorted order. Linked folders are
+    followed, each real folder once: a link to a folder above it (a loop) would otherwise be
+    walked until the system's depth limit, every picture counted dozens of times."""
+    found, walked = [], set()
     for parent, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(parent)
+        if real in walked:
+            dirs[:] = []
+            continue
+        walked.add(real)
         dirs[:] = _visible(dirs)
         found += [os.path.join(parent, f) for f in _visible(files)
                   if f.lower().endswith(IMAGE_EXTENSIONS)]
@@ -127,7 +135,12 @@ def decode_picture(path, image_size, channels, Image=None):
         image.draft("RGB" if channels == 3 else "L", (image_size, image_size))   # JPEG only
         scale = 1.0 / 65535.0 if image.mode in SIXTEEN_BIT_MODES else 1.0 / 255.0
         target = "RGB" if channels == 3 else ("F" if image.mode in SIXTEEN_BIT_MODES else "L")
-        image = image.convert(target)       # decodes the file (truncation is found here)
+        mode, image = image.mode, image.convert(target)       # decodes the file (truncation is found here)
+        if target == "F":   # 16-bit grey read as 32-bit ints: a 32-bit file may hold more
+            low, high = image.getextrema()
+            if low < 0 or high > 65535:
+                raise ValueError(f"pixel values {low:g} to {high:g} in a mode {mode} picture: "
+                                 f"only 8- and 16-bit pictures (0 to 65535) are read")
         w, h = image.size
         side = min(w, h)
         box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
@@ -152,6 +165,22 @@ def _decode_into(files, out, channels, Image, bar):
 
 # ----- the dataset --------------------------------------------------------------------------------
 
+def _refuse_a_lone_split(root, path):
+    """photos/train/<class>/... without photos/test/ (or with val/ instead) would be read as one
+    class named "train", every class inside it merged: a dataset with no word of what went wrong."""
+    if not os.path.isdir(root):
+        return
+    splits = [e for e in _visible(os.listdir(root)) if e.lower() in SPLIT_NAMES
+              and os.path.isdir(os.path.join(root, e))
+              and any(os.path.isdir(os.path.join(root, e, f)) for f in _visible(os.listdir(os.path.join(root, e))))]
+    if splits:
+        raise ValueError(f"--data folder:{path}: {', '.join(s + '/' for s in splits)} holds class "
+                         f"subfolders, as a split does, but a kept split must be train/ and "
+                         f"test/ side by side; read as it is, each would be one class with its "
+                         f"classes merged. Name the folders train/ and test/, or move the class "
+                         f"folders up into {path} for a seeded split")
+
+
 def load_folder(path, image_size=32, test_fraction=0.25, seed=0, max_train=None, max_test=None,
                 progress=True):
     """An `ImageDataset` from a folder of pictures (layouts in the module docstring), every
@@ -159,13 +188,19 @@ def load_folder(path, image_size=32, test_fraction=0.25, seed=0, max_train=None,
     names (empty when unlabeled), `dataset.skipped` the (path, reason) of each file left out.
     `max_train` / `max_test` keep a seeded, stratified subset of the files (`subsample`'s), chosen
     before anything is decoded. `progress`: a progress bar while decoding (tqdm)."""
-    from ..checks import positive_int
+    from ..checks import non_negative_int, positive_int
     from ..progress import progress_bar
     Image = _pillow()
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+        raise TypeError(f"load_folder: path must be a folder's path (str or os.PathLike), got "
+                        f"{type(path).__name__} {path!r}")
     positive_int("load_folder", "image_size", image_size)
+    non_negative_int("load_folder", "seed", seed)
     max_train, max_test = subset_limits("load_folder", max_train, max_test)
     root = os.path.expanduser(path)
     pair = [os.path.join(root, s) for s in ("train", "test")]
+    if not all(os.path.isdir(p) for p in pair):
+        _refuse_a_lone_split(root, path)
     if all(os.path.isdir(p) for p in pair):
         train_files, y_train, classes = scan_folder(pair[0])
         test_files, y_test, _ = scan_folder(pair[1], classes)
@@ -201,7 +236,8 @@ def load_folder(path, image_size=32, test_fraction=0.25, seed=0, max_train=None,
                       f"{shown}{more}", stacklevel=2)
     for name, x in (("train", arrays[0]), ("test", arrays[2])):
         if len(x) == 0:
-            raise ValueError(f"--data folder:{path}: no readable {name} pictures (too few "
-                             f"pictures for a {test_fraction:.0%} test split?)")
+            why = (f"{len(skipped)} file(s) could not be decoded, named in the warning" if skipped
+                   else f"too few pictures for a {test_fraction:.0%} test split?")
+            raise ValueError(f"--data folder:{path}: no readable {name} pictures ({why})")
     name = "folder:" + os.path.basename(os.path.normpath(root))
     return ImageDataset(*arrays, name, classes=classes, skipped=tuple(skipped))
