@@ -36,7 +36,7 @@ from minienc.export import save_encoder  # noqa: E402
 # the encoder each demo evaluates, by its prefix in the checkpoint (first found wins); a ViT
 # prefix counts only where it holds the patch projection (a shared target holds only positions)
 DEFAULT_ENCODERS = ("target_encoder.", "context_encoder.", "teacher.layers.0.",
-                    "online_network.layers.0.", "encoder.", "")
+                    "online_network.layers.0.", "query_encoder.layers.0.", "encoder.", "")
 RELU, FLATTEN = {"type": "ReLU"}, {"type": "Flatten", "start_axis": 1}
 
 
@@ -51,8 +51,18 @@ def read_run(path):
             model, _, name = rest.partition("/")
             states.setdefault(model, {})[name] = array
     config_path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.json")
-    with open(config_path) as f:
-        return checkpoint, states, json.load(f)
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+        config["flags"].get
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        sys.exit(f"export: the run's record {config_path} (its flags and image shape, beside the "
+                 f"checkpoint) cannot be read ({type(error).__name__}: {error})")
+    if not isinstance(config.get("data"), dict) or "image_shape" not in config["data"]:
+        sys.exit(f"export: {config_path} records no image shape (a text run?): this script "
+                 f"rebuilds image encoders; save any encoder from Python with "
+                 f"minienc.export.save_encoder(model.encoder, folder)")
+    return checkpoint, states, config
 
 
 def choose_encoder(states, wanted=None):
@@ -73,7 +83,9 @@ def choose_encoder(states, wanted=None):
         for model in states:
             found = tensors(model, prefix)
             vit = any(k.endswith("patch_embed.proj.weight") for k in found)
-            if found and (vit or not any(k.endswith("pos_embed") for k in found)):
+            # the whole model ("") only where it is itself a Sequential (the triplet demo's)
+            whole = prefix or all(re.match(r"layers\.\d+\.", k) for k in found)
+            if found and whole and (vit or not any(k.endswith("pos_embed") for k in found)):
                 return model, prefix, found
     sys.exit("export: found none of the usual encoder names; name one with --encoder MODEL/PREFIX")
 
@@ -195,8 +207,11 @@ def main():
         encoder = vit_architecture(state, image_shape, heads)
     else:
         encoder = sequential_architecture(state, image_shape)
-    save_encoder(encoder, args.out, **notes_for(config, vit), checkpoint=checkpoint,
-                 tensors_from=f"{model}/{prefix.rstrip('.')}")
+    try:
+        save_encoder(encoder, args.out, **notes_for(config, vit), checkpoint=checkpoint,
+                     tensors_from=f"{model}/{prefix.rstrip('.')}")
+    except (FileExistsError, ValueError) as error:   # --out a run's folder, a diverged encoder
+        sys.exit(f"export: {error}")
     print(f"exported {model}/{prefix.rstrip('.') or '(the whole model)'} of {checkpoint}: "
           f"{encoder.num_parameters():,} parameters -> {args.out}/model.safetensors + config.json")
 

@@ -25,7 +25,7 @@ cast: what loads is what was saved) and any file the safetensors rules refuse
 import json
 import os
 
-from . import __version__, backend
+from . import __version__, backend, checks
 from .checkpoint import atomic_file
 from .nn import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, Flatten,
                  GELU, Identity, LayerNorm, Linear, MaxPool2d, ReLU, Sequential, Sigmoid,
@@ -116,15 +116,21 @@ def build(architecture):
 
 
 def _build(spec):
-    if not isinstance(spec, dict) or "type" not in spec:
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
         raise ValueError(f"export: an architecture entry must be {{'type': ..., ...}}, got {spec!r}")
     arguments = {k: v for k, v in spec.items() if k != "type"}
     if spec["type"] == "Sequential":
+        if set(arguments) != {"layers"} or not isinstance(arguments["layers"], list):
+            raise ValueError(f"export: a Sequential entry must be {{'type': 'Sequential', 'layers': "
+                             f"[...]}}, got {spec!r}")
         return Sequential(*[_build(layer) for layer in arguments["layers"]])
     if spec["type"] not in BY_NAME:
         raise ValueError(f"export: unknown layer type {spec['type']!r} in the architecture "
                          f"(known: Sequential, {', '.join(sorted(BY_NAME))})")
-    return BY_NAME[spec["type"]](**arguments)
+    try:
+        return BY_NAME[spec["type"]](**arguments)
+    except TypeError as exc:   # an argument missing or unknown: the constructor's own words
+        raise ValueError(f"export: cannot build {spec!r}: {exc}") from None
 
 
 # ----- names and layouts: minienc's <-> PyTorch's ---------------------------------------------------
@@ -189,17 +195,34 @@ def timm_arguments(architecture, pooling="mean"):
             "num_classes": 0}                # no head: forward gives the embedding
 
 
+FLOAT_DTYPES = ("float16", "float32", "float64")   # the floating types safetensors holds
+POOLINGS = ("mean", "cls", "none")   # how the tokens become one embedding (timm's avg, token, none)
+
+
 def save_encoder(encoder, folder, **notes):
     """Write `encoder` (a Module: MLP, conv, ViT, text transformer, a Sequential of layers) into
     `folder` as model.safetensors + config.json. `notes` (JSON-ready: pooling="mean", how the
     inputs were normalised, the data) go into config.json; pooling also sets the timm arguments.
-    Returns the folder."""
+    Returns the folder.
+
+    Everything is checked before anything is written: notes that JSON cannot hold (a NumPy
+    number, a set, NaN), a tensor that is not finite (a diverged run), and a folder whose
+    config.json is not an exported encoder's (a run folder's record, which would be overwritten)."""
     if not hasattr(encoder, "state_dict"):
         raise TypeError(f"save_encoder: expected the encoder Module, got {type(encoder).__name__} "
                         f"(for an objective's embed, pass the encoder it runs)")
+    if "pooling" in notes:
+        checks.one_of("save_encoder", "pooling", notes["pooling"], POOLINGS)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise FileExistsError(f"save_encoder: {folder} exists and is not a folder")
+    _refuse_a_foreign_config(os.path.join(folder, CONFIG))
     architecture = describe(encoder)
     tensors = exported_tensors(encoder)
-    os.makedirs(folder, exist_ok=True)
+    for name, value in tensors.items():
+        if backend.is_floating(value.dtype) and not backend.numpy.isfinite(value).all():
+            raise ValueError(f"save_encoder: tensor {name!r} {list(value.shape)} holds "
+                             f"{int((~backend.numpy.isfinite(value)).sum())} NaN or inf values "
+                             f"(a diverged run?): nothing written")
     floating = [p.dtype for p in encoder.parameters() if backend.is_floating(p.dtype)]
     config = {"format": FORMAT, "format_version": VERSION, "minienc_version": __version__,
               "architecture": architecture, "dtype": str(floating[0]) if floating else "float32",
@@ -208,10 +231,31 @@ def save_encoder(encoder, folder, **notes):
     timm = timm_arguments(architecture, notes.get("pooling", "mean"))
     if timm is not None:
         config["timm"] = timm
+    try:   # the text first: weights written beside a config.json that then fails would not load
+        text = json.dumps(config, indent=1, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"save_encoder: the notes must be JSON (strings, finite numbers, lists, "
+                         f"dicts): {exc}; nothing written") from None
+    os.makedirs(folder, exist_ok=True)
     save_file(tensors, os.path.join(folder, WEIGHTS), metadata={"format": "pt", "producer": f"minienc {__version__}"})
     with atomic_file(os.path.join(folder, CONFIG), "w", ".json") as f:
-        json.dump(config, f, indent=1)
+        f.write(text)
     return folder
+
+
+def _refuse_a_foreign_config(path):
+    """An existing config.json is replaced only when it is an exported encoder's."""
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            ours = json.load(f).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise FileExistsError(f"save_encoder: {path} exists and is not an exported encoder's "
+                              f"config (a run's record?); refusing to overwrite it: export into "
+                              f"another folder")
 
 
 def read_config(folder):
@@ -226,6 +270,11 @@ def read_config(folder):
     if config.get("format_version") != VERSION:
         raise ValueError(f"{path}: format version {config.get('format_version')!r}; this minienc "
                          f"reads version {VERSION}")
+    if not isinstance(config.get("architecture"), dict):
+        raise ValueError(f"{path}: no architecture (a {{'type': ...}} object), got "
+                         f"{config.get('architecture')!r}")
+    if config.get("dtype", "float32") not in FLOAT_DTYPES:
+        raise ValueError(f"{path}: dtype must be one of {FLOAT_DTYPES}, got {config.get('dtype')!r}")
     return config
 
 

@@ -54,8 +54,8 @@ def save_file(tensors, path, metadata=None):
         code = dtype_code(array.dtype)
         # (not ascontiguousarray: it turns a 0-d array into shape (1,))
         arrays[name] = (code, array.astype(array.dtype.newbyteorder("<"), order="C", copy=False))
-    if metadata is not None and not all(isinstance(k, str) and isinstance(v, str)
-                                        for k, v in metadata.items()):
+    if metadata is not None and not (isinstance(metadata, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
         raise SafetensorsError("save_file: metadata must map strings to strings")
     order = sorted(arrays, key=lambda n: (-RANK[arrays[n][0]], n))
     header, offset = ({"__metadata__": dict(metadata)} if metadata else {}), 0
@@ -73,6 +73,20 @@ def save_file(tensors, path, metadata=None):
     return path
 
 
+class _DuplicateName(Exception):
+    pass
+
+
+def _unique_names(pairs):
+    """A JSON object as a dict, refusing a name given twice (json.loads would keep the last)."""
+    out = {}
+    for name, value in pairs:
+        if name in out:
+            raise _DuplicateName(name)
+        out[name] = value
+    return out
+
+
 def read_header(raw, where="safetensors"):
     """(entries sorted by offset: [(name, dtype code, shape, begin, end)], metadata, data start)
     from the bytes of a whole file, every rule of the format checked."""
@@ -86,9 +100,11 @@ def read_header(raw, where="safetensors"):
         raise refuse(f"the header length says {length:,} bytes but the file holds "
                      f"{len(raw) - 8:,} after it (truncated, or not safetensors)")
     try:
-        header = json.loads(raw[8:8 + length].decode("utf-8"))
+        header = json.loads(raw[8:8 + length].decode("utf-8"), object_pairs_hook=_unique_names)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise refuse(f"the header is not JSON ({exc})") from None
+    except _DuplicateName as exc:
+        raise refuse(f"tensor {exc.args[0]!r} is listed twice in the header (which one is it?)") from None
     if not isinstance(header, dict):
         raise refuse("the header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}

@@ -261,6 +261,100 @@ def test_load_encoder_refuses_a_config_that_is_not_ours(tmp_path):
         load_encoder(tmp_path)
 
 
+def linear_encoder():
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+
+
+@pytest.mark.parametrize("notes, message", [
+    ({"scale": np.float32(1.0)}, r"Object of type float32 is not JSON serializable"),
+    ({"classes": {1, 2}}, r"Object of type set is not JSON serializable"),
+    ({"mean": float("nan")}, r"Out of range float values are not JSON compliant"),
+])
+def test_notes_json_cannot_hold_are_refused_before_anything_is_written(tmp_path, notes, message):
+    """model.safetensors was written, then config.json failed: a folder that cannot load (or,
+    over an earlier export, new weights beside the old config); NaN was written as bare NaN,
+    which is not JSON."""
+    with pytest.raises(ValueError, match=r"^save_encoder: the notes must be JSON .*" + message):
+        save_encoder(linear_encoder(), tmp_path / "out", **notes)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_holding_another_config_json_is_not_overwritten(tmp_path):
+    """`demos/export.py runs/byol --out runs/byol` replaced the run's record with the export's."""
+    record = json.dumps({"demo": "byol", "flags": {"seed": 0}})
+    (tmp_path / CONFIG).write_text(record)
+    with pytest.raises(FileExistsError, match=r"^save_encoder: .*config.json exists and is not an "
+                                              r"exported encoder's config"):
+        save_encoder(linear_encoder(), tmp_path)
+    assert (tmp_path / CONFIG).read_text() == record and not (tmp_path / WEIGHTS).exists()
+    save_encoder(linear_encoder(), tmp_path / "exported")
+    save_encoder(linear_encoder(), tmp_path / "exported")   # an earlier export is replaced
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match=r"^save_encoder: .*file exists and is not a folder"):
+        save_encoder(linear_encoder(), tmp_path / "file")
+
+
+def test_an_encoder_that_is_not_finite_is_not_exported(tmp_path):
+    encoder = linear_encoder()
+    encoder.layers[1].weight.data[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^save_encoder: tensor '1.weight' \[4, 12\] holds 1 NaN or inf"):
+        save_encoder(encoder, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_pooling_is_refused_not_written_as_no_pooling(tmp_path):
+    with pytest.raises(ValueError, match=r"^save_encoder: pooling must be one of \('mean', 'cls', 'none'\)"):
+        save_encoder(linear_encoder(), tmp_path, pooling="max")
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda c: c.pop("architecture"), r"config.json: no architecture"),
+    (lambda c: c.update(architecture=[1]), r"config.json: no architecture"),
+    (lambda c: c["architecture"].pop("layers"), r"^export: a Sequential entry must be"),
+    (lambda c: c["architecture"]["layers"][1].update(bogus=1),
+     r"^export: cannot build .*'Linear'.*unexpected keyword argument 'bogus'"),
+    (lambda c: c["architecture"]["layers"][1].pop("in_features"),
+     r"^export: cannot build .*'Linear'.*missing 1 required positional argument: 'in_features'"),
+    (lambda c: c["architecture"]["layers"][0].update(type=["Flatten"]), r"^export: an architecture entry must be"),
+    (lambda c: c.update(dtype="garbage"), r"config.json: dtype must be one of \('float16', 'float32', 'float64'\)"),
+])
+def test_a_tampered_config_is_refused_by_what_is_wrong(tmp_path, tamper, message):
+    """Each gave a raw KeyError, TypeError (unexpected keyword, unhashable list) or NumPy's
+    'data type not understood' naming no file."""
+    save_encoder(linear_encoder(), tmp_path)
+    config = json.loads((tmp_path / CONFIG).read_text())
+    tamper(config)
+    (tmp_path / CONFIG).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        load_encoder(tmp_path)
+
+
+def test_a_float16_encoder_round_trips(tmp_path):
+    """The config's dtype check keeps what Module.astype gives and safetensors holds."""
+    encoder = linear_encoder().astype("float16")
+    save_encoder(encoder, tmp_path)
+    assert load_encoder(tmp_path).layers[1].weight.dtype == np.float16
+
+
+def test_a_tensor_listed_twice_in_the_header_is_refused(tmp_path):
+    """json.loads keeps the last of two entries with one name: which tensor is it?"""
+    path = tmp_path / "t.safetensors"
+    save_file({"a": np.zeros(2, np.float32)}, path)
+    raw = path.read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    text = raw[8:8 + length].decode().rstrip()
+    text = '{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},' + text[1:]
+    text += " " * (-(8 + len(text)) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text.encode() + raw[8 + length:])
+    with pytest.raises(SafetensorsError, match=r"tensor 'a' is listed twice in the header"):
+        load_file(path)
+
+
+def test_metadata_that_is_not_a_dict_is_refused_by_name(tmp_path):
+    with pytest.raises(SafetensorsError, match=r"^save_file: metadata must map strings to strings"):
+        save_file({"a": np.zeros(2)}, tmp_path / "t.safetensors", metadata=[("a", "b")])
+
+
 # ----- PyTorch ------------------------------------------------------------------------------------
 
 def torch_vit(torch, timm):
@@ -408,9 +502,11 @@ def exported_embedding(folder):
 
 # one of each kind the export script rebuilds: a conv stack, an MLP behind a Flatten (VAE: the
 # posterior mean), the whole model (triplet), a nested teacher (DINO), ViTs with and without
-# the input normalisation (MAE, JEPA)
+# the input normalisation (MAE, JEPA), and MoCo's query encoder (it was not found: the whole
+# model was tried, and refused as "not a layer of a Sequential")
 @pytest.mark.parametrize("demo, extra", [("autoencoder", ["--arch", "conv"]), ("vae", []),
-                                         ("triplet", []), ("dino", []), ("mae", []), ("jepa", [])])
+                                         ("triplet", []), ("dino", []), ("mae", []), ("jepa", []),
+                                         ("moco", ["--queue", "32"])])
 def test_an_exported_demo_encoder_evaluates_as_the_demo_did(demo, extra, tmp_path, monkeypatch):
     from demo_check import run_in_process
     from test_demo_runs import IMAGE_DEMOS, QUICK
@@ -427,3 +523,20 @@ def test_an_exported_demo_encoder_evaluates_as_the_demo_did(demo, extra, tmp_pat
     for key in ("dim", "linear", "fewshot", "knn"):
         assert again[key] == pytest.approx(trained[key], abs=1e-6), (demo, key)
     assert again["rankme"] == pytest.approx(trained["rankme"], rel=1e-4), demo
+
+
+def test_export_refuses_by_name_what_it_cannot_take(tmp_path, monkeypatch):
+    """A damaged run record gave a raw JSONDecodeError, a text run's a KeyError 'data', and
+    --out the run's own folder overwrote its config.json."""
+    from demo_check import run_in_process
+    from test_demo_runs import QUICK
+    run_in_process("autoencoder.py", "--out", tmp_path / "run", *QUICK, monkeypatch=monkeypatch)
+    record = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(SystemExit, match=r"config.json exists and is not an exported encoder's config"):
+        run_in_process("export.py", tmp_path / "run", "--out", tmp_path / "run", monkeypatch=monkeypatch)
+    assert (tmp_path / "run" / "config.json").read_text() == record
+    for damaged, message in (('{"flags": ', r"cannot be read \(JSONDecodeError"),
+                             (json.dumps({"flags": {}, "data": {"name": "text"}}), r"records no image shape")):
+        (tmp_path / "run" / "config.json").write_text(damaged)
+        with pytest.raises(SystemExit, match=r"^export: .*config.json.* " + message):
+            run_in_process("export.py", tmp_path / "run", "--out", tmp_path / "out", monkeypatch=monkeypatch)
