@@ -51,6 +51,20 @@ def positive(owner, name, value):
     return value
 
 
+MIN_TEMPERATURE = 1e-30   # logits / 1e-30 stay ~1e30: float32 (to 3.4e38) still sums a batch of them
+
+
+def temperature(owner, name, value):
+    """A finite number > 0, and at least MIN_TEMPERATURE: a loss or a k-NN divides similarities
+    in [-1, 1] by it in float32, and below that the logits, or their sum over a batch, overflow
+    to inf and then NaN (1e-46 is not even a float32: it becomes 0, and the division 0 / 0)."""
+    positive(owner, name, value)
+    if value < MIN_TEMPERATURE:
+        raise ValueError(f"{owner}: {name} must be at least {MIN_TEMPERATURE:g}, got {value!r}: "
+                         f"logits are similarities / {name} in float32, and overflow below it")
+    return value
+
+
 def non_negative(owner, name, value):
     if not (is_real(value) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}")
@@ -75,6 +89,14 @@ def span(owner, name, value, low=0.0, high=math.inf):
         raise ValueError(f"{owner}: {name} must be (min, max) with {low} < min <= max{top}, "
                          f"got {value!r}")
     return float(value[0]), float(value[1])
+
+
+def token_id(owner, name, value, vocab_size):
+    """An id of a vocabulary of `vocab_size` tokens: an integer in [0, vocab_size) (an id
+    outside it never matches a token, so a pad or mask id there silently does nothing)."""
+    if not (is_int(value) and 0 <= value < vocab_size):
+        raise ValueError(f"{owner}: {name} must be a token id in [0, {vocab_size}), got {value!r}")
+    return int(value)
 
 
 def one_of(owner, name, value, choices):

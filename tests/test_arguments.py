@@ -12,7 +12,10 @@ from minienc.data import colour
 from minienc.objectives import (DINO, IJEPA, MAE, BarlowTwins, LeJEPA, MaskedViewsJEPA, VICReg,
                                 barlow_projector, build_model, dino_head, kl_to_standard_normal,
                                 reconstruction_loss, vicreg_expander)
+from minienc.objectives import Triplet
 from minienc.objectives.dino import WeightNormLinear
+from minienc.objectives.jepa_study import StudyJEPA
+from minienc.objectives.masked_language import MaskedLanguageModel
 from minienc.objectives.multiblock import MultiBlockMaskSampler
 from minienc.objectives.reconstruction import kl_weight_schedule
 
@@ -112,6 +115,9 @@ AUGMENTATIONS = {
     "multi-crop local float": (lambda: D.MultiCrop(2, 1.5), r"^MultiCrop: local_crops"),
     "blur p": (lambda: colour.GaussianBlur(p=-0.1), r"^GaussianBlur: p must be in \[0.0, 1.0\]"),
     "flip p": (lambda: colour.RandomHorizontalFlip(p=2), r"^RandomHorizontalFlip: p"),
+    # 2026-12-06, round 4: True was a fraction of 1 (every value masked), None a bare TypeError
+    "masking noise True": (lambda: D.MaskingNoise(True), r"^MaskingNoise: fraction must be in \[0, 1\], got True"),
+    "masking noise None": (lambda: D.MaskingNoise(None), r"^MaskingNoise: fraction must be in \[0, 1\], got None"),
 }
 
 
@@ -226,7 +232,41 @@ OBJECTIVES = {
     "IJEPA predictor depth -1": (lambda: IJEPA(small_vit(), predictor_depth=-1), "JEPAPredictor",
                                  "depth"),
     "IJEPA masks not a sampler": (lambda: IJEPA(small_vit(), masks=4), "IJEPA", "masks"),
+    # round 4 (2026-12-06): each was taken at construction, and failed later or never
+    "Triplet margin NaN": (lambda: Triplet(nn.Linear(4, 8), margin=float("nan")), "Triplet", "margin"),
+    "Triplet reduction": (lambda: Triplet(nn.Linear(4, 8), reduction="avg"), "Triplet", "reduction"),
+    "LeJEPA lam True": (lambda: lejepa(lam=True), "LeJEPA", "lam"),
+    "LeJEPA lam None": (lambda: lejepa(lam=None), "LeJEPA", "lam"),
+    "LeJEPA proj_dim 0": (lambda: lejepa(proj_dim=0), "LeJEPA", "proj_dim"),
+    "LeJEPA hidden -1": (lambda: lejepa(hidden=-1), "LeJEPA", "hidden"),
+    "MaskedViewsJEPA proj_dim 0": (lambda: MaskedViewsJEPA(small_vit(), predictor_dim=8, proj_dim=0),
+                                   "MaskedViewsJEPA", "proj_dim"),
+    "StudyJEPA variance weight NaN": (lambda: study(variance_weight=float("nan")), "StudyJEPA", "variance_weight"),
+    "StudyJEPA covariance weight -1": (lambda: study(covariance_weight=-1.0), "StudyJEPA", "covariance_weight"),
+    "StudyJEPA sigreg weight inf": (lambda: study(sigreg_weight=float("inf")), "StudyJEPA", "sigreg_weight"),
+    "StudyJEPA sigreg_proj_dim -1": (lambda: study(sigreg_proj_dim=-1), "StudyJEPA", "sigreg_proj_dim"),
+    "StudyJEPA sigreg_hidden 0": (lambda: study(sigreg_hidden=0), "StudyJEPA", "sigreg_hidden"),
+    "StudyJEPA 0 directions": (lambda: study(num_directions=0), "StudyJEPA", "num_directions"),
+    "StudyJEPA directions True": (lambda: study(num_directions=True), "StudyJEPA", "num_directions"),
+    "MLM mask_prob NaN": (lambda: mlm(mask_prob=float("nan")), "MaskedLanguageModel", "mask_prob"),
+    "MLM mask_prob True": (lambda: mlm(mask_prob=True), "MaskedLanguageModel", "mask_prob"),
+    "MLM mask_prob 0": (lambda: mlm(mask_prob=0.0), "MaskedLanguageModel", "mask_prob"),
+    "MLM ignore_index": (lambda: mlm(ignore_index="x"), "MaskedLanguageModel", "ignore_index"),
+    "MLM special id outside the vocabulary": (lambda: mlm(special_ids=(0, 50)), "MaskedLanguageModel", "special_ids"),
+    "MLM special ids a string": (lambda: mlm(special_ids="x"), "MaskedLanguageModel", "special_ids"),
+    "MLM mask_id -1": (lambda: mlm(mask_id=-1), "MaskedLanguageModel", "mask_id"),
+    "TextTransformer pad_id outside": (lambda: nn.TextTransformer(50, pad_id=50), "TextTransformer", "pad_id"),
+    "TextTransformer pad_id True": (lambda: nn.TextTransformer(50, pad_id=True), "TextTransformer", "pad_id"),
+    "VICReg eps 0": (lambda: vicreg(eps=0.0), "VICReg", "eps"),
 }
+
+
+def study(**kwargs):
+    return StudyJEPA(small_vit(), predictor_dim=8, predictor_depth=1, **kwargs)
+
+
+def mlm(**kwargs):
+    return MaskedLanguageModel(50, **{"max_len": 8, "dim": 16, "depth": 1, "num_heads": 2, **kwargs})
 
 
 @pytest.mark.parametrize("case", list(OBJECTIVES))
@@ -242,3 +282,12 @@ def test_lejepa_one_global_view_with_local_views_is_allowed():
     """The guard against a single view counts every view: one global and local ones still have
     an invariance term (the local views predict the global view)."""
     assert lejepa(num_views=1, local_augment=lambda x: x, num_local_views=2).num_views == 1
+
+
+def test_a_moco_head_that_is_one_layer_is_taken():
+    """MoCo v1's head is one linear layer: MoCo read head.layers[-1] and failed with a raw
+    AttributeError ('Linear has no attribute layers')."""
+    from minienc.objectives import MoCo
+    assert MoCo(nn.Linear(4, 8), nn.Linear(8, 6), queue_size=8, bn_groups=1).queue.shape == (8, 6)
+    with pytest.raises(TypeError, match=r"^MoCo: the head must end in a layer with out_features"):
+        MoCo(nn.Linear(4, 8), nn.ReLU(), queue_size=8)

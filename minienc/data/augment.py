@@ -354,9 +354,7 @@ class MaskingNoise(Augmentation):
     together), chosen at random, are set to 0."""
 
     def __init__(self, fraction=0.25):
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"{type(self).__name__}: fraction must be in [0, 1], got {fraction}")
-        self.fraction = fraction
+        self.fraction = checks.in_range(type(self).__name__, "fraction", fraction, 0, 1)
 
     def apply(self, x, gen, xp):
         mask = exact_fraction_mask(gen, xp, x.shape, self.fraction)

@@ -19,7 +19,7 @@ def knn_predict(features_train, y_train, features_test, k=20, temperature=0.07, 
                 chunk=1024):
     """Predicted labels (int64 array on the features' device) for every test row."""
     checks.positive_int("knn", "k", k)
-    checks.positive("knn", "temperature", temperature)
+    checks.temperature("knn", "temperature", temperature)
     checks.positive_int("knn", "chunk", chunk)
     f_train = _normalize(as_features(features_train, "features_train"))
     f_test = _normalize(as_features(features_test, "features_test"))

@@ -104,6 +104,8 @@ class TextTransformer(Module):
         checks.positive_int("TextTransformer", "vocab_size", vocab_size)
         checks.positive_int("TextTransformer", "max_len", max_len)
         checks.non_negative_int("TextTransformer", "depth", depth)
+        if pad_id is not None:   # (None: no padding to mask)
+            checks.token_id("TextTransformer", "pad_id", pad_id, vocab_size)
         self.vocab_size, self.max_len, self.dim, self.pad_id = vocab_size, max_len, dim, pad_id
         self.token_embedding = Embedding(vocab_size, dim, std=0.02)
         self.blocks = [TransformerBlock(dim, num_heads, mlp_ratio, dropout=dropout) for _ in range(depth)]

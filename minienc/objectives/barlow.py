@@ -54,6 +54,7 @@ def redundancy_reduction(c, lambd=5e-3):
 def barlow_twins_terms(z1, z2, lambd=5e-3, eps=1e-5, distributed=False):
     """{"loss", "on_diagonal", "off_diagonal"} of two views' embeddings (B, D); distributed:
     C over every process's embeddings."""
+    checks.non_negative("barlow_twins", "lambd", lambd)   # < 0: unbounded below
     if distributed:
         z1, z2 = dist.all_gather(z1), dist.all_gather(z2)
     on_diagonal, off_diagonal = redundancy_reduction(cross_correlation(z1, z2, eps))

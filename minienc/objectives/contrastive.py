@@ -52,7 +52,7 @@ from .. import distributed as dist
 from ..nn import BatchNorm1d, Linear, ReLU, Sequential
 from ..optim import EMA
 from ..engine import as_array, no_grad
-from .protocol import ViewObjective
+from .protocol import ViewObjective, head_width
 
 LARGE_NUM = 1e9  # the logit of an excluded entry (finite on purpose: see the module docstring)
 REDUCTIONS = ("mean", "mean_nonzero", "sum", "none")
@@ -226,7 +226,7 @@ def info_nce_logits(queries, positive_keys, negative_keys=None, temperature=0.1,
     with `distributed`, every process's positive keys, gathered with a gradient).
     negative_mask: (N, M) booleans, True where a negative must not count (its logit is -1e9)."""
     _check_embeddings("info_nce", queries, positive_keys)
-    checks.positive("info_nce", "temperature", temperature)
+    checks.temperature("info_nce", "temperature", temperature)
     n, dim = queries.shape
     if negative_keys is None and n < 2:
         raise ValueError(f"info_nce: in-batch negatives need at least 2 queries, got {n}")
@@ -322,7 +322,7 @@ class SimCLR(ViewObjective):
     """
 
     def __init__(self, encoder, head, augment=None, temperature=0.5, distributed=False):
-        checks.positive("SimCLR", "temperature", temperature)
+        checks.temperature("SimCLR", "temperature", temperature)
         self.encoder, self.head, self.augment = encoder, head, augment
         self.temperature, self.distributed = temperature, distributed
 
@@ -347,6 +347,8 @@ class Triplet(ViewObjective):
                  squared=False, normalize=True, reduction="mean"):
         if miner not in MINERS:
             raise ValueError(f"Triplet: miner must be one of {sorted(MINERS)}, got {miner!r}")
+        checks.finite("Triplet", "margin", margin)   # (the loss checks it only at its first call)
+        checks.one_of("Triplet", "reduction", reduction, REDUCTIONS)
         self.encoder, self.augment, self.labels = encoder, augment, bool(labels)
         self.options = dict(miner=miner, margin=margin, squared=squared, normalize=normalize,
                             reduction=reduction)
@@ -421,7 +423,7 @@ class MoCo(ViewObjective):
                  temperature=0.2, bn_groups=4, seed=None, distributed=False):
         checks.positive_int("MoCo", "queue_size", queue_size)
         checks.in_range("MoCo", "momentum", momentum, 0.0, 1.0)
-        checks.positive("MoCo", "temperature", temperature)
+        checks.temperature("MoCo", "temperature", temperature)
         checks.positive_int("MoCo", "bn_groups", bn_groups)
         self.encoder, self.head, self.augment = encoder, head, augment
         self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
@@ -431,7 +433,7 @@ class MoCo(ViewObjective):
         self.key_encoder = self._ema.target
         device = encoder.device
         xp = backend.xp_for(device)
-        out_features = head.layers[-1].out_features
+        out_features = head_width("MoCo", head, "the width of the keys in the queue")
         gen = backend.rng(device) if seed is None else xp.random.default_rng(seed)
         queue = gen.standard_normal((queue_size, out_features), dtype=backend.DEFAULT_DTYPE)
         queue /= xp.linalg.norm(queue, axis=1, keepdims=True)

@@ -44,7 +44,7 @@ from ..engine import as_array, as_tensor, no_grad
 from ..nn import GELU, BatchNorm1d, Linear, Module, Sequential, init
 from ..optim.ema import EMA
 from ..optim.schedules import cosine
-from .protocol import ViewObjective
+from .protocol import ViewObjective, head_width
 
 
 # ----- the head ---------------------------------------------------------------------------------
@@ -114,6 +114,7 @@ def teacher_distribution(teacher_logits, center, temperature):
     """P_t = softmax((g_t - c) / tau_t), a constant (no graph)."""
     if not temperature > 0:
         raise ValueError(f"DINO: the teacher temperature must be > 0, got {temperature}")
+    checks.temperature("DINO", "teacher temperature", temperature)   # finite, not too small
     shifted = (as_array(teacher_logits) - as_array(center)) * (1.0 / temperature)
     with no_grad():
         return ops.softmax(as_tensor(shifted), axis=-1)
@@ -126,6 +127,7 @@ def dino_cross_entropy(teacher_probs, student_logits, student_temperature=0.1):
     the global crops first, in the same order."""
     if not student_temperature > 0:
         raise ValueError(f"DINO: the student temperature must be > 0, got {student_temperature}")
+    checks.temperature("DINO", "student temperature", student_temperature)
     if len(student_logits) < 2 or len(teacher_probs) > len(student_logits):
         raise ValueError(f"DINO: {len(teacher_probs)} teacher views need at least as many student "
                          f"views, and at least two, got {len(student_logits)}")
@@ -185,8 +187,8 @@ class DINO(ViewObjective):
                  centering=True, distributed=False):
         checks.in_range("DINO", "momentum", momentum, 0.0, 1.0)
         checks.in_range("DINO", "center_momentum", center_momentum, 0.0, 1.0)
-        checks.positive("DINO", "student_temperature", student_temperature)
-        checks.positive("DINO", "teacher_temperature", teacher_temperature)
+        checks.temperature("DINO", "student_temperature", student_temperature)
+        checks.temperature("DINO", "teacher_temperature", teacher_temperature)
         checks.positive_int("DINO", "global_crops", global_crops)
         self.student = Sequential(encoder, head)
         self._ema = EMA(self.student)    # a frozen deep copy: the teacher
@@ -197,7 +199,7 @@ class DINO(ViewObjective):
         self.center_momentum = float(center_momentum)
         self.global_crops, self.centering = int(global_crops), bool(centering)
         self.distributed = bool(distributed)
-        out_features = _prototypes(head)
+        out_features = head_width("DINO", head, "the prototypes, as dino_head(...) builds it")
         xp = backend.xp_for(encoder.device)
         self.register_buffer("center", xp.zeros((1, out_features), dtype=backend.DEFAULT_DTYPE))
 
@@ -264,12 +266,3 @@ class DINO(ViewObjective):
         center += (1.0 - m) * batch_center(teacher_logits, self.distributed)
 
 
-def _prototypes(head):
-    """The number of prototypes K: the out_features of the head's last layer (dino_head's
-    weight-normalised one), named when the head does not say."""
-    layers = getattr(head, "layers", None)
-    last = layers[-1] if layers else head
-    if not isinstance(getattr(last, "out_features", None), int):
-        raise TypeError(f"DINO: the head must end in a layer with out_features (the prototypes, as "
-                        f"dino_head(...) builds it), got {type(head).__name__}")
-    return last.out_features

@@ -229,6 +229,8 @@ class MaskedViewsJEPA(Objective):
         self.encoder = _vit("MaskedViewsJEPA", encoder)
         self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim,
                                        predictor_depth, encoder.num_heads if predictor_heads is None else predictor_heads)
+        checks.positive_int("MaskedViewsJEPA", "proj_dim", proj_dim)
+        checks.positive_int("MaskedViewsJEPA", "hidden", hidden)
         self.projector = projection_head(encoder.dim, hidden, proj_dim, num_layers=3)
         checks.in_range("MaskedViewsJEPA", "keep", keep, 0.0, 1.0, include_low=False, include_high=False)
         kept = int(encoder.num_patches * keep)

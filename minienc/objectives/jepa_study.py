@@ -137,6 +137,12 @@ class StudyJEPA(Objective):
                                      ("target_sees", target_sees, TARGET_VIEWS),
                                      ("prediction_level", prediction_level, PREDICTION_LEVELS)):
             checks.one_of("StudyJEPA", name, value, choices)
+        for name, value in (("variance_weight", variance_weight),
+                            ("covariance_weight", covariance_weight), ("sigreg_weight", sigreg_weight)):
+            checks.non_negative("StudyJEPA", name, value)
+        checks.non_negative_int("StudyJEPA", "sigreg_proj_dim", sigreg_proj_dim)
+        checks.positive_int("StudyJEPA", "sigreg_hidden", sigreg_hidden)
+        checks.positive_int("StudyJEPA", "num_directions", num_directions)
         if target_encoder == "ema" and not stop_gradient:
             raise ValueError("StudyJEPA: an EMA target encoder never gets a gradient; "
                              "stop_gradient=False needs target_encoder='shared'")

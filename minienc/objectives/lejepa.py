@@ -100,8 +100,7 @@ class LeJEPA(Objective):
     def __init__(self, encoder, proj_dim=32, hidden=256, lam=0.02, num_directions=NUM_DIRECTIONS,
                  embed_dim=None, projector=None, distributed=False, augment=None, num_views=2,
                  local_augment=None, num_local_views=0, mask_keep=None, local_keep=0.25):
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"LeJEPA: lam must be in [0, 1], got {lam}")
+        checks.in_range("LeJEPA", "lam", lam, 0, 1)
         embed_dim = embed_dim or getattr(encoder, "dim", None)
         if projector is None and embed_dim is None:
             raise ValueError("LeJEPA: pass embed_dim (the encoder's output width) or a projector")
@@ -119,6 +118,9 @@ class LeJEPA(Objective):
                              f"num_local_views={num_local_views}")
         if num_local_views and mask_keep is None and local_augment is None:
             raise ValueError("LeJEPA: num_local_views augmented views need a local_augment")
+        if projector is None:
+            checks.positive_int("LeJEPA", "proj_dim", proj_dim)
+            checks.positive_int("LeJEPA", "hidden", hidden)
         self.encoder = encoder
         self.projector = projector if projector is not None else projection_head(
             embed_dim, hidden, proj_dim, num_layers=3, batch_norm=True)

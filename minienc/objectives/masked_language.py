@@ -31,7 +31,7 @@ As in run_pretraining.py, the head runs only at the chosen positions (gathered t
 """
 from collections import namedtuple
 
-from .. import backend, ops
+from .. import backend, checks, ops
 from ..nn.encoders import TextTransformer
 from ..nn.layers import GELU, Linear
 from ..nn.module import Module
@@ -152,6 +152,16 @@ class MaskedLanguageModel(Objective):
                  mask_prob=0.15):
         self.encoder = TextTransformer(vocab_size, max_len, dim, depth, num_heads, mlp_ratio,
                                        pad_id=pad_id, dropout=dropout)
+        owner = "MaskedLanguageModel"
+        checks.in_range(owner, "mask_prob", mask_prob, 0.0, 1.0, include_low=False)
+        if not checks.is_int(ignore_index):
+            raise ValueError(f"{owner}: ignore_index must be an integer, got {ignore_index!r}")
+        if not isinstance(special_ids, (tuple, list, set, frozenset)):
+            raise ValueError(f"{owner}: special_ids must be a collection of token ids, got {special_ids!r}")
+        for i in special_ids:
+            checks.token_id(owner, "special_ids", i, vocab_size)
+        if mask_id is not None:   # (None: loss_of_masking only, the caller masks)
+            checks.token_id(owner, "mask_id", mask_id, vocab_size)
         self.head = MLMHead(dim, vocab_size)
         self.vocab_size, self.pad_id, self.ignore_index = vocab_size, pad_id, ignore_index
         self.special_ids, self.mask_id, self.mask_prob = tuple(special_ids), mask_id, mask_prob

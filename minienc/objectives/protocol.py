@@ -40,6 +40,17 @@ from ..nn.module import Module
 from ..optim.optimizer import param_groups_without_decay
 
 
+def head_width(owner, head, what):
+    """The out_features of `head`'s last layer (a Sequential's last, or the head itself): the
+    width of what the head gives, named when the head does not say."""
+    layers = getattr(head, "layers", None)
+    last = layers[-1] if layers else head
+    if not isinstance(getattr(last, "out_features", None), int):
+        raise TypeError(f"{owner}: the head must end in a layer with out_features ({what}), "
+                        f"got {type(head).__name__}")
+    return last.out_features
+
+
 class Objective(Module):
     """The base of every objective (see the module docstring)."""
 

@@ -43,6 +43,10 @@ def variance_covariance(embeddings, gamma=1.0, eps=1e-4):
     if embeddings.ndim != 2 or embeddings.shape[0] < 2:
         raise ValueError(f"variance_covariance: expected embeddings (B >= 2, D), got "
                          f"{tuple(embeddings.shape)}")
+    checks.non_negative("variance_covariance", "gamma", gamma)
+    # eps > 0: at a collapsed dimension (what the term is there for) Var = 0, and the gradient
+    # of sqrt(0) is infinite: times the zero deviations, NaN in every gradient
+    checks.positive("variance_covariance", "eps", eps)
     b, d = embeddings.shape
     centred = embeddings - embeddings.mean(axis=0, keepdims=True)
     var = centred.var(axis=0, ddof=1)
@@ -58,6 +62,10 @@ def vicreg_terms(z1, z2, invariance_weight=25.0, variance_weight=25.0, covarianc
     the terms unweighted (variance: the mean of the two views', covariance: their sum).
     distributed: variance and covariance over every process's embeddings."""
     _check_embeddings("vicreg", z1, z2)
+    for name, weight in (("invariance_weight", invariance_weight),
+                         ("variance_weight", variance_weight),
+                         ("covariance_weight", covariance_weight)):
+        checks.non_negative("vicreg", name, weight)
     invariance = ops.mse_loss(z1, z2)
     if distributed:
         z1, z2 = dist.all_gather(z1), dist.all_gather(z2)
@@ -97,9 +105,9 @@ class VICReg(ViewObjective):
                  distributed=False):
         for name, value in (("invariance_weight", invariance_weight),
                             ("variance_weight", variance_weight),
-                            ("covariance_weight", covariance_weight), ("gamma", gamma),
-                            ("eps", eps)):
+                            ("covariance_weight", covariance_weight), ("gamma", gamma)):
             checks.non_negative("VICReg", name, value)
+        checks.positive("VICReg", "eps", eps)   # (variance_covariance says why)
         self.encoder, self.expander, self.augment = encoder, expander, augment
         self.weights = dict(invariance_weight=float(invariance_weight),
                             variance_weight=float(variance_weight),
