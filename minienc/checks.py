@@ -54,15 +54,21 @@ def positive(owner, name, value):
 MIN_TEMPERATURE = 1e-30   # logits / 1e-30 stay ~1e30: float32 (to 3.4e38) still sums a batch of them
 
 
+def at_least(owner, name, value, floor, why):
+    """A finite number > 0 and >= floor, a scale something is divided by: below the floor
+    `why` says what overflows."""
+    positive(owner, name, value)
+    if value < floor:
+        raise ValueError(f"{owner}: {name} must be at least {floor:g}, got {value!r}: {why}")
+    return value
+
+
 def temperature(owner, name, value):
     """A finite number > 0, and at least MIN_TEMPERATURE: a loss or a k-NN divides similarities
     in [-1, 1] by it in float32, and below that the logits, or their sum over a batch, overflow
     to inf and then NaN (1e-46 is not even a float32: it becomes 0, and the division 0 / 0)."""
-    positive(owner, name, value)
-    if value < MIN_TEMPERATURE:
-        raise ValueError(f"{owner}: {name} must be at least {MIN_TEMPERATURE:g}, got {value!r}: "
-                         f"logits are similarities / {name} in float32, and overflow below it")
-    return value
+    return at_least(owner, name, value, MIN_TEMPERATURE,
+                    f"logits are similarities / {name} in float32, and overflow below it")
 
 
 def non_negative(owner, name, value):

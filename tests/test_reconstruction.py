@@ -320,3 +320,36 @@ def test_short_training_lowers_the_loss(device, kind, options):
     assert last < 0.67 * first, (first, last)
     if kind == "vae":
         assert trainer.records[-1]["kl"] > 0.5      # the code carries information
+
+
+@pytest.mark.parametrize("kind", ["autoencoder", "denoising", "vae"])
+@pytest.mark.parametrize("scale, shift, hint", [(255.0, 0.0, "divide \\[0, 255\\] pixels by 255"),
+                                                (4.0, -2.0, "use likelihood='gaussian'")])
+def test_a_bernoulli_model_refuses_images_outside_0_1(kind, scale, shift, hint):
+    """[0, 255] pixels gave an autoencoder's loss of -594 nats (a Bernoulli likelihood read 255
+    as a probability: unbounded below), standardised ones a loss with no meaning, silently."""
+    model = build_model(kind, (1, 4, 4), latent_dim=2)
+    x = minienc.tensor(np.random.default_rng(0).random((3, 1, 4, 4)).astype(np.float32) * scale + shift)
+    with pytest.raises(ValueError, match=rf"^{type(model).__name__}: a Bernoulli likelihood needs "
+                                         rf"targets in \[0, 1\], got values in .*\({hint}\)"):
+        model.loss(x)
+    gaussian = build_model(kind, (1, 4, 4), latent_dim=2, likelihood="gaussian")
+    assert np.isfinite(float(gaussian.loss(x)["loss"].data))
+
+
+def test_anomaly_scores_refuse_images_a_bernoulli_model_cannot_read():
+    from minienc.eval.anomaly import autoencoder_scores
+    model = build_model("autoencoder", (1, 4, 4), latent_dim=2)
+    with pytest.raises(ValueError, match=r"^reconstruction_per_example: a Bernoulli likelihood needs"):
+        autoencoder_scores(model, np.full((2, 1, 4, 4), 255.0, np.float32))
+
+
+@pytest.mark.parametrize("sigma", [1e-20, 1e-30])
+def test_a_gaussian_sigma_too_small_for_float32_is_refused(sigma):
+    """1 / (2 sigma^2) overflowed float32: the loss was inf, and NaN once trained on."""
+    with pytest.raises(ValueError, match=r"^Autoencoder: sigma must be at least 1e-15"):
+        build_model("autoencoder", (1, 4, 4), latent_dim=2, likelihood="gaussian", sigma=sigma)
+    with pytest.raises(ValueError, match=r"^reconstruction_loss: sigma must be at least 1e-15"):
+        reconstruction_loss(minienc.zeros(2, 4), minienc.ones(2, 4), "gaussian", sigma)
+    assert np.isfinite(float(reconstruction_loss(minienc.zeros(2, 4), minienc.ones(2, 4), "gaussian",
+                                                 1e-15).data))

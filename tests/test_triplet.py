@@ -210,3 +210,15 @@ def test_triplet_objective_is_the_functional_loss_of_both_views_and_gradchecks(d
     assert model.loss_of_views(v1, v2, *extra)["loss"].item() == pytest.approx(want.item(), rel=1e-6)
     assert gradcheck_objective(model, lambda a, b: model.loss_of_views(a, b, *extra), v1, v2,
                                directions=2)
+
+
+def test_a_batch_of_one_image_is_refused_not_a_loss_of_zero():
+    """One image has no negative: the triplet loss was 0 on every step, with and without labels,
+    and the encoder never trained (nt_xent already refused it)."""
+    views = [minienc.tensor(np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32))
+             for _ in range(2)]
+    with pytest.raises(ValueError, match=r"^view_triplet_loss: a batch of 1 image has no negatives"):
+        view_triplet_loss(*views)
+    model = Triplet(minienc.nn.Linear(4, 3), augment=lambda x: x, labels=True)
+    with pytest.raises(ValueError, match=r"^Triplet: a batch of 1 image has no negatives"):
+        model.loss((views[0], np.array([0])))

@@ -23,8 +23,8 @@ rank). 1: every anomaly above every normal image; 0.5: chance; 0: the score is r
 depends only on the order of the scores, so any increasing transform leaves it unchanged.
 """
 from .. import backend, checks
-from ..engine import as_tensor, no_grad
-from ..objectives.reconstruction import reparameterize
+from ..engine import as_array, as_tensor, no_grad
+from ..objectives.reconstruction import check_probabilities, reparameterize
 from ..ops import binary_cross_entropy_with_logits, mse_loss
 from .baselines import fit_pca
 from .features import as_features
@@ -80,6 +80,7 @@ def reconstruction_per_example(output, images, likelihood="bernoulli", sigma=1.0
     """-log p(images | output) of each example (a host array (N,)): the reconstruction term of
     minienc.objectives.reconstruction, summed over each example's values but not averaged."""
     if likelihood == "bernoulli":
+        check_probabilities("reconstruction_per_example", as_array(images))
         values = binary_cross_entropy_with_logits(output, images, reduction="none")
     else:
         values = mse_loss(output, images, reduction="none") * (1.0 / (2.0 * sigma * sigma))

@@ -211,6 +211,9 @@ def view_triplet_loss(view1, view2, miner="batch_hard", **options):
     """The unsupervised triplet loss: the positive of a view is the other view of the same image,
     the negatives are the views of the other images (labels = image index)."""
     _check_embeddings("view_triplet_loss", view1, view2)
+    if view1.shape[0] < 2:   # every triplet needs another image: the loss would be 0, always
+        raise ValueError(f"view_triplet_loss: a batch of {view1.shape[0]} image has no negatives; "
+                         f"the triplet loss needs at least 2")
     labels = view_labels(view1.shape[0], backend.get_xp(as_array(view1)))
     return batch_triplet_loss(ops.concatenate([view1, view2]), labels, miner, **options)
 
@@ -365,6 +368,9 @@ class Triplet(ViewObjective):
         z = self.encoder(ops.concatenate([view1, view2]))
         if labels is None:
             return {"loss": view_triplet_loss(z[:n], z[n:], **self.options)}
+        if n < 2:   # the two views of one image share its label: no negative, a loss of 0
+            raise ValueError(f"Triplet: a batch of {n} image has no negatives; the triplet loss "
+                             f"needs at least 2")
         labels = as_array(labels)
         both = backend.get_xp(labels).concatenate([labels, labels])
         return {"loss": batch_triplet_loss(z, both, **self.options)}

@@ -41,7 +41,7 @@ from ..data.augment import GaussianNoise, MaskingNoise, SaltAndPepperNoise
 from ..nn import ConvDecoder, ConvEncoder, Flatten, MLPEncoder, Sequential, Unflatten
 from ..ops import binary_cross_entropy_with_logits, mse_loss, sigmoid
 from ..optim import Constant, LinearSchedule
-from ..engine import as_tensor, no_grad
+from ..engine import as_array, as_tensor, no_grad
 from .protocol import Objective
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -66,7 +66,32 @@ def reconstruction_loss(output, target, likelihood="bernoulli", sigma=1.0):
         return binary_cross_entropy_with_logits(output, target, reduction="sum") * per_example
     if not sigma > 0:
         raise ValueError(f"reconstruction_loss: sigma must be positive, got {sigma}")
+    check_sigma("reconstruction_loss", sigma)
     return mse_loss(output, target, reduction="sum") * (per_example / (2.0 * sigma * sigma))
+
+
+def check_probabilities(owner, target):
+    """A Bernoulli likelihood reads each target value as a probability: outside [0, 1] the loss
+    is unbounded below ([0, 255] pixels gave -594 nats and a decoder pushed to infinity). On the
+    host only, as reading the extremes back from a GPU would be a sync every step."""
+    if backend.is_cupy(target) or not target.size:
+        return
+    smallest, largest = float(target.min()), float(target.max())
+    if smallest < 0.0 or largest > 1.0:
+        hint = "divide [0, 255] pixels by 255" if largest > 2 else "use likelihood='gaussian'"
+        raise ValueError(f"{owner}: a Bernoulli likelihood needs targets in [0, 1], got values in "
+                         f"[{smallest:g}, {largest:g}] ({hint}); outside [0, 1] the loss has no "
+                         f"lower bound")
+
+
+MIN_SIGMA = 1e-15   # 1 / (2 sigma^2) = 5e29 still leaves float32 room to sum an image's errors
+
+
+def check_sigma(owner, sigma):
+    """The Gaussian loss scales squared errors by 1 / (2 sigma^2), a float32 factor: below
+    MIN_SIGMA it is inf (sigma = 1e-20 gave an inf loss, and NaN once trained on)."""
+    return checks.at_least(owner, "sigma", sigma, MIN_SIGMA,
+                           "the loss divides by 2 sigma^2 in float32, which overflows below it")
 
 
 def decoder_mean(output, likelihood="bernoulli"):
@@ -177,12 +202,20 @@ class Autoencoder(Objective):
 
     def __init__(self, encoder, decoder, likelihood="bernoulli", sigma=1.0):
         _check_likelihood(type(self).__name__, likelihood)
-        checks.positive(type(self).__name__, "sigma", sigma)
+        check_sigma(type(self).__name__, sigma)
         self.encoder, self.decoder = encoder, decoder
         self.likelihood, self.sigma = likelihood, sigma
 
     def loss(self, x):
-        return {"loss": reconstruction_loss(self.decoder(self.embed(x)), x, self.likelihood, self.sigma)}
+        return {"loss": self.reconstruction(self.decoder(self.embed(x)), x)}
+
+    def reconstruction(self, output, x):
+        """R(output, x) under this model's likelihood. The data x is checked where it enters:
+        a Bernoulli likelihood refuses values outside [0, 1] (check_probabilities). (The function
+        reconstruction_loss is the bare formula, as PyTorch's losses are, for any target.)"""
+        if self.likelihood == "bernoulli":
+            check_probabilities(type(self).__name__, as_array(x))
+        return reconstruction_loss(output, x, self.likelihood, self.sigma)
 
     def reconstruct(self, x):
         """The decoder's mean for x: the image it rebuilds."""
@@ -215,8 +248,7 @@ class DenoisingAutoencoder(Autoencoder):
 
     def loss(self, x, rng=None):
         corrupted = self.corrupt(x, rng)
-        return {"loss": reconstruction_loss(self.decoder(self.embed(corrupted)), x, self.likelihood,
-                                            self.sigma)}
+        return {"loss": self.reconstruction(self.decoder(self.embed(corrupted)), x)}
 
 
 class VAE(Autoencoder):
@@ -246,7 +278,7 @@ class VAE(Autoencoder):
     def loss(self, x, eps=None):
         mu, logvar = self.posterior(x)
         z = reparameterize(mu, logvar, eps)
-        recon = reconstruction_loss(self.decoder(z), x, self.likelihood, self.sigma)
+        recon = self.reconstruction(self.decoder(z), x)
         kl = kl_to_standard_normal(mu, logvar)
         return {"loss": recon + kl * self.beta, "recon": recon, "kl": kl}
 
