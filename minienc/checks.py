@@ -105,6 +105,14 @@ def token_id(owner, name, value, vocab_size):
     return int(value)
 
 
+def sizes(owner, name, value):
+    """A tuple or list of positive integers (layer widths, channel counts, a shape), as a tuple:
+    a bare number here was a raw "'int' object is not iterable"."""
+    if not _is_sequence(value):
+        raise ValueError(f"{owner}: {name} must be a tuple or list of positive integers, got {value!r}")
+    return tuple(positive_int(owner, name, n) for n in value)
+
+
 def one_of(owner, name, value, choices):
     if value not in choices:
         raise ValueError(f"{owner}: {name} must be one of {tuple(choices)}, got {value!r}")

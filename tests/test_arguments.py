@@ -81,6 +81,15 @@ CASES = {
     "schedule float steps": (lambda: optim.Cosine(0.9, 1.0, total_steps=2.5), r"^Cosine: total_steps"),
     "schedule value": (lambda: optim.LinearSchedule(None, 1.0, 10), r"^LinearSchedule: start must be a finite number"),
     "kl warmup": (lambda: kl_weight_schedule(1.0, warmup_steps=-1), r"^kl_weight_schedule: warmup_steps"),
+    # round 4: a NaN axis was stored and failed at the first forward; bare numbers where a list
+    # of sizes belongs gave "'int' object is not iterable"; None a bare TypeError
+    "Flatten start_axis NaN": (lambda: nn.Flatten(start_axis=float("nan")), r"^Flatten: start_axis must be an integer, got nan"),
+    "Dropout p None": (lambda: nn.Dropout(None), r"^Dropout: p must be in \[0, 1\), got None"),
+    "TransformerBlock dim NaN": (lambda: nn.TransformerBlock(float("nan"), 2), r"^TransformerBlock: dim must be a positive integer, got nan"),
+    "MLPEncoder hidden a number": (lambda: nn.MLPEncoder(64, 256, 32), r"^MLPEncoder: hidden must be a tuple or list of positive integers, got 256"),
+    "ConvEncoder channels a number": (lambda: nn.ConvEncoder(1, 16), r"^ConvEncoder: channels must be a tuple or list"),
+    "ConvDecoder channels None": (lambda: nn.ConvDecoder(1, None), r"^ConvDecoder: channels must be a tuple or list"),
+    "Unflatten shape a number": (lambda: nn.Unflatten(4), r"^Unflatten: shape must be a tuple or list"),
 }
 
 
@@ -118,6 +127,22 @@ AUGMENTATIONS = {
     # 2026-12-06, round 4: True was a fraction of 1 (every value masked), None a bare TypeError
     "masking noise True": (lambda: D.MaskingNoise(True), r"^MaskingNoise: fraction must be in \[0, 1\], got True"),
     "masking noise None": (lambda: D.MaskingNoise(None), r"^MaskingNoise: fraction must be in \[0, 1\], got None"),
+    # inf or True was a jitter strength (inf: every pixel white), 'x' / None a bare TypeError
+    "jitter brightness inf": (lambda: colour.ColorJitter(brightness=float("inf")), r"^ColorJitter: brightness must be >= 0 and finite"),
+    "jitter contrast True": (lambda: colour.ColorJitter(contrast=True), r"^ColorJitter: contrast must be >= 0 and finite, got True"),
+    "jitter saturation None": (lambda: colour.ColorJitter(saturation=None), r"^ColorJitter: saturation must be >= 0"),
+    "jitter hue None": (lambda: colour.ColorJitter(hue=None), r"^ColorJitter: hue must be in"),
+    "blur kernel NaN": (lambda: colour.GaussianBlur(kernel_size=float("nan")), r"^GaussianBlur: kernel_size must be odd and positive, got nan"),
+    "blur kernel True": (lambda: colour.GaussianBlur(kernel_size=True), r"^GaussianBlur: kernel_size must be odd and positive, got True"),
+    "blur sigma a number": (lambda: colour.GaussianBlur(sigma=1.0), r"^GaussianBlur: sigma must be a range"),
+    "blur sigma inf": (lambda: colour.GaussianBlur(sigma=(0.1, float("inf"))), r"^GaussianBlur: sigma must be a range"),
+    "solarize threshold NaN": (lambda: D.Solarize(float("nan")), r"^Solarize: threshold must be in \[0.0, 1.0\], got nan"),
+    "salt and pepper high NaN": (lambda: D.SaltAndPepperNoise(high=float("nan")), r"^SaltAndPepperNoise: high must be a finite number"),
+    "erasing value NaN": (lambda: D.RandomErasing(value=float("nan")), r"^RandomErasing: value must be a finite number"),
+    "erasing scale a number": (lambda: D.RandomErasing(scale=0.1), r"^RandomErasing: scale must be \(min, max\)"),
+    "resized crop ratio None": (lambda: D.RandomResizedCrop(ratio=None), r"^RandomResizedCrop: ratio must be \(min, max\)"),
+    "affine scale a number": (lambda: D.RandomAffine(scale=1.0), r"^RandomAffine: scale must be \(min, max\)"),
+    "brightness contrast clip NaN": (lambda: D.BrightnessContrast(clip=(0.0, float("nan"))), r"^BrightnessContrast: clip must be \(min, max\)"),
 }
 
 

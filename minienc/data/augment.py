@@ -214,7 +214,7 @@ class RandomAffine(Augmentation):
     def __init__(self, degrees=15.0, translate=0.1, scale=(0.9, 1.1), shear=0.0, p=1.0):
         self.degrees = checks.non_negative("RandomAffine", "degrees", degrees)
         self.translate = checks.in_range("RandomAffine", "translate", translate, 0.0, 1.0)
-        self.scale = checks.span("RandomAffine", "scale", tuple(scale))
+        self.scale = checks.span("RandomAffine", "scale", scale)
         self.shear = checks.non_negative("RandomAffine", "shear", shear)
         self.p = p
 
@@ -239,9 +239,8 @@ class RandomResizedCrop(Augmentation):
     which keeps the draw a fixed number of device operations (no data-dependent loop)."""
 
     def __init__(self, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), p=1.0, size=None):
-        self.scale, self.ratio, self.p = tuple(scale), tuple(ratio), p
-        checks.span("RandomResizedCrop", "scale", self.scale, high=1.0)
-        checks.span("RandomResizedCrop", "ratio", self.ratio)
+        self.scale = checks.span("RandomResizedCrop", "scale", scale, high=1.0)
+        self.ratio, self.p = checks.span("RandomResizedCrop", "ratio", ratio), p
         self.size = None if size is None else checks.pair("RandomResizedCrop", "size", size, minimum=1)
         if self.size is not None and p < 1.0:
             raise ValueError(f"RandomResizedCrop: with size={self.size} every image changes size, "
@@ -284,10 +283,9 @@ class RandomErasing(Augmentation):
     the area and aspect `ratio` to `value`. Box sides are clipped to the image (no retry loop)."""
 
     def __init__(self, p=0.5, scale=(0.02, 0.25), ratio=(0.3, 3.3), value=0.0):
-        self.p, self.value = p, value
-        self.scale, self.ratio = tuple(scale), tuple(ratio)
-        checks.span("RandomErasing", "scale", self.scale, high=1.0)
-        checks.span("RandomErasing", "ratio", self.ratio)
+        self.p, self.value = p, checks.finite("RandomErasing", "value", value)
+        self.scale = checks.span("RandomErasing", "scale", scale, high=1.0)
+        self.ratio = checks.span("RandomErasing", "ratio", ratio)
 
     def apply(self, x, gen, xp):
         n, _, h, w = x.shape
@@ -314,6 +312,8 @@ class BrightnessContrast(Augmentation):
     def __init__(self, brightness=0.4, contrast=0.4, clip=(0.0, 1.0), p=1.0):
         checks.in_range("BrightnessContrast", "brightness", brightness, 0.0, 1.0)
         checks.in_range("BrightnessContrast", "contrast", contrast, 0.0, 1.0)
+        if clip is not None:   # (low, high), any finite range
+            clip = checks.span("BrightnessContrast", "clip", clip, low=-math.inf)
         self.brightness, self.contrast, self.clip = brightness, contrast, clip
         self.p = p
 
@@ -369,7 +369,8 @@ class SaltAndPepperNoise(MaskingNoise):
 
     def __init__(self, fraction=0.25, low=0.0, high=1.0):
         super().__init__(fraction)
-        self.low, self.high = low, high
+        self.low = checks.finite("SaltAndPepperNoise", "low", low)
+        self.high = checks.finite("SaltAndPepperNoise", "high", high)
 
     def fill(self, gen, xp, x):
         coin = gen.random(x.shape, dtype=x.dtype) < 0.5

@@ -19,6 +19,9 @@ Formulas (torchvision's ColorJitter and friends, which the PyTorch SimCLR/BYOL/D
 ColorJitter applies brightness, contrast, saturation, hue in that fixed order; torchvision
 shuffles the order per call, which a batched, sync-free pipeline cannot do per image.
 """
+import math
+
+from .. import checks
 from .augment import Augmentation, Compose, RandomResizedCrop, check_range, uniform
 
 LUMA = (0.299, 0.587, 0.114)
@@ -83,9 +86,9 @@ class ColorJitter(Augmentation):
     def __init__(self, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=1.0):
         for name, value in (("brightness", brightness), ("contrast", contrast),
                             ("saturation", saturation)):
-            if not value >= 0:
-                raise ValueError(f"ColorJitter: {name} must be >= 0, got {value}")
-        if not 0 <= hue <= 0.5:
+            if not (checks.is_real(value) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"ColorJitter: {name} must be >= 0 and finite, got {value!r}")
+        if not (checks.is_real(hue) and 0 <= hue <= 0.5):
             raise ValueError(f"ColorJitter: hue must be in [0, 0.5] (a fraction of the colour "
                              f"wheel), got {hue}")
         self.brightness, self.contrast, self.saturation, self.hue, self.p = (
@@ -127,9 +130,10 @@ class GaussianBlur(Augmentation):
     borders reflected."""
 
     def __init__(self, kernel_size=3, sigma=(0.1, 2.0), p=0.5):
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"GaussianBlur: kernel_size must be odd and positive, got {kernel_size}")
-        if not 0 < sigma[0] <= sigma[1]:
+        if not (checks.is_int(kernel_size) and kernel_size >= 1 and kernel_size % 2 == 1):
+            raise ValueError(f"GaussianBlur: kernel_size must be odd and positive, got {kernel_size!r}")
+        if not (isinstance(sigma, (tuple, list)) and len(sigma) == 2
+                and all(checks.is_real(s) for s in sigma) and 0 < sigma[0] <= sigma[1] < math.inf):
             raise ValueError(f"GaussianBlur: sigma must be a range 0 < low <= high, got {sigma}")
         self.kernel_size, self.sigma, self.p = kernel_size, tuple(sigma), p
 
@@ -162,7 +166,7 @@ class Solarize(Augmentation):
     """With probability p per image, every value above `threshold` becomes 1 - value."""
 
     def __init__(self, threshold=0.5, p=0.2):
-        self.threshold, self.p = threshold, p
+        self.threshold, self.p = checks.in_range("Solarize", "threshold", threshold, 0.0, 1.0), p
 
     def apply(self, x, gen, xp):
         return xp.where(x > self.threshold, 1 - x, x)

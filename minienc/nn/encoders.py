@@ -21,8 +21,8 @@ class MLPEncoder(Sequential):
     MLPEncoder(32, (256, 256), 64) its decoder."""
 
     def __init__(self, in_features, hidden=(256, 256), out_features=32, activation=ReLU, batch_norm=False):
-        for name, value in (("in_features", in_features), ("out_features", out_features),
-                            *(("hidden", h) for h in hidden)):
+        hidden = checks.sizes("MLPEncoder", "hidden", hidden)
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
             checks.positive_int("MLPEncoder", name, value)
         layers, width = [], in_features
         for h in hidden:
@@ -45,6 +45,7 @@ class ConvEncoder(Sequential):
     def __init__(self, in_channels=1, channels=(16, 32), kernel_size=3, stride=2, padding=1,
                  activation=ReLU, out_features=None, image_size=None):
         layers, c = [], checks.positive_int("ConvEncoder", "in_channels", in_channels)
+        channels = checks.sizes("ConvEncoder", "channels", channels)
         for out in channels:
             layers += [Conv2d(c, checks.positive_int("ConvEncoder", "channels", out), kernel_size,
                               stride, padding), activation()]
@@ -77,7 +78,7 @@ class ConvDecoder(Sequential):
 
     def __init__(self, out_channels=1, channels=(32, 16), kernel_size=3, stride=2, padding=1,
                  output_padding=1, activation=ReLU, in_features=None, feature_shape=None):
-        layers = []
+        channels, layers = checks.sizes("ConvDecoder", "channels", channels), []
         if in_features is not None:
             if feature_shape is None or feature_shape[0] != channels[0]:
                 raise ValueError(f"ConvDecoder: in_features needs feature_shape (C, h, w) with "

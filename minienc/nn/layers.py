@@ -62,7 +62,9 @@ class Flatten(Module):
     """Flatten every axis from `start_axis` on: (N, C, H, W) -> (N, C*H*W) by default."""
 
     def __init__(self, start_axis=1):
-        self.start_axis = start_axis
+        if not checks.is_int(start_axis):
+            raise ValueError(f"Flatten: start_axis must be an integer, got {start_axis!r}")
+        self.start_axis = int(start_axis)
 
     def forward(self, x):
         return x.reshape(*x.shape[:self.start_axis], -1)
@@ -72,7 +74,7 @@ class Unflatten(Module):
     """The inverse of Flatten: (N, C*H*W) -> (N, *shape)."""
 
     def __init__(self, shape):
-        self.shape = tuple(checks.positive_int("Unflatten", "shape", n) for n in shape)
+        self.shape = checks.sizes("Unflatten", "shape", shape)
 
     def forward(self, x):
         return x.reshape(x.shape[0], *self.shape)
@@ -82,8 +84,7 @@ class Dropout(Module):
     """Inverted dropout while training; the identity in eval mode."""
 
     def __init__(self, p=0.5):
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        checks.in_range("Dropout", "p", p, 0, 1, include_high=False)
         self.p = p
 
     def forward(self, x):

@@ -61,6 +61,7 @@ class TransformerBlock(Module):
     LayerNorm eps is 1e-6 as in ViT, MAE and I-JEPA."""
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, dropout=0.0, eps=1e-6):
+        checks.positive_int("TransformerBlock", "dim", dim)
         checks.positive("TransformerBlock", "mlp_ratio", mlp_ratio)
         if int(dim * mlp_ratio) < 1:
             raise ValueError(f"TransformerBlock: mlp_ratio {mlp_ratio} of dim {dim} leaves an MLP "
