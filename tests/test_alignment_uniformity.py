@@ -12,6 +12,7 @@ from minienc import backend
 from minienc import eval as E
 from minienc.data import ImageDataset, load_digits
 from minienc.nn import Flatten, Linear, Sequential
+from minienc.eval.health import alignment, rankme, uniformity
 
 
 def put(array, device):
@@ -90,3 +91,27 @@ def test_evaluation_row_has_alignment_and_uniformity_on_seeded_pairs(device, cap
     # features without images to augment leave the columns empty
     bare = E.evaluate_features("features", z1, data.y_test, z2, data.y_test, draws=3, verbose=False)
     assert bare["align"] is None and bare["unif"] is None
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda z: uniformity(z, t=-1.0), r"^uniformity: t must be a finite number > 0, got -1.0"),
+    (lambda z: uniformity(z, chunk=0), r"^uniformity: chunk must be a positive integer, got 0"),
+    (lambda z: alignment(z, z, alpha=float("nan")), r"^alignment: alpha must be a finite number > 0, got nan"),
+    (lambda z: rankme(z, eps=-1.0), r"^rankme: eps must be a finite number > 0, got -1.0"),
+])
+def test_health_settings_are_checked_where_given(call, message):
+    """A negative t, a NaN alpha or eps gave a number (or NaN) with no word; chunk 0 a bare
+    range() error."""
+    z = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=message):
+        call(z)
+
+
+def test_uniformity_at_a_large_t_is_the_log_sum_exp_not_log_0():
+    """Every exp(-t d^2) underflowed to 0 at t = 1e6 and math.log(0) raised 'math domain error';
+    relative to the closest pair, the sum stays representable: uniformity -> -t min d^2."""
+    z = np.eye(4, dtype=np.float64)[[0, 1, 2]]          # three orthogonal unit vectors, d^2 = 2
+    assert uniformity(z, t=1e6) == pytest.approx(-2e6, rel=1e-12)
+    assert uniformity(z, t=2.0) == pytest.approx(-4.0, rel=1e-12)
+    z = np.random.default_rng(0).standard_normal((30, 5))
+    assert uniformity(z, t=2.0, chunk=7) == pytest.approx(uniformity(z, t=2.0), rel=1e-12)

@@ -19,7 +19,7 @@
 """
 import math
 
-from .. import backend
+from .. import backend, checks
 from .features import as_features
 
 
@@ -44,6 +44,7 @@ def singular_values(z):
 
 def rankme(embeddings, eps=1e-7):
     """RankMe effective rank (a float) of embeddings (N, D), as in the paper: not centred."""
+    checks.positive("rankme", "eps", eps)   # (p log p of a zero singular value is NaN at eps 0)
     z = as_features(embeddings, "embeddings")
     xp = backend.get_xp(z)
     s = singular_values(z)
@@ -59,6 +60,7 @@ def _unit_rows(z):
 def alignment(view1, view2, alpha=2.0):
     """Wang & Isola's alignment (a float) of the embeddings of two views (N, D), row i of each
     being a positive pair: the mean of ||f(x_i) - f(y_i)||^alpha on L2-normalised rows."""
+    checks.positive("alignment", "alpha", alpha)
     z1, z2 = as_features(view1, "view1"), as_features(view2, "view2")
     if z1.shape != z2.shape:
         raise ValueError(f"alignment: the two views' embeddings differ in shape: {tuple(z1.shape)} "
@@ -72,19 +74,25 @@ def alignment(view1, view2, alpha=2.0):
 def uniformity(embeddings, t=2.0, chunk=1024):
     """Wang & Isola's uniformity (a float) of embeddings (N >= 2, D): the log of the mean of
     exp(-t ||f(x_i) - f(x_j)||^2) over the pairs i != j, on L2-normalised rows. Rows are taken
-    `chunk` at a time, so memory stays O(chunk * N), and summed in float64."""
+    `chunk` at a time, so memory stays O(chunk * N), and summed in float64 relative to the
+    closest pair (a log-sum-exp: at a large t every exp(-t d^2) underflows to 0, and log 0)."""
+    checks.positive("uniformity", "t", t)
+    checks.positive_int("uniformity", "chunk", chunk)
     z = as_features(embeddings, "embeddings")
     if z.shape[0] < 2:
         raise ValueError(f"uniformity: needs at least two embeddings, got shape {tuple(z.shape)}")
     xp = backend.get_xp(z)
     z = _unit_rows(z).astype("float64")
     n = z.shape[0]
-    total = 0.0   # a device scalar after the first chunk: one host read at the end
+    total, nearest = 0.0, None   # device scalars after the first chunk: one host read at the end
     for start in range(0, n, chunk):
         block = z[start:start + chunk]
         squared = xp.maximum(2.0 - 2.0 * (block @ z.T), 0.0)     # ||a - b||^2 of unit rows
-        kernel = xp.exp(-t * squared)
         rows = xp.arange(block.shape[0])
-        kernel[rows, rows + start] = 0.0                          # a point and itself: no pair
-        total = total + kernel.sum()
-    return math.log(float(total) / (n * (n - 1)))
+        squared[rows, rows + start] = xp.inf                      # a point and itself: no pair
+        # sum of exp(-t (d^2 - nearest)), nearest the smallest d^2 so far, rescaled as it falls
+        closest = squared.min() if nearest is None else xp.minimum(nearest, squared.min())
+        if nearest is not None:
+            total = total * xp.exp(-t * (nearest - closest))
+        total, nearest = total + xp.exp(-t * (squared - closest)).sum(), closest
+    return math.log(float(total) / (n * (n - 1))) - t * float(nearest)
