@@ -43,7 +43,10 @@ RELU, FLATTEN = {"type": "ReLU"}, {"type": "Flatten", "start_axis": 1}
 def read_run(path):
     """(the checkpoint's path, its models' states {model: {key: array}}, the run's config.json)."""
     checkpoint = os.path.join(path, "checkpoint.npz") if os.path.isdir(path) else path
-    meta, arrays = read_checkpoint(checkpoint)
+    try:
+        meta, arrays = read_checkpoint(checkpoint)
+    except (OSError, ValueError) as error:   # missing, truncated, not a checkpoint (CheckpointError)
+        sys.exit(f"export: {error}")
     states = {}
     for key, array in arrays.items():
         kind, _, rest = key.partition("/")

@@ -526,8 +526,8 @@ def test_an_exported_demo_encoder_evaluates_as_the_demo_did(demo, extra, tmp_pat
 
 
 def test_export_refuses_by_name_what_it_cannot_take(tmp_path, monkeypatch):
-    """A damaged run record gave a raw JSONDecodeError, a text run's a KeyError 'data', and
-    --out the run's own folder overwrote its config.json."""
+    """A damaged run record gave a raw JSONDecodeError, a text run's a KeyError 'data', a cut
+    checkpoint a traceback, and --out the run's own folder overwrote its config.json."""
     from demo_check import run_in_process
     from test_demo_runs import QUICK
     run_in_process("autoencoder.py", "--out", tmp_path / "run", *QUICK, monkeypatch=monkeypatch)
@@ -535,6 +535,11 @@ def test_export_refuses_by_name_what_it_cannot_take(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match=r"config.json exists and is not an exported encoder's config"):
         run_in_process("export.py", tmp_path / "run", "--out", tmp_path / "run", monkeypatch=monkeypatch)
     assert (tmp_path / "run" / "config.json").read_text() == record
+    whole = (tmp_path / "run" / "checkpoint.npz").read_bytes()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "checkpoint.npz").write_bytes(whole[:3000])
+    with pytest.raises(SystemExit, match=r"^export: checkpoint .*checkpoint.npz is truncated or corrupt"):
+        run_in_process("export.py", tmp_path / "cut", "--out", tmp_path / "out", monkeypatch=monkeypatch)
     for damaged, message in (('{"flags": ', r"cannot be read \(JSONDecodeError"),
                              (json.dumps({"flags": {}, "data": {"name": "text"}}), r"records no image shape")):
         (tmp_path / "run" / "config.json").write_text(damaged)
