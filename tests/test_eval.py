@@ -256,3 +256,23 @@ def test_the_evaluation_kit_refuses_what_would_make_its_numbers_meaningless():
                  lambda: E.rankme(broken), lambda: E.knn_accuracy(broken, y_train, f_test, y_test)):
         with pytest.raises(ValueError, match=r"1 of 120 rows hold NaN or inf \(the first: row 7\)"):
             call()
+
+
+def test_a_single_class_dataset_is_evaluated_without_probes_not_failed():
+    """A run on a one-class folder trained to the end, then evaluate() raised (the probes refuse
+    one class): the report, RankMe and std were lost. The accuracies are now left out, as for
+    unlabeled images, with a warning that says why; the probes themselves still refuse."""
+    rng = np.random.default_rng(0)
+    f_train, f_test = rng.standard_normal((40, 6)), rng.standard_normal((20, 6))
+    one = np.zeros(40, np.int64)
+    with pytest.warns(UserWarning, match=r"^evaluate: the train labels hold a single class"):
+        record = E.evaluate_features("one", f_train, one, f_test, np.zeros(20, np.int64), draws=2,
+                                     verbose=False)
+    assert record["linear"] is None and record["knn"] is None and record["fewshot"] is None
+    assert record["rankme"] > 1.0
+    with pytest.raises(ValueError, match=r"the train labels hold a single class"):
+        E.linear_probe(f_train, one, f_test, np.zeros(20, np.int64))
+    data = ImageDataset(rng.random((40, 1, 4, 4)).astype(np.float32), one,
+                        rng.random((20, 1, 4, 4)).astype(np.float32), np.zeros(20, np.int64), "one class")
+    scores = E.Evaluator(Sequential(Flatten(), Linear(16, 4)), data, train_size=40, test_size=20)()
+    assert np.isnan(scores["knn"]) and np.isnan(scores["fewshot"]) and scores["rankme"] > 1.0

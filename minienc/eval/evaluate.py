@@ -11,10 +11,12 @@ evaluation seed: every encoder sees the same pairs). Accuracies are on the test 
 k-NN see only the train split. Embedding std (collapse) is kept in the record too. Unlabeled
 images (labels -1) have no accuracies: linear, fewshot and knn are None ("no labels" in the table).
 """
+import warnings
+
 from .. import backend
 from ..data.augment import contrastive_augment
 from ..engine import as_array, as_tensor, no_grad
-from .features import as_features, has_labels
+from .features import as_features, can_probe, has_labels
 from .health import alignment, embedding_std, rankme, uniformity
 from .knn import knn_accuracy
 from .probe import few_shot_probe, linear_probe
@@ -57,9 +59,13 @@ def evaluate_features(name, features_train, y_train, features_test, y_test, shot
     """The record of frozen features: a dict with method, dim, linear, fewshot, fewshot_std,
     shots, knn, rankme, std (accuracies as fractions in [0, 1]), and with `views` (the features
     of two views of the same images, row i a positive pair) align and unif (else None).
-    Without labels (unlabeled images, -1) linear, fewshot, fewshot_std and knn are None."""
+    Without labels (unlabeled images, -1), or with a single class in the train labels, linear,
+    fewshot, fewshot_std and knn are None."""
     f_train, f_test = as_features(features_train, "features_train"), as_features(features_test, "features_test")
-    labeled = has_labels(y_train) and has_labels(y_test)
+    labeled = can_probe(y_train, y_test)
+    if not labeled and has_labels(y_train) and has_labels(y_test):
+        warnings.warn("evaluate: the train labels hold a single class: no accuracy to measure "
+                      "(linear, few-shot and k-NN left out, shown as 'no labels')", stacklevel=2)
     fewshot, fewshot_std = few_shot_probe(f_train, y_train, f_test, y_test, shots=shots, draws=draws,
                                           seed=seed, return_std=True) if labeled else (None, None)
     record = {

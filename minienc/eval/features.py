@@ -57,6 +57,16 @@ def as_labels(labels, like, name="labels"):
     return backend.to_device(data, backend.device_of(like)).astype("int64", copy=False)
 
 
+def can_probe(y_train, y_test):
+    """Whether accuracies can be measured: both splits labeled (has_labels) and at least two
+    classes among the train labels (with one, every prediction is right: the probes refuse it).
+    `evaluate` and the Evaluator leave the probes out otherwise, as for unlabeled images, so a
+    run on a one-class folder still gets its RankMe and std instead of failing after training."""
+    if not (has_labels(y_train) and has_labels(y_test)):
+        return False
+    return len(backend.numpy.unique(backend.to_host(as_array(y_train)))) >= 2
+
+
 def has_labels(labels):
     """False for the labels of an unlabeled dataset (all negative, -1) or no labels at all."""
     data = as_array(labels)

@@ -22,7 +22,7 @@ import os
 from .. import backend
 from ..data.datasets import stratified_subset
 from .evaluate import encode
-from .features import has_labels
+from .features import can_probe
 from .health import embedding_std, rankme
 from .knn import knn_accuracy
 from .probe import few_shot_probe
@@ -55,7 +55,7 @@ class Evaluator:
         self.encoder = encoder
         self.x_train, self.y_train = data.x_train[train], data.y_train[train]
         self.x_test, self.y_test = data.x_test[test], data.y_test[test]
-        self.labeled = has_labels(self.y_train) and has_labels(self.y_test)
+        self.labeled = can_probe(self.y_train, self.y_test)
         counts = backend.numpy.bincount(backend.to_host(self.y_train)) if self.labeled else None
         if self.labeled and counts[counts > 0].min() < shots:
             raise ValueError(f"Evaluator: a class has {counts[counts > 0].min()} samples in the "
