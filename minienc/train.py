@@ -255,8 +255,7 @@ class Trainer(RunFolder):
         the signal is a vote in the gradient reduction, so every rank stops after the same step
         (DataParallel.stop_together)."""
         parallel = self._parallel
-        if threading.current_thread() is not threading.main_thread() or (
-                distributed.is_initialized() and parallel is None):
+        if threading.current_thread() is not threading.main_thread():   # (only it gets signals)
             yield
             return
         if parallel is None:
