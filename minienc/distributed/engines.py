@@ -108,9 +108,6 @@ class _Unwatched:
     def __exit__(self, *exc):
         return False
 
-    def enqueued(self, op, event):
-        pass
-
 
 class MPIEngine:
     """Collectives over MPI on host NumPy arrays (the CPU engine), each watched (see the module
