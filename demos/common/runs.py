@@ -1,20 +1,7 @@
-"""What every demo shares: the same flags, the same set-up, the same run options and the same
-evaluation report -- and the recipes that several demos share (two views; two views without
-negatives; autoencoders). The training itself stays in each demo, in view:
-
-    args = image_parser(__doc__, steps=1500, latent_dim=64).parse_args()
-    data = setup(args)                   # seed, device, dataset, output folder, config.json
-    objective = SimCLR(encoder, head, augment)
-    loader, steps = two_view_batches(args, data, "SimCLR", objective)   # views.png, the batches
-    optimizer = recipe_lars(args, objective)   # LARS at base lr * batch / 256
-    trainer = Trainer(objective, optimizer, **recipe_options(args, data, objective, loader, steps))
-    fit(args, trainer, loader, steps)    # --resume continues the run, --overwrite restarts it
-    finish(args, data, "SimCLR", encoder, random_encoder)   # figures, the table, results.json
-
-A run's folder is its record: config.json (flags, seed, versions, device), metrics.jsonl,
-checkpoint.npz, the figures and results.json. A folder that holds a run is never reused unless
-asked: --resume continues it from its checkpoint (a finished one is evaluated again, with the
-same numbers), --overwrite starts it again. Ctrl-C stops after the current step and saves.
+"""A demo's run, from its flags to its report: the seed, device, dataset and output folder
+(set-up, config.json), the Trainer's options and fit (--resume, --overwrite), the evaluation
+report (results.json), the pictures every demo draws, the recipes several demos share, and the
+set-up of several processes (--distributed).
 """
 import datetime
 import json
@@ -24,23 +11,17 @@ import platform
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import minienc  # noqa: E402
-from minienc import backend  # noqa: E402
-from minienc import data as D  # noqa: E402
-from minienc import tuning  # noqa: E402
-from minienc.eval import (CollapseGauges, Evaluator, baseline_records, encode, evaluate,  # noqa: E402
+import minienc
+from minienc import backend
+from minienc import data as D
+from minienc import tuning
+from minienc.eval import (CollapseGauges, Evaluator, baseline_records, encode, evaluate,
                           plot_curves, plot_embeddings, plot_image_grid, print_table)
-from minienc.nn import Flatten, MLPEncoder, Sequential, SyncBatchNorm  # noqa: E402
-from minienc.objectives.reconstruction import build_model  # noqa: E402
-from minienc.optim import LARS, WarmupCosine  # noqa: E402
-from minienc.progress import MetricsFile  # noqa: E402
-from minienc.train import Trainer  # noqa: E402
-
-from flags import (DemoParser, add_distributed_flag, add_reconstruction_flags,  # noqa: E402,F401
-                   add_recipe_flags, add_run_flags, add_threads_flag, image_parser,
-                   joint_embedding_parser)   # re-exported: the demos import only common
+from minienc.nn import Flatten, MLPEncoder, Sequential, SyncBatchNorm
+from minienc.objectives.reconstruction import build_model
+from minienc.optim import LARS, WarmupCosine
+from minienc.progress import MetricsFile
+from minienc.train import Trainer
 
 RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "results.json")   # a folder with one holds a run
 # flags that may change between a run and its --resume without changing its numbers
@@ -147,7 +128,7 @@ def versions():
              "minienc": minienc.__version__, "platform": platform.platform(),
              "cpus": os.cpu_count()}
     try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")   # the checkout
         commit = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"],
                                 capture_output=True, text=True, timeout=5).stdout.strip()
         if commit:
