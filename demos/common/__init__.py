@@ -22,6 +22,7 @@ family of demos as modules: `from common import jepa_figures as figures`):
 
     flags.py   the demos' flags: DemoParser, image_parser and the recipes' flags
     runs.py    a run: set-up, config.json, fit with --resume, the report, --distributed
+    recipes.py the recipes several demos share: two views, autoencoders, joint embeddings
 """
 import os
 import sys
@@ -32,10 +33,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from .flags import (DemoParser, add_distributed_flag, add_reconstruction_flags,  # noqa: E402,F401
                     add_recipe_flags, add_run_flags, add_threads_flag, image_parser,
                     joint_embedding_parser)
-from .runs import (RESUME_MAY_CHANGE, RUN_FILES, build_reconstruction,  # noqa: E402,F401
-                   collapse_gauges, demo_name, display_batch, finish, fit, make_trainer,
-                   mlp_encoder, old_run_files, recipe_lars, recipe_lr, recipe_options,
-                   reconstruction_batches, reconstruction_options, report, run_options,
-                   save_gauges, save_grid, say_loss, setup, setup_distributed, start_process,
-                   start_run, total_steps, two_view_augment, two_view_batches, versions,
+from .recipes import (build_reconstruction, collapse_gauges, mlp_encoder,  # noqa: E402,F401
+                      recipe_lars, recipe_lr, recipe_options, reconstruction_batches,
+                      reconstruction_options, save_gauges, say_loss, two_view_augment,
+                      two_view_batches)
+from .runs import (RESUME_MAY_CHANGE, RUN_FILES, demo_name, display_batch, finish,  # noqa: E402,F401
+                   fit, make_trainer, old_run_files, report, run_options, save_grid, setup,
+                   setup_distributed, start_process, start_run, total_steps, versions,
                    write_config)
