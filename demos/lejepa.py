@@ -17,8 +17,8 @@ curves), embeddings.png, metrics.jsonl, results.json.
 import copy
 import time
 
-import jepa_figures as figures
 from common import finish, fit, image_parser, run_options, setup
+from common import jepa_figures as figures
 
 import minienc
 from minienc import backend, nn
