@@ -17,14 +17,15 @@ checkpoint.npz, the figures and results.json. A folder that holds a run is never
 asked: --resume continues it from its checkpoint (a finished one is evaluated again, with the
 same numbers), --overwrite starts it again. Ctrl-C stops after the current step and saves.
 
-The package, by idea (a demo imports the names below from `common` itself, and the helpers of a
-family of demos as modules: `from common import jepa_figures as figures`):
+The package, by idea (a demo imports the names re-exported below from `common` itself, and the
+helpers of one family of demos as modules: `from common import jepa_figures as figures`):
 
     flags.py         the demos' flags: DemoParser, image_parser and the recipes' flags
     runs.py          a run: set-up, config.json, fit with --resume, the report, --distributed
     recipes.py       the recipes several demos share: two views, autoencoders, joint embeddings
     jepa_runs.py     JEPA beside MAE: held-out curves in CPU time, MAE's runs (jepa, jepa_study)
     jepa_figures.py  the JEPA demos' pictures (jepa, jepa_study, lejepa)
+    claims_lab.py    the claims' controlled comparisons, one function per claim (claims)
 """
 import os
 import sys
