@@ -252,7 +252,7 @@ def vae(lab, steps=3000):
 # ----- 4. InfoNCE's many negatives against the triplet loss -------------------------------------------
 
 def two_view_encoder(lab, latent_dim=64):
-    """The two-view recipe's encoder (demos/common.py mlp_encoder): an MLP 512-512 with batch norm."""
+    """The two-view recipe's encoder (common/recipes.py mlp_encoder): an MLP 512-512 with batch norm."""
     return Sequential(Flatten(), MLPEncoder(math.prod(lab.data.image_shape), (512, 512), latent_dim,
                                             batch_norm=True))
 
@@ -261,7 +261,7 @@ def two_view_objective(lab, method, queue=None):
     """SimCLR (NT-Xent, temperature 0.5), the triplet loss (batch-hard, margin 0.5) or MoCo v2 (a
     queue of `queue` keys, temperature 0.2), each with the same encoder and augmentations."""
     augment = contrastive_augment(crop_scale=(0.5, 1.0), degrees=15.0, shear=10.0, noise=0.05,
-                                  erase_p=0.3)    # demos/common.py two_view_augment, for digits
+                                  erase_p=0.3)    # common/recipes.py two_view_augment, for digits
     encoder = two_view_encoder(lab)
     if method == "InfoNCE":
         return SimCLR(encoder, projection_head(64, 256, 64), augment, temperature=0.5)
