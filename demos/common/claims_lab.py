@@ -82,6 +82,9 @@ class Variant(Objective):
     def embed(self, x):
         return self.objective.embed(self.embed_inputs(x))
 
+    def embed_module(self):
+        return self.objective.embed_module()
+
     def param_groups(self, weight_decay=0.0):
         return self.objective.param_groups(weight_decay)
 
@@ -104,6 +107,9 @@ class EveryPatch(Objective):
 
     def embed(self, images):
         return self.mae.embed(images)
+
+    def embed_module(self):
+        return self.mae.embed_module()
 
 
 def probes(embed, data, draws):
