@@ -41,6 +41,6 @@ from .recipes import (build_reconstruction, collapse_gauges, mlp_encoder,  # noq
                       reconstruction_options, save_gauges, say_loss, two_view_augment,
                       two_view_batches)
 from .runs import (RESUME_MAY_CHANGE, RUN_FILES, demo_name, display_batch, finish,  # noqa: E402,F401
-                   fit, make_trainer, old_run_files, report, run_options, save_grid, setup,
+                   fit, old_run_files, report, run_options, save_grid, setup,
                    setup_distributed, start_process, start_run, total_steps, versions,
                    write_config)

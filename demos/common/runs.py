@@ -17,7 +17,6 @@ from minienc import tuning
 from minienc.eval import (Evaluator, baseline_records, encode, evaluate, plot_embeddings,
                           plot_image_grid, print_table)
 from minienc.progress import MetricsFile
-from minienc.train import Trainer
 
 RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "results.json")   # a folder with one holds a run
 # flags that may change between a run and its --resume without changing its numbers
@@ -212,11 +211,6 @@ def run_options(args, data=None, embed=None, **options):
     if getattr(args, "eval_every", 0) and embed is not None:
         options.update(evaluator=Evaluator(embed, data, seed=args.seed), eval_every=args.eval_every)
     return options
-
-
-def make_trainer(args, data, step_fn, optimizer, encoder=None, **options):
-    """A Trainer of `step_fn` (options: models, schedules, callbacks, ...) with run_options."""
-    return Trainer(step_fn, optimizer, **run_options(args, data, encoder, **options))
 
 
 def fit(args, trainer, loader, steps):
