@@ -18,8 +18,10 @@
 #   5. minienc.distributed's NCCL engine with one GPU (collectives, a 3-step SimCLR through the
 #      Trainer against a plain run)
 #   6. the whole test suite's CUDA cases (-k cuda)
-#   7. every image demo with --device cuda on the 32x32 digit canvas, timed (what a GPU buys), and
-#      the MLP workloads at batch 1024
+#   7. every image demo with --device cuda on the 32x32 digit canvas, timed (what a GPU buys), the
+#      text demo, and the MLP workloads at batch 1024
+#   8. every objective at its defaults on the GPU against the CPU's table (.ci/gpu_vs_cpu.py: the
+#      same seed, 5-shot within 0.5 points), best as a call of its own: ONLY=compare_cuda ...
 # One device call may not hold it all: the steps run most important first, and a second call
 # runs what was left, by name: ONLY="demos_cuda benchmark_cuda_1024" bash .ci/gpu_check.sh
 set -uo pipefail
@@ -117,10 +119,12 @@ run suite_cuda 120 $PY -m pytest -q -x -k cuda tests
 demos_cuda() {
     local demo
     for demo in autoencoder denoising vae triplet simclr moco mae jepa lejepa byol simsiam vicreg \
-                barlow dino; do
+                barlow dino mlm; do
         local start=$SECONDS
         echo "### $demo"
-        $PY demos/$demo.py --device cuda --data digits-canvas:32 --steps 600 --overwrite \
+        local data="--data digits-canvas:32"
+        [ $demo = mlm ] && data=""   # text: the built-in corpus
+        $PY demos/$demo.py --device cuda $data --steps 600 --overwrite \
             --out "$OUT/demos/$demo" 2>&1 | tail -12
         echo "### $demo: $((SECONDS - start)) s"
     done
@@ -131,4 +135,11 @@ grep -E "^### .*: [0-9]+ s" "$OUT/demos_cuda.log" >> "$SUMMARY" 2>/dev/null
 run benchmark_cuda_1024 60 $PY benchmarks/benchmark.py --workloads mlp_ae,simclr_mlp --device cuda \
     --batch 1024 --warmup 5 --repeats 20 --inner 5
 { echo "## benchmark_cuda_1024"; grep -E "^\| |^note|^# " "$OUT/benchmark_cuda_1024.log"; } >> "$SUMMARY" 2>/dev/null
+# ----- 8. issue 30's bar: the same seed gives the CPU's 5-shot within 0.5 points ------------------
+# every objective at its demo's defaults on the built-in digits, against docs/compare.md's CPU
+# table (a run of its own: ONLY=compare_cuda bash .ci/gpu_check.sh; BUDGET=540 allows ~8 minutes)
+run compare_cuda 480 $PY demos/compare.py --device cuda --threads 1 --overwrite \
+    --out "$OUT/compare_cuda"
+run gpu_vs_cpu 20 $PY .ci/gpu_vs_cpu.py "$OUT/compare_cuda/compare.json"
+{ echo "## gpu_vs_cpu"; cat "$OUT/gpu_vs_cpu.log"; } >> "$SUMMARY" 2>/dev/null
 note "done: logs in $OUT"

@@ -1,6 +1,6 @@
 """Barlow Twins on digits: two views, no negatives; the cross-correlation of their projections
 is pulled to the identity (minienc/objectives/barlow.py). SimCLR's encoder, augmentations,
-optimizer and budget (demos/common.py's two-view recipe), so the rows compare.
+optimizer and budget (demos/common/recipes.py's two-view recipe), so the rows compare.
 
     python demos/barlow.py                      # ~1 CPU minute
     python demos/barlow.py --lambd 0            # only the diagonal: redundant features are free

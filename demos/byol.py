@@ -1,6 +1,6 @@
 """BYOL on digits: an online network predicts an EMA target network's projection of the other
 view, no negatives (minienc/objectives/byol.py). SimCLR's encoder, augmentations, optimizer and
-budget (demos/common.py's two-view recipe), so the rows compare.
+budget (demos/common/recipes.py's two-view recipe), so the rows compare.
 
     python demos/byol.py                        # ~1.5 CPU minutes
     python demos/byol.py --ema 0.996            # the paper's tau_base (sized for 1,000 epochs)

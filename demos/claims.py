@@ -5,7 +5,7 @@
     python demos/claims.py --data digits-canvas:32  # the same lab on other data (--data as every demo)
     python demos/claims.py --quick                  # fewer sizes, one seed, 5% of the steps
 
-Each claim is one controlled comparison (demos/claims_lab.py): the same data, the same encoder
+Each claim is one controlled comparison (demos/common/claims_lab.py): the same data, the same encoder
 size and the same optimizer and steps within it, three seeds (--seeds) where a difference is
 small. A difference COUNTS when its mean over seeds exceeds twice its standard error (the std
 of the paired differences over seeds / sqrt(seeds)); with one seed nothing counts. A claim
@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-import claims_lab as lab_runs
 from common import add_run_flags, setup
+from common import claims_lab as lab_runs
 
 from minienc import data as D
 from minienc.eval import plot_curves

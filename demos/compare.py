@@ -1,7 +1,7 @@
 """Train every objective on the same data and compare their embeddings in one table.
 
 Each objective runs as its own demo script with that demo's defaults (its best setting found,
-a few minutes of CPU at most) and is evaluated the same way, by demos/common.report: a linear
+a few minutes of CPU at most) and is evaluated the same way, by demos/common/runs.py's report: a linear
 probe, a 5-shot probe, weighted k-NN and RankMe on frozen test-split embeddings, with the
 training seconds and parameter count. Beside them: raw pixels, PCA to each encoder's dimension,
 and each encoder at its random initialisation. Writes <out>/compare.md, compare.json and

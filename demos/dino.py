@@ -1,6 +1,6 @@
 """DINO on digits: a student matches its EMA teacher's centred, sharpened distribution over
 prototypes (minienc/objectives/dino.py). SimCLR's encoder, optimizer, budget and augmentations
-(demos/common.py's two-view recipe), its crop drawn by minienc.data.MultiCrop.
+(demos/common/recipes.py's two-view recipe), its crop drawn by minienc.data.MultiCrop.
 
     python demos/dino.py                        # ~1 CPU minute: two global crops
     python demos/dino.py --no-center            # watch it collapse: sharpening alone lets one

@@ -4,7 +4,7 @@ which minienc.export.load_encoder reads back bit-identical and PyTorch loads by 
 
     python demos/jepa.py --data folder:~/photos --image-size 32 --patch-size 4
     python demos/export.py runs/jepa/checkpoint.npz --out exported/
-    python demos/export.py runs/byol --encoder byol/online_network.layers.0 --out exported/
+    python demos/export.py runs/byol --encoder objective/online_network.layers.0 --out exported/
 
 The checkpoint holds each model's tensors by name, not its architecture; the encoder is rebuilt
 from them and from the run's config.json beside the checkpoint (image shape, --heads):
@@ -14,8 +14,11 @@ from them and from the run's config.json beside the checkpoint (image shape, --h
     between them, which hold no tensors, are ReLU (the demos' activation), or a Flatten where
     images meet the first Linear; a conv's stride and padding are ConvEncoder's (2 and 1), and
     the sizes are checked against the next Linear.
-Which encoder: --encoder MODEL/PREFIX, else the first found of DEFAULT_ENCODERS (the one each
-demo evaluates). config.json's notes say how the demo pooled and normalised its inputs.
+Which encoder: --encoder MODEL/PREFIX, else the one the checkpoint records: the module the
+objective's embed(x) runs (Objective.embed_module, written by minienc.checkpoint), which is what
+the demo evaluates. A checkpoint that records none (written before minienc recorded it, or of a
+run trained with a step function) is refused, naming its models: say which with --encoder.
+config.json's notes say how the demo pooled and normalised its inputs.
 """
 import argparse
 import json
@@ -33,15 +36,12 @@ from minienc.checkpoint import read_checkpoint  # noqa: E402
 from minienc.data import load_dataset  # noqa: E402
 from minienc.export import save_encoder  # noqa: E402
 
-# the encoder each demo evaluates, by its prefix in the checkpoint (first found wins); a ViT
-# prefix counts only where it holds the patch projection (a shared target holds only positions)
-DEFAULT_ENCODERS = ("target_encoder.", "context_encoder.", "teacher.layers.0.",
-                    "online_network.layers.0.", "query_encoder.layers.0.", "encoder.", "")
 RELU, FLATTEN = {"type": "ReLU"}, {"type": "Flatten", "start_axis": 1}
 
 
 def read_run(path):
-    """(the checkpoint's path, its models' states {model: {key: array}}, the run's config.json)."""
+    """(the checkpoint's path, its models' states {model: {key: array}}, the encoders it records
+    {model: prefix}, the run's config.json)."""
     checkpoint = os.path.join(path, "checkpoint.npz") if os.path.isdir(path) else path
     try:
         meta, arrays = read_checkpoint(checkpoint)
@@ -65,32 +65,34 @@ def read_run(path):
         sys.exit(f"export: {config_path} records no image shape (a text run?): this script "
                  f"rebuilds image encoders; save any encoder from Python with "
                  f"minienc.export.save_encoder(model.encoder, folder)")
-    return checkpoint, states, config
+    return checkpoint, states, meta.get("encoders", {}), config
 
 
-def choose_encoder(states, wanted=None):
-    """(model, prefix, its tensors with the prefix removed)."""
-    def tensors(model, prefix):
-        return {k[len(prefix):]: v for k, v in states.get(model, {}).items() if k.startswith(prefix)}
+def choose_encoder(states, recorded, wanted=None):
+    """(model, prefix, its tensors with the prefix removed): `wanted` (MODEL/PREFIX) if given,
+    else the one encoder the checkpoint records ({model: prefix})."""
+    def models():
+        return ", ".join(f"{m} ({', '.join(sorted({k.split('.')[0] for k in s}))})"
+                         for m, s in states.items())
 
     if wanted:
         model, _, prefix = wanted.partition("/")
         prefix = prefix + "." if prefix and not prefix.endswith(".") else prefix
-        found = tensors(model, prefix)
-        if not found:
-            sys.exit(f"export: no tensors under {wanted!r}; the checkpoint's models: "
-                     + ", ".join(f"{m} ({', '.join(sorted({k.split('.')[0] for k in s}))})"
-                                 for m, s in states.items()))
-        return model, prefix, found
-    for prefix in DEFAULT_ENCODERS:
-        for model in states:
-            found = tensors(model, prefix)
-            vit = any(k.endswith("patch_embed.proj.weight") for k in found)
-            # the whole model ("") only where it is itself a Sequential (the triplet demo's)
-            whole = prefix or all(re.match(r"layers\.\d+\.", k) for k in found)
-            if found and whole and (vit or not any(k.endswith("pos_embed") for k in found)):
-                return model, prefix, found
-    sys.exit("export: found none of the usual encoder names; name one with --encoder MODEL/PREFIX")
+    elif len(recorded) == 1:
+        (model, prefix), = recorded.items()
+    elif recorded:
+        names = ", ".join(f"{m}/{p.rstrip('.')}" for m, p in recorded.items())
+        sys.exit(f"export: the checkpoint records the encoders of several objectives, {names}: "
+                 f"name one with --encoder MODEL/PREFIX")
+    else:
+        sys.exit(f"export: the checkpoint does not record which module is the encoder (it was "
+                 f"written before minienc recorded it, or trained with a step function): name it "
+                 f"with --encoder MODEL/PREFIX; the checkpoint's models: {models()}")
+    found = {k[len(prefix):]: v for k, v in states.get(model, {}).items() if k.startswith(prefix)}
+    if not found:
+        sys.exit(f"export: no tensors under {model}/{prefix.rstrip('.')!r}; the checkpoint's "
+                 f"models: {models()}")
+    return model, prefix, found
 
 
 # ----- rebuilding the architecture from the tensors -------------------------------------------------
@@ -197,12 +199,13 @@ def main():
     parser.add_argument("--out", default="exported", help="the folder to write")
     parser.add_argument("--encoder", default=None,
                         help="MODEL/PREFIX of the encoder's tensors in the checkpoint, e.g. "
-                             "jepa/target_encoder (default: the one the demo evaluates)")
+                             "objective/target_encoder (default: the one the checkpoint records, "
+                             "which the demo evaluates)")
     parser.add_argument("--heads", type=int, default=None,
                         help="a ViT's attention heads (default: the run's --heads, else 4)")
     args = parser.parse_args()
-    checkpoint, states, config = read_run(args.run)
-    model, prefix, state = choose_encoder(states, args.encoder)
+    checkpoint, states, recorded, config = read_run(args.run)
+    model, prefix, state = choose_encoder(states, recorded, args.encoder)
     image_shape = config["data"]["image_shape"]
     vit = "patch_embed.proj.weight" in state
     if vit:

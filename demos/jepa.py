@@ -16,9 +16,9 @@ embeddings.png, metrics.jsonl, results.json (MAE's runs in mae/ and mae_same_tim
 import copy
 import time
 
-import jepa_figures as figures
 from common import finish, fit, image_parser, setup
-from jepa_vs_mae import WARMUP, curve, held_out_curves, mae_rows
+from common import jepa_figures as figures
+from common.jepa_runs import WARMUP, curve, held_out_curves, mae_rows
 
 import minienc
 from minienc import nn

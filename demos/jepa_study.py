@@ -15,9 +15,9 @@ does. Writes to runs/jepa_study/ what demos/jepa.py writes (masks.png draws this
 import copy
 import time
 
-import jepa_figures as figures
 from common import finish, image_parser, setup
-from jepa_vs_mae import WARMUP, curve, mae_rows, train
+from common import jepa_figures as figures
+from common.jepa_runs import WARMUP, curve, mae_rows, train
 
 import minienc
 from minienc import nn

@@ -17,8 +17,8 @@ curves), embeddings.png, metrics.jsonl, results.json.
 import copy
 import time
 
-import jepa_figures as figures
 from common import finish, fit, image_parser, run_options, setup
+from common import jepa_figures as figures
 
 import minienc
 from minienc import backend, nn
@@ -48,7 +48,7 @@ def parse_args():
     parser.add_argument("--hidden", type=int, default=256, help="projector width")
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup", type=float, default=0.05, help="warmup, a fraction of the steps")
-    parser.set_defaults(eval_every=100)   # held-out curves (common.py's --eval-every)
+    parser.set_defaults(eval_every=100)   # held-out curves (common/flags.py's --eval-every)
     return parser.parse_args()
 
 

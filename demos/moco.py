@@ -1,6 +1,6 @@
 """MoCo v2 on digits: a query encoder trained on InfoNCE against a momentum key encoder's keys and
 a FIFO queue of older keys (temperature 0.2, MLP head), with SimCLR's encoder, augmentations and
-optimizer (demos/common.py's two-view recipe) so the two compare on equal terms.
+optimizer (demos/common/recipes.py's two-view recipe) so the two compare on equal terms.
 
     python demos/moco.py                        # 1,500 steps, ~45 s of one CPU core
     python demos/moco.py --queue 512 --momentum 0.999 --bn-groups 1

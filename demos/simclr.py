@@ -6,7 +6,7 @@ LARS with warmup + cosine; the probe reads the encoder's output (before the head
     python demos/simclr.py --device cuda --steps 20000
     mpiexec -n 2 python demos/simclr.py --distributed   # the same run on two processes
 
-The encoder, augmentations and optimizer are demos/common.py's two-view recipe, which
+The encoder, augmentations and optimizer are demos/common/recipes.py's two-view recipe, which
 demos/moco.py and demos/triplet.py use too, so the three objectives compare on equal terms;
 the objective, the optimizer and the Trainer are built here, in view.
 Writes to runs/simclr/: views.png, loss.png, embeddings.png, metrics.jsonl, results.json.

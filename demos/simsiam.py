@@ -1,6 +1,6 @@
 """SimSiam on digits: one network, a predictor, and a stop-gradient on the target branch; no
 negatives, no moving average (minienc/objectives/simsiam.py). SimCLR's encoder, augmentations,
-optimizer and budget (demos/common.py's two-view recipe), so the rows compare.
+optimizer and budget (demos/common/recipes.py's two-view recipe), so the rows compare.
 
     python demos/simsiam.py                     # ~1 CPU minute
     python demos/simsiam.py --no-stop-gradient  # watch it collapse (the paper's figure 2)

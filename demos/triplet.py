@@ -1,7 +1,7 @@
 """Triplet loss on digits. Without labels (the default) the positive of a view is the other view
 of the same digit and the miner picks negatives among the other digits' views; with --labels the
 positives are other digits of the same class (FaceNet's supervised form, so its row is NOT a
-self-supervised result). Encoder, augmentations and optimizer are SimCLR's (demos/common.py's
+self-supervised result). Encoder, augmentations and optimizer are SimCLR's (demos/common/recipes.py's
 two-view recipe).
 
     python demos/triplet.py                     # 1,000 steps, ~80 s of one CPU core

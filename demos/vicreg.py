@@ -1,6 +1,6 @@
 """VICReg on digits: two views, no negatives; a variance hinge and a covariance penalty on the
 expander's output keep the embeddings from collapsing (minienc/objectives/vicreg.py). SimCLR's
-encoder, augmentations, optimizer and budget (demos/common.py's two-view recipe), so the rows compare.
+encoder, augmentations, optimizer and budget (demos/common/recipes.py's two-view recipe), so the rows compare.
 
     python demos/vicreg.py                      # ~1 CPU minute
     python demos/vicreg.py --variance-weight 0  # watch it collapse: invariance alone is met by a constant

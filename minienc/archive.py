@@ -192,6 +192,10 @@ def _check_meta(archive, meta):
     expect(strings(meta.get("extra_arrays")), "'extra_arrays' must be a list of names")
     for name, keys in meta["models"].items():
         expect(strings(keys), f"model {name!r} must list its array names")
+    encoders = meta.get("encoders", {})   # absent in checkpoints written before it was recorded
+    expect(isinstance(encoders, dict) and all(isinstance(v, str) and k in meta["models"]
+                                              for k, v in encoders.items()),
+           "'encoders' must map model names to prefixes")
     if "optimizer" in meta:
         opt = meta["optimizer"]
         expect(isinstance(opt, dict) and isinstance(opt.get("type"), str)

@@ -92,6 +92,30 @@ def to_host(array):
     return array.get() if is_cupy(array) else numpy.asarray(array)
 
 
+def to_host_later(array):
+    """Start a copy of `array` to the host without waiting for the device; returns a function
+    that gives the host copy, waiting (if at all) only for the work enqueued before this call.
+    A NumPy array is copied at once. On CuPy: pinned memory, an asynchronous copy on the current
+    stream and an event behind it, so a value can be read a step late at no sync."""
+    if not is_cupy(array):
+        copy = numpy.array(array)
+        return lambda: copy
+    gpu = cupy()
+    import cupyx
+    array = gpu.ascontiguousarray(array)
+    host = cupyx.empty_pinned(array.shape, array.dtype)
+    stream = gpu.cuda.get_current_stream()
+    gpu.cuda.runtime.memcpyAsync(host.ctypes.data, array.data.ptr, array.nbytes,
+                                 gpu.cuda.runtime.memcpyDeviceToHost, stream.ptr)
+    copied = gpu.cuda.Event(block=False, disable_timing=True)
+    copied.record(stream)
+
+    def result(source=array):   # holds the source until the copy is read
+        copied.synchronize()
+        return host
+    return result
+
+
 def set_device(device):
     """Set the default device for new tensors and modules."""
     global _default_device

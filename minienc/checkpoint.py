@@ -7,7 +7,9 @@ Layout of the archive (every entry a plain array, so `np.load(..., allow_pickle=
     extra/<name>            any other host arrays the caller keeps (the trainer's loss history)
     __meta__                a uint8 array holding UTF-8 JSON: format and version, the trainer's
                             position (step, epoch, ...), the optimizer's hyperparameters and step
-                            counts, the host RNG state, the list of array keys, and `extra`
+                            counts, the host RNG state, the list of array keys, `extra`, and
+                            `encoders`: for each model that is an objective, the prefix of the
+                            module its embed(x) runs (what demos/export.py takes out)
 
 Writes are atomic: the archive goes to a temporary file in the same directory, is flushed and
 fsync'ed, then renamed over the target with os.replace, so a crash leaves either the old file or
@@ -38,7 +40,8 @@ def save_checkpoint(path, models=None, optimizer=None, trainer=None, extra=None,
     `trainer` a dict of JSON-able training position (step, epoch, ...); `extra` any JSON-able
     dict (config, metrics); `extra_arrays` a dict name -> host array. Returns `path`."""
     arrays, meta = {}, {"format": FORMAT, "version": VERSION, "trainer": trainer or {},
-                        "extra": extra or {}, "models": {}, "extra_arrays": []}
+                        "extra": extra or {}, "models": {}, "extra_arrays": [],
+                        "encoders": _encoder_prefixes(_as_models(models))}
     for name, value in (extra_arrays or {}).items():
         meta["extra_arrays"].append(name)
         arrays[f"extra/{name}"] = backend.to_host(value)
@@ -93,6 +96,22 @@ def read_checkpoint(path):
     (for inspection; `load_checkpoint` also checks them against the model)."""
     with CheckpointArchive(path) as archive:
         return archive.meta, {key: archive.read(key) for key in listed_arrays(archive.meta)}
+
+
+def _encoder_prefixes(models):
+    """{model name: the state_dict prefix of the module its embed(x) runs} for the models that
+    name one (Objective.embed_module), so that an export need not guess it from the keys."""
+    prefixes = {}
+    for name, model in models.items():
+        embed_module = getattr(model, "embed_module", None)
+        module = embed_module() if callable(embed_module) else None
+        if module is None:
+            continue
+        try:
+            prefixes[name] = model.path_of(module)
+        except ValueError:   # tied into another module: no one prefix holds it, so none is recorded
+            continue
+    return prefixes
 
 
 def _as_models(models):

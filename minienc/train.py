@@ -47,8 +47,8 @@ its own, as the demos give each other rank a temporary one, keeps the same metri
 so code that reads it after training runs on every rank). A checkpoint keeps each rank's RNG state;
 on resume every rank reads rank 0's checkpoint and takes back its own. Ctrl-C or SIGTERM (the
 launcher passes it to every rank) is a vote carried by the gradient reduction, so every rank
-stops after the same step and the checkpoint is saved (MPI; on NCCL reading the vote would cost
-a device sync per step, so there a signal stops the job at once).
+stops after the same step and the checkpoint is saved (on NCCL the vote is read a step late, to
+cost no device sync, so there every rank stops one step later).
 """
 import contextlib
 import itertools
@@ -252,11 +252,10 @@ class Trainer(RunFolder):
     def _stop_on_interrupt(self):
         """In the main thread, the first Ctrl-C, or SIGTERM (what a batch scheduler sends before
         it kills a job), asks the loop to stop after the current step; under several processes
-        (MPI) the signal is a vote in the gradient reduction, so every rank stops after the same
-        step (DataParallel.stop_together)."""
+        the signal is a vote in the gradient reduction, so every rank stops after the same step
+        (DataParallel.stop_together)."""
         parallel = self._parallel
-        if threading.current_thread() is not threading.main_thread() or (
-                distributed.is_initialized() and not (parallel and parallel.can_stop_together)):
+        if threading.current_thread() is not threading.main_thread():   # (only it gets signals)
             yield
             return
         if parallel is None:

@@ -1,7 +1,7 @@
 """Process-wide tuning for CPU training: the host allocator and the number of threads.
 
 These change the whole process, so the library never calls them by itself: a script that trains
-(the demos, through demos/common.py; the benchmark, for every implementation alike) calls them
+(the demos, through demos/common/; the benchmark, for every implementation alike) calls them
 once at start-up.
 
     from minienc import tuning

@@ -465,6 +465,78 @@ def a_signal_on_one_rank_stops_every_rank_after_the_same_step():
     """SIGTERM (or Ctrl-C) reaching one rank is a vote in the gradient reduction: every rank
     stops after the same step, the checkpoint is saved, and the resumed run equals the
     uninterrupted one (regression: under several processes a signal lost the run)."""
+    # the vote is counted by the next step's reduction: every rank stops after step 4
+    return _signal_on_the_last_rank(stops_after=4)
+
+
+class NcclOverMPI:
+    """cupy.cuda.nccl's calls on host memory, each collective carried out by MPI on the
+    addresses NCCLEngine passes: the NCCL engine's own code path across real processes."""
+    NCCL_FLOAT32, NCCL_FLOAT64, NCCL_INT64, NCCL_SUM = 7, 8, 4, 0
+    TYPES = {7: np.float32, 8: np.float64, 4: np.int64}
+
+    def __init__(self, comm):
+        from mpi4py import MPI
+
+        def at(address, count, dtype):
+            kind = np.ctypeslib.as_ctypes_type(self.TYPES[dtype])
+            return np.ctypeslib.as_array((kind * count).from_address(address))
+
+        class NcclCommunicator:
+            def __init__(self, size, unique_id, rank):
+                pass
+
+            def allReduce(self, send, recv, count, dtype, op, stream):
+                comm.Allreduce(MPI.IN_PLACE if send == recv else at(send, count, dtype),
+                               at(recv, count, dtype), op=MPI.SUM)
+
+            def bcast(self, buff, count, dtype, root, stream):
+                comm.Bcast(at(buff, count, dtype), root=root)
+
+            def allGather(self, send, recv, count, dtype, stream):
+                comm.Allgather(at(send, count, dtype), at(recv, comm.size * count, dtype))
+
+            def reduceScatter(self, send, recv, count, dtype, op, stream):
+                comm.Reduce_scatter_block(at(send, comm.size * count, dtype),
+                                          at(recv, count, dtype), op=MPI.SUM)
+
+        self.NcclCommunicator = NcclCommunicator
+
+
+class Finished:
+    done = True
+
+
+def on_the_nccl_engine(run):
+    """run() with NCCLEngine's code as on GPUs, its collectives carried out over MPI."""
+    host = distributed.engine()
+    nccl = distributed.NCCLEngine(host.rank, host.size, b"stand-in", NcclOverMPI(host.comm),
+                                  host, lambda: Finished)
+    distributed.shutdown()
+    distributed.init(nccl)
+    try:
+        return run()
+    finally:
+        distributed.shutdown()
+        distributed.init(host)
+
+
+@check
+def on_nccl_a_signal_stops_every_rank_one_step_later():
+    """The NCCL engine's vote is read one reduction late, so reading it waits for no GPU; every
+    rank still stops after the same step (regression: on NCCL a signal stopped the job at once,
+    without a checkpoint)."""
+    return on_the_nccl_engine(lambda: _signal_on_the_last_rank(stops_after=5))
+
+
+@check
+def on_nccl_simclr_equals_one_process():
+    """The SimCLR equivalence through NCCLEngine's code (flags in the bucket, gathers with their
+    shape agreement, reduce-scatter, broadcast), not only at a world of one."""
+    return on_the_nccl_engine(simclr_global_gather_and_sync_bn)
+
+
+def _signal_on_the_last_rank(stops_after):
     import signal
     made = tempfile.mkdtemp(prefix="minienc-signal-") if distributed.is_main() else None
     shared = distributed.engine().bcast_object(made)
@@ -491,15 +563,15 @@ def a_signal_on_one_rank_stops_every_rank_after_the_same_step():
 
     straight, straight_losses, _, _ = run(8, False, None)
     _, _, stopped_at, stopped = run(8, False, out, signal_at=3)
-    # the vote is counted by the next step's reduction: every rank stops after step 4
     everyone = distributed.engine().allgather_object((stopped_at, stopped))
-    assert everyone == [(4, True)] * world(), everyone
+    assert everyone == [(stops_after, True)] * world(), everyone
     resumed, resumed_losses, step, _ = run(8, True, out)
     assert step == 8 and np.array_equal(straight, resumed), "resumed run differs"
     assert straight_losses == resumed_losses, (straight_losses, resumed_losses)
     same_on_every_rank(resumed, "resumed weights")
     shutil.rmtree(out)
-    return "SIGTERM on the last rank after step 3: all stopped after step 4, resumed to 8 exactly"
+    return (f"SIGTERM on the last rank after step 3: all stopped after step {stops_after}, "
+            f"resumed to 8 exactly")
 
 
 # ----- refused on every rank, with the ranks named, instead of garbage or a hang -----------------

@@ -68,6 +68,57 @@ def collective_timeout():
     fit([X] * 4, on_step, steps=4)
 
 
+class StandInNccl:
+    """cupy.cuda.nccl's calls on host memory, for a world of any size: a collective does
+    nothing (what the ranks would exchange does not matter here); `failing` makes
+    check_async_error raise, as NCCL does once a peer has failed."""
+    NCCL_FLOAT64, NCCL_SUM = 8, 0
+
+    def __init__(self, failing=False):
+        stand_in = self
+
+        class NcclCommunicator:
+            def __init__(self, size, unique_id, rank):
+                pass
+
+            def allReduce(self, send, recv, count, dtype, op, stream):
+                pass
+
+            def check_async_error(self):
+                if stand_in.failing:
+                    raise RuntimeError("NCCL_ERROR_REMOTE_ERROR: remote process exited or "
+                                       "there was a network error")
+
+        self.NcclCommunicator, self.failing = NcclCommunicator, failing
+
+
+class Unfinished:
+    """A CUDA event behind a collective the other rank never joins: never done."""
+    done = False
+
+
+def nccl_engine(nccl):
+    host = distributed.engine()
+    return distributed.NCCLEngine(host.rank, host.size, b"stand-in", nccl, host, Unfinished)
+
+
+@scenario
+def nccl_collective_never_finishes():
+    """Rank 0's all-reduce, enqueued on its 'GPU', never finishes (rank 1 never joins it) while
+    its host goes on (NCCL returns once enqueued); the timeout is 3 s (set by the test)."""
+    engine = nccl_engine(StandInNccl())
+    if distributed.rank() == 0:
+        engine.allreduce_(np.ones(3))
+    time.sleep(60)
+
+
+@scenario
+def nccl_reports_an_error():
+    """NCCL reports an asynchronous error on rank 0 (a peer failed): the job ends at once."""
+    nccl_engine(StandInNccl(failing=distributed.rank() == 0))
+    time.sleep(60)
+
+
 if __name__ == "__main__":
     distributed.init()
     SCENARIOS[sys.argv[1]]()

@@ -62,6 +62,8 @@ CASES = {
                                r"^reconstruction_loss: .* B >= 1"),
     "kl batch 0": (lambda: kl_to_standard_normal(minienc.zeros(0, 2), minienc.zeros(0, 2)),
                    r"^kl_to_standard_normal: .* B and J >= 1"),
+    "kl reduction": (lambda: kl_to_standard_normal(minienc.zeros(2, 2), minienc.zeros(2, 2), reduction="sum"),
+                     r"^kl_to_standard_normal: reduction must be one of"),
     "MAE decoder_dim": (lambda: MAE(image_size=4, patch_size=2, decoder_dim=0), r"^MAE: decoder_dim"),
     "smooth_l1 beta < 0": (lambda: minienc.smooth_l1_loss(minienc.zeros(2), minienc.zeros(2), beta=-1.0),
                            r"^smooth_l1_loss: beta must be a finite number >= 0"),

@@ -129,8 +129,16 @@ def test_conv_accepts_non_contiguous_input_and_output_of_another_conv(device):
 
 
 def test_conv_wrong_channels_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"Conv2d\(3, 8.*\(2, 4, 9, 9\).*\(N, 3, H, W\)"):
+    with pytest.raises(ValueError, match=r"^conv2d: input \(2, 4, 9, 9\).*as in Conv2d\(3, 8, "
+                                         r"kernel_size=\(3, 3\)\), which takes inputs \(N, 3, H, W\)$"):
         nn.Conv2d(3, 8, 3)(minienc.tensor(np.zeros((2, 4, 9, 9))))
+    with pytest.raises(ValueError, match=r"^conv_transpose2d: input \(2, 4, 9, 9\).*weight \(3, 8, 3, 3\) "
+                                         r"\(C_in, C_out.*as in ConvTranspose2d\(3, 8, .*\(N, 3, H, W\)$"):
+        nn.ConvTranspose2d(3, 8, 3)(minienc.tensor(np.zeros((2, 4, 9, 9))))
+    with pytest.raises(ValueError, match=r"^conv2d: input \(4, 9, 9\) \(N, C, H, W\) does not match"):
+        nn.Conv2d(4, 8, 3)(minienc.tensor(np.zeros((4, 9, 9))))   # one image without its batch axis
+    with pytest.raises(ValueError, match=r"^conv2d: weight must be 4-D \(C_out, C_in, kh, kw\), got shape \(8, 27\)"):
+        minienc.conv2d(minienc.tensor(np.zeros((2, 3, 9, 9))), minienc.tensor(np.zeros((8, 27))))
     with pytest.raises(ValueError, match=r"conv2d: input \(2, 4, 9, 9\).*weight \(8, 3, 3, 3\) \(C_out, C_in"):
         minienc.conv2d(minienc.tensor(np.zeros((2, 4, 9, 9))), minienc.tensor(np.zeros((8, 3, 3, 3))))
     with pytest.raises(ValueError, match="smaller than kernel"):

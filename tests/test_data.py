@@ -479,6 +479,22 @@ def test_augmentations_that_clip_to_0_1_refuse_pixels_in_0_255(make, owner):
     make()(x / 255, rng=0)   # the same images in [0, 1] pass
 
 
+def test_a_new_clipping_augmentation_gets_the_range_check_from_the_base_class():
+    """One idea, one place: an augmentation that declares the range it clips to is refused
+    out-of-range images by Augmentation itself (it was each augmentation's own check_range call)."""
+    class Stretch(D.Augmentation):
+        value_range = (0.0, 1.0)
+
+        def apply(self, x, gen, xp):
+            return self.clipped(2 * x - 0.5, xp)
+
+    x = np.random.default_rng(0).random((2, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"^Stretch: expects images in \[0, 1\].*divide by 255"):
+        Stretch()(x * 255, rng=0)
+    out = Stretch()(x, rng=0)
+    np.testing.assert_array_equal(out, np.clip(2 * x - 0.5, 0.0, 1.0))
+
+
 def test_augmentations_without_a_clip_take_any_range():
     x = np.random.default_rng(0).normal(0, 3, (2, 1, 8, 8)).astype(np.float32)   # standardised
     assert D.GaussianNoise(0.1)(x, rng=0).shape == x.shape

@@ -5,13 +5,14 @@ accuracies; each objective's own tests check that its training lowers its loss.
 The demos run in this process (tests/demo_check.py: the imports are paid once), compare.py's
 too, each as `python demos/x.py` would run it; tests/test_demo_runs.py runs one in processes of
 its own (it stops it with a real Ctrl-C), as do tests/test_readme.py and test_distributed.py."""
+import ast
 import json
 import subprocess
 
 import numpy as np
 import pytest
 
-from demo_check import ROOT, THREADS, call_in_process, run_in_process
+from demo_check import DEMOS, ROOT, THREADS, call_in_process, run_in_process
 from minienc import run_folder
 
 SUBSET = ["--max-train", "300", "--max-test", "100"]   # of the digits (a smoke run's data)
@@ -233,3 +234,30 @@ def test_the_quick_comparison_says_so_and_its_bars_start_at_zero(tmp_path, monke
         assert ax.get_xlim()[0] == 0
         texts = ax.get_title() + " ".join(t.get_text() for t in ax.texts)
         assert ("QUICK" in texts) == quick and ("not a result" in texts) == quick
+
+
+def _imported_modules(path):
+    """The top-level names of the absolute imports in the file at `path`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
+    names |= {node.module for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module}
+    return {name.split(".")[0] for name in names}
+
+
+def test_every_file_atop_demos_is_a_script_that_imports_no_other_demo(monkeypatch, capsys):
+    """DESIGN's rule, "demos/: one runnable script per objective (they import only demos/common)":
+    helper modules the demos imported (flags.py, jepa_vs_mae.py, jepa_figures.py, claims_lab.py)
+    used to sit beside the scripts; the shared code is the package demos/common/ now. Every file
+    atop demos/ answers --help as a script, and none is imported by another demo or by common."""
+    scripts = {path.stem for path in DEMOS.glob("*.py")}
+    assert "common" not in scripts and (DEMOS / "common" / "__init__.py").exists()
+    for path in [*DEMOS.glob("*.py"), *(DEMOS / "common").glob("*.py")]:
+        siblings = _imported_modules(path) & scripts
+        assert not siblings, f"{path.relative_to(ROOT)} imports demos/{', '.join(sorted(siblings))}" \
+                             f".py: shared code belongs in demos/common/"
+    for script in sorted(scripts):
+        with pytest.raises(SystemExit) as stop:
+            run_in_process(f"{script}.py", "--help", monkeypatch=monkeypatch)
+        assert stop.value.code == 0 and "usage:" in capsys.readouterr().out, script

@@ -215,6 +215,59 @@ def _nccl_engine(device):
     return NCCLEngine(0, 1, b"fake-id", fake), fake.calls
 
 
+class OneHostRank:
+    """An MPI-like engine of one rank that really runs its (trivial) collectives."""
+    name, rank, size = "mpi", 0, 1
+
+    def allreduce_(self, a):
+        return a
+
+
+@pytest.mark.parametrize("engine, counted_at", [("mpi", [1, 2, 3]), ("nccl", [2, 3])])
+def test_the_stop_vote_is_read_at_once_on_host_buffers_and_a_reduction_late_on_nccl(
+        device, engine, counted_at):
+    """Regression: reading the vote from NCCL's device buffer would wait for the GPU every step,
+    so under NCCL a signal stopped the job at once; now the vote travels to the host behind the
+    reduction and is read at the next one, the same step on every rank."""
+    if engine == "mpi" and device == "cuda":
+        pytest.skip("MPI moves host arrays")
+    engine = OneHostRank() if engine == "mpi" else _nccl_engine(device)[0]
+    xp = backend.xp_for(device)
+    weight = nn.Parameter(xp.ones(3, dtype=xp.float32))
+    reduce = distributed.GradientReducer([weight], engine=engine)
+    counted = []
+    for step in range(4):
+        reduce.on_stop = lambda: counted.append(step)
+        weight.grad = xp.full(3, step, dtype=xp.float32)
+        if step == 1:
+            reduce.vote_stop()
+        reduce()
+        assert np.array_equal(backend.to_host(weight.grad), np.full(3, step))
+    assert counted == counted_at
+
+
+def test_to_host_later_is_the_value_when_it_was_asked_for(device):
+    xp = backend.xp_for(device)
+    a = xp.arange(4, dtype=xp.float32)
+    later = backend.to_host_later(a[1:3])
+    a[...] = -1   # enqueued after the copy: not seen by it
+    got = later()
+    assert isinstance(got, np.ndarray) and np.array_equal(got, [1, 2])
+
+
+def test_the_event_behind_an_nccl_collective_is_done_once_the_gpu_has_run_it(device):
+    """What the watchdog reads on NCCL: `.done` of the CUDA event recorded behind a collective
+    (stand-in events elsewhere; this one is CUDA's)."""
+    if device != "cuda":
+        pytest.skip("CUDA's events need a GPU (tests/distributed_exits.py uses stand-ins)")
+    from minienc.distributed.engines import _record_cuda_event
+    engine, _ = _nccl_engine(device)
+    engine.allreduce_(backend.cupy().ones(1 << 20, dtype=np.float32))
+    event = _record_cuda_event()
+    event.synchronize()
+    assert event.done
+
+
 def test_nccl_engine_collectives_at_world_size_one(device):
     engine, calls = _nccl_engine(device)
     xp = backend.xp_for(device)
@@ -389,6 +442,11 @@ def test_an_exception_on_one_rank_ends_every_rank():
                                          r"while 1 other rank\(s\) still had a batch"),
     ("collective_timeout", "3", r"rank 0 has waited 3 s in allreduce_ \(collective #\d+\) for "
                                 r"the other ranks, past the timeout of 3 s"),
+    ("nccl_collective_never_finishes", "3", r"rank 0's allreduce_ \(collective #\d+\) has not "
+                                            r"finished on the GPU 3 s after it was enqueued: it "
+                                            r"waits for the other ranks, past the timeout of 3 s"),
+    ("nccl_reports_an_error", "100", r"rank 0: NCCL reports an error in a collective "
+                                     r"\(RuntimeError: NCCL_ERROR_REMOTE_ERROR"),
 ])
 def test_a_rank_that_parts_from_the_others_ends_every_rank(scenario, timeout, said):
     """Regression: a rank that left (sys.exit), whose data ended first or that was stuck left

@@ -14,6 +14,7 @@ from hypothesis import given, settings, strategies as st
 import minienc
 from minienc import nn
 from minienc.engine import no_grad
+from minienc.objectives import Objective
 from minienc.export import (CONFIG, WEIGHTS, describe, exported_names, from_pytorch_layout,
                             load_encoder, save_encoder, to_pytorch_layout)
 from minienc.safetensors import DTYPES, SafetensorsError, load_file, save_file
@@ -545,3 +546,68 @@ def test_export_refuses_by_name_what_it_cannot_take(tmp_path, monkeypatch):
         (tmp_path / "run" / "config.json").write_text(damaged)
         with pytest.raises(SystemExit, match=r"^export: .*config.json.* " + message):
             run_in_process("export.py", tmp_path / "run", "--out", tmp_path / "out", monkeypatch=monkeypatch)
+
+
+class Distilled(Objective):
+    """An objective that trains `encoder` but embeds with `slow`, another network: the export
+    used to guess the encoder from the keys' prefixes ("encoder." before the whole model) and
+    took the trained one, not the evaluated one."""
+
+    def __init__(self):
+        self.encoder = perturbed(nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (16,), 8)), seed=1)
+        self.slow = perturbed(nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (12,), 6)), seed=2)
+
+    def embed(self, x):
+        return self.slow(x)
+
+    def embed_module(self):
+        return self.slow
+
+
+def saved_run(folder, models):
+    """A run folder as a demo leaves it: checkpoint.npz of `models` and the config.json the
+    export reads (the images' shape)."""
+    from minienc.checkpoint import save_checkpoint
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"demo": "custom", "flags": {},
+                                                    "data": {"image_shape": [1, 8, 8]}}))
+    return save_checkpoint(folder / "checkpoint.npz", models)
+
+
+def moco():
+    """MoCo embeds with query_encoder.layers.0, none of the prefixes the export guessed from: it
+    fell back to the whole objective and could not rebuild it."""
+    from minienc.data import contrastive_augment
+    from minienc.objectives import MoCo, projection_head
+    return MoCo(perturbed(nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (16,), 8, batch_norm=True))),
+                projection_head(8, 16, 4, batch_norm=False), contrastive_augment(), queue_size=16)
+
+
+@pytest.mark.parametrize("make, tensors_from", [(Distilled, "objective/slow"),
+                                                (moco, "objective/query_encoder.layers.0")])
+def test_the_export_takes_the_module_the_objective_embeds_with(make, tensors_from, tmp_path, monkeypatch):
+    from demo_check import run_in_process
+    objective = make().eval()
+    checkpoint = saved_run(tmp_path / "run", {"objective": objective})
+    run_in_process("export.py", checkpoint, "--out", tmp_path / "exported", monkeypatch=monkeypatch)
+    loaded = load_encoder(tmp_path / "exported")
+    config = json.loads((tmp_path / "exported" / CONFIG).read_text())
+    assert config["notes"]["tensors_from"] == tensors_from
+    x = inputs((5, 1, 8, 8))
+    with no_grad():
+        assert np.array_equal(loaded(x).numpy(), objective.embed(x).numpy())
+
+
+def test_a_checkpoint_that_records_no_encoder_is_refused_until_one_is_named(tmp_path, monkeypatch):
+    """A checkpoint written before the encoder was recorded (here: of a plain model, which has
+    none to record) is refused with the way out, not exported by a guess."""
+    from demo_check import run_in_process
+    model = perturbed(nn.Sequential(nn.Flatten(), nn.MLPEncoder(64, (16,), 8)))
+    checkpoint = saved_run(tmp_path / "run", {"model": model})
+    with pytest.raises(SystemExit, match=r"does not record which module is the encoder.*"
+                                         r"--encoder MODEL/PREFIX; the checkpoint's models: model \(layers\)"):
+        run_in_process("export.py", checkpoint, "--out", tmp_path / "exported", monkeypatch=monkeypatch)
+    run_in_process("export.py", checkpoint, "--out", tmp_path / "exported", "--encoder", "model/",
+                   monkeypatch=monkeypatch)
+    a, b = model.state_dict(), load_encoder(tmp_path / "exported").state_dict()
+    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)

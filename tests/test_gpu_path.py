@@ -300,3 +300,32 @@ def test_the_sync_detector_catches_a_hidden_read():
     with pytest.raises(cupyx.DeviceSynchronized):
         with cupyx.allow_synchronize(False):
             (x * 2.0).sum().item()
+
+
+def test_the_gpu_bar_flags_a_method_off_by_more_than_half_a_point_or_missing(tmp_path, capsys):
+    """.ci/gpu_vs_cpu.py, issue 30's bar for the GPU run (5-shot within 0.5 points of the CPU's),
+    checked here where no GPU is needed: against docs/compare.md's table, and two files."""
+    import importlib.util
+    import json
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / ".ci" / "gpu_vs_cpu.py"
+    spec = importlib.util.spec_from_file_location("gpu_vs_cpu", path)
+    bar = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bar)
+    table = bar.cpu_fewshot()
+    assert {"autoencoder", "SimCLR", "JEPA", "DINO"} <= set(table)
+    assert not any(name.startswith(("raw", "PCA", "random")) for name in table)
+    same = [{"method": m, "fewshot": v} for m, v in table.items()]
+    (tmp_path / "same.json").write_text(json.dumps(same))
+    assert bar.main(tmp_path / "same.json") == 0
+    off = [dict(row, fewshot=row["fewshot"] + 0.004 * (row["method"] == "JEPA")
+                + 0.007 * (row["method"] == "VAE")) for row in same if row["method"] != "DINO"]
+    (tmp_path / "off.json").write_text(json.dumps(off))
+    assert bar.main(tmp_path / "off.json", tmp_path / "same.json") == 1
+    lines = dict(line.strip().split(": ", 1) for line in capsys.readouterr().out.splitlines()
+                 if ": " in line)
+    assert lines["VAE"].endswith("+0.7 points: FAIL")
+    assert lines["JEPA"] == f"CPU {table['JEPA']:.1%}, GPU {table['JEPA'] + 0.004:.1%}, " \
+                            f"+0.4 points: ok"
+    assert lines["DINO"].endswith("not run on the GPU: FAIL")
+    assert lines["SimCLR"].endswith("ok")

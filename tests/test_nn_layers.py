@@ -63,6 +63,36 @@ def test_linear_input_is_checked_in_one_place():
     assert str(from_layer.value) == str(from_op.value)
 
 
+def test_layer_norm_input_is_checked_in_one_place():
+    """With a weight the op checks the input against it, naming the layer it makes; without one
+    (affine=False) the layer checks its size, which the op cannot know."""
+    x = minienc.tensor(np.zeros((3, 5)))
+    message = (r"^layer_norm: a weight and bias of shape \(4,\), as in LayerNorm\(4\), take inputs "
+               r"\(\.\.\., 4\); got shape \(3, 5\)$")
+    layer = nn.LayerNorm(4)
+    with pytest.raises(ValueError, match=message):
+        layer(x)
+    with pytest.raises(ValueError, match=message):
+        minienc.layer_norm(x, layer.weight, layer.bias)
+    with pytest.raises(ValueError, match=r"^LayerNorm\(4, affine=False\): input has shape \(3, 5\)"):
+        nn.LayerNorm(4, affine=False)(x)
+    with pytest.raises(ValueError, match=r"^layer_norm: weight and bias must both have shape \(D,\), "
+                                         r"got \(5,\) and \(4,\)"):
+        minienc.layer_norm(x, minienc.tensor(np.ones(5)), minienc.tensor(np.zeros(4)))
+
+
+def test_attention_input_is_checked_in_one_place():
+    """MultiHeadAttention leaves its input to the qkv Linear (the last axis) and to the op (the
+    rank): each error names the shapes."""
+    attention = nn.MultiHeadAttention(16, 4)
+    with pytest.raises(ValueError, match=r"^linear: a weight of shape \(48, 16\), as in Linear\(16, 48\), "
+                                         r"takes inputs \(\.\.\., 16\); got shape \(2, 5, 8\)$"):
+        attention(minienc.tensor(np.zeros((2, 5, 8))))
+    with pytest.raises(ValueError, match=r"^multi_head_attention: expected packed qkv \(B, L, 3\*D\), .*"
+                                         r"got shape \(2, 48\)$"):
+        attention(minienc.tensor(np.zeros((2, 16))))
+
+
 @pytest.mark.parametrize("layer", [nn.ReLU(), nn.GELU(), nn.Tanh(), nn.Sigmoid(), nn.Identity(),
                                    nn.Flatten(), nn.Unflatten((2, 3))], ids=lambda m: type(m).__name__)
 def test_activation_and_shape_layers_gradcheck(device, layer):
@@ -304,8 +334,16 @@ def test_batch_norm_running_statistics_and_modes(device):
 
 
 def test_batch_norm_errors_name_layer_and_shape():
-    with pytest.raises(ValueError, match=r"BatchNorm2d\(3\).*\(2, 4, 5, 5\)"):
+    # the channels are checked once, by the op; the rank, which only the layer knows, by the layer
+    with pytest.raises(ValueError, match=r"^batch_norm: 3 channels, as in BatchNorm2d\(3\), take "
+                                         r"inputs \(N, 3, \.\.\.\); got shape \(2, 4, 5, 5\)$"):
         nn.BatchNorm2d(3)(minienc.tensor(np.zeros((2, 4, 5, 5))))
+    with pytest.raises(ValueError, match=r"^batch_norm: 3 channels, as in BatchNorm1d\(3\).*\(8, 4\)$"):
+        nn.BatchNorm1d(3).eval()(minienc.tensor(np.zeros((8, 4))))
+    with pytest.raises(ValueError, match=r"^BatchNorm2d\(3\): input has shape \(8, 3\), expected \(N, C, H, W\)"):
+        nn.BatchNorm2d(3)(minienc.tensor(np.zeros((8, 3))))
+    with pytest.raises(ValueError, match=r"^batch_norm: input \(5,\) needs shape \(N, C, \.\.\.\)$"):
+        minienc.ops.batch_norm(minienc.tensor(np.zeros(5)))
     with pytest.raises(ValueError, match="more than one value per channel"):
         nn.BatchNorm1d(3)(minienc.tensor(np.zeros((1, 3))))
 

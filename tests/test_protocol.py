@@ -15,6 +15,8 @@ from minienc.objectives import (BYOL, DINO, IJEPA, MAE, BarlowTwins, LeJEPA, Mas
                                 projection_head, simsiam_predictor, simsiam_projector,
                                 vicreg_expander)
 from minienc.objectives.multiblock import MultiBlockMaskSampler
+from minienc.checkpoint import read_checkpoint, save_checkpoint
+from minienc.engine import no_grad
 from minienc.optim import SGD
 from minienc.train import Trainer
 
@@ -113,6 +115,38 @@ def test_every_objective_trains_through_the_trainer(name):
     trainer.fit(batches(name), steps=STEPS)
     assert trainer.models["objective"] is objective   # what a checkpoint saves
     check_training(objective, trainer.losses, trained, frozen, name)
+
+
+# the module whose output embed(x) is, by its prefix in the objective's state_dict, where it is
+# not the encoder: I-JEPA's EMA target, DINO's teacher, BYOL's and MoCo's encoder inside their
+# online network (MoCo's was none of the names the export guessed from)
+EMBEDS_WITH = {"ijepa": "target_encoder.", "dino": "teacher.layers.0.", "byol": "online_network.layers.0.",
+               "moco": "query_encoder.layers.0."}
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_the_checkpoint_records_the_module_embed_reads_and_only_it(name, tmp_path):
+    """What demos/export.py takes out: embed(x) moves with that module's parameters and with no
+    other (the export used to guess the module from the prefixes' names)."""
+    objective = OBJECTIVES[name]().eval()
+    meta, _ = read_checkpoint(save_checkpoint(tmp_path / "checkpoint.npz", {"objective": objective}))
+    prefix = meta["encoders"]["objective"]
+    assert prefix == EMBEDS_WITH.get(name, "encoder.")
+    x = batches(name, 1, seed=9)[0]
+
+    def embedding():
+        with no_grad():
+            return objective.embed(x).numpy()
+
+    before = embedding()
+    inside = [p for key, p in objective.named_parameters() if key.startswith(prefix)]
+    for key, p in objective.named_parameters():
+        if not key.startswith(prefix):
+            p.data = p.data * 0 + 0.3
+    np.testing.assert_array_equal(embedding(), before)
+    for p in inside:
+        p.data = p.data + 0.1
+    assert not np.allclose(embedding(), before)
 
 
 class Recorder(Objective):

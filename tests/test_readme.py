@@ -97,7 +97,7 @@ def test_every_file_the_commands_table_says_a_command_writes_is_written_by_its_c
     renamed picture cannot leave the table behind."""
     text = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
     table = text.split("## What each command takes and writes")[1].split("\n## ")[0]
-    shared = "".join(p.read_text() for p in [ROOT / "demos" / "common.py", *(ROOT / "minienc").rglob("*.py")])
+    shared = "".join(p.read_text() for p in [*(ROOT / "demos" / "common").glob("*.py"), *(ROOT / "minienc").rglob("*.py")])
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| `")]
     assert len(rows) >= 10, table
     for command, _, writes in rows:

@@ -210,9 +210,13 @@ def test_kl_is_positive_away_from_the_prior(n, j, seed, scale, which):
         mu = values
     if which in ("logvar", "both"):
         logvar = values[::-1].copy()
-    kl = kl_to_standard_normal(minienc.tensor(mu, dtype="float64"), minienc.tensor(logvar, dtype="float64"))
-    expected = 0.5 * (mu**2 + np.exp(logvar) - 1 - logvar).sum() / n
-    assert kl.item() > 0 and kl.item() == pytest.approx(expected, rel=1e-9)
+    mu_t, logvar_t = minienc.tensor(mu, dtype="float64"), minienc.tensor(logvar, dtype="float64")
+    kl = kl_to_standard_normal(mu_t, logvar_t)
+    expected = 0.5 * (mu**2 + np.exp(logvar) - 1 - logvar).sum(axis=1)   # one KL per example
+    assert kl.item() > 0 and kl.item() == pytest.approx(expected.mean(), rel=1e-9)
+    per_example = kl_to_standard_normal(mu_t, logvar_t, reduction="none")
+    assert per_example.shape == (n,)
+    np.testing.assert_allclose(per_example.data, expected, rtol=1e-9, atol=1e-300)
 
 
 def test_kl_matches_a_monte_carlo_estimate():
@@ -231,6 +235,7 @@ def test_kl_and_reparameterize_gradcheck(device):
     mu, logvar = rand(device, 3, 4, seed=1), rand(device, 3, 4, seed=2, scale=0.5)
     eps = rand(device, 3, 4, seed=3, requires_grad=False)
     assert minienc.gradcheck(kl_to_standard_normal, mu, logvar)
+    assert minienc.gradcheck(lambda m, v: kl_to_standard_normal(m, v, reduction="none"), mu, logvar)
     assert minienc.gradcheck(lambda m, v: reparameterize(m, v, eps), mu, logvar)
 
 

@@ -68,6 +68,9 @@ class Augmentation:
     keeps each image unchanged with probability 1 - p, and gives back the caller's type."""
 
     _p = 1.0
+    # (low, high): the range the images must lie in, set by the augmentations that clip their
+    # result to it (`self.clipped`) or assume it; checked here, once for all (check_range)
+    value_range = None
 
     @property
     def p(self):
@@ -90,6 +93,8 @@ class Augmentation:
                              f"or PIL arrays come: move the channels first, x.transpose(0, 3, 1, 2)")
         if not backend.is_floating(data.dtype):
             raise TypeError(f"{name}: expects floating-point images, got dtype {data.dtype}")
+        if self.value_range is not None:
+            check_range(name, data, *self.value_range)
         gen = generator(rng, data)
         xp = backend.get_xp(data)
         out = self.apply(data, gen, xp)
@@ -102,6 +107,10 @@ class Augmentation:
 
     def apply(self, x, gen, xp):
         raise NotImplementedError
+
+    def clipped(self, x, xp):
+        """x clipped to the augmentation's value_range (unchanged without one)."""
+        return x if self.value_range is None else xp.clip(x, *self.value_range)
 
     def __repr__(self):
         fields = ", ".join(f"{'p' if k == '_p' else k}={v!r}" for k, v in vars(self).items())
@@ -268,14 +277,11 @@ class GaussianNoise(Augmentation):
     """Add N(0, std^2) noise to every pixel; `clip=(low, high)` clips the result."""
 
     def __init__(self, std=0.1, clip=None, p=1.0):
-        self.std, self.clip = checks.non_negative("GaussianNoise", "std", std), clip
+        self.std, self.value_range = checks.non_negative("GaussianNoise", "std", std), clip
         self.p = p
 
     def apply(self, x, gen, xp):
-        if self.clip is not None:
-            check_range("GaussianNoise", x, *self.clip)
-        out = x + self.std * gen.standard_normal(x.shape, dtype=x.dtype)
-        return xp.clip(out, *self.clip) if self.clip is not None else out
+        return self.clipped(x + self.std * gen.standard_normal(x.shape, dtype=x.dtype), xp)
 
 
 class RandomErasing(Augmentation):
@@ -314,22 +320,17 @@ class BrightnessContrast(Augmentation):
         checks.in_range("BrightnessContrast", "contrast", contrast, 0.0, 1.0)
         if clip is not None:   # (low, high), any finite range
             clip = checks.span("BrightnessContrast", "clip", clip, low=-math.inf)
-        self.brightness, self.contrast, self.clip = brightness, contrast, clip
+        self.brightness, self.contrast, self.value_range = brightness, contrast, clip
         self.p = p
 
     def apply(self, x, gen, xp):
-        if self.clip is not None:
-            check_range("BrightnessContrast", x, *self.clip)
         n = x.shape[0]
         dt = x.dtype
         b = uniform(gen, 1 - self.brightness, 1 + self.brightness, n, dt)[:, None, None, None]
         c = uniform(gen, 1 - self.contrast, 1 + self.contrast, n, dt)[:, None, None, None]
-        out = x * b
-        if self.clip is not None:
-            out = xp.clip(out, *self.clip)
+        out = self.clipped(x * b, xp)
         mean = out.mean(axis=(1, 2, 3), keepdims=True)
-        out = mean + c * (out - mean)
-        return xp.clip(out, *self.clip) if self.clip is not None else out
+        return self.clipped(mean + c * (out - mean), xp)
 
 
 # ----- corruption noises (the denoising autoencoder's q(x~ | x), Vincent et al. 2010) ----------

@@ -22,22 +22,20 @@ shuffles the order per call, which a batched, sync-free pipeline cannot do per i
 import math
 
 from .. import checks
-from .augment import Augmentation, Compose, RandomResizedCrop, check_range, uniform
+from .augment import Augmentation, Compose, RandomResizedCrop, uniform
 
 LUMA = (0.299, 0.587, 0.114)
 
 
 def check_colour_images(owner, x):
     """Refuse what a colour augmentation would silently turn into garbage: channels other than 1
-    (grey) or 3 (RGB) -- 2, or RGBA's 4 -- and pixels outside [0, 1] such as [0, 255] bytes,
-    which the clipping would saturate to 1 (checked on the host only: see check_range).
-    Channels-last images are refused before, by every augmentation."""
+    (grey) or 3 (RGB) -- 2, or RGBA's 4. Pixels outside [0, 1], such as [0, 255] bytes, are
+    refused by every augmentation with that value_range, and channels-last images by every one."""
     channels = x.shape[1]
     if channels not in (1, 3):
         layout = "; drop the alpha channel of RGBA images, x[:, :3]" if channels == 4 else ""
         raise ValueError(f"{owner}: expects channels-first images (N, C, H, W) with C = 1 (grey) "
                          f"or 3 (RGB), got shape {tuple(x.shape)}{layout}")
-    check_range(owner, x)
 
 
 def gray(x, xp):
@@ -83,6 +81,8 @@ class ColorJitter(Augmentation):
     hue (a shift of up to +-hue of the colour wheel, hue <= 0.5), in that order, each result
     clipped to [0, 1]; with probability p per image, else the image is kept."""
 
+    value_range = (0.0, 1.0)
+
     def __init__(self, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=1.0):
         for name, value in (("brightness", brightness), ("contrast", contrast),
                             ("saturation", saturation)):
@@ -98,23 +98,25 @@ class ColorJitter(Augmentation):
         check_colour_images("ColorJitter", x)
         n, dt = x.shape[0], x.dtype
         if self.brightness:
-            x = xp.clip(x * _factor(gen, self.brightness, n, dt), 0.0, 1.0)
+            x = self.clipped(x * _factor(gen, self.brightness, n, dt), xp)
         if self.contrast:
             mean = gray(x, xp).mean(axis=(1, 2, 3), keepdims=True)
             c = _factor(gen, self.contrast, n, dt)
-            x = xp.clip(c * x + (1 - c) * mean, 0.0, 1.0)
+            x = self.clipped(c * x + (1 - c) * mean, xp)
         if self.saturation and x.shape[1] == 3:
             s = _factor(gen, self.saturation, n, dt)
-            x = xp.clip(s * x + (1 - s) * gray(x, xp), 0.0, 1.0)
+            x = self.clipped(s * x + (1 - s) * gray(x, xp), xp)
         if self.hue and x.shape[1] == 3:
             hue, saturation, value = rgb_to_hsv(x, xp)
             shift = uniform(gen, -self.hue, self.hue, n, dt)[:, None, None]
-            x = xp.clip(hsv_to_rgb((hue + shift) % 1.0, saturation, value, xp), 0.0, 1.0)
+            x = self.clipped(hsv_to_rgb((hue + shift) % 1.0, saturation, value, xp), xp)
         return x
 
 
 class RandomGrayscale(Augmentation):
     """With probability p per image, its luma in every channel (grey images: unchanged)."""
+
+    value_range = (0.0, 1.0)   # not clipped (luma keeps [0, 1]), but [0, 255] pixels are a mistake
 
     def __init__(self, p=0.2):
         self.p = p

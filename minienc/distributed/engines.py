@@ -15,15 +15,16 @@
                made on rank 0 and sent to the others over MPI (as ChainerMN and PyTorch's
                launchers do); host values go over that MPI link too.
 
-Every collective of `MPIEngine` is numbered and watched (minienc/distributed/watchdog.py): one
-that waits past a timeout, or for a rank that has left, ends the job with a line naming the rank
-and the operation. `allgather` first gathers every rank's shape (a small host collective, over
+Every collective is numbered and watched (minienc/distributed/watchdog.py): one that waits
+past a timeout, or for a rank that has left, ends the job with a line naming the rank and the
+operation. MPI's are watched while the host waits in them; NCCL's, which the host never waits
+in, by the CUDA event recorded behind each on its stream. `allgather` first gathers every rank's shape (a small host collective, over
 MPI for NCCL too) and refuses shapes that differ, naming each rank's.
 
 Only `MPIEngine` imports mpi4py, and only `make_nccl_engine` asks backend.nccl() for
 cupy.cuda.nccl, when one is made.
-NOTE: NCCLEngine has run only against a fake in the tests (no GPU where it was written); see
-docs/distributed.md for the command that checks it on one GPU.
+NOTE: NCCLEngine has run only against a fake in the tests (no GPU where it was written), its
+watch on the GPU against stand-in events; see docs/distributed.md for the check on one GPU.
 """
 from .. import backend
 
@@ -217,16 +218,20 @@ class NCCLEngine:
 
     rank, size, unique_id: this process's place and NCCL's id from rank 0 (`nccl.get_unique_id()`).
     nccl: the cupy.cuda.nccl module (or a stand-in with the same calls). host: the engine that
-    carries host values (an MPIEngine; None for a world of one)."""
+    carries host values (an MPIEngine; None for a world of one). record_event: () -> an event
+    recorded on the current stream, with `.done` (the tests' stand-in; default: CUDA's)."""
     name = "nccl"
 
-    def __init__(self, rank, size, unique_id, nccl, host=None):
+    def __init__(self, rank, size, unique_id, nccl, host=None, record_event=None):
         self.nccl, self.rank, self.size = nccl, rank, size
         self.host = host if host is not None else WorldOfOne()
         self.comm = nccl.NcclCommunicator(size, unique_id, rank)
-        # NCCL's collectives are enqueued, not waited on, so no timeout covers them; they are
-        # counted with the host's, so a rank that leaves before one of them is still found
+        # NCCL's collectives are counted with the host's (so a rank that leaves before one is
+        # found) and, returning once enqueued, each is followed by the event behind it
         self.watchdog = getattr(self.host, "watchdog", None) or _Unwatched()
+        self.record_event = record_event or _record_cuda_event
+        if hasattr(self.comm, "check_async_error"):
+            self.watchdog.device_errors = self.comm.check_async_error
 
     def _begin(self, a, op):
         """NCCL's type for `a`, in the collective `op` about to be enqueued (counted with the
@@ -238,17 +243,23 @@ class NCCLEngine:
         self.watchdog.count += 1
         return getattr(self.nccl, name)
 
+    def _enqueued(self, op):
+        if not isinstance(self.watchdog, _Unwatched):   # a world of one waits for nobody
+            self.watchdog.enqueued(op, self.record_event())
+
     def allreduce_(self, a):
         if a.dtype == bool:
             raise TypeError("distributed.allreduce_: cannot sum booleans; cast them first")
         _contiguous(a, "allreduce_")
         self.comm.allReduce(_pointer(a), _pointer(a), a.size, self._begin(a, "allreduce_"),
                             self.nccl.NCCL_SUM, _stream(a))
+        self._enqueued("allreduce_")
         return a
 
     def broadcast_(self, a, root=0):
         _contiguous(a, "broadcast_")
         self.comm.bcast(_pointer(a), a.size, self._begin(a, "broadcast_"), root, _stream(a))
+        self._enqueued("broadcast_")
         return a
 
     def allgather(self, a):
@@ -262,6 +273,7 @@ class NCCLEngine:
         out = xp.empty((self.size * a.shape[0],) + a.shape[1:], dtype=a.dtype)
         self.comm.allGather(_pointer(a), _pointer(out), a.size, self._begin(a, "allgather"),
                             _stream(a))
+        self._enqueued("allgather")
         return out
 
     def reduce_scatter(self, a):
@@ -271,6 +283,7 @@ class NCCLEngine:
         out = xp.empty((n,) + a.shape[1:], dtype=a.dtype)
         self.comm.reduceScatter(_pointer(a), _pointer(out), out.size,
                                 self._begin(a, "reduce_scatter"), self.nccl.NCCL_SUM, _stream(a))
+        self._enqueued("reduce_scatter")
         return out
 
     def bcast_object(self, value, root=0):
@@ -286,6 +299,13 @@ class NCCLEngine:
     def abort(self, code=1):
         if hasattr(self.host, "abort"):
             self.host.abort(code)
+
+
+def _record_cuda_event():
+    """A CUDA event recorded on the current stream: done when the work enqueued before it is."""
+    event = backend.cupy().cuda.Event(block=False, disable_timing=True)
+    event.record()
+    return event
 
 
 def make_nccl_engine(host=None):

@@ -119,7 +119,9 @@ class GradientReducer:
     Two numbers ride at the end of the first bucket, so the ranks agree on them at no extra
     collective: "I have a batch" (1; 0 from no_batch) and "stop after this step" (vote_stop).
     Both are written only when they change: the average of the ranks' 1s is 1 again, and a
-    write is a kernel launch on a GPU."""
+    write is a kernel launch on a GPU. The vote is read on the host after the reduction: at
+    once from MPI's host buffers; from NCCL's device buffers one step late (a read now would
+    wait for the GPU), which every rank does alike, so all still stop after the same step."""
 
     FLAGS = 2   # [has a batch, votes to stop] after the first bucket's gradients
 
@@ -132,7 +134,8 @@ class GradientReducer:
         self._flat = [None] * len(self.buckets)
         self._flags_written = False
         self.stop_voted = False     # this rank asks every rank to stop after this step
-        self.on_stop = None         # called when a stop vote is counted (host buffers only)
+        self.on_stop = None         # called when a stop vote is counted
+        self._vote_on_its_way = None    # NCCL: the last reduction's vote, copied to the host
 
     def _flat_buffer(self, i):
         """Bucket i's flat buffer; the first one ends with the FLAGS."""
@@ -187,10 +190,19 @@ class GradientReducer:
                 if p.grad is not None:
                     p.grad = flat[offset:offset + p.size].reshape(p.shape)
                 offset += p.size
-        # a host read of a host buffer costs nothing; on a GPU it would be a sync, so there no
-        # one listens (DataParallel.can_stop_together)
-        if self.on_stop is not None and self._flat and self._flat[0][-1] > 0:
+        if self.on_stop is not None and self._flat and self._stop_vote_counted():
             self.on_stop()
+
+    def _stop_vote_counted(self):
+        """Whether a reduction has counted a vote to stop. Host buffers (MPI): this one's, read
+        now for free. Device buffers (NCCL): this reduction's vote starts its way to the host
+        and the previous one's is read, which the GPU finished long ago: no sync, and since
+        every rank reads the same reduction's vote at the same step, all stop together."""
+        vote = self._flat[0][-1:]
+        if self.engine.name != "nccl":
+            return bool(vote[0] > 0)
+        previous, self._vote_on_its_way = self._vote_on_its_way, backend.to_host_later(vote)
+        return previous is not None and bool(previous()[0] > 0)
 
 
 class DataParallel:
@@ -208,13 +220,6 @@ class DataParallel:
     @property
     def size(self):
         return self.engine.size
-
-    @property
-    def can_stop_together(self):
-        """Whether a signal can stop every rank after the same step (the vote in the gradient
-        reduction is read on the host: free for MPI's host buffers, a device sync on NCCL,
-        where a signal stops the job at once instead)."""
-        return self.engine.name == "mpi"
 
     def stop_together(self, on_stop):
         """From now on `on_stop()` runs on every rank after the reduction of a step in which

@@ -16,6 +16,12 @@ the wait and names who is waiting for what:
               rank finished is waiting for a rank that will never come: it ends the job at once,
               naming both. (An uncaught exception already aborts every rank: see init().)
 
+NCCL's collectives (the GPU engine) are enqueued on the GPU and return at once, so the host
+never waits inside one: each is numbered with the host's and watched by the CUDA event recorded
+behind it on its stream (as PyTorch's NCCL watchdog does). The thread drops the finished ones
+(an event query: no sync), and one still unfinished `timeout` seconds after it was enqueued ends
+the job the same way; an asynchronous error NCCL reports (a peer that failed) ends it at once.
+
 The collectives are numbered as they are called; every rank calls the same ones in the same
 order (the premise of data parallelism), so the numbers agree. A daemon thread wakes every
 `poll` seconds to read the goodbyes and the clock (mpi4py starts MPI with
@@ -24,6 +30,7 @@ two attribute writes. The goodbyes travel on a duplicate of the communicator, ap
 collectives and from any message of the user's.
 """
 import atexit
+import collections
 import os
 import sys
 import threading
@@ -67,6 +74,8 @@ class Watchdog:
         self.count = 0                  # collectives called so far
         self.current = None             # (number, operation, start time) while in one
         self.departed = {}              # rank -> collectives it finished before its process ended
+        self.in_flight = collections.deque()   # NCCL's: (number, operation, enqueued at, event)
+        self.device_errors = None       # NCCL's check for an asynchronous error (raises one)
         self._op = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="minienc-distributed-watchdog",
@@ -90,20 +99,49 @@ class Watchdog:
         self.current = None
         return False
 
+    def enqueued(self, op, event):
+        """An NCCL collective, numbered already, was just enqueued; it has finished when `event`
+        (recorded behind it on its stream) is done."""
+        self.in_flight.append((self.count, op, time.monotonic(), event))
+
     # ----- the watching thread -----------------------------------------------------------------
     def _watch(self):
         while not self._stop.wait(self.poll):
             self._read_goodbyes()
             if self.departed:
                 self._check_departed()
-            current = self.current
-            if current is not None and time.monotonic() - current[2] > self.timeout:
+            current, now = self.current, time.monotonic()
+            if current is not None and now - current[2] > self.timeout:
                 number, op, started = current
-                self._abort(f"rank {self.rank} has waited {time.monotonic() - started:.0f} s in "
-                            f"{op} (collective #{number}) for the other ranks, past the timeout "
-                            f"of {self.timeout:g} s (distributed.init(timeout=) or "
-                            f"{TIMEOUT_VARIABLE}): another rank is stuck, or the ranks call "
-                            f"different collectives")
+                self._abort_overdue(f"rank {self.rank} has waited {now - started:.0f} s in {op} "
+                                    f"(collective #{number}) for the other ranks")
+            oldest = self._oldest_in_flight()
+            if oldest is not None and now - oldest[2] > self.timeout:
+                number, op, started, _ = oldest
+                self._abort_overdue(f"rank {self.rank}'s {op} (collective #{number}) has not "
+                                    f"finished on the GPU {now - started:.0f} s after it was "
+                                    f"enqueued: it waits for the other ranks")
+            if self.device_errors is not None:
+                self._check_device_errors()
+
+    def _oldest_in_flight(self):
+        """The oldest NCCL collective not yet finished, after dropping the finished ones (the
+        main thread only appends, this thread only pops: a deque does both safely)."""
+        while self.in_flight and self.in_flight[0][3].done:
+            self.in_flight.popleft()
+        return self.in_flight[0] if self.in_flight else None
+
+    def _abort_overdue(self, what):
+        self._abort(f"{what}, past the timeout of {self.timeout:g} s (distributed.init(timeout=) "
+                    f"or {TIMEOUT_VARIABLE}): another rank is stuck, or the ranks call different "
+                    f"collectives")
+
+    def _check_device_errors(self):
+        try:
+            self.device_errors()
+        except Exception as error:   # whatever NCCL's binding raises, the job cannot go on
+            self._abort(f"rank {self.rank}: NCCL reports an error in a collective "
+                        f"({type(error).__name__}: {error}); another rank has failed")
 
     def _read_goodbyes(self):
         status = self.MPI.Status()

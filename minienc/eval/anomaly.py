@@ -24,7 +24,7 @@ depends only on the order of the scores, so any increasing transform leaves it u
 """
 from .. import backend, checks
 from ..engine import as_array, as_tensor, no_grad
-from ..objectives.reconstruction import check_probabilities, reparameterize
+from ..objectives.reconstruction import check_probabilities, kl_to_standard_normal, reparameterize
 from ..ops import binary_cross_entropy_with_logits, mse_loss
 from .baselines import fit_pca
 from .features import as_features
@@ -107,7 +107,7 @@ def vae_scores(vae, images, samples=8, batch_size=256):
         mu, logvar = vae.posterior(x)
         recon = sum(reconstruction_per_example(vae.decoder(reparameterize(mu, logvar)), x,
                                                vae.likelihood, vae.sigma) for _ in range(samples))
-        kl = backend.to_host(((mu * mu + logvar.exp() - 1.0 - logvar) * 0.5).data.sum(axis=1))
+        kl = backend.to_host(kl_to_standard_normal(mu, logvar, reduction="none").data)
         return np.stack([recon / samples, kl], axis=1)
 
     both = _in_batches(terms, images, batch_size, vae.device)

@@ -25,11 +25,6 @@ class _ConvNd(Module):
         fan_in = init._fans(shape)[0]
         self.bias = init.linear_bias(init.empty((self.out_channels,)), fan_in) if bias else None
 
-    def _check(self, x):
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"{self!r}: input has shape {x.shape}, expected "
-                             f"(N, {self.in_channels}, H, W)")
-
     def __repr__(self):
         extra = f", output_padding={self.output_padding}" if getattr(self, "output_padding", (0, 0)) != (0, 0) else ""
         return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
@@ -42,8 +37,7 @@ class Conv2d(_ConvNd):
         self._init_parameters((out_channels, in_channels) + self.kernel_size, bias)
 
     def forward(self, x):
-        self._check(x)
-        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding)   # the op checks x
 
 
 class ConvTranspose2d(_ConvNd):
@@ -59,8 +53,7 @@ class ConvTranspose2d(_ConvNd):
                              f"than stride {self.stride}")
         self._init_parameters((in_channels, out_channels) + self.kernel_size, bias)
 
-    def forward(self, x):
-        self._check(x)
+    def forward(self, x):   # the op checks x's shape
         return ops.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
                                     self.output_padding)
 

@@ -163,6 +163,24 @@ class Module:
                 m._buffers[key] = backend.to_device(values[name].astype(old.dtype), backend.device_of(old))
         return self
 
+    def path_of(self, module):
+        """The dotted prefix ("" for this module itself, else ending in ".") under which
+        `module`'s parameters and buffers stand in this module's state_dict: the first place it
+        is held, where named_parameters lists a module held twice. Errors when it is not held,
+        or when its tensors are not all under that prefix (parameters tied into another module)."""
+        prefix = next((p for p, m in self._named_modules() if m is module), None)
+        if prefix is None:
+            raise ValueError(f"{type(self).__name__}.path_of: {type(module).__name__} is not one of "
+                             f"its modules")
+        names = {n for n, _ in self.named_parameters()} | {n for n, _ in self.named_buffers()}
+        outside = [n for n, _ in list(module.named_parameters()) + list(module.named_buffers())
+                   if prefix + n not in names]
+        if outside:
+            raise ValueError(f"{type(self).__name__}.path_of: {type(module).__name__} at "
+                             f"{prefix.rstrip('.') or '(the module itself)'} has tensors listed "
+                             f"elsewhere in the state_dict (tied): {outside[:3]}")
+        return prefix
+
     def _named_modules(self, prefix=""):
         yield prefix, self
         for name, child in self.named_children():

@@ -16,8 +16,10 @@ class LayerNorm(Module):
         self.bias = init.empty((dim,)) if affine else None
 
     def forward(self, x):
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"LayerNorm({self.dim}): input has shape {x.shape}, expected (..., {self.dim})")
+        # the op checks x against the weight; without one (affine=False) the size is ours to check
+        if self.weight is None and x.shape[-1:] != (self.dim,):
+            raise ValueError(f"LayerNorm({self.dim}, affine=False): input has shape {x.shape}, "
+                             f"expected (..., {self.dim})")
         return ops.layer_norm(x, self.weight, self.bias, self.eps)
 
     def __repr__(self):
@@ -39,7 +41,8 @@ class _BatchNorm(Module):
         self.register_buffer("running_var", xp.ones(num_features, dtype=backend.DEFAULT_DTYPE))
 
     def _check(self, x):
-        if x.ndim not in self.ranks or x.shape[1] != self.num_features:
+        """The rank, which is the layer's to say (the op takes any (N, C, ...) and checks C)."""
+        if x.ndim not in self.ranks:
             raise ValueError(f"{type(self).__name__}({self.num_features}): input has shape {x.shape}, "
                              f"expected {self.layouts} with C = {self.num_features}")
 

@@ -36,9 +36,7 @@ class MultiHeadAttention(Module):
         self.drop = Dropout(dropout)
 
     def forward(self, x, key_padding_mask=None, attn_mask=None):
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"MultiHeadAttention(dim={self.dim}): input has shape {x.shape}, "
-                             f"expected (B, L, {self.dim})")
+        # x's shapes are checked once each: its last axis by the qkv Linear, its rank by the op
         out = ops.multi_head_attention(self.qkv(x), self.num_heads, key_padding_mask, attn_mask)
         return self.drop(self.proj(out))
 

@@ -214,6 +214,9 @@ class DINO(ViewObjective):
     def embed(self, images):
         return self.teacher_encoder(images)
 
+    def embed_module(self):
+        return self.teacher_encoder
+
     def views(self, images):
         if self.augment is None:
             return super().views(images)   # says what is missing

@@ -209,6 +209,9 @@ class IJEPA(Objective):
         """(B, D): the TARGET encoder on whole images, average-pooled over patches."""
         return self.target_encoder(images).mean(axis=1)
 
+    def embed_module(self):
+        return self.target_encoder
+
 
 class MaskedViewsJEPA(Objective):
     """A predictor between two masked views, LeJEPA between them as the guard (module docstring).

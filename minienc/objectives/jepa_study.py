@@ -198,6 +198,9 @@ class StudyJEPA(Objective):
         """(B, D): the target encoder on whole images, average-pooled over patches."""
         return self.target_encoder(images).mean(axis=1)
 
+    def embed_module(self):
+        return self.target_encoder
+
     # ----- the terms -----
     def terms(self, images, context_idx, target_idx, target_images=None, directions=None):
         """{"loss", "prediction", and per guard "variance", "covariance", "invariance", "sigreg"}

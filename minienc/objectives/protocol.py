@@ -18,6 +18,8 @@ or, with progress, checkpoints and evaluation beside the same step: Trainer(obje
   objectives, token ids (B, T) for masked language modeling; an objective that reads labels
   (triplet loss with class labels) takes (images, labels).
 - `embed(x)`: the representation that is evaluated (probes, k-NN, RankMe), never the head.
+  `embed_module()` names the module it runs (its output pooled or cut, never more), which a
+  checkpoint records (minienc/checkpoint.py) so that an export takes out that one.
 - `param_groups(weight_decay)`: what the optimizer trains -- weights with `weight_decay`,
   biases and norm parameters without -- and never a target network (EMA copies hold
   requires_grad=False parameters and are left out).
@@ -60,6 +62,12 @@ class Objective(Module):
     def embed(self, x):
         """The evaluated representation: the encoder's output, unless an objective says other."""
         return self.encoder(x)
+
+    def embed_module(self):
+        """The module whose output `embed` is (pooled or cut at most): the encoder, unless an
+        objective embeds with another (an EMA target, a teacher); None where there is none to
+        name (a checkpoint then records none, and an export is told which by hand)."""
+        return getattr(self, "encoder", None)
 
     def param_groups(self, weight_decay=0.0):
         """The trained parameters in two groups (weights decayed, biases and norms not); a

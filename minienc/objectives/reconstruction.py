@@ -141,11 +141,16 @@ def reparameterize(mu, logvar, eps=None):
     return mu + (logvar * 0.5).exp() * eps
 
 
-def kl_to_standard_normal(mu, logvar):
+def kl_to_standard_normal(mu, logvar, reduction="mean"):
     """KL(N(mu, exp(logvar)) || N(0, I)) = 0.5 sum_j (mu^2 + exp(logvar) - 1 - logvar), summed over
-    the latent dimensions and averaged over the batch; mu, logvar (B, J)."""
+    the latent dimensions; mu, logvar (B, J). reduction="mean": averaged over the batch (the
+    VAE's loss term); "none": one KL per example, (B,) (the anomaly score's term)."""
     _check_gaussian_params("kl_to_standard_normal", mu, logvar)
-    return (mu * mu + logvar.exp() - 1.0 - logvar).sum() * (0.5 / mu.shape[0])
+    checks.one_of("kl_to_standard_normal", "reduction", reduction, ("mean", "none"))
+    twice_kl = mu * mu + logvar.exp() - 1.0 - logvar
+    if reduction == "none":
+        return twice_kl.sum(axis=1) * 0.5
+    return twice_kl.sum() * (0.5 / mu.shape[0])
 
 
 def kl_weight_schedule(beta=1.0, warmup_steps=0):

@@ -113,7 +113,9 @@ class MultiHeadAttentionFunction(Function):
 
     def _split(self, qkv):
         if qkv.ndim != 3:
-            raise ValueError(f"multi_head_attention: expected packed qkv (B, L, 3*D), got {tuple(qkv.shape)}")
+            raise ValueError(f"multi_head_attention: expected packed qkv (B, L, 3*D), the projection "
+                             f"of inputs (B, L, D) as nn.MultiHeadAttention makes it, got shape "
+                             f"{tuple(qkv.shape)}")
         b, length, three_d = qkv.shape
         d = three_d // 3
         if three_d % 3 or d % self.heads:

@@ -80,12 +80,18 @@ def col2im(cols, padded_hw, stride, padding):
     return out[:, ph:hp - ph, pw:wp - pw] if ph or pw else out
 
 
-def _check_input(name, x, weight, layout):
-    """Both 4-D, and the input's channels equal the weight's input-channel axis (0 or 1)."""
-    in_axis = layout.split(", ").index("C_in")
-    if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[in_axis]:
+def _check_input(name, x, weight, layout, layer):
+    """The one check of a convolution's shapes, for nn.Conv2d / nn.ConvTranspose2d and direct
+    callers alike: both 4-D, and the input's channels equal the weight's input-channel axis (0 or
+    1); the error names the `layer` the weight would make."""
+    if weight.ndim != 4:
+        raise ValueError(f"{name}: weight must be 4-D ({layout}), got shape {tuple(weight.shape)}")
+    sizes = dict(zip(layout.split(", "), weight.shape))
+    if x.ndim != 4 or x.shape[1] != sizes["C_in"]:
         raise ValueError(f"{name}: input {tuple(x.shape)} (N, C, H, W) does not match weight "
-                         f"{tuple(weight.shape)} ({layout}): the channel counts must agree")
+                         f"{tuple(weight.shape)} ({layout}), as in {layer}({sizes['C_in']}, "
+                         f"{sizes['C_out']}, kernel_size={tuple(weight.shape[2:])}), which takes "
+                         f"inputs (N, {sizes['C_in']}, H, W)")
 
 
 class Conv2dFunction(Function):
@@ -96,7 +102,7 @@ class Conv2dFunction(Function):
         self.padding = checks.pair("conv2d", "padding", padding, minimum=0)
 
     def forward(self, x, weight, bias=None):
-        _check_input("conv2d", x, weight, "C_out, C_in, kh, kw")
+        _check_input("conv2d", x, weight, "C_out, C_in, kh, kw", "Conv2d")
         n, c, h, w = x.shape
         o, _, kh, kw = weight.shape
         ho, wo = (out_size(h, kh, self.stride[0], self.padding[0]),
@@ -144,7 +150,7 @@ class ConvTranspose2dFunction(Function):
                              f"smaller than stride {self.stride}")
 
     def forward(self, x, weight, bias=None):
-        _check_input("conv_transpose2d", x, weight, "C_in, C_out, kh, kw")
+        _check_input("conv_transpose2d", x, weight, "C_in, C_out, kh, kw", "ConvTranspose2d")
         n, c, h, w = x.shape
         _, o, kh, kw = weight.shape
         (sh, sw), (ph, pw), (oh, ow) = self.stride, self.padding, self.output_padding

@@ -32,9 +32,17 @@ def _standardize_backward(gxhat, xhat, rstd, axes):
 
 
 def check_layer_norm(x, weight, bias):
-    if weight is not None and (weight.shape != x.shape[-1:] or bias.shape != weight.shape):
-        raise ValueError(f"layer_norm: input {tuple(x.shape)} needs weight and bias of shape "
-                         f"({x.shape[-1]},), got {tuple(weight.shape)} and {tuple(bias.shape)}")
+    """The one check of an affine layer norm's shapes, for nn.LayerNorm and direct callers alike
+    (the error names the layer the weight would make)."""
+    if weight is None:
+        return
+    if weight.ndim != 1 or bias.shape != weight.shape:
+        raise ValueError(f"layer_norm: weight and bias must both have shape (D,), got "
+                         f"{tuple(weight.shape)} and {tuple(bias.shape)}")
+    if x.shape[-1:] != weight.shape:
+        dim = weight.shape[0]
+        raise ValueError(f"layer_norm: a weight and bias of shape ({dim},), as in LayerNorm({dim}), "
+                         f"take inputs (..., {dim}); got shape {tuple(x.shape)}")
 
 
 class LayerNormFunction(Function):
@@ -81,12 +89,7 @@ class BatchNorm(Function):
         self.training, self.momentum, self.eps = training, momentum, eps
 
     def forward(self, x, weight=None, bias=None):
-        expected = (weight if weight is not None else self.running_mean)
-        expected = expected.shape[0] if expected is not None else None
-        channels = x.shape[1] if x.ndim >= 2 else None
-        if channels is None or expected not in (None, channels):
-            raise ValueError(f"{self.name}: input {tuple(x.shape)} needs shape (N, C, ...) with "
-                             f"C = {expected} channels")
+        channels = self._check_channels(x, weight)
         self.axes = (0,) + tuple(range(2, x.ndim))
         view = (1, channels) + (1,) * (x.ndim - 2)
         if self.training:
@@ -102,6 +105,20 @@ class BatchNorm(Function):
             self.xhat = (x - self.running_mean.reshape(view)) * self.rstd
         self.weight = None if weight is None else weight.reshape(view)
         return self.xhat if weight is None else self.xhat * self.weight + bias.reshape(view)
+
+    def _check_channels(self, x, weight):
+        """The one check of the channels, for nn.BatchNorm1d/2d and direct callers alike: x is
+        (N, C, ...) with C the weight's (or the running statistics') length; the error names
+        the layer of that size which takes x's rank. Returns C."""
+        sized_by = weight if weight is not None else self.running_mean
+        expected = sized_by.shape[0] if sized_by is not None else None
+        if x.ndim < 2 and expected is None:
+            raise ValueError(f"{self.name}: input {tuple(x.shape)} needs shape (N, C, ...)")
+        if x.ndim < 2 or expected not in (None, x.shape[1]):
+            layer = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d"}.get(x.ndim, "BatchNorm")
+            raise ValueError(f"{self.name}: {expected} channels, as in {layer}({expected}), take "
+                             f"inputs (N, {expected}, ...); got shape {tuple(x.shape)}")
+        return x.shape[1]
 
     def _batch_statistics(self, x):
         """(xhat, rstd, mean, var, count): x standardised over this batch's `count` values per

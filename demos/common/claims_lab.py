@@ -20,12 +20,14 @@ from minienc.data.text import builtin_corpus, builtin_corpus_by_module
 from minienc.eval import encode, few_shot_probe, knn_accuracy, linear_probe, pca_features, roc_auc
 from minienc.eval.anomaly import autoencoder_scores, knn_scores, pca_scores, vae_scores
 from minienc.eval.robustness import LinearProbe, relative_shift
-from minienc.nn import Flatten, MLPEncoder, Sequential, VisionTransformer
+from minienc.nn import VisionTransformer
 from minienc.objectives import MAE, MaskedLanguageModel, Objective
 from minienc.objectives.contrastive import MoCo, SimCLR, Triplet, projection_head
 from minienc.objectives.reconstruction import VAE, build_model, kl_weight_schedule
 from minienc.optim import LARS, AdamW, Cosine, WarmupCosine
 from minienc.optim.optimizer import set_hyperparameter
+
+from .recipes import mlp_encoder
 
 
 # ----- the one training loop, over any objective (minienc/objectives/protocol.py) -------------------
@@ -82,6 +84,9 @@ class Variant(Objective):
     def embed(self, x):
         return self.objective.embed(self.embed_inputs(x))
 
+    def embed_module(self):
+        return self.objective.embed_module()
+
     def param_groups(self, weight_decay=0.0):
         return self.objective.param_groups(weight_decay)
 
@@ -104,6 +109,9 @@ class EveryPatch(Objective):
 
     def embed(self, images):
         return self.mae.embed(images)
+
+    def embed_module(self):
+        return self.mae.embed_module()
 
 
 def probes(embed, data, draws):
@@ -251,18 +259,12 @@ def vae(lab, steps=3000):
 
 # ----- 4. InfoNCE's many negatives against the triplet loss -------------------------------------------
 
-def two_view_encoder(lab, latent_dim=64):
-    """The two-view recipe's encoder (demos/common.py mlp_encoder): an MLP 512-512 with batch norm."""
-    return Sequential(Flatten(), MLPEncoder(math.prod(lab.data.image_shape), (512, 512), latent_dim,
-                                            batch_norm=True))
-
-
 def two_view_objective(lab, method, queue=None):
     """SimCLR (NT-Xent, temperature 0.5), the triplet loss (batch-hard, margin 0.5) or MoCo v2 (a
     queue of `queue` keys, temperature 0.2), each with the same encoder and augmentations."""
     augment = contrastive_augment(crop_scale=(0.5, 1.0), degrees=15.0, shear=10.0, noise=0.05,
-                                  erase_p=0.3)    # demos/common.py two_view_augment, for digits
-    encoder = two_view_encoder(lab)
+                                  erase_p=0.3)    # common/recipes.py two_view_augment, for digits
+    encoder = mlp_encoder(lab.data, 64)   # the two-view recipe's MLP 512-512 with batch norm
     if method == "InfoNCE":
         return SimCLR(encoder, projection_head(64, 256, 64), augment, temperature=0.5)
     if method == "triplet":

@@ -1,6 +1,6 @@
 """The demos' flags: DemoParser (a flag's value that cannot work is refused when the flags are
 read), image_parser (the flags every image demo takes) and the flags of the recipes several demos
-share. demos/common.py imports and re-exports all of it, so a demo imports only common."""
+share. demos/common/__init__.py re-exports all of it, so a demo imports only common."""
 import argparse
 
 from minienc import backend

@@ -1,17 +1,17 @@
 """demos/jepa.py's side-by-side runs: training with CPU-timed held-out curves, and MAE from the
 same initial ViT for the same steps and for the same training CPU time (demos/jepa_study.py
-uses them too). The JEPA-vs-MAE figure draws what `curve` returns (demos/jepa_figures.py)."""
+uses them too). The JEPA-vs-MAE figure draws what `curve` returns (common/jepa_figures.py)."""
 import copy
 import time
-
-import jepa_figures as figures
-from common import fit
 
 from minienc.data import BatchIterator
 from minienc.eval import Evaluator, evaluate
 from minienc.objectives.masked_image import MAE
 from minienc.optim import AdamW, WarmupCosine, param_groups_without_decay
 from minienc.train import Trainer
+
+from . import jepa_figures as figures
+from .runs import fit
 
 WARMUP = 40 / 300   # I-JEPA's warmup share (40 of 300 epochs), for JEPA and MAE alike
 

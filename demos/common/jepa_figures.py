@@ -1,5 +1,5 @@
-"""The JEPA demos' pictures (demos/jepa.py, demos/jepa_study.py): each says what it shows and
-names its method.
+"""The JEPA demos' pictures (demos/jepa.py, demos/jepa_study.py, demos/lejepa.py): each says
+what it shows and names its method.
 
     views_picture      masks.png      the two masked views MaskedViewsJEPA trains on
     blocks_picture     masks.png      I-JEPA's multi-block masks (demos/jepa_study.py)
