@@ -242,3 +242,18 @@ def test_corruptions_keep_the_device(device):
     for kind in KINDS:
         out = corruption(kind, STRENGTHS[kind][-1])(x, rng=0)
         assert backend.device_of(out) == device
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x: autoencoder_scores(m, x, batch_size=0), r"^autoencoder_scores: batch_size must be a positive integer, got 0"),
+    (lambda m, x: autoencoder_scores(m, x, batch_size=-1), r"^autoencoder_scores: batch_size must be a positive integer, got -1"),
+    (lambda m, x: vae_scores(build_model("vae", (1, 8, 8), latent_dim=2), x, samples=0),
+     r"^vae_scores: samples must be a positive integer, got 0"),
+    (lambda m, x: vae_scores(build_model("vae", (1, 8, 8), latent_dim=2), x, batch_size=True),
+     r"^vae_scores: batch_size must be a positive integer, got True"),
+])
+def test_model_scores_check_their_batching_by_name(call, message):
+    """batch_size 0 was a bare range() error, -1 'need at least one array to concatenate',
+    samples 0 a ZeroDivisionError."""
+    with pytest.raises(ValueError, match=message):
+        call(build_model("autoencoder", (1, 8, 8), latent_dim=2), _images(4))

@@ -276,3 +276,21 @@ def test_a_single_class_dataset_is_evaluated_without_probes_not_failed():
                         rng.random((20, 1, 4, 4)).astype(np.float32), np.zeros(20, np.int64), "one class")
     scores = E.Evaluator(Sequential(Flatten(), Linear(16, 4)), data, train_size=40, test_size=20)()
     assert np.isnan(scores["knn"]) and np.isnan(scores["fewshot"]) and scores["rankme"] > 1.0
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda enc, data: E.encode(enc, data.x_train, 0), r"^encode: batch_size must be a positive integer, got 0"),
+    (lambda enc, data: E.Evaluator(enc, data, train_size=20, test_size=20, batch_size=-1),
+     r"^Evaluator: batch_size must be a positive integer, got -1"),
+    (lambda enc, data: E.Evaluator(enc, data, train_size=20, test_size=20, shots=True),
+     r"^Evaluator: shots must be a positive integer, got True"),
+    (lambda enc, data: E.pca_features(data.x_train, data.x_test, -1), r"^PCA: dim must be a positive integer, got -1"),
+    (lambda enc, data: E.CollapseGauges(data.x_train, 0, enc=enc), r"^CollapseGauges: every must be a positive integer, got 0"),
+])
+def test_the_kits_sizes_are_checked_where_given(call, message):
+    """batch_size 0 or -1 gave range() / concatenate errors, True passed as 1, PCA dim -1 kept
+    every direction but the last (and 0 none), CollapseGauges every 0 or -1 became 1."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((20, 1, 4, 4)).astype(np.float32), np.arange(20) % 2
+    with pytest.raises(ValueError, match=message):
+        call(Sequential(Flatten(), Linear(16, 4)), ImageDataset(x, y, x, y, "two classes"))

@@ -87,10 +87,11 @@ def reconstruction_per_example(output, images, likelihood="bernoulli", sigma=1.0
     return backend.to_host(values.data.reshape(len(values.data), -1).sum(axis=1))
 
 
-def _in_batches(fn, images, batch_size, device):
+def _in_batches(owner, fn, images, batch_size, device):
     """fn(batch) -> host rows, over `images` in batches on `device` without a graph, concatenated
     (float64)."""
     np = backend.numpy
+    checks.positive_int(owner, "batch_size", batch_size)
     with no_grad():
         parts = [fn(as_tensor(backend.to_device(images[i:i + batch_size], device)))
                  for i in range(0, len(images), batch_size)]
@@ -102,6 +103,7 @@ def vae_scores(vae, images, samples=8, batch_size=256):
     averaged over `samples` draws z ~ q(z|x), the KL to N(0, I) in closed form, and their sum
     (the negative ELBO, in nats per image)."""
     np = backend.numpy
+    checks.positive_int("vae_scores", "samples", samples)
 
     def terms(x):
         mu, logvar = vae.posterior(x)
@@ -110,16 +112,17 @@ def vae_scores(vae, images, samples=8, batch_size=256):
         kl = backend.to_host(kl_to_standard_normal(mu, logvar, reduction="none").data)
         return np.stack([recon / samples, kl], axis=1)
 
-    both = _in_batches(terms, images, batch_size, vae.device)
+    both = _in_batches("vae_scores", terms, images, batch_size, vae.device)
     return {"neg_elbo": both[:, 0] + both[:, 1], "reconstruction": both[:, 0], "kl": both[:, 1]}
 
 
 def autoencoder_scores(model, images, batch_size=256):
     """The reconstruction error of each image under a (deterministic) autoencoder: -log p(x |
     decoder(embed(x))), a host array (N,)."""
-    return _in_batches(lambda x: reconstruction_per_example(model.decoder(model.embed(x)), x,
-                                                            model.likelihood, model.sigma),
-                       images, batch_size, model.device)
+    def errors(x):
+        return reconstruction_per_example(model.decoder(model.embed(x)), x, model.likelihood,
+                                          model.sigma)
+    return _in_batches("autoencoder_scores", errors, images, batch_size, model.device)
 
 
 def _pixel_rows(owner, train_images, images):

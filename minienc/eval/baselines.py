@@ -5,7 +5,7 @@
 - PCA to the encoder's dimension, fitted on the train images (what a linear autoencoder learns);
 - the same encoder at random initialisation (what the architecture gives for free).
 """
-from .. import backend
+from .. import backend, checks
 from .evaluate import evaluate, evaluate_features, view_pairs
 
 
@@ -16,6 +16,7 @@ def raw_pixels(images):
 
 def fit_pca(features, dim):
     """(mean (1, P), components (P, dim)) of the top-`dim` principal directions of `features`."""
+    checks.positive_int("PCA", "dim", dim)   # (-1 kept every direction but the last)
     xp = backend.get_xp(features)
     mean = features.mean(axis=0, keepdims=True)
     _, _, vt = xp.linalg.svd(features - mean, full_matrices=False)

@@ -13,7 +13,7 @@ images (labels -1) have no accuracies: linear, fewshot and knn are None ("no lab
 """
 import warnings
 
-from .. import backend
+from .. import backend, checks
 from ..data.augment import contrastive_augment
 from ..engine import as_array, as_tensor, no_grad
 from .features import as_features, can_probe, has_labels
@@ -29,6 +29,7 @@ def encode(encoder, images, batch_size=256, device=None):
 
     A Module runs on its own device (`device` is ignored) in eval mode, and gets its previous
     mode back afterwards; a plain callable gets batches on `device` (default: minienc's default)."""
+    checks.positive_int("encode", "batch_size", batch_size)
     is_module = hasattr(encoder, "parameters") and hasattr(encoder, "train")
     if is_module:
         device = encoder.device      # a module's inputs go where its parameters are

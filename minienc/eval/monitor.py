@@ -19,7 +19,7 @@ embedding std of a few encoders (a Trainer callback).
 import json
 import os
 
-from .. import backend
+from .. import backend, checks
 from ..data.datasets import stratified_subset
 from .evaluate import encode
 from .features import can_probe
@@ -47,9 +47,8 @@ class Evaluator:
                  seed=0, batch_size=256, probe_steps=100):
         for name, value in (("train_size", train_size), ("test_size", test_size),
                             ("shots", shots), ("draws", draws), ("k", k),
-                            ("probe_steps", probe_steps)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Evaluator: {name} must be a positive integer, got {value!r}")
+                            ("probe_steps", probe_steps), ("batch_size", batch_size)):
+            checks.positive_int("Evaluator", name, value)   # (True is not a size)
         train = stratified_subset(data.y_train, train_size, seed)
         test = stratified_subset(data.y_test, test_size, seed + 1)
         self.encoder = encoder
@@ -94,7 +93,9 @@ class CollapseGauges:
     representation and the output the loss sees, where collapse shows first."""
 
     def __init__(self, images, every, **encoders):
-        self.images, self.every, self.encoders = images, max(1, every), encoders
+        # (0 or -1 was silently every step)
+        self.images, self.every = images, checks.positive_int("CollapseGauges", "every", every)
+        self.encoders = encoders
         self.curves = {"step": []}
         for name in encoders:
             self.curves[f"RankMe ({name})"] = []
