@@ -512,6 +512,48 @@ def test_the_canvas_loader_names_a_bad_size_or_count(options, argument):
         D.load_digits_canvas(**options)
 
 
+@pytest.mark.parametrize("options, message", [
+    (dict(extent=(0.9, 0.1)), r"^load_digits_canvas: extent must be \(min, max\)"),   # NumPy's "high - low < 0"
+    (dict(extent=(0.5, 2.0)), r"^load_digits_canvas: extent must be \(min, max\)"),   # taken
+    (dict(degrees=float("nan")), r"^load_digits_canvas: degrees must be a finite number >= 0"),
+    (dict(translate=-1.0), r"^load_digits_canvas: translate must be in \[0.0, 1.0\]"),   # taken
+    (dict(translate=float("nan")), r"^load_digits_canvas: translate must be in"),          # taken
+    (dict(seed=-1), r"^stratified_split: seed must be an integer >= 0, got -1"),
+])
+def test_the_canvas_loader_names_a_bad_placement(options, message):
+    with pytest.raises(ValueError, match=message):
+        D.load_digits_canvas(size=16, **options)
+
+
+def _blank(n):
+    return np.zeros((n, 1, 2, 2), np.float32)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: D.ImageDataset(_blank(10), np.zeros(5, np.int64), _blank(4), np.zeros(4, np.int64), "m"),
+     r"^ImageDataset 'm': train labels must be integers of shape \(10,\), one per image, got int64 \(5,\)"),
+    (lambda: D.ImageDataset(np.zeros((10, 4), np.float32), np.zeros(10, np.int64), _blank(4),
+                            np.zeros(4, np.int64), "m"),
+     r"^ImageDataset 'm': train images must be \(N, C, H, W\), got shape \(10, 4\)"),
+    (lambda: D.ImageDataset(_blank(10), np.zeros(10), _blank(4), np.zeros(4, np.int64), "m"),
+     r"^ImageDataset 'm': train labels must be integers"),
+    (lambda: D.ImageDataset(_blank(10), np.zeros(10, np.int64), np.full((4, 1, 2, 2), np.nan, np.float32),
+                            np.zeros(4, np.int64), "m"), r"^ImageDataset 'm': test images hold NaN or inf"),
+    (lambda: D.ImageDataset(_blank(10), np.zeros(10, np.int64), np.zeros((4, 1, 3, 3), np.float32),
+                            np.zeros(4, np.int64), "m"), r"^ImageDataset 'm': train images \(1, 2, 2\) and test images"),
+    (lambda: D.BatchIterator(_blank(4), batch_size=True), r"^BatchIterator: batch_size must be a positive integer, got True"),
+    (lambda: D.BatchIterator(_blank(4), batch_size=None), r"^BatchIterator: batch_size must be a positive integer, got None"),
+    (lambda: D.BatchIterator(_blank(4), seed=-1), r"^BatchIterator: seed must be an integer >= 0, got -1"),
+    (lambda: D.stratified_subset(np.zeros(10), -1), r"^stratified_subset: size must be an integer >= 0, got -1"),
+])
+def test_datasets_and_batches_are_checked_where_made(make, message):
+    """Each was taken, and failed later or never: 10 images with 5 labels, flat images, float
+    labels and NaN pixels made a dataset; batch_size True was 1; seed -1 failed at the first
+    epoch; a subset of -1 kept a slice's worth."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: D.Tokenizer.fit(SENTENCES, min_freq=0), r"^Tokenizer.fit: min_freq must be a positive integer"),
     (lambda: D.Tokenizer.fit(SENTENCES, max_size=-5), r"^Tokenizer.fit: max_size must be an integer >= 5"),

@@ -46,6 +46,24 @@ class ImageDataset:
     classes: tuple = ()
     skipped: tuple = ()
 
+    def __post_init__(self):
+        """Checked where it is made (what goes wrong later, a probe on the wrong labels or a NaN
+        loss, says nothing of the cause): (N, C, H, W) images, one integer label per image,
+        train and test images of one shape, and finite pixels (on the host: one pass)."""
+        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+            if getattr(x, "ndim", None) != 4:
+                raise ValueError(f"ImageDataset {self.name!r}: {split} images must be (N, C, H, W), "
+                                 f"got shape {getattr(x, 'shape', None)}")
+            if getattr(y, "ndim", None) != 1 or len(y) != len(x) or y.dtype.kind not in "iu":
+                raise ValueError(f"ImageDataset {self.name!r}: {split} labels must be integers of "
+                                 f"shape ({len(x)},), one per image, got "
+                                 f"{getattr(y, 'dtype', type(y).__name__)} {getattr(y, 'shape', None)}")
+            if x.dtype.kind == "f" and isinstance(x, numpy.ndarray) and not numpy.isfinite(x).all():
+                raise ValueError(f"ImageDataset {self.name!r}: {split} images hold NaN or inf pixels")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ValueError(f"ImageDataset {self.name!r}: train images {self.x_train.shape[1:]} and "
+                             f"test images {self.x_test.shape[1:]} differ in shape")
+
     @property
     def labeled(self):
         """False for an unlabeled dataset (every label UNLABELED)."""
@@ -78,6 +96,7 @@ def stratified_split(labels, test_fraction=0.25, seed=0):
     labels = numpy.asarray(labels)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"stratified_split: test_fraction must be in (0, 1), got {test_fraction}")
+    checks.non_negative_int("stratified_split", "seed", seed)
     rng = numpy.random.default_rng(seed)
     test = []
     for label in numpy.unique(labels):
@@ -94,6 +113,8 @@ def stratified_subset(labels, size, seed=0):
     (largest remainders round; every class keeps at least one when size allows), seeded: the
     same subset on every machine and after every resume."""
     labels = numpy.asarray(labels)
+    checks.non_negative_int("stratified_subset", "size", size)   # (-1 kept a slice's worth)
+    checks.non_negative_int("stratified_subset", "seed", seed)
     if size >= len(labels):
         return numpy.arange(len(labels))
     classes, counts = numpy.unique(labels, return_counts=True)
@@ -164,6 +185,9 @@ def load_digits_canvas(size=32, copies=1, extent=(0.45, 0.75), degrees=15.0, tra
 
     checks.positive_int("load_digits_canvas", "size", size)
     checks.positive_int("load_digits_canvas", "copies", copies)
+    extent = checks.span("load_digits_canvas", "extent", extent, high=1.0)   # of the canvas
+    checks.non_negative("load_digits_canvas", "degrees", degrees)
+    checks.in_range("load_digits_canvas", "translate", translate, 0.0, 1.0)
     images, labels = _sklearn_digits()
     train, test = stratified_split(labels, test_fraction, seed)
     rng = numpy.random.default_rng([seed, size])

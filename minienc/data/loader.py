@@ -17,7 +17,7 @@ to a multiple of W, which skips at most W - 1 of that epoch's samples.
 """
 import numpy
 
-from .. import backend
+from .. import backend, checks
 from ..engine import as_array, as_tensor
 
 
@@ -35,8 +35,8 @@ class BatchIterator:
                  rank=None, world_size=None):
         if not arrays:
             raise ValueError("BatchIterator: give at least one array")
-        if batch_size < 1:
-            raise ValueError(f"BatchIterator: batch_size must be positive, got {batch_size}")
+        checks.positive_int("BatchIterator", "batch_size", batch_size)   # (True is not a size)
+        checks.non_negative_int("BatchIterator", "seed", seed)   # (-1 failed at the first epoch)
         self.rank, self.world_size = _shard(rank, world_size)
         if batch_size % self.world_size:
             raise ValueError(f"BatchIterator: the global batch_size {batch_size} does not split "
