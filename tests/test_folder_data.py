@@ -166,6 +166,21 @@ def test_a_folder_linked_into_itself_is_walked_once(tmp_path):
     assert np.bincount(np.concatenate([data.y_train, data.y_test])).tolist() == [4, 5]
 
 
+def test_a_named_pipe_with_a_picture_name_is_passed_over_not_opened(tmp_path):
+    """load_folder hung for ever on a pipe named pipe.png: opening a pipe waits for a writer.
+    Checked on the listing, which opens nothing, so a regression fails here instead of hanging."""
+    from minienc.data.folder import scan_folder
+    write_loose_folder(tmp_path / "cats", count=2)
+    os.mkfifo(tmp_path / "cats" / "pipe.png")
+    os.symlink(tmp_path / "gone.png", tmp_path / "cats" / "dangling.png")
+    files, _, _ = scan_folder(tmp_path)
+    names = sorted(os.path.basename(f) for f in files)
+    assert names == ["000.png", "001.png", "dangling.png"]   # a dangling link is named later
+    os.mkfifo(tmp_path / "cats" / "loose_pipe.png")
+    files, _, _ = scan_folder(tmp_path / "cats")
+    assert "loose_pipe.png" not in [os.path.basename(f) for f in files]
+
+
 @pytest.mark.parametrize("splits", [("train",), ("test",), ("train", "val"), ("Train", "valid")])
 def test_a_split_that_is_not_train_and_test_is_refused(tmp_path, splits):
     """photos/train/<class>/ without test/, or train/ + val/, was read as classes named "train"

@@ -69,9 +69,16 @@ def _pictures_under(folder):
             continue
         walked.add(real)
         dirs[:] = _visible(dirs)
-        found += [os.path.join(parent, f) for f in _visible(files)
-                  if f.lower().endswith(IMAGE_EXTENSIONS)]
+        found += [p for p in (os.path.join(parent, f) for f in _visible(files)) if _picture_file(p)]
     return found
+
+
+def _picture_file(path):
+    """A picture's name on a regular file, or on a link to nothing (named later, as a file that
+    does not decode). A pipe, socket or device so named is passed over: opening a pipe waits
+    for a writer forever (load_folder hung on one named pipe.png)."""
+    return path.lower().endswith(IMAGE_EXTENSIONS) and (os.path.isfile(path)
+                                                        or not os.path.exists(path))
 
 
 def scan_folder(folder, classes=None):
@@ -81,8 +88,7 @@ def scan_folder(folder, classes=None):
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"--data folder:{folder}: not a folder")
     entries = _visible(os.listdir(folder))
-    loose = [e for e in entries if os.path.isfile(os.path.join(folder, e))
-             and e.lower().endswith(IMAGE_EXTENSIONS)]
+    loose = [e for e in entries if _picture_file(os.path.join(folder, e))]
     subfolders = {e: _pictures_under(os.path.join(folder, e)) for e in entries
                   if os.path.isdir(os.path.join(folder, e))}
     subfolders = {name: files for name, files in subfolders.items() if files}
