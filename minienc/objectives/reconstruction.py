@@ -64,8 +64,6 @@ def reconstruction_loss(output, target, likelihood="bernoulli", sigma=1.0):
     per_example = 1.0 / output.shape[0]
     if likelihood == "bernoulli":
         return binary_cross_entropy_with_logits(output, target, reduction="sum") * per_example
-    if not sigma > 0:
-        raise ValueError(f"reconstruction_loss: sigma must be positive, got {sigma}")
     check_sigma("reconstruction_loss", sigma)
     return mse_loss(output, target, reduction="sum") * (per_example / (2.0 * sigma * sigma))
 
