@@ -17,7 +17,7 @@ STEPS = 5
 TOLERANCE = 1e-10
 
 # name -> check, in the order they were defined; here, not in distributed_checks.py, because that
-# runs as __main__: a module importing `check` from it would load it again, with a registry of its own
+# runs as __main__: a module importing `check` from it would load it again, with a second registry
 CHECKS = {}
 
 
