@@ -1,4 +1,4 @@
-"""The checks that need several processes, run by tests/test_distributed.py as
+"""The checks that need several processes, run by tests/test_distributed_launches.py as
 
     mpiexec -n 2 python tests/distributed_checks.py [name ...]
 
