@@ -116,6 +116,18 @@ def to_host_later(array):
     return result
 
 
+def to_host_floats(columns):
+    """{name: Python floats} from {name: a list of 0-d device arrays (or numbers)}, every
+    device column in one read (stacking promotes float32 to float64 exactly, never down)."""
+    host = {k: [float(a) for a in v] for k, v in columns.items() if not hasattr(v[0], "dtype")}
+    device = [k for k in columns if k not in host]
+    if device:
+        xp = get_xp(columns[device[0]][0])
+        table = xp.stack([xp.stack([a.reshape(()) for a in columns[k]]) for k in device])
+        host.update(zip(device, to_host(table).tolist()))
+    return {k: host[k] for k in columns}
+
+
 def set_device(device):
     """Set the default device for new tensors and modules."""
     global _default_device

@@ -8,10 +8,10 @@ tensors: no code runs when a file is read, unlike a pickle).
                header, and the tensors tile the data exactly: no holes, no overlaps
 
 The writer orders tensors as the `safetensors` package does (by its dtype order, last first, then
-by name) and pads the header to 8 bytes, so its files are byte for byte the package's (tests/test_export.py
-checks both directions where the package is installed). The reader checks the whole header
-before it trusts an offset and names the tensor when it refuses; nothing is ever unpickled.
-Writes are atomic (minienc.checkpoint.atomic_file).
+by name) and pads the header to 8 bytes, so its files are byte for byte the package's
+(tests/test_safetensors.py checks both directions where the package is installed). The reader
+checks the whole header before it trusts an offset and names the tensor when it refuses; nothing
+is ever unpickled. Writes are atomic (minienc.checkpoint.atomic_file).
 """
 import json
 import math

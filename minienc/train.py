@@ -443,7 +443,7 @@ class Trainer(RunFolder):
             return
         pending, self._pending = self._pending, []
         columns = {k: [m[k] for m in pending] for k in pending[0]}
-        host = _to_floats(columns)
+        host = backend.to_host_floats(columns)
         first_step = self.step - len(pending) + 1
         self.losses.extend(host["loss"])
         bad = [first_step + i for i, v in enumerate(host["loss"]) if not math.isfinite(v)]
@@ -468,18 +468,6 @@ class Trainer(RunFolder):
                 f"Trainer: the loss is {host['loss'][bad[0] - first_step]} at step {bad[0]}; "
                 f"lower the learning rate, clip gradients (clip_grad=), or find the op with "
                 f"minienc.detect_anomaly()")
-
-
-def _to_floats(columns):
-    """{name: Python floats} from {name: a list of 0-d device arrays (or numbers)}, every
-    device column in one read (stacking promotes float32 to float64 exactly, never down)."""
-    host = {k: [float(a) for a in v] for k, v in columns.items() if not hasattr(v[0], "dtype")}
-    device = [k for k in columns if k not in host]
-    if device:
-        xp = backend.get_xp(columns[device[0]][0])
-        table = xp.stack([xp.stack([a.reshape(()) for a in columns[k]]) for k in device])
-        host.update(zip(device, backend.to_host(table).tolist()))
-    return {k: host[k] for k in columns}
 
 
 def _as_terms(step_fn):

@@ -1,5 +1,5 @@
 """Ways one rank can part from the others, each a run of its own, started by
-tests/test_distributed.py as
+tests/test_distributed_launches.py as
 
     mpiexec -n 2 python tests/distributed_exits.py <scenario>
 
@@ -7,9 +7,9 @@ Each must end the whole job promptly, with a line that names the rank and what i
 never leave a rank waiting in a collective (docs/distributed.md, "Errors").
 
 A script, not a test module (pytest collects no file of this name): the assertions are in
-tests/test_distributed.py::test_a_rank_that_parts_from_the_others_ends_every_rank, which fails a
-scenario whose job ends with status 0, whose stderr lacks its expected line, in which a rank
-prints "finished", or that outlasts the launch's time limit (a rank left waiting)."""
+tests/test_distributed_launches.py::test_a_rank_that_parts_from_the_others_ends_every_rank, which
+fails a scenario whose job ends with status 0, whose stderr lacks its expected line, in which a
+rank prints "finished", or that outlasts the launch's time limit (a rank left waiting)."""
 import os
 import sys
 import time

@@ -1,8 +1,9 @@
-"""The helpers of tests/distributed_checks.py, the checks that run under `mpiexec -n 2`: who
-this rank is, every weight as one vector, the same value on every rank, and the two runs an
-equivalence check compares (this process alone with the whole batch, inside
-distributed.alone(), against every rank with its share) for STEPS optimizer steps in float64;
-and a gradient check whose function reads every rank's inputs."""
+"""The helpers of the checks that run under `mpiexec -n 2` (tests/distributed_checks.py runs
+those of tests/distributed_equivalence.py and tests/distributed_machinery.py): the registry each
+check joins by @check, who this rank is, every weight as one vector, the same value on every
+rank, and the two runs an equivalence check compares (this process alone with the whole batch,
+inside distributed.alone(), against every rank with its share) for STEPS optimizer steps in
+float64; and a gradient check whose function reads every rank's inputs."""
 import numpy as np
 
 import minienc
@@ -14,6 +15,15 @@ from minienc.train import Trainer
 F64 = np.float64
 STEPS = 5
 TOLERANCE = 1e-10
+
+# name -> check, in the order they were defined; here, not in distributed_checks.py, because that
+# runs as __main__: a module importing `check` from it would load it again, with a second registry
+CHECKS = {}
+
+
+def check(fn):
+    CHECKS[fn.__name__] = fn
+    return fn
 
 
 def rank():

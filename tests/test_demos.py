@@ -4,7 +4,8 @@ accuracies; each objective's own tests check that its training lowers its loss.
 
 The demos run in this process (tests/demo_check.py: the imports are paid once), compare.py's
 too, each as `python demos/x.py` would run it; tests/test_demo_runs.py runs one in processes of
-its own (it stops it with a real Ctrl-C), as do tests/test_readme.py and test_distributed.py."""
+its own (it stops it with a real Ctrl-C), as do tests/test_readme.py and
+test_distributed_launches.py."""
 import ast
 import json
 import subprocess
