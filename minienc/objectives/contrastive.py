@@ -295,12 +295,21 @@ def nt_xent(view1, view2, temperature=0.5, distributed=False):
 
 # ----- models -------------------------------------------------------------------------------------
 
+def check_head(owner, in_features, hidden_features, out_features, num_layers):
+    """An MLP head's sizes, positive integers, checked under the name of whoever was given them
+    (each builder below checks its own before it calls projection_head, so the error names the
+    builder the user called), the hidden width even with one layer, where none is built."""
+    for name, value in (("in_features", in_features), ("hidden_features", hidden_features),
+                        ("out_features", out_features), ("num_layers", num_layers)):
+        checks.positive_int(owner, name, value)
+
+
 def projection_head(in_features, hidden_features=256, out_features=64, num_layers=2,
                     batch_norm=True, last_bias=True):
     """The MLP between representation and loss. SimCLR: Linear-BN-ReLU for every hidden layer
     (no bias before BN) and a last Linear without ReLU. batch_norm=False gives MoCo v2's head,
     Linear-ReLU-Linear. last_bias=False: the last Linear without bias (BYOL, VICReg, Barlow)."""
-    checks.positive_int("projection_head", "num_layers", num_layers)
+    check_head("projection_head", in_features, hidden_features, out_features, num_layers)
     layers, width = [], in_features
     for _ in range(num_layers - 1):
         layers.append(Linear(width, hidden_features, bias=not batch_norm))

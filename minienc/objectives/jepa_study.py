@@ -33,7 +33,7 @@ from ..engine import no_grad
 from ..nn.vit import gather_tokens
 from ..optim.ema import EMA
 from .contrastive import projection_head
-from .jepa import JEPAPredictor, _vit, layer_normed, momentum_at, patch_indices
+from .jepa import _vit, build_predictor, layer_normed, momentum_at, patch_indices
 from .lejepa import LeJEPA, lejepa_terms
 from .masked_image import random_masking
 from .multiblock import MultiBlockMaskSampler
@@ -143,6 +143,7 @@ class StudyJEPA(Objective):
         checks.non_negative_int("StudyJEPA", "sigreg_proj_dim", sigreg_proj_dim)
         checks.positive_int("StudyJEPA", "sigreg_hidden", sigreg_hidden)
         checks.positive_int("StudyJEPA", "num_directions", num_directions)
+        checks.non_negative_int("StudyJEPA", "predictor_depth", predictor_depth)   # 0: none
         if target_encoder == "ema" and not stop_gradient:
             raise ValueError("StudyJEPA: an EMA target encoder never gets a gradient; "
                              "stop_gradient=False needs target_encoder='shared'")
@@ -158,8 +159,8 @@ class StudyJEPA(Objective):
         self.shared = target_encoder == "shared"
         self._ema = None if self.shared else EMA(encoder)   # a frozen deep copy
         self.target_encoder = encoder if self.shared else self._ema.target
-        self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim, predictor_depth,
-                                       predictor_heads or encoder.num_heads) if predictor_depth else None
+        self.predictor = build_predictor("StudyJEPA", encoder, predictor_dim, predictor_depth,
+                                         predictor_heads) if predictor_depth else None
         self.projector = projection_head(encoder.dim, sigreg_hidden, sigreg_proj_dim, num_layers=3) \
             if sigreg_weight and sigreg_proj_dim else None
         self.masks, self.views = masks, views or image_views()

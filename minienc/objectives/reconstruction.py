@@ -108,15 +108,21 @@ def corruption(kind="mask", level=0.25):
     """The corruption q(x~ | x) named `kind` at `level` (the noise std for "gaussian", the fraction
     of values for "mask" and "salt_and_pepper"): an augmentation, called on a batch (N, C, H, W)
     as `corrupt(x, rng=None)`; it draws on the batch's device and keeps shape, dtype and type."""
+    check_corruption("corruption", "kind", kind, level)
     if kind == "gaussian":
-        if not level >= 0:
-            raise ValueError(f"corruption: the gaussian noise std must be >= 0, got {level}")
         return GaussianNoise(std=level)   # unclipped, as in Vincent et al.
-    if kind == "mask":
-        return MaskingNoise(level)
-    if kind == "salt_and_pepper":
-        return SaltAndPepperNoise(level)
-    raise ValueError(f"corruption: kind must be one of {CORRUPTIONS}, got {kind!r}")
+    return MaskingNoise(level) if kind == "mask" else SaltAndPepperNoise(level)
+
+
+def check_corruption(owner, kind_name, kind, level):
+    """A corruption's kind and level, checked under the name of whoever was given them (the
+    noises check their own std and fraction too, under theirs, for direct use): the gaussian
+    noise's std a finite number >= 0, the share of values masked or salted a fraction in [0, 1]."""
+    checks.one_of(owner, kind_name, kind, CORRUPTIONS)
+    if kind == "gaussian":
+        checks.non_negative(owner, "level (the gaussian noise std)", level)
+    else:
+        checks.in_range(owner, f"level (the fraction of values {kind} noise sets)", level, 0, 1)
 
 
 # ----- the VAE's pieces ------------------------------------------------------------------------------
@@ -246,6 +252,7 @@ class DenoisingAutoencoder(Autoencoder):
 
     def __init__(self, encoder, decoder, noise="mask", level=0.25, likelihood="bernoulli", sigma=1.0):
         super().__init__(encoder, decoder, likelihood, sigma)
+        check_corruption(type(self).__name__, "noise", noise, level)
         self.noise, self.level = noise, level
         self.corrupt = corruption(noise, level)
 
