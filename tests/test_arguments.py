@@ -12,9 +12,9 @@ from minienc.data import colour
 from minienc.objectives import (DINO, IJEPA, MAE, BarlowTwins, LeJEPA, MaskedViewsJEPA, VICReg,
                                 barlow_projector, build_model, dino_head, kl_to_standard_normal,
                                 reconstruction_loss, vicreg_expander)
-from minienc.objectives import Triplet
+from minienc.objectives import BYOL, MoCo, SimCLR, SimSiam, Triplet
 from minienc.objectives.dino import WeightNormLinear
-from minienc.objectives.jepa_study import StudyJEPA
+from minienc.objectives.jepa_study import StudyJEPA, augmented_views, halves, image_views, whole
 from minienc.objectives.byol import byol_mlp
 from minienc.objectives.contrastive import projection_head
 from minienc.objectives.masked_language import MaskedLanguageModel, MLMHead
@@ -359,6 +359,26 @@ OBJECTIVES = {
     "barlow_projector in -1": (lambda: barlow_projector(-1), "barlow_projector", "in_features"),
     "simsiam_projector out 0": (lambda: simsiam_projector(8, 8, 0), "simsiam_projector", "out_features"),
     "simsiam_predictor bottleneck 0": (lambda: simsiam_predictor(8, 0), "simsiam_predictor", "bottleneck"),
+    # an augmentation, a transform or a sampler that cannot be called failed at the first loss
+    "SimCLR augment": (lambda: SimCLR(nn.Linear(4, 8), nn.Linear(8, 4), augment=0.5), "SimCLR", "augment"),
+    "MoCo augment": (lambda: MoCo(nn.Linear(4, 8), nn.Linear(8, 6), augment="crop", queue_size=8), "MoCo", "augment"),
+    "Triplet augment": (lambda: Triplet(nn.Linear(4, 8), augment=1), "Triplet", "augment"),
+    "BYOL augment": (lambda: BYOL(nn.Linear(4, 8), byol_mlp(8), byol_mlp(64), augment=2), "BYOL", "augment"),
+    "SimSiam augment": (lambda: SimSiam(nn.Linear(4, 8), nn.Linear(8, 4), nn.Linear(4, 4), augment=[]),
+                        "SimSiam", "augment"),
+    "VICReg augment": (lambda: vicreg(augment="flip"), "VICReg", "augment"),
+    "BarlowTwins augment": (lambda: barlow(augment=3), "BarlowTwins", "augment"),
+    "DINO augment": (lambda: dino(augment=(1, 2)), "DINO", "augment"),
+    "LeJEPA local_augment": (lambda: lejepa(num_local_views=2, local_augment=0.25), "LeJEPA", "local_augment"),
+    "MaskedViewsJEPA augment": (lambda: MaskedViewsJEPA(small_vit(), predictor_dim=8, augment=1), "MaskedViewsJEPA",
+                                "augment"),
+    "IJEPA transform": (lambda: IJEPA(small_vit(), predictor_dim=8, transform="crop"), "IJEPA", "transform"),
+    "StudyJEPA masks": (lambda: study(masks="halves"), "StudyJEPA", "masks"),
+    "StudyJEPA views": (lambda: study(views="augment"), "StudyJEPA", "views"),
+    "halves keeps every patch": (lambda: halves(16, keep=1.0), "halves", "keep"),
+    "whole keeps no patch": (lambda: whole(16, keep=0.01), "whole", "keep"),
+    "augmented_views first": (lambda: augmented_views(lambda x: x, first="both"), "augmented_views", "first"),
+    "image_views crop": (lambda: image_views(crop=0.5), "image_views", "crop"),
 }
 
 

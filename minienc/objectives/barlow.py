@@ -87,6 +87,7 @@ class BarlowTwins(ViewObjective):
 
     def __init__(self, encoder, projector, augment=None, lambd=5e-3, distributed=False):
         checks.non_negative("BarlowTwins", "lambd", lambd)
+        checks.callable_or_none("BarlowTwins", "augment", augment)
         self.encoder, self.projector, self.augment = encoder, projector, augment
         self.lambd, self.distributed = float(lambd), distributed
 

@@ -72,6 +72,7 @@ class BYOL(ViewObjective):
 
     def __init__(self, encoder, projector, predictor, augment=None, momentum=0.996):
         checks.in_range("BYOL", "momentum", momentum, 0.0, 1.0)
+        checks.callable_or_none("BYOL", "augment", augment)
         self.online_network = Sequential(encoder, projector)
         self.predictor, self.augment, self.momentum = predictor, augment, momentum
         self._ema = EMA(self.online_network)   # a frozen deep copy of encoder + projector

@@ -335,6 +335,7 @@ class SimCLR(ViewObjective):
 
     def __init__(self, encoder, head, augment=None, temperature=0.5, distributed=False):
         checks.temperature("SimCLR", "temperature", temperature)
+        checks.callable_or_none("SimCLR", "augment", augment)
         self.encoder, self.head, self.augment = encoder, head, augment
         self.temperature, self.distributed = temperature, distributed
 
@@ -361,6 +362,7 @@ class Triplet(ViewObjective):
             raise ValueError(f"Triplet: miner must be one of {sorted(MINERS)}, got {miner!r}")
         checks.finite("Triplet", "margin", margin)   # (the loss checks it only at its first call)
         checks.one_of("Triplet", "reduction", reduction, REDUCTIONS)
+        checks.callable_or_none("Triplet", "augment", augment)
         self.encoder, self.augment, self.labels = encoder, augment, bool(labels)
         self.options = dict(miner=miner, margin=margin, squared=squared, normalize=normalize,
                             reduction=reduction)
@@ -440,6 +442,7 @@ class MoCo(ViewObjective):
         checks.in_range("MoCo", "momentum", momentum, 0.0, 1.0)
         checks.temperature("MoCo", "temperature", temperature)
         checks.positive_int("MoCo", "bn_groups", bn_groups)
+        checks.callable_or_none("MoCo", "augment", augment)
         self.encoder, self.head, self.augment = encoder, head, augment
         self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
         self.distributed = distributed

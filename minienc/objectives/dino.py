@@ -189,6 +189,7 @@ class DINO(ViewObjective):
         checks.temperature("DINO", "student_temperature", student_temperature)
         checks.temperature("DINO", "teacher_temperature", teacher_temperature)
         checks.positive_int("DINO", "global_crops", global_crops)
+        checks.callable_or_none("DINO", "augment", augment)
         self.student = Sequential(encoder, head)
         self._ema = EMA(self.student)    # a frozen deep copy: the teacher
         self.teacher = self._ema.target

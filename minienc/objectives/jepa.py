@@ -192,6 +192,7 @@ class IJEPA(Objective):
                              f"got {masks!r}")
         self.masks = masks or MultiBlockMaskSampler(encoder.grid_size)
         self.momentum = checks.span("IJEPA", "momentum", momentum, high=1.0)
+        checks.callable_or_none("IJEPA", "transform", transform)
         self.transform = transform
 
     def loss(self, images, masks=None):
@@ -254,6 +255,7 @@ class MaskedViewsJEPA(Objective):
         check_keep("MaskedViewsJEPA", "keep", keep, encoder.num_patches)
         checks.in_range("MaskedViewsJEPA", "lam", lam, 0.0, 1.0)
         checks.positive_int("MaskedViewsJEPA", "num_directions", num_directions)
+        checks.callable_or_none("MaskedViewsJEPA", "augment", augment)
         self.augment, self.keep, self.lam = augment, keep, lam
         self.num_directions, self.distributed = num_directions, distributed
 

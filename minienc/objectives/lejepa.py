@@ -109,6 +109,8 @@ class LeJEPA(Objective):
         checks.positive_int("LeJEPA", "num_views", num_views)
         checks.non_negative_int("LeJEPA", "num_local_views", num_local_views)
         checks.positive_int("LeJEPA", "num_directions", num_directions)
+        checks.callable_or_none("LeJEPA", "augment", augment)
+        checks.callable_or_none("LeJEPA", "local_augment", local_augment)
         # the shares of patches a masked view keeps: checked where given, used or not yet
         checks.in_range("LeJEPA", "local_keep", local_keep, 0.0, 1.0, include_low=False,
                         include_high=False)

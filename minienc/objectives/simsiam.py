@@ -68,6 +68,7 @@ class SimSiam(ViewObjective):
     """
 
     def __init__(self, encoder, projector, predictor, augment=None, stop_gradient=True):
+        checks.callable_or_none("SimSiam", "augment", augment)
         self.encoder, self.projector, self.predictor = encoder, projector, predictor
         self.augment, self.stop_gradient = augment, bool(stop_gradient)
 

@@ -109,6 +109,7 @@ class VICReg(ViewObjective):
                             ("covariance_weight", covariance_weight), ("gamma", gamma)):
             checks.non_negative("VICReg", name, value)
         checks.positive("VICReg", "eps", eps)   # (variance_covariance says why)
+        checks.callable_or_none("VICReg", "augment", augment)
         self.encoder, self.expander, self.augment = encoder, expander, augment
         self.weights = dict(invariance_weight=float(invariance_weight),
                             variance_weight=float(variance_weight),
