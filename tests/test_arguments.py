@@ -20,7 +20,7 @@ from minienc.objectives.contrastive import projection_head
 from minienc.objectives.masked_language import MaskedLanguageModel, MLMHead
 from minienc.objectives.simsiam import simsiam_predictor, simsiam_projector
 from minienc.objectives.multiblock import MultiBlockMaskSampler
-from minienc.objectives.reconstruction import kl_weight_schedule
+from minienc.objectives.reconstruction import build_encoder_decoder, kl_weight_schedule
 
 
 def params():
@@ -61,7 +61,19 @@ CASES = {
                               r"^ConvEncoder: image_size 4 is too small for 2 convolutions"),
     "TextTransformer vocab": (lambda: nn.TextTransformer(0), r"^TextTransformer: vocab_size"),
     "latent dimension 0": (lambda: build_model("vae", (1, 8, 8), latent_dim=0),
-                           r"^build_encoder_decoder: latent_dim must be a positive integer, got 0"),
+                           r"^build_model: latent_dim must be a positive integer, got 0"),
+    "encoder-decoder latent dimension 0": (lambda: build_encoder_decoder((1, 8, 8), 0),
+                                           r"^build_encoder_decoder: latent_dim must be a positive integer, got 0"),
+    "encoder-decoder image_shape a number": (lambda: build_encoder_decoder(8, 2),
+                                             r"^build_encoder_decoder: image_shape must be \(C, H, W\), got 8"),
+    # round 5: refused by the MLPEncoder or ConvEncoder built from them, or a raw TypeError
+    "build_model hidden 0": (lambda: build_model("vae", (1, 8, 8), hidden=(8, 0)),
+                             r"^build_model: hidden must be a positive integer, got 0"),
+    "build_model channels a number": (lambda: build_model("autoencoder", (1, 8, 8), arch="conv", channels=4),
+                                      r"^build_model: channels must be a tuple or list"),
+    "build_model arch": (lambda: build_model("autoencoder", (1, 8, 8), arch="resnet"), r"^build_model: arch must be one of"),
+    "build_model conv sizes": (lambda: build_model("autoencoder", (1, 6, 6), arch="conv"),
+                               r"^build_model: the conv decoder would rebuild"),
     "reconstruction batch 0": (lambda: reconstruction_loss(minienc.zeros(0, 4), minienc.zeros(0, 4)),
                                r"^reconstruction_loss: .* B >= 1"),
     "kl batch 0": (lambda: kl_to_standard_normal(minienc.zeros(0, 2), minienc.zeros(0, 2)),
@@ -379,6 +391,7 @@ OBJECTIVES = {
     "whole keeps no patch": (lambda: whole(16, keep=0.01), "whole", "keep"),
     "augmented_views first": (lambda: augmented_views(lambda x: x, first="both"), "augmented_views", "first"),
     "image_views crop": (lambda: image_views(crop=0.5), "image_views", "crop"),
+    "MoCo seed -1": (lambda: MoCo(nn.Linear(4, 8), nn.Linear(8, 6), queue_size=8, seed=-1), "MoCo", "seed"),
 }
 
 

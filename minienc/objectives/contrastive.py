@@ -442,6 +442,8 @@ class MoCo(ViewObjective):
         checks.in_range("MoCo", "momentum", momentum, 0.0, 1.0)
         checks.temperature("MoCo", "temperature", temperature)
         checks.positive_int("MoCo", "bn_groups", bn_groups)
+        if seed is not None:   # (-1 was NumPy's "expected non-negative integer", naming nothing)
+            checks.non_negative_int("MoCo", "seed", seed)
         checks.callable_or_none("MoCo", "augment", augment)
         self.encoder, self.head, self.augment = encoder, head, augment
         self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
