@@ -98,6 +98,9 @@ def patch_grid(owner, image_size, patch_size, in_channels):
     return image_size, _grid(image_size, patch_size, owner)
 
 
+POS_EMBEDS = ("sincos", "learned", None)
+
+
 def check_vit(owner, image_size, patch_size, in_channels, dim, depth, num_heads, mlp_ratio,
               pos_embed="sincos", dropout=0.0):
     """A VisionTransformer's arguments, checked under `owner`'s name (the ViT's own, or a model's
@@ -111,9 +114,6 @@ def check_vit(owner, image_size, patch_size, in_channels, dim, depth, num_heads,
     checks.one_of(owner, "pos_embed", pos_embed, POS_EMBEDS)
     if pos_embed == "sincos":
         check_sincos_dim(owner, "dim", dim)
-
-
-POS_EMBEDS = ("sincos", "learned", None)
 
 
 def patch_index_array(owner, indices, xp, batch, count):
