@@ -113,6 +113,14 @@ def sizes(owner, name, value):
     return tuple(positive_int(owner, name, n) for n in value)
 
 
+def callable_or_none(owner, name, value):
+    """None or something to call (an augmentation, a transform, a mask sampler): anything else
+    was taken and failed at the first loss as "'int' object is not callable"."""
+    if value is not None and not callable(value):
+        raise ValueError(f"{owner}: {name} must be callable (or None), got {value!r}")
+    return value
+
+
 def one_of(owner, name, value, choices):
     if value not in choices:
         raise ValueError(f"{owner}: {name} must be one of {tuple(choices)}, got {value!r}")

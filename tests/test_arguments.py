@@ -12,12 +12,15 @@ from minienc.data import colour
 from minienc.objectives import (DINO, IJEPA, MAE, BarlowTwins, LeJEPA, MaskedViewsJEPA, VICReg,
                                 barlow_projector, build_model, dino_head, kl_to_standard_normal,
                                 reconstruction_loss, vicreg_expander)
-from minienc.objectives import Triplet
+from minienc.objectives import BYOL, MoCo, SimCLR, SimSiam, Triplet
 from minienc.objectives.dino import WeightNormLinear
-from minienc.objectives.jepa_study import StudyJEPA
-from minienc.objectives.masked_language import MaskedLanguageModel
+from minienc.objectives.jepa_study import StudyJEPA, augmented_views, halves, image_views, whole
+from minienc.objectives.byol import byol_mlp
+from minienc.objectives.contrastive import projection_head
+from minienc.objectives.masked_language import MaskedLanguageModel, MLMHead
+from minienc.objectives.simsiam import simsiam_predictor, simsiam_projector
 from minienc.objectives.multiblock import MultiBlockMaskSampler
-from minienc.objectives.reconstruction import kl_weight_schedule
+from minienc.objectives.reconstruction import build_encoder_decoder, kl_weight_schedule
 
 
 def params():
@@ -49,7 +52,8 @@ CASES = {
     "BatchNorm features": (lambda: nn.BatchNorm2d(0), r"^BatchNorm2d: num_features"),
     "attention heads": (lambda: nn.MultiHeadAttention(8, 0), r"^MultiHeadAttention: num_heads"),
     "block mlp_ratio": (lambda: nn.TransformerBlock(8, 2, mlp_ratio=0), r"^TransformerBlock: mlp_ratio"),
-    "ViT patch_size": (lambda: nn.VisionTransformer(image_size=8, patch_size=0), r"^PatchEmbed: patch_size"),
+    "ViT patch_size": (lambda: nn.VisionTransformer(image_size=8, patch_size=0), r"^VisionTransformer: patch_size"),
+    "PatchEmbed patch_size": (lambda: nn.PatchEmbed(8, 0, 1, 16), r"^PatchEmbed: patch_size"),
     "ViT depth": (lambda: nn.VisionTransformer(image_size=8, patch_size=2, depth=-1), r"^VisionTransformer: depth"),
     "MLPEncoder hidden": (lambda: nn.MLPEncoder(64, (256, 0), 32), r"^MLPEncoder: hidden must be a positive integer, got 0"),
     "ConvEncoder too small": (lambda: nn.ConvEncoder(1, (4, 4), kernel_size=3, stride=2, padding=0,
@@ -57,7 +61,19 @@ CASES = {
                               r"^ConvEncoder: image_size 4 is too small for 2 convolutions"),
     "TextTransformer vocab": (lambda: nn.TextTransformer(0), r"^TextTransformer: vocab_size"),
     "latent dimension 0": (lambda: build_model("vae", (1, 8, 8), latent_dim=0),
-                           r"^build_encoder_decoder: latent_dim must be a positive integer, got 0"),
+                           r"^build_model: latent_dim must be a positive integer, got 0"),
+    "encoder-decoder latent dimension 0": (lambda: build_encoder_decoder((1, 8, 8), 0),
+                                           r"^build_encoder_decoder: latent_dim must be a positive integer, got 0"),
+    "encoder-decoder image_shape a number": (lambda: build_encoder_decoder(8, 2),
+                                             r"^build_encoder_decoder: image_shape must be \(C, H, W\), got 8"),
+    # round 5: refused by the MLPEncoder or ConvEncoder built from them, or a raw TypeError
+    "build_model hidden 0": (lambda: build_model("vae", (1, 8, 8), hidden=(8, 0)),
+                             r"^build_model: hidden must be a positive integer, got 0"),
+    "build_model channels a number": (lambda: build_model("autoencoder", (1, 8, 8), arch="conv", channels=4),
+                                      r"^build_model: channels must be a tuple or list"),
+    "build_model arch": (lambda: build_model("autoencoder", (1, 8, 8), arch="resnet"), r"^build_model: arch must be one of"),
+    "build_model conv sizes": (lambda: build_model("autoencoder", (1, 6, 6), arch="conv"),
+                               r"^build_model: the conv decoder would rebuild"),
     "reconstruction batch 0": (lambda: reconstruction_loss(minienc.zeros(0, 4), minienc.zeros(0, 4)),
                                r"^reconstruction_loss: .* B >= 1"),
     "kl batch 0": (lambda: kl_to_standard_normal(minienc.zeros(0, 2), minienc.zeros(0, 2)),
@@ -92,6 +108,25 @@ CASES = {
     "ConvEncoder channels a number": (lambda: nn.ConvEncoder(1, 16), r"^ConvEncoder: channels must be a tuple or list"),
     "ConvDecoder channels None": (lambda: nn.ConvDecoder(1, None), r"^ConvDecoder: channels must be a tuple or list"),
     "Unflatten shape a number": (lambda: nn.Unflatten(4), r"^Unflatten: shape must be a tuple or list"),
+    # round 5: a model's argument was refused by a layer inside it, under the layer's name (or,
+    # with no layer built to refuse it, not at all)
+    "ViT heads at depth 0": (lambda: nn.VisionTransformer(8, 2, dim=16, depth=0, num_heads=0),
+                             r"^VisionTransformer: num_heads must be a positive integer, got 0"),
+    "ViT heads not dividing dim": (lambda: nn.VisionTransformer(8, 2, dim=16, depth=1, num_heads=3),
+                                   r"^VisionTransformer: dim 16 is not divisible by 3 heads"),
+    "ViT image not divisible": (lambda: nn.VisionTransformer(8, 3, dim=16, depth=1, num_heads=2),
+                                r"^VisionTransformer: image size \(8, 8\) is not divisible by patch size 3"),
+    "ViT sin-cos dim": (lambda: nn.VisionTransformer(8, 2, dim=6, depth=1, num_heads=2),
+                        r"^VisionTransformer: dim 6 must be divisible by 4"),
+    "ViT mlp_ratio at depth 0": (lambda: nn.VisionTransformer(8, 2, dim=16, depth=0, num_heads=2, mlp_ratio=-1.0),
+                                 r"^VisionTransformer: mlp_ratio"),
+    "ViT dropout at depth 0": (lambda: nn.VisionTransformer(8, 2, dim=16, depth=0, num_heads=2, dropout=1.0),
+                               r"^VisionTransformer: dropout must be in \[0, 1\)"),
+    "TextTransformer dim": (lambda: nn.TextTransformer(50, dim=0), r"^TextTransformer: dim must be a positive integer"),
+    "TextTransformer heads at depth 0": (lambda: nn.TextTransformer(50, dim=16, depth=0, num_heads=-1),
+                                         r"^TextTransformer: num_heads"),
+    "TextTransformer dropout": (lambda: nn.TextTransformer(50, dim=16, num_heads=2, dropout=-0.1),
+                                r"^TextTransformer: dropout must be in \[0, 1\)"),
 }
 
 
@@ -253,11 +288,11 @@ OBJECTIVES = {
     "MaskedViewsJEPA 0 directions": (lambda: MaskedViewsJEPA(small_vit(), predictor_dim=8,
                                                              num_directions=0),
                                      "MaskedViewsJEPA", "num_directions"),
-    "IJEPA predictor width 0": (lambda: IJEPA(small_vit(), predictor_dim=0), "JEPAPredictor", "dim"),
-    "IJEPA predictor heads 0": (lambda: IJEPA(small_vit(), predictor_heads=0), "JEPAPredictor",
-                                "num_heads"),
-    "IJEPA predictor depth -1": (lambda: IJEPA(small_vit(), predictor_depth=-1), "JEPAPredictor",
-                                 "depth"),
+    "IJEPA predictor width 0": (lambda: IJEPA(small_vit(), predictor_dim=0), "IJEPA", "predictor_dim"),
+    "IJEPA predictor heads 0": (lambda: IJEPA(small_vit(), predictor_heads=0), "IJEPA",
+                                "predictor_heads"),
+    "IJEPA predictor depth -1": (lambda: IJEPA(small_vit(), predictor_depth=-1), "IJEPA",
+                                 "predictor_depth"),
     "IJEPA masks not a sampler": (lambda: IJEPA(small_vit(), masks=4), "IJEPA", "masks"),
     # round 4 (2026-12-06): each was taken at construction, and failed later or never
     "Triplet margin NaN": (lambda: Triplet(nn.Linear(4, 8), margin=float("nan")), "Triplet", "margin"),
@@ -285,11 +320,91 @@ OBJECTIVES = {
     "TextTransformer pad_id outside": (lambda: nn.TextTransformer(50, pad_id=50), "TextTransformer", "pad_id"),
     "TextTransformer pad_id True": (lambda: nn.TextTransformer(50, pad_id=True), "TextTransformer", "pad_id"),
     "VICReg eps 0": (lambda: vicreg(eps=0.0), "VICReg", "eps"),
+    # round 5: refused by a layer, a noise or a later call inside the objective, under ITS name
+    "MAE decoder heads 0": (lambda: mae(decoder_num_heads=0), "MAE", "decoder_num_heads"),
+    "MAE decoder heads at decoder depth 0": (lambda: mae(decoder_depth=0, decoder_num_heads=-1), "MAE",
+                                             "decoder_num_heads"),
+    "MAE decoder heads not dividing": (lambda: mae(decoder_num_heads=3), "MAE", "decoder_num_heads"),
+    "MAE decoder sin-cos width": (lambda: mae(decoder_dim=6, decoder_num_heads=2), "MAE", "decoder_dim"),
+    "MAE patch_size 0": (lambda: mae(patch_size=0), "MAE", "patch_size"),
+    "MAE image not divisible": (lambda: mae(image_size=5), "MAE", "patch size 2"),
+    "MAE in_channels 0": (lambda: mae(in_channels=0), "MAE", "in_channels"),
+    "MAE dim 0": (lambda: mae(dim=0), "MAE", "dim"),
+    "MAE depth -1": (lambda: mae(depth=-1), "MAE", "depth"),
+    "MAE heads 0": (lambda: mae(num_heads=0), "MAE", "num_heads"),
+    "MAE mlp_ratio 0": (lambda: mae(mlp_ratio=0.0), "MAE", "mlp_ratio"),
+    "DAE mask level above 1": (lambda: dae("mask", 1.5), "DenoisingAutoencoder", "level"),
+    "DAE salt and pepper level NaN": (lambda: dae("salt_and_pepper", float("nan")), "DenoisingAutoencoder", "level"),
+    "DAE gaussian level negative": (lambda: dae("gaussian", -0.1), "DenoisingAutoencoder", "level"),
+    "DAE gaussian level inf": (lambda: dae("gaussian", float("inf")), "DenoisingAutoencoder", "level"),
+    "DAE noise kind": (lambda: dae("blur", 0.1), "DenoisingAutoencoder", "noise"),
+    "LeJEPA local_keep unused yet": (lambda: lejepa(local_keep=1.5), "LeJEPA", "local_keep"),
+    "LeJEPA local_keep keeps no patch": (lambda: LeJEPA(small_vit(), mask_keep=0.5, num_local_views=2,
+                                                        local_keep=0.01), "LeJEPA", "local_keep=0.01"),
+    "LeJEPA mask_keep keeps no patch": (lambda: LeJEPA(small_vit(), mask_keep=0.01), "LeJEPA", "mask_keep=0.01"),
+    "LeJEPA mask_keep without patches": (lambda: lejepa(mask_keep=0.5), "LeJEPA", "mask_keep"),
+    "LeJEPA embed_dim -1": (lambda: LeJEPA(nn.Linear(4, 8), embed_dim=-1), "LeJEPA", "embed_dim"),
+    "LeJEPA embed_dim 0": (lambda: LeJEPA(small_vit(), embed_dim=0), "LeJEPA", "embed_dim"),
+    "IJEPA predictor heads not dividing": (lambda: IJEPA(small_vit(), predictor_dim=8, predictor_heads=3),
+                                           "IJEPA", "predictor_heads"),
+    "IJEPA predictor sin-cos width": (lambda: IJEPA(small_vit(), predictor_dim=6, predictor_heads=2),
+                                      "IJEPA", "predictor_dim"),
+    "MaskedViewsJEPA predictor heads 0": (lambda: MaskedViewsJEPA(small_vit(), predictor_heads=0),
+                                          "MaskedViewsJEPA", "predictor_heads"),
+    "StudyJEPA predictor heads 0": (lambda: study(predictor_heads=0), "StudyJEPA", "predictor_heads"),
+    "StudyJEPA predictor depth -1": (lambda: study(predictor_depth=-1), "StudyJEPA", "predictor_depth"),
+    "StudyJEPA predictor width 0": (lambda: study(predictor_dim=0), "StudyJEPA", "predictor_dim"),
+    "MLM heads 0": (lambda: mlm(num_heads=0), "MaskedLanguageModel", "num_heads"),
+    "MLM heads at depth 0": (lambda: mlm(depth=0, num_heads=3), "MaskedLanguageModel", "num_heads"),
+    "MLM dim 0": (lambda: mlm(dim=0), "MaskedLanguageModel", "dim"),
+    "MLM max_len 0": (lambda: mlm(max_len=0), "MaskedLanguageModel", "max_len"),
+    "MLM vocabulary 0": (lambda: MaskedLanguageModel(0), "MaskedLanguageModel", "vocab_size"),
+    "MLM pad_id outside": (lambda: mlm(pad_id=50), "MaskedLanguageModel", "pad_id"),
+    "MLM dropout 1": (lambda: mlm(dropout=1.0), "MaskedLanguageModel", "dropout"),
+    "MLM mlp_ratio 0": (lambda: mlm(mlp_ratio=0.0), "MaskedLanguageModel", "mlp_ratio"),
+    "MLMHead dim 0": (lambda: MLMHead(0, 50), "MLMHead", "dim"),
+    "projection_head in 0": (lambda: projection_head(0), "projection_head", "in_features"),
+    "projection_head unused hidden": (lambda: projection_head(8, 0, 4, num_layers=1), "projection_head",
+                                      "hidden_features"),
+    "byol_mlp out 0": (lambda: byol_mlp(8, 16, 0), "byol_mlp", "out_features"),
+    "vicreg_expander hidden 0": (lambda: vicreg_expander(8, 0), "vicreg_expander", "hidden_features"),
+    "barlow_projector in -1": (lambda: barlow_projector(-1), "barlow_projector", "in_features"),
+    "simsiam_projector out 0": (lambda: simsiam_projector(8, 8, 0), "simsiam_projector", "out_features"),
+    "simsiam_predictor bottleneck 0": (lambda: simsiam_predictor(8, 0), "simsiam_predictor", "bottleneck"),
+    # an augmentation, a transform or a sampler that cannot be called failed at the first loss
+    "SimCLR augment": (lambda: SimCLR(nn.Linear(4, 8), nn.Linear(8, 4), augment=0.5), "SimCLR", "augment"),
+    "MoCo augment": (lambda: MoCo(nn.Linear(4, 8), nn.Linear(8, 6), augment="crop", queue_size=8), "MoCo", "augment"),
+    "Triplet augment": (lambda: Triplet(nn.Linear(4, 8), augment=1), "Triplet", "augment"),
+    "BYOL augment": (lambda: BYOL(nn.Linear(4, 8), byol_mlp(8), byol_mlp(64), augment=2), "BYOL", "augment"),
+    "SimSiam augment": (lambda: SimSiam(nn.Linear(4, 8), nn.Linear(8, 4), nn.Linear(4, 4), augment=[]),
+                        "SimSiam", "augment"),
+    "VICReg augment": (lambda: vicreg(augment="flip"), "VICReg", "augment"),
+    "BarlowTwins augment": (lambda: barlow(augment=3), "BarlowTwins", "augment"),
+    "DINO augment": (lambda: dino(augment=(1, 2)), "DINO", "augment"),
+    "LeJEPA local_augment": (lambda: lejepa(num_local_views=2, local_augment=0.25), "LeJEPA", "local_augment"),
+    "MaskedViewsJEPA augment": (lambda: MaskedViewsJEPA(small_vit(), predictor_dim=8, augment=1), "MaskedViewsJEPA",
+                                "augment"),
+    "IJEPA transform": (lambda: IJEPA(small_vit(), predictor_dim=8, transform="crop"), "IJEPA", "transform"),
+    "StudyJEPA masks": (lambda: study(masks="halves"), "StudyJEPA", "masks"),
+    "StudyJEPA views": (lambda: study(views="augment"), "StudyJEPA", "views"),
+    "halves keeps every patch": (lambda: halves(16, keep=1.0), "halves", "keep"),
+    "whole keeps no patch": (lambda: whole(16, keep=0.01), "whole", "keep"),
+    "augmented_views first": (lambda: augmented_views(lambda x: x, first="both"), "augmented_views", "first"),
+    "image_views crop": (lambda: image_views(crop=0.5), "image_views", "crop"),
+    "MoCo seed -1": (lambda: MoCo(nn.Linear(4, 8), nn.Linear(8, 6), queue_size=8, seed=-1), "MoCo", "seed"),
 }
 
 
+def mae(**kwargs):
+    return MAE(**{"image_size": 4, "patch_size": 2, **kwargs})
+
+
+def dae(noise, level):
+    return build_model("denoising", (1, 4, 4), latent_dim=2, hidden=(4,), noise=noise, level=level)
+
+
 def study(**kwargs):
-    return StudyJEPA(small_vit(), predictor_dim=8, predictor_depth=1, **kwargs)
+    return StudyJEPA(small_vit(), **{"predictor_dim": 8, "predictor_depth": 1, **kwargs})
 
 
 def mlm(**kwargs):

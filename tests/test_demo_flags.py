@@ -42,3 +42,29 @@ def test_a_data_folder_that_is_not_there_is_named(tmp_path, monkeypatch, capsys)
     lines = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(lines) == 1 and "argument --data:" in lines[0]
     assert "nowhere' is not a folder" in lines[0]
+
+
+RECIPE_BAD = {   # a recipe flag -> a demo that takes it, its bad value, and what the one line says;
+    # each was taken when the flags were read and refused later, in a traceback that named the
+    # augmentation, layer or schedule built from it (RandomResizedCrop: scale, ...), or never
+    "--crop": ("simclr.py", "0", "argument --crop: must be in (0.0, 1.0], got 0.0"),
+    "--noise": ("triplet.py", "-0.1", "argument --noise: must be a finite number >= 0, got -0.1"),
+    "--hidden": ("moco.py", "0", "argument --hidden: must be a positive integer, got 0"),
+    "--warmup-steps": ("simclr.py", "-1", "argument --warmup-steps: must be an integer >= 0, got -1"),
+    "--weight-decay": ("barlow.py", "nan", "argument --weight-decay: must be a finite number >= 0, got nan"),
+    "--temperature": ("simclr.py", "0", "argument --temperature: must be a finite number > 0, got 0.0"),
+    "--lr": ("autoencoder.py", "nan", "argument --lr: must be a finite number >= 0, got nan"),
+    "--latent-dim": ("vae.py", "0", "argument --latent-dim: must be a positive integer, got 0"),
+    "--sigma": ("autoencoder.py", "1e-20", "argument --sigma: must be at least 1e-15, got 1e-20"),
+    "--monitor-every": ("byol.py", "0", "argument --monitor-every: must be a positive integer, got 0"),
+}
+
+
+@pytest.mark.parametrize("flag", list(RECIPE_BAD))
+def test_a_recipe_flag_that_cannot_work_is_one_line_naming_it(flag, tmp_path, monkeypatch, capsys):
+    demo, value, said = RECIPE_BAD[flag]
+    with pytest.raises(SystemExit) as stop:
+        run_in_process(demo, flag, value, "--out", tmp_path / "run", monkeypatch=monkeypatch)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and said in lines[0], lines
+    assert not (tmp_path / "run").exists()

@@ -162,9 +162,9 @@ def test_gaussian_corruption_has_the_requested_std(device):
 
 
 def test_corruption_rejects_bad_levels():
-    with pytest.raises(ValueError, match="MaskingNoise: fraction must be in"):
+    with pytest.raises(ValueError, match=r"corruption: level \(the fraction of values mask noise sets\) must be in"):
         corruption("mask", 1.5)
-    with pytest.raises(ValueError, match="corruption: the gaussian noise std"):
+    with pytest.raises(ValueError, match=r"corruption: level \(the gaussian noise std\) must be a finite number >= 0"):
         corruption("gaussian", -0.1)
     with pytest.raises(ValueError, match="corruption: kind must be one of"):
         corruption("blur", 0.1)

@@ -3,9 +3,9 @@ read), image_parser (the flags every image demo takes) and the flags of the reci
 share. demos/common/__init__.py re-exports all of it, so a demo imports only common."""
 import argparse
 
-from minienc import backend
+from minienc import backend, checks
 from minienc import data as D
-from minienc.objectives.reconstruction import LIKELIHOODS
+from minienc.objectives.reconstruction import LIKELIHOODS, check_sigma
 
 
 class DemoParser(argparse.ArgumentParser):
@@ -40,6 +40,28 @@ class DemoParser(argparse.ArgumentParser):
         return parsed
 
 
+def checked(convert, rule):
+    """An argparse type: the flag's text converted, then checked by `rule` (one of
+    minienc.checks's, called as rule(owner, name, value)), so a value the recipe cannot use is
+    refused when the flags are read, as "argument --crop: must be in (0, 1], got 0.0", and not
+    as the traceback of the augmentation, layer or schedule the recipe builds from it."""
+    def parse(text):
+        value = convert(text)
+        try:
+            return rule("flag", "value", value)
+        except ValueError as error:   # "flag: value must ...": the words after owner and name
+            raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1].split(" ", 1)[1]) from None
+    parse.__name__ = convert.__name__   # argparse's "invalid int value: 'x'" for bad text
+    return parse
+
+
+POSITIVE_INT = checked(int, checks.positive_int)
+COUNT = checked(int, checks.non_negative_int)
+NON_NEGATIVE = checked(float, checks.non_negative)
+FRACTION = checked(float, lambda owner, name, value: checks.in_range(owner, name, value, 0.0, 1.0,
+                                                                       include_low=False))
+
+
 def image_parser(description, steps=1000, latent_dim=None, batch_size=128, lr=1e-3, data="digits",
                  epochs=None):
     """The flags every image demo takes (defaults per demo): --steps (or --epochs) --latent-dim
@@ -52,9 +74,9 @@ def image_parser(description, steps=1000, latent_dim=None, batch_size=128, lr=1e
     parser.add_argument("--epochs", type=int, default=epochs,
                         help="passes over the train images instead of --steps")
     if latent_dim is not None:
-        parser.add_argument("--latent-dim", type=int, default=latent_dim)
+        parser.add_argument("--latent-dim", type=POSITIVE_INT, default=latent_dim)
     parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--lr", type=NON_NEGATIVE, default=lr)
     parser.add_argument("--data", default=data, help=D.DATA_HELP)
     parser.add_argument("--image-size", type=int, default=None,
                         help="the side --data folder:PATH pictures are resized and cropped to (32)")
@@ -90,13 +112,14 @@ def add_threads_flag(parser):
 
 
 def add_recipe_flags(parser, temperature=None):
-    parser.add_argument("--hidden", type=int, default=256, help="projection head width")
-    parser.add_argument("--crop", type=float, default=0.5, help="smallest crop area")
-    parser.add_argument("--noise", type=float, default=0.05, help="Gaussian noise std")
-    parser.add_argument("--weight-decay", type=float, default=1e-6)
-    parser.add_argument("--warmup-steps", type=int, default=50)
+    parser.add_argument("--hidden", type=POSITIVE_INT, default=256, help="projection head width")
+    parser.add_argument("--crop", type=FRACTION, default=0.5, help="smallest crop area")
+    parser.add_argument("--noise", type=NON_NEGATIVE, default=0.05, help="Gaussian noise std")
+    parser.add_argument("--weight-decay", type=NON_NEGATIVE, default=1e-6)
+    parser.add_argument("--warmup-steps", type=COUNT, default=50)
     if temperature is not None:
-        parser.add_argument("--temperature", type=float, default=temperature)
+        parser.add_argument("--temperature", type=checked(float, checks.temperature),
+                            default=temperature)
     return parser
 
 
@@ -104,7 +127,8 @@ def add_reconstruction_flags(parser):
     parser.add_argument("--arch", choices=("mlp", "conv"), default="mlp")
     parser.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli",
                         help="decoder: bernoulli (BCE on logits) or gaussian (squared error / 2 sigma^2)")
-    parser.add_argument("--sigma", type=float, default=1.0, help="the gaussian decoder's fixed std")
+    parser.add_argument("--sigma", type=checked(float, lambda owner, _, value: check_sigma(owner, value)),
+                        default=1.0, help="the gaussian decoder's fixed std")
     return parser
 
 
@@ -113,7 +137,7 @@ def joint_embedding_parser(description):
     images, LARS at base lr 1.0), and --monitor-every for the collapse gauges."""
     parser = add_recipe_flags(image_parser(description, steps=1500, latent_dim=64, batch_size=256,
                                            lr=1.0))
-    parser.add_argument("--monitor-every", type=int, default=100,
+    parser.add_argument("--monitor-every", type=POSITIVE_INT, default=100,
                         help="steps between RankMe / embedding-std checks (collapse: both fall)")
     return parser
 

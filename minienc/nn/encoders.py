@@ -8,10 +8,10 @@ from .. import checks
 from ..engine import as_array
 from ..ops.conv import out_size
 from .conv import Conv2d, ConvTranspose2d
-from .layers import Embedding, Flatten, Linear, ReLU, Unflatten
+from .layers import Embedding, Flatten, Linear, ReLU, Unflatten, check_dropout
 from .module import Module, Sequential
 from .norm import BatchNorm1d, LayerNorm
-from .transformer import TransformerBlock, init_transformer_weights
+from .transformer import TransformerBlock, check_heads, check_mlp_ratio, init_transformer_weights
 from .vit import _trunc_normal_param
 
 
@@ -93,6 +93,21 @@ class ConvDecoder(Sequential):
         super().__init__(*layers)
 
 
+def check_text_transformer(owner, vocab_size, max_len, dim, depth, num_heads, mlp_ratio, pad_id,
+                           dropout):
+    """A TextTransformer's arguments, checked under `owner`'s name (its own, or a model's that
+    builds one from its arguments, as MaskedLanguageModel does): every one where it is given,
+    the blocks' even at depth 0, where no block is built to refuse them."""
+    checks.positive_int(owner, "vocab_size", vocab_size)
+    checks.positive_int(owner, "max_len", max_len)
+    checks.non_negative_int(owner, "depth", depth)
+    check_heads(owner, dim, num_heads)
+    check_mlp_ratio(owner, dim, mlp_ratio)
+    check_dropout(owner, "dropout", dropout)
+    if pad_id is not None:   # (None: no padding to mask)
+        checks.token_id(owner, "pad_id", pad_id, vocab_size)
+
+
 class TextTransformer(Module):
     """Token + learnable position embeddings -> pre-norm TransformerBlocks -> LayerNorm.
 
@@ -102,11 +117,8 @@ class TextTransformer(Module):
 
     def __init__(self, vocab_size, max_len=128, dim=128, depth=2, num_heads=4, mlp_ratio=4.0,
                  pad_id=0, dropout=0.0):
-        checks.positive_int("TextTransformer", "vocab_size", vocab_size)
-        checks.positive_int("TextTransformer", "max_len", max_len)
-        checks.non_negative_int("TextTransformer", "depth", depth)
-        if pad_id is not None:   # (None: no padding to mask)
-            checks.token_id("TextTransformer", "pad_id", pad_id, vocab_size)
+        check_text_transformer("TextTransformer", vocab_size, max_len, dim, depth, num_heads,
+                               mlp_ratio, pad_id, dropout)
         self.vocab_size, self.max_len, self.dim, self.pad_id = vocab_size, max_len, dim, pad_id
         self.token_embedding = Embedding(vocab_size, dim, std=0.02)
         self.blocks = [TransformerBlock(dim, num_heads, mlp_ratio, dropout=dropout) for _ in range(depth)]

@@ -80,12 +80,17 @@ class Unflatten(Module):
         return x.reshape(x.shape[0], *self.shape)
 
 
+def check_dropout(owner, name, p):
+    """A dropout probability in [0, 1) (1 would drop everything and scale by 1 / 0), checked
+    under the name of whoever was given it (a model that builds Dropout layers from it)."""
+    return checks.in_range(owner, name, p, 0, 1, include_high=False)
+
+
 class Dropout(Module):
     """Inverted dropout while training; the identity in eval mode."""
 
     def __init__(self, p=0.5):
-        checks.in_range("Dropout", "p", p, 0, 1, include_high=False)
-        self.p = p
+        self.p = check_dropout("Dropout", "p", p)
 
     def forward(self, x):
         return ops.dropout(x, self.p, self.training)

@@ -19,6 +19,27 @@ from .module import Module
 from .norm import LayerNorm
 
 
+def check_heads(owner, dim, num_heads, dim_name="dim", heads_name="num_heads"):
+    """The rule for attention's width and heads, stated once: positive integers, the width split
+    evenly into the heads. A model that builds blocks from its own arguments (MAE's decoder, a
+    JEPA predictor) checks them with it under its own names, so a bad value is named by the
+    model it was given to -- even at depth 0, where no block is built to refuse it."""
+    checks.positive_int(owner, dim_name, dim)
+    checks.positive_int(owner, heads_name, num_heads)
+    if dim % num_heads:
+        raise ValueError(f"{owner}: {dim_name} {dim} is not divisible by {num_heads} heads "
+                         f"({heads_name})")
+
+
+def check_mlp_ratio(owner, dim, mlp_ratio, dim_name="dim"):
+    """A block's MLP is int(dim * mlp_ratio) wide: mlp_ratio a finite number > 0 that leaves it
+    at least 1 wide (check_heads says why a model checks it under its own name)."""
+    checks.positive(owner, "mlp_ratio", mlp_ratio)
+    if int(dim * mlp_ratio) < 1:
+        raise ValueError(f"{owner}: mlp_ratio {mlp_ratio} of {dim_name} {dim} leaves an MLP of "
+                         f"width 0")
+
+
 class MultiHeadAttention(Module):
     """Self-attention with `num_heads` heads of dim // num_heads.
 
@@ -26,10 +47,7 @@ class MultiHeadAttention(Module):
     attn_mask=None additive) -> (B, L, D)."""
 
     def __init__(self, dim, num_heads, qkv_bias=True, dropout=0.0):
-        checks.positive_int("MultiHeadAttention", "dim", dim)
-        checks.positive_int("MultiHeadAttention", "num_heads", num_heads)
-        if dim % num_heads:
-            raise ValueError(f"MultiHeadAttention: dim {dim} is not divisible by {num_heads} heads")
+        check_heads("MultiHeadAttention", dim, num_heads)
         self.dim, self.num_heads = dim, num_heads
         self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = Linear(dim, dim)
@@ -60,10 +78,7 @@ class TransformerBlock(Module):
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, dropout=0.0, eps=1e-6):
         checks.positive_int("TransformerBlock", "dim", dim)
-        checks.positive("TransformerBlock", "mlp_ratio", mlp_ratio)
-        if int(dim * mlp_ratio) < 1:
-            raise ValueError(f"TransformerBlock: mlp_ratio {mlp_ratio} of dim {dim} leaves an MLP "
-                             f"of width 0")
+        check_mlp_ratio("TransformerBlock", dim, mlp_ratio)
         self.norm1 = LayerNorm(dim, eps=eps)
         self.attn = MultiHeadAttention(dim, num_heads, qkv_bias, dropout)
         self.norm2 = LayerNorm(dim, eps=eps)

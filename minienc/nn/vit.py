@@ -12,16 +12,16 @@ context block.
 from .. import backend, checks, ops
 from ..engine import as_array, tensor, Tensor
 from . import init
-from .layers import Linear
+from .layers import Linear, check_dropout
 from .module import Module
 from .norm import LayerNorm
-from .transformer import TransformerBlock, init_transformer_weights
+from .transformer import TransformerBlock, check_heads, check_mlp_ratio, init_transformer_weights
 
 
-def _grid(image_hw, patch_size):
+def _grid(image_hw, patch_size, owner="patchify"):
     h, w = image_hw
     if h % patch_size or w % patch_size:
-        raise ValueError(f"patchify: image size {tuple(image_hw)} is not divisible by patch size {patch_size}")
+        raise ValueError(f"{owner}: image size {tuple(image_hw)} is not divisible by patch size {patch_size}")
     return h // patch_size, w // patch_size
 
 
@@ -72,14 +72,48 @@ def get_2d_sincos_pos_embed(dim, grid_size, cls_token=False):
     A host float32 array."""
     np = backend.numpy
     gh, gw = checks.pair("get_2d_sincos_pos_embed", "grid_size", grid_size, minimum=1)
-    if dim % 4:
-        raise ValueError(f"get_2d_sincos_pos_embed: dim {dim} must be divisible by 4")
+    check_sincos_dim("get_2d_sincos_pos_embed", "dim", dim)
     rows, cols = np.divmod(np.arange(gh * gw), gw)
     emb = np.concatenate([get_1d_sincos_pos_embed(dim // 2, cols),
                           get_1d_sincos_pos_embed(dim // 2, rows)], axis=1)
     if cls_token:
         emb = np.concatenate([np.zeros((1, dim)), emb], axis=0)
     return emb.astype(np.float32)
+
+
+def check_sincos_dim(owner, name, dim):
+    """A 2-D sin-cos table splits its width into sin and cos of columns and of rows: a multiple
+    of 4 (checked under the name `owner` gave it, as check_heads in transformer.py)."""
+    if dim % 4:
+        raise ValueError(f"{owner}: {name} {dim} must be divisible by 4 (fixed 2-D sin-cos "
+                         f"positions split it into sin and cos of columns and rows)")
+
+
+def patch_grid(owner, image_size, patch_size, in_channels):
+    """(image_size as a pair, the patch grid) of images cut into patch_size patches, each
+    argument checked under `owner`'s name: sizes of at least 1, the image divisible."""
+    image_size = checks.pair(owner, "image_size", image_size, minimum=1)
+    checks.positive_int(owner, "patch_size", patch_size)
+    checks.positive_int(owner, "in_channels", in_channels)
+    return image_size, _grid(image_size, patch_size, owner)
+
+
+POS_EMBEDS = ("sincos", "learned", None)
+
+
+def check_vit(owner, image_size, patch_size, in_channels, dim, depth, num_heads, mlp_ratio,
+              pos_embed="sincos", dropout=0.0):
+    """A VisionTransformer's arguments, checked under `owner`'s name (the ViT's own, or a model's
+    that builds one from its arguments, as MAE does): every one where it is given, num_heads
+    and mlp_ratio even at depth 0, where no block is built to refuse them."""
+    patch_grid(owner, image_size, patch_size, in_channels)
+    checks.non_negative_int(owner, "depth", depth)
+    check_heads(owner, dim, num_heads)
+    check_mlp_ratio(owner, dim, mlp_ratio)
+    check_dropout(owner, "dropout", dropout)
+    checks.one_of(owner, "pos_embed", pos_embed, POS_EMBEDS)
+    if pos_embed == "sincos":
+        check_sincos_dim(owner, "dim", dim)
 
 
 def patch_index_array(owner, indices, xp, batch, count):
@@ -116,11 +150,9 @@ class PatchEmbed(Module):
     is exactly a Conv2d with kernel = stride = p, without the im2col copy."""
 
     def __init__(self, image_size, patch_size, in_channels, dim):
-        self.image_size = checks.pair("PatchEmbed", "image_size", image_size, minimum=1)
-        self.patch_size = checks.positive_int("PatchEmbed", "patch_size", patch_size)
-        self.in_channels = checks.positive_int("PatchEmbed", "in_channels", in_channels)
+        self.image_size, self.grid_size = patch_grid("PatchEmbed", image_size, patch_size, in_channels)
+        self.patch_size, self.in_channels = int(patch_size), int(in_channels)
         self.dim = checks.positive_int("PatchEmbed", "dim", dim)
-        self.grid_size = _grid(self.image_size, patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.proj = Linear(patch_size * patch_size * in_channels, dim)
 
@@ -156,7 +188,8 @@ class VisionTransformer(Module):
     def __init__(self, image_size=28, patch_size=4, in_channels=1, dim=128, depth=4, num_heads=4,
                  mlp_ratio=4.0, cls_token=False, pos_embed="sincos", qkv_bias=True, dropout=0.0,
                  weight_init="trunc_normal"):
-        checks.non_negative_int("VisionTransformer", "depth", depth)
+        check_vit("VisionTransformer", image_size, patch_size, in_channels, dim, depth, num_heads,
+                  mlp_ratio, pos_embed, dropout)
         self.dim, self.depth, self.num_heads = dim, depth, num_heads
         self.patch_embed = PatchEmbed(image_size, patch_size, in_channels, dim)
         self.grid_size, self.num_patches = self.patch_embed.grid_size, self.patch_embed.num_patches
@@ -169,10 +202,8 @@ class VisionTransformer(Module):
             self.register_buffer("pos_embed", backend.to_device(table, backend.get_device()))
         elif pos_embed == "learned":
             self.pos_embed = _trunc_normal_param((1, self.num_patches, dim))
-        elif pos_embed is None:
+        else:   # None (check_vit refused anything else)
             self.pos_embed = None
-        else:
-            raise ValueError(f"VisionTransformer: pos_embed must be 'sincos', 'learned' or None, got {pos_embed!r}")
 
     def forward(self, images, patch_indices=None):
         patches = self.patch_embed.patches(images)   # (B, N, p*p*C)

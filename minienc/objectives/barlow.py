@@ -25,7 +25,7 @@ reaches the local embeddings, the gradient is then exactly the one-process one.
 """
 from .. import distributed as dist
 from .. import checks, ops
-from .contrastive import _check_embeddings, projection_head
+from .contrastive import _check_embeddings, check_head, projection_head
 from .protocol import ViewObjective
 
 
@@ -70,6 +70,7 @@ def barlow_twins_loss(z1, z2, lambd=5e-3, eps=1e-5):
 def barlow_projector(in_features, hidden_features=256, out_features=256, num_layers=3):
     """Barlow Twins' projector: Linear (no bias) - BN - ReLU per hidden layer, then a Linear
     without bias. The paper's is 8192-8192-8192 on a ResNet-50."""
+    check_head("barlow_projector", in_features, hidden_features, out_features, num_layers)
     return projection_head(in_features, hidden_features, out_features, num_layers,
                            batch_norm=True, last_bias=False)
 
@@ -86,6 +87,7 @@ class BarlowTwins(ViewObjective):
 
     def __init__(self, encoder, projector, augment=None, lambd=5e-3, distributed=False):
         checks.non_negative("BarlowTwins", "lambd", lambd)
+        checks.callable_or_none("BarlowTwins", "augment", augment)
         self.encoder, self.projector, self.augment = encoder, projector, augment
         self.lambd, self.distributed = float(lambd), distributed
 

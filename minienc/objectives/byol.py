@@ -33,7 +33,7 @@ from ..engine import no_grad
 from ..nn import Sequential
 from ..optim.ema import EMA
 from ..optim.schedules import cosine
-from .contrastive import _check_embeddings, projection_head
+from .contrastive import _check_embeddings, check_head, projection_head
 from .protocol import ViewObjective
 
 
@@ -52,6 +52,7 @@ def byol_loss(predictions, targets):
 def byol_mlp(in_features, hidden_features=256, out_features=64):
     """BYOL's projector and predictor: Linear-BN-ReLU-Linear, the last Linear without bias.
     (The paper's hidden Linear has a bias; batch norm's shift makes it redundant.)"""
+    check_head("byol_mlp", in_features, hidden_features, out_features, 2)
     return projection_head(in_features, hidden_features, out_features, num_layers=2,
                            batch_norm=True, last_bias=False)
 
@@ -71,6 +72,7 @@ class BYOL(ViewObjective):
 
     def __init__(self, encoder, projector, predictor, augment=None, momentum=0.996):
         checks.in_range("BYOL", "momentum", momentum, 0.0, 1.0)
+        checks.callable_or_none("BYOL", "augment", augment)
         self.online_network = Sequential(encoder, projector)
         self.predictor, self.augment, self.momentum = predictor, augment, momentum
         self._ema = EMA(self.online_network)   # a frozen deep copy of encoder + projector

@@ -295,12 +295,21 @@ def nt_xent(view1, view2, temperature=0.5, distributed=False):
 
 # ----- models -------------------------------------------------------------------------------------
 
+def check_head(owner, in_features, hidden_features, out_features, num_layers):
+    """An MLP head's sizes, positive integers, checked under the name of whoever was given them
+    (each builder below checks its own before it calls projection_head, so the error names the
+    builder the user called), the hidden width even with one layer, where none is built."""
+    for name, value in (("in_features", in_features), ("hidden_features", hidden_features),
+                        ("out_features", out_features), ("num_layers", num_layers)):
+        checks.positive_int(owner, name, value)
+
+
 def projection_head(in_features, hidden_features=256, out_features=64, num_layers=2,
                     batch_norm=True, last_bias=True):
     """The MLP between representation and loss. SimCLR: Linear-BN-ReLU for every hidden layer
     (no bias before BN) and a last Linear without ReLU. batch_norm=False gives MoCo v2's head,
     Linear-ReLU-Linear. last_bias=False: the last Linear without bias (BYOL, VICReg, Barlow)."""
-    checks.positive_int("projection_head", "num_layers", num_layers)
+    check_head("projection_head", in_features, hidden_features, out_features, num_layers)
     layers, width = [], in_features
     for _ in range(num_layers - 1):
         layers.append(Linear(width, hidden_features, bias=not batch_norm))
@@ -326,6 +335,7 @@ class SimCLR(ViewObjective):
 
     def __init__(self, encoder, head, augment=None, temperature=0.5, distributed=False):
         checks.temperature("SimCLR", "temperature", temperature)
+        checks.callable_or_none("SimCLR", "augment", augment)
         self.encoder, self.head, self.augment = encoder, head, augment
         self.temperature, self.distributed = temperature, distributed
 
@@ -352,6 +362,7 @@ class Triplet(ViewObjective):
             raise ValueError(f"Triplet: miner must be one of {sorted(MINERS)}, got {miner!r}")
         checks.finite("Triplet", "margin", margin)   # (the loss checks it only at its first call)
         checks.one_of("Triplet", "reduction", reduction, REDUCTIONS)
+        checks.callable_or_none("Triplet", "augment", augment)
         self.encoder, self.augment, self.labels = encoder, augment, bool(labels)
         self.options = dict(miner=miner, margin=margin, squared=squared, normalize=normalize,
                             reduction=reduction)
@@ -431,6 +442,9 @@ class MoCo(ViewObjective):
         checks.in_range("MoCo", "momentum", momentum, 0.0, 1.0)
         checks.temperature("MoCo", "temperature", temperature)
         checks.positive_int("MoCo", "bn_groups", bn_groups)
+        if seed is not None:   # (-1 was NumPy's "expected non-negative integer", naming nothing)
+            checks.non_negative_int("MoCo", "seed", seed)
+        checks.callable_or_none("MoCo", "augment", augment)
         self.encoder, self.head, self.augment = encoder, head, augment
         self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
         self.distributed = distributed

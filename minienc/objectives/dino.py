@@ -44,6 +44,7 @@ from ..engine import as_array, as_tensor, no_grad
 from ..nn import GELU, BatchNorm1d, Linear, Module, Sequential, init
 from ..optim.ema import EMA
 from ..optim.schedules import cosine
+from .contrastive import check_head
 from .protocol import ViewObjective, head_width
 
 
@@ -90,10 +91,8 @@ def dino_head(in_features, out_features=65536, hidden_features=2048, bottleneck_
     batch_norm, the released --use_bn_in_head), a Linear to the bottleneck, L2 normalisation,
     then the weight-normalised prototypes (no bias). The MLP's Linears are re-initialised
     trunc_normal(0.02) with zero biases, as the released head."""
-    for name, value in (("in_features", in_features), ("out_features", out_features),
-                        ("hidden_features", hidden_features),
-                        ("bottleneck_features", bottleneck_features), ("num_layers", num_layers)):
-        checks.positive_int("dino_head", name, value)
+    check_head("dino_head", in_features, hidden_features, out_features, num_layers)
+    checks.positive_int("dino_head", "bottleneck_features", bottleneck_features)
     layers, width = [], in_features
     for _ in range(num_layers - 1):
         norm = [BatchNorm1d(hidden_features)] if batch_norm else []
@@ -190,6 +189,7 @@ class DINO(ViewObjective):
         checks.temperature("DINO", "student_temperature", student_temperature)
         checks.temperature("DINO", "teacher_temperature", teacher_temperature)
         checks.positive_int("DINO", "global_crops", global_crops)
+        checks.callable_or_none("DINO", "augment", augment)
         self.student = Sequential(encoder, head)
         self._ema = EMA(self.student)    # a frozen deep copy: the teacher
         self.teacher = self._ema.target

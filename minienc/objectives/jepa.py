@@ -51,12 +51,13 @@ from ..nn import init
 from ..nn.layers import Linear
 from ..nn.module import Module
 from ..nn.norm import LayerNorm
-from ..nn.transformer import TransformerBlock, init_transformer_weights
-from ..nn.vit import VisionTransformer, gather_tokens, get_2d_sincos_pos_embed, patch_index_array
+from ..nn.transformer import TransformerBlock, check_heads, init_transformer_weights
+from ..nn.vit import (VisionTransformer, check_sincos_dim, gather_tokens, get_2d_sincos_pos_embed,
+                      patch_index_array)
 from ..optim.ema import EMA
 from .contrastive import projection_head
 from .lejepa import lejepa_terms
-from .masked_image import kept_patches, random_masking
+from .masked_image import check_keep, random_masking
 from .multiblock import MultiBlockMaskSampler
 from .protocol import Objective
 from .sigreg import NUM_DIRECTIONS
@@ -102,11 +103,11 @@ class JEPAPredictor(Module):
     """
 
     def __init__(self, grid_size, embed_dim, dim=None, depth=6, num_heads=4, mlp_ratio=4.0):
-        dim = embed_dim // 2 if dim is None else dim
         checks.positive_int("JEPAPredictor", "embed_dim", embed_dim)
-        checks.positive_int("JEPAPredictor", "dim", dim)
+        dim = predictor_width(embed_dim, dim)
         checks.non_negative_int("JEPAPredictor", "depth", depth)   # 0: no blocks, a linear map
-        checks.positive_int("JEPAPredictor", "num_heads", num_heads)
+        check_heads("JEPAPredictor", dim, num_heads)
+        check_sincos_dim("JEPAPredictor", "dim", dim)
         self.grid_size = checks.pair("JEPAPredictor", "grid_size", grid_size, minimum=1)
         self.embed_dim, self.dim = embed_dim, dim
         self.embed = Linear(embed_dim, dim)
@@ -134,6 +135,23 @@ class JEPAPredictor(Module):
             x = block(x)
         x = self.proj(self.norm(x)[:, kc:])
         return x.reshape(b, t, kt, self.embed_dim)
+
+
+def predictor_width(embed_dim, dim=None):
+    """The predictor's width: `dim`, by default half the encoder's."""
+    return embed_dim // 2 if dim is None else dim
+
+
+def build_predictor(owner, encoder, predictor_dim=None, predictor_depth=6, predictor_heads=None):
+    """The JEPAPredictor an objective builds on `encoder` from its own arguments (defaults: half
+    the encoder's width, the encoder's heads), each checked first under the objective's name
+    and the argument's, as the objective was given it."""
+    dim = predictor_width(encoder.dim, predictor_dim)
+    heads = encoder.num_heads if predictor_heads is None else predictor_heads
+    checks.non_negative_int(owner, "predictor_depth", predictor_depth)
+    check_heads(owner, dim, heads, "predictor_dim", "predictor_heads")
+    check_sincos_dim(owner, "predictor_dim", dim)
+    return JEPAPredictor(encoder.grid_size, encoder.dim, dim, predictor_depth, heads)
 
 
 def momentum_at(span, progress):
@@ -168,13 +186,13 @@ class IJEPA(Objective):
         self.context_encoder = _vit("IJEPA", encoder)   # f, the one the optimizer trains
         self._ema = EMA(encoder)             # a frozen deep copy: no gradient, not optimised
         self.target_encoder = self._ema.target
-        self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim,
-                                       predictor_depth, encoder.num_heads if predictor_heads is None else predictor_heads)
+        self.predictor = build_predictor("IJEPA", encoder, predictor_dim, predictor_depth, predictor_heads)
         if masks is not None and not callable(masks):
             raise ValueError(f"IJEPA: masks must be a sampler, batch_size -> (context, targets), "
                              f"got {masks!r}")
         self.masks = masks or MultiBlockMaskSampler(encoder.grid_size)
         self.momentum = checks.span("IJEPA", "momentum", momentum, high=1.0)
+        checks.callable_or_none("IJEPA", "transform", transform)
         self.transform = transform
 
     def loss(self, images, masks=None):
@@ -230,20 +248,14 @@ class MaskedViewsJEPA(Objective):
                  augment=None, keep=0.5, lam=0.02, proj_dim=32, hidden=256,
                  num_directions=NUM_DIRECTIONS, distributed=False):
         self.encoder = _vit("MaskedViewsJEPA", encoder)
-        self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim,
-                                       predictor_depth, encoder.num_heads if predictor_heads is None else predictor_heads)
+        self.predictor = build_predictor("MaskedViewsJEPA", encoder, predictor_dim, predictor_depth, predictor_heads)
         checks.positive_int("MaskedViewsJEPA", "proj_dim", proj_dim)
         checks.positive_int("MaskedViewsJEPA", "hidden", hidden)
         self.projector = projection_head(encoder.dim, hidden, proj_dim, num_layers=3)
-        checks.in_range("MaskedViewsJEPA", "keep", keep, 0.0, 1.0, include_low=False, include_high=False)
-        kept = int(encoder.num_patches * keep)
-        if not 1 <= kept < encoder.num_patches:   # none kept: attention over nothing, 0/0
-            raise ValueError(f"MaskedViewsJEPA: keep={keep} of the encoder's "
-                             f"{encoder.num_patches} patches keeps {kept}; each view must keep "
-                             f"at least 1 patch and mask at least 1")
-        kept_patches("MaskedViewsJEPA", encoder.num_patches, 1.0 - keep)   # as random_masking counts
+        check_keep("MaskedViewsJEPA", "keep", keep, encoder.num_patches)
         checks.in_range("MaskedViewsJEPA", "lam", lam, 0.0, 1.0)
         checks.positive_int("MaskedViewsJEPA", "num_directions", num_directions)
+        checks.callable_or_none("MaskedViewsJEPA", "augment", augment)
         self.augment, self.keep, self.lam = augment, keep, lam
         self.num_directions, self.distributed = num_directions, distributed
 

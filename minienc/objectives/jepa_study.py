@@ -33,9 +33,9 @@ from ..engine import no_grad
 from ..nn.vit import gather_tokens
 from ..optim.ema import EMA
 from .contrastive import projection_head
-from .jepa import JEPAPredictor, _vit, layer_normed, momentum_at, patch_indices
+from .jepa import _vit, build_predictor, layer_normed, momentum_at, patch_indices
 from .lejepa import LeJEPA, lejepa_terms
-from .masked_image import random_masking
+from .masked_image import check_keep, random_masking
 from .multiblock import MultiBlockMaskSampler
 from .protocol import Objective
 from .sigreg import shared_directions, sigreg
@@ -67,6 +67,8 @@ DEFAULT_SETTINGS = dict(
 def halves(num_patches, keep=0.5):
     """masks(batch): a random `keep` of the patches as context, another (independent) random
     `keep` as the one target block (host arrays)."""
+    check_keep("halves", "keep", keep, num_patches)
+
     def masks(batch):
         context = random_masking(batch, num_patches, 1 - keep, device="cpu")[0]
         return context, random_masking(batch, num_patches, 1 - keep, device="cpu")[0][:, None, :]
@@ -75,6 +77,8 @@ def halves(num_patches, keep=0.5):
 
 def whole(num_patches, keep=0.5):
     """masks(batch): a random `keep` of the patches as context, the whole grid as target."""
+    check_keep("whole", "keep", keep, num_patches)
+
     def masks(batch):
         np = backend.numpy
         context = random_masking(batch, num_patches, 1 - keep, device="cpu")[0]
@@ -84,6 +88,9 @@ def whole(num_patches, keep=0.5):
 
 def image_views(normalise=None, crop=None):
     """views(images): the (cropped, normalised) images for both passes."""
+    checks.callable_or_none("image_views", "normalise", normalise)
+    checks.callable_or_none("image_views", "crop", crop)
+
     def views(images):
         images = crop(images) if crop is not None else images
         return (normalise(images) if normalise else images), None
@@ -93,6 +100,9 @@ def image_views(normalise=None, crop=None):
 def augmented_views(augment, normalise=None, first="target"):
     """views(images): two augmentations. first: which is drawn first ("target": demos/jepa.py
     and docs/jepa_study.md's runs; "context": the collapse lab's), so their numbers reproduce."""
+    checks.callable_or_none("augmented_views", "augment", augment)
+    checks.callable_or_none("augmented_views", "normalise", normalise)
+    checks.one_of("augmented_views", "first", first, ("target", "context"))
     normalise = normalise or (lambda x: x)
 
     def views(images):
@@ -143,6 +153,9 @@ class StudyJEPA(Objective):
         checks.non_negative_int("StudyJEPA", "sigreg_proj_dim", sigreg_proj_dim)
         checks.positive_int("StudyJEPA", "sigreg_hidden", sigreg_hidden)
         checks.positive_int("StudyJEPA", "num_directions", num_directions)
+        checks.non_negative_int("StudyJEPA", "predictor_depth", predictor_depth)   # 0: none
+        checks.callable_or_none("StudyJEPA", "masks", masks)
+        checks.callable_or_none("StudyJEPA", "views", views)
         if target_encoder == "ema" and not stop_gradient:
             raise ValueError("StudyJEPA: an EMA target encoder never gets a gradient; "
                              "stop_gradient=False needs target_encoder='shared'")
@@ -158,8 +171,8 @@ class StudyJEPA(Objective):
         self.shared = target_encoder == "shared"
         self._ema = None if self.shared else EMA(encoder)   # a frozen deep copy
         self.target_encoder = encoder if self.shared else self._ema.target
-        self.predictor = JEPAPredictor(encoder.grid_size, encoder.dim, predictor_dim, predictor_depth,
-                                       predictor_heads or encoder.num_heads) if predictor_depth else None
+        self.predictor = build_predictor("StudyJEPA", encoder, predictor_dim, predictor_depth,
+                                         predictor_heads) if predictor_depth else None
         self.projector = projection_head(encoder.dim, sigreg_hidden, sigreg_proj_dim, num_layers=3) \
             if sigreg_weight and sigreg_proj_dim else None
         self.masks, self.views = masks, views or image_views()

@@ -39,7 +39,7 @@ from .. import backend, checks
 from .. import distributed as dist
 from ..engine import Tensor, as_array, as_tensor, tensor
 from .contrastive import projection_head
-from .masked_image import random_masking
+from .masked_image import check_keep, random_masking
 from .protocol import Objective
 from .sigreg import NUM_DIRECTIONS, shared_directions, sigreg
 
@@ -101,17 +101,27 @@ class LeJEPA(Objective):
                  embed_dim=None, projector=None, distributed=False, augment=None, num_views=2,
                  local_augment=None, num_local_views=0, mask_keep=None, local_keep=0.25):
         checks.in_range("LeJEPA", "lam", lam, 0, 1)
+        if embed_dim is not None:   # (0 or -1 was passed over for the encoder's width, or
+            checks.positive_int("LeJEPA", "embed_dim", embed_dim)   # refused by a Linear)
         embed_dim = embed_dim or getattr(encoder, "dim", None)
         if projector is None and embed_dim is None:
             raise ValueError("LeJEPA: pass embed_dim (the encoder's output width) or a projector")
         checks.positive_int("LeJEPA", "num_views", num_views)
         checks.non_negative_int("LeJEPA", "num_local_views", num_local_views)
         checks.positive_int("LeJEPA", "num_directions", num_directions)
-        if mask_keep is not None:   # the share of patches a masked view keeps
-            checks.in_range("LeJEPA", "mask_keep", mask_keep, 0.0, 1.0, include_low=False,
-                            include_high=False)
-            checks.in_range("LeJEPA", "local_keep", local_keep, 0.0, 1.0, include_low=False,
-                            include_high=False)
+        checks.callable_or_none("LeJEPA", "augment", augment)
+        checks.callable_or_none("LeJEPA", "local_augment", local_augment)
+        # the shares of patches a masked view keeps: checked where given, used or not yet
+        checks.in_range("LeJEPA", "local_keep", local_keep, 0.0, 1.0, include_low=False,
+                        include_high=False)
+        if mask_keep is not None:
+            num_patches = getattr(encoder, "num_patches", None)
+            if num_patches is None:
+                raise ValueError(f"LeJEPA: mask_keep masks patches: the encoder must cut images "
+                                 f"into patches (a VisionTransformer), got {type(encoder).__name__}")
+            check_keep("LeJEPA", "mask_keep", mask_keep, num_patches)
+            if num_local_views:
+                check_keep("LeJEPA", "local_keep", local_keep, num_patches)
         if num_views + num_local_views < 2:   # one view is its own centre: prediction = 0
             raise ValueError(f"LeJEPA: needs at least 2 views in all (num_views + "
                              f"num_local_views), got num_views={num_views}, "

@@ -29,8 +29,9 @@ from ..nn import init
 from ..nn.layers import Linear
 from .protocol import Objective
 from ..nn.norm import LayerNorm
-from ..nn.transformer import TransformerBlock, init_transformer_weights
-from ..nn.vit import VisionTransformer, gather_tokens, get_2d_sincos_pos_embed, patchify, unpatchify
+from ..nn.transformer import TransformerBlock, check_heads, check_mlp_ratio, init_transformer_weights
+from ..nn.vit import (VisionTransformer, check_sincos_dim, check_vit, gather_tokens,
+                      get_2d_sincos_pos_embed, patchify, unpatchify)
 from ..engine import as_array, no_grad, tensor, Tensor
 
 NORM_PIX_EPS = 1e-6
@@ -70,6 +71,19 @@ def kept_patches(owner, num_patches, mask_ratio):
     if not 1 <= keep <= num_patches - 1:
         raise ValueError(f"{owner}: mask_ratio {mask_ratio} of {num_patches} patches keeps {keep}; "
                          f"it must keep at least 1 patch and remove at least 1")
+    return keep
+
+
+def check_keep(owner, name, keep, num_patches):
+    """A view that keeps the share `keep` of its patches (random_masking at mask_ratio 1 - keep),
+    checked under the caller's name for it: in (0, 1), and at least 1 of num_patches kept and
+    1 masked, counted as random_masking will count them."""
+    checks.in_range(owner, name, keep, 0.0, 1.0, include_low=False, include_high=False)
+    kept = int(num_patches * keep)
+    if not 1 <= kept < num_patches:   # none kept: attention over nothing, 0/0
+        raise ValueError(f"{owner}: {name}={keep} of the encoder's {num_patches} patches keeps "
+                         f"{kept}; each view must keep at least 1 patch and mask at least 1")
+    kept_patches(owner, num_patches, 1.0 - keep)   # as random_masking counts
     return keep
 
 
@@ -126,8 +140,14 @@ class MAE(Objective):
     def __init__(self, image_size=8, patch_size=2, in_channels=1, dim=64, depth=4, num_heads=4,
                  decoder_dim=32, decoder_depth=2, decoder_num_heads=4, mlp_ratio=4.0, mask_ratio=0.75,
                  norm_pix_loss=False, encoder=None):
-        checks.positive_int("MAE", "decoder_dim", decoder_dim)
+        # every argument checked here, under MAE's name, before a layer is built from it (the
+        # layers would name themselves, and with decoder_depth 0 build no block to refuse heads)
+        if encoder is None:   # (else the encoder's own arguments were checked where given)
+            check_vit("MAE", image_size, patch_size, in_channels, dim, depth, num_heads, mlp_ratio)
+        check_heads("MAE", decoder_dim, decoder_num_heads, "decoder_dim", "decoder_num_heads")
         checks.non_negative_int("MAE", "decoder_depth", decoder_depth)
+        check_mlp_ratio("MAE", decoder_dim, mlp_ratio, "decoder_dim")
+        check_sincos_dim("MAE", "decoder_dim", decoder_dim)
         self.encoder = encoder if encoder is not None else VisionTransformer(
             image_size, patch_size, in_channels, dim, depth, num_heads, mlp_ratio,
             pos_embed="sincos", weight_init="xavier")

@@ -32,7 +32,7 @@ As in run_pretraining.py, the head runs only at the chosen positions (gathered t
 from collections import namedtuple
 
 from .. import backend, checks, ops
-from ..nn.encoders import TextTransformer
+from ..nn.encoders import TextTransformer, check_text_transformer
 from ..nn.layers import GELU, Linear
 from ..nn.module import Module
 from ..nn.norm import LayerNorm
@@ -121,6 +121,8 @@ class MLMHead(Module):
     (V, dim) is the encoder's token embedding, passed in (tied, not a parameter of the head)."""
 
     def __init__(self, dim, vocab_size, eps=1e-12):
+        checks.positive_int("MLMHead", "dim", dim)
+        checks.positive_int("MLMHead", "vocab_size", vocab_size)
         self.dense = Linear(dim, dim)
         self.act = GELU()
         self.norm = LayerNorm(dim, eps=eps)
@@ -150,9 +152,9 @@ class MaskedLanguageModel(Objective):
     def __init__(self, vocab_size, max_len=64, dim=128, depth=2, num_heads=4, mlp_ratio=4.0,
                  pad_id=0, dropout=0.0, ignore_index=IGNORE_INDEX, special_ids=(), mask_id=None,
                  mask_prob=0.15):
-        self.encoder = TextTransformer(vocab_size, max_len, dim, depth, num_heads, mlp_ratio,
-                                       pad_id=pad_id, dropout=dropout)
-        owner = "MaskedLanguageModel"
+        owner = "MaskedLanguageModel"   # every argument checked under its name, the encoder's too
+        check_text_transformer(owner, vocab_size, max_len, dim, depth, num_heads, mlp_ratio,
+                               pad_id, dropout)
         checks.in_range(owner, "mask_prob", mask_prob, 0.0, 1.0, include_low=False)
         if not checks.is_int(ignore_index):
             raise ValueError(f"{owner}: ignore_index must be an integer, got {ignore_index!r}")
@@ -162,6 +164,8 @@ class MaskedLanguageModel(Objective):
             checks.token_id(owner, "special_ids", i, vocab_size)
         if mask_id is not None:   # (None: loss_of_masking only, the caller masks)
             checks.token_id(owner, "mask_id", mask_id, vocab_size)
+        self.encoder = TextTransformer(vocab_size, max_len, dim, depth, num_heads, mlp_ratio,
+                                       pad_id=pad_id, dropout=dropout)
         self.head = MLMHead(dim, vocab_size)
         self.vocab_size, self.pad_id, self.ignore_index = vocab_size, pad_id, ignore_index
         self.special_ids, self.mask_id, self.mask_prob = tuple(special_ids), mask_id, mask_prob

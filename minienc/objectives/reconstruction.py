@@ -108,15 +108,21 @@ def corruption(kind="mask", level=0.25):
     """The corruption q(x~ | x) named `kind` at `level` (the noise std for "gaussian", the fraction
     of values for "mask" and "salt_and_pepper"): an augmentation, called on a batch (N, C, H, W)
     as `corrupt(x, rng=None)`; it draws on the batch's device and keeps shape, dtype and type."""
+    check_corruption("corruption", "kind", kind, level)
     if kind == "gaussian":
-        if not level >= 0:
-            raise ValueError(f"corruption: the gaussian noise std must be >= 0, got {level}")
         return GaussianNoise(std=level)   # unclipped, as in Vincent et al.
-    if kind == "mask":
-        return MaskingNoise(level)
-    if kind == "salt_and_pepper":
-        return SaltAndPepperNoise(level)
-    raise ValueError(f"corruption: kind must be one of {CORRUPTIONS}, got {kind!r}")
+    return MaskingNoise(level) if kind == "mask" else SaltAndPepperNoise(level)
+
+
+def check_corruption(owner, kind_name, kind, level):
+    """A corruption's kind and level, checked under the name of whoever was given them (the
+    noises check their own std and fraction too, under theirs, for direct use): the gaussian
+    noise's std a finite number >= 0, the share of values masked or salted a fraction in [0, 1]."""
+    checks.one_of(owner, kind_name, kind, CORRUPTIONS)
+    if kind == "gaussian":
+        checks.non_negative(owner, "level (the gaussian noise std)", level)
+    else:
+        checks.in_range(owner, f"level (the fraction of values {kind} noise sets)", level, 0, 1)
 
 
 # ----- the VAE's pieces ------------------------------------------------------------------------------
@@ -176,26 +182,36 @@ def build_encoder_decoder(image_shape, latent_dim, code_dim=None, arch="mlp", hi
         mlp:  Flatten -> MLPEncoder(D, hidden, code_dim);  MLPEncoder(latent, hidden reversed, D) -> Unflatten
         conv: ConvEncoder(C, channels, stride 2) -> Linear;  Linear -> ConvDecoder(channels reversed)
     """
-    if len(image_shape) != 3:
-        raise ValueError(f"build_encoder_decoder: image_shape must be (C, H, W), got {tuple(image_shape)}")
-    c, h, w = (checks.positive_int("build_encoder_decoder", "image_shape", n) for n in image_shape)
-    checks.positive_int("build_encoder_decoder", "latent_dim", latent_dim)
+    return _encoder_decoder("build_encoder_decoder", image_shape, latent_dim, code_dim, arch,
+                            hidden, channels)
+
+
+def _encoder_decoder(owner, image_shape, latent_dim, code_dim, arch, hidden, channels):
+    """build_encoder_decoder, its arguments checked under the name of the function the user
+    called (it, or build_model), before a layer is built from them."""
+    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
+        raise ValueError(f"{owner}: image_shape must be (C, H, W), got {image_shape!r}")
+    c, h, w = (checks.positive_int(owner, "image_shape", n) for n in image_shape)
+    checks.positive_int(owner, "latent_dim", latent_dim)
+    checks.one_of(owner, "arch", arch, ARCHS)
+    hidden, channels = checks.sizes(owner, "hidden", hidden), checks.sizes(owner, "channels", channels)
     code_dim = latent_dim if code_dim is None else code_dim
     if arch == "mlp":
-        encoder = Sequential(Flatten(), MLPEncoder(c * h * w, tuple(hidden), code_dim))
+        encoder = Sequential(Flatten(), MLPEncoder(c * h * w, hidden, code_dim))
         decoder = Sequential(MLPEncoder(latent_dim, tuple(reversed(hidden)), c * h * w), Unflatten(image_shape))
         return encoder, decoder
-    if arch == "conv":
-        encoder = ConvEncoder(c, tuple(channels), out_features=code_dim, image_size=(h, w))
-        out_hw = tuple(_transposed_size(s, len(channels)) for s in encoder.feature_shape[1:])
-        if out_hw != (h, w):
-            raise ValueError(f"build_encoder_decoder: the conv decoder would rebuild {out_hw} images "
-                             f"from {(h, w)} (each stride-2 layer halves the size: use sides "
-                             f"divisible by {2 ** len(channels)} or fewer channels entries)")
-        decoder = ConvDecoder(c, tuple(reversed(channels)), in_features=latent_dim,
-                              feature_shape=encoder.feature_shape)
-        return encoder, decoder
-    raise ValueError(f"build_encoder_decoder: arch must be 'mlp' or 'conv', got {arch!r}")
+    encoder = ConvEncoder(c, channels, out_features=code_dim, image_size=(h, w))   # arch "conv"
+    out_hw = tuple(_transposed_size(s, len(channels)) for s in encoder.feature_shape[1:])
+    if out_hw != (h, w):
+        raise ValueError(f"{owner}: the conv decoder would rebuild {out_hw} images "
+                         f"from {(h, w)} (each stride-2 layer halves the size: use sides "
+                         f"divisible by {2 ** len(channels)} or fewer channels entries)")
+    decoder = ConvDecoder(c, tuple(reversed(channels)), in_features=latent_dim,
+                          feature_shape=encoder.feature_shape)
+    return encoder, decoder
+
+
+ARCHS = ("mlp", "conv")
 
 
 # ----- the three objectives ---------------------------------------------------------------------------
@@ -246,6 +262,7 @@ class DenoisingAutoencoder(Autoencoder):
 
     def __init__(self, encoder, decoder, noise="mask", level=0.25, likelihood="bernoulli", sigma=1.0):
         super().__init__(encoder, decoder, likelihood, sigma)
+        check_corruption(type(self).__name__, "noise", noise, level)
         self.noise, self.level = noise, level
         self.corrupt = corruption(noise, level)
 
@@ -300,8 +317,10 @@ def build_model(kind, image_shape, latent_dim=16, arch="mlp", likelihood="bernou
     models = {"autoencoder": Autoencoder, "denoising": DenoisingAutoencoder, "vae": VAE}
     if kind not in models:
         raise ValueError(f"build_model: kind must be one of {tuple(models)}, got {kind!r}")
+    checks.positive_int("build_model", "latent_dim", latent_dim)   # (before it is doubled)
     code_dim = 2 * latent_dim if kind == "vae" else latent_dim
-    encoder, decoder = build_encoder_decoder(image_shape, latent_dim, code_dim, arch, hidden, channels)
+    encoder, decoder = _encoder_decoder("build_model", image_shape, latent_dim, code_dim, arch,
+                                        hidden, channels)
     if kind == "vae":
         return VAE(encoder, decoder, latent_dim, likelihood, sigma, **options)
     return models[kind](encoder, decoder, likelihood=likelihood, sigma=sigma, **options)

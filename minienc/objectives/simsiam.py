@@ -23,9 +23,10 @@ batch) and the encoder loses dimensions. `python demos/simsiam.py --no-stop-grad
 The paper reads SimSiam as an alternation (an EM-like step on the targets, a step on the
 network), which the stop-gradient implements.
 """
+from .. import checks
 from ..nn import BatchNorm1d, Sequential
 from .byol import mean_cosine_similarity
-from .contrastive import projection_head
+from .contrastive import check_head, projection_head
 from .protocol import ViewObjective
 
 
@@ -44,6 +45,7 @@ def simsiam_loss(p1, p2, z1, z2, stop_gradient=True):
 def simsiam_projector(in_features, hidden_features=256, out_features=256, num_layers=3):
     """Linear (no bias) - BN - ReLU per hidden layer, a last Linear, and batch norm without affine
     on the output (as the released builder)."""
+    check_head("simsiam_projector", in_features, hidden_features, out_features, num_layers)
     head = projection_head(in_features, hidden_features, out_features, num_layers,
                            batch_norm=True, last_bias=False)
     return Sequential(*head.layers, BatchNorm1d(out_features, affine=False))
@@ -52,6 +54,8 @@ def simsiam_projector(in_features, hidden_features=256, out_features=256, num_la
 def simsiam_predictor(features=256, bottleneck=64):
     """The bottleneck MLP h: Linear (no bias) - BN - ReLU - Linear, features -> bottleneck ->
     features."""
+    checks.positive_int("simsiam_predictor", "features", features)
+    checks.positive_int("simsiam_predictor", "bottleneck", bottleneck)
     return projection_head(features, bottleneck, features, num_layers=2, batch_norm=True)
 
 
@@ -64,6 +68,7 @@ class SimSiam(ViewObjective):
     """
 
     def __init__(self, encoder, projector, predictor, augment=None, stop_gradient=True):
+        checks.callable_or_none("SimSiam", "augment", augment)
         self.encoder, self.projector, self.predictor = encoder, projector, predictor
         self.augment, self.stop_gradient = augment, bool(stop_gradient)
 

@@ -32,7 +32,7 @@ every process's embeddings; the invariance term stays each process's own mean).
 """
 from .. import distributed as dist
 from .. import checks, ops
-from .contrastive import _check_embeddings, projection_head
+from .contrastive import _check_embeddings, check_head, projection_head
 from .protocol import ViewObjective
 
 
@@ -86,6 +86,7 @@ def vicreg_loss(z1, z2, **weights):
 def vicreg_expander(in_features, hidden_features=256, out_features=256, num_layers=3):
     """VICReg's expander: Linear-BN-ReLU for each hidden layer, then a Linear without bias (its
     bias would cancel in every term). The paper's is 8192-8192-8192 on a ResNet-50."""
+    check_head("vicreg_expander", in_features, hidden_features, out_features, num_layers)
     return projection_head(in_features, hidden_features, out_features, num_layers,
                            batch_norm=True, last_bias=False)
 
@@ -108,6 +109,7 @@ class VICReg(ViewObjective):
                             ("covariance_weight", covariance_weight), ("gamma", gamma)):
             checks.non_negative("VICReg", name, value)
         checks.positive("VICReg", "eps", eps)   # (variance_covariance says why)
+        checks.callable_or_none("VICReg", "augment", augment)
         self.encoder, self.expander, self.augment = encoder, expander, augment
         self.weights = dict(invariance_weight=float(invariance_weight),
                             variance_weight=float(variance_weight),
