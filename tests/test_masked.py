@@ -86,6 +86,16 @@ def test_mae_refuses_a_mask_ratio_that_keeps_or_removes_nothing(ratio):
         MAE(image_size=4, patch_size=1, dim=8, depth=1, num_heads=2, mask_ratio=ratio)
 
 
+def test_mae_names_what_a_custom_encoder_lacks():
+    """Regression: an encoder without ViT's patch attributes failed with a bare AttributeError
+    ('Sequential' object has no attribute 'patch_embed')."""
+    with pytest.raises(TypeError, match=r"^MAE: encoder Sequential lacks patch_embed.patch_size, "
+                                        r"patch_embed.in_channels, num_patches, grid_size, dim"):
+        MAE(encoder=nn.Sequential(nn.Flatten(), nn.Linear(64, 8)))
+    vit = nn.VisionTransformer(image_size=8, patch_size=2, dim=8, depth=1, num_heads=2)
+    assert MAE(encoder=vit, decoder_dim=8, decoder_num_heads=2).encoder is vit
+
+
 def test_mae_loss_refuses_an_empty_mask():
     pred = minienc.zeros(2, 4, 3, requires_grad=True)
     with pytest.raises(ValueError, match=r"mae_loss: the mask \(2, 4\) marks no patch as removed"):

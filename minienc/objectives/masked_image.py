@@ -122,6 +122,24 @@ def mae_loss(pred, target, mask):
     return (per_patch * mask).sum() / removed
 
 
+VIT_PARTS = ("patch_embed.patch_size", "patch_embed.in_channels", "num_patches", "grid_size", "dim")
+
+
+def _check_vit_like(owner, encoder):
+    """An encoder given to MAE must say what a VisionTransformer says of its patches."""
+    def lacks(path):
+        value = encoder
+        for name in path.split("."):
+            if not hasattr(value, name):
+                return True
+            value = getattr(value, name)
+        return False
+    missing = [path for path in VIT_PARTS if lacks(path)]
+    if missing:
+        raise TypeError(f"{owner}: encoder {type(encoder).__name__} lacks {', '.join(missing)}; "
+                        f"it must be a VisionTransformer or have what one has of its patches")
+
+
 class MAE(Objective):
     """A masked autoencoder: a ViT encoder over the visible patches and a light decoder.
 
@@ -132,8 +150,8 @@ class MAE(Objective):
 
     masked_prediction(images, masking=None): masking is (ids_keep, ids_restore, mask) from
     random_masking; by default a fresh one at self.mask_ratio. `mae.encoder` is an nn.VisionTransformer with
-    fixed sin-cos positions (or pass your own `encoder=`, which must have patch_size,
-    num_patches, grid_size, dim and forward(images, patch_indices)). Weights as MAE: xavier_uniform
+    fixed sin-cos positions (or pass your own `encoder=`, which must have patch_embed (with
+    patch_size and in_channels), num_patches, grid_size, dim and forward(images, patch_indices)). Weights as MAE: xavier_uniform
     Linears, zero biases, the mask token N(0, 0.02).
     """
 
@@ -152,6 +170,7 @@ class MAE(Objective):
             image_size, patch_size, in_channels, dim, depth, num_heads, mlp_ratio,
             pos_embed="sincos", weight_init="xavier")
         enc = self.encoder
+        _check_vit_like("MAE", enc)
         self.patch_size, self.in_channels = enc.patch_embed.patch_size, enc.patch_embed.in_channels
         self.num_patches, self.grid_size = enc.num_patches, enc.grid_size
         kept_patches("MAE", self.num_patches, mask_ratio)
