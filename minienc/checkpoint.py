@@ -8,8 +8,9 @@ Layout of the archive (every entry a plain array, so `np.load(..., allow_pickle=
     __meta__                a uint8 array holding UTF-8 JSON: format and version, the trainer's
                             position (step, epoch, ...), the optimizer's hyperparameters and step
                             counts, the host RNG state, the list of array keys, `extra`, and
-                            `encoders`: for each model that is an objective, the prefix of the
-                            module its embed(x) runs (what demos/export.py takes out)
+                            `encoders`: for each model that names its encoder (an objective's
+                            embed_module()), the prefix of the module its embed(x) runs (what
+                            demos/export.py takes out)
 
 Writes are atomic: the archive goes to a temporary file in the same directory, is flushed and
 fsync'ed, then renamed over the target with os.replace, so a crash leaves either the old file or

@@ -34,8 +34,10 @@ losses are the same as those of an uninterrupted run (on CPU; see minienc/checkp
 Ctrl-C or SIGTERM (a batch scheduler's warning before it kills a job) finishes the current
 step, saves a checkpoint and stops (a second one stops at once).
 
-A run's folder is never silently reused: `fit` refuses an out_dir that already holds a run
-(checkpoint.npz or metrics.jsonl) unless `resume=True` (continue it) or `overwrite=True`.
+A run's folder is never silently reused: `fit` claims out_dir with a lock for as long as it
+runs (a second process given the same folder is refused at once; minienc/run_folder.py) and
+refuses an out_dir that already holds a run (checkpoint.npz or metrics.jsonl) unless
+`resume=True` (continue it) or `overwrite=True`.
 
 Under minienc.distributed (several processes, after distributed.init()) the same loop is data
 parallel: rank 0's weights are broadcast at the start of fit, the gradients are averaged over the

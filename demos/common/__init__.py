@@ -3,7 +3,7 @@ the same set-up, the same run options and the same evaluation report -- and the 
 several demos share (two views; two views without negatives; autoencoders). The training itself
 stays in each demo, in view:
 
-    args = image_parser(__doc__, steps=1500, latent_dim=64).parse_args()
+    args = add_recipe_flags(image_parser(__doc__, steps=1500, latent_dim=64)).parse_args()
     data = setup(args)                   # seed, device, dataset, output folder, config.json
     objective = SimCLR(encoder, head, augment)
     loader, steps = two_view_batches(args, data, "SimCLR", objective)   # views.png, the batches
@@ -15,7 +15,8 @@ stays in each demo, in view:
 A run's folder is its record: config.json (flags, seed, versions, device), metrics.jsonl,
 checkpoint.npz, the figures and results.json. A folder that holds a run is never reused unless
 asked: --resume continues it from its checkpoint (a finished one is evaluated again, with the
-same numbers), --overwrite starts it again. Ctrl-C stops after the current step and saves.
+same numbers), --overwrite starts it again. Ctrl-C or SIGTERM stops after the current step
+and saves.
 
 The package, by idea (a demo imports the names re-exported below from `common` itself, and the
 helpers of one family of demos as modules: `from common import jepa_figures as figures`):

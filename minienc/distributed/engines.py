@@ -18,8 +18,9 @@
 Every collective is numbered and watched (minienc/distributed/watchdog.py): one that waits
 past a timeout, or for a rank that has left, ends the job with a line naming the rank and the
 operation. MPI's are watched while the host waits in them; NCCL's, which the host never waits
-in, by the CUDA event recorded behind each on its stream. `allgather` first gathers every rank's shape (a small host collective, over
-MPI for NCCL too) and refuses shapes that differ, naming each rank's.
+in, by the CUDA event recorded behind each on its stream, and an asynchronous error NCCL reports
+ends the job at once. `allgather` first gathers every rank's shape (a small host collective,
+over MPI for NCCL too) and refuses shapes that differ, naming each rank's.
 
 Only `MPIEngine` imports mpi4py, and only `make_nccl_engine` asks backend.nccl() for
 cupy.cuda.nccl, when one is made.

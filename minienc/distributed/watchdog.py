@@ -1,4 +1,4 @@
-"""No rank waits forever: the watch kept over every collective of the MPI engine.
+"""No rank waits forever: the watch kept over every collective of the MPI and NCCL engines.
 
 A collective returns only when every rank has joined it. A rank that never joins (it left, or
 it waits in another collective, or it is stuck) would leave the others waiting, and MPICH waits
