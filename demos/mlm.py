@@ -9,7 +9,6 @@ blanks, and its mean-pooled sentence embeddings retrieve nearest-neighbour sente
 Writes <out>/config.json, loss.png, metrics.jsonl, checkpoint.npz, samples.txt and results.json;
 --resume continues a stopped run.
 """
-import argparse
 import json
 import os
 import sys
@@ -30,8 +29,7 @@ from minienc.train import Trainer  # noqa: E402
 
 
 def parse_args():
-    parser = DemoParser(description=__doc__.split("\n\n")[0],
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = DemoParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--text", default=None, help="a UTF-8 text file (default: the built-in corpus)")
     parser.add_argument("--steps", type=int, default=2232, help="optimizer steps")
     parser.add_argument("--epochs", type=int, default=None, help="passes over the corpus instead of --steps")

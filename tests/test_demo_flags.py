@@ -68,3 +68,16 @@ def test_a_recipe_flag_that_cannot_work_is_one_line_naming_it(flag, tmp_path, mo
     lines = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(lines) == 1 and said in lines[0], lines
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("demo", ["jepa.py", "mlm.py"])
+def test_help_gives_a_default_once_and_never_none(demo, monkeypatch, capsys):
+    """--help read `--device  cpu or cuda (default: MINIENC_DEVICE or cpu) (default: None)`:
+    argparse's formatter appended a second default, None, to help that already said it."""
+    with pytest.raises(SystemExit) as stop:
+        run_in_process(demo, "--help", monkeypatch=monkeypatch)
+    text = " ".join(capsys.readouterr().out.split())   # argparse wraps the lines
+    assert stop.value.code == 0
+    assert "(default: None)" not in text, text
+    assert "(default: MINIENC_DEVICE or cpu)" in text and "optimizer steps" in text
+    assert "(default: 1200)" in text or "(default: 2232)" in text   # a real default still shown

@@ -8,12 +8,26 @@ from minienc import data as D
 from minienc.objectives.reconstruction import LIKELIHOODS, check_sigma
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each flag's default, unless its help already says it or there is none:
+    `--device  cpu or cuda (default: MINIENC_DEVICE or cpu)`, not that and `(default: None)`."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class DemoParser(argparse.ArgumentParser):
     """argparse for the demos: a flag's value that cannot work (--steps 0, --data foo, --device
     cuda without CuPy) is refused when the flags are read, in one line that names the flag (exit
-    status 2), not deep inside the run as a traceback; so is any other usage error."""
+    status 2), not deep inside the run as a traceback; so is any other usage error. --help gives
+    each flag's default (DefaultsHelpFormatter) unless a demo asks for another formatter."""
 
     POSITIVE = ("steps", "epochs", "batch_size")
+
+    def __init__(self, *args, formatter_class=DefaultsHelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
@@ -67,8 +81,7 @@ def image_parser(description, steps=1000, latent_dim=None, batch_size=128, lr=1e
     """The flags every image demo takes (defaults per demo): --steps (or --epochs) --latent-dim
     --batch-size --lr --data --max-train --max-test --draws --eval-every, and add_run_flags'.
     A demo may define one of them again (its own --steps, say): the later definition wins."""
-    parser = DemoParser(description=description.strip().split("\n\n")[0],
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, conflict_handler="resolve")
+    parser = DemoParser(description=description.strip().split("\n\n")[0], conflict_handler="resolve")
     parser.add_argument("--steps", type=int, default=steps,
                         help="optimizer steps (the learning-rate schedule spans them)")
     parser.add_argument("--epochs", type=int, default=epochs,
