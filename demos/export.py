@@ -4,7 +4,7 @@ which minienc.export.load_encoder reads back bit-identical and PyTorch loads by 
 
     python demos/jepa.py --data folder:~/photos --image-size 32 --patch-size 4
     python demos/export.py runs/jepa/checkpoint.npz --out exported/
-    python demos/export.py runs/byol --encoder objective/online_network.layers.0 --out exported/
+    python demos/export.py runs/byol --encoder objective/target_network.layers.0 --out exported/
 
 The checkpoint holds each model's tensors by name, not its architecture; the encoder is rebuilt
 from them and from the run's config.json beside the checkpoint (image shape, --heads):
@@ -219,7 +219,7 @@ def main():
     except (FileExistsError, ValueError) as error:   # --out a run's folder, a diverged encoder
         sys.exit(f"export: {error}")
     print(f"exported {model}/{prefix.rstrip('.') or '(the whole model)'} of {checkpoint}: "
-          f"{encoder.num_parameters():,} parameters -> {args.out}/model.safetensors + config.json")
+          f"{encoder.num_parameters():,} parameters -> {os.path.join(args.out, 'model.safetensors')} + config.json")
 
 
 if __name__ == "__main__":
