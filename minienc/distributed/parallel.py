@@ -13,7 +13,9 @@ on one process. The gradients are copied into a few flat buckets (one per dtype 
 to `bucket_bytes` each) so each bucket is one all-reduce, not one per parameter: a collective
 costs a fixed latency plus its bytes, and a model has many small parameters (biases, norms).
 On the NCCL engine the buckets are device arrays and the copies device kernels: nothing goes
-through the host. After the reduction every gradient is a view of its bucket.
+through the host. After the reduction every gradient is a view of its bucket. Two flags ride
+at the end of the first bucket at no extra collective, "I have a batch" and "stop after this
+step" (Ctrl-C or SIGTERM on any rank); NCCL's vote is read one step late (GradientReducer).
 """
 from .. import backend
 from ..engine import Tensor
