@@ -219,7 +219,8 @@ def main():
     except (FileExistsError, ValueError) as error:   # --out a run's folder, a diverged encoder
         sys.exit(f"export: {error}")
     print(f"exported {model}/{prefix.rstrip('.') or '(the whole model)'} of {checkpoint}: "
-          f"{encoder.num_parameters():,} parameters -> {os.path.join(args.out, 'model.safetensors')} + config.json")
+          f"{encoder.num_parameters():,} parameters -> "
+          f"{os.path.join(args.out, 'model.safetensors')} + config.json")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def image_parser(description, steps=1000, latent_dim=None, batch_size=128, lr=1e
     """The flags every image demo takes (defaults per demo): --steps (or --epochs) --latent-dim
     --batch-size --lr --data --max-train --max-test --draws --eval-every, and add_run_flags'.
     A demo may define one of them again (its own --steps, say): the later definition wins."""
-    parser = DemoParser(description=description.strip().split("\n\n")[0], conflict_handler="resolve")
+    parser = DemoParser(description=description.strip().split("\n\n")[0],
+                        conflict_handler="resolve")
     parser.add_argument("--steps", type=int, default=steps,
                         help="optimizer steps (the learning-rate schedule spans them)")
     parser.add_argument("--epochs", type=int, default=epochs,
