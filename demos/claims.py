@@ -15,14 +15,13 @@ when none does. The settings are the demos' defaults, fixed before any result wa
 Writes to --out (runs/claims): claims.md (the table: claim, experiment, numbers, verdict),
 results.json (every number), claim_<name>.png (one figure per claim), config.json.
 """
-import argparse
 import json
 import os
 import time
 
 import numpy as np
 
-from common import add_run_flags, setup
+from common import DemoParser, add_run_flags, setup
 from common import claims_lab as lab_runs
 
 from minienc import data as D
@@ -274,8 +273,7 @@ def table(rows):
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = DemoParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--claim", choices=list(CLAIMS), action="append",
                         help="run this claim (repeat for several; default: all)")
     parser.add_argument("--data", default="digits", help=D.DATA_HELP)

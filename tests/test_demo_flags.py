@@ -17,7 +17,8 @@ BAD = {   # flag -> (its bad value, what the one line must say)
 }
 CASES = [(demo, flag) for demo in IMAGE_DEMOS for flag in BAD]
 CASES += [("quickstart.py", "--steps"), ("quickstart.py", "--device"), ("mlm.py", "--steps"), ("mlm.py", "--device"), ("compare.py", "--data"),
-          ("compare.py", "--device"), ("augmentations.py", "--data"), ("augmentations.py", "--device")]
+          ("compare.py", "--device"), ("augmentations.py", "--data"), ("augmentations.py", "--device"),
+          ("claims.py", "--steps"), ("claims.py", "--data"), ("claims.py", "--device")]
 
 
 @pytest.mark.parametrize("demo, flag", CASES)
@@ -81,3 +82,13 @@ def test_help_gives_a_default_once_and_never_none(demo, monkeypatch, capsys):
     assert "(default: None)" not in text, text
     assert "(default: MINIENC_DEVICE or cpu)" in text and "optimizer steps" in text
     assert "(default: 1200)" in text or "(default: 2232)" in text   # a real default still shown
+
+
+def test_the_claims_help_gives_real_defaults_only(monkeypatch, capsys):
+    """claims.py built its own argparse parser: `(default: None)` after six flags, and a bad
+    flag's usage block in place of DemoParser's one line (the cases above)."""
+    with pytest.raises(SystemExit) as stop:
+        run_in_process("claims.py", "--help", monkeypatch=monkeypatch)
+    text = " ".join(capsys.readouterr().out.split())
+    assert stop.value.code == 0 and "(default: None)" not in text, text
+    assert "seeds per compared model (--seed, +1, ...) (default: 3)" in text
