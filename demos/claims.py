@@ -96,7 +96,8 @@ def judge_autoencoder(result, figure):
                           f"PCA at latent sizes {sizes}: test squared error, 5-shot probe",
             "numbers": f"latent size: AE vs PCA -- {numbers}",
             "verdict": verdict(won),
-            "detail": f"AE beats PCA on both at sizes {where or 'none'}"}
+            "detail": (f"AE beats PCA on both at sizes {where}" if where else
+                       "AE beats PCA on both at no size")}
 
 
 def judge_denoising(result, figure):
