@@ -149,7 +149,7 @@ def readme_jepa():
                       "the JEPA default's (ijepa_views_with_lejepa)"))
     out.append(Number(r, "5e-13", DISTRIBUTED, how="a bound on the same differences for every other "
                       "objective (the largest: 4.5e-13 in docs/distributed.md's table, MAE's)"))
-    for quoted in ("0.79x-0.91x", "1.01x", "1.08x"):
+    for quoted in ("0.82x-0.92x", "0.94x", "1.09x"):
         out.append(Number(r, quoted, BENCHMARK, how="minienc / PyTorch in the printed tables: the "
                           "matched-threads table's range, then the alone table's vit_mae and vit_jepa"))
     return out
