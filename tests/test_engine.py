@@ -154,6 +154,7 @@ def test_no_grad_builds_no_graph(device):
     assert minienc.is_grad_enabled()  # restored after an exception too
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # log(0) and log(-1), on purpose
 def test_detect_anomaly_names_the_first_op_with_nan_or_inf(device):
     x = t([1.0, 0.0, 2.0], device, requires_grad=True)
     y = x.log()  # -inf, but outside anomaly mode nothing is checked
@@ -253,6 +254,7 @@ def test_a_new_thread_starts_with_grad_enabled(device):
     assert seen == [True]
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # log(0) and log(-1), on purpose
 def test_anomaly_mode_in_another_thread_does_not_reach_this_one(device):
     join = _in_other_thread(minienc.detect_anomaly)
     try:
