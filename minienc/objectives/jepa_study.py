@@ -33,7 +33,7 @@ from ..engine import no_grad
 from ..nn.vit import gather_tokens
 from ..optim.ema import EMA
 from .contrastive import projection_head
-from .jepa import _vit, build_predictor, layer_normed, momentum_at, patch_indices
+from .jepa import IJEPA, _vit, build_predictor, layer_normed, patch_indices
 from .lejepa import LeJEPA, lejepa_terms
 from .masked_image import check_keep, random_masking
 from .multiblock import MultiBlockMaskSampler
@@ -203,16 +203,8 @@ class StudyJEPA(Objective):
         if self._ema is not None:
             self._ema.update(momentum)
 
-    def after_step(self, progress):
-        """The EMA step (I-JEPA's linear momentum schedule)."""
-        self.update_target(momentum_at(self.momentum, progress))
-
-    def embed(self, images):
-        """(B, D): the target encoder on whole images, average-pooled over patches."""
-        return self.target_encoder(images).mean(axis=1)
-
-    def embed_module(self):
-        return self.target_encoder
+    # as I-JEPA's: the EMA step on its linear schedule, and the target encoder, pooled, embeds
+    after_step, embed, embed_module = IJEPA.after_step, IJEPA.embed, IJEPA.embed_module
 
     # ----- the terms -----
     def terms(self, images, context_idx, target_idx, target_images=None, directions=None):
