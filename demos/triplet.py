@@ -14,7 +14,7 @@ from common import (add_recipe_flags, finish, fit, image_parser, mlp_encoder, re
                     recipe_options, setup, two_view_augment, two_view_batches)
 
 from minienc.objectives import Triplet
-from minienc.objectives.contrastive import MINERS
+from minienc.objectives.triplet import MINERS
 from minienc.train import Trainer
 
 

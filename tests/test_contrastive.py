@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 import minienc
 from minienc import backend, nn
 from minienc.nn import Flatten, MLPEncoder, Sequential
-from minienc.objectives.contrastive import (LARGE_NUM, MoCo, SimCLR, Triplet, info_nce,
-                                            info_nce_logits, nt_xent, projection_head,
-                                            triplet_loss)
+from minienc.objectives.contrastive import (LARGE_NUM, MoCo, SimCLR, info_nce, info_nce_logits,
+                                            nt_xent, projection_head)
+from minienc.objectives.triplet import Triplet, triplet_loss
 from minienc.optim import SGD
 
 from ssl_check import (assert_loss_of_projected_views, host, layer_names, on_device, t64, two_views,

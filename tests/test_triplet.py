@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 import minienc
 from minienc import backend
 from minienc import ops
-from minienc.objectives.contrastive import (Triplet, batch_triplet_loss, mine_batch_all,
-                                            mine_batch_hard, mine_semi_hard, pairwise_distances,
-                                            triplet_loss, view_triplet_loss)
+from minienc.objectives.triplet import (Triplet, batch_triplet_loss, mine_batch_all,
+                                        mine_batch_hard, mine_semi_hard, pairwise_distances,
+                                        triplet_loss, view_triplet_loss)
 
 from ssl_check import gradcheck_objective, host, on_device, t64, tiny_encoder, two_views, unit
 

@@ -22,7 +22,8 @@ from minienc.eval.anomaly import autoencoder_scores, knn_scores, pca_scores, vae
 from minienc.eval.robustness import LinearProbe, relative_shift
 from minienc.nn import VisionTransformer
 from minienc.objectives import MAE, MaskedLanguageModel, Objective
-from minienc.objectives.contrastive import MoCo, SimCLR, Triplet, projection_head
+from minienc.objectives.contrastive import MoCo, SimCLR, projection_head
+from minienc.objectives.triplet import Triplet
 from minienc.objectives.reconstruction import VAE, build_model, kl_weight_schedule
 from minienc.optim import LARS, AdamW, Cosine, WarmupCosine
 from minienc.optim.optimizer import set_hyperparameter

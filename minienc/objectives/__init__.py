@@ -3,7 +3,8 @@ objective speaking one protocol (protocol.py: loss(batch) -> dict, embed, param_
 after_step):
 
     reconstruction   Autoencoder, DenoisingAutoencoder, VAE
-    contrastive      Triplet, SimCLR (InfoNCE / NT-Xent), MoCo (v2)
+    triplet          Triplet (the triplet loss and its miners)
+    contrastive      SimCLR (InfoNCE / NT-Xent), MoCo (v2)
     masked_language  MaskedLanguageModel (BERT's MLM)
     masked_image     MAE
     byol             BYOL
@@ -20,10 +21,9 @@ from .masked_image import MAE, mae_loss, patch_targets, random_masking  # noqa: 
 from .masked_language import MaskedLanguageModel, MLMHead, mask_tokens, mlm_loss  # noqa: F401
 from .reconstruction import (VAE, Autoencoder, DenoisingAutoencoder, build_model,  # noqa: F401
                              corruption, kl_to_standard_normal, reconstruction_loss, reparameterize)
-from .contrastive import (MoCo, SimCLR, Triplet, batch_triplet_loss, info_nce,  # noqa: F401
-                          info_nce_logits, mine_batch_all, mine_batch_hard, mine_semi_hard,
-                          nt_xent, pairwise_distances, projection_head, triplet_loss,
-                          view_triplet_loss)
+from .triplet import (Triplet, batch_triplet_loss, mine_batch_all, mine_batch_hard,  # noqa: F401
+                      mine_semi_hard, pairwise_distances, triplet_loss, view_triplet_loss)
+from .contrastive import MoCo, SimCLR, info_nce, info_nce_logits, nt_xent, projection_head  # noqa: F401
 from .byol import BYOL, byol_loss, byol_mlp  # noqa: F401
 from .simsiam import SimSiam, simsiam_loss, simsiam_predictor, simsiam_projector  # noqa: F401
 from .vicreg import VICReg, variance_covariance, vicreg_expander, vicreg_loss  # noqa: F401
