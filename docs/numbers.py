@@ -132,14 +132,6 @@ def readme_jepa():
     out += [Number("docs/jepa_study.md", "90.7%", AVX512, "runs/numbers/jepa_s0_avx512/results.json", 0, "fewshot"),
             Number("docs/jepa_study.md", "17.1", AVX512, "runs/numbers/jepa_s0_avx512/results.json", 0,
                    "rankme", "f1")]
-    out += [Number(r, "32.2%", CANVAS, "runs/numbers/jepa_canvas/results.json", 0, "fewshot"),
-            Number(r, "19.0%", CANVAS, "runs/numbers/jepa_canvas/results.json", {"method": "random init"}, "fewshot"),
-            Number(r, "10.8", CANVAS, "runs/numbers/jepa_canvas/results.json", 0, "rankme", "f1"),
-            Number(r, "3.2", CANVAS, "runs/numbers/jepa_canvas/results.json", {"method": "random init"}, "rankme", "f1")]
-    for seed, five in zip(SEEDS, ("94.2%", "95.7%", "94.3%")):
-        out.append(Number(r, five, lejepa(seed), f"runs/numbers/lejepa_s{seed}/results.json", 0, "fewshot"))
-    out.append(Number(r, "0.9 points", "; ".join(no_predictor(s) for s in SEEDS) + "; and jepa.py's three",
-                      how="the mean over seeds of the default's 5-shot minus the one without predictor"))
     out += [Number(r, "1.1", COLLAPSE, "runs/numbers/collapse/collapse.json", {"name": "no-lejepa"},
                    "rankme[-1]", "f1"),
             Number(r, "1.6", COLLAPSE, "runs/numbers/collapse/collapse.json", {"name": "no-sg"},
