@@ -92,6 +92,15 @@ def to_host(array):
     return array.get() if is_cupy(array) else numpy.asarray(array)
 
 
+def host_extremes(array):
+    """(smallest, largest) of a host array's values, for checks of the data; None for a CuPy
+    array (reading them back would be a device sync every step: the checks are the host's) or an
+    empty one."""
+    if is_cupy(array) or not array.size:
+        return None
+    return float(array.min()), float(array.max())
+
+
 def to_host_later(array):
     """Start a copy of `array` to the host without waiting for the device; returns a function
     that gives the host copy, waiting (if at all) only for the work enqueued before this call.

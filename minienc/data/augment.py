@@ -46,10 +46,10 @@ def check_range(owner, x, low=0.0, high=1.0):
     """Refuse images clearly outside [low, high], the range an augmentation clips its result to
     (pixels in [0, 255], or images already standardised, would be saturated silently). Checked
     on the host only: on a GPU reading the extremes back would be a sync every step."""
-    if backend.is_cupy(x) or not x.size:
+    extremes = backend.host_extremes(x)
+    if extremes is None:
         return
-    slack = RANGE_SLACK * (high - low)
-    smallest, largest = float(x.min()), float(x.max())
+    slack, (smallest, largest) = RANGE_SLACK * (high - low), extremes
     if smallest < low - slack or largest > high + slack:
         hint = " (pixels in [0, 255]? divide by 255)" if (low, high) == (0.0, 1.0) and largest > 2 else ""
         raise ValueError(f"{owner}: expects images in [{low:g}, {high:g}], got values in "

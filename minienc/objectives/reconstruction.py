@@ -72,9 +72,10 @@ def check_probabilities(owner, target):
     """A Bernoulli likelihood reads each target value as a probability: outside [0, 1] the loss
     is unbounded below ([0, 255] pixels gave -594 nats and a decoder pushed to infinity). On the
     host only, as reading the extremes back from a GPU would be a sync every step."""
-    if backend.is_cupy(target) or not target.size:
+    extremes = backend.host_extremes(target)
+    if extremes is None:
         return
-    smallest, largest = float(target.min()), float(target.max())
+    smallest, largest = extremes
     if smallest < 0.0 or largest > 1.0:
         hint = "divide [0, 255] pixels by 255" if largest > 2 else "use likelihood='gaussian'"
         raise ValueError(f"{owner}: a Bernoulli likelihood needs targets in [0, 1], got values in "
