@@ -45,6 +45,7 @@ from ..engine import as_array, as_tensor, no_grad
 from .protocol import Objective
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+ARCHS = ("mlp", "conv")
 
 
 # ----- the reconstruction term ---------------------------------------------------------------------
@@ -211,8 +212,6 @@ def _encoder_decoder(owner, image_shape, latent_dim, code_dim, arch, hidden, cha
                           feature_shape=encoder.feature_shape)
     return encoder, decoder
 
-
-ARCHS = ("mlp", "conv")
 
 
 # ----- the three objectives ---------------------------------------------------------------------------
